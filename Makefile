@@ -1,0 +1,83 @@
+# kchat build. `make` builds bin/kchat (-O2 -g); `make check` runs every test.
+# SANITIZE=address,undefined or SANITIZE=thread builds everything with a
+# sanitizer (and without jemalloc, which sanitizers replace).
+
+comma    := ,
+CC       = gcc
+PKGS     := rdkafka lmdb msgpack jansson libsodium
+BUILD    ?= build
+SANITIZE ?=
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c11 -Wall -Wextra -Wmissing-prototypes -Wvla -Wshadow=local \
+            -D_GNU_SOURCE -Iinclude -Isrc -pthread $(PKG_CFLAGS)
+LDLIBS   += $(PKG_LIBS) -pthread -lm
+
+ifneq ($(SANITIZE),)
+  CFLAGS  := $(filter-out -O2,$(CFLAGS)) -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZE)
+  LDFLAGS += -fsanitize=$(SANITIZE)
+  BUILD   := build/san-$(subst $(comma),-,$(SANITIZE))
+else
+  LDLIBS  += $(shell pkg-config --libs jemalloc)
+endif
+
+LIB_SRC  := $(wildcard src/codec/*.c src/store/*.c src/pipeline/*.c src/actors/*.c src/app/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB      := $(BUILD)/libkchat.a
+BIN      := bin/kchat$(if $(SANITIZE),-san)
+
+UNIT_SRC := $(wildcard tests/unit/*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+INT_SRC  := $(wildcard tests/integration/*.c)
+INT_BIN  := $(INT_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
+SUP_SRC  := $(wildcard tests/support/*.c)
+SUP_OBJ  := $(SUP_SRC:%.c=$(BUILD)/%.o)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/fuzz/%)
+
+.PHONY: all check test unit integration fuzz-replay deps clean
+all: $(BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BIN): $(BUILD)/src/main.o $(LIB)
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) $(SUP_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(LIB) $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(LDLIBS) -lcmocka
+
+# Fuzz harnesses define LLVMFuzzerTestOneInput; with gcc they are linked to a
+# replay driver that runs the committed corpus plus bounded random inputs.
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDLIBS)
+
+unit: $(UNIT_BIN)
+integration: $(INT_BIN) $(BIN)
+fuzz-replay: $(FUZZ_BIN)
+
+check test: $(BIN) $(UNIT_BIN) $(INT_BIN) $(FUZZ_BIN)
+	BUILD=$(BUILD) KCHAT_BIN=$(BIN) tests/run.sh
+
+deps:
+	scripts/install-deps
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,74 @@
+/**
+ * @file config.h
+ * @brief kchat's settings: one table gives every option its name, type,
+ *        default and description, and that table drives the command-line
+ *        flags (`--name value`), the config file (`name = value`), `--help`
+ *        and docs/configuration.md (`kchat config-doc`).
+ *
+ * Precedence: defaults < config file (`--config FILE`) < flags, whatever
+ * their order on the command line.
+ */
+#ifndef KCHAT_CONFIG_H
+#define KCHAT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/** Most `-X key=value` librdkafka properties kept. */
+#define KCHAT_CONFIG_MAX_X 64
+
+/** Every setting of `kchat serve` and `kchat broker`. Strings are owned by
+ *  the struct (kchat_config_release() frees them) and never NULL. */
+typedef struct kchat_config {
+    char *brokers;          /**< bootstrap servers; "" = start the embedded broker */
+    char *data_dir;         /**< LMDB shards and the directory replica live here */
+    char *bootstrap_file;   /**< "" = none; else the bootstrap is written here when ready */
+    char *group_id;         /**< consumer group of the backend */
+    char *events_format;    /**< "json" or "msgpack" for chat-events */
+    int partitions;         /**< partitions of every co-partitioned topic */
+    int replication;        /**< 0 = min(3, brokers) */
+    int embedded_brokers;   /**< brokers of the embedded mock cluster */
+    int workers;            /**< actor workers; 0 = number of online CPUs */
+    int ring_capacity;      /**< slots of each (topic, worker) ring */
+    int max_batch;          /**< most requests per group commit per worker */
+    int linger_ms;          /**< producer linger */
+    int map_size_mb;        /**< LMDB map size per shard */
+    long pwhash_ops;        /**< Argon2id opslimit */
+    long pwhash_mem;        /**< Argon2id memlimit in bytes */
+    long session_idle;      /**< seconds a session may stay unused */
+    bool session_check;     /**< false: accept requests without a session (original front end) */
+    char *x[KCHAT_CONFIG_MAX_X]; /**< `-X key=value` passthrough, in order */
+    int n_x;
+} kchat_config;
+
+/** @brief Fill @p c with the defaults. @return KCHAT_OK or KCHAT_ENOMEM. */
+int kchat_config_init(kchat_config *c);
+
+/** @brief Free the strings of @p c; it may be initialised again. */
+void kchat_config_release(kchat_config *c);
+
+/**
+ * @brief Parse `argv[first..argc)`: `--config FILE` first, then every flag.
+ * @param[out] errstr a sentence naming the bad option or line.
+ * @return KCHAT_OK; KCHAT_ECONFIG for an unknown option, a missing or
+ *         invalid value, or an unreadable config file; 1 when `--help` was
+ *         given (the caller prints kchat_config_usage() and exits 0).
+ */
+int kchat_config_parse_args(kchat_config *c, int argc, char **argv, int first,
+                            char *errstr, size_t errstr_size);
+
+/**
+ * @brief Apply a config file of `name = value` lines (`#` comments).
+ * @return KCHAT_OK, KCHAT_EIO when it cannot be read, KCHAT_ECONFIG as above.
+ */
+int kchat_config_load_file(kchat_config *c, const char *path,
+                           char *errstr, size_t errstr_size);
+
+/** @brief Print every option with its default and description. */
+void kchat_config_usage(FILE *out, const char *command);
+
+/** @brief Print docs/configuration.md, generated from the option table. */
+void kchat_config_markdown(FILE *out);
+
+#endif /* KCHAT_CONFIG_H */

@@ -1,0 +1,213 @@
+/**
+ * @file consumer.h
+ * @brief The input side of the pipeline: Kafka consumer threads, SPSC rings,
+ *        back-pressure, and the keyed worker threads that drain them.
+ *
+ * One kchat_consumer is one member of a Kafka consumer group (one
+ * `rd_kafka_t`), subscribed to every request topic plus the internal topic.
+ * All of them are co-partitioned and assigned with the `range` assignor, so
+ * partition p of every topic belongs to the same process: the shard p.
+ *
+ * Threads (T = number of topics, W = number of workers):
+ * - **poll thread** (1): serves the consumer's main queue with
+ *   rd_kafka_consumer_poll(): rebalances, errors. On an assignment it asks
+ *   `start_offset()` for every partition, forwards each partition's queue to
+ *   its topic's queue and calls rd_kafka_assign(). The `start_offset`,
+ *   `assigned` and `revoked` callbacks run here.
+ * - **topic threads** (T): each polls its topic's queue and pushes every
+ *   message into the ring (topic, partition % W).
+ * - **workers** (W): worker w drains its T rings round-robin into batches of
+ *   up to `max_batch` messages and calls `process()`; when there is nothing
+ *   to do it calls `idle()` and sleeps (no spinning) until a topic thread
+ *   wakes it or `tick_ms` passes.
+ *
+ * Guarantees:
+ * - Shard = partition; every message of partition p goes to worker
+ *   p % W, and the messages of one partition reach `process()` in offset
+ *   order, each once per assignment (librdkafka may re-deliver after a
+ *   rebalance if `start_offset` says so: offsets of record are the caller's).
+ * - Back-pressure, nothing dropped: when a ring is full the topic thread
+ *   pauses that partition (rd_kafka_pause_partitions()), keeps the messages
+ *   it already holds for it in a per-partition stash, in order, and goes on
+ *   serving the topic's other partitions. When the ring has drained to half
+ *   its capacity it pushes the stash and resumes the partition; librdkafka
+ *   fetches again from the offset after the last message handed over.
+ *   A worker that frees room wakes its topic thread (rd_kafka_queue_yield()),
+ *   so resuming does not wait for a poll timeout.
+ * - Memory is bounded. Per topic, at most W × ring_capacity messages sit in
+ *   rings, at most one topic-thread batch (256 messages) in the stashes, and
+ *   librdkafka pre-fetches into the topic queue up to
+ *   `queued.max.messages.kbytes` (plus one fetch response of overshoot,
+ *   `max.partition.fetch.bytes` per partition). Unless the caller changed
+ *   them from librdkafka's defaults, the consumer lowers
+ *   `queued.max.messages.kbytes` to 4096 and `queued.min.messages` to 10000
+ *   (they apply per topic queue, since partition queues are forwarded).
+ * - Revocation is a barrier: before `revoked()` is called, the topic threads
+ *   have stopped reading, every message already read (rings and stashes) has
+ *   been through `process()`, and no `process()` call is running. After it,
+ *   no message of the revoked partitions reaches `process()`.
+ *
+ * Not handled here: committing offsets (use kchat_consumer_handle() with
+ * rd_kafka_commit(); enable.auto.commit is off), partition EOF and error
+ * events (not passed to `process()`; each distinct error code is logged to
+ * stderr once), and stuck-worker detection (polling the topic queues keeps
+ * the member alive in the group even if a worker never returns: watch
+ * worker progress from `process()`/`idle()`).
+ */
+#ifndef KCHAT_CONSUMER_H
+#define KCHAT_CONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <librdkafka/rdkafka.h>
+
+/** Opaque consumer handle. */
+typedef struct kchat_consumer kchat_consumer;
+
+/** How the consumer is wired. kchat_consumer_start() copies it (and the
+ *  topic names); the callbacks and `opaque` must stay valid until
+ *  kchat_consumer_stop() returns. */
+typedef struct kchat_consumer_conf {
+    /** Topic names: the request topics and the internal topic, all with the
+     *  same number of partitions. At least one, no duplicates. */
+    const char *const *topics;
+    size_t n_topics;
+    /** Number of worker threads W, >= 1. Partition p goes to worker p % W. */
+    unsigned n_workers;
+    /** Capacity of each (topic thread, worker) ring, rounded up to a power
+     *  of two; 0 means 1024. */
+    size_t ring_capacity;
+    /** The most messages handed to one process() call; 0 means 512. */
+    size_t max_batch;
+    /** idle() is called at least this often per worker, busy or not, and a
+     *  sleeping worker wakes at least this often; 0 means 20 ms. */
+    unsigned tick_ms;
+
+    /** Poll thread, during an assignment, once per partition before it is
+     *  assigned: the offset to start reading from (>= 0), or
+     *  RD_KAFKA_OFFSET_BEGINNING. Other logical offsets are passed to
+     *  librdkafka as they are (RD_KAFKA_OFFSET_INVALID: the group's
+     *  committed offset, else `auto.offset.reset`). May be NULL, which
+     *  means RD_KAFKA_OFFSET_INVALID for every partition. */
+    int64_t (*start_offset)(void *opaque, const char *topic, int32_t partition);
+
+    /** Worker thread `worker` (0..W-1): up to max_batch messages taken from
+     *  that worker's rings. The messages of one partition arrive in offset
+     *  order and always on worker partition % W; messages of different
+     *  topics and partitions are interleaved. Error and EOF events are never
+     *  passed. The pipeline destroys the messages after process() returns:
+     *  copy whatever must outlive the call. Must not be NULL. */
+    void (*process)(void *opaque, unsigned worker, rd_kafka_message_t **msgs, size_t n);
+
+    /** Worker thread `worker`: called whenever the worker has drained its
+     *  rings and is about to sleep, and at least every tick_ms while it is
+     *  busy. May be NULL. */
+    void (*idle)(void *opaque, unsigned worker);
+
+    /** Poll thread: after the partitions in @p parts were assigned (with
+     *  their start offsets filled in), before any of their messages is
+     *  processed. Also called for an empty assignment. May be NULL. */
+    void (*assigned)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
+
+    /** Poll thread: before the partitions in @p parts are unassigned, after
+     *  every message already read from them has been processed and while no
+     *  process() call runs (see "Revocation is a barrier" above). Called for
+     *  every rebalance that takes the assignment away, and once by
+     *  kchat_consumer_stop() for the assignment held then. May be NULL. */
+    void (*revoked)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
+
+    /** Passed to every callback. */
+    void *opaque;
+} kchat_consumer_conf;
+
+/**
+ * @brief Create the consumer, start its threads and subscribe.
+ *
+ * Returns as soon as the threads run; the group join and the first
+ * assignment happen in the background (see kchat_consumer_ready()).
+ *
+ * @param[in] cc how to wire the consumer; copied.
+ * @param[in] rk_conf librdkafka configuration with at least `group.id` and
+ *            `bootstrap.servers` set by the caller. The consumer works on a
+ *            copy in which it sets `enable.auto.commit=false`,
+ *            `enable.auto.offset.store=false`,
+ *            `partition.assignment.strategy=range`, its own rebalance
+ *            callback and its own conf opaque (so other callbacks set on
+ *            @p rk_conf receive the consumer's internal pointer as opaque:
+ *            do not rely on it), and lowers the two `queued.*` settings if
+ *            they are at librdkafka's defaults (see above).
+ * @param[out] out the consumer; set only on success.
+ * @param[out] errstr receives a message on failure (may be NULL).
+ * @param[in] errstr_size size of @p errstr.
+ * @return KCHAT_OK: @p rk_conf now belongs to the consumer (it is destroyed).
+ *         On error @p rk_conf is untouched and still the caller's, no
+ *         callback has been called and none will be:
+ *         KCHAT_EINVAL: a NULL argument, no topics, an empty or duplicate
+ *         topic name, n_workers 0 or process NULL;
+ *         KCHAT_ECONFIG: no group.id, or librdkafka refused a setting or
+ *         the handle (message in @p errstr);
+ *         KCHAT_EKAFKA: subscribing failed;
+ *         KCHAT_ENOMEM; KCHAT_EIO: a thread could not be created.
+ * @note Any thread.
+ */
+int kchat_consumer_start(const kchat_consumer_conf *cc, rd_kafka_conf_t *rk_conf,
+                         kchat_consumer **out, char *errstr, size_t errstr_size);
+
+/**
+ * @brief Stop reading, finish what was read, leave the group, free.
+ *
+ * In order: the poll thread stops serving rebalances and revokes the
+ * current assignment as a rebalance would (the topic threads stop reading,
+ * the workers process every message already read, `revoked()` is called,
+ * the partition queues are un-forwarded and released, the assignment is
+ * cleared); the topic threads and workers are joined; then the consumer is
+ * closed (leaving the group) and destroyed. Messages librdkafka had
+ * pre-fetched but not handed over are discarded, so a later owner reads
+ * them again from its start offset.
+ *
+ * Takes as long as the workers need to process what is in the rings, plus
+ * the group leave (normally milliseconds).
+ *
+ * @param[in] c the consumer, or NULL (no-op). Invalid afterwards.
+ * @note Any thread except the consumer's own: never from a callback
+ *       (process, idle, start_offset, assigned, revoked): that deadlocks.
+ */
+void kchat_consumer_stop(kchat_consumer *c);
+
+/**
+ * @brief The consumer's librdkafka handle, for commits, positions and
+ *        metadata.
+ * @return borrowed; valid until kchat_consumer_stop() begins. Do not poll
+ *         it, change its subscription or assignment, pause/resume its
+ *         partitions, close or destroy it.
+ * @note Any thread (librdkafka's calls are thread-safe).
+ */
+rd_kafka_t *kchat_consumer_handle(kchat_consumer *c);
+
+/**
+ * @brief Whether the first assignment (possibly empty) has been applied and
+ *        announced with `assigned()`.
+ * @note Any thread.
+ */
+bool kchat_consumer_ready(const kchat_consumer *c);
+
+/** Counters since start. */
+typedef struct kchat_consumer_stats {
+    uint64_t consumed;        /**< messages read from Kafka (events not counted) */
+    uint64_t paused_events;   /**< times a partition was paused for a full ring */
+    uint64_t resumed_events;  /**< times such a partition was resumed */
+    size_t ring_fill_max;     /**< highest fill of any ring seen (sampled) */
+    unsigned paused_now;      /**< partitions paused right now */
+} kchat_consumer_stats;
+
+/**
+ * @brief Read the counters.
+ * @param[in] c the consumer.
+ * @param[out] out filled with a snapshot (each field read atomically, not
+ *             all together).
+ * @note Any thread, lock-free.
+ */
+void kchat_consumer_get_stats(kchat_consumer *c, kchat_consumer_stats *out);
+
+#endif /* KCHAT_CONSUMER_H */

@@ -1,0 +1,63 @@
+/**
+ * @file kafka.h
+ * @brief Small Kafka helpers shared by the backend, the gateway and the tools:
+ *        kchat's fixed topic names, the Java-compatible murmur2 partitioner,
+ *        header look-up and `-X key=value` configuration passthrough.
+ *
+ * Nothing here keeps state; every function is thread-safe.
+ */
+#ifndef KCHAT_KAFKA_H
+#define KCHAT_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <librdkafka/rdkafka.h>
+
+/** Delivery events for browsers and other readers (PROTOCOL.md §6). */
+#define KCHAT_TOPIC_EVENTS    "chat-events"
+/** Records that could not be answered at all (PROTOCOL.md §5). */
+#define KCHAT_TOPIC_DLQ       "kchat-dlq"
+/** Cross-shard commands, co-partitioned with the request topics. */
+#define KCHAT_TOPIC_INTERNAL  "kchat-internal"
+/** User profiles published by their owning shard (a compacted topic). */
+#define KCHAT_TOPIC_DIRECTORY "kchat-directory"
+
+/** Header names of PROTOCOL.md §1 and kchat's internal headers. */
+#define KCHAT_HDR_CID         "kchat-cid"
+#define KCHAT_HDR_SESSION     "kchat-session"
+#define KCHAT_HDR_CTYPE       "content-type"
+#define KCHAT_HDR_ERROR       "kchat-error"
+#define KCHAT_HDR_SRC_SHARD   "kchat-src-shard"
+#define KCHAT_HDR_SRC_SEQ     "kchat-src-seq"
+
+/**
+ * @brief murmur2 of @p key exactly as the Java client and librdkafka's
+ *        `murmur2_random` partitioner compute it (seed 0x9747b28c).
+ */
+uint32_t kchat_murmur2(const void *key, size_t len);
+
+/**
+ * @brief The partition the Java client's default partitioner picks for a
+ *        non-empty key: `(murmur2(key) & 0x7fffffff) % partition_cnt`.
+ * @param[in] partition_cnt must be > 0.
+ */
+int32_t kchat_partition_for_key(const void *key, size_t len, int32_t partition_cnt);
+
+/**
+ * @brief The last value of header @p name on @p msg.
+ * @param[out] val points into the message's memory: valid as long as @p msg.
+ * @return 0 when found (a header with a NULL value gives len 0), -1 when absent.
+ */
+int kchat_header_get(const rd_kafka_message_t *msg, const char *name,
+                     const void **val, size_t *len);
+
+/**
+ * @brief Apply one `key=value` property to a librdkafka configuration.
+ * @param[out] errstr a sentence naming the property when it is refused.
+ * @return KCHAT_OK, or KCHAT_ECONFIG when the text has no '=' or librdkafka
+ *         refuses the property or value.
+ */
+int kchat_kafka_conf_kv(rd_kafka_conf_t *conf, const char *kv,
+                        char *errstr, size_t errstr_size);
+
+#endif /* KCHAT_KAFKA_H */

@@ -1,0 +1,200 @@
+/*
+ * Private to src/actors: the backend's shared state and the interface between
+ * the batch loop (backend.c), the reply builders (reply.c) and the operations
+ * (users.c, friends.c, rooms.c, chat.c).
+ *
+ * Threading: a shard belongs to exactly one worker (shard mod W); everything
+ * reached through a `struct shard` is touched only by that worker, except the
+ * fields under `lock`, which the producer's delivery-report thread also uses.
+ */
+#ifndef KCHAT_ACTORS_H
+#define KCHAT_ACTORS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+
+#include "kchat/backend.h"
+#include "kchat/codec.h"
+#include "kchat/consumer.h"
+#include "kchat/store.h"
+#include "kchat/topics.h"
+
+/* Outbox record kinds: what happens once Kafka has the record. */
+enum {
+    OUT_REPLY = 1,     /* response, event, directory record, dead letter: delete on delivery */
+    OUT_COMMAND = 2,   /* internal command: delete once the target shard applied it */
+};
+
+/* A seq list shared with the delivery-report thread. */
+struct seqlist {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+/* An internal command waiting for its target shard to apply it. */
+struct pending_cmd {
+    uint64_t seq;
+    uint32_t target;
+};
+
+/* A record appended to a shard's outbox in the open transaction, kept in
+ * memory so it can be produced right after the commit. */
+struct out_rec {
+    uint32_t shard;
+    uint64_t seq;
+    uint8_t kind;
+    uint32_t target;          /* OUT_COMMAND: target shard */
+    char *topic;
+    int32_t partition;
+    char *key; size_t key_len;
+    char *value; size_t value_len;
+    kchat_header hdr[4];
+    size_t n_hdr;
+    char *hdr_buf;            /* owns the header names and values */
+};
+
+struct shard {
+    uint32_t id;
+    kchat_store *store;
+    /* worker only */
+    struct pending_cmd *cmds;
+    size_t n_cmds, cap_cmds;
+    int64_t last_ack_check_ms;
+    /* shared with the delivery-report thread */
+    pthread_mutex_t lock;
+    struct seqlist delivered;   /* to delete from the outbox */
+    struct seqlist resend;      /* delivery failed: produce again */
+};
+
+/* Per-worker scratch, reused across batches. */
+struct worker {
+    unsigned id;
+    struct out_rec *out;
+    size_t n_out, cap_out;
+    kchat_request req;          /* big: kept here rather than on the stack */
+};
+
+struct kchat_backend {
+    const kchat_config *cfg;
+    kchat_embedded *embedded;
+    char *bootstraps;
+    int partitions;
+    unsigned n_workers;
+    struct shard *shards;       /* [partitions] */
+    struct worker *workers;     /* [n_workers] */
+    kchat_store *directory;     /* replica of kchat-directory */
+    rd_kafka_t *producer;
+    pthread_t producer_poller;
+    atomic_bool stopping;
+    kchat_consumer *consumer;
+    rd_kafka_t *dir_consumer;
+    pthread_t dir_thread;
+    bool dir_running;
+    kchat_fmt events_fmt;
+    char dummy_hash[128];       /* verified against for unknown users (even timing) */
+    struct {
+        atomic_uint_fast64_t requests, errors, bad_requests, too_large, dead_letters,
+            commands, duplicates, commits, commit_failures, produced, delivered;
+    } stats;
+};
+
+/* One record being applied in one shard's open write transaction. */
+struct ctx {
+    kchat_backend *be;
+    struct worker *w;
+    struct shard *sh;
+    kchat_txn *txn;
+    kchat_op op;
+    kchat_fmt fmt;                 /* encoding of the answer */
+    char cid[65]; size_t cid_len;  /* 0 = the request had none */
+    const char *user_id;           /* key of the answer: the acting user */
+    const char *session; size_t session_len;
+    int64_t now_ms;
+    kchat_request *req;
+};
+
+/* ---- reply.c: answers, events and outbox records ---- */
+
+/* Append a record to the shard's outbox and remember it for producing.
+ * Takes no ownership. Errors: store errors, KCHAT_ENOMEM. */
+int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *topic,
+                      int32_t partition, const void *key, size_t key_len,
+                      const void *value, size_t value_len,
+                      const kchat_header *hdrs, size_t n_hdrs);
+
+/* Answer the request of @p c with success; @p body (stolen, may be NULL)
+ * holds the fields added to the common ones. */
+int kchat__reply_ok(struct ctx *c, json_t *body);
+
+/* Answer with an error code and an English sentence (printf format). */
+int kchat__reply_err(struct ctx *c, kchat_wire_err e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Publish a chat-events record (stolen) for @p user_id. */
+int kchat__event(struct ctx *c, const char *user_id, json_t *event);
+
+/* Send an internal command (stolen) to shard @p target, keyed by @p key. */
+int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd);
+
+/* Publish the profile of a user to kchat-directory and to the local replica. */
+int kchat__directory_publish(struct ctx *c, const json_t *user);
+
+/* Look a user up in the directory replica: a new reference to
+ * {userId, userName, userStatus, ver}, or NULL when unknown. */
+json_t *kchat__directory_get(kchat_backend *be, const char *user_id);
+
+/* Apply one directory record (from Kafka or write-through) if newer. */
+int kchat__directory_apply(kchat_backend *be, const json_t *entry);
+
+/* ---- helpers shared by the operations ---- */
+
+/* Shard of a user or room id. */
+uint32_t kchat__shard_of(const kchat_backend *be, const char *id);
+
+/* Read a JSON value stored under @p key in @p tb; NULL when absent or corrupt. */
+json_t *kchat__get_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl);
+int kchat__put_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl, const json_t *v);
+
+/* Check the session header of @p c against its user; answers UNAUTHENTICATED
+ * itself and returns false when it does not hold. Refreshes its last use. */
+bool kchat__session_ok(struct ctx *c, int *rc);
+
+/* The user record (stored form, with the password hash) or NULL. */
+json_t *kchat__user_get(kchat_txn *t, const char *user_id);
+/* The public user object of PROTOCOL.md §1 built from a stored record. */
+json_t *kchat__user_public(const json_t *stored);
+
+/* ---- operations: each answers exactly once, returns store errors only ---- */
+int kchat__op_user_add(struct ctx *c);
+int kchat__op_login(struct ctx *c);
+int kchat__op_logout(struct ctx *c);
+int kchat__op_status(struct ctx *c);
+int kchat__op_add_friend(struct ctx *c);
+int kchat__op_search_friend(struct ctx *c);
+int kchat__op_add_room(struct ctx *c);
+int kchat__op_search_room(struct ctx *c);
+int kchat__op_add_chat(struct ctx *c);
+int kchat__op_history(struct ctx *c);
+
+/* Internal commands, applied in the target shard. */
+int kchat__cmd_member(struct ctx *c, const json_t *cmd);
+int kchat__cmd_chat(struct ctx *c, const json_t *cmd);
+int kchat__cmd_history(struct ctx *c, const json_t *cmd);
+
+/* The chat/history work once the room's shard is reached (local or command). */
+int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
+                     const char *message, size_t message_len, const char *client_msg_id);
+int kchat__room_history(struct ctx *c, const char *room_id, const char *user_id,
+                        int64_t before_seq, int limit);
+
+int64_t kchat__now_ms(void);
+
+
+
+/* friends.c: whether @p friend_id is on @p user_id's friend list. */
+bool kchat__is_friend(kchat_txn *t, const char *user_id, const char *friend_id);
+#endif /* KCHAT_ACTORS_H */

@@ -1,0 +1,1038 @@
+/*
+ * The backend's batch loop: group commit per shard, the outbox and its
+ * delivery, internal commands, start-up and shutdown (include/kchat/backend.h).
+ *
+ * One batch from the pipeline holds records of this worker's shards only.
+ * For each shard touched: one LMDB write transaction applies every record,
+ * stores the next input offset of each (topic, partition), appends every
+ * answer, event and command to the shard's outbox and deletes the outbox
+ * records Kafka has confirmed since; one fsync'd commit; then the new outbox
+ * records are produced. A crash before the commit loses nothing (the input is
+ * read again from the stored offsets); a crash after it loses nothing either
+ * (the outbox is produced again at start, and receivers drop repeats).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+#define ACK_CHECK_MS 50          /* how often a shard asks whether its commands were applied */
+#define RETRY_SLEEP_MS 100       /* pause before a failed commit is retried */
+#define FLUSH_TIMEOUT_MS 5000
+
+/* ---- delivery opaque: kind (2 bits) | shard (14 bits) | seq (48 bits) ---- */
+
+static void *opaque_pack(uint8_t kind, uint32_t shard, uint64_t seq)
+{
+    return (void *)(uintptr_t)((uint64_t)kind << 62 | (uint64_t)shard << 48 |
+                               (seq & 0xffffffffffffULL));
+}
+
+static void opaque_unpack(void *op, uint8_t *kind, uint32_t *shard, uint64_t *seq)
+{
+    uint64_t v = (uint64_t)(uintptr_t)op;
+    *kind = (uint8_t)(v >> 62);
+    *shard = (uint32_t)(v >> 48) & 0x3fff;
+    *seq = v & 0xffffffffffffULL;
+}
+
+static int seqlist_push(struct seqlist *l, uint64_t seq)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 256;
+        uint64_t *nv = realloc(l->v, cap * sizeof(*nv));
+        if (nv == NULL)
+            return KCHAT_ENOMEM;
+        l->v = nv;
+        l->cap = cap;
+    }
+    l->v[l->n++] = seq;
+    return KCHAT_OK;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- producing ---- */
+
+/* Hand one outbox record to the producer. Never drops it: a full local
+ * queue is waited out (the poller thread drains it). */
+static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat_outbox_rec *r,
+                    uint32_t target)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(r->n_headers + 2);
+    rd_kafka_resp_err_t err;
+    char num[24];
+
+    (void)target;
+    for (size_t i = 0; i < r->n_headers; i++)
+        rd_kafka_header_add(hdrs, r->headers[i].name, -1, r->headers[i].value,
+                            (ssize_t)r->headers[i].len);
+    if (r->kind == OUT_COMMAND) {
+        snprintf(num, sizeof(num), "%" PRIu32, shard);
+        rd_kafka_header_add(hdrs, KCHAT_HDR_SRC_SHARD, -1, num, -1);
+        snprintf(num, sizeof(num), "%" PRIu64, seq);
+        rd_kafka_header_add(hdrs, KCHAT_HDR_SRC_SEQ, -1, num, -1);
+    }
+    for (;;) {
+        rd_kafka_headers_t *copy = rd_kafka_headers_copy(hdrs);
+        err = rd_kafka_producev(be->producer, RD_KAFKA_V_TOPIC(r->topic),
+                                RD_KAFKA_V_PARTITION(r->partition >= 0 ? r->partition
+                                                                       : RD_KAFKA_PARTITION_UA),
+                                RD_KAFKA_V_KEY(r->key, r->key_len),
+                                RD_KAFKA_V_VALUE((void *)r->value, r->value_len),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_HEADERS(copy),
+                                RD_KAFKA_V_OPAQUE(opaque_pack(r->kind, shard, seq)),
+                                RD_KAFKA_V_END);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            break;
+        rd_kafka_headers_destroy(copy);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            /* Left in the outbox: produced again at the next start. */
+            fprintf(stderr, "kchat: cannot produce to %s: %s\n", r->topic, rd_kafka_err2str(err));
+            break;
+        }
+        sleep_ms(1);
+    }
+    rd_kafka_headers_destroy(hdrs);
+    atomic_fetch_add(&be->stats.produced, 1);
+}
+
+static int pending_cmd_add(struct shard *sh, uint64_t seq, uint32_t target)
+{
+    if (sh->n_cmds == sh->cap_cmds) {
+        size_t cap = sh->cap_cmds ? 2 * sh->cap_cmds : 64;
+        struct pending_cmd *nv = realloc(sh->cmds, cap * sizeof(*nv));
+        if (nv == NULL)
+            return KCHAT_ENOMEM;
+        sh->cmds = nv;
+        sh->cap_cmds = cap;
+    }
+    sh->cmds[sh->n_cmds++] = (struct pending_cmd){seq, target};
+    return KCHAT_OK;
+}
+
+static void out_release(struct out_rec *r)
+{
+    free(r->topic);
+    free(r->key);
+    free(r->value);
+    free(r->hdr_buf);
+}
+
+/* After a commit: apply directory records locally, then produce everything. */
+static void worker_flush_out(kchat_backend *be, struct worker *w)
+{
+    for (size_t i = 0; i < w->n_out; i++) {
+        struct out_rec *r = &w->out[i];
+        kchat_outbox_rec rec = {
+            .topic = r->topic, .partition = r->partition, .key = r->key,
+            .key_len = r->key_len, .value = r->value, .value_len = r->value_len,
+            .headers = r->hdr, .n_headers = r->n_hdr, .kind = r->kind,
+        };
+        if (!strcmp(r->topic, KCHAT_TOPIC_DIRECTORY)) {
+            json_t *e = json_loadb(r->value, r->value_len, 0, NULL);
+            if (e != NULL) {
+                int rc = kchat__directory_apply(be, e);
+                if (rc != KCHAT_OK)
+                    fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
+            }
+            json_decref(e);
+        }
+        if (r->kind == OUT_COMMAND)
+            pending_cmd_add(&be->shards[r->shard], r->seq, r->target);
+        produce(be, r->shard, r->seq, &rec, r->target);
+        out_release(r);
+    }
+    w->n_out = 0;
+}
+
+static void worker_discard_out(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_out; i++)
+        out_release(&w->out[i]);
+    w->n_out = 0;
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    kchat_backend *be = opaque;
+    struct shard *sh;
+    uint8_t kind;
+    uint32_t shard;
+    uint64_t seq;
+
+    (void)rk;
+    opaque_unpack(m->_private, &kind, &shard, &seq);
+    if ((int)shard >= be->partitions)
+        return;
+    sh = &be->shards[shard];
+    if (m->err) {
+        fprintf(stderr, "kchat: delivery to %s failed (%s); will retry\n",
+                rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+        pthread_mutex_lock(&sh->lock);
+        seqlist_push(&sh->resend, seq);
+        pthread_mutex_unlock(&sh->lock);
+        return;
+    }
+    atomic_fetch_add(&be->stats.delivered, 1);
+    if (kind == OUT_COMMAND)
+        return;   /* deleted once the target shard has applied it */
+    pthread_mutex_lock(&sh->lock);
+    seqlist_push(&sh->delivered, seq);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (rd_kafka_fatal_error(rk, NULL, 0))
+        fprintf(stderr, "kchat: FATAL producer error: %s (%s)\n",
+                rd_kafka_err2str((rd_kafka_resp_err_t)err), reason);
+    else if (err != RD_KAFKA_RESP_ERR__TRANSPORT && err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        fprintf(stderr, "kchat: kafka: %s\n", reason);
+}
+
+static void *producer_poll_main(void *arg)
+{
+    kchat_backend *be = arg;
+    while (!atomic_load(&be->stopping))
+        rd_kafka_poll(be->producer, 50);
+    return NULL;
+}
+
+/* ---- outbox upkeep, in a shard's write transaction ---- */
+
+/* Delete what Kafka confirmed and the commands their targets applied. The
+ * seqs taken are returned in @p taken so a failed commit can give them back. */
+static int shard_prune(kchat_backend *be, struct shard *sh, kchat_txn *t, struct seqlist *taken)
+{
+    int64_t now = kchat__now_ms();
+    int rc;
+
+    pthread_mutex_lock(&sh->lock);
+    *taken = sh->delivered;
+    sh->delivered = (struct seqlist){0};
+    pthread_mutex_unlock(&sh->lock);
+    for (size_t i = 0; i < taken->n; i++) {
+        rc = kchat_store_outbox_del(t, taken->v[i]);
+        if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
+            return rc;
+    }
+    if (sh->n_cmds == 0 || now - sh->last_ack_check_ms < ACK_CHECK_MS)
+        return KCHAT_OK;
+    sh->last_ack_check_ms = now;
+    for (size_t i = 0; i < sh->n_cmds;) {
+        struct pending_cmd *pc = &sh->cmds[i];
+        uint64_t applied = 0;
+        kchat_txn *rt;
+
+        if (pc->target == sh->id) {
+            i++;
+            continue;
+        }
+        if (kchat_txn_begin(be->shards[pc->target].store, false, &rt) == KCHAT_OK) {
+            kchat_store_applied_get(rt, sh->id, &applied);
+            kchat_txn_abort(rt);
+        }
+        if (applied >= pc->seq) {
+            rc = kchat_store_outbox_del(t, pc->seq);
+            if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
+                return rc;
+            sh->cmds[i] = sh->cmds[--sh->n_cmds];
+        } else {
+            i++;
+        }
+    }
+    return KCHAT_OK;
+}
+
+static void shard_unprune(struct shard *sh, struct seqlist *taken)
+{
+    pthread_mutex_lock(&sh->lock);
+    for (size_t i = 0; i < taken->n; i++)
+        seqlist_push(&sh->delivered, taken->v[i]);
+    pthread_mutex_unlock(&sh->lock);
+    free(taken->v);
+    *taken = (struct seqlist){0};
+}
+
+struct resend_arg {
+    kchat_backend *be;
+    struct shard *sh;
+    uint64_t want;
+};
+
+static int resend_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
+{
+    struct resend_arg *ra = arg;
+    if (seq == ra->want)
+        produce(ra->be, ra->sh->id, seq, r, 0);
+    return 1;
+}
+
+/* Produce again what Kafka refused (only fatal producer states get here). */
+static void shard_resend(kchat_backend *be, struct shard *sh)
+{
+    struct seqlist l;
+    kchat_txn *t;
+
+    pthread_mutex_lock(&sh->lock);
+    l = sh->resend;
+    sh->resend = (struct seqlist){0};
+    pthread_mutex_unlock(&sh->lock);
+    if (l.n && kchat_txn_begin(sh->store, false, &t) == KCHAT_OK) {
+        for (size_t i = 0; i < l.n; i++) {
+            struct resend_arg ra = {be, sh, l.v[i]};
+            kchat_store_outbox_scan(t, l.v[i], resend_one, &ra);
+        }
+        kchat_txn_abort(t);
+    }
+    free(l.v);
+}
+
+/* ---- applying records ---- */
+
+static void key_copy(char *dst, size_t size, const rd_kafka_message_t *m)
+{
+    size_t n = m->key_len < size - 1 ? m->key_len : size - 1;
+    if (m->key)
+        memcpy(dst, m->key, n);
+    else
+        n = 0;
+    dst[n] = '\0';
+}
+
+/* A record nobody can be answered for goes to kchat-dlq, via the outbox. */
+static int dead_letter(struct ctx *c, const rd_kafka_message_t *m, const char *why)
+{
+    kchat_header hdrs[4];
+    size_t n = 0;
+    rd_kafka_headers_t *in = NULL;
+    const char *name;
+    const void *val;
+    size_t len;
+
+    /* Keep the original headers that fit (kchat's own are at most 3). */
+    if (rd_kafka_message_headers(m, &in) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (size_t i = 0; n < 3 && !rd_kafka_header_get_all(in, i, &name, &val, &len); i++)
+            hdrs[n++] = (kchat_header){name, val ? val : "", val ? len : 0};
+    hdrs[n++] = (kchat_header){KCHAT_HDR_ERROR, why, strlen(why)};
+    atomic_fetch_add(&c->be->stats.dead_letters, 1);
+    fprintf(stderr, "kchat: dead letter from %s [%" PRId32 "] @%" PRId64 ": %s\n",
+            rd_kafka_topic_name(m->rkt), m->partition, m->offset, why);
+    return kchat__out_append(c, OUT_REPLY, 0, KCHAT_TOPIC_DLQ, -1, m->key, m->key_len,
+                             m->payload ? m->payload : "", m->len, hdrs, n);
+}
+
+static int dispatch(struct ctx *c)
+{
+    switch (c->op) {
+    case KCHAT_OP_USER_ADD:      return kchat__op_user_add(c);
+    case KCHAT_OP_LOGIN:         return kchat__op_login(c);
+    case KCHAT_OP_LOGOUT:        return kchat__op_logout(c);
+    case KCHAT_OP_STATUS:        return kchat__op_status(c);
+    case KCHAT_OP_ADD_FRIEND:    return kchat__op_add_friend(c);
+    case KCHAT_OP_SEARCH_FRIEND: return kchat__op_search_friend(c);
+    case KCHAT_OP_ADD_ROOM:      return kchat__op_add_room(c);
+    case KCHAT_OP_SEARCH_ROOM:   return kchat__op_search_room(c);
+    case KCHAT_OP_ADD_CHAT:      return kchat__op_add_chat(c);
+    case KCHAT_OP_HISTORY:       return kchat__op_history(c);
+    case KCHAT_OP__COUNT:        break;
+    }
+    return KCHAT_EINVAL;
+}
+
+static int apply_request(struct ctx *c, const rd_kafka_message_t *m, kchat_op op)
+{
+    char key[66], errmsg[256];
+    const void *v;
+    size_t vl;
+    kchat_wire_err werr;
+    bool ct_ok = true;
+
+    c->op = op;
+    c->fmt = KCHAT_FMT_JSON;
+    if (kchat_header_get(m, KCHAT_HDR_CTYPE, &v, &vl) == 0)
+        ct_ok = kchat_fmt_from_content_type(v, vl, &c->fmt) == KCHAT_OK;
+    if (kchat_header_get(m, KCHAT_HDR_CID, &v, &vl) == 0 && vl >= 1 && vl <= 64) {
+        memcpy(c->cid, v, vl);
+        c->cid_len = vl;
+    }
+    if (kchat_header_get(m, KCHAT_HDR_SESSION, &v, &vl) == 0) {
+        c->session = v;
+        c->session_len = vl;
+    }
+    if (m->key == NULL || !kchat_valid_id(m->key, m->key_len))
+        return dead_letter(c, m, m->key == NULL ? "record has no key: the asking user is unknown"
+                                                : "record key is not a valid user id");
+    key_copy(key, sizeof(key), m);
+    c->user_id = key;
+    if (!ct_ok)
+        return kchat__reply_err(c, KCHAT_WIRE_BAD_REQUEST,
+                                "content-type must be application/json or application/msgpack.");
+    if (kchat_header_get(m, KCHAT_HDR_CID, &v, &vl) == 0 && (vl == 0 || vl > 64))
+        return kchat__reply_err(c, KCHAT_WIRE_BAD_REQUEST, "kchat-cid must be 1 to 64 bytes.");
+    errmsg[0] = '\0';
+    werr = kchat_request_parse(op, c->fmt, m->key, m->key_len, m->payload ? m->payload : "",
+                               m->len, c->req, errmsg, sizeof(errmsg));
+    if (werr != KCHAT_WIRE_OK)
+        return kchat__reply_err(c, werr, "%s", errmsg[0] ? errmsg : "The request is invalid.");
+    c->user_id = c->req->user_id;
+    return dispatch(c);
+}
+
+static int parse_u64(const void *v, size_t len, uint64_t *out)
+{
+    char buf[24];
+    char *end;
+
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    errno = 0;
+    *out = strtoull(buf, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+static int apply_command(struct ctx *c, const rd_kafka_message_t *m)
+{
+    const void *v;
+    size_t vl;
+    uint64_t src, seq, applied = 0;
+    json_t *cmd;
+    const char *op, *cid, *user;
+    char userbuf[66];
+    int rc;
+
+    if (kchat_header_get(m, KCHAT_HDR_SRC_SHARD, &v, &vl) || parse_u64(v, vl, &src) ||
+        kchat_header_get(m, KCHAT_HDR_SRC_SEQ, &v, &vl) || parse_u64(v, vl, &seq) ||
+        src >= (uint64_t)c->be->partitions)
+        return dead_letter(c, m, "internal command without a valid source");
+    if ((rc = kchat_store_applied_get(c->txn, (uint32_t)src, &applied)) != KCHAT_OK)
+        return rc;
+    if (seq <= applied) {
+        atomic_fetch_add(&c->be->stats.duplicates, 1);
+        return KCHAT_OK;
+    }
+    cmd = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL);
+    op = json_string_value(json_object_get(cmd, "op"));
+    user = json_string_value(json_object_get(cmd, "userId"));
+    if (user == NULL)
+        user = json_string_value(json_object_get(cmd, "writerId"));
+    if (op == NULL || user == NULL || strlen(user) > 64) {
+        json_decref(cmd);
+        return dead_letter(c, m, "internal command does not decode");
+    }
+    snprintf(userbuf, sizeof(userbuf), "%s", user);
+    c->user_id = userbuf;
+    c->fmt = json_integer_value(json_object_get(cmd, "fmt")) == KCHAT_FMT_MSGPACK
+                 ? KCHAT_FMT_MSGPACK : KCHAT_FMT_JSON;
+    if ((cid = json_string_value(json_object_get(cmd, "cid"))) != NULL &&
+        sodium_hex2bin((unsigned char *)c->cid, sizeof(c->cid), cid, strlen(cid), NULL,
+                       &c->cid_len, NULL) != 0)
+        c->cid_len = 0;
+    atomic_fetch_add(&c->be->stats.commands, 1);
+    if (!strcmp(op, "chat")) {
+        c->op = KCHAT_OP_ADD_CHAT;
+        rc = kchat__cmd_chat(c, cmd);
+    } else if (!strcmp(op, "history")) {
+        c->op = KCHAT_OP_HISTORY;
+        rc = kchat__cmd_history(c, cmd);
+    } else if (!strcmp(op, "member")) {
+        rc = kchat__cmd_member(c, cmd);
+    } else {
+        rc = KCHAT_EDECODE;
+    }
+    json_decref(cmd);
+    if (rc == KCHAT_EDECODE)
+        rc = dead_letter(c, m, "internal command does not decode");
+    if (rc == KCHAT_OK)
+        rc = kchat_store_applied_set(c->txn, (uint32_t)src, seq);
+    return rc;
+}
+
+static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    kchat_op op;
+
+    memset(c->cid, 0, sizeof(c->cid));
+    c->cid_len = 0;
+    c->session = NULL;
+    c->session_len = 0;
+    c->user_id = "";
+    c->now_ms = kchat__now_ms();
+    if (!strcmp(topic, KCHAT_TOPIC_INTERNAL))
+        return apply_command(c, m);
+    atomic_fetch_add(&c->be->stats.requests, 1);
+    if (kchat_op_from_request_topic(topic, &op) != KCHAT_OK)
+        return dead_letter(c, m, "record on a topic kchat does not serve");
+    return apply_request(c, m, op);
+}
+
+/* Apply the records of one shard in one transaction; retried until it
+ * commits (a full map or disk blocks this worker: back-pressure). */
+static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard *sh,
+                              rd_kafka_message_t **msgs, const size_t *idx, size_t n)
+{
+    for (;;) {
+        struct seqlist taken = {0};
+        struct ctx c = {.be = be, .w = w, .sh = sh, .req = &w->req};
+        int rc = kchat_txn_begin(sh->store, true, &c.txn);
+
+        if (rc == KCHAT_OK)
+            rc = shard_prune(be, sh, c.txn, &taken);
+        for (size_t i = 0; rc == KCHAT_OK && i < n; i++) {
+            const rd_kafka_message_t *m = msgs[idx[i]];
+            rc = apply_record(&c, m);
+            if (rc == KCHAT_OK)
+                rc = kchat_store_offset_set(c.txn, rd_kafka_topic_name(m->rkt), m->partition,
+                                            m->offset + 1);
+        }
+        if (rc == KCHAT_OK) {
+            rc = kchat_txn_commit(c.txn);
+            c.txn = NULL;
+        }
+        if (rc == KCHAT_OK) {
+            free(taken.v);
+            atomic_fetch_add(&be->stats.commits, 1);
+            worker_flush_out(be, w);
+            return;
+        }
+        kchat_txn_abort(c.txn);
+        worker_discard_out(w);
+        shard_unprune(sh, &taken);
+        atomic_fetch_add(&be->stats.commit_failures, 1);
+        fprintf(stderr, "kchat: shard %u: batch of %zu not applied: %s; retrying\n",
+                sh->id, n, kchat_strerror(rc));
+        if (atomic_load(&be->stopping) && rc != KCHAT_EMAPFULL && rc != KCHAT_ENOSPC)
+            return;   /* not stored: read again from the stored offsets next start */
+        sleep_ms(RETRY_SLEEP_MS);
+    }
+}
+
+static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs, size_t n)
+{
+    kchat_backend *be = opaque;
+    struct worker *w = &be->workers[worker];
+    size_t *idx = malloc((n ? n : 1) * sizeof(*idx));
+    bool *done = calloc(n ? n : 1, sizeof(bool));
+
+    if (idx == NULL || done == NULL)
+        abort();   /* cannot even track the batch; the pipeline would lose it */
+    for (size_t i = 0; i < n; i++) {
+        int32_t p = msgs[i]->partition;
+        size_t k = 0;
+
+        if (done[i])
+            continue;
+        for (size_t j = i; j < n; j++)
+            if (!done[j] && msgs[j]->partition == p) {
+                idx[k++] = j;
+                done[j] = true;
+            }
+        if (p < 0 || p >= be->partitions) {
+            fprintf(stderr, "kchat: record from partition %d beyond %d shards ignored\n",
+                    p, be->partitions);
+            continue;
+        }
+        apply_shard_batch(be, w, &be->shards[p], msgs, idx, k);
+    }
+    free(idx);
+    free(done);
+}
+
+/* Idle upkeep of one worker's shards: confirmed records out, resends. */
+static void on_idle(void *opaque, unsigned worker)
+{
+    kchat_backend *be = opaque;
+
+    for (int s = (int)worker; s < be->partitions; s += (int)be->n_workers) {
+        struct shard *sh = &be->shards[s];
+        struct seqlist taken = {0};
+        kchat_txn *t;
+        bool work;
+        int rc;
+
+        shard_resend(be, sh);
+        pthread_mutex_lock(&sh->lock);
+        work = sh->delivered.n > 0;
+        pthread_mutex_unlock(&sh->lock);
+        work |= sh->n_cmds > 0 && kchat__now_ms() - sh->last_ack_check_ms >= ACK_CHECK_MS;
+        if (!work || kchat_txn_begin(sh->store, true, &t) != KCHAT_OK)
+            continue;
+        rc = shard_prune(be, sh, t, &taken);
+        if (rc == KCHAT_OK) {
+            rc = kchat_txn_commit(t);
+            t = NULL;
+        }
+        kchat_txn_abort(t);
+        if (rc == KCHAT_OK)
+            free(taken.v);
+        else
+            shard_unprune(sh, &taken);
+    }
+}
+
+/* ---- consumer callbacks ---- */
+
+static int64_t on_start_offset(void *opaque, const char *topic, int32_t partition)
+{
+    kchat_backend *be = opaque;
+    int64_t next = RD_KAFKA_OFFSET_BEGINNING;
+    kchat_txn *t;
+
+    if (partition < 0 || partition >= be->partitions)
+        return RD_KAFKA_OFFSET_BEGINNING;
+    if (kchat_txn_begin(be->shards[partition].store, false, &t) == KCHAT_OK) {
+        if (kchat_store_offset_get(t, topic, partition, &next) != KCHAT_OK)
+            next = RD_KAFKA_OFFSET_BEGINNING;
+        kchat_txn_abort(t);
+    }
+    return next;
+}
+
+/* ---- the directory replica's reader ---- */
+
+static void *directory_main(void *arg)
+{
+    kchat_backend *be = arg;
+
+    while (!atomic_load(&be->stopping)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(be->dir_consumer, 100);
+        json_t *e;
+
+        if (m == NULL)
+            continue;
+        if (!m->err && (e = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL))) {
+            kchat__directory_apply(be, e);
+            json_decref(e);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    return NULL;
+}
+
+static int directory_start(kchat_backend *be, rd_kafka_conf_t *conf, char *errstr, size_t len)
+{
+    rd_kafka_topic_partition_list_t *parts;
+    char gid[64];
+
+    snprintf(gid, sizeof(gid), "kchat-directory-%ld-%u", (long)getpid(), randombytes_random());
+    rd_kafka_conf_set(conf, "group.id", gid, NULL, 0);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "false", NULL, 0);
+    if ((be->dir_consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, len)) == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return KCHAT_EKAFKA;
+    }
+    rd_kafka_poll_set_consumer(be->dir_consumer);
+    parts = rd_kafka_topic_partition_list_new(be->partitions);
+    for (int p = 0; p < be->partitions; p++)
+        rd_kafka_topic_partition_list_add(parts, KCHAT_TOPIC_DIRECTORY, p)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(be->dir_consumer, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (pthread_create(&be->dir_thread, NULL, directory_main, be) != 0) {
+        snprintf(errstr, len, "cannot start the directory thread");
+        return KCHAT_ENOMEM;
+    }
+    be->dir_running = true;
+    return KCHAT_OK;
+}
+
+/* ---- start-up ---- */
+
+static rd_kafka_conf_t *kafka_conf(const kchat_backend *be, char *errstr, size_t len)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", be->bootstraps, errstr, len) ||
+        rd_kafka_conf_set(conf, "client.id", "kchat-serve", errstr, len))
+        goto err_destroy;
+    for (int i = 0; i < be->cfg->n_x; i++)
+        if (kchat_kafka_conf_kv(conf, be->cfg->x[i], errstr, len) != KCHAT_OK)
+            goto err_destroy;
+    return conf;
+err_destroy:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static int producer_start(kchat_backend *be, char *errstr, size_t len)
+{
+    rd_kafka_conf_t *conf = kafka_conf(be, errstr, len);
+    char linger[16];
+
+    if (conf == NULL)
+        return KCHAT_ECONFIG;
+    snprintf(linger, sizeof(linger), "%d", be->cfg->linger_ms);
+    if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, len) ||
+        rd_kafka_conf_set(conf, "linger.ms", linger, errstr, len) ||
+        rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, len) ||
+        rd_kafka_conf_set(conf, "message.timeout.ms", "0", errstr, len) ||
+        rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", errstr, len)) {
+        rd_kafka_conf_destroy(conf);
+        return KCHAT_ECONFIG;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, be);
+    if ((be->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, len)) == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return KCHAT_EKAFKA;
+    }
+    if (pthread_create(&be->producer_poller, NULL, producer_poll_main, be) != 0) {
+        snprintf(errstr, len, "cannot start the producer thread");
+        return KCHAT_ENOMEM;
+    }
+    return KCHAT_OK;
+}
+
+/* The data directory remembers its shard count; refuse to mix. */
+static int data_dir_check(kchat_backend *be, char *errstr, size_t len)
+{
+    char path[4096], buf[32];
+    kchat_store_opts o = {.map_size = 64u << 20};
+    kchat_txn *t;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/directory", be->cfg->data_dir);
+    if ((rc = kchat_store_open(path, &o, &be->directory)) != KCHAT_OK) {
+        snprintf(errstr, len, "cannot open %s: %s", path, kchat_strerror(rc));
+        return rc;
+    }
+    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_meta_get(t, "partitions", buf, sizeof(buf));
+    if (rc == KCHAT_OK && atoi(buf) != be->partitions) {
+        kchat_txn_abort(t);
+        snprintf(errstr, len, "data directory %s holds %s shards but the topics have %d "
+                 "partitions; use a data directory made for %d partitions",
+                 be->cfg->data_dir, buf, be->partitions, be->partitions);
+        return KCHAT_ECONFIG;
+    }
+    snprintf(buf, sizeof(buf), "%d", be->partitions);
+    if ((rc = kchat_store_meta_set(t, "partitions", buf)) != KCHAT_OK) {
+        kchat_txn_abort(t);
+        return rc;
+    }
+    return kchat_txn_commit(t);
+}
+
+/* Offsets belong to one cluster: forget them when the cluster changed (the
+ * embedded broker is a new, empty cluster at every start). */
+static int shard_check_cluster(kchat_backend *be, struct shard *sh, const char *cluster_id)
+{
+    char old[256];
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_meta_get(t, "cluster_id", old, sizeof(old));
+    if (be->embedded != NULL || rc != KCHAT_OK || strcmp(old, cluster_id) != 0) {
+        if ((rc = kchat_store_offsets_clear(t)) == KCHAT_OK)
+            rc = kchat_store_meta_set(t, "cluster_id", cluster_id);
+        if (rc != KCHAT_OK) {
+            kchat_txn_abort(t);
+            return rc;
+        }
+        return kchat_txn_commit(t);
+    }
+    kchat_txn_abort(t);
+    return KCHAT_OK;
+}
+
+struct replay_arg {
+    kchat_backend *be;
+    struct shard *sh;
+    struct seqlist applied;    /* commands their targets already applied */
+    size_t produced;
+};
+
+static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
+{
+    struct replay_arg *ra = arg;
+    uint32_t target = r->partition >= 0 ? (uint32_t)r->partition : 0;
+
+    if (r->kind == OUT_COMMAND && target < (uint32_t)ra->be->partitions) {
+        uint64_t applied = 0;
+        kchat_txn *t;
+        if (kchat_txn_begin(ra->be->shards[target].store, false, &t) == KCHAT_OK) {
+            kchat_store_applied_get(t, ra->sh->id, &applied);
+            kchat_txn_abort(t);
+        }
+        if (applied >= seq)
+            return seqlist_push(&ra->applied, seq);
+        pending_cmd_add(ra->sh, seq, target);
+    }
+    produce(ra->be, ra->sh->id, seq, r, target);
+    ra->produced++;
+    return 0;
+}
+
+/* Produce again everything the last run committed but may not have sent. */
+static int shard_replay(kchat_backend *be, struct shard *sh)
+{
+    struct replay_arg ra = {.be = be, .sh = sh};
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_outbox_scan(t, 0, replay_one, &ra);
+    kchat_txn_abort(t);
+    if (rc == KCHAT_OK && ra.applied.n) {
+        if ((rc = kchat_txn_begin(sh->store, true, &t)) == KCHAT_OK) {
+            for (size_t i = 0; rc == KCHAT_OK && i < ra.applied.n; i++)
+                rc = kchat_store_outbox_del(t, ra.applied.v[i]);
+            if (rc == KCHAT_OK)
+                rc = kchat_txn_commit(t);
+            else
+                kchat_txn_abort(t);
+        }
+    }
+    if (ra.produced)
+        fprintf(stderr, "kchat: shard %u: re-sent %zu outbox records\n", sh->id, ra.produced);
+    free(ra.applied.v);
+    return rc;
+}
+
+static int shards_open(kchat_backend *be, char *errstr, size_t len)
+{
+    kchat_store_opts o = {.map_size = (size_t)be->cfg->map_size_mb << 20};
+    char path[4096];
+    int rc;
+
+    be->shards = calloc((size_t)be->partitions, sizeof(*be->shards));
+    if (be->shards == NULL)
+        return KCHAT_ENOMEM;
+    for (int p = 0; p < be->partitions; p++) {
+        struct shard *sh = &be->shards[p];
+        sh->id = (uint32_t)p;
+        pthread_mutex_init(&sh->lock, NULL);
+        snprintf(path, sizeof(path), "%s/shard-%04d", be->cfg->data_dir, p);
+        if ((rc = kchat_store_open(path, &o, &sh->store)) != KCHAT_OK) {
+            snprintf(errstr, len, "cannot open shard %s: %s", path, kchat_strerror(rc));
+            return rc;
+        }
+    }
+    return KCHAT_OK;
+}
+
+static int consumer_start(kchat_backend *be, char *errstr, size_t len)
+{
+    const char *topics[KCHAT_OP__COUNT + 1];
+    rd_kafka_conf_t *conf = kafka_conf(be, errstr, len);
+    kchat_consumer_conf cc = {
+        .topics = topics, .n_topics = KCHAT_OP__COUNT + 1, .n_workers = be->n_workers,
+        .ring_capacity = (size_t)be->cfg->ring_capacity, .max_batch = (size_t)be->cfg->max_batch,
+        .tick_ms = 20, .start_offset = on_start_offset, .process = on_process,
+        .idle = on_idle, .opaque = be,
+    };
+    int rc;
+
+    if (conf == NULL)
+        return KCHAT_ECONFIG;
+    for (int i = 0; i < KCHAT_OP__COUNT; i++)
+        topics[i] = kchat_op_request_topic((kchat_op)i);
+    topics[KCHAT_OP__COUNT] = KCHAT_TOPIC_INTERNAL;
+    if (rd_kafka_conf_set(conf, "group.id", be->cfg->group_id, errstr, len) ||
+        rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errstr, len) ||
+        rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", errstr, len) ||
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", errstr, len)) {
+        rd_kafka_conf_destroy(conf);
+        return KCHAT_ECONFIG;
+    }
+    rc = kchat_consumer_start(&cc, conf, &be->consumer, errstr, len);
+    if (rc != KCHAT_OK)
+        rd_kafka_conf_destroy(conf);
+    return rc;
+}
+
+int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
+                        char *errstr, size_t errstr_size)
+{
+    kchat_backend *be;
+    char cluster_id[256];
+    char *cid;
+    rd_kafka_conf_t *dconf;
+    int rc;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (sodium_init() < 0) {
+        snprintf(errstr, errstr_size, "libsodium failed to initialise");
+        return KCHAT_ECRYPTO;
+    }
+    if ((be = calloc(1, sizeof(*be))) == NULL)
+        return KCHAT_ENOMEM;
+    be->cfg = cfg;
+    be->events_fmt = strcmp(cfg->events_format, "msgpack") ? KCHAT_FMT_JSON : KCHAT_FMT_MSGPACK;
+    be->n_workers = cfg->workers > 0 ? (unsigned)cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    if (crypto_pwhash_str(be->dummy_hash, "not a password", 14, (unsigned long long)cfg->pwhash_ops,
+                          (size_t)cfg->pwhash_mem) != 0) {
+        snprintf(errstr, errstr_size, "cannot hash with pwhash-ops %ld, pwhash-mem %ld",
+                 cfg->pwhash_ops, cfg->pwhash_mem);
+        rc = KCHAT_ECONFIG;
+        goto err_stop;
+    }
+    if (cfg->brokers[0] == '\0') {
+        if ((rc = kchat_embedded_start(cfg->embedded_brokers, cfg->partitions, &be->embedded,
+                                       errstr, errstr_size)) != KCHAT_OK)
+            goto err_stop;
+        be->bootstraps = strdup(kchat_embedded_bootstraps(be->embedded));
+    } else {
+        be->bootstraps = strdup(cfg->brokers);
+    }
+    if (be->bootstraps == NULL) {
+        rc = KCHAT_ENOMEM;
+        goto err_stop;
+    }
+    if ((rc = producer_start(be, errstr, errstr_size)) != KCHAT_OK)
+        goto err_stop;
+    if ((rc = kchat_topics_ensure(be->producer, cfg->partitions, cfg->replication,
+                                  &be->partitions, errstr, errstr_size)) != KCHAT_OK)
+        goto err_stop;
+    if (be->partitions > 1 << 14) {
+        snprintf(errstr, errstr_size, "at most %d partitions are supported", 1 << 14);
+        rc = KCHAT_ECONFIG;
+        goto err_stop;
+    }
+    if (be->partitions != cfg->partitions)
+        fprintf(stderr, "kchat: the topics exist with %d partitions (not %d): using %d shards\n",
+                be->partitions, cfg->partitions, be->partitions);
+    if ((rc = data_dir_check(be, errstr, errstr_size)) != KCHAT_OK ||
+        (rc = shards_open(be, errstr, errstr_size)) != KCHAT_OK)
+        goto err_stop;
+    if ((cid = rd_kafka_clusterid(be->producer, 10000)) == NULL) {
+        snprintf(errstr, errstr_size, "cannot read the cluster id of %s", be->bootstraps);
+        rc = KCHAT_EKAFKA;
+        goto err_stop;
+    }
+    snprintf(cluster_id, sizeof(cluster_id), "%s", cid);
+    rd_kafka_mem_free(be->producer, cid);
+    if ((be->workers = calloc(be->n_workers, sizeof(*be->workers))) == NULL) {
+        rc = KCHAT_ENOMEM;
+        goto err_stop;
+    }
+    for (unsigned i = 0; i < be->n_workers; i++)
+        be->workers[i].id = i;
+    for (int p = 0; p < be->partitions; p++)
+        if ((rc = shard_check_cluster(be, &be->shards[p], cluster_id)) != KCHAT_OK) {
+            snprintf(errstr, errstr_size, "shard %d: %s", p, kchat_strerror(rc));
+            goto err_stop;
+        }
+    for (int p = 0; p < be->partitions; p++)
+        if ((rc = shard_replay(be, &be->shards[p])) != KCHAT_OK) {
+            snprintf(errstr, errstr_size, "shard %d: outbox replay: %s", p, kchat_strerror(rc));
+            goto err_stop;
+        }
+    if ((dconf = kafka_conf(be, errstr, errstr_size)) == NULL) {
+        rc = KCHAT_ECONFIG;
+        goto err_stop;
+    }
+    if ((rc = directory_start(be, dconf, errstr, errstr_size)) != KCHAT_OK ||
+        (rc = consumer_start(be, errstr, errstr_size)) != KCHAT_OK)
+        goto err_stop;
+    /* Ready means assigned: until then nothing is consumed. */
+    for (int i = 0; i < 600 && !kchat_consumer_ready(be->consumer); i++)
+        sleep_ms(50);
+    if (!kchat_consumer_ready(be->consumer)) {
+        snprintf(errstr, errstr_size, "no partitions were assigned within 30 s (group %s)",
+                 cfg->group_id);
+        rc = KCHAT_EKAFKA;
+        goto err_stop;
+    }
+    if (!cfg->session_check)
+        fprintf(stderr, "kchat: WARNING: session check is OFF: any client can act as any "
+                        "user. Use this only for the original front end.\n");
+    *out = be;
+    return KCHAT_OK;
+
+err_stop:
+    kchat_backend_stop(be);
+    return rc;
+}
+
+const char *kchat_backend_bootstraps(const kchat_backend *be)
+{
+    return be->bootstraps;
+}
+
+void kchat_backend_get_stats(kchat_backend *be, kchat_backend_stats *o)
+{
+    o->requests = atomic_load(&be->stats.requests);
+    o->errors = atomic_load(&be->stats.errors);
+    o->bad_requests = atomic_load(&be->stats.bad_requests);
+    o->too_large = atomic_load(&be->stats.too_large);
+    o->dead_letters = atomic_load(&be->stats.dead_letters);
+    o->commands = atomic_load(&be->stats.commands);
+    o->duplicates = atomic_load(&be->stats.duplicates);
+    o->commits = atomic_load(&be->stats.commits);
+    o->commit_failures = atomic_load(&be->stats.commit_failures);
+    o->produced = atomic_load(&be->stats.produced);
+    o->delivered = atomic_load(&be->stats.delivered);
+}
+
+void kchat_backend_stop(kchat_backend *be)
+{
+    if (be == NULL)
+        return;
+    /* 1. stop reading; the workers apply and commit what is in the rings */
+    if (be->consumer)
+        kchat_consumer_stop(be->consumer);
+    atomic_store(&be->stopping, true);
+    if (be->dir_running)
+        pthread_join(be->dir_thread, NULL);
+    if (be->dir_consumer) {
+        rd_kafka_consumer_close(be->dir_consumer);
+        rd_kafka_destroy(be->dir_consumer);
+    }
+    /* 2. send what was committed; what does not make it is re-sent at start */
+    if (be->producer) {
+        if (rd_kafka_flush(be->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            fprintf(stderr, "kchat: %d records not confirmed at exit; they are re-sent at the "
+                            "next start\n", rd_kafka_outq_len(be->producer));
+        pthread_join(be->producer_poller, NULL);
+    }
+    /* 3. forget what Kafka confirmed (the workers are gone: this thread owns the shards) */
+    if (be->consumer)
+        for (unsigned w = 0; w < be->n_workers; w++)
+            on_idle(be, w);
+    if (be->producer)
+        rd_kafka_destroy(be->producer);
+    for (int p = 0; be->shards && p < be->partitions; p++) {
+        struct shard *sh = &be->shards[p];
+        kchat_store_close(sh->store);
+        pthread_mutex_destroy(&sh->lock);
+        free(sh->cmds);
+        free(sh->delivered.v);
+        free(sh->resend.v);
+    }
+    free(be->shards);
+    for (unsigned w = 0; be->workers && w < be->n_workers; w++) {
+        worker_discard_out(&be->workers[w]);
+        free(be->workers[w].out);
+    }
+    free(be->workers);
+    kchat_store_close(be->directory);
+    kchat_embedded_stop(be->embedded);
+    free(be->bootstraps);
+    free(be);
+}

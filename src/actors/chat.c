@@ -1,0 +1,232 @@
+/* Chat messages and history. The writer's shard checks the session, then the
+ * room's shard (directly when it is the same shard, else through an internal
+ * command) checks the room and membership, assigns the next seq, stores the
+ * message and fans the `chat` event out to every participant. */
+#include <stdio.h>
+#include <string.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+
+#define ROOM_KEY_MAX 65
+#define MSG_KEY_LEN(room_len) ((room_len) + 1 + 8)
+#define IDEM_KEY_MAX (64 + 1 + 64 + 1 + 64)
+
+static size_t msg_key(unsigned char *out, const char *room_id, uint64_t seq)
+{
+    size_t rl = strlen(room_id);
+    memcpy(out, room_id, rl);
+    out[rl] = '\0';
+    kchat_store_be64(seq, out + rl + 1);
+    return MSG_KEY_LEN(rl);
+}
+
+static size_t idem_key(char *out, const char *room_id, const char *writer_id, const char *cmid)
+{
+    return (size_t)snprintf(out, IDEM_KEY_MAX + 1, "%s%c%s%c%s", room_id, 0, writer_id, 0, cmid);
+}
+
+static bool is_participant(const json_t *room, const char *user_id)
+{
+    json_t *parts = json_object_get(room, "participants"), *v;
+    size_t i;
+
+    json_array_foreach(parts, i, v)
+        if (!strcmp(json_string_value(v), user_id))
+            return true;
+    return false;
+}
+
+/* The room, or NULL after answering ROOM_NOT_FOUND / NOT_A_MEMBER. */
+static json_t *room_for_member(struct ctx *c, const char *room_id, const char *user_id, int *rc)
+{
+    json_t *room = kchat__get_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
+
+    *rc = KCHAT_OK;
+    if (room == NULL) {
+        *rc = kchat__reply_err(c, KCHAT_WIRE_ROOM_NOT_FOUND, "No room %s.", room_id);
+        return NULL;
+    }
+    if (!is_participant(room, user_id)) {
+        json_decref(room);
+        *rc = kchat__reply_err(c, KCHAT_WIRE_NOT_A_MEMBER, "%s is not a participant of room %s.",
+                               user_id, room_id);
+        return NULL;
+    }
+    return room;
+}
+
+static int chat_reply(struct ctx *c, const json_t *msg, const char *room_id)
+{
+    return kchat__reply_ok(c, json_pack("{s:s, s:O, s:O, s:O, s:O}", "roomId", room_id,
+                                        "writerId", json_object_get(msg, "writerId"),
+                                        "seq", json_object_get(msg, "seq"),
+                                        "createdAt", json_object_get(msg, "createdAt"),
+                                        "clientMsgId", json_object_get(msg, "clientMsgId")));
+}
+
+int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
+                     const char *message, size_t message_len, const char *client_msg_id)
+{
+    unsigned char mkey[MSG_KEY_LEN(64)];
+    char ikey[IDEM_KEY_MAX + 1], ts[25], seqbuf[8];
+    size_t il = 0, i;
+    json_t *room, *msg, *p;
+    json_int_t seq;
+    const void *v;
+    size_t vl;
+    int rc;
+
+    if ((room = room_for_member(c, room_id, writer_id, &rc)) == NULL)
+        return rc;
+    if (client_msg_id[0] != '\0') {
+        il = idem_key(ikey, room_id, writer_id, client_msg_id);
+        if (kchat_txn_get(c->txn, KCHAT_TBL_IDEM, ikey, il, &v, &vl) == KCHAT_OK && vl == 8) {
+            /* a repeat: answer as the first send did, store nothing */
+            uint64_t first = kchat_store_rd_be64(v);
+            json_decref(room);
+            msg = kchat__get_json(c->txn, KCHAT_TBL_MESSAGES, mkey,
+                                  msg_key(mkey, room_id, first));
+            if (msg == NULL)
+                return kchat__reply_err(c, KCHAT_WIRE_INTERNAL, "Message %llu of room %s is "
+                                        "missing.", (unsigned long long)first, room_id);
+            rc = chat_reply(c, msg, room_id);
+            json_decref(msg);
+            return rc;
+        }
+    }
+    seq = json_integer_value(json_object_get(room, "lastSeq")) + 1;
+    kchat_iso8601(c->now_ms, ts);
+    msg = json_pack("{s:I, s:s, s:s%, s:s, s:s}", "seq", seq, "writerId", writer_id,
+                    "message", message, message_len, "createdAt", ts,
+                    "clientMsgId", client_msg_id);
+    if (msg == NULL) {
+        json_decref(room);
+        return KCHAT_ENOMEM;
+    }
+    json_object_set_new(room, "lastSeq", json_integer(seq));
+    rc = kchat__put_json(c->txn, KCHAT_TBL_MESSAGES, mkey, msg_key(mkey, room_id, (uint64_t)seq),
+                         msg);
+    if (rc == KCHAT_OK)
+        rc = kchat__put_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id), room);
+    if (rc == KCHAT_OK && il) {
+        kchat_store_be64((uint64_t)seq, (unsigned char *)seqbuf);
+        rc = kchat_txn_put(c->txn, KCHAT_TBL_IDEM, ikey, il, seqbuf, 8);
+    }
+    if (rc == KCHAT_OK)
+        rc = chat_reply(c, msg, room_id);
+    json_array_foreach(json_object_get(room, "participants"), i, p) {
+        json_t *ev;
+        if (rc != KCHAT_OK)
+            break;
+        ev = json_deep_copy(msg);
+        json_object_set_new(ev, "type", json_string("chat"));
+        json_object_set_new(ev, "roomId", json_string(room_id));
+        rc = kchat__event(c, json_string_value(p), ev);
+    }
+    json_decref(msg);
+    json_decref(room);
+    return rc;
+}
+
+int kchat__op_add_chat(struct ctx *c)
+{
+    const kchat_request *r = c->req;
+    uint32_t target = kchat__shard_of(c->be, r->room_id);
+    int rc;
+
+    if (!kchat__session_ok(c, &rc))
+        return rc;
+    if (target == c->sh->id)
+        return kchat__room_chat(c, r->room_id, r->user_id, r->message, r->message_len,
+                                r->client_msg_id);
+    return kchat__command(c, target, r->room_id,
+                          json_pack("{s:s, s:s, s:s, s:s%, s:s}", "op", "chat",
+                                    "roomId", r->room_id, "writerId", r->user_id,
+                                    "message", r->message, r->message_len,
+                                    "clientMsgId", r->client_msg_id));
+}
+
+int kchat__cmd_chat(struct ctx *c, const json_t *cmd)
+{
+    json_t *m = json_object_get(cmd, "message");
+    const char *room_id = json_string_value(json_object_get(cmd, "roomId"));
+    const char *cmid = json_string_value(json_object_get(cmd, "clientMsgId"));
+
+    if (room_id == NULL || !json_is_string(m) || cmid == NULL)
+        return KCHAT_EDECODE;
+    return kchat__room_chat(c, room_id, c->user_id, json_string_value(m), json_string_length(m),
+                            cmid);
+}
+
+struct history_scan {
+    json_t *messages;
+    int limit;
+};
+
+static int history_one(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct history_scan *hs = arg;
+    json_t *m = json_loadb(v, vl, 0, NULL);
+
+    (void)k;
+    (void)kl;
+    if (m != NULL)
+        json_array_insert_new(hs->messages, 0, m);   /* scanning newest first */
+    return (int)json_array_size(hs->messages) >= hs->limit ? 1 : 0;
+}
+
+int kchat__room_history(struct ctx *c, const char *room_id, const char *user_id,
+                        int64_t before_seq, int limit)
+{
+    struct history_scan hs = {json_array(), limit};
+    unsigned char prefix[ROOM_KEY_MAX], bound[MSG_KEY_LEN(64)];
+    size_t pl = strlen(room_id) + 1, bl = 0;
+    json_t *room;
+    int rc;
+
+    if ((room = room_for_member(c, room_id, user_id, &rc)) == NULL) {
+        json_decref(hs.messages);
+        return rc;
+    }
+    json_decref(room);
+    memcpy(prefix, room_id, pl);
+    if (before_seq > 0)
+        bl = msg_key(bound, room_id, (uint64_t)before_seq);
+    rc = kchat_txn_scan_range(c->txn, KCHAT_TBL_MESSAGES, prefix, pl, bl ? bound : NULL, bl,
+                              true, history_one, &hs);
+    if (rc < 0) {
+        json_decref(hs.messages);
+        return rc;
+    }
+    return kchat__reply_ok(c, json_pack("{s:s, s:o}", "roomId", room_id, "messages", hs.messages));
+}
+
+int kchat__op_history(struct ctx *c)
+{
+    const kchat_request *r = c->req;
+    uint32_t target = kchat__shard_of(c->be, r->room_id);
+    int rc;
+
+    if (!kchat__session_ok(c, &rc))
+        return rc;
+    if (target == c->sh->id)
+        return kchat__room_history(c, r->room_id, r->user_id,
+                                   r->has_before_seq ? r->before_seq : 0, r->limit);
+    return kchat__command(c, target, r->room_id,
+                          json_pack("{s:s, s:s, s:s, s:I, s:i}", "op", "history",
+                                    "roomId", r->room_id, "userId", r->user_id,
+                                    "beforeSeq", (json_int_t)(r->has_before_seq ? r->before_seq : 0),
+                                    "limit", r->limit));
+}
+
+int kchat__cmd_history(struct ctx *c, const json_t *cmd)
+{
+    const char *room_id = json_string_value(json_object_get(cmd, "roomId"));
+    json_int_t before = json_integer_value(json_object_get(cmd, "beforeSeq"));
+    json_int_t limit = json_integer_value(json_object_get(cmd, "limit"));
+
+    if (room_id == NULL || limit < 1 || limit > 100)
+        return KCHAT_EDECODE;
+    return kchat__room_history(c, room_id, c->user_id, before, (int)limit);
+}

@@ -1,0 +1,289 @@
+/* Answers, events, commands and directory records: everything an operation
+ * sends goes through the shard's outbox in the open transaction. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+int64_t kchat__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint32_t kchat__shard_of(const kchat_backend *be, const char *id)
+{
+    return (uint32_t)kchat_partition_for_key(id, strlen(id), be->partitions);
+}
+
+json_t *kchat__get_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl)
+{
+    const void *v;
+    size_t vl;
+
+    if (kchat_txn_get(t, tb, key, kl, &v, &vl) != KCHAT_OK)
+        return NULL;
+    return json_loadb(v, vl, JSON_DISABLE_EOF_CHECK, NULL);
+}
+
+int kchat__put_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl, const json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT);
+    int rc;
+
+    if (s == NULL)
+        return KCHAT_ENOMEM;
+    rc = kchat_txn_put(t, tb, key, kl, s, strlen(s));
+    free(s);
+    return rc;
+}
+
+static void out_rec_release(struct out_rec *r)
+{
+    free(r->topic);
+    free(r->key);
+    free(r->value);
+    free(r->hdr_buf);
+}
+
+int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *topic,
+                      int32_t partition, const void *key, size_t key_len,
+                      const void *value, size_t value_len,
+                      const kchat_header *hdrs, size_t n_hdrs)
+{
+    struct worker *w = c->w;
+    kchat_outbox_rec rec = {
+        .topic = topic, .partition = partition, .key = key, .key_len = key_len,
+        .value = value, .value_len = value_len, .headers = hdrs, .n_headers = n_hdrs,
+        .kind = kind,
+    };
+    struct out_rec *r;
+    size_t hdr_bytes = 0;
+    char *p;
+    uint64_t seq;
+    int rc;
+
+    if (n_hdrs > 4)
+        return KCHAT_EINVAL;
+    if (w->n_out == w->cap_out) {
+        size_t cap = w->cap_out ? 2 * w->cap_out : 64;
+        struct out_rec *nv = realloc(w->out, cap * sizeof(*nv));
+        if (nv == NULL)
+            return KCHAT_ENOMEM;
+        w->out = nv;
+        w->cap_out = cap;
+    }
+    if ((rc = kchat_store_outbox_append(c->txn, &rec, &seq)) != KCHAT_OK)
+        return rc;
+
+    r = &w->out[w->n_out];
+    memset(r, 0, sizeof(*r));
+    for (size_t i = 0; i < n_hdrs; i++)
+        hdr_bytes += strlen(hdrs[i].name) + 1 + hdrs[i].len;
+    r->topic = strdup(topic);
+    r->key = key_len ? malloc(key_len) : NULL;
+    r->value = malloc(value_len ? value_len : 1);
+    r->hdr_buf = malloc(hdr_bytes ? hdr_bytes : 1);
+    if (r->topic == NULL || (key_len && r->key == NULL) || r->value == NULL ||
+        r->hdr_buf == NULL) {
+        out_rec_release(r);
+        return KCHAT_ENOMEM;
+    }
+    r->shard = c->sh->id;
+    r->seq = seq;
+    r->kind = kind;
+    r->target = target;
+    r->partition = partition;
+    if (key_len)
+        memcpy(r->key, key, key_len);
+    r->key_len = key_len;
+    memcpy(r->value, value, value_len);
+    r->value_len = value_len;
+    p = r->hdr_buf;
+    for (size_t i = 0; i < n_hdrs; i++) {
+        size_t nl = strlen(hdrs[i].name) + 1;
+        memcpy(p, hdrs[i].name, nl);
+        r->hdr[i].name = p;
+        p += nl;
+        memcpy(p, hdrs[i].value, hdrs[i].len);
+        r->hdr[i].value = p;
+        r->hdr[i].len = hdrs[i].len;
+        p += hdrs[i].len;
+    }
+    r->n_hdr = n_hdrs;
+    w->n_out++;
+    return KCHAT_OK;
+}
+
+/* Encode @p body in the answer's format and append it as the response. */
+static int reply_send(struct ctx *c, json_t *body)
+{
+    const char *ct = kchat_fmt_content_type(c->fmt);
+    kchat_header hdrs[2];
+    size_t n = 0, len;
+    char *buf;
+    int rc;
+
+    if ((rc = kchat_codec_encode(c->fmt, body, &buf, &len)) != KCHAT_OK)
+        return rc;
+    if (c->cid_len)
+        hdrs[n++] = (kchat_header){KCHAT_HDR_CID, c->cid, c->cid_len};
+    hdrs[n++] = (kchat_header){KCHAT_HDR_CTYPE, ct, strlen(ct)};
+    rc = kchat__out_append(c, OUT_REPLY, 0, kchat_op_response_topic(c->op), -1,
+                           c->user_id, strlen(c->user_id), buf, len, hdrs, n);
+    free(buf);
+    return rc;
+}
+
+int kchat__reply_ok(struct ctx *c, json_t *body)
+{
+    int rc;
+
+    if (body == NULL && (body = json_object()) == NULL)
+        return KCHAT_ENOMEM;
+    json_object_set_new(body, "userId", json_string(c->user_id));
+    json_object_set_new(body, "isSuccess", json_true());
+    json_object_set_new(body, "errorCode", json_string(""));
+    json_object_set_new(body, "errorMessage", json_string(""));
+    rc = reply_send(c, body);
+    json_decref(body);
+    return rc;
+}
+
+int kchat__reply_err(struct ctx *c, kchat_wire_err e, const char *fmt, ...)
+{
+    char msg[512];
+    json_t *body;
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if ((body = json_object()) == NULL)
+        return KCHAT_ENOMEM;
+    json_object_set_new(body, "userId", json_string(c->user_id));
+    json_object_set_new(body, "isSuccess", json_false());
+    json_object_set_new(body, "errorCode", json_string(kchat_wire_err_name(e)));
+    json_object_set_new(body, "errorMessage", json_string(msg));
+    atomic_fetch_add(&c->be->stats.errors, 1);
+    if (e == KCHAT_WIRE_BAD_REQUEST)
+        atomic_fetch_add(&c->be->stats.bad_requests, 1);
+    else if (e == KCHAT_WIRE_TOO_LARGE)
+        atomic_fetch_add(&c->be->stats.too_large, 1);
+    rc = reply_send(c, body);
+    json_decref(body);
+    return rc;
+}
+
+int kchat__event(struct ctx *c, const char *user_id, json_t *event)
+{
+    const char *ct = kchat_fmt_content_type(c->be->events_fmt);
+    kchat_header hdr = {KCHAT_HDR_CTYPE, ct, strlen(ct)};
+    size_t len;
+    char *buf;
+    int rc;
+
+    json_object_set_new(event, "userId", json_string(user_id));
+    rc = kchat_codec_encode(c->be->events_fmt, event, &buf, &len);
+    json_decref(event);
+    if (rc != KCHAT_OK)
+        return rc;
+    rc = kchat__out_append(c, OUT_REPLY, 0, KCHAT_TOPIC_EVENTS, -1, user_id, strlen(user_id),
+                           buf, len, &hdr, 1);
+    free(buf);
+    return rc;
+}
+
+int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
+{
+    char *s;
+    int rc;
+
+    json_object_set_new(cmd, "fmt", json_integer(c->fmt));
+    if (c->cid_len) {
+        char hex[129];
+        for (size_t i = 0; i < c->cid_len; i++)
+            sprintf(hex + 2 * i, "%02x", (unsigned char)c->cid[i]);
+        json_object_set_new(cmd, "cid", json_string(hex));
+    }
+    s = json_dumps(cmd, JSON_COMPACT);
+    json_decref(cmd);
+    if (s == NULL)
+        return KCHAT_ENOMEM;
+    /* The source shard and outbox seq travel in the record; the target keeps
+     * the highest seq applied per source and drops anything at or below it.
+     * Headers are filled in when the record is produced (see backend.c). */
+    rc = kchat__out_append(c, OUT_COMMAND, target, KCHAT_TOPIC_INTERNAL, (int32_t)target,
+                           key, strlen(key), s, strlen(s), NULL, 0);
+    free(s);
+    return rc;
+}
+
+json_t *kchat__directory_get(kchat_backend *be, const char *user_id)
+{
+    kchat_txn *t;
+    json_t *v;
+
+    if (kchat_txn_begin(be->directory, false, &t) != KCHAT_OK)
+        return NULL;
+    v = kchat__get_json(t, KCHAT_TBL_DIRECTORY, user_id, strlen(user_id));
+    kchat_txn_abort(t);
+    return v;
+}
+
+int kchat__directory_apply(kchat_backend *be, const json_t *entry)
+{
+    const char *id = json_string_value(json_object_get(entry, "userId"));
+    json_int_t ver = json_integer_value(json_object_get(entry, "ver"));
+    kchat_txn *t;
+    json_t *old;
+    int rc;
+
+    if (id == NULL || !kchat_valid_id(id, strlen(id)))
+        return KCHAT_EINVAL;
+    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+        return rc;
+    old = kchat__get_json(t, KCHAT_TBL_DIRECTORY, id, strlen(id));
+    if (old && json_integer_value(json_object_get(old, "ver")) >= ver) {
+        json_decref(old);
+        kchat_txn_abort(t);
+        return KCHAT_OK;
+    }
+    json_decref(old);
+    rc = kchat__put_json(t, KCHAT_TBL_DIRECTORY, id, strlen(id), entry);
+    if (rc != KCHAT_OK) {
+        kchat_txn_abort(t);
+        return rc;
+    }
+    return kchat_txn_commit(t);
+}
+
+int kchat__directory_publish(struct ctx *c, const json_t *user)
+{
+    json_t *e = json_pack("{s:O, s:O, s:O, s:O}",
+                          "userId", json_object_get(user, "userId"),
+                          "userName", json_object_get(user, "userName"),
+                          "userStatus", json_object_get(user, "userStatus"),
+                          "ver", json_object_get(user, "ver"));
+    const char *id = json_string_value(json_object_get(user, "userId"));
+    char *s;
+    int rc;
+
+    if (e == NULL)
+        return KCHAT_ENOMEM;
+    s = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    if (s == NULL)
+        return KCHAT_ENOMEM;
+    rc = kchat__out_append(c, OUT_REPLY, 0, KCHAT_TOPIC_DIRECTORY, -1, id, strlen(id),
+                           s, strlen(s), NULL, 0);
+    free(s);
+    return rc;
+}

@@ -1,0 +1,181 @@
+/* Users: register, login, logout, status; and the session check every other
+ * operation starts with. A user and its sessions live in the user's shard. */
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+
+#define SESSION_BYTES 16             /* 128 random bits, sent as 32 hex digits */
+#define SESSION_REFRESH_MS 60000     /* last-use stamp is rewritten at most this often */
+
+json_t *kchat__user_get(kchat_txn *t, const char *user_id)
+{
+    return kchat__get_json(t, KCHAT_TBL_USERS, user_id, strlen(user_id));
+}
+
+json_t *kchat__user_public(const json_t *s)
+{
+    return json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O}",
+                     "userId", json_object_get(s, "userId"),
+                     "email", json_object_get(s, "email"),
+                     "userName", json_object_get(s, "userName"),
+                     "userStatus", json_object_get(s, "userStatus"),
+                     "joinDate", json_object_get(s, "joinDate"),
+                     "loginDate", json_object_get(s, "loginDate"),
+                     "logoutDate", json_object_get(s, "logoutDate"));
+}
+
+static int user_put(struct ctx *c, const json_t *user)
+{
+    const char *id = json_string_value(json_object_get(user, "userId"));
+    return kchat__put_json(c->txn, KCHAT_TBL_USERS, id, strlen(id), user);
+}
+
+static json_t *now_string(struct ctx *c)
+{
+    char ts[25];
+    kchat_iso8601(c->now_ms, ts);
+    return json_string(ts);
+}
+
+bool kchat__session_ok(struct ctx *c, int *rc)
+{
+    const kchat_config *cfg = c->be->cfg;
+    json_t *s = NULL;
+    const char *owner;
+    json_int_t last;
+
+    *rc = KCHAT_OK;
+    if (!cfg->session_check)
+        return true;
+    if (c->session == NULL || c->session_len == 0 || c->session_len > 128)
+        goto err_unauthenticated;
+    s = kchat__get_json(c->txn, KCHAT_TBL_SESSIONS, c->session, c->session_len);
+    if (s == NULL)
+        goto err_unauthenticated;
+    owner = json_string_value(json_object_get(s, "u"));
+    last = json_integer_value(json_object_get(s, "t"));
+    if (owner == NULL || strcmp(owner, c->user_id) != 0)
+        goto err_unauthenticated;
+    if (c->now_ms - last > (json_int_t)cfg->session_idle * 1000)
+        goto err_unauthenticated;
+    if (c->now_ms - last > SESSION_REFRESH_MS) {
+        json_object_set_new(s, "t", json_integer(c->now_ms));
+        *rc = kchat__put_json(c->txn, KCHAT_TBL_SESSIONS, c->session, c->session_len, s);
+    }
+    json_decref(s);
+    return *rc == KCHAT_OK;
+
+err_unauthenticated:
+    json_decref(s);
+    *rc = kchat__reply_err(c, KCHAT_WIRE_UNAUTHENTICATED,
+                           "A valid session of user %s is required; log in first.", c->user_id);
+    return false;
+}
+
+int kchat__op_user_add(struct ctx *c)
+{
+    const kchat_request *r = c->req;
+    char hash[crypto_pwhash_STRBYTES];
+    json_t *user, *body;
+    int rc;
+
+    if ((user = kchat__user_get(c->txn, r->user_id)) != NULL) {
+        json_decref(user);
+        return kchat__reply_err(c, KCHAT_WIRE_ALREADY_EXISTS,
+                                "The user id %s is already taken.", r->user_id);
+    }
+    if (crypto_pwhash_str(hash, r->user_pw, strlen(r->user_pw),
+                          (unsigned long long)c->be->cfg->pwhash_ops,
+                          (size_t)c->be->cfg->pwhash_mem) != 0)
+        return kchat__reply_err(c, KCHAT_WIRE_INTERNAL, "The password could not be hashed.");
+    user = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:i}",
+                     "userId", r->user_id, "email", r->email, "userName", r->user_name,
+                     "userStatus", "", "joinDate", now_string(c), "loginDate", "",
+                     "logoutDate", "", "pw", hash, "ver", 1);
+    sodium_memzero(hash, sizeof(hash));
+    if (user == NULL)
+        return KCHAT_ENOMEM;
+    if ((rc = user_put(c, user)) == KCHAT_OK &&
+        (rc = kchat__directory_publish(c, user)) == KCHAT_OK) {
+        body = json_pack("{s:o}", "user", kchat__user_public(user));
+        rc = body ? kchat__reply_ok(c, body) : KCHAT_ENOMEM;
+    }
+    json_decref(user);
+    return rc;
+}
+
+int kchat__op_login(struct ctx *c)
+{
+    const kchat_request *r = c->req;
+    unsigned char raw[SESSION_BYTES];
+    char sid[2 * SESSION_BYTES + 1];
+    json_t *user = kchat__user_get(c->txn, r->user_id), *sess, *body;
+    const char *hash = user ? json_string_value(json_object_get(user, "pw")) : NULL;
+    int rc;
+
+    if (hash == NULL) {
+        /* Same work as a real check, so timing does not reveal who exists. */
+        crypto_pwhash_str_verify(c->be->dummy_hash, r->user_pw, strlen(r->user_pw));
+        json_decref(user);
+        return kchat__reply_err(c, KCHAT_WIRE_BAD_CREDENTIALS, "Unknown user or wrong password.");
+    }
+    if (crypto_pwhash_str_verify(hash, r->user_pw, strlen(r->user_pw)) != 0) {
+        json_decref(user);
+        return kchat__reply_err(c, KCHAT_WIRE_BAD_CREDENTIALS, "Unknown user or wrong password.");
+    }
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(sid, sizeof(sid), raw, sizeof(raw));
+    sess = json_pack("{s:s, s:I}", "u", r->user_id, "t", (json_int_t)c->now_ms);
+    json_object_set_new(user, "loginDate", now_string(c));
+    if (sess == NULL)
+        rc = KCHAT_ENOMEM;
+    else if ((rc = kchat__put_json(c->txn, KCHAT_TBL_SESSIONS, sid, strlen(sid), sess)) ==
+                 KCHAT_OK &&
+             (rc = user_put(c, user)) == KCHAT_OK) {
+        body = json_pack("{s:o, s:s}", "user", kchat__user_public(user), "sessionId", sid);
+        rc = body ? kchat__reply_ok(c, body) : KCHAT_ENOMEM;
+    }
+    json_decref(sess);
+    json_decref(user);
+    return rc;
+}
+
+int kchat__op_logout(struct ctx *c)
+{
+    json_t *user;
+    int rc;
+
+    if (!kchat__session_ok(c, &rc))
+        return rc;
+    if ((user = kchat__user_get(c->txn, c->user_id)) == NULL)
+        return kchat__reply_err(c, KCHAT_WIRE_USER_NOT_FOUND, "No user %s.", c->user_id);
+    json_object_set_new(user, "logoutDate", now_string(c));
+    rc = user_put(c, user);
+    json_decref(user);
+    if (rc == KCHAT_OK && c->session_len) {
+        rc = kchat_txn_del(c->txn, KCHAT_TBL_SESSIONS, c->session, c->session_len);
+        if (rc == KCHAT_ENOTFOUND)   /* session check off and no session given */
+            rc = KCHAT_OK;
+    }
+    return rc == KCHAT_OK ? kchat__reply_ok(c, NULL) : rc;
+}
+
+int kchat__op_status(struct ctx *c)
+{
+    json_t *user;
+    int rc;
+
+    if (!kchat__session_ok(c, &rc))
+        return rc;
+    if ((user = kchat__user_get(c->txn, c->user_id)) == NULL)
+        return kchat__reply_err(c, KCHAT_WIRE_USER_NOT_FOUND, "No user %s.", c->user_id);
+    json_object_set_new(user, "userStatus", json_string(c->req->user_status));
+    json_object_set_new(user, "ver", json_integer(json_integer_value(json_object_get(user, "ver")) + 1));
+    if ((rc = user_put(c, user)) == KCHAT_OK && (rc = kchat__directory_publish(c, user)) == KCHAT_OK)
+        rc = kchat__reply_ok(c, json_pack("{s:s}", "userStatus", c->req->user_status));
+    json_decref(user);
+    return rc;
+}

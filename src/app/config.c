@@ -1,0 +1,360 @@
+/* The option table and its parsers (include/kchat/config.h). */
+#include "kchat/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kchat/error.h"
+
+enum opt_type { OPT_STR, OPT_INT, OPT_LONG, OPT_BOOL };
+
+struct opt {
+    const char *name;
+    enum opt_type type;
+    size_t offset;
+    const char *def;
+    long min, max;
+    const char *help;
+};
+
+#define O(field) offsetof(kchat_config, field)
+
+static const struct opt opts[] = {
+    {"brokers", OPT_STR, O(brokers), "", 0, 0,
+     "Kafka bootstrap servers (host:port,...). Empty: start the embedded broker "
+     "(librdkafka's in-memory mock cluster) in this process."},
+    {"data", OPT_STR, O(data_dir), "./data", 0, 0,
+     "Directory of the LMDB shards (shard-NNNN/) and the directory replica."},
+    {"bootstrap-file", OPT_STR, O(bootstrap_file), "", 0, 0,
+     "When set, the bootstrap servers are written to this file (one line) once "
+     "the topics exist and the process is consuming."},
+    {"group-id", OPT_STR, O(group_id), "kchat", 0, 0,
+     "Consumer group of the backend processes."},
+    {"events-format", OPT_STR, O(events_format), "json", 0, 0,
+     "Encoding of chat-events records: json or msgpack."},
+    {"partitions", OPT_INT, O(partitions), "8", 1, 1024,
+     "Partitions of each co-partitioned topic, created when missing. Also the "
+     "number of shards; fixed for the life of a data directory."},
+    {"replication", OPT_INT, O(replication), "0", 0, 16,
+     "Replication factor of created topics; 0 means min(3, brokers)."},
+    {"embedded-brokers", OPT_INT, O(embedded_brokers), "3", 1, 16,
+     "Brokers of the embedded mock cluster."},
+    {"workers", OPT_INT, O(workers), "0", 0, 256,
+     "Actor workers; shard p belongs to worker p mod workers. 0: one per CPU."},
+    {"ring-capacity", OPT_INT, O(ring_capacity), "1024", 2, 1 << 20,
+     "Slots of each (topic thread, worker) ring; a full ring pauses its partition."},
+    {"max-batch", OPT_INT, O(max_batch), "512", 1, 65536,
+     "Most requests one worker applies in one group commit."},
+    {"linger-ms", OPT_INT, O(linger_ms), "1", 0, 1000,
+     "Producer linger.ms for responses, events and commands."},
+    {"map-size-mb", OPT_INT, O(map_size_mb), "1024", 1, 1 << 22,
+     "LMDB map size of each shard, in MiB (address space, not disk)."},
+    {"pwhash-ops", OPT_LONG, O(pwhash_ops), "2", 1, 1L << 30,
+     "Argon2id opslimit for password hashes (libsodium; 2 = INTERACTIVE)."},
+    {"pwhash-mem", OPT_LONG, O(pwhash_mem), "67108864", 8192, 1L << 40,
+     "Argon2id memlimit in bytes (67108864 = 64 MiB = INTERACTIVE)."},
+    {"session-idle", OPT_LONG, O(session_idle), "604800", 1, 1L << 40,
+     "Seconds a session may stay unused before it expires (default 7 days)."},
+    {"session-check", OPT_BOOL, O(session_check), "true", 0, 0,
+     "Require the kchat-session header. Turn off only for the original front "
+     "end, which sends none; the server warns loudly at start when it is off."},
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const struct opt *opt_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (strlen(opts[i].name) == len && memcmp(opts[i].name, name, len) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+static int opt_set(kchat_config *c, const struct opt *o, const char *val,
+                   char *errstr, size_t errstr_size)
+{
+    char *field = (char *)c + o->offset;
+    char *end;
+    long n;
+
+    switch (o->type) {
+    case OPT_STR: {
+        char *dup = strdup(val);
+        if (dup == NULL)
+            return KCHAT_ENOMEM;
+        free(*(char **)field);
+        *(char **)field = dup;
+        return KCHAT_OK;
+    }
+    case OPT_BOOL:
+        if (!strcmp(val, "true") || !strcmp(val, "1") || !strcmp(val, "yes"))
+            *(bool *)field = true;
+        else if (!strcmp(val, "false") || !strcmp(val, "0") || !strcmp(val, "no"))
+            *(bool *)field = false;
+        else
+            goto err_value;
+        return KCHAT_OK;
+    case OPT_INT:
+    case OPT_LONG:
+        errno = 0;
+        n = strtol(val, &end, 10);
+        if (errno || end == val || *end != '\0' || n < o->min || n > o->max)
+            goto err_value;
+        if (o->type == OPT_INT)
+            *(int *)field = (int)n;
+        else
+            *(long *)field = n;
+        return KCHAT_OK;
+    }
+err_value:
+    if (o->type == OPT_BOOL)
+        snprintf(errstr, errstr_size, "option %s expects true or false, got \"%s\"",
+                 o->name, val);
+    else if (o->type == OPT_STR)
+        snprintf(errstr, errstr_size, "option %s: bad value \"%s\"", o->name, val);
+    else
+        snprintf(errstr, errstr_size, "option %s expects an integer in %ld..%ld, got \"%s\"",
+                 o->name, o->min, o->max, val);
+    return KCHAT_ECONFIG;
+}
+
+static int config_validate(const kchat_config *c, char *errstr, size_t errstr_size)
+{
+    if (strcmp(c->events_format, "json") && strcmp(c->events_format, "msgpack")) {
+        snprintf(errstr, errstr_size, "events-format must be json or msgpack, got \"%s\"",
+                 c->events_format);
+        return KCHAT_ECONFIG;
+    }
+    if (c->data_dir[0] == '\0') {
+        snprintf(errstr, errstr_size, "data must name a directory");
+        return KCHAT_ECONFIG;
+    }
+    return KCHAT_OK;
+}
+
+int kchat_config_init(kchat_config *c)
+{
+    char errstr[256];
+
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < N_OPTS; i++) {
+        int rc = opt_set(c, &opts[i], opts[i].def, errstr, sizeof(errstr));
+        if (rc != KCHAT_OK) {
+            kchat_config_release(c);
+            return rc;
+        }
+    }
+    return KCHAT_OK;
+}
+
+void kchat_config_release(kchat_config *c)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (opts[i].type == OPT_STR) {
+            char **field = (char **)((char *)c + opts[i].offset);
+            free(*field);
+            *field = NULL;
+        }
+    for (int i = 0; i < c->n_x; i++)
+        free(c->x[i]);
+    c->n_x = 0;
+}
+
+static int add_x(kchat_config *c, const char *kv, char *errstr, size_t errstr_size)
+{
+    if (c->n_x == KCHAT_CONFIG_MAX_X) {
+        snprintf(errstr, errstr_size, "more than %d -X properties", KCHAT_CONFIG_MAX_X);
+        return KCHAT_ECONFIG;
+    }
+    if (strchr(kv, '=') == NULL) {
+        snprintf(errstr, errstr_size, "-X expects key=value, got \"%s\"", kv);
+        return KCHAT_ECONFIG;
+    }
+    if ((c->x[c->n_x] = strdup(kv)) == NULL)
+        return KCHAT_ENOMEM;
+    c->n_x++;
+    return KCHAT_OK;
+}
+
+static char *trim(char *s)
+{
+    char *e;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+        *--e = '\0';
+    return s;
+}
+
+int kchat_config_load_file(kchat_config *c, const char *path,
+                           char *errstr, size_t errstr_size)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int lineno = 0, rc = KCHAT_OK;
+
+    if (f == NULL) {
+        snprintf(errstr, errstr_size, "cannot read config file %s: %s", path, strerror(errno));
+        return KCHAT_EIO;
+    }
+    while (rc == KCHAT_OK && fgets(line, sizeof(line), f) != NULL) {
+        char *s = trim(line), *eq, *name, *val;
+        const struct opt *o;
+
+        lineno++;
+        if (*s == '\0' || *s == '#')
+            continue;
+        if ((eq = strchr(s, '=')) == NULL) {
+            snprintf(errstr, errstr_size, "%s:%d: expected name = value", path, lineno);
+            rc = KCHAT_ECONFIG;
+            break;
+        }
+        *eq = '\0';
+        name = trim(s);
+        val = trim(eq + 1);
+        if (!strcmp(name, "X") || !strncmp(name, "kafka.", 6)) {
+            /* "X = prop=value" or "kafka.prop = value" pass through to librdkafka */
+            char kv[4096];
+            if (name[0] == 'X')
+                snprintf(kv, sizeof(kv), "%s", val);
+            else
+                snprintf(kv, sizeof(kv), "%s=%s", name + 6, val);
+            rc = add_x(c, kv, errstr, errstr_size);
+            continue;
+        }
+        if ((o = opt_find(name, strlen(name))) == NULL) {
+            snprintf(errstr, errstr_size, "%s:%d: unknown option \"%s\"", path, lineno, name);
+            rc = KCHAT_ECONFIG;
+            break;
+        }
+        rc = opt_set(c, o, val, errstr, errstr_size);
+    }
+    fclose(f);
+    if (rc == KCHAT_OK)
+        rc = config_validate(c, errstr, errstr_size);
+    return rc;
+}
+
+int kchat_config_parse_args(kchat_config *c, int argc, char **argv, int first,
+                            char *errstr, size_t errstr_size)
+{
+    int rc;
+
+    /* The config file first, so flags override it wherever they appear. */
+    for (int i = first; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 == argc) {
+                snprintf(errstr, errstr_size, "--config needs a file name");
+                return KCHAT_ECONFIG;
+            }
+            if ((rc = kchat_config_load_file(c, argv[i + 1], errstr, errstr_size)) != KCHAT_OK)
+                return rc;
+        }
+    }
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i], *val, *eq;
+        const struct opt *o;
+        size_t len;
+
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return 1;
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(a, "-X", 2)) {
+            val = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (val == NULL) {
+                snprintf(errstr, errstr_size, "-X needs key=value");
+                return KCHAT_ECONFIG;
+            }
+            if ((rc = add_x(c, val, errstr, errstr_size)) != KCHAT_OK)
+                return rc;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(errstr, errstr_size, "unexpected argument \"%s\" (see --help)", a);
+            return KCHAT_ECONFIG;
+        }
+        a += 2;
+        eq = strchr(a, '=');
+        len = eq ? (size_t)(eq - a) : strlen(a);
+        o = opt_find(a, len);
+        if (o == NULL && len > 3 && !strncmp(a, "no-", 3) && eq == NULL &&
+            (o = opt_find(a + 3, len - 3)) != NULL && o->type == OPT_BOOL) {
+            *(bool *)((char *)c + o->offset) = false;
+            continue;
+        }
+        if (o == NULL) {
+            snprintf(errstr, errstr_size, "unknown option --%.*s (see --help)", (int)len, a);
+            return KCHAT_ECONFIG;
+        }
+        if (eq)
+            val = eq + 1;
+        else if (o->type == OPT_BOOL)
+            val = "true";
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            snprintf(errstr, errstr_size, "option --%s needs a value", o->name);
+            return KCHAT_ECONFIG;
+        }
+        if ((rc = opt_set(c, o, val, errstr, errstr_size)) != KCHAT_OK)
+            return rc;
+    }
+    return config_validate(c, errstr, errstr_size);
+}
+
+static const char *type_name(enum opt_type t)
+{
+    switch (t) {
+    case OPT_STR: return "string";
+    case OPT_INT:
+    case OPT_LONG: return "integer";
+    case OPT_BOOL: return "bool";
+    }
+    return "?";
+}
+
+void kchat_config_usage(FILE *out, const char *command)
+{
+    fprintf(out, "usage: kchat %s [options]\n\noptions (flag --name value, or name = value "
+                 "in a --config file):\n", command);
+    fprintf(out, "  --config FILE\n      read options from FILE first; flags override it.\n");
+    fprintf(out, "  -X key=value\n      pass a librdkafka property through (TLS, SASL, ...); "
+                 "repeatable.\n");
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const struct opt *o = &opts[i];
+        fprintf(out, "  --%s %s   (default: %s)\n      %s\n", o->name,
+                o->type == OPT_BOOL ? "[true|false]" : type_name(o->type),
+                o->def[0] ? o->def : "\"\"", o->help);
+    }
+    if (!strcmp(command, "serve"))
+        fprintf(out, "  --no-session-check\n      same as --session-check false.\n");
+}
+
+void kchat_config_markdown(FILE *out)
+{
+    fprintf(out, "# Configuration\n\n"
+                 "Generated by `kchat config-doc` from the option table in "
+                 "`src/app/config.c`; do not edit by hand.\n\n"
+                 "Every option is a flag (`--name value` or `--name=value`) and a line "
+                 "of a config file (`name = value`, read with `--config FILE`). Flags "
+                 "override the file. `-X key=value` (or `X = key=value` / "
+                 "`kafka.key = value` in the file) passes any librdkafka property "
+                 "through, e.g. `-X security.protocol=SASL_SSL`.\n\n"
+                 "| option | type | default | range | description |\n"
+                 "| --- | --- | --- | --- | --- |\n");
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const struct opt *o = &opts[i];
+        char range[64] = "";
+        if (o->type == OPT_INT || o->type == OPT_LONG)
+            snprintf(range, sizeof(range), "%ld..%ld", o->min, o->max);
+        fprintf(out, "| `%s` | %s | `%s` | %s | %s |\n", o->name, type_name(o->type),
+                o->def, range, o->help);
+    }
+}

@@ -1,0 +1,191 @@
+/*
+ * kchat_codec_decode() and kchat_codec_encode(): the JSON half (jansson)
+ * and the checks both formats share. The msgpack half is in msgpack.c.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec_internal.h"
+#include "kchat/error.h"
+
+const char *kchat__string_problem(const char *s, size_t len)
+{
+    if (!kchat_utf8_valid(s, len))
+        return KCHAT__WHY_UTF8;
+    if (len > 0 && memchr(s, '\0', len))
+        return KCHAT__WHY_NUL;
+    return NULL;
+}
+
+/*
+ * Why the codec would not accept v, a value found inside depth containers,
+ * or NULL if it would: containers nested at most KCHAT_MAX_DEPTH deep,
+ * strings and keys UTF-8 without NUL. Recursion stops at that depth, so a
+ * cycle is reported as too deep rather than followed forever.
+ */
+static const char *value_problem(const json_t *v, int depth)
+{
+    const char *why = NULL;
+
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        return kchat__string_problem(json_string_value(v), json_string_length(v));
+    case JSON_ARRAY: {
+        if (depth >= KCHAT_MAX_DEPTH)
+            return KCHAT__WHY_DEPTH;
+        size_t i;
+        const json_t *item;
+        json_array_foreach(v, i, item) {
+            if ((why = value_problem(item, depth + 1)))
+                return why;
+        }
+        return NULL;
+    }
+    case JSON_OBJECT: {
+        if (depth >= KCHAT_MAX_DEPTH)
+            return KCHAT__WHY_DEPTH;
+        const char *key;
+        size_t key_len;
+        json_t *item;
+        /* The iteration macro takes a non-const object; it does not modify it. */
+        json_object_keylen_foreach((json_t *)v, key, key_len, item) {
+            if ((why = kchat__string_problem(key, key_len)) || (why = value_problem(item, depth + 1)))
+                return why;
+        }
+        return NULL;
+    }
+    default:
+        return NULL;
+    }
+}
+
+/* ---- JSON --------------------------------------------------------------- */
+
+static const char *json_error_reason(const json_error_t *err)
+{
+    switch (json_error_code(err)) {
+    case json_error_invalid_utf8:
+        return KCHAT__WHY_UTF8;
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return KCHAT__WHY_NUL;
+    case json_error_duplicate_key:
+        return KCHAT__WHY_DUPLICATE;
+    case json_error_numeric_overflow:
+        return KCHAT__WHY_RANGE;
+    case json_error_stack_overflow:
+        return KCHAT__WHY_DEPTH;
+    case json_error_premature_end_of_input:
+        return KCHAT__WHY_TRUNCATED;
+    case json_error_end_of_input_expected:
+        return KCHAT__WHY_TRAILING;
+    default:
+        return KCHAT__WHY_MALFORMED;
+    }
+}
+
+static int json_decode(const char *buf, size_t len, json_t **out, const char **why)
+{
+    json_error_t err;
+    /* jansson rejects by itself: invalid UTF-8, \u0000, lone surrogates,
+     * integers beyond json_int_t, trailing bytes; and duplicates with the flag. */
+    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+    if (!v) {
+        if (json_error_code(&err) == json_error_out_of_memory)
+            return KCHAT_ENOMEM;
+        *why = json_error_reason(&err);
+        return KCHAT_EDECODE;
+    }
+    /* jansson's own depth limit is 2048. */
+    if ((*why = value_problem(v, 0))) {
+        json_decref(v);
+        return KCHAT_EDECODE;
+    }
+    *out = v;
+    return KCHAT_OK;
+}
+
+/* A malloc()ed buffer that json_dump_callback() appends to. */
+typedef struct grow_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} grow_buf;
+
+static int grow_buf_append(const char *bytes, size_t n, void *arg)
+{
+    grow_buf *b = arg;
+    if (n == 0)
+        return 0;
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (n > cap - b->len) {
+            if (cap > SIZE_MAX / 2)
+                return -1;
+            cap *= 2;
+        }
+        char *data = realloc(b->data, cap);
+        if (!data)
+            return -1;
+        b->data = data;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, bytes, n);
+    b->len += n;
+    return 0;
+}
+
+static int json_encode(const json_t *v, char **out, size_t *out_len)
+{
+    grow_buf b = {0};
+    /* 17 significant digits make every double read back exactly. */
+    size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17);
+    /* The value was checked, so the only way to fail is running out of memory. */
+    if (json_dump_callback(v, grow_buf_append, &b, flags) != 0) {
+        free(b.data);
+        return KCHAT_ENOMEM;
+    }
+    *out = b.data;
+    *out_len = b.len;
+    return KCHAT_OK;
+}
+
+/* ---- Public entry points ------------------------------------------------ */
+
+int kchat__codec_decode(kchat_fmt f, const void *buf, size_t len, json_t **out,
+                        const char **why)
+{
+    if (!out)
+        return KCHAT_EINVAL;
+    *out = NULL;
+    if (!buf && len > 0)
+        return KCHAT_EINVAL;
+    if (f != KCHAT_FMT_JSON && f != KCHAT_FMT_MSGPACK)
+        return KCHAT_EINVAL;
+    if (len == 0) {
+        *why = KCHAT__WHY_EMPTY;
+        return KCHAT_EDECODE;
+    }
+    return f == KCHAT_FMT_JSON ? json_decode(buf, len, out, why)
+                               : kchat__msgpack_decode(buf, len, out, why);
+}
+
+int kchat_codec_decode(kchat_fmt f, const void *buf, size_t len, json_t **out)
+{
+    const char *why;
+    return kchat__codec_decode(f, buf, len, out, &why);
+}
+
+int kchat_codec_encode(kchat_fmt f, const json_t *v, char **out, size_t *out_len)
+{
+    if (!out || !out_len)
+        return KCHAT_EINVAL;
+    *out = NULL;
+    *out_len = 0;
+    if (!v || (f != KCHAT_FMT_JSON && f != KCHAT_FMT_MSGPACK))
+        return KCHAT_EINVAL;
+    if (value_problem(v, 0))
+        return KCHAT_EINVAL;
+    return f == KCHAT_FMT_JSON ? json_encode(v, out, out_len)
+                               : kchat__msgpack_encode(v, out, out_len);
+}

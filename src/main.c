@@ -1,0 +1,172 @@
+/* kchat: the command line. `kchat serve` runs the backend, `kchat broker`
+ * runs the embedded broker alone, `kchat config-doc` prints
+ * docs/configuration.md. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kchat/backend.h"
+#include "kchat/config.h"
+#include "kchat/error.h"
+#include "kchat/topics.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: kchat COMMAND [options]\n\n"
+            "commands:\n"
+            "  serve        the backend: Kafka requests in, responses and chat-events out;\n"
+            "               with no --brokers it starts an embedded broker in-process\n"
+            "  broker       only the embedded broker, in the foreground until SIGINT/SIGTERM\n"
+            "  config-doc   print the configuration reference (docs/configuration.md)\n\n"
+            "`kchat COMMAND --help` lists the options of a command.\n");
+}
+
+/* Write @p line to @p path atomically (temporary file, then rename). */
+static int write_bootstrap_file(const char *path, const char *line)
+{
+    char tmp[4096];
+    FILE *f;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    if ((f = fopen(tmp, "w")) == NULL)
+        return KCHAT_EIO;
+    fprintf(f, "%s\n", line);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return KCHAT_EIO;
+    }
+    return KCHAT_OK;
+}
+
+/* Block the stop signals in every thread (they inherit the mask) so the main
+ * thread alone takes them with sigwait(). */
+static void signals_block(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static int parse_config(kchat_config *cfg, int argc, char **argv, const char *command)
+{
+    char errstr[512] = "";
+    int rc = kchat_config_init(cfg);
+
+    if (rc != KCHAT_OK) {
+        fprintf(stderr, "kchat: %s\n", kchat_strerror(rc));
+        return 2;
+    }
+    rc = kchat_config_parse_args(cfg, argc, argv, 2, errstr, sizeof(errstr));
+    if (rc == 1) {
+        kchat_config_usage(stdout, command);
+        return 0;
+    }
+    if (rc != KCHAT_OK) {
+        fprintf(stderr, "kchat %s: %s\n", command, errstr[0] ? errstr : kchat_strerror(rc));
+        return 2;
+    }
+    return -1;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    kchat_config cfg;
+    kchat_backend *be = NULL;
+    kchat_backend_stats st;
+    char errstr[512] = "";
+    sigset_t set;
+    int sig = 0, rc;
+
+    if ((rc = parse_config(&cfg, argc, argv, "serve")) >= 0)
+        goto out_release;
+    signals_block(&set);
+    if (kchat_backend_start(&cfg, &be, errstr, sizeof(errstr)) != KCHAT_OK) {
+        fprintf(stderr, "kchat serve: %s\n", errstr);
+        rc = 1;
+        goto out_release;
+    }
+    if (cfg.brokers[0] == '\0')
+        printf("embedded broker: %s\n", kchat_backend_bootstraps(be));
+    printf("kchat serve: consuming from %s, data in %s\n", kchat_backend_bootstraps(be),
+           cfg.data_dir);
+    fflush(stdout);
+    if (cfg.bootstrap_file[0] &&
+        write_bootstrap_file(cfg.bootstrap_file, kchat_backend_bootstraps(be)) != KCHAT_OK)
+        fprintf(stderr, "kchat serve: cannot write %s: %s\n", cfg.bootstrap_file,
+                strerror(errno));
+    sigwait(&set, &sig);
+    fprintf(stderr, "kchat serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    kchat_backend_get_stats(be, &st);
+    kchat_backend_stop(be);
+    fprintf(stderr,
+            "kchat serve: stopped: %llu requests (%llu errors: %llu bad, %llu too large), "
+            "%llu dead letters, %llu commands, %llu duplicate commands, %llu commits "
+            "(%llu failed), %llu produced, %llu delivered\n",
+            (unsigned long long)st.requests, (unsigned long long)st.errors,
+            (unsigned long long)st.bad_requests, (unsigned long long)st.too_large,
+            (unsigned long long)st.dead_letters, (unsigned long long)st.commands,
+            (unsigned long long)st.duplicates, (unsigned long long)st.commits,
+            (unsigned long long)st.commit_failures, (unsigned long long)st.produced,
+            (unsigned long long)st.delivered);
+    rc = 0;
+out_release:
+    kchat_config_release(&cfg);
+    return rc;
+}
+
+static int cmd_broker(int argc, char **argv)
+{
+    kchat_config cfg;
+    kchat_embedded *e = NULL;
+    char errstr[512] = "";
+    sigset_t set;
+    int sig = 0, rc;
+
+    if ((rc = parse_config(&cfg, argc, argv, "broker")) >= 0)
+        goto out_release;
+    signals_block(&set);
+    if (kchat_embedded_start(cfg.embedded_brokers, cfg.partitions, &e, errstr,
+                             sizeof(errstr)) != KCHAT_OK) {
+        fprintf(stderr, "kchat broker: %s\n", errstr);
+        rc = 1;
+        goto out_release;
+    }
+    printf("embedded broker: %s\n", kchat_embedded_bootstraps(e));
+    fflush(stdout);
+    if (cfg.bootstrap_file[0] &&
+        write_bootstrap_file(cfg.bootstrap_file, kchat_embedded_bootstraps(e)) != KCHAT_OK)
+        fprintf(stderr, "kchat broker: cannot write %s: %s\n", cfg.bootstrap_file,
+                strerror(errno));
+    sigwait(&set, &sig);
+    kchat_embedded_stop(e);
+    rc = 0;
+out_release:
+    kchat_config_release(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "serve"))
+        return cmd_serve(argc, argv);
+    if (!strcmp(argv[1], "broker"))
+        return cmd_broker(argc, argv);
+    if (!strcmp(argv[1], "config-doc")) {
+        kchat_config_markdown(stdout);
+        return 0;
+    }
+    fprintf(stderr, "kchat: unknown command \"%s\"\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

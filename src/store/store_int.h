@@ -1,0 +1,64 @@
+/*
+ * Private to src/store/: the store and transaction structs, and the helpers
+ * the record modules (store_meta.c, store_outbox.c) build on.
+ */
+#ifndef KCHAT_STORE_INT_H
+#define KCHAT_STORE_INT_H
+
+#include <lmdb.h>
+
+#include "kchat/store.h"
+
+/*
+ * A transaction. Invariants: `mdb` is a live LMDB transaction of
+ * `store->env`; `err` is KCHAT_OK until an LMDB failure makes the LMDB
+ * transaction uncommittable (see "A write transaction that failed" in
+ * store.h), then it is that first error for good.
+ */
+struct kchat_txn {
+    kchat_store *store;
+    MDB_txn *mdb;
+    int err;          /* sticky error, KCHAT_OK while usable */
+    uint64_t gen;     /* bumped before every write; scans re-seek when it moved */
+    bool write;       /* write transaction */
+};
+
+/* Map an LMDB (or errno) code to a KCHAT_E* code. */
+int kchat__store_err(int mdb_rc);
+
+/*
+ * Record the failure `mdb_rc` of an LMDB call made in `t` and return its
+ * KCHAT_E* code. MDB_NOTFOUND and MDB_KEYEXIST leave `t` usable; anything
+ * else fails it (sets t->err) and, for MDB_MAP_FULL, asks the store to grow.
+ */
+int kchat__txn_fail(kchat_txn *t, int mdb_rc);
+
+/*
+ * Check that `t` can run an operation on table `tb` (a write when `write`):
+ * returns t->err for a failed transaction, KCHAT_EINVAL for a NULL `t`, a
+ * bad table or a write through a read transaction, KCHAT_OK otherwise.
+ */
+int kchat__txn_check(kchat_txn *t, kchat_table tb, bool write);
+
+/* The LMDB handle of table `tb` (checked by kchat__txn_check()). */
+MDB_dbi kchat__txn_dbi(const kchat_txn *t, kchat_table tb);
+
+/*
+ * mdb_put() into a checked write transaction with LMDB `flags`. With
+ * MDB_RESERVE, `v` is ignored and *reserved receives room for `vl` bytes,
+ * which the caller fills before its next call on `t`.
+ */
+int kchat__txn_put(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
+                   const void *v, size_t vl, unsigned flags, void **reserved);
+
+/*
+ * Advance one of the store's own counters (kept in META apart from the
+ * counters of kchat_store_counter_next()); as kchat_store_counter_next().
+ */
+int kchat__store_internal_next(kchat_txn *t, const char *name, uint64_t *out);
+
+/* Big-endian 32-bit helpers, for keys. */
+void kchat__store_be32(uint32_t v, unsigned char out[4]);
+uint32_t kchat__store_rd_be32(const unsigned char in[4]);
+
+#endif /* KCHAT_STORE_INT_H */
