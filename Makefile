@@ -38,7 +38,7 @@ SUP_OBJ  := $(SUP_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/fuzz/%)
 
-.PHONY: all check test unit integration fuzz-replay deps clean
+.PHONY: all check test unit integration fuzz-replay deps docs clean
 all: $(BIN)
 
 $(BUILD)/%.o: %.c
@@ -73,6 +73,9 @@ fuzz-replay: $(FUZZ_BIN)
 
 check test: $(BIN) $(UNIT_BIN) $(INT_BIN) $(FUZZ_BIN)
 	BUILD=$(BUILD) KCHAT_BIN=$(BIN) tests/run.sh
+
+docs: $(BIN)
+	$(BIN) config-doc > docs/configuration.md
 
 deps:
 	scripts/install-deps

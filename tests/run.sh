@@ -7,15 +7,18 @@
 set -u
 BUILD=${BUILD:-build}
 export KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
+# Sanitizer builds: undefined behaviour fails the test instead of warning.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export KCHAT_TEST_TMP=${KCHAT_TEST_TMP:-$(mktemp -d /tmp/kchat-test.XXXXXX)}
 filter=${1:-}
 passed=0; failed=0; failed_names=()
 
 run_one() {
   local bin=$1 limit=$2 log rc p f
+  shift 2
   log=$(mktemp)
-  echo "=== $bin"
-  timeout --kill-after=10 "$limit" "$bin" >"$log" 2>&1; rc=$?
+  echo "=== $bin $*"
+  timeout --kill-after=10 "$limit" "$bin" "$@" >"$log" 2>&1; rc=$?
   cat "$log"
   p=$(grep -hoE '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {if (NR) print s}')
   f=$(grep -hoE '^\[  FAILED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {if (NR) print s}')
@@ -31,13 +34,20 @@ run_one() {
   rm -f "$log"
 }
 
+# docs/configuration.md is generated from the option table: it must match.
+if [[ -z $filter || config-doc == *$filter* ]]; then
+  echo "=== config-doc"
+  if "$KCHAT_BIN" config-doc | diff -u docs/configuration.md - ; then passed=$((passed + 1))
+  else failed=$((failed + 1)); failed_names+=("docs/configuration.md is stale: run make docs"); fi
+fi
+
 for t in "$BUILD"/tests/unit/*; do
   [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue
   run_one "$t" 120
 done
 for t in "$BUILD"/tests/fuzz/fuzz_*; do
   [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue
-  name=$(basename "$t"); run_one "$t tests/fuzz/corpus/${name#fuzz_}" 120
+  name=$(basename "$t"); run_one "$t" 120 "tests/fuzz/corpus/${name#fuzz_}"
 done
 for t in "$BUILD"/tests/integration/*; do
   [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue

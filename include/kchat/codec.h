@@ -254,7 +254,8 @@ bool kchat_valid_id(const void *s, size_t len);
 /**
  * @brief Whether @p s is strict UTF-8.
  *
- * Strict per Unicode 15 table 3-7: no overlong forms, no surrogates
+ * Strict per the Unicode Standard's table 3-7 (well-formed UTF-8 byte
+ * sequences): no overlong forms, no surrogates
  * (U+D800..U+DFFF), nothing above U+10FFFF, no truncated sequence. U+0000
  * is valid UTF-8 and accepted here; the decoders reject it separately.
  * @param[in] s the bytes; may be NULL when @p len is 0 (the empty string is

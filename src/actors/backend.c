@@ -386,6 +386,14 @@ static int apply_request(struct ctx *c, const rd_kafka_message_t *m, kchat_op op
                                 "content-type must be application/json or application/msgpack.");
     if (kchat_header_get(m, KCHAT_HDR_CID, &v, &vl) == 0 && (vl == 0 || vl > 64))
         return kchat__reply_err(c, KCHAT_WIRE_BAD_REQUEST, "kchat-cid must be 1 to 64 bytes.");
+    /* A user's state lives in the shard murmur2 picks; a record placed by
+     * another partitioner would read and write the wrong shard. */
+    if ((uint32_t)m->partition != c->sh->id || kchat__shard_of(c->be, key) != c->sh->id)
+        return kchat__reply_err(c, KCHAT_WIRE_BAD_REQUEST,
+                                "The record is in partition %d but its key belongs to partition "
+                                "%u: produce with the murmur2 partitioner "
+                                "(librdkafka: partitioner=murmur2_random).",
+                                (int)m->partition, kchat__shard_of(c->be, key));
     errmsg[0] = '\0';
     werr = kchat_request_parse(op, c->fmt, m->key, m->key_len, m->payload ? m->payload : "",
                                m->len, c->req, errmsg, sizeof(errmsg));

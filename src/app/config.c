@@ -354,7 +354,8 @@ void kchat_config_markdown(FILE *out)
         char range[64] = "";
         if (o->type == OPT_INT || o->type == OPT_LONG)
             snprintf(range, sizeof(range), "%ld..%ld", o->min, o->max);
-        fprintf(out, "| `%s` | %s | `%s` | %s | %s |\n", o->name, type_name(o->type),
-                o->def, range, o->help);
+        fprintf(out, "| `%s` | %s | %s%s%s | %s | %s |\n", o->name, type_name(o->type),
+                o->def[0] ? "`" : "", o->def[0] ? o->def : "(empty)", o->def[0] ? "`" : "",
+                range, o->help);
     }
 }

@@ -176,12 +176,14 @@ static bool json_as_int64(const json_t *v, int64_t *out)
     return true;
 }
 
-/* An optional integer field in [min, max]; absent leaves *out alone. */
+/* An optional integer field in [min, max]; absent leaves *out alone.
+ * *present, if not NULL, tells whether the field was there. */
 static bool take_int(parser *p, const char *name, int64_t min, int64_t max, const char *rule,
                      int64_t *out, bool *present)
 {
     const json_t *v = field(p, name);
-    *present = v != NULL;
+    if (present)
+        *present = v != NULL;
     if (!v)
         return true;
     int64_t i;
@@ -289,12 +291,11 @@ static bool parse_add_chat(parser *p, kchat_request *r)
 static bool parse_history(parser *p, kchat_request *r)
 {
     int64_t limit = DEFAULT_LIMIT;
-    bool has_limit;
     if (!take_id(p, "userId", r->user_id) || !take_id(p, "roomId", r->room_id) ||
         !take_int(p, "beforeSeq", 1, INT64_MAX, "beforeSeq must be an integer of at least 1.",
                   &r->before_seq, &r->has_before_seq) ||
         !take_int(p, "limit", 1, MAX_LIMIT, "limit must be an integer from 1 to 100.", &limit,
-                  &has_limit))
+                  NULL))
         return false;
     r->limit = (int)limit;
     return true;

@@ -9,14 +9,18 @@
  * - `kchat_consumer.assignment`: the poll thread (and stop after joining it).
  * - Everything under `mu`: the park and drain hand-shakes.
  *
- * Wake-ups use the "flag + fence + re-check" (Dekker) pattern on both
- * sides, so neither a worker's sleep nor a topic thread's wait for room can
- * miss the event that ends it:
- *   producer: push (release) ; fence ; read worker.sleeping
- *   worker:   sleeping = 1   ; fence ; read ring tails
+ * Wake-ups cannot be lost. Each side publishes its ring operation and then
+ * does a read-modify-write of the same flag; RMWs on one atomic are totally
+ * ordered and each reads the latest value, so whichever comes second either
+ * sees the other's flag or synchronizes with it (and so sees its push/pop):
+ *   topic thread: push (release) ; exchange(worker.sleeping, false) -> kick?
+ *   worker:       exchange(sleeping, true) (acq_rel) ; re-read ring tails
  * and
- *   topic:    want_space = 1 ; fence ; read ring count
- *   worker:   pop (release)  ; fence ; read want_space
+ *   topic thread: exchange(lane.want_space, true) (acq_rel) ; re-read count
+ *   worker:       pop (release) ; exchange(want_space, false) -> yield?
+ * Every write to either flag is an RMW, so any later RMW continues the
+ * release sequence of every earlier one. (RMWs rather than fences and plain
+ * loads: ThreadSanitizer models the former.)
  */
 #include "kchat/consumer.h"
 
@@ -54,11 +58,11 @@ struct cworker;
  * topic thread asks that worker for a wake-up once the ring has drained to
  * `low_water`. One cache line each: the flag is written by both sides. */
 struct lane {
-    alignas(64) kchat_ring *ring;
+    alignas(64) kchat_ring *ring;   /* read-only fields on the first line */
     struct ctopic *topic;
     struct cworker *worker;
     size_t low_water;
-    atomic_bool want_space;
+    alignas(64) atomic_bool want_space;  /* RMW'd by the worker per pop run */
 };
 
 /* One partition of one topic, as seen by its topic thread. */
@@ -68,6 +72,7 @@ struct cpart {
     bool paused;                /* paused by us (a full ring) */
     rd_kafka_message_t **stash; /* FIFO of messages read but not in a ring */
     size_t s_head, s_len, s_cap;
+    uint64_t dbg_pause_batch; int64_t dbg_pause_off;
 };
 
 struct ctopic {
@@ -83,6 +88,7 @@ struct ctopic {
     bool *touched;              /* [W]: pushed to that worker since last wake */
     rd_kafka_message_t **batch; /* [TOPIC_BATCH] */
     uint64_t parked_gen;        /* under c->mu */
+    uint64_t dbg_batch;
 };
 
 struct cworker {
@@ -93,7 +99,7 @@ struct cworker {
     struct lane **lanes;        /* [T]: lanes[t] is ring (t, idx) */
     unsigned rr;                /* lane to start the next batch with */
     rd_kafka_message_t **batch; /* [max_batch] */
-    atomic_bool sleeping;
+    alignas(64) atomic_bool sleeping;   /* RMW'd by topic threads per batch */
     atomic_bool exit;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -231,14 +237,17 @@ static bool worker_has_input(struct cworker *w)
     return false;
 }
 
-/* After popping from a lane: wake its topic thread if it waits for room. */
+/* After popping from a lane: wake its topic thread if it waits for the
+ * ring to drain to low water. Only this worker clears the flag, so putting
+ * it back when the ring is not low enough yet races with nobody. */
 static void lane_popped(struct lane *ln)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&ln->want_space, memory_order_relaxed) &&
-        kchat_ring_count(ln->ring) <= ln->low_water &&
-        atomic_exchange(&ln->want_space, false))
-        rd_kafka_queue_yield(ln->topic->q);
+    if (atomic_exchange(&ln->want_space, false)) {
+        if (kchat_ring_count(ln->ring) <= ln->low_water)
+            rd_kafka_queue_yield(ln->topic->q);
+        else
+            atomic_exchange(&ln->want_space, true);
+    }
 }
 
 /* Fill w->batch round-robin from the worker's rings. */
@@ -276,11 +285,10 @@ static void worker_sleep(struct cworker *w, int64_t ms, uint64_t drain_seen)
 {
     kchat_consumer *c = w->c;
 
-    atomic_store(&w->sleeping, true);
-    atomic_thread_fence(memory_order_seq_cst);
+    atomic_exchange(&w->sleeping, true);
     if (worker_has_input(w) || atomic_load(&w->exit) ||
         atomic_load(&c->drain_req) != drain_seen) {
-        atomic_store(&w->sleeping, false);
+        atomic_exchange(&w->sleeping, false);
         return;
     }
 
@@ -298,7 +306,7 @@ static void worker_sleep(struct cworker *w, int64_t ms, uint64_t drain_seen)
             break;
     w->signalled = false;
     pthread_mutex_unlock(&w->mu);
-    atomic_store(&w->sleeping, false);
+    atomic_exchange(&w->sleeping, false);
 }
 
 static void *worker_main(void *arg)
@@ -373,14 +381,12 @@ static bool lane_push(struct ctopic *t, struct lane *ln, rd_kafka_message_t *m)
 static void topic_wake_workers(struct ctopic *t)
 {
     kchat_consumer *c = t->c;
-    atomic_thread_fence(memory_order_seq_cst);
     for (unsigned w = 0; w < c->W; w++) {
         if (!t->touched[w])
             continue;
         t->touched[w] = false;
         struct cworker *wk = &c->workers[w];
-        if (atomic_load_explicit(&wk->sleeping, memory_order_relaxed) &&
-            atomic_exchange(&wk->sleeping, false))
+        if (atomic_exchange(&wk->sleeping, false))
             worker_kick(wk);
         size_t fill = kchat_ring_count(lane_of(c, t->idx, w)->ring);
         size_t max = atomic_load_explicit(&c->ring_fill_max, memory_order_relaxed);
@@ -450,6 +456,11 @@ static void topic_dispatch(struct ctopic *t, rd_kafka_message_t *m)
         return;
 
     /* Full ring (or messages already waiting): keep it, in order. */
+    if (pp->paused && t->dbg_batch != pp->dbg_pause_batch) {
+        static atomic_int late;
+        if (atomic_fetch_add(&late, 1) < 10)
+            fprintf(stderr, "LATE %s [%d] offset %ld stash %zu (paused at batch %lu, now %lu, pause offset %ld)\n", t->name, p, (long)m->offset, pp->s_len, (unsigned long)pp->dbg_pause_batch, (unsigned long)t->dbg_batch, (long)pp->dbg_pause_off);
+    }
     while (stash_append(pp, m) != KCHAT_OK) {
         /* Out of memory for the stash: wait for the ring instead. */
         log_once(c, RD_KAFKA_RESP_ERR__CRIT_SYS_RESOURCE, t->name, p, "stash allocation failed");
@@ -462,6 +473,7 @@ static void topic_dispatch(struct ctopic *t, rd_kafka_message_t *m)
         topic_wake_workers(t);   /* before the (synchronous) pause call */
         pause_resume(c, t->name, p, true);
         pp->paused = true;
+        pp->dbg_pause_batch = t->dbg_batch; pp->dbg_pause_off = m->offset;
         t->n_paused++;
         atomic_fetch_add_explicit(&c->paused_events, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&c->paused_now, 1, memory_order_relaxed);
@@ -495,8 +507,7 @@ static void topic_unstash(struct ctopic *t)
                 part_resume(t, p);
                 break;
             }
-            atomic_store(&ln->want_space, true);
-            atomic_thread_fence(memory_order_seq_cst);
+            atomic_exchange(&ln->want_space, true);
             if (kchat_ring_count(ln->ring) > ln->low_water)
                 break;   /* the worker will yield our queue */
         }
@@ -555,6 +566,7 @@ static void *topic_main(void *arg)
         rd_kafka_message_t *m =
             rd_kafka_consume_queue(t->q, t->n_paused ? STASH_POLL_MS : POLL_MS);
         if (m) {
+            t->dbg_batch++;
             t->batch[0] = m;
             ssize_t more = rd_kafka_consume_batch_queue(t->q, 0, t->batch + 1, TOPIC_BATCH - 1);
             size_t n = 1 + (more > 0 ? (size_t)more : 0);
@@ -915,10 +927,11 @@ static int build_pipeline(kchat_consumer *c, const kchat_consumer_conf *cc)
 {
     const unsigned T = c->T, W = c->W;
     c->topics = calloc(T, sizeof(*c->topics));
-    c->workers = calloc(W, sizeof(*c->workers));
+    c->workers = aligned_alloc(64, sizeof(struct cworker) * W);
     c->lanes = aligned_alloc(64, sizeof(struct lane) * T * W);
     if (!c->topics || !c->workers || !c->lanes)
         return KCHAT_ENOMEM;
+    memset(c->workers, 0, sizeof(struct cworker) * W);
     memset(c->lanes, 0, sizeof(struct lane) * T * W);
 
     for (unsigned w = 0; w < W; w++) {

@@ -39,12 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* ---- Sanitizer hooks ---------------------------------------------------- */
 
-/* Make undefined behaviour fatal in -fsanitize=undefined builds: a report
- * that lets the run go on would end in "0 crashes". */
+/* Make undefined behaviour fatal in -fsanitize=undefined builds (a report
+ * that lets the run go on would end in "0 crashes"), through abort() so the
+ * SIGABRT handler below names the input. */
 const char *__ubsan_default_options(void);
 const char *__ubsan_default_options(void)
 {
-    return "halt_on_error=1:print_stacktrace=1";
+    return "halt_on_error=1:abort_on_error=1:print_stacktrace=1";
 }
 
 /* Present only when a sanitizer runtime is linked in. */

@@ -23,6 +23,14 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* In -fsanitize=undefined builds, undefined behaviour fails the program
+ * instead of printing a report and passing. */
+const char *__ubsan_default_options(void);
+const char *__ubsan_default_options(void)
+{
+    return "halt_on_error=1:print_stacktrace=1";
+}
+
 /* A byte string literal with its length, embedded NULs included. */
 #define BYTES(lit) (lit), (sizeof(lit) - 1)
 
