@@ -618,7 +618,8 @@ static void on_add_room(int s, const char *topic, json_t *body, int64_t t1)
 /* Wait until every setup request is answered or times out. */
 static bool setup_wait(const char *phase, long expected, resp_fn fn)
 {
-    int64_t deadline = now_ms() + (int64_t)opt.setup_timeout_s * 1000;
+    int64_t start = now_ms();
+    int64_t deadline = start + (int64_t)opt.setup_timeout_s * 1000;
     if (deadline > g_deadline_ms)
         deadline = g_deadline_ms;
     while (in_flight() > 0 && now_ms() < deadline && !g_interrupted)
@@ -626,7 +627,7 @@ static bool setup_wait(const char *phase, long expected, resp_fn fn)
     if (in_flight() > 0) {
         g_missing += in_flight();
         fprintf(stderr, "load: setup %s: %d of %ld responses missing after %.1f s\n", phase,
-                in_flight(), expected, (double)(now_ms() - (deadline - opt.setup_timeout_s * 1000LL)) / 1000.0);
+                in_flight(), expected, (double)(now_ms() - start) / 1000.0);
     }
     bool good = g_ok == expected;
     fprintf(stderr, "load: setup %s: %ld ok, %ld errors, %ld missing, %ld produce failures\n",
@@ -678,8 +679,13 @@ static void setup(void)
     }
 
     int64_t t0 = now_ms();
-    int total = U > R ? U : R;
-    slots_init(total + 1 + R * 0 + U * ((R * 3) / FRIENDS_PER_REQ + 1));
+    int nslots = U > R ? U : R;
+    long nfr_plan = 0;
+    for (int i = 0; i < U; i++)
+        nfr_plan += (g_users[i].nfriends + FRIENDS_PER_REQ - 1) / FRIENDS_PER_REQ;
+    if (nfr_plan > nslots)
+        nslots = (int)nfr_plan;
+    slots_init(nslots);
 
     /* 1. register */
     g_phase = "user-add";

@@ -1014,9 +1014,13 @@ void kchat_backend_stop(kchat_backend *be)
     }
     /* 2. send what was committed; what does not make it is re-sent at start */
     if (be->producer) {
-        if (rd_kafka_flush(be->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
-            fprintf(stderr, "kchat: %d records not confirmed at exit; they are re-sent at the "
-                            "next start\n", rd_kafka_outq_len(be->producer));
+        if (rd_kafka_flush(be->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            fprintf(stderr, "kchat: %d records not confirmed at exit; they stay in the outbox "
+                            "and are re-sent at the next start\n",
+                    rd_kafka_outq_len(be->producer));
+            rd_kafka_purge(be->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_poll(be->producer, 100);
+        }
         pthread_join(be->producer_poller, NULL);
     }
     /* 3. forget what Kafka confirmed (the workers are gone: this thread owns the shards) */
