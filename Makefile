@@ -83,4 +83,6 @@ deps:
 clean:
 	rm -rf build bin
 
+include bench/bench.mk
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

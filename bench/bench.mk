@@ -1,12 +1,14 @@
-# bench/bench.mk - the load generator. Include it from the Makefile
-# (`include bench/bench.mk`) or use `make -f Makefile -f bench/bench.mk bench`.
-# Uses the Makefile's CC, CFLAGS, LDFLAGS, LDLIBS and BUILD.
+# bench/bench.mk: the load generator and `make bench`, included by the Makefile.
+# Uses the Makefile's CC, CFLAGS, LDFLAGS, LDLIBS, BUILD and BIN.
 
 BENCH_LOAD := $(BUILD)/bench/load
+BENCH_ARGS ?= --requests 20000 --inflight 256
 
 .PHONY: bench
-bench: $(BENCH_LOAD)
+# A closed-loop chat-send stream against `kchat serve` on its embedded broker.
+bench: $(BENCH_LOAD) $(BIN)
+	NO_BUILD=1 bench/run-embedded.sh $(BENCH_ARGS)
 
 $(BENCH_LOAD): bench/load.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS) -lrdkafka -ljansson
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)

@@ -36,7 +36,7 @@ done
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
     make -s all || exit 4
-    make -s -f Makefile -f bench/bench.mk "$LOAD" || exit 4
+    make -s "$LOAD" || exit 4
 fi
 [ -x "$KCHAT_BIN" ] || { echo "run-embedded: no $KCHAT_BIN" >&2; exit 4; }
 [ -x "$LOAD" ] || { echo "run-embedded: no $LOAD" >&2; exit 4; }

@@ -102,8 +102,7 @@ static int cmd_serve(int argc, char **argv)
                 strerror(errno));
     sigwait(&set, &sig);
     fprintf(stderr, "kchat serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    kchat_backend_get_stats(be, &st);
-    kchat_backend_stop(be);
+    kchat_backend_stop(be, &st);
     fprintf(stderr,
             "kchat serve: stopped: %llu requests (%llu errors: %llu bad, %llu too large), "
             "%llu dead letters, %llu commands, %llu duplicate commands, %llu commits "

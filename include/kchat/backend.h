@@ -49,7 +49,11 @@ const char *kchat_backend_bootstraps(const kchat_backend *be);
 /** @brief Copy the counters. Any thread. */
 void kchat_backend_get_stats(kchat_backend *be, kchat_backend_stats *out);
 
-/** @brief Stop and free. Clean stop: nothing read is left unapplied. */
-void kchat_backend_stop(kchat_backend *be);
+/**
+ * @brief Stop and free. Clean stop: nothing read is left unapplied, and what
+ *        Kafka did not confirm within 5 s stays in the outbox for the next start.
+ * @param[out] final when not NULL, the counters after the last flush.
+ */
+void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final);
 
 #endif /* KCHAT_BACKEND_H */

@@ -577,7 +577,8 @@ static void on_idle(void *opaque, unsigned worker)
         bool work;
         int rc;
 
-        shard_resend(be, sh);
+        if (!atomic_load(&be->stopping))
+            shard_resend(be, sh);   /* at exit the outbox keeps them for the next start */
         pthread_mutex_lock(&sh->lock);
         work = sh->delivered.n > 0;
         pthread_mutex_unlock(&sh->lock);
@@ -974,7 +975,7 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     return KCHAT_OK;
 
 err_stop:
-    kchat_backend_stop(be);
+    kchat_backend_stop(be, NULL);
     return rc;
 }
 
@@ -998,7 +999,7 @@ void kchat_backend_get_stats(kchat_backend *be, kchat_backend_stats *o)
     o->delivered = atomic_load(&be->stats.delivered);
 }
 
-void kchat_backend_stop(kchat_backend *be)
+void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
 {
     if (be == NULL)
         return;
@@ -1027,6 +1028,8 @@ void kchat_backend_stop(kchat_backend *be)
     if (be->consumer)
         for (unsigned w = 0; w < be->n_workers; w++)
             on_idle(be, w);
+    if (final != NULL)
+        kchat_backend_get_stats(be, final);
     if (be->producer)
         rd_kafka_destroy(be->producer);
     for (int p = 0; be->shards && p < be->partitions; p++) {

@@ -41,7 +41,8 @@
 #define DEFAULT_RING_CAPACITY 1024
 #define DEFAULT_MAX_BATCH     512
 #define DEFAULT_TICK_MS       20
-#define TOPIC_BATCH           256   /* messages a topic thread takes at once */
+#define TOPIC_BURST           256   /* messages a topic thread handles between
+                                       wake-ups of the workers */
 #define POLL_MS               100   /* poll timeout when nothing is waiting */
 #define STASH_POLL_MS         10    /* ... when a partition waits for room */
 #define STASH_INIT            16
@@ -70,9 +71,9 @@ struct cpart {
     rd_kafka_queue_t *pq;       /* its queue, forwarded to the topic queue */
     bool active;                /* in the current assignment */
     bool paused;                /* paused by us (a full ring) */
+    int64_t next_offset;        /* after the last message read; -1 unknown */
     rd_kafka_message_t **stash; /* FIFO of messages read but not in a ring */
     size_t s_head, s_len, s_cap;
-    uint64_t dbg_pause_batch; int64_t dbg_pause_off;
 };
 
 struct ctopic {
@@ -86,9 +87,7 @@ struct ctopic {
     int32_t n_parts;
     unsigned n_paused;          /* parts with paused == true */
     bool *touched;              /* [W]: pushed to that worker since last wake */
-    rd_kafka_message_t **batch; /* [TOPIC_BATCH] */
     uint64_t parked_gen;        /* under c->mu */
-    uint64_t dbg_batch;
 };
 
 struct cworker {
@@ -451,16 +450,12 @@ static void topic_dispatch(struct ctopic *t, rd_kafka_message_t *m)
     }
     atomic_fetch_add_explicit(&c->consumed, 1, memory_order_relaxed);
     struct cpart *pp = &t->parts[p];
+    pp->next_offset = m->offset + 1;
     struct lane *ln = lane_of(c, t->idx, (unsigned)p % c->W);
     if (pp->s_len == 0 && lane_push(t, ln, m))
         return;
 
     /* Full ring (or messages already waiting): keep it, in order. */
-    if (pp->paused && t->dbg_batch != pp->dbg_pause_batch) {
-        static atomic_int late;
-        if (atomic_fetch_add(&late, 1) < 10)
-            fprintf(stderr, "LATE %s [%d] offset %ld stash %zu (paused at batch %lu, now %lu, pause offset %ld)\n", t->name, p, (long)m->offset, pp->s_len, (unsigned long)pp->dbg_pause_batch, (unsigned long)t->dbg_batch, (long)pp->dbg_pause_off);
-    }
     while (stash_append(pp, m) != KCHAT_OK) {
         /* Out of memory for the stash: wait for the ring instead. */
         log_once(c, RD_KAFKA_RESP_ERR__CRIT_SYS_RESOURCE, t->name, p, "stash allocation failed");
@@ -473,17 +468,34 @@ static void topic_dispatch(struct ctopic *t, rd_kafka_message_t *m)
         topic_wake_workers(t);   /* before the (synchronous) pause call */
         pause_resume(c, t->name, p, true);
         pp->paused = true;
-        pp->dbg_pause_batch = t->dbg_batch; pp->dbg_pause_off = m->offset;
         t->n_paused++;
         atomic_fetch_add_explicit(&c->paused_events, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&c->paused_now, 1, memory_order_relaxed);
     }
 }
 
-static void part_resume(struct ctopic *t, int32_t p)
+/* Resume a partition we paused. With @p refetch, also seek it to where it
+ * stopped: librdkafka 2.0.2 handles a resume on its main thread without
+ * waking the partition's broker thread, which, if every partition it
+ * fetches for is paused, sleeps up to a second before fetching again. A seek
+ * to the same position wakes it (and changes nothing else: the pause already
+ * made librdkafka drop what it had pre-fetched beyond that position). */
+static void part_resume(struct ctopic *t, int32_t p, bool refetch)
 {
     kchat_consumer *c = t->c;
     pause_resume(c, t->name, p, false);
+    if (refetch && t->parts[p].next_offset >= 0) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        if (l) {
+            rd_kafka_topic_partition_list_add(l, t->name, p)->offset = t->parts[p].next_offset;
+            rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 0 /* async */);
+            if (e) {
+                log_once(c, rd_kafka_error_code(e), t->name, p, rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            }
+            rd_kafka_topic_partition_list_destroy(l);
+        }
+    }
     t->parts[p].paused = false;
     t->n_paused--;
     atomic_fetch_add_explicit(&c->resumed_events, 1, memory_order_relaxed);
@@ -504,7 +516,7 @@ static void topic_unstash(struct ctopic *t)
         for (;;) {
             bool empty = stash_push(t, pp, ln);
             if (empty && kchat_ring_count(ln->ring) <= ln->low_water) {
-                part_resume(t, p);
+                part_resume(t, p, true);
                 break;
             }
             atomic_exchange(&ln->want_space, true);
@@ -563,15 +575,19 @@ static void *topic_main(void *arg)
         if (t->n_paused)
             topic_unstash(t);
 
+        /* One message at a time, not rd_kafka_consume_batch_queue(): once a
+         * partition is paused, librdkafka drops its pre-fetched messages
+         * from the queue (version barrier), so its stash never holds more
+         * than the one message that found the ring full. A batch taken
+         * before the pause could hold hundreds of them. (The batch call
+         * locks the queue per message too, so this costs little.) */
         rd_kafka_message_t *m =
             rd_kafka_consume_queue(t->q, t->n_paused ? STASH_POLL_MS : POLL_MS);
-        if (m) {
-            t->dbg_batch++;
-            t->batch[0] = m;
-            ssize_t more = rd_kafka_consume_batch_queue(t->q, 0, t->batch + 1, TOPIC_BATCH - 1);
-            size_t n = 1 + (more > 0 ? (size_t)more : 0);
-            for (size_t i = 0; i < n; i++)
-                topic_dispatch(t, t->batch[i]);
+        for (int n = 0; m; ) {
+            topic_dispatch(t, m);
+            if (++n == TOPIC_BURST)
+                break;
+            m = rd_kafka_consume_queue(t->q, 0);
         }
         topic_wake_workers(t);
     }
@@ -638,7 +654,7 @@ static void release_partitions(kchat_consumer *c)
         for (int32_t p = 0; p < t->n_parts; p++) {
             struct cpart *pp = &t->parts[p];
             if (pp->paused)
-                part_resume(t, p);
+                part_resume(t, p, false);   /* unassigned next: no fetch */
             while (pp->s_len) {   /* only if a topic thread never ran */
                 rd_kafka_message_destroy(pp->stash[pp->s_head]);
                 pp->s_head = (pp->s_head + 1) % pp->s_cap;
@@ -704,6 +720,7 @@ static void on_assign(kchat_consumer *c, rd_kafka_topic_partition_list_t *parts)
                      "no queue for an assigned partition");
         pp->active = true;
         pp->paused = false;
+        pp->next_offset = -1;
     }
 
     rd_kafka_resp_err_t err = rd_kafka_assign(c->rk, parts);
@@ -827,7 +844,6 @@ static void consumer_destroy(kchat_consumer *c)
             free(tp->parts[p].stash);
         free(tp->parts);
         free(tp->touched);
-        free(tp->batch);
         free(tp->name);
     }
     for (size_t i = 0; c->lanes && i < (size_t)c->T * c->W; i++)
@@ -958,8 +974,7 @@ static int build_pipeline(kchat_consumer *c, const kchat_consumer_conf *cc)
         tp->idx = t;
         tp->name = strdup(cc->topics[t]);
         tp->touched = calloc(W, sizeof(*tp->touched));
-        tp->batch = calloc(TOPIC_BATCH, sizeof(*tp->batch));
-        if (!tp->name || !tp->touched || !tp->batch)
+        if (!tp->name || !tp->touched)
             return KCHAT_ENOMEM;
         for (unsigned w = 0; w < W; w++) {
             struct lane *ln = lane_of(c, t, w);
