@@ -27,21 +27,29 @@
  *   order, each once per assignment (librdkafka may re-deliver after a
  *   rebalance if `start_offset` says so: offsets of record are the caller's).
  * - Back-pressure, nothing dropped: when a ring is full the topic thread
- *   pauses that partition (rd_kafka_pause_partitions()), keeps the messages
- *   it already holds for it in a per-partition stash, in order, and goes on
- *   serving the topic's other partitions. When the ring has drained to half
- *   its capacity it pushes the stash and resumes the partition; librdkafka
- *   fetches again from the offset after the last message handed over.
- *   A worker that frees room wakes its topic thread (rd_kafka_queue_yield()),
- *   so resuming does not wait for a poll timeout.
- * - Memory is bounded. Per topic, at most W × ring_capacity messages sit in
- *   rings, at most one topic-thread batch (256 messages) in the stashes, and
- *   librdkafka pre-fetches into the topic queue up to
+ *   pauses that partition (rd_kafka_pause_partitions()), keeps the message
+ *   in a per-partition stash (librdkafka drops the partition's other
+ *   pre-fetched messages; any that still arrive join the stash, in order),
+ *   and goes on serving the topic's other partitions. When the ring has
+ *   drained to half its capacity the topic thread pushes the stash and
+ *   resumes the partition, which librdkafka fetches again from the offset
+ *   after the last message read. A worker that frees room wakes its topic
+ *   thread (rd_kafka_queue_yield()), so resuming waits for no poll timeout.
+ *   A resumed partition's first fetch may wait for the broker's fetch in
+ *   flight, up to `fetch.wait.max.ms`.
+ * - Memory is bounded. Per topic: at most W × ring_capacity messages in
+ *   rings; one stashed message per paused partition; and whatever
+ *   librdkafka pre-fetched into the topic queue, up to
  *   `queued.max.messages.kbytes` (plus one fetch response of overshoot,
- *   `max.partition.fetch.bytes` per partition). Unless the caller changed
- *   them from librdkafka's defaults, the consumer lowers
- *   `queued.max.messages.kbytes` to 4096 and `queued.min.messages` to 10000
- *   (they apply per topic queue, since partition queues are forwarded).
+ *   `max.partition.fetch.bytes` per partition). Per worker: the batch
+ *   process() holds. Messages are read one at a time (not with librdkafka's
+ *   batch call, which 2.0.2 documents as unreliable with pause/resume, and
+ *   which would fill a paused partition's stash with a whole batch).
+ * - Settings lowered, only where the caller left librdkafka's default (they
+ *   apply per topic queue, since partition queues are forwarded):
+ *   `queued.max.messages.kbytes` 65536 → 4096, `queued.min.messages`
+ *   100000 → 10000, and `fetch.wait.max.ms` 500 → 100 (how long a resumed
+ *   partition can wait for its first fetch).
  * - Revocation is a barrier: before `revoked()` is called, the topic threads
  *   have stopped reading, every message already read (rings and stashes) has
  *   been through `process()`, and no `process()` call is running. After it,
@@ -101,8 +109,9 @@ typedef struct kchat_consumer_conf {
     void (*process)(void *opaque, unsigned worker, rd_kafka_message_t **msgs, size_t n);
 
     /** Worker thread `worker`: called whenever the worker has drained its
-     *  rings and is about to sleep, and at least every tick_ms while it is
-     *  busy. May be NULL. */
+     *  rings and is about to sleep (so also every tick_ms while there is
+     *  nothing to do), and, while it is busy, between two process() calls
+     *  once tick_ms have passed since the last idle(). May be NULL. */
     void (*idle)(void *opaque, unsigned worker);
 
     /** Poll thread: after the partitions in @p parts were assigned (with
@@ -135,8 +144,9 @@ typedef struct kchat_consumer_conf {
  *            `partition.assignment.strategy=range`, its own rebalance
  *            callback and its own conf opaque (so other callbacks set on
  *            @p rk_conf receive the consumer's internal pointer as opaque:
- *            do not rely on it), and lowers the two `queued.*` settings if
- *            they are at librdkafka's defaults (see above).
+ *            do not rely on it), and lowers `queued.max.messages.kbytes`,
+ *            `queued.min.messages` and `fetch.wait.max.ms` where they are
+ *            at librdkafka's defaults (see above).
  * @param[out] out the consumer; set only on success.
  * @param[out] errstr receives a message on failure (may be NULL).
  * @param[in] errstr_size size of @p errstr.

@@ -47,17 +47,20 @@
 #define STASH_POLL_MS         10    /* ... when a partition waits for room */
 #define STASH_INIT            16
 #define LOG_ONCE_MAX          64
-#define QUEUED_KBYTES_DEFAULT "65536"   /* librdkafka 2.0.2's defaults */
+#define QUEUED_KBYTES_DEFAULT "65536"   /* librdkafka 2.0.2's defaults ... */
 #define QUEUED_MIN_DEFAULT    "100000"
-#define QUEUED_KBYTES_KCHAT   "4096"
+#define FETCH_WAIT_DEFAULT    "500"
+#define QUEUED_KBYTES_KCHAT   "4096"    /* ... and what we lower them to */
 #define QUEUED_MIN_KCHAT      "10000"
+#define FETCH_WAIT_KCHAT      "100"
 
 struct ctopic;
 struct cworker;
 
 /* The ring from one topic thread to one worker, with the flag by which the
  * topic thread asks that worker for a wake-up once the ring has drained to
- * `low_water`. One cache line each: the flag is written by both sides. */
+ * `low_water`. The flag has a cache line of its own: the worker writes it
+ * after every run of pops, the topic thread reads `ring` on every push. */
 struct lane {
     alignas(64) kchat_ring *ring;   /* read-only fields on the first line */
     struct ctopic *topic;
@@ -931,7 +934,9 @@ static int build_conf(kchat_consumer *c, rd_kafka_conf_t *conf, char *errstr, si
         (rc = conf_lower(conf, "queued.max.messages.kbytes", QUEUED_KBYTES_DEFAULT,
                          QUEUED_KBYTES_KCHAT, errstr, size)) ||
         (rc = conf_lower(conf, "queued.min.messages", QUEUED_MIN_DEFAULT,
-                         QUEUED_MIN_KCHAT, errstr, size)))
+                         QUEUED_MIN_KCHAT, errstr, size)) ||
+        (rc = conf_lower(conf, "fetch.wait.max.ms", FETCH_WAIT_DEFAULT,
+                         FETCH_WAIT_KCHAT, errstr, size)))
         return rc;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, c);
