@@ -24,10 +24,14 @@ else
   LDLIBS  += $(shell pkg-config --libs jemalloc)
 endif
 
+# A ThreadSanitizer build links a shim that routes librdkafka's C11 threads
+# through the pthread calls TSan intercepts (src/sanitize/tsan_threads.c).
+SAN_OBJ  := $(if $(findstring thread,$(SANITIZE)),$(BUILD)/src/sanitize/tsan_threads.o)
+
 LIB_SRC  := $(wildcard src/codec/*.c src/store/*.c src/pipeline/*.c src/actors/*.c src/app/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libkchat.a
-BIN      := bin/kchat$(if $(SANITIZE),-san)
+BIN      := bin/kchat$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
@@ -49,17 +53,17 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
-$(BIN): $(BUILD)/src/main.o $(LIB)
+$(BIN): $(BUILD)/src/main.o $(LIB) $(SAN_OBJ)
 	@mkdir -p bin
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) $(SUP_OBJ)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(LIB) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(LDLIBS) -lcmocka
 
-$(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ)
+$(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LDLIBS) -lcmocka
 
 # Fuzz harnesses define LLVMFuzzerTestOneInput; with gcc they are linked to a
 # replay driver that runs the committed corpus plus bounded random inputs.
