@@ -76,6 +76,8 @@ struct worker {
     struct out_rec *out;
     size_t n_out, cap_out;
     kchat_request req;          /* big: kept here rather than on the stack */
+    size_t *idx;                /* [max_batch]: one shard's records of a batch */
+    bool *done;                 /* [max_batch]: records already grouped */
 };
 
 struct kchat_backend {

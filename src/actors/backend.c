@@ -538,11 +538,10 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
 {
     kchat_backend *be = opaque;
     struct worker *w = &be->workers[worker];
-    size_t *idx = malloc((n ? n : 1) * sizeof(*idx));
-    bool *done = calloc(n ? n : 1, sizeof(bool));
+    size_t *idx = w->idx;
+    bool *done = w->done;
 
-    if (idx == NULL || done == NULL)
-        abort();   /* cannot even track the batch; the pipeline would lose it */
+    memset(done, 0, n * sizeof(*done));
     for (size_t i = 0; i < n; i++) {
         int32_t p = msgs[i]->partition;
         size_t k = 0;
@@ -561,8 +560,6 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
         }
         apply_shard_batch(be, w, &be->shards[p], msgs, idx, k);
     }
-    free(idx);
-    free(done);
 }
 
 /* Idle upkeep of one worker's shards: confirmed records out, resends. */
@@ -940,8 +937,16 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
         rc = KCHAT_ENOMEM;
         goto err_stop;
     }
-    for (unsigned i = 0; i < be->n_workers; i++)
-        be->workers[i].id = i;
+    for (unsigned i = 0; i < be->n_workers; i++) {
+        struct worker *w = &be->workers[i];
+        w->id = i;
+        w->idx = malloc((size_t)cfg->max_batch * sizeof(*w->idx));
+        w->done = malloc((size_t)cfg->max_batch * sizeof(*w->done));
+        if (w->idx == NULL || w->done == NULL) {
+            rc = KCHAT_ENOMEM;
+            goto err_stop;
+        }
+    }
     for (int p = 0; p < be->partitions; p++)
         if ((rc = shard_check_cluster(be, &be->shards[p], cluster_id)) != KCHAT_OK) {
             snprintf(errstr, errstr_size, "shard %d: %s", p, kchat_strerror(rc));
@@ -1044,6 +1049,8 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
     for (unsigned w = 0; be->workers && w < be->n_workers; w++) {
         worker_discard_out(&be->workers[w]);
         free(be->workers[w].out);
+        free(be->workers[w].idx);
+        free(be->workers[w].done);
     }
     free(be->workers);
     kchat_store_close(be->directory);

@@ -304,15 +304,17 @@ static void stream_restart(int sig)
 
     for (int i = 0; i < N_MSG; i++) {
         if (i == RESTART_AT) {
-            srv = g_srv = kc_serve_start(srvname, data, brokers, PARTITIONS, NULL);
-            assert_non_null(srv);
-            /* a client that timed out re-sends with the same cid and clientMsgId */
+            /* a client that timed out re-sends with the same cid and
+             * clientMsgId, here while the server is down, so that the
+             * restarted server reads each original before its repeat */
             st_collect(s);
             for (int j = 0; j < i; j++)
                 if (!s->m[j].answered) {
                     assert_true(st_send(s, j));
                     s->m[j].resent++;
                 }
+            srv = g_srv = kc_serve_start_ex(srvname, data, brokers, PARTITIONS, NULL, 90);
+            assert_non_null(srv);
         }
         assert_true(st_send(s, i));
         if (i == KILL_AT) {
@@ -416,17 +418,18 @@ static void test_embedded_sigkill_restart(void **state)
         assert_true(kc_send_req(c, "user-add-chat", a.id, a.session, NULL, body, cids[i]));
         json_decref(body);
     }
+    /* kill -9 at once, with those still being processed */
+    assert_int_equal(kc_proc_stop(srv, SIGKILL, 10, NULL), 0);
+    kc_proc_free(srv);
+    g_srv = NULL;
     int acked_inflight = 0;
     for (int i = 0; i < EMB_INFLIGHT; i++) {
         const kc_record *r = kc_wait_cid(c, "user-add-chat", cids[i], 0);
         if (r != NULL && json_is_true(json_object_get(r->body, "isSuccess")))
             acked_inflight = i + 1; /* answered ones are a prefix: one writer, in order */
     }
-    kc_client_free(c);
+    kc_client_free(c); /* its broker is gone: expect a few connection errors above */
     g_client = NULL;
-    assert_int_equal(kc_proc_stop(srv, SIGKILL, 10, NULL), 0);
-    kc_proc_free(srv);
-    g_srv = NULL;
 
     /* start again on the same data directory: a new embedded broker */
     srv = g_srv = kc_serve_start("serve-emb", data, NULL, PARTITIONS, NULL);

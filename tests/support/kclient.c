@@ -27,6 +27,23 @@ const char *const kc_ops[KC_OP_COUNT] = {
     "room-history",
 };
 
+/* A diagnostic line on stderr, prefixed with the seconds since the first one. */
+static void klog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void klog(const char *fmt, ...)
+{
+    static int64_t t0;
+    if (t0 == 0)
+        t0 = kc_now_ms();
+    int64_t d = kc_now_ms() - t0;
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fprintf(stderr, "[%4lld.%03lld] kclient: ", (long long)(d / 1000), (long long)(d % 1000));
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
 /* ======================================================================== */
 /* Scratch space, ids, time                                                 */
 /* ======================================================================== */
@@ -43,7 +60,7 @@ const char *kc_tmpdir(void)
         snprintf(g_tmpdir, sizeof(g_tmpdir), "%s/%s-%ld", base,
                  program_invocation_short_name, (long)getpid());
         if (mkdir(g_tmpdir, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "kclient: cannot create %s: %s\n", g_tmpdir, strerror(errno));
+            klog("cannot create %s: %s\n", g_tmpdir, strerror(errno));
             abort();
         }
     }
@@ -391,7 +408,7 @@ void kc_diag_dump(void)
     fflush(stdout);
     if (g_diag_dumps++ >= 8) {
         if (g_diag_dumps == 10)
-            fprintf(stderr, "kclient: (further log dumps suppressed)\n");
+            klog("(further log dumps suppressed)\n");
         return;
     }
     for (int i = 0; i < KC_MAX_PROCS; i++)
@@ -445,7 +462,7 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
         argv[i + 1] = args[i];
 
     if (access(kc_bin(), X_OK) != 0) {
-        fprintf(stderr, "kclient: kchat binary %s is not executable (%s); build it with `make` "
+        klog("kchat binary %s is not executable (%s); build it with `make` "
                 "or set KCHAT_BIN\n", kc_bin(), strerror(errno));
         free(argv);
         free(p->log);
@@ -463,7 +480,7 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
         fprintf(lf, "\n");
         fclose(lf);
     }
-    fprintf(stderr, "kclient: starting %s:", name);
+    klog("starting %s:", name);
     for (size_t i = 0; argv[i] != NULL; i++)
         fprintf(stderr, " %s", argv[i]);
     fprintf(stderr, "\n");
@@ -496,7 +513,7 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
             close(nullfd);
         }
         execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "kclient: exec %s: %s\n", argv[0], strerror(errno));
+        klog("exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     free(argv);
@@ -518,7 +535,7 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
                 snprintf(p->bootstrap, sizeof(p->bootstrap), "%s", bs);
                 free(bs);
                 free(last);
-                fprintf(stderr, "kclient: %s (pid %ld) ready, bootstrap %s\n", name, (long)pid,
+                klog("%s (pid %ld) ready, bootstrap %s\n", name, (long)pid,
                         p->bootstrap);
                 return p;
             }
@@ -531,12 +548,12 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
             }
         }
         if (proc_reaped(p)) {
-            fprintf(stderr, "kclient: %s exited before writing %s: %s\n", name, bootstrap_file,
+            klog("%s exited before writing %s: %s\n", name, bootstrap_file,
                     kc_status_str(p->status));
             break;
         }
         if (kc_now_ms() >= deadline) {
-            fprintf(stderr, "kclient: %s did not write %s within %d s\n", name, bootstrap_file,
+            klog("%s did not write %s within %d s\n", name, bootstrap_file,
                     timeout_s);
             break;
         }
@@ -550,6 +567,12 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
 
 kc_proc *kc_serve_start(const char *name, const char *data_dir, const char *brokers,
                         int partitions, const char *const *extra)
+{
+    return kc_serve_start_ex(name, data_dir, brokers, partitions, extra, 30);
+}
+
+kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *brokers,
+                           int partitions, const char *const *extra, int timeout_s)
 {
     char parts[16], bsname[128];
     snprintf(parts, sizeof(parts), "%d", partitions);
@@ -575,7 +598,7 @@ kc_proc *kc_serve_start(const char *name, const char *data_dir, const char *brok
     for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 63; i++)
         args[n++] = extra[i];
     args[n] = NULL;
-    kc_proc *p = kc_proc_start(name, args, bs, 30);
+    kc_proc *p = kc_proc_start(name, args, bs, timeout_s);
     free(bs);
     return p;
 }
@@ -611,14 +634,14 @@ int kc_proc_stop(kc_proc *p, int sig, int timeout_s, int *status)
 {
     int rc = 0;
     if (!proc_reaped(p)) {
-        fprintf(stderr, "kclient: sending signal %d to %s (pid %ld)\n", sig, p->name,
+        klog("sending signal %d to %s (pid %ld)\n", sig, p->name,
                 (long)p->pid);
         kill(p->pid, sig);
         int64_t deadline = kc_now_ms() + (int64_t)timeout_s * 1000;
         while (!proc_reaped(p) && kc_now_ms() < deadline)
             kc_sleep_ms(20);
         if (p->pid > 0) {
-            fprintf(stderr, "kclient: %s did not exit within %d s of signal %d; SIGKILL\n",
+            klog("%s did not exit within %d s of signal %d; SIGKILL\n",
                     p->name, timeout_s, sig);
             kill(p->pid, SIGKILL);
             int st = 0;
@@ -627,7 +650,7 @@ int kc_proc_stop(kc_proc *p, int sig, int timeout_s, int *status)
             p->pid = -1;
             rc = -1;
         }
-        fprintf(stderr, "kclient: %s ended: %s\n", p->name, kc_status_str(p->status));
+        klog("%s ended: %s\n", p->name, kc_status_str(p->status));
     }
     if (status != NULL)
         *status = p->status;
@@ -1027,7 +1050,7 @@ static bool conf_set(rd_kafka_conf_t *conf, const char *k, const char *v)
 {
     char err[512];
     if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-        fprintf(stderr, "kclient: config %s=%s: %s\n", k, v, err);
+        klog("config %s=%s: %s\n", k, v, err);
         return false;
     }
     return true;
@@ -1042,7 +1065,7 @@ static void *consumer_main(void *arg)
             continue;
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && c->errors_logged++ < 20)
-                fprintf(stderr, "kclient: consumer: %s\n", rd_kafka_message_errstr(m));
+                klog("consumer: %s\n", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -1108,7 +1131,7 @@ kc_client *kc_client_new(const char *bootstrap, kc_start start)
     rd_kafka_conf_set_log_cb(pc, log_cb);
     c->prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof(err));
     if (c->prod == NULL) {
-        fprintf(stderr, "kclient: producer: %s\n", err);
+        klog("producer: %s\n", err);
         goto fail;
     }
 
@@ -1125,7 +1148,7 @@ kc_client *kc_client_new(const char *bootstrap, kc_start start)
         !conf_set(cc, "enable.auto.offset.store", "false") ||
         !conf_set(cc, "enable.partition.eof", "false") ||
         !conf_set(cc, "auto.offset.reset", "earliest") ||
-        !conf_set(cc, "fetch.wait.max.ms", "20") ||
+        !conf_set(cc, "fetch.wait.max.ms", "5") ||
         !conf_set(cc, "fetch.error.backoff.ms", "50") ||
         !conf_set(cc, "allow.auto.create.topics", "false") ||
         !conf_set(cc, "topic.metadata.refresh.interval.ms", "5000")) {
@@ -1135,7 +1158,7 @@ kc_client *kc_client_new(const char *bootstrap, kc_start start)
     rd_kafka_conf_set_log_cb(cc, log_cb);
     c->cons = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof(err));
     if (c->cons == NULL) {
-        fprintf(stderr, "kclient: consumer: %s\n", err);
+        klog("consumer: %s\n", err);
         goto fail;
     }
 
@@ -1163,7 +1186,7 @@ kc_client *kc_client_new(const char *bootstrap, kc_start start)
             tpl = NULL;
         }
         if (kc_now_ms() >= deadline) {
-            fprintf(stderr, "kclient: only %d of the %d response/event/dlq topics exist at %s "
+            klog("only %d of the %d response/event/dlq topics exist at %s "
                     "after 30 s (last metadata error: %s)\n", found, KC_WANTED_TOPICS, bootstrap,
                     rd_kafka_err2str(e));
             kc_diag_dump();
@@ -1179,7 +1202,7 @@ kc_client *kc_client_new(const char *bootstrap, kc_start start)
             rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(c->cons, tp->topic,
                                                                      tp->partition, &lo, &hi, 5000);
             if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-                fprintf(stderr, "kclient: watermarks of %s[%d]: %s\n", tp->topic,
+                klog("watermarks of %s[%d]: %s\n", tp->topic,
                         (int)tp->partition, rd_kafka_err2str(e));
                 rd_kafka_topic_partition_list_destroy(tpl);
                 goto fail;
@@ -1190,7 +1213,7 @@ kc_client *kc_client_new(const char *bootstrap, kc_start start)
     rd_kafka_resp_err_t ae = rd_kafka_assign(c->cons, tpl);
     rd_kafka_topic_partition_list_destroy(tpl);
     if (ae != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        fprintf(stderr, "kclient: assign: %s\n", rd_kafka_err2str(ae));
+        klog("assign: %s\n", rd_kafka_err2str(ae));
         goto fail;
     }
     if (pthread_create(&c->thread, NULL, consumer_main, c) != 0)
@@ -1341,7 +1364,7 @@ bool kc_send_raw(kc_client *c, const char *topic, int32_t partition,
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
         RD_KAFKA_V_OPAQUE(dr), RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        fprintf(stderr, "kclient: produce to %s failed: %s\n", topic, rd_kafka_err2str(e));
+        klog("produce to %s failed: %s\n", topic, rd_kafka_err2str(e));
         rd_kafka_headers_destroy(h);
         free(dr);
         return false;
@@ -1350,12 +1373,12 @@ bool kc_send_raw(kc_client *c, const char *topic, int32_t partition,
     while (!atomic_load(&dr->done) && kc_now_ms() < deadline)
         rd_kafka_poll(c->prod, 10);
     if (!atomic_load(&dr->done)) {
-        fprintf(stderr, "kclient: no delivery report for a record to %s within 10 s\n", topic);
+        klog("no delivery report for a record to %s within 10 s\n", topic);
         return false; /* dr is leaked on purpose: the callback may still write it */
     }
     bool ok = dr->err == RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!ok)
-        fprintf(stderr, "kclient: delivery to %s failed: %s\n", topic, rd_kafka_err2str(dr->err));
+        klog("delivery to %s failed: %s\n", topic, rd_kafka_err2str(dr->err));
     free(dr);
     return ok;
 }
@@ -1446,7 +1469,7 @@ static bool encode_body(kc_fmt fmt, const json_t *body, char **out, size_t *len)
 static void call_failed(const kc_req *req, const char *cid, const char *why, const kc_record *r)
 {
     fflush(stdout);
-    fprintf(stderr, "kclient: %s-request key=%s cid=%s: %s\n", req->op,
+    klog("%s-request key=%s cid=%s: %s\n", req->op,
             req->key ? req->key : "(none)", cid[0] ? cid : "(none)", why);
     if (req->body != NULL && req->raw == NULL)
         fprintf(stderr, "  request body: %s\n", kc_dumps(req->body));
@@ -1564,7 +1587,7 @@ json_t *kc_call(kc_client *c, const char *op, const char *key, const char *sessi
                 json_t *body)
 {
     if (body == NULL) {
-        fprintf(stderr, "kclient: kc_call(%s): NULL body (json_pack error?)\n", op);
+        klog("kc_call(%s): NULL body (json_pack error?)\n", op);
         return NULL;
     }
     kc_req req = { .op = op, .key = key, .session = session, .fmt = c->fmt, .body = body };
@@ -1718,7 +1741,7 @@ char *kc_login(kc_client *c, const char *user, const char *pw)
         if (sid != NULL && sid[0] != '\0')
             s = strdup(sid);
         else
-            fprintf(stderr, "kclient: login of %s: no sessionId in %s\n", user, kc_dumps(r));
+            klog("login of %s: no sessionId in %s\n", user, kc_dumps(r));
     }
     json_decref(r);
     return s;
@@ -1767,7 +1790,7 @@ bool kc_create_room(kc_client *c, const kc_user *u, const char *const *friends,
     bool ok = kc_check_ok(r, u->id);
     const char *rid = kc_str(r, "roomId");
     if (ok && (rid == NULL || !kc_is_valid_id(rid))) {
-        fprintf(stderr, "kclient: room creation returned no valid roomId: %s\n", kc_dumps(r));
+        klog("room creation returned no valid roomId: %s\n", kc_dumps(r));
         ok = false;
     }
     if (ok)
@@ -1787,7 +1810,7 @@ int64_t kc_chat(kc_client *c, const kc_user *u, const char *room, const char *me
     if (kc_check_ok(r, u->id)) {
         seq = kc_int(r, "seq", -1);
         if (seq < 1)
-            fprintf(stderr, "kclient: chat answer without a positive seq: %s\n", kc_dumps(r));
+            klog("chat answer without a positive seq: %s\n", kc_dumps(r));
     }
     json_decref(r);
     return seq;

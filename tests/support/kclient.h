@@ -167,6 +167,13 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
 kc_proc *kc_serve_start(const char *name, const char *data_dir, const char *brokers,
                         int partitions, const char *const *extra);
 
+/**
+ * @brief kc_serve_start() waiting up to @p timeout_s for the bootstrap file, for
+ *        a restart that may first have to wait for its consumer group.
+ */
+kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *brokers,
+                           int partitions, const char *const *extra, int timeout_s);
+
 /** @brief Start `kchat broker --bootstrap-file F --partitions N`, wait up to 30 s. */
 kc_proc *kc_broker_start(const char *name, int partitions);
 
@@ -337,6 +344,8 @@ typedef bool (*kc_match_fn)(const kc_record *r, void *arg);
  * @brief Wait up to @p timeout_ms for a record with index >= @p from that
  *        satisfies @p fn.
  * @return the first such record, or NULL on timeout (no diagnostic printed).
+ * @note @p fn runs with the client's lock held: it must not call kc_* functions
+ *       that take a client.
  */
 const kc_record *kc_wait_record(kc_client *c, size_t from, kc_match_fn fn, void *arg,
                                 int timeout_ms);
