@@ -512,6 +512,10 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
             dup2(nullfd, STDIN_FILENO);
             close(nullfd);
         }
+        /* no descriptor of the test (Kafka sockets, other logs) leaks into kchat */
+        long maxfd = sysconf(_SC_OPEN_MAX);
+        for (long fdn = 3; fdn < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fdn++)
+            close((int)fdn);
         execv(argv[0], (char *const *)argv);
         klog("exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);

@@ -14,7 +14,9 @@
  *  - **Client** (`kc_client_*`): one producer (partitioner `murmur2_random`,
  *    as PROTOCOL.md §1 requires) and one consumer that reads *every*
  *    partition of the ten response topics, `chat-events` and `kchat-dlq` by
- *    manual assignment (no consumer group, so it sees everything). A
+ *    manual assignment (no consumer group membership, so it sees everything;
+ *    librdkafka's assign() wants a group.id, so a unique one is set, but it
+ *    is never joined and nothing is ever committed). A
  *    background thread copies each consumed record into an in-memory,
  *    append-only list that the waiting functions scan.
  *  - **Calls** (`kc_call*`): send a request with a fresh `kchat-cid` and wait
