@@ -42,7 +42,8 @@ SUP_OBJ  := $(SUP_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/fuzz/%)
 
-.PHONY: all check test unit integration fuzz-replay deps docs clean
+# check-all: the suite plain, under ASan+UBSan and under TSan (what CI runs).
+.PHONY: all check check-all test unit integration fuzz-replay deps docs clean
 all: $(BIN)
 
 $(BUILD)/%.o: %.c
@@ -80,6 +81,9 @@ check test: $(BIN) $(UNIT_BIN) $(INT_BIN) $(FUZZ_BIN)
 
 docs: $(BIN)
 	$(BIN) config-doc > docs/configuration.md
+
+check-all:
+	tests/check-all.sh
 
 deps:
 	scripts/install-deps

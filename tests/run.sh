@@ -9,6 +9,7 @@ BUILD=${BUILD:-build}
 export KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
 # Sanitizer builds: undefined behaviour fails the test instead of warning.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 export KCHAT_TEST_TMP=${KCHAT_TEST_TMP:-$(mktemp -d /tmp/kchat-test.XXXXXX)}
 filter=${1:-}
 passed=0; failed=0; failed_names=()

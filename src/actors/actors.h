@@ -197,6 +197,11 @@ int64_t kchat__now_ms(void);
 
 
 
+/* friends.c: check the request's friendId list: not yourself (BAD_REQUEST),
+ * every id a known user (USER_NOT_FOUND, "No user X; no <what>."). Answers
+ * itself and returns false when a check fails. */
+bool kchat__friend_ids_ok(struct ctx *c, const char *what, int *rc);
+
 /* friends.c: whether @p friend_id is on @p user_id's friend list. */
 bool kchat__is_friend(kchat_txn *t, const char *user_id, const char *friend_id);
 #endif /* KCHAT_ACTORS_H */

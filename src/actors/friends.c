@@ -21,6 +21,29 @@ static json_t *friends_get(kchat_txn *t, const char *user_id)
     return json_array();
 }
 
+bool kchat__friend_ids_ok(struct ctx *c, const char *what, int *rc)
+{
+    const kchat_request *r = c->req;
+
+    *rc = KCHAT_OK;
+    for (size_t i = 0; i < r->n_friends; i++)
+        if (!strcmp(r->friend_ids[i], r->user_id)) {
+            *rc = kchat__reply_err(c, KCHAT_WIRE_BAD_REQUEST,
+                                   "friendId must not contain your own userId.");
+            return false;
+        }
+    for (size_t i = 0; i < r->n_friends; i++) {
+        json_t *d = kchat__directory_get(c->be, r->friend_ids[i]);
+        if (d == NULL) {
+            *rc = kchat__reply_err(c, KCHAT_WIRE_USER_NOT_FOUND, "No user %s; no %s.",
+                                   r->friend_ids[i], what);
+            return false;
+        }
+        json_decref(d);
+    }
+    return true;
+}
+
 bool kchat__is_friend(kchat_txn *t, const char *user_id, const char *friend_id)
 {
     json_t *list = friends_get(t, user_id), *v;
@@ -44,19 +67,8 @@ int kchat__op_add_friend(struct ctx *c)
     size_t n, i;
     int rc;
 
-    if (!kchat__session_ok(c, &rc))
+    if (!kchat__session_ok(c, &rc) || !kchat__friend_ids_ok(c, "friend was added", &rc))
         return rc;
-    for (i = 0; i < r->n_friends; i++)
-        if (!strcmp(r->friend_ids[i], r->user_id))
-            return kchat__reply_err(c, KCHAT_WIRE_BAD_REQUEST,
-                                    "friendId must not contain your own userId.");
-    for (i = 0; i < r->n_friends; i++) {
-        json_t *d = kchat__directory_get(c->be, r->friend_ids[i]);
-        if (d == NULL)
-            return kchat__reply_err(c, KCHAT_WIRE_USER_NOT_FOUND,
-                                    "No user %s; no friend was added.", r->friend_ids[i]);
-        json_decref(d);
-    }
     list = friends_get(c->txn, r->user_id);
     for (i = 0; i < r->n_friends; i++) {
         size_t j;

@@ -62,19 +62,8 @@ int kchat__op_add_room(struct ctx *c)
     size_t i;
     int rc;
 
-    if (!kchat__session_ok(c, &rc))
+    if (!kchat__session_ok(c, &rc) || !kchat__friend_ids_ok(c, "room was created", &rc))
         return rc;
-    for (i = 0; i < r->n_friends; i++)
-        if (!strcmp(r->friend_ids[i], r->user_id))
-            return kchat__reply_err(c, KCHAT_WIRE_BAD_REQUEST,
-                                    "friendId must not contain your own userId.");
-    for (i = 0; i < r->n_friends; i++) {
-        json_t *d = kchat__directory_get(c->be, r->friend_ids[i]);
-        if (d == NULL)
-            return kchat__reply_err(c, KCHAT_WIRE_USER_NOT_FOUND,
-                                    "No user %s; no room was created.", r->friend_ids[i]);
-        json_decref(d);
-    }
     for (i = 0; i < r->n_friends; i++)
         if (!kchat__is_friend(c->txn, r->user_id, r->friend_ids[i]))
             return kchat__reply_err(c, KCHAT_WIRE_NOT_A_FRIEND,

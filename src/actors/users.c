@@ -145,15 +145,25 @@ int kchat__op_login(struct ctx *c)
     return rc;
 }
 
+/* The acting user's record once the session holds; NULL after answering. */
+static json_t *user_for_session(struct ctx *c, int *rc)
+{
+    json_t *user;
+
+    if (!kchat__session_ok(c, rc))
+        return NULL;
+    if ((user = kchat__user_get(c->txn, c->user_id)) == NULL)
+        *rc = kchat__reply_err(c, KCHAT_WIRE_USER_NOT_FOUND, "No user %s.", c->user_id);
+    return user;
+}
+
 int kchat__op_logout(struct ctx *c)
 {
     json_t *user;
     int rc;
 
-    if (!kchat__session_ok(c, &rc))
+    if ((user = user_for_session(c, &rc)) == NULL)
         return rc;
-    if ((user = kchat__user_get(c->txn, c->user_id)) == NULL)
-        return kchat__reply_err(c, KCHAT_WIRE_USER_NOT_FOUND, "No user %s.", c->user_id);
     json_object_set_new(user, "logoutDate", now_string(c));
     rc = user_put(c, user);
     json_decref(user);
@@ -170,12 +180,11 @@ int kchat__op_status(struct ctx *c)
     json_t *user;
     int rc;
 
-    if (!kchat__session_ok(c, &rc))
+    if ((user = user_for_session(c, &rc)) == NULL)
         return rc;
-    if ((user = kchat__user_get(c->txn, c->user_id)) == NULL)
-        return kchat__reply_err(c, KCHAT_WIRE_USER_NOT_FOUND, "No user %s.", c->user_id);
     json_object_set_new(user, "userStatus", json_string(c->req->user_status));
-    json_object_set_new(user, "ver", json_integer(json_integer_value(json_object_get(user, "ver")) + 1));
+    json_object_set_new(user, "ver",
+                        json_integer(json_integer_value(json_object_get(user, "ver")) + 1));
     if ((rc = user_put(c, user)) == KCHAT_OK && (rc = kchat__directory_publish(c, user)) == KCHAT_OK)
         rc = kchat__reply_ok(c, json_pack("{s:s}", "userStatus", c->req->user_status));
     json_decref(user);
