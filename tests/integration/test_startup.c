@@ -1,0 +1,153 @@
+/*
+ * Start-up refusals and the command line of `kchat serve`: request topics
+ * that are not co-partitioned, a data directory made for another partition
+ * count, bad options and config files. Each must stop the process with a
+ * clear message and a non-zero exit, before anything is consumed.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "support/kclient.h"
+
+/* Run kchat with @p args (shell words), bounded; returns its output. */
+static char *run_kchat(const char *args, int *status)
+{
+    char cmd[4096];
+
+    snprintf(cmd, sizeof(cmd), "timeout 60 %s %s 2>&1", kc_bin(), args);
+    return kc_run_capture(cmd, NULL, status);
+}
+
+static void assert_output_has(const char *out, const char *needle)
+{
+    if (out == NULL || strstr(out, needle) == NULL) {
+        fprintf(stderr, "expected \"%s\" in:\n%s\n", needle, out ? out : "(no output)");
+        fail();
+    }
+}
+
+/* A cluster whose user-add-request has 2 partitions and every other kchat
+ * topic 4: kchat serve --brokers must refuse it. */
+static void test_refuses_topics_not_co_partitioned(void **state)
+{
+    static const char *const topics[] = {
+        "user-add-request", "login-request", "logout-request", "user-status-change-request",
+        "user-add-friend-request", "user-search-friend-request", "user-add-room-request",
+        "user-search-room-request", "user-add-chat-request", "room-history-request",
+        "kchat-internal",
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[256], args[1024], *data = kc_tmppath("nocopart-data"), *out;
+    rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    rd_kafka_mock_cluster_t *mc;
+    int status = 0;
+
+    (void)state;
+    assert_non_null(host);
+    mc = rd_kafka_mock_cluster_new(host, 1);
+    assert_non_null(mc);
+    for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
+        assert_int_equal(rd_kafka_mock_topic_create(mc, topics[i], i == 0 ? 2 : 4, 1), 0);
+    snprintf(args, sizeof(args), "serve --brokers %s --data %s --partitions 4 "
+             "--pwhash-ops 1 --pwhash-mem 8192", rd_kafka_mock_cluster_bootstraps(mc), data);
+    out = run_kchat(args, &status);
+    assert_true(status != 0 && status != 124);
+    assert_output_has(out, "co-partitioned");
+    assert_output_has(out, "user-add-request");
+    free(out);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(host);
+    free(data);
+}
+
+/* A data directory remembers its shard count. */
+static void test_refuses_data_dir_of_other_partition_count(void **state)
+{
+    char *data = kc_tmppath("shards-data"), args[1024], *out;
+    kc_proc *p = kc_serve_start("shards4", data, NULL, 4, NULL);
+    int status = 0;
+
+    (void)state;
+    assert_non_null(p);
+    assert_int_equal(kc_proc_stop(p, SIGTERM, 15, &status), 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    kc_proc_free(p);
+    snprintf(args, sizeof(args), "serve --data %s --partitions 8 --pwhash-ops 1 "
+             "--pwhash-mem 8192", data);
+    out = run_kchat(args, &status);
+    assert_true(status != 0 && status != 124);
+    assert_output_has(out, "holds 4 shards");
+    free(out);
+    free(data);
+}
+
+static void test_help_lists_every_option(void **state)
+{
+    static const char *const names[] = {
+        "--brokers", "--data", "--bootstrap-file", "--group-id", "--events-format",
+        "--partitions", "--replication", "--embedded-brokers", "--workers", "--ring-capacity",
+        "--max-batch", "--linger-ms", "--map-size-mb", "--pwhash-ops", "--pwhash-mem",
+        "--session-idle", "--session-check", "--config", "-X",
+    };
+    int status = -1;
+    char *out = run_kchat("serve --help", &status);
+
+    (void)state;
+    assert_int_equal(status, 0);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        assert_output_has(out, names[i]);
+    free(out);
+}
+
+static void test_bad_options(void **state)
+{
+    char *conf = kc_tmppath("bad.conf"), args[1024], *out;
+    FILE *f;
+    int status = 0;
+
+    (void)state;
+    out = run_kchat("serve --no-such-option", &status);
+    assert_int_equal(status, 2);
+    assert_output_has(out, "unknown option --no-such-option");
+    free(out);
+    out = run_kchat("serve --partitions zero", &status);
+    assert_int_equal(status, 2);
+    assert_output_has(out, "partitions");
+    free(out);
+    out = run_kchat("serve -X not-a-property=1 --data /nonexistent", &status);
+    assert_true(status != 0 && status != 124);
+    free(out);
+    f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "partitions = 4\nthis line is wrong\n");
+    fclose(f);
+    snprintf(args, sizeof(args), "serve --config %s", conf);
+    out = run_kchat(args, &status);
+    assert_int_equal(status, 2);
+    assert_output_has(out, ":2:");
+    free(out);
+    out = run_kchat("frobnicate", &status);
+    assert_int_equal(status, 2);
+    free(out);
+    free(conf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_refuses_topics_not_co_partitioned),
+        cmocka_unit_test(test_refuses_data_dir_of_other_partition_count),
+        cmocka_unit_test(test_help_lists_every_option),
+        cmocka_unit_test(test_bad_options),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
