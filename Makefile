@@ -4,7 +4,7 @@
 
 comma    := ,
 CC       = gcc
-PKGS     := rdkafka lmdb msgpack jansson libsodium
+PKGS     := rdkafka lmdb msgpack jansson libsodium libevent libevent_pthreads
 BUILD    ?= build
 SANITIZE ?=
 
@@ -28,7 +28,9 @@ endif
 # through the pthread calls TSan intercepts (src/sanitize/tsan_threads.c).
 SAN_OBJ  := $(if $(findstring thread,$(SANITIZE)),$(BUILD)/src/sanitize/tsan_threads.o)
 
-LIB_SRC  := $(wildcard src/codec/*.c src/store/*.c src/pipeline/*.c src/actors/*.c src/app/*.c)
+LIB_SRC  := $(wildcard src/codec/*.c src/store/*.c src/pipeline/*.c src/actors/*.c \
+                      src/gateway/*.c src/app/*.c)
+CURL_LIBS := $(shell pkg-config --libs libcurl)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libkchat.a
 BIN      := bin/kchat$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
@@ -64,7 +66,7 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ)
 
 $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LDLIBS) $(CURL_LIBS) -lcmocka
 
 # Fuzz harnesses define LLVMFuzzerTestOneInput; with gcc they are linked to a
 # replay driver that runs the committed corpus plus bounded random inputs.

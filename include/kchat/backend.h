@@ -14,6 +14,7 @@
 #define KCHAT_BACKEND_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include "kchat/config.h"
 
 typedef struct kchat_backend kchat_backend;
@@ -45,6 +46,13 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
 
 /** @brief Bootstrap servers in use (the embedded broker's when started). */
 const char *kchat_backend_bootstraps(const kchat_backend *be);
+
+/**
+ * @brief Write the backend's metrics in Prometheus text format: the counters
+ *        above, consumer pauses and ring fill, producer queue, worker stall,
+ *        commit latency and batch size histograms. Any thread.
+ */
+void kchat_backend_metrics(kchat_backend *be, FILE *out);
 
 /** @brief Copy the counters. Any thread. */
 void kchat_backend_get_stats(kchat_backend *be, kchat_backend_stats *out);

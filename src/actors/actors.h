@@ -20,6 +20,7 @@
 #include "kchat/backend.h"
 #include "kchat/codec.h"
 #include "kchat/consumer.h"
+#include "kchat/metrics.h"
 #include "kchat/store.h"
 #include "kchat/topics.h"
 
@@ -75,6 +76,7 @@ struct worker {
     unsigned id;
     struct out_rec *out;
     size_t n_out, cap_out;
+    atomic_int_fast64_t last_progress_ms; /* last time this worker finished a batch or tick */
     kchat_request req;          /* big: kept here rather than on the stack */
     size_t *idx;                /* [max_batch]: one shard's records of a batch */
     bool *done;                 /* [max_batch]: records already grouped */
@@ -98,6 +100,8 @@ struct kchat_backend {
     bool dir_running;
     kchat_fmt events_fmt;
     char dummy_hash[128];       /* verified against for unknown users (even timing) */
+    kchat_hist commit_seconds;  /* shard commit latency */
+    kchat_hist batch_records;   /* records per shard transaction */
     struct {
         atomic_uint_fast64_t requests, errors, bad_requests, too_large, dead_letters,
             commands, duplicates, commits, commit_failures, produced, delivered;

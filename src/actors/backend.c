@@ -29,6 +29,10 @@
 #define RETRY_SLEEP_MS 100       /* pause before a failed commit is retried */
 #define FLUSH_TIMEOUT_MS 5000
 
+static const double commit_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                                       0.2, 0.5, 1, 2};
+static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+
 /* ---- delivery opaque: kind (2 bits) | shard (14 bits) | seq (48 bits) ---- */
 
 static void *opaque_pack(uint8_t kind, uint32_t shard, uint64_t seq)
@@ -57,6 +61,13 @@ static int seqlist_push(struct seqlist *l, uint64_t seq)
     }
     l->v[l->n++] = seq;
     return KCHAT_OK;
+}
+
+static int64_t monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void sleep_ms(int ms)
@@ -513,11 +524,14 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
                                             m->offset + 1);
         }
         if (rc == KCHAT_OK) {
+            int64_t t0 = monotonic_us();
             rc = kchat_txn_commit(c.txn);
             c.txn = NULL;
+            kchat_hist_observe(&be->commit_seconds, (double)(monotonic_us() - t0) / 1e6);
         }
         if (rc == KCHAT_OK) {
             free(taken.v);
+            kchat_hist_observe(&be->batch_records, (double)n);
             atomic_fetch_add(&be->stats.commits, 1);
             worker_flush_out(be, w);
             return;
@@ -560,6 +574,7 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
         }
         apply_shard_batch(be, w, &be->shards[p], msgs, idx, k);
     }
+    atomic_store(&w->last_progress_ms, monotonic_us() / 1000);
 }
 
 /* Idle upkeep of one worker's shards: confirmed records out, resends. */
@@ -567,6 +582,7 @@ static void on_idle(void *opaque, unsigned worker)
 {
     kchat_backend *be = opaque;
 
+    atomic_store(&be->workers[worker].last_progress_ms, monotonic_us() / 1000);
     for (int s = (int)worker; s < be->partitions; s += (int)be->n_workers) {
         struct shard *sh = &be->shards[s];
         struct seqlist taken = {0};
@@ -889,6 +905,10 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     if ((be = calloc(1, sizeof(*be))) == NULL)
         return KCHAT_ENOMEM;
     be->cfg = cfg;
+    be->commit_seconds.bounds = commit_bounds;
+    be->commit_seconds.n_bounds = sizeof(commit_bounds) / sizeof(commit_bounds[0]);
+    be->batch_records.bounds = batch_bounds;
+    be->batch_records.n_bounds = sizeof(batch_bounds) / sizeof(batch_bounds[0]);
     be->events_fmt = strcmp(cfg->events_format, "msgpack") ? KCHAT_FMT_JSON : KCHAT_FMT_MSGPACK;
     be->n_workers = cfg->workers > 0 ? (unsigned)cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
     if (crypto_pwhash_str(be->dummy_hash, "not a password", 14, (unsigned long long)cfg->pwhash_ops,
@@ -940,6 +960,7 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     for (unsigned i = 0; i < be->n_workers; i++) {
         struct worker *w = &be->workers[i];
         w->id = i;
+        atomic_store(&w->last_progress_ms, monotonic_us() / 1000);
         w->idx = malloc((size_t)cfg->max_batch * sizeof(*w->idx));
         w->done = malloc((size_t)cfg->max_batch * sizeof(*w->done));
         if (w->idx == NULL || w->done == NULL) {
@@ -1002,6 +1023,63 @@ void kchat_backend_get_stats(kchat_backend *be, kchat_backend_stats *o)
     o->commit_failures = atomic_load(&be->stats.commit_failures);
     o->produced = atomic_load(&be->stats.produced);
     o->delivered = atomic_load(&be->stats.delivered);
+}
+
+void kchat_backend_metrics(kchat_backend *be, FILE *out)
+{
+    kchat_backend_stats st;
+    kchat_consumer_stats cs = {0};
+    int64_t now = monotonic_us() / 1000, stalled = 0;
+
+    kchat_backend_get_stats(be, &st);
+    if (be->consumer)
+        kchat_consumer_get_stats(be->consumer, &cs);
+    kchat_metric_write(out, "kchat_requests_total", "counter",
+                       "Request records applied, any outcome.", (double)st.requests);
+    kchat_metric_write(out, "kchat_request_errors_total", "counter",
+                       "Requests answered with an error code.", (double)st.errors);
+    kchat_metric_write(out, "kchat_bad_requests_total", "counter",
+                       "Requests answered BAD_REQUEST.", (double)st.bad_requests);
+    kchat_metric_write(out, "kchat_too_large_total", "counter",
+                       "Requests answered TOO_LARGE.", (double)st.too_large);
+    kchat_metric_write(out, "kchat_dead_letters_total", "counter",
+                       "Records sent to kchat-dlq.", (double)st.dead_letters);
+    kchat_metric_write(out, "kchat_commands_total", "counter",
+                       "Internal commands applied.", (double)st.commands);
+    kchat_metric_write(out, "kchat_duplicate_commands_total", "counter",
+                       "Internal commands dropped as already applied.", (double)st.duplicates);
+    kchat_metric_write(out, "kchat_commits_total", "counter",
+                       "Shard write transactions committed.", (double)st.commits);
+    kchat_metric_write(out, "kchat_commit_failures_total", "counter",
+                       "Shard commits that failed and were retried.", (double)st.commit_failures);
+    kchat_metric_write(out, "kchat_outbox_produced_total", "counter",
+                       "Outbox records handed to the producer.", (double)st.produced);
+    kchat_metric_write(out, "kchat_outbox_delivered_total", "counter",
+                       "Outbox records confirmed by Kafka.", (double)st.delivered);
+    kchat_metric_write(out, "kchat_consumed_total", "counter",
+                       "Records read from the request topics.", (double)cs.consumed);
+    kchat_metric_write(out, "kchat_partition_pauses_total", "counter",
+                       "Times a partition was paused because its ring was full.",
+                       (double)cs.paused_events);
+    kchat_metric_write(out, "kchat_partitions_paused", "gauge",
+                       "Partitions paused right now.", (double)cs.paused_now);
+    kchat_metric_write(out, "kchat_ring_fill_max", "gauge",
+                       "Highest ring fill seen.", (double)cs.ring_fill_max);
+    kchat_metric_write(out, "kchat_producer_queue", "gauge",
+                       "Records waiting in the producer.",
+                       be->producer ? (double)rd_kafka_outq_len(be->producer) : 0);
+    for (unsigned w = 0; be->workers && w < be->n_workers; w++) {
+        int64_t idle = now - atomic_load(&be->workers[w].last_progress_ms);
+        if (idle > stalled)
+            stalled = idle;
+    }
+    kchat_metric_write(out, "kchat_worker_stall_seconds", "gauge",
+                       "Longest time any worker went without finishing a batch or a tick; "
+                       "above a few seconds a worker is stuck.", (double)stalled / 1000);
+    kchat_hist_write(out, "kchat_commit_seconds", "Latency of one shard commit (fsync).", NULL,
+                     &be->commit_seconds);
+    kchat_hist_write(out, "kchat_batch_records", "Records applied per shard transaction.", NULL,
+                     &be->batch_records);
 }
 
 void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
