@@ -1,0 +1,1050 @@
+/* kchat browser client.
+ *
+ * Plain JS, no build step, no external resources. Talks to the kchat gateway
+ * (same origin) through the HTTP API of PROTOCOL.md section 8 and listens for
+ * live `chat` / `room` events on the SSE stream /api/events.
+ *
+ * Security rule for this file: every piece of text that comes from a user or
+ * from the server is put into the page with textContent / createTextNode or as
+ * an attribute value via setAttribute/dataset. Never innerHTML with data, no
+ * inline handlers, no eval.
+ */
+(function () {
+  'use strict';
+
+  var HISTORY_PAGE = 50;
+  var SEND_RETRY_DELAYS = [500, 1000, 2000, 4000, 8000]; // ms, then give up (manual retry)
+  var MAX_MESSAGE_BYTES = 4096;
+
+  // ---------- state ----------
+
+  var state = {
+    me: null,             // logged-in userId, null when signed out
+    friends: [],          // [{userId, userName, userStatus}]
+    rooms: new Map(),     // roomId -> {roomId, roomName, participants, lastSeq, unread}
+    currentRoomId: null,
+    roomGen: 0,           // bumped each time a room is opened; stale fetches compare it
+    view: null,           // per open room: {roomId, seqs:Set, minSeq, maxSeq, hasMore, loadingOlder}
+    pending: new Map(),   // roomId -> Map(clientMsgId -> pending record)
+    es: null,             // EventSource
+    esManualRetry: null,  // timer for re-creating a closed EventSource
+    esWasClosed: false
+  };
+
+  // ---------- DOM helpers ----------
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, className, text) {
+    var e = document.createElement(tag);
+    if (className) e.className = className;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  var dom = {};
+
+  function bindDom() {
+    [
+      'boot-view', 'auth-view', 'app-view', 'error', 'notice', 'me', 'conn-state',
+      'logout', 'login-form', 'login-userId', 'login-userPw', 'login-submit',
+      'reg-form', 'reg-userId', 'reg-userPw', 'reg-email', 'reg-userName', 'reg-submit',
+      'status-form', 'status-input', 'status-submit', 'status-current',
+      'friend-form', 'friend-input', 'friend-submit', 'friend-list', 'friend-empty', 'friend-refresh',
+      'room-form', 'room-friends', 'room-friends-empty', 'room-name', 'room-create',
+      'room-list', 'room-empty', 'room-refresh',
+      'room-view', 'room-back', 'room-title', 'room-participants',
+      'message-scroll', 'message-list', 'room-placeholder', 'load-older', 'history-state',
+      'message-form', 'message-input', 'message-send'
+    ].forEach(function (id) { dom[id] = $(id); });
+  }
+
+  // ---------- messages to the user ----------
+
+  var noticeTimer = null;
+
+  function showError(msg) {
+    dom.error.textContent = msg;
+    dom.error.hidden = !msg;
+  }
+
+  function clearError() { showError(''); }
+
+  function showNotice(msg) {
+    dom.notice.textContent = msg;
+    dom.notice.hidden = !msg;
+    if (noticeTimer) clearTimeout(noticeTimer);
+    if (msg) noticeTimer = setTimeout(function () { showNotice(''); }, 6000);
+  }
+
+  // ---------- HTTP ----------
+
+  function ApiError(status, errorCode, errorMessage) {
+    this.name = 'ApiError';
+    this.status = status;
+    this.errorCode = errorCode;
+    this.message = errorMessage;
+  }
+  ApiError.prototype = Object.create(Error.prototype);
+
+  function NetworkError(cause) {
+    this.name = 'NetworkError';
+    this.message = 'Cannot reach the server. Check your connection and try again.';
+    this.cause = cause;
+  }
+  NetworkError.prototype = Object.create(Error.prototype);
+
+  /* api('POST', '/api/login', {..}) -> Promise<body>.
+   * Rejects with ApiError (non-2xx) or NetworkError (no answer).
+   * A 401 on anything but login/register means the session is gone: the page
+   * switches to the sign-in form. */
+  function api(method, path, body, opts) {
+    opts = opts || {};
+    var init = {
+      method: method,
+      credentials: 'same-origin',
+      cache: 'no-store',
+      headers: { 'Accept': 'application/json' }
+    };
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    return fetch(path, init).then(function (res) {
+      return res.text().then(function (txt) {
+        var data = null;
+        if (txt) {
+          try { data = JSON.parse(txt); } catch (e) { data = null; }
+        }
+        if (res.ok) return data || {};
+        var code = (data && data.errorCode) || ('HTTP_' + res.status);
+        var msg = (data && data.errorMessage) || ('Request failed (HTTP ' + res.status + ').');
+        var err = new ApiError(res.status, code, msg);
+        if (res.status === 401 && !opts.authCall) {
+          onUnauthenticated(opts.quiet ? '' : (msg || 'Please log in.'));
+        }
+        throw err;
+      });
+    }, function (e) {
+      throw new NetworkError(e);
+    });
+  }
+
+  function reportError(e) {
+    if (e instanceof ApiError) {
+      if (e.status === 401 && state.me === null && e.errorCode === 'UNAUTHENTICATED') return;
+      showError(e.message);
+    } else if (e instanceof NetworkError) {
+      showError(e.message);
+    } else {
+      showError('Something went wrong: ' + (e && e.message ? e.message : String(e)));
+      if (window.console) console.error(e);
+    }
+  }
+
+  function busy(button, on) {
+    if (!button) return;
+    button.disabled = !!on;
+    if (on) button.setAttribute('aria-busy', 'true');
+    else button.removeAttribute('aria-busy');
+  }
+
+  // ---------- ids ----------
+
+  function newClientMsgId() {
+    if (window.crypto && typeof window.crypto.randomUUID === 'function') {
+      return window.crypto.randomUUID();
+    }
+    // Fallback (non-secure contexts): RFC 4122 v4 from getRandomValues.
+    var b = new Uint8Array(16);
+    if (window.crypto && window.crypto.getRandomValues) {
+      window.crypto.getRandomValues(b);
+    } else {
+      for (var i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    var h = '';
+    for (var j = 0; j < 16; j++) {
+      h += (b[j] < 16 ? '0' : '') + b[j].toString(16);
+      if (j === 3 || j === 5 || j === 7 || j === 9) h += '-';
+    }
+    return h;
+  }
+
+  function utf8Length(s) {
+    if (window.TextEncoder) return new TextEncoder().encode(s).length;
+    return unescape(encodeURIComponent(s)).length;
+  }
+
+  // ---------- time ----------
+
+  function formatTime(iso) {
+    var d = iso ? new Date(iso) : new Date();
+    if (isNaN(d.getTime())) return iso ? String(iso) : '';
+    var now = new Date();
+    var t = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    if (d.toDateString() === now.toDateString()) return t;
+    return d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ' ' + t;
+  }
+
+  function fullTime(iso) {
+    var d = iso ? new Date(iso) : new Date();
+    return isNaN(d.getTime()) ? '' : d.toLocaleString();
+  }
+
+  // ---------- sign-in state ----------
+
+  function setView(which) {
+    document.body.classList.remove('booting');
+    dom['boot-view'].hidden = true;
+    dom['auth-view'].hidden = which !== 'auth';
+    dom['app-view'].hidden = which !== 'app';
+    document.body.classList.toggle('logged-in', which === 'app');
+  }
+
+  function remember(id) {
+    try {
+      if (id) window.localStorage.setItem('kchat.me', id);
+      else window.localStorage.removeItem('kchat.me');
+    } catch (e) { /* storage disabled: fine */ }
+  }
+
+  function remembered() {
+    try { return window.localStorage.getItem('kchat.me'); } catch (e) { return null; }
+  }
+
+  function enterApp(userId, user) {
+    state.me = userId;
+    remember(userId);
+    dom.me.textContent = userId;
+    if (user && typeof user.userStatus === 'string') setStatusCurrent(user.userStatus);
+    setView('app');
+    closeRoom();
+    openEvents();
+    refreshFriends().catch(reportError);
+    refreshRooms().catch(reportError);
+  }
+
+  function resetAppState() {
+    state.me = null;
+    state.friends = [];
+    state.rooms = new Map();
+    state.pending = new Map();
+    state.currentRoomId = null;
+    state.roomGen++;
+    state.view = null;
+    dom.me.textContent = '';
+    clear(dom['friend-list']);
+    clear(dom['room-list']);
+    clear(dom['message-list']);
+    clearRoomFriendCheckboxes();
+    setStatusCurrent('');
+    dom['status-input'].value = '';
+    document.body.classList.remove('room-open');
+  }
+
+  function onUnauthenticated(msg) {
+    closeEvents();
+    remember(null);
+    var wasIn = state.me !== null;
+    resetAppState();
+    setView('auth');
+    if (msg && wasIn) showError(msg);
+    setConn('offline');
+  }
+
+  function setStatusCurrent(s) {
+    dom['status-current'].textContent = s ? s : '—';
+  }
+
+  // ---------- forms: register, login, logout, status ----------
+
+  function onRegister(ev) {
+    ev.preventDefault();
+    clearError();
+    var body = {
+      userId: dom['reg-userId'].value.trim(),
+      userPw: dom['reg-userPw'].value,
+      email: dom['reg-email'].value.trim(),
+      userName: dom['reg-userName'].value.trim()
+    };
+    if (!body.userId || !body.userPw || !body.email || !body.userName) {
+      showError('Please fill in user id, password, email and display name.');
+      return;
+    }
+    busy(dom['reg-submit'], true);
+    api('POST', '/api/users', body, { authCall: true }).then(function () {
+      showNotice('Account "' + body.userId + '" created. You can log in now.');
+      dom['login-userId'].value = body.userId;
+      dom['reg-userPw'].value = '';
+      dom['login-userPw'].focus();
+    }).catch(reportError).then(function () { busy(dom['reg-submit'], false); });
+  }
+
+  function onLogin(ev) {
+    ev.preventDefault();
+    clearError();
+    var body = {
+      userId: dom['login-userId'].value.trim(),
+      userPw: dom['login-userPw'].value
+    };
+    if (!body.userId || !body.userPw) {
+      showError('Please enter your user id and password.');
+      return;
+    }
+    busy(dom['login-submit'], true);
+    api('POST', '/api/login', body, { authCall: true }).then(function (data) {
+      dom['login-userPw'].value = '';
+      var user = data && data.user;
+      var id = (user && user.userId) || data.userId || body.userId;
+      showNotice('');
+      enterApp(id, user);
+    }).catch(reportError).then(function () { busy(dom['login-submit'], false); });
+  }
+
+  function onLogout() {
+    clearError();
+    busy(dom.logout, true);
+    api('POST', '/api/logout', undefined, { quiet: true }).catch(function (e) {
+      // 401: already signed out, fine. Anything else: still drop local state.
+      if (!(e instanceof ApiError && e.status === 401)) reportError(e);
+    }).then(function () {
+      busy(dom.logout, false);
+      onUnauthenticated('');
+      showNotice('Logged out.');
+      dom['login-userId'].focus();
+    });
+  }
+
+  function onStatus(ev) {
+    ev.preventDefault();
+    clearError();
+    var s = dom['status-input'].value;
+    busy(dom['status-submit'], true);
+    api('PUT', '/api/status', { userStatus: s }).then(function (data) {
+      var st = (data && typeof data.userStatus === 'string') ? data.userStatus : s;
+      setStatusCurrent(st);
+      dom['status-input'].value = '';
+      showNotice('Status updated.');
+    }).catch(reportError).then(function () { busy(dom['status-submit'], false); });
+  }
+
+  // ---------- friends ----------
+
+  function refreshFriends() {
+    return api('GET', '/api/friends').then(function (data) {
+      state.friends = Array.isArray(data.friend) ? data.friend.slice() : [];
+      state.friends.sort(function (a, b) { return a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0; });
+      renderFriends();
+      return data;
+    });
+  }
+
+  function renderFriends() {
+    var list = dom['friend-list'];
+    clear(list);
+    state.friends.forEach(function (f) {
+      var li = el('li', 'friend');
+      li.dataset.userId = f.userId;
+      li.setAttribute('data-testid', 'friend-item');
+      var name = el('span', 'friend-name', f.userName || f.userId);
+      var id = el('span', 'friend-id', '@' + f.userId);
+      var status = el('span', 'friend-status', f.userStatus || '');
+      if (!f.userStatus) status.hidden = true;
+      li.appendChild(name);
+      li.appendChild(id);
+      li.appendChild(status);
+      list.appendChild(li);
+    });
+    dom['friend-empty'].hidden = state.friends.length > 0;
+    renderRoomFriendCheckboxes();
+    // friend names may make room titles nicer
+    renderRooms();
+  }
+
+  function clearRoomFriendCheckboxes() {
+    var fs = dom['room-friends'];
+    Array.prototype.slice.call(fs.querySelectorAll('label')).forEach(function (l) { fs.removeChild(l); });
+    dom['room-friends-empty'].hidden = false;
+  }
+
+  function renderRoomFriendCheckboxes() {
+    var fs = dom['room-friends'];
+    var checked = new Set();
+    fs.querySelectorAll('input[type=checkbox]:checked').forEach(function (c) { checked.add(c.dataset.userId); });
+    clearRoomFriendCheckboxes();
+    state.friends.forEach(function (f) {
+      var label = el('label', 'room-friend');
+      var cb = document.createElement('input');
+      cb.type = 'checkbox';
+      cb.name = 'friendId';
+      cb.value = f.userId;
+      cb.dataset.userId = f.userId;
+      cb.checked = checked.has(f.userId);
+      label.appendChild(cb);
+      label.appendChild(document.createTextNode((f.userName || f.userId) + ' (' + f.userId + ')'));
+      fs.appendChild(label);
+    });
+    dom['room-friends-empty'].hidden = state.friends.length > 0;
+  }
+
+  function onAddFriends(ev) {
+    ev.preventDefault();
+    clearError();
+    var ids = dom['friend-input'].value.split(/[\s,;]+/).filter(function (s) { return s.length > 0; });
+    if (ids.length === 0) {
+      showError('Enter one or more user ids, separated by commas or spaces.');
+      return;
+    }
+    busy(dom['friend-submit'], true);
+    api('POST', '/api/friends', { friendId: ids }).then(function (data) {
+      dom['friend-input'].value = '';
+      var added = (data && Array.isArray(data.friendId)) ? data.friendId : ids;
+      showNotice('Added ' + added.join(', ') + '.');
+      return refreshFriends();
+    }).catch(reportError).then(function () { busy(dom['friend-submit'], false); });
+  }
+
+  // ---------- rooms ----------
+
+  function friendName(id) {
+    for (var i = 0; i < state.friends.length; i++) {
+      if (state.friends[i].userId === id) return state.friends[i].userName || id;
+    }
+    return id;
+  }
+
+  function roomTitle(r) {
+    if (r.roomName) return r.roomName;
+    var others = (r.participants || []).filter(function (p) { return p !== state.me; });
+    if (others.length === 0) return 'Just me';
+    return others.map(friendName).join(', ');
+  }
+
+  function upsertRoom(r) {
+    if (!r || !r.roomId) return null;
+    var cur = state.rooms.get(r.roomId);
+    if (!cur) {
+      cur = { roomId: r.roomId, roomName: '', participants: [], lastSeq: 0, unread: false };
+      state.rooms.set(r.roomId, cur);
+    }
+    if (typeof r.roomName === 'string') cur.roomName = r.roomName;
+    if (Array.isArray(r.participants)) cur.participants = r.participants.slice();
+    if (typeof r.lastSeq === 'number' && r.lastSeq > cur.lastSeq) cur.lastSeq = r.lastSeq;
+    return cur;
+  }
+
+  function refreshRooms() {
+    return api('GET', '/api/rooms').then(function (data) {
+      var seen = new Set();
+      (Array.isArray(data.rooms) ? data.rooms : []).forEach(function (r) {
+        upsertRoom(r);
+        seen.add(r.roomId);
+      });
+      // the server list is authoritative for membership
+      Array.from(state.rooms.keys()).forEach(function (id) {
+        if (!seen.has(id)) state.rooms.delete(id);
+      });
+      renderRooms();
+      if (state.currentRoomId && !state.rooms.has(state.currentRoomId)) closeRoom();
+      return data;
+    });
+  }
+
+  function renderRooms() {
+    var list = dom['room-list'];
+    var focusedId = document.activeElement && document.activeElement.closest &&
+      document.activeElement.closest('#room-list li') ?
+      document.activeElement.closest('#room-list li').dataset.roomId : null;
+    clear(list);
+    var rooms = Array.from(state.rooms.values());
+    rooms.sort(function (a, b) { return a.roomId < b.roomId ? -1 : a.roomId > b.roomId ? 1 : 0; });
+    rooms.forEach(function (r) {
+      var li = el('li', 'room' + (r.unread ? ' unread' : ''));
+      li.dataset.roomId = r.roomId;
+      li.dataset.unread = r.unread ? 'true' : 'false';
+      li.setAttribute('data-testid', 'room-item');
+      var btn = el('button', 'room-btn');
+      btn.type = 'button';
+      btn.dataset.roomId = r.roomId;
+      if (r.roomId === state.currentRoomId) btn.setAttribute('aria-current', 'true');
+      var name = el('span', 'room-name', roomTitle(r));
+      var parts = el('span', 'room-participants', (r.participants || []).join(', '));
+      var dot = el('span', 'unread-dot', 'new');
+      dot.setAttribute('aria-label', 'unread messages');
+      btn.appendChild(name);
+      btn.appendChild(dot);
+      btn.appendChild(parts);
+      btn.setAttribute('aria-label', roomTitle(r) + (r.unread ? ', unread messages' : '') +
+        '. Participants: ' + (r.participants || []).join(', '));
+      li.appendChild(btn);
+      list.appendChild(li);
+      if (focusedId === r.roomId) btn.focus();
+    });
+    dom['room-empty'].hidden = rooms.length > 0;
+    if (state.currentRoomId) renderRoomHead();
+  }
+
+  function onRoomListClick(ev) {
+    var btn = ev.target.closest('.room-btn');
+    if (!btn) return;
+    openRoom(btn.dataset.roomId);
+  }
+
+  function onCreateRoom(ev) {
+    ev.preventDefault();
+    clearError();
+    var ids = [];
+    dom['room-friends'].querySelectorAll('input[type=checkbox]:checked').forEach(function (c) {
+      ids.push(c.dataset.userId);
+    });
+    if (ids.length === 0) {
+      showError('Select at least one friend for the room.');
+      return;
+    }
+    var body = { friendId: ids };
+    var name = dom['room-name'].value.trim();
+    if (name) body.roomName = name;
+    busy(dom['room-create'], true);
+    api('POST', '/api/rooms', body).then(function (data) {
+      var participants = [state.me].concat((data.friendId || ids).filter(function (x) { return x !== state.me; }));
+      upsertRoom({
+        roomId: data.roomId,
+        roomName: typeof data.roomName === 'string' ? data.roomName : (name || ''),
+        participants: participants
+      });
+      dom['room-name'].value = '';
+      dom['room-friends'].querySelectorAll('input[type=checkbox]').forEach(function (c) { c.checked = false; });
+      renderRooms();
+      openRoom(data.roomId);
+    }).catch(reportError).then(function () { busy(dom['room-create'], false); });
+  }
+
+  // ---------- room view ----------
+
+  function renderRoomHead() {
+    var r = state.rooms.get(state.currentRoomId);
+    if (!r) return;
+    dom['room-title'].textContent = roomTitle(r);
+    dom['room-participants'].textContent = (r.participants || []).join(', ');
+  }
+
+  function closeRoom() {
+    state.currentRoomId = null;
+    state.roomGen++;
+    state.view = null;
+    clear(dom['message-list']);
+    dom['room-title'].textContent = 'No room open';
+    dom['room-participants'].textContent = '';
+    dom['room-placeholder'].hidden = false;
+    dom['load-older'].hidden = true;
+    dom['history-state'].textContent = '';
+    dom['message-input'].disabled = true;
+    dom['message-send'].disabled = true;
+    document.body.classList.remove('room-open');
+    dom['message-list'].removeAttribute('data-room-id');
+    renderRoomsCurrent();
+  }
+
+  function renderRoomsCurrent() {
+    dom['room-list'].querySelectorAll('.room-btn').forEach(function (b) {
+      if (b.dataset.roomId === state.currentRoomId) b.setAttribute('aria-current', 'true');
+      else b.removeAttribute('aria-current');
+    });
+  }
+
+  function openRoom(roomId) {
+    var r = state.rooms.get(roomId);
+    if (!r) return;
+    clearError();
+    state.currentRoomId = roomId;
+    var gen = ++state.roomGen;
+    state.view = { roomId: roomId, seqs: new Set(), minSeq: 0, maxSeq: 0, hasMore: false, loadingOlder: false };
+    r.unread = false;
+    clear(dom['message-list']);
+    dom['message-list'].dataset.roomId = roomId;
+    dom['room-placeholder'].hidden = true;
+    dom['load-older'].hidden = true;
+    dom['history-state'].textContent = 'Loading…';
+    dom['message-input'].disabled = false;
+    dom['message-send'].disabled = false;
+    document.body.classList.add('room-open');
+    renderRooms();
+    renderRoomHead();
+    // pending sends of this room survive switching rooms
+    var pend = state.pending.get(roomId);
+    if (pend) pend.forEach(function (p) { dom['message-list'].appendChild(p.el); });
+    dom['message-input'].focus();
+
+    api('GET', '/api/rooms/' + encodeURIComponent(roomId) + '/messages?limit=' + HISTORY_PAGE).then(function (data) {
+      if (gen !== state.roomGen) return;
+      var msgs = Array.isArray(data.messages) ? data.messages : [];
+      msgs.forEach(function (m) { addMessage(roomId, m, { noScroll: true }); });
+      state.view.hasMore = msgs.length >= HISTORY_PAGE && state.view.minSeq > 1;
+      updateHistoryUi();
+      scrollToBottom();
+      fillViewport(gen);
+    }).catch(function (e) {
+      if (gen !== state.roomGen) return;
+      dom['history-state'].textContent = '';
+      reportError(e);
+    });
+  }
+
+  function updateHistoryUi() {
+    var v = state.view;
+    if (!v) return;
+    dom['load-older'].hidden = !v.hasMore || v.loadingOlder;
+    if (v.loadingOlder) dom['history-state'].textContent = 'Loading older messages…';
+    else if (!v.hasMore && v.seqs.size > 0) dom['history-state'].textContent = 'Beginning of the conversation';
+    else if (!v.hasMore && v.seqs.size === 0) dom['history-state'].textContent = 'No messages yet. Say hello!';
+    else dom['history-state'].textContent = '';
+  }
+
+  // When the first page does not fill the view there is no scrollbar to reach
+  // the top with, so keep loading until it does or history is exhausted.
+  function fillViewport(gen) {
+    var sc = dom['message-scroll'];
+    var v = state.view;
+    if (!v || gen !== state.roomGen) return;
+    if (v.hasMore && !v.loadingOlder && sc.scrollHeight <= sc.clientHeight + 10) {
+      loadOlder().then(function () { fillViewport(gen); });
+    }
+  }
+
+  function loadOlder() {
+    var v = state.view;
+    if (!v || v.loadingOlder || !v.hasMore || !v.minSeq) return Promise.resolve();
+    var roomId = v.roomId;
+    var gen = state.roomGen;
+    v.loadingOlder = true;
+    updateHistoryUi();
+    var sc = dom['message-scroll'];
+    var url = '/api/rooms/' + encodeURIComponent(roomId) + '/messages?beforeSeq=' + v.minSeq + '&limit=' + HISTORY_PAGE;
+    return api('GET', url).then(function (data) {
+      if (gen !== state.roomGen) return;
+      var msgs = Array.isArray(data.messages) ? data.messages : [];
+      var before = sc.scrollHeight;
+      var top = sc.scrollTop;
+      msgs.forEach(function (m) { addMessage(roomId, m, { noScroll: true }); });
+      // keep the message the user was looking at in place
+      sc.scrollTop = top + (sc.scrollHeight - before);
+      v.hasMore = msgs.length >= HISTORY_PAGE && v.minSeq > 1;
+    }).catch(function (e) {
+      if (gen === state.roomGen) reportError(e);
+    }).then(function () {
+      if (gen !== state.roomGen) return;
+      v.loadingOlder = false;
+      updateHistoryUi();
+    });
+  }
+
+  var stuckToBottom = true;
+
+  function onMessageScroll() {
+    var sc = dom['message-scroll'];
+    stuckToBottom = isNearBottom();
+    if (sc.scrollTop < 60) loadOlder();
+  }
+
+  // Banners appearing or the composer growing shrink the message area; keep
+  // the newest message in view if the user was reading the bottom.
+  function watchMessageArea() {
+    if (typeof window.ResizeObserver !== 'function') return;
+    new ResizeObserver(function () {
+      if (stuckToBottom && state.view) scrollToBottom();
+    }).observe(dom['message-scroll']);
+  }
+
+  function isNearBottom() {
+    var sc = dom['message-scroll'];
+    return sc.scrollHeight - sc.scrollTop - sc.clientHeight < 80;
+  }
+
+  function scrollToBottom() {
+    var sc = dom['message-scroll'];
+    sc.scrollTop = sc.scrollHeight;
+    stuckToBottom = true;
+  }
+
+  function buildMessageEl(m, mine) {
+    var li = el('li', 'msg ' + (mine ? 'mine' : 'theirs'));
+    li.setAttribute('data-testid', 'message');
+    li.dataset.writerId = m.writerId || '';
+    if (m.clientMsgId) li.dataset.clientMsgId = m.clientMsgId;
+    var meta = el('div', 'meta');
+    var writer = el('span', 'writer', m.writerId === state.me ? 'You' : friendName(m.writerId || ''));
+    writer.title = m.writerId || '';
+    var time = el('time', 'time', formatTime(m.createdAt));
+    if (m.createdAt) time.setAttribute('datetime', m.createdAt);
+    time.title = fullTime(m.createdAt);
+    var st = el('span', 'state', '');
+    meta.appendChild(writer);
+    meta.appendChild(time);
+    meta.appendChild(st);
+    li.appendChild(meta);
+    li.appendChild(el('div', 'text', m.message));
+    return li;
+  }
+
+  function setMessageSeq(li, m) {
+    li.dataset.seq = String(m.seq);
+    li.classList.remove('pending', 'failed');
+    li.removeAttribute('aria-busy');
+    var st = li.querySelector('.state');
+    if (st) clear(st);
+    if (m.createdAt) {
+      var t = li.querySelector('time');
+      t.textContent = formatTime(m.createdAt);
+      t.setAttribute('datetime', m.createdAt);
+      t.title = fullTime(m.createdAt);
+    }
+  }
+
+  // Insert a message element with data-seq at its place by seq; elements that
+  // are still pending (no seq yet) always stay at the end.
+  function insertBySeq(li, seq) {
+    var list = dom['message-list'];
+    var node = list.lastElementChild;
+    while (node && !node.dataset.seq) node = node.previousElementSibling;
+    while (node && node.dataset.seq && Number(node.dataset.seq) > seq) {
+      node = node.previousElementSibling;
+      while (node && !node.dataset.seq) node = node.previousElementSibling;
+    }
+    if (node) list.insertBefore(li, node.nextElementSibling);
+    else list.insertBefore(li, list.firstElementChild);
+  }
+
+  /* Show a stored message (from history, a chat event, or a send's 201).
+   * Drops repeats by seq; turns our own pending bubble into the stored one
+   * when clientMsgId matches, so a message never shows twice. */
+  function addMessage(roomId, m, opts) {
+    opts = opts || {};
+    if (!m || typeof m.seq !== 'number') return;
+    var r = state.rooms.get(roomId);
+    if (r && m.seq > r.lastSeq) r.lastSeq = m.seq;
+
+    var pend = state.pending.get(roomId);
+    var p = (pend && m.clientMsgId && m.writerId === state.me) ? pend.get(m.clientMsgId) : null;
+
+    var v = state.view;
+    if (!v || v.roomId !== roomId) {
+      // room not shown: only settle the pending record
+      if (p) { p.done = true; pend.delete(m.clientMsgId); }
+      return;
+    }
+    var stick = !opts.noScroll && (isNearBottom() || m.writerId === state.me);
+
+    if (v.seqs.has(m.seq)) {
+      if (p) {
+        p.done = true;
+        pend.delete(m.clientMsgId);
+        if (p.el.parentNode && !p.el.dataset.seq) p.el.parentNode.removeChild(p.el);
+      }
+      return;
+    }
+    v.seqs.add(m.seq);
+    if (!v.minSeq || m.seq < v.minSeq) v.minSeq = m.seq;
+    if (m.seq > v.maxSeq) v.maxSeq = m.seq;
+
+    var li;
+    if (p) {
+      p.done = true;
+      pend.delete(m.clientMsgId);
+      li = p.el;
+      if (li.parentNode) li.parentNode.removeChild(li);
+      setMessageSeq(li, m);
+    } else {
+      li = buildMessageEl(m, m.writerId === state.me);
+      li.dataset.seq = String(m.seq);
+    }
+    insertBySeq(li, m.seq);
+    if (v.seqs.size === 1 && !v.loadingOlder) updateHistoryUi();
+    if (stick) scrollToBottom();
+  }
+
+  // ---------- sending ----------
+
+  function onComposerKey(ev) {
+    if (ev.key !== 'Enter' || ev.shiftKey || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+    // Enter that confirms an IME composition (Korean, Japanese, ...) must not send
+    if (ev.isComposing || ev.keyCode === 229) return;
+    ev.preventDefault();
+    sendFromComposer();
+  }
+
+  function onComposerInput() {
+    var ta = dom['message-input'];
+    ta.style.height = 'auto';
+    ta.style.height = Math.min(ta.scrollHeight + 2, 160) + 'px';
+  }
+
+  function onSendSubmit(ev) {
+    ev.preventDefault();
+    sendFromComposer();
+  }
+
+  function sendFromComposer() {
+    var roomId = state.currentRoomId;
+    if (!roomId) return;
+    var ta = dom['message-input'];
+    var text = ta.value;
+    if (!text.trim()) return;
+    if (utf8Length(text) > MAX_MESSAGE_BYTES) {
+      showError('Message is too long (at most ' + MAX_MESSAGE_BYTES + ' bytes).');
+      return;
+    }
+    clearError();
+    ta.value = '';
+    onComposerInput();
+    ta.focus();
+
+    var cmid = newClientMsgId();
+    var li = buildMessageEl({ writerId: state.me, message: text, createdAt: null, clientMsgId: cmid }, true);
+    li.classList.add('pending');
+    li.setAttribute('aria-busy', 'true');
+    li.querySelector('.state').textContent = 'sending…';
+    var p = { roomId: roomId, clientMsgId: cmid, text: text, el: li, attempt: 0, done: false };
+    if (!state.pending.has(roomId)) state.pending.set(roomId, new Map());
+    state.pending.get(roomId).set(cmid, p);
+    dom['message-list'].appendChild(li);
+    scrollToBottom();
+    doSend(p);
+  }
+
+  function doSend(p) {
+    if (p.done || state.me === null) return;
+    var url = '/api/rooms/' + encodeURIComponent(p.roomId) + '/messages';
+    api('POST', url, { message: p.text, clientMsgId: p.clientMsgId }).then(function (data) {
+      addMessage(p.roomId, {
+        seq: data.seq,
+        writerId: data.writerId || state.me,
+        message: p.text,
+        createdAt: data.createdAt,
+        clientMsgId: data.clientMsgId || p.clientMsgId,
+        roomId: p.roomId
+      });
+      // a 201 without a usable seq should not leave the bubble pending forever
+      if (!p.done) {
+        p.done = true;
+        var pend = state.pending.get(p.roomId);
+        if (pend) pend.delete(p.clientMsgId);
+        p.el.classList.remove('pending');
+        p.el.querySelector('.state').textContent = '';
+      }
+    }).catch(function (e) {
+      if (p.done) return;
+      var transient = e instanceof NetworkError ||
+        (e instanceof ApiError && (e.status === 502 || e.status === 503 || e.status === 504));
+      if (transient && p.attempt < SEND_RETRY_DELAYS.length) {
+        var delay = SEND_RETRY_DELAYS[p.attempt++];
+        p.el.querySelector('.state').textContent = 'retrying…';
+        setTimeout(function () { doSend(p); }, delay);
+        return;
+      }
+      markFailed(p, e);
+    });
+  }
+
+  function markFailed(p, e) {
+    p.el.classList.remove('pending');
+    p.el.classList.add('failed');
+    p.el.removeAttribute('aria-busy');
+    var st = p.el.querySelector('.state');
+    clear(st);
+    st.appendChild(document.createTextNode('not sent'));
+    var transient = e instanceof NetworkError ||
+      (e instanceof ApiError && (e.status === 502 || e.status === 503 || e.status === 504));
+    if (transient) {
+      var btn = el('button', 'retry', 'Retry');
+      btn.type = 'button';
+      btn.setAttribute('data-testid', 'message-retry');
+      btn.setAttribute('aria-label', 'Retry sending this message');
+      btn.addEventListener('click', function () {
+        p.attempt = 0;
+        p.el.classList.remove('failed');
+        p.el.classList.add('pending');
+        st.textContent = 'sending…';
+        doSend(p);
+      });
+      st.appendChild(btn);
+    } else {
+      var pend = state.pending.get(p.roomId);
+      if (pend) pend.delete(p.clientMsgId);
+      p.done = true;
+    }
+    reportError(e);
+  }
+
+  // ---------- live events ----------
+
+  function setConn(s) {
+    var c = dom['conn-state'];
+    c.dataset.state = s;
+    c.textContent = s;
+    c.title = {
+      connected: 'Live updates are on',
+      connecting: 'Connecting to live updates…',
+      reconnecting: 'Connection lost; reconnecting…',
+      disconnected: 'Live updates are off; retrying…',
+      offline: 'Not signed in'
+    }[s] || s;
+  }
+
+  function openEvents() {
+    closeEvents();
+    if (typeof window.EventSource !== 'function') {
+      setConn('disconnected');
+      showError('This browser does not support live updates (EventSource).');
+      return;
+    }
+    setConn('connecting');
+    var es = new EventSource('/api/events');
+    state.es = es;
+    es.addEventListener('open', function () {
+      if (state.es !== es) return;
+      setConn('connected');
+      if (state.esWasClosed) {
+        // A new EventSource has no Last-Event-ID: catch up by re-reading.
+        state.esWasClosed = false;
+        refreshRooms().catch(reportError);
+        if (state.currentRoomId) openRoom(state.currentRoomId);
+      }
+    });
+    es.addEventListener('error', function () {
+      if (state.es !== es) return;
+      if (es.readyState === EventSource.CONNECTING) {
+        setConn('reconnecting'); // the browser retries with Last-Event-ID
+        return;
+      }
+      // CLOSED: the server refused (e.g. 401) or answered with a non-SSE body.
+      setConn('disconnected');
+      es.close();
+      state.es = null;
+      state.esWasClosed = true;
+      // find out whether the session is still good; if so, try again later
+      api('GET', '/api/friends', undefined, { quiet: false }).then(function () {
+        if (state.me === null || state.es) return;
+        state.esManualRetry = setTimeout(function () {
+          state.esManualRetry = null;
+          if (state.me !== null && !state.es) openEvents();
+        }, 3000);
+      }, function (e) {
+        if (state.me === null || state.es) return;
+        if (e instanceof ApiError && e.status === 401) return; // onUnauthenticated ran
+        state.esManualRetry = setTimeout(function () {
+          state.esManualRetry = null;
+          if (state.me !== null && !state.es) openEvents();
+        }, 5000);
+      });
+    });
+    es.addEventListener('chat', function (ev) {
+      if (state.es !== es) return;
+      var d = parseEvent(ev);
+      if (d) onChatEvent(d);
+    });
+    es.addEventListener('room', function (ev) {
+      if (state.es !== es) return;
+      var d = parseEvent(ev);
+      if (d) onRoomEvent(d);
+    });
+  }
+
+  function closeEvents() {
+    if (state.esManualRetry) { clearTimeout(state.esManualRetry); state.esManualRetry = null; }
+    if (state.es) { state.es.close(); state.es = null; }
+    state.esWasClosed = false;
+  }
+
+  function parseEvent(ev) {
+    try {
+      var d = JSON.parse(ev.data);
+      return (d && typeof d === 'object') ? d : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function onChatEvent(d) {
+    if (!d.roomId || typeof d.seq !== 'number') return;
+    var r = state.rooms.get(d.roomId);
+    var known = !!r;
+    if (!r) {
+      // a room we have not heard of (its room event may still be coming)
+      r = upsertRoom({ roomId: d.roomId, roomName: '', participants: [] });
+      refreshRooms().catch(reportError);
+    }
+    var wasUnread = r.unread;
+    var isNew = d.seq > r.lastSeq;
+    // shows it when the room is open, settles our own pending send, updates lastSeq
+    addMessage(d.roomId, d);
+    if (d.roomId !== state.currentRoomId && isNew && d.writerId !== state.me) r.unread = true;
+    if (!known || r.unread !== wasUnread) renderRooms();
+  }
+
+  function onRoomEvent(d) {
+    if (!d.roomId) return;
+    upsertRoom({ roomId: d.roomId, roomName: d.roomName, participants: d.participants });
+    renderRooms();
+  }
+
+  // ---------- start ----------
+
+  function init() {
+    bindDom();
+    dom['reg-form'].addEventListener('submit', onRegister);
+    dom['login-form'].addEventListener('submit', onLogin);
+    dom.logout.addEventListener('click', onLogout);
+    dom['status-form'].addEventListener('submit', onStatus);
+    dom['friend-form'].addEventListener('submit', onAddFriends);
+    dom['friend-refresh'].addEventListener('click', function () { clearError(); refreshFriends().catch(reportError); });
+    dom['room-form'].addEventListener('submit', onCreateRoom);
+    dom['room-refresh'].addEventListener('click', function () { clearError(); refreshRooms().catch(reportError); });
+    dom['room-list'].addEventListener('click', onRoomListClick);
+    dom['room-back'].addEventListener('click', function () {
+      var id = state.currentRoomId;
+      closeRoom();
+      var b = id && dom['room-list'].querySelector('.room-btn[data-room-id="' + cssEscape(id) + '"]');
+      if (b) b.focus();
+    });
+    dom['message-scroll'].addEventListener('scroll', onMessageScroll, { passive: true });
+    watchMessageArea();
+    dom['load-older'].addEventListener('click', function () { loadOlder(); });
+    dom['message-form'].addEventListener('submit', onSendSubmit);
+    dom['message-input'].addEventListener('keydown', onComposerKey);
+    dom['message-input'].addEventListener('input', onComposerInput);
+    dom.error.addEventListener('click', clearError);
+    document.addEventListener('keydown', function (ev) {
+      if (ev.key === 'Escape' && state.currentRoomId && document.body.classList.contains('room-open') &&
+          window.matchMedia('(max-width: 720px)').matches) {
+        dom['room-back'].click();
+      }
+    });
+
+    setConn('offline');
+    // Is the session cookie still good? GET /api/friends answers with our userId.
+    api('GET', '/api/friends', undefined, { quiet: true }).then(function (data) {
+      // every backend answer carries the acting userId; fall back to the id
+      // this browser last logged in with
+      var id = (data && data.userId) || remembered();
+      if (id) enterApp(id, null);
+      else setView('auth');
+    }, function (e) {
+      setView('auth');
+      if (!(e instanceof ApiError && e.status === 401)) reportError(e);
+    });
+  }
+
+  function cssEscape(s) {
+    if (window.CSS && CSS.escape) return CSS.escape(s);
+    return String(s).replace(/[^A-Za-z0-9_-]/g, '\\$&');
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+  else init();
+})();
