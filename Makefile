@@ -62,7 +62,7 @@ $(BIN): $(BUILD)/src/main.o $(LIB) $(SAN_OBJ)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(LDLIBS) $(CURL_LIBS) -lcmocka
 
 $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)

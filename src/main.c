@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kchat/backend.h"
 #include "kchat/config.h"
 #include "kchat/error.h"
+#include "kchat/gateway.h"
 #include "kchat/topics.h"
 
 static void usage(FILE *out)
@@ -21,6 +23,9 @@ static void usage(FILE *out)
             "  serve        the backend: Kafka requests in, responses and chat-events out;\n"
             "               with no --brokers it starts an embedded broker in-process\n"
             "  broker       only the embedded broker, in the foreground until SIGINT/SIGTERM\n"
+            "  gateway      the HTTP gateway (API, event streams, chat page) for --brokers\n"
+            "  dev          embedded broker + backend + gateway in one process: open the\n"
+            "               printed URL in a browser\n"
             "  config-doc   print the configuration reference (docs/configuration.md)\n\n"
             "`kchat COMMAND --help` lists the options of a command.\n");
 }
@@ -150,6 +155,109 @@ out_release:
     return rc;
 }
 
+/* Print the gateway's URL and write --url-file once it is ready. */
+static int gateway_announce(kchat_gateway *gw, const kchat_config *cfg, const char *command)
+{
+    printf("gateway: open %s\n", kchat_gateway_url(gw));
+    fflush(stdout);
+    if (cfg->url_file[0] && write_bootstrap_file(cfg->url_file, kchat_gateway_url(gw)) != KCHAT_OK) {
+        fprintf(stderr, "kchat %s: cannot write %s: %s\n", command, cfg->url_file,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_gateway(int argc, char **argv)
+{
+    kchat_config cfg;
+    kchat_gateway *gw = NULL;
+    char errstr[512] = "";
+    sigset_t set;
+    int sig = 0, rc;
+
+    if ((rc = parse_config(&cfg, argc, argv, "gateway")) >= 0)
+        goto out_release;
+    if (cfg.brokers[0] == '\0') {
+        fprintf(stderr, "kchat gateway: --brokers is required (or run `kchat dev`)\n");
+        rc = 2;
+        goto out_release;
+    }
+    signals_block(&set);
+    if (kchat_gateway_start(&cfg, cfg.brokers, &gw, errstr, sizeof(errstr)) != KCHAT_OK) {
+        fprintf(stderr, "kchat gateway: %s\n", errstr);
+        rc = 1;
+        goto out_release;
+    }
+    fprintf(stderr, "kchat gateway: listening on %s, waiting for Kafka at %s\n",
+            kchat_gateway_url(gw), cfg.brokers);
+    for (;;) {
+        struct timespec ts = {0, 200 * 1000000L};
+        if (kchat_gateway_wait_ready(gw, 0) == KCHAT_OK) {
+            gateway_announce(gw, &cfg, "gateway");
+            break;
+        }
+        if (sigtimedwait(&set, NULL, &ts) > 0)
+            goto out_stop;
+    }
+    sigwait(&set, &sig);
+out_stop:
+    fprintf(stderr, "kchat gateway: stopping\n");
+    kchat_gateway_stop(gw);
+    rc = 0;
+out_release:
+    kchat_config_release(&cfg);
+    return rc;
+}
+
+static int cmd_dev(int argc, char **argv)
+{
+    kchat_config cfg;
+    kchat_backend *be = NULL;
+    kchat_gateway *gw = NULL;
+    char errstr[512] = "";
+    sigset_t set;
+    int sig = 0, rc;
+
+    if ((rc = parse_config(&cfg, argc, argv, "dev")) >= 0)
+        goto out_release;
+    signals_block(&set);
+    if (kchat_backend_start(&cfg, &be, errstr, sizeof(errstr)) != KCHAT_OK) {
+        fprintf(stderr, "kchat dev: %s\n", errstr);
+        rc = 1;
+        goto out_release;
+    }
+    if (cfg.brokers[0] == '\0')
+        printf("embedded broker: %s\n", kchat_backend_bootstraps(be));
+    if (kchat_gateway_start(&cfg, kchat_backend_bootstraps(be), &gw, errstr, sizeof(errstr)) !=
+        KCHAT_OK) {
+        fprintf(stderr, "kchat dev: %s\n", errstr);
+        kchat_backend_stop(be, NULL);
+        rc = 1;
+        goto out_release;
+    }
+    if (kchat_gateway_wait_ready(gw, 60000) != KCHAT_OK) {
+        fprintf(stderr, "kchat dev: the gateway did not get ready within 60 s\n");
+        kchat_gateway_stop(gw);
+        kchat_backend_stop(be, NULL);
+        rc = 1;
+        goto out_release;
+    }
+    if (cfg.bootstrap_file[0] &&
+        write_bootstrap_file(cfg.bootstrap_file, kchat_backend_bootstraps(be)) != KCHAT_OK)
+        fprintf(stderr, "kchat dev: cannot write %s: %s\n", cfg.bootstrap_file, strerror(errno));
+    printf("kchat dev: data in %s\n", cfg.data_dir);
+    gateway_announce(gw, &cfg, "dev");
+    sigwait(&set, &sig);
+    fprintf(stderr, "kchat dev: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    kchat_gateway_stop(gw);
+    kchat_backend_stop(be, NULL);
+    rc = 0;
+out_release:
+    kchat_config_release(&cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
@@ -161,6 +269,10 @@ int main(int argc, char **argv)
         return cmd_serve(argc, argv);
     if (!strcmp(argv[1], "broker"))
         return cmd_broker(argc, argv);
+    if (!strcmp(argv[1], "gateway"))
+        return cmd_gateway(argc, argv);
+    if (!strcmp(argv[1], "dev"))
+        return cmd_dev(argc, argv);
     if (!strcmp(argv[1], "config-doc")) {
         kchat_config_markdown(stdout);
         return 0;

@@ -23,6 +23,10 @@ run_one() {
   cat "$log"
   p=$(grep -hoE '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {if (NR) print s}')
   f=$(grep -hoE '^\[  FAILED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {if (NR) print s}')
+  if [ -z "$p$f" ]; then   # a program with its own `N passed, N failed` line
+    p=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 | awk '{print $1}')
+    f=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 | awk '{print $3}')
+  fi
   if [ -n "$p$f" ]; then
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
     if [ "$rc" -ne 0 ] && [ -z "$f" ]; then failed=$((failed + 1)); fi
@@ -54,6 +58,12 @@ for t in "$BUILD"/tests/integration/*; do
   [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue
   run_one "$t" 600
 done
+
+# The chat page in a real browser (Chromium + playwright-core, installed by
+# the script itself). Not in sanitizer builds: it tests the page, not the C.
+if [[ -z $filter || browser == *$filter* ]] && [[ $BUILD == build ]]; then
+  run_one tests/browser/run.sh 600
+fi
 
 if [ ${#failed_names[@]} -gt 0 ]; then
   echo "failed programs:"; printf '  %s\n' "${failed_names[@]}"

@@ -38,6 +38,16 @@ typedef struct kchat_config {
     long pwhash_mem;        /**< Argon2id memlimit in bytes */
     long session_idle;      /**< seconds a session may stay unused */
     bool session_check;     /**< false: accept requests without a session (original front end) */
+    /* gateway (`kchat gateway`, `kchat dev`) */
+    char *http;             /**< HTTP listen address host:port; port 0 = any free port */
+    char *url_file;         /**< "" = none; else the gateway's URL is written here when ready */
+    char *web_dir;          /**< directory of the chat page's static files */
+    int http_timeout_ms;    /**< wait for a backend answer before 504 */
+    int http_idle_timeout;  /**< seconds an HTTP connection may stay idle or trickle a request */
+    int max_pending;        /**< most requests waiting for a backend answer (full: 503) */
+    int sse_max_per_user;   /**< most open event streams per user */
+    int sse_max_total;      /**< most open event streams in all */
+    int sse_buffer_kb;      /**< output buffer of one event stream; overflow closes it */
     char *x[KCHAT_CONFIG_MAX_X]; /**< `-X key=value` passthrough, in order */
     int n_x;
 } kchat_config;

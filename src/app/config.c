@@ -60,6 +60,29 @@ static const struct opt opts[] = {
     {"session-check", OPT_BOOL, O(session_check), "true", 0, 0,
      "Require the kchat-session header. Turn off only for the original front "
      "end, which sends none; the server warns loudly at start when it is off."},
+    {"http", OPT_STR, O(http), "127.0.0.1:8080", 0, 0,
+     "Gateway (`kchat gateway`, `kchat dev`): HTTP listen address host:port; "
+     "port 0 picks any free port."},
+    {"url-file", OPT_STR, O(url_file), "", 0, 0,
+     "Gateway: when set, its URL (http://HOST:PORT/) is written to this file (one "
+     "line) once it listens and Kafka is ready."},
+    {"web-dir", OPT_STR, O(web_dir), "./web", 0, 0,
+     "Gateway: directory of the chat page; GET / serves index.html from it."},
+    {"http-timeout-ms", OPT_INT, O(http_timeout_ms), "5000", 100, 600000,
+     "Gateway: how long an HTTP call waits for the backend's answer before 504 TIMEOUT."},
+    {"http-idle-timeout", OPT_INT, O(http_idle_timeout), "30", 1, 3600,
+     "Gateway: seconds an HTTP connection may stay silent, between requests or in "
+     "the middle of one (a client trickling a request slower than that is dropped). "
+     "Event streams are exempt: they get keep-alive comments instead."},
+    {"max-pending", OPT_INT, O(max_pending), "10000", 1, 1 << 20,
+     "Gateway: most HTTP calls waiting for a backend answer; when full, 503 UNAVAILABLE."},
+    {"sse-max-per-user", OPT_INT, O(sse_max_per_user), "16", 1, 1 << 16,
+     "Gateway: most open event streams (GET /api/events) per user."},
+    {"sse-max-total", OPT_INT, O(sse_max_total), "10000", 1, 1 << 20,
+     "Gateway: most open event streams in all."},
+    {"sse-buffer-kb", OPT_INT, O(sse_buffer_kb), "256", 1, 1 << 20,
+     "Gateway: output buffer of one event stream, in KiB; a stream whose client "
+     "falls further behind is closed (the browser resumes with Last-Event-ID)."},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

@@ -1,0 +1,91 @@
+/**
+ * @file gateway.h
+ * @brief `kchat gateway`: the HTTP front of kchat (PROTOCOL.md section 8).
+ *
+ * The gateway speaks JSON over HTTP/1.1 (libevent's evhttp) and maps each API
+ * call to one Kafka request of PROTOCOL.md section 3: key = the user id,
+ * murmur2 partitioner, a fresh `kchat-cid`, the session from the
+ * `kchat_session` cookie. It waits, without blocking other connections, for
+ * the response carrying that `kchat-cid` and answers with its body. It keeps
+ * no chat state: everything it knows comes through Kafka.
+ *
+ * Threads:
+ *  - the loop thread runs libevent: every HTTP connection, every timer, the
+ *    pending table, the event streams and the metrics live there;
+ *  - the Kafka thread makes sure the topics exist, then reads every
+ *    partition of the ten response topics and of `chat-events` (manual
+ *    assign from the end, a unique group id, never committed, so several
+ *    gateways side by side each see every reply) and hands each record to
+ *    the loop thread through a locked queue and event_active();
+ *  - short-lived catch-up threads read one `chat-events` partition from a
+ *    stream's `Last-Event-ID` up to the live position.
+ *
+ * Cookie: `kchat_session=<userId>.<sessionId>` (`HttpOnly; SameSite=Strict;
+ * Path=/`). The user id in it only chooses the key and fills
+ * `userId`/`writerId`; the backend checks that the session belongs to that
+ * user on every request, and an event stream is opened only after a
+ * session-checked request (user-search-friend) succeeded.
+ *
+ * SSE event ids are `P-OFFSET`, the record's `chat-events` partition and
+ * offset; a stream opened with `Last-Event-ID: P-OFFSET` first receives the
+ * user's records of partition P after OFFSET, then the live feed, with no gap
+ * and no repeat.
+ */
+#ifndef KCHAT_GATEWAY_H
+#define KCHAT_GATEWAY_H
+
+#include <stddef.h>
+#include "kchat/config.h"
+
+/** A running gateway. Opaque. */
+typedef struct kchat_gateway kchat_gateway;
+
+/**
+ * @brief Start a gateway: bind the HTTP address `cfg->http`, start the loop
+ *        thread and the Kafka thread.
+ *
+ * Returns as soon as the socket listens: GET /healthz answers 200 from then
+ * on, GET /readyz and the API answer 503 until the Kafka thread has made
+ * sure the topics exist and assigned its partitions (see
+ * kchat_gateway_wait_ready()). An unreachable cluster is retried until
+ * kchat_gateway_stop().
+ *
+ * @param[in] cfg settings (http, web-dir, http-timeout-ms, max-pending,
+ *            sse-*, partitions, replication, -X); must outlive the gateway.
+ * @param[in] brokers bootstrap servers; copied.
+ * @param[out] out the gateway; NULL on error.
+ * @param[out] errstr one sentence on error.
+ * @return KCHAT_OK; KCHAT_ECONFIG (bad address, bad -X property),
+ *         KCHAT_EIO (cannot bind), KCHAT_EKAFKA, KCHAT_ENOMEM.
+ * @note Call from one thread (main); libevent's pthread locking is turned on
+ *       process-wide by the first call.
+ */
+int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
+                        kchat_gateway **out, char *errstr, size_t errstr_size);
+
+/**
+ * @brief Wait until the gateway is ready (topics exist, partitions
+ *        assigned, end offsets known).
+ * @param[in] timeout_ms most milliseconds to wait; < 0 waits forever.
+ * @return KCHAT_OK, or KCHAT_ETIMEDOUT.
+ * @note Any thread.
+ */
+int kchat_gateway_wait_ready(kchat_gateway *gw, int timeout_ms);
+
+/**
+ * @brief The URL of the gateway, `http://HOST:PORT/`, with the port actually
+ *        bound (useful with port 0).
+ * @return a string owned by the gateway, valid until kchat_gateway_stop().
+ * @note Any thread.
+ */
+const char *kchat_gateway_url(const kchat_gateway *gw);
+
+/**
+ * @brief Stop and free: stop listening, answer every waiting call with 503,
+ *        end every event stream, stop the Kafka and catch-up threads, flush
+ *        the producer (at most 2 s). NULL is ignored.
+ * @note Call from the thread that started it, never from the loop thread.
+ */
+void kchat_gateway_stop(kchat_gateway *gw);
+
+#endif /* KCHAT_GATEWAY_H */
