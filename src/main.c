@@ -12,6 +12,7 @@
 #include "kchat/backend.h"
 #include "kchat/config.h"
 #include "kchat/error.h"
+#include "kchat/ops_http.h"
 #include "kchat/gateway.h"
 #include "kchat/topics.h"
 
@@ -79,11 +80,17 @@ static int parse_config(kchat_config *cfg, int argc, char **argv, const char *co
     return -1;
 }
 
+static void serve_metrics(void *arg, FILE *out)
+{
+    kchat_backend_metrics(arg, out);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     kchat_config cfg;
     kchat_backend *be = NULL;
     kchat_backend_stats st;
+    kchat_ops_http *ops = NULL;
     char errstr[512] = "";
     sigset_t set;
     int sig = 0, rc;
@@ -96,10 +103,20 @@ static int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out_release;
     }
+    if (cfg.metrics_http[0] &&
+        kchat_ops_http_start(cfg.metrics_http, serve_metrics, NULL, be, &ops, errstr,
+                             sizeof(errstr)) != KCHAT_OK) {
+        fprintf(stderr, "kchat serve: %s\n", errstr);
+        kchat_backend_stop(be, NULL);
+        rc = 1;
+        goto out_release;
+    }
     if (cfg.brokers[0] == '\0')
         printf("embedded broker: %s\n", kchat_backend_bootstraps(be));
     printf("kchat serve: consuming from %s, data in %s\n", kchat_backend_bootstraps(be),
            cfg.data_dir);
+    if (ops)
+        printf("kchat serve: metrics on http://%s/metrics\n", cfg.metrics_http);
     fflush(stdout);
     if (cfg.bootstrap_file[0] &&
         write_bootstrap_file(cfg.bootstrap_file, kchat_backend_bootstraps(be)) != KCHAT_OK)
@@ -107,6 +124,7 @@ static int cmd_serve(int argc, char **argv)
                 strerror(errno));
     sigwait(&set, &sig);
     fprintf(stderr, "kchat serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    kchat_ops_http_stop(ops);
     kchat_backend_stop(be, &st);
     fprintf(stderr,
             "kchat serve: stopped: %llu requests (%llu errors: %llu bad, %llu too large), "

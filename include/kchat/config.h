@@ -40,6 +40,7 @@ typedef struct kchat_config {
     bool session_check;     /**< false: accept requests without a session (original front end) */
     /* gateway (`kchat gateway`, `kchat dev`) */
     char *http;             /**< HTTP listen address host:port; port 0 = any free port */
+    char *metrics_http;     /**< serve: "" = off; else host:port of /healthz, /readyz, /metrics */
     char *url_file;         /**< "" = none; else the gateway's URL is written here when ready */
     char *web_dir;          /**< directory of the chat page's static files */
     int http_timeout_ms;    /**< wait for a backend answer before 504 */

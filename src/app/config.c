@@ -60,6 +60,10 @@ static const struct opt opts[] = {
     {"session-check", OPT_BOOL, O(session_check), "true", 0, 0,
      "Require the kchat-session header. Turn off only for the original front "
      "end, which sends none; the server warns loudly at start when it is off."},
+    {"metrics-http", OPT_STR, O(metrics_http), "", 0, 0,
+     "Backend (`kchat serve`): when set (host:port), serve GET /healthz, /readyz and "
+     "/metrics (Prometheus text) there. `kchat dev` shows the backend's metrics on the "
+     "gateway's /metrics instead."},
     {"http", OPT_STR, O(http), "127.0.0.1:8080", 0, 0,
      "Gateway (`kchat gateway`, `kchat dev`): HTTP listen address host:port; "
      "port 0 picks any free port."},

@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "support/http.h"
 #include "support/kclient.h"
 
 /* Run kchat with @p args (shell words), bounded; returns its output. */
@@ -141,6 +143,43 @@ static void test_bad_options(void **state)
     free(conf);
 }
 
+/* kchat serve --metrics-http: health, readiness and Prometheus metrics that
+ * count what the backend did. */
+static void test_serve_metrics_http(void **state)
+{
+    char *data = kc_tmppath("metrics-data"), addr[64], base[80];
+    const char *extra[] = {"--metrics-http", addr, NULL};
+    kh_browser b;
+    kh_resp *r;
+    kc_proc *p = NULL;
+
+    (void)state;
+    /* a port nobody is likely to hold; a collision only fails the start */
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", 20000 + (int)(getpid() % 20000));
+    snprintf(base, sizeof(base), "http://%s", addr);
+    p = kc_serve_start("metrics", data, NULL, 2, extra);
+    assert_non_null(p);
+    kh_browser_init(&b, "ops", base);
+    r = kh_do(&b, "GET", "/healthz", NULL);
+    assert_int_equal(r->status, 200);
+    kh_resp_free(r);
+    r = kh_do(&b, "GET", "/readyz", NULL);
+    assert_int_equal(r->status, 200);
+    kh_resp_free(r);
+    r = kh_do(&b, "GET", "/metrics", NULL);
+    assert_int_equal(r->status, 200);
+    assert_non_null(strstr(r->body, "# TYPE kchat_requests_total counter"));
+    assert_non_null(strstr(r->body, "kchat_commit_seconds_bucket{le=\"+Inf\"}"));
+    assert_non_null(strstr(r->body, "kchat_worker_stall_seconds"));
+    kh_resp_free(r);
+    r = kh_do(&b, "GET", "/nope", NULL);
+    assert_int_equal(r->status, 404);
+    kh_resp_free(r);
+    assert_int_equal(kc_proc_stop(p, SIGTERM, 15, NULL), 0);
+    kc_proc_free(p);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -148,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_refuses_data_dir_of_other_partition_count),
         cmocka_unit_test(test_help_lists_every_option),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_serve_metrics_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,126 @@
+/* The operations listener (include/kchat/ops_http.h). */
+#include "kchat/ops_http.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+
+#include "kchat/error.h"
+
+struct kchat_ops_http {
+    struct event_base *base;
+    struct evhttp *http;
+    pthread_t thread;
+    kchat_metrics_fn metrics;
+    kchat_ready_fn ready;
+    void *arg;
+};
+
+static void send_text(struct evhttp_request *req, int code, const char *reason,
+                      const char *ctype, const char *body, size_t len)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    if (b == NULL) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    evbuffer_add(b, body, len);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    kchat_ops_http *h = arg;
+    const char *path = evhttp_request_get_uri(req);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out;
+
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        send_text(req, 405, "Method Not Allowed", "text/plain", "GET only\n", 9);
+    } else if (!strcmp(path, "/healthz")) {
+        send_text(req, 200, "OK", "text/plain", "ok\n", 3);
+    } else if (!strcmp(path, "/readyz")) {
+        if (h->ready == NULL || h->ready(h->arg))
+            send_text(req, 200, "OK", "text/plain", "ready\n", 6);
+        else
+            send_text(req, 503, "Service Unavailable", "text/plain", "not ready\n", 10);
+    } else if (!strcmp(path, "/metrics") && (out = open_memstream(&text, &len)) != NULL) {
+        h->metrics(h->arg, out);
+        fclose(out);
+        send_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text, len);
+        free(text);
+    } else {
+        send_text(req, 404, "Not Found", "text/plain", "not found\n", 10);
+    }
+}
+
+static void *ops_main(void *arg)
+{
+    kchat_ops_http *h = arg;
+    event_base_dispatch(h->base);
+    return NULL;
+}
+
+int kchat_ops_http_start(const char *addr, kchat_metrics_fn metrics, kchat_ready_fn ready,
+                         void *arg, kchat_ops_http **out, char *errstr, size_t errstr_size)
+{
+    kchat_ops_http *h = calloc(1, sizeof(*h));
+    const char *colon = strrchr(addr, ':');
+    char host[256];
+    int rc = KCHAT_EIO;
+
+    if (h == NULL)
+        return KCHAT_ENOMEM;
+    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= sizeof(host)) {
+        snprintf(errstr, errstr_size, "metrics address must be host:port, got \"%s\"", addr);
+        free(h);
+        return KCHAT_ECONFIG;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    evthread_use_pthreads();   /* before the base: loopbreak comes from another thread */
+    h->metrics = metrics;
+    h->ready = ready;
+    h->arg = arg;
+    if ((h->base = event_base_new()) == NULL || (h->http = evhttp_new(h->base)) == NULL)
+        goto err_free;
+    evhttp_set_gencb(h->http, on_request, h);
+    evhttp_set_timeout(h->http, 10);
+    if (evhttp_bind_socket(h->http, host, (ev_uint16_t)atoi(colon + 1)) != 0) {
+        snprintf(errstr, errstr_size, "cannot listen on %s", addr);
+        goto err_free;
+    }
+    if (pthread_create(&h->thread, NULL, ops_main, h) != 0) {
+        snprintf(errstr, errstr_size, "cannot start the metrics thread");
+        goto err_free;
+    }
+    *out = h;
+    return KCHAT_OK;
+
+err_free:
+    if (h->http)
+        evhttp_free(h->http);
+    if (h->base)
+        event_base_free(h->base);
+    free(h);
+    return rc;
+}
+
+void kchat_ops_http_stop(kchat_ops_http *h)
+{
+    if (h == NULL)
+        return;
+    event_base_loopbreak(h->base);
+    pthread_join(h->thread, NULL);
+    evhttp_free(h->http);
+    event_base_free(h->base);
+    free(h);
+}
