@@ -12,3 +12,10 @@ bench: $(BENCH_LOAD) $(BIN)
 $(BENCH_LOAD): bench/load.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
+# The event-stream benchmark (bench/run-sse.sh runs it against `kchat dev`).
+BENCH_SSE := $(BUILD)/bench/sse
+
+$(BENCH_SSE): bench/sse.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# bench/run-sse.sh - start `bin/kchat dev` (embedded broker + backend +
+# gateway) on a fresh scratch directory, run the event-stream benchmark
+# build/bench/sse against its gateway with --pid, stop the server with
+# SIGTERM and show the end of its log.
+#
+# usage: bench/run-sse.sh [sse options...] [-- kchat dev options...]
+#   e.g. bench/run-sse.sh --streams 2000 --users 100 --messages 500 --rate 50
+#        bench/run-sse.sh --streams 5000 -- --sse-buffer-kb 64
+#
+# Environment: KCHAT_BIN (default bin/kchat), SSE_MAX_TOTAL (default 65536),
+# SSE_MAX_PER_USER (default 65536), BENCH_TMP (parent of the scratch
+# directory, default ${TMPDIR:-/tmp}), KEEP=1 keeps it (data, server log),
+# LOG_LINES (default 30), NO_BUILD=1 skips make.
+# Exit status: the benchmark's (0 ok, 1 opens failed or events missing,
+# 2 setup), or 4 when the server did not start, died, or did not stop cleanly.
+set -u
+
+cd "$(dirname "$0")/.."
+KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
+LOG_LINES=${LOG_LINES:-30}
+SSE=build/bench/sse
+
+sse_args=()
+dev_args=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = "--" ]; then
+        shift
+        dev_args=("$@")
+        break
+    fi
+    sse_args+=("$1")
+    shift
+done
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    make -s all || exit 4
+    make -s "$SSE" || exit 4
+fi
+[ -x "$KCHAT_BIN" ] || { echo "run-sse: no $KCHAT_BIN" >&2; exit 4; }
+[ -x "$SSE" ] || { echo "run-sse: no $SSE" >&2; exit 4; }
+
+# Both processes need an fd per stream: raise the soft limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+echo "run-sse: ulimit -n $(ulimit -n)" >&2
+
+TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-sse.XXXXXX") || exit 4
+DATA=$TMP/data
+URLF=$TMP/url
+BOOT=$TMP/bootstrap
+LOG=$TMP/dev.log
+SERVER_PID=
+
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -KILL "$SERVER_PID" 2>/dev/null
+        wait "$SERVER_PID" 2>/dev/null
+    fi
+    if [ "${KEEP:-0}" = 1 ]; then
+        echo "run-sse: kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stop the server: SIGTERM, wait up to $1 s, then SIGKILL. Sets STOP_RC.
+stop_server() {
+    STOP_RC=0
+    [ -n "$SERVER_PID" ] || return
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    local i=0
+    while kill -0 "$SERVER_PID" 2>/dev/null && [ $i -lt $(($1 * 10)) ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "run-sse: server did not exit within $1 s of SIGTERM; SIGKILL" >&2
+        kill -KILL "$SERVER_PID" 2>/dev/null
+        STOP_RC=4
+    fi
+    wait "$SERVER_PID" 2>/dev/null
+    local st=$?
+    if [ "$STOP_RC" = 0 ] && [ "$st" != 0 ]; then
+        echo "run-sse: server exited with status $st after SIGTERM" >&2
+        STOP_RC=4
+    fi
+    SERVER_PID=
+}
+
+show_log() {
+    echo "----- last $LOG_LINES lines of the server log ($LOG) -----" >&2
+    tail -n "$LOG_LINES" "$LOG" >&2 2>/dev/null
+    echo "----- end of server log -----" >&2
+}
+
+dev_cmd=("$KCHAT_BIN" dev --http 127.0.0.1:0 --url-file "$URLF" --bootstrap-file "$BOOT"
+         --data "$DATA" --pwhash-ops 1 --pwhash-mem 8192
+         --sse-max-total "${SSE_MAX_TOTAL:-65536}" --sse-max-per-user "${SSE_MAX_PER_USER:-65536}"
+         ${dev_args[@]+"${dev_args[@]}"})
+echo "run-sse: ${dev_cmd[*]}" >&2
+"${dev_cmd[@]}" >"$LOG" 2>&1 &
+SERVER_PID=$!
+
+# wait (<= 60 s) for the URL file
+for _ in $(seq 1 600); do
+    [ -s "$URLF" ] && [ -n "$(head -n1 "$URLF")" ] && break
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        wait "$SERVER_PID"
+        echo "run-sse: server exited (status $?) before writing $URLF" >&2
+        SERVER_PID=
+        show_log
+        exit 4
+    fi
+    sleep 0.1
+done
+if ! [ -s "$URLF" ]; then
+    echo "run-sse: no URL file after 60 s" >&2
+    stop_server 10
+    show_log
+    exit 4
+fi
+URL=$(head -n1 "$URLF")
+echo "run-sse: server pid $SERVER_PID, url $URL" >&2
+
+# The benchmark bounds itself (--duration-max, default 300 s); `timeout` is a
+# backstop in case it hangs anyway.
+echo "run-sse: $SSE --url $URL --pid $SERVER_PID ${sse_args[*]:-}" >&2
+timeout -k 5 900 "$SSE" --url "$URL" --pid "$SERVER_PID" ${sse_args[@]+"${sse_args[@]}"}
+SSE_RC=$?
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    wait "$SERVER_PID"
+    echo "run-sse: the server DIED during the run (status $?)" >&2
+    SERVER_PID=
+    [ "$SSE_RC" = 0 ] && SSE_RC=4
+fi
+
+stop_server 30
+show_log
+echo "run-sse: sse exit $SSE_RC, server stop ${STOP_RC:-0}" >&2
+if [ "$SSE_RC" = 0 ] && [ "${STOP_RC:-0}" != 0 ]; then
+    exit "$STOP_RC"
+fi
+exit "$SSE_RC"
