@@ -254,6 +254,7 @@ static int cmd_dev(int argc, char **argv)
         rc = 1;
         goto out_release;
     }
+    kchat_gateway_set_metrics(gw, serve_metrics, be);
     if (kchat_gateway_wait_ready(gw, 60000) != KCHAT_OK) {
         fprintf(stderr, "kchat dev: the gateway did not get ready within 60 s\n");
         kchat_gateway_stop(gw);

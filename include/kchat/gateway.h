@@ -36,6 +36,7 @@
 
 #include <stddef.h>
 #include "kchat/config.h"
+#include "kchat/ops_http.h"
 
 /** A running gateway. Opaque. */
 typedef struct kchat_gateway kchat_gateway;
@@ -79,6 +80,15 @@ int kchat_gateway_wait_ready(kchat_gateway *gw, int timeout_ms);
  * @note Any thread.
  */
 const char *kchat_gateway_url(const kchat_gateway *gw);
+
+/**
+ * @brief Append another component's metrics to GET /metrics, e.g. the
+ *        backend's in `kchat dev` (kchat_backend_metrics()).
+ * @param[in] fn called on the loop thread for every /metrics request; NULL
+ *            removes it. @p arg must outlive the gateway or the next call.
+ * @note Any thread; takes effect for the next /metrics request.
+ */
+void kchat_gateway_set_metrics(kchat_gateway *gw, kchat_metrics_fn fn, void *arg);
 
 /**
  * @brief Stop and free: stop listening, answer every waiting call with 503,

@@ -31,10 +31,15 @@ void kchat_hist_write(FILE *out, const char *name, const char *help, const char 
             fprintf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels ? labels : "", sep,
                     (unsigned long long)cum);
     }
-    fprintf(out, "%s_sum{%s} %.6f\n", name, labels ? labels : "",
-            (double)atomic_load_explicit(&h->sum_micro, memory_order_relaxed) / 1e6);
-    fprintf(out, "%s_count{%s} %llu\n", name, labels ? labels : "",
-            (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
+    if (labels && labels[0])
+        fprintf(out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels,
+                (double)atomic_load_explicit(&h->sum_micro, memory_order_relaxed) / 1e6, name,
+                labels,
+                (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
+    else
+        fprintf(out, "%s_sum %.6f\n%s_count %llu\n", name,
+                (double)atomic_load_explicit(&h->sum_micro, memory_order_relaxed) / 1e6, name,
+                (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
 }
 
 void kchat_metric_write(FILE *out, const char *name, const char *type, const char *help,

@@ -9,10 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/listener.h>
 #include <event2/thread.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -459,6 +462,56 @@ int kchat__gw_catchup_start(kchat_gateway *gw, uint64_t stream_id, const char *u
 
 /* ---- life cycle ---- */
 
+#define ACCEPT_PAUSE_MS 100
+
+static void accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+static void accept_error(struct evconnlistener *lev, void *arg)
+{
+    static atomic_long last_log;
+    struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
+    long now = (long)time(NULL);
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)arg;
+    if (atomic_exchange(&last_log, now) != now)
+        fprintf(stderr, "kchat gateway: cannot accept connections: %s; pausing accepts for "
+                        "%d ms\n", evutil_socket_error_to_string(err), ACCEPT_PAUSE_MS);
+    evconnlistener_disable(lev);
+    event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT, accept_resume, lev, &pause);
+}
+
+/* Raise the descriptor limit to its hard limit and keep the stream cap
+ * below it, with room for Kafka sockets, files and ordinary calls. */
+static void fit_descriptor_limit(kchat_gateway *gw)
+{
+    struct rlimit rl;
+    long room;
+
+    gw->sse_max_total = gw->cfg->sse_max_total;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    room = rl.rlim_cur == RLIM_INFINITY ? (long)gw->sse_max_total + 512 : (long)rl.rlim_cur;
+    room -= 512;
+    if (room < 16)
+        room = 16;
+    if (room < gw->sse_max_total) {
+        fprintf(stderr, "kchat gateway: %ld open files allowed: at most %ld event streams "
+                        "(not %d)\n", (long)rl.rlim_cur, room, gw->sse_max_total);
+        gw->sse_max_total = (int)room;
+    }
+}
+
 static int bind_http(kchat_gateway *gw, char *errstr, size_t len)
 {
     char host[256];
@@ -490,6 +543,9 @@ static int bind_http(kchat_gateway *gw, char *errstr, size_t len)
         snprintf(errstr, len, "cannot listen on %s: %s", gw->cfg->http, strerror(errno));
         return KCHAT_EIO;
     }
+    /* Out of descriptors, accept() fails at once and libevent would retry
+     * (and log) in a tight loop: pause accepting for a moment instead. */
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bs), accept_error);
     if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl) != 0) {
         snprintf(errstr, len, "getsockname: %s", strerror(errno));
         return KCHAT_EIO;
@@ -548,6 +604,7 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
         goto err_free;
     event_add(gw->tick_ev, &tick);
     kchat__gw_http_setup(gw);
+    fit_descriptor_limit(gw);
     if ((rc = bind_http(gw, errstr, errstr_size)) != KCHAT_OK)
         goto err_free;
 
@@ -671,4 +728,10 @@ void kchat_gateway_stop(kchat_gateway *gw)
     pthread_mutex_destroy(&gw->lock);
     pthread_cond_destroy(&gw->ready_cond);
     free(gw);
+}
+
+void kchat_gateway_set_metrics(kchat_gateway *gw, kchat_metrics_fn fn, void *arg)
+{
+    atomic_store(&gw->metrics_arg, arg);
+    atomic_store(&gw->metrics_fn, fn);
 }

@@ -15,6 +15,7 @@
 
 #include "kchat/config.h"
 #include "kchat/gateway.h"
+#include "kchat/ops_http.h"
 
 /** Kinds of gw_item, the records the Kafka threads hand to the loop. */
 enum gw_item_kind {
@@ -91,6 +92,9 @@ enum gw_route {
 
 struct kchat_gateway {
     const kchat_config *cfg;
+    int sse_max_total;           /**< cfg->sse_max_total, lowered to fit RLIMIT_NOFILE */
+    _Atomic(kchat_metrics_fn) metrics_fn; /**< extra metrics (the backend's in `kchat dev`) */
+    _Atomic(void *) metrics_arg;
     char *brokers;
     char url[160];
 

@@ -362,7 +362,7 @@ static int user_streams(kchat_gateway *gw, const char *user)
 static int stream_cap_check(kchat_gateway *gw, struct evhttp_request *req, const char *user,
                             double started)
 {
-    if (gw->n_streams >= gw->cfg->sse_max_total || user_streams(gw, user) >= gw->cfg->sse_max_per_user) {
+    if (gw->n_streams >= gw->sse_max_total || user_streams(gw, user) >= gw->cfg->sse_max_per_user) {
         reply_error(gw, req, GW_ROUTE_events, 429, "TOO_MANY_STREAMS",
                     "Too many event streams are open.", started);
         return -1;
@@ -422,6 +422,8 @@ static void stream_open(kchat_gateway *gw, gw_pending *p, struct evhttp_request 
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_add_header(h, "X-Accel-Buffering", "no");
+    /* Ending a stream (overflow, logout, stop) closes its connection too. */
+    evhttp_add_header(h, "Connection", "close");
     evhttp_send_reply_start(req, 200, "OK");
     count(gw, GW_ROUTE_events, 200, p->started);
     if (evcon == NULL) { /* the client is gone already */
@@ -1010,6 +1012,18 @@ static void handle_metrics(kchat_gateway *gw, struct evhttp_request *req, double
         }
         if (parts)
             rd_kafka_topic_partition_list_destroy(parts);
+    }
+    {
+        kchat_metrics_fn fn = atomic_load(&gw->metrics_fn);
+        char *text = NULL;
+        size_t len = 0;
+        FILE *out;
+        if (fn != NULL && (out = open_memstream(&text, &len)) != NULL) {
+            fn(atomic_load(&gw->metrics_arg), out);
+            fclose(out);
+            evbuffer_add(b, text, len);
+            free(text);
+        }
     }
     reply(gw, req, GW_ROUTE_metrics, 200, "text/plain; version=0.0.4; charset=utf-8", b, started);
     evbuffer_free(b);
