@@ -44,7 +44,8 @@ typedef struct kchat_config {
     char *url_file;         /**< "" = none; else the gateway's URL is written here when ready */
     char *web_dir;          /**< directory of the chat page's static files */
     int http_timeout_ms;    /**< wait for a backend answer before 504 */
-    int http_idle_timeout;  /**< seconds an HTTP connection may stay idle or trickle a request */
+    int http_idle_timeout;  /**< seconds an HTTP connection may stay idle between reads */
+    int http_request_timeout; /**< seconds a new connection has to deliver its first request */
     int max_pending;        /**< most requests waiting for a backend answer (full: 503) */
     int sse_max_per_user;   /**< most open event streams per user */
     int sse_max_total;      /**< most open event streams in all */

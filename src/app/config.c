@@ -74,6 +74,9 @@ static const struct opt opts[] = {
      "Gateway: directory of the chat page; GET / serves index.html from it."},
     {"http-timeout-ms", OPT_INT, O(http_timeout_ms), "5000", 100, 600000,
      "Gateway: how long an HTTP call waits for the backend's answer before 504 TIMEOUT."},
+    {"http-request-timeout", OPT_INT, O(http_request_timeout), "10", 1, 3600,
+     "Gateway: seconds a new connection has to deliver its whole first request, "
+     "however it trickles bytes; then it is closed."},
     {"http-idle-timeout", OPT_INT, O(http_idle_timeout), "30", 1, 3600,
      "Gateway: seconds an HTTP connection may stay silent, between requests or in "
      "the middle of one (a client trickling a request slower than that is dropped). "

@@ -714,6 +714,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
         kchat__gw_shutdown_http(gw);
     if (gw->http)
         evhttp_free(gw->http);
+    kchat__gw_deadline_release(gw);
     if (gw->notify_ev)
         event_free(gw->notify_ev);
     if (gw->stop_ev)

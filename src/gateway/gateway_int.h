@@ -93,6 +93,8 @@ enum gw_route {
 struct kchat_gateway {
     const kchat_config *cfg;
     int sse_max_total;           /**< cfg->sse_max_total, lowered to fit RLIMIT_NOFILE */
+    struct gw_conn *conns;       /**< connections whose first request is still due */
+    uint64_t m_request_deadline; /**< connections closed for a request not sent in time */
     _Atomic(kchat_metrics_fn) metrics_fn; /**< extra metrics (the backend's in `kchat dev`) */
     _Atomic(void *) metrics_arg;
     char *brokers;
@@ -157,5 +159,11 @@ void kchat__gw_handle_item(kchat_gateway *gw, gw_item *it);
 void kchat__gw_tick(kchat_gateway *gw);
 /** Answer every pending call with 503 and end every stream. [loop] */
 void kchat__gw_shutdown_http(kchat_gateway *gw);
+
+/* deadline.c: every connection must deliver its first request within
+ * http-request-timeout seconds (loop thread only). */
+void kchat__gw_deadline_setup(kchat_gateway *gw);
+void kchat__gw_deadline_seen(kchat_gateway *gw, struct evhttp_request *req);
+void kchat__gw_deadline_release(kchat_gateway *gw);
 
 #endif /* KCHAT_GATEWAY_INT_H */

@@ -988,6 +988,11 @@ static void handle_metrics(kchat_gateway *gw, struct evhttp_request *req, double
     evbuffer_add_printf(b, "# HELP kchat_gateway_timeouts_total Calls the backend did not answer "
                            "in time.\n# TYPE kchat_gateway_timeouts_total counter\n"
                            "kchat_gateway_timeouts_total %" PRIu64 "\n", gw->m_timeouts);
+    evbuffer_add_printf(b, "# HELP kchat_gateway_request_deadline_total Connections closed "
+                           "because their request did not arrive in time.\n"
+                           "# TYPE kchat_gateway_request_deadline_total counter\n"
+                           "kchat_gateway_request_deadline_total %" PRIu64 "\n",
+                        gw->m_request_deadline);
     evbuffer_add_printf(b, "# HELP kchat_gateway_ready 1 once Kafka is reachable and the topics exist.\n"
                            "# TYPE kchat_gateway_ready gauge\nkchat_gateway_ready %d\n",
                         atomic_load(&gw->ready) ? 1 : 0);
@@ -1036,6 +1041,7 @@ static void gencb(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 
+    kchat__gw_deadline_seen(gw, req);
     if (path == NULL || path[0] == '\0')
         path = "/";
     if (!strncmp(path, "/api/", 5) || !strcmp(path, "/api")) {
@@ -1070,4 +1076,5 @@ void kchat__gw_http_setup(kchat_gateway *gw)
                                              EVHTTP_REQ_HEAD | EVHTTP_REQ_DELETE);
     evhttp_set_default_content_type(gw->http, "application/json");
     evhttp_set_gencb(gw->http, gencb, gw);
+    kchat__gw_deadline_setup(gw);
 }
