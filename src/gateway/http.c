@@ -25,6 +25,7 @@
 #include "kchat/kafka.h"
 
 #define GW_MAX_BODY (64 * 1024)
+#define GW_READ_BODY_MAX (1024 * 1024)
 
 static const char *const route_names[] = {
 #define GW__N(n) #n,
@@ -1067,9 +1068,11 @@ static void gencb(struct evhttp_request *req, void *arg)
 
 void kchat__gw_http_setup(kchat_gateway *gw)
 {
-    /* Bodies up to 128 KiB are read so that 64 KiB + 1 gets the JSON 413;
-     * libevent itself refuses anything larger (also 413). */
-    evhttp_set_max_body_size(gw->http, 2 * GW_MAX_BODY);
+    /* Bodies up to 1 MiB are read so that anything over 64 KiB up to there
+     * gets the JSON 413 of PROTOCOL.md; libevent 2.1 refuses anything larger
+     * itself, also with 413 but with its own HTML body (it has no hook to
+     * change that), before reading it. */
+    evhttp_set_max_body_size(gw->http, GW_READ_BODY_MAX);
     evhttp_set_max_headers_size(gw->http, 16 * 1024);
     evhttp_set_timeout(gw->http, gw->cfg->http_idle_timeout);
     evhttp_set_allowed_methods(gw->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |

@@ -213,6 +213,7 @@ static void test_trickling_client_is_dropped(void **state)
     free(urlfile);
 }
 
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
