@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 
 #define GW_MAX_BODY (64 * 1024)
 #define GW_READ_BODY_MAX (1024 * 1024)
+#define GW_SSE_SNDBUF (64 * 1024)   /* kernel send buffer of an event stream */
 
 static const char *const route_names[] = {
 #define GW__N(n) #n,
@@ -425,6 +427,15 @@ static void stream_open(kchat_gateway *gw, gw_pending *p, struct evhttp_request 
     evhttp_add_header(h, "X-Accel-Buffering", "no");
     /* Ending a stream (overflow, logout, stop) closes its connection too. */
     evhttp_add_header(h, "Connection", "close");
+    if (evcon != NULL) {
+        /* Bound what the kernel holds for a stream too, so a reader that
+         * stops reading overflows the stream buffer after kilobytes, not
+         * after the megabytes an autotuned send buffer would take. */
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+        int sndbuf = GW_SSE_SNDBUF;
+        if (bev != NULL && bufferevent_getfd(bev) >= 0)
+            setsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    }
     evhttp_send_reply_start(req, 200, "OK");
     count(gw, GW_ROUTE_events, 200, p->started);
     if (evcon == NULL) { /* the client is gone already */
