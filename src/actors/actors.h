@@ -132,6 +132,9 @@ int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *
                       const void *value, size_t value_len,
                       const kchat_header *hdrs, size_t n_hdrs);
 
+/* Free what an out_rec owns (not the struct itself). */
+void kchat__out_rec_release(struct out_rec *r);
+
 /* Answer the request of @p c with success; @p body (stolen, may be NULL)
  * holds the fields added to the common ones. */
 int kchat__reply_ok(struct ctx *c, json_t *body);

@@ -80,14 +80,12 @@ static void sleep_ms(int ms)
 
 /* Hand one outbox record to the producer. Never drops it: a full local
  * queue is waited out (the poller thread drains it). */
-static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat_outbox_rec *r,
-                    uint32_t target)
+static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat_outbox_rec *r)
 {
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(r->n_headers + 2);
     rd_kafka_resp_err_t err;
     char num[24];
 
-    (void)target;
     for (size_t i = 0; i < r->n_headers; i++)
         rd_kafka_header_add(hdrs, r->headers[i].name, -1, r->headers[i].value,
                             (ssize_t)r->headers[i].len);
@@ -97,28 +95,28 @@ static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
         snprintf(num, sizeof(num), "%" PRIu64, seq);
         rd_kafka_header_add(hdrs, KCHAT_HDR_SRC_SEQ, -1, num, -1);
     }
+    /* producev takes the headers only when it succeeds; on failure they are
+     * still ours, so a retry reuses them. */
     for (;;) {
-        rd_kafka_headers_t *copy = rd_kafka_headers_copy(hdrs);
         err = rd_kafka_producev(be->producer, RD_KAFKA_V_TOPIC(r->topic),
                                 RD_KAFKA_V_PARTITION(r->partition >= 0 ? r->partition
                                                                        : RD_KAFKA_PARTITION_UA),
                                 RD_KAFKA_V_KEY(r->key, r->key_len),
                                 RD_KAFKA_V_VALUE((void *)r->value, r->value_len),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_HEADERS(copy),
+                                RD_KAFKA_V_HEADERS(hdrs),
                                 RD_KAFKA_V_OPAQUE(opaque_pack(r->kind, shard, seq)),
                                 RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
             break;
-        rd_kafka_headers_destroy(copy);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             /* Left in the outbox: produced again at the next start. */
             fprintf(stderr, "kchat: cannot produce to %s: %s\n", r->topic, rd_kafka_err2str(err));
+            rd_kafka_headers_destroy(hdrs);
             break;
         }
         sleep_ms(1);
     }
-    rd_kafka_headers_destroy(hdrs);
     atomic_fetch_add(&be->stats.produced, 1);
 }
 
@@ -134,14 +132,6 @@ static int pending_cmd_add(struct shard *sh, uint64_t seq, uint32_t target)
     }
     sh->cmds[sh->n_cmds++] = (struct pending_cmd){seq, target};
     return KCHAT_OK;
-}
-
-static void out_release(struct out_rec *r)
-{
-    free(r->topic);
-    free(r->key);
-    free(r->value);
-    free(r->hdr_buf);
 }
 
 /* After a commit: apply directory records locally, then produce everything. */
@@ -165,8 +155,8 @@ static void worker_flush_out(kchat_backend *be, struct worker *w)
         }
         if (r->kind == OUT_COMMAND)
             pending_cmd_add(&be->shards[r->shard], r->seq, r->target);
-        produce(be, r->shard, r->seq, &rec, r->target);
-        out_release(r);
+        produce(be, r->shard, r->seq, &rec);
+        kchat__out_rec_release(r);
     }
     w->n_out = 0;
 }
@@ -174,7 +164,7 @@ static void worker_flush_out(kchat_backend *be, struct worker *w)
 static void worker_discard_out(struct worker *w)
 {
     for (size_t i = 0; i < w->n_out; i++)
-        out_release(&w->out[i]);
+        kchat__out_rec_release(&w->out[i]);
     w->n_out = 0;
 }
 
@@ -291,7 +281,7 @@ static int resend_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
 {
     struct resend_arg *ra = arg;
     if (seq == ra->want)
-        produce(ra->be, ra->sh->id, seq, r, 0);
+        produce(ra->be, ra->sh->id, seq, r);
     return 1;
 }
 
@@ -504,6 +494,30 @@ static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
     return apply_request(c, m, op);
 }
 
+/* Store the next offset of each (topic, partition) in the batch: one put
+ * per topic, from its last record (a shard's records share a partition). */
+static int store_offsets(kchat_txn *t, rd_kafka_message_t **msgs, const size_t *idx, size_t n)
+{
+    const rd_kafka_topic_t *done[KCHAT_OP__COUNT + 1];
+    size_t n_done = 0;
+    int rc = KCHAT_OK;
+
+    for (size_t i = n; rc == KCHAT_OK && i-- > 0;) {
+        const rd_kafka_message_t *m = msgs[idx[i]];
+        bool seen = false;
+
+        for (size_t k = 0; k < n_done && !seen; k++)
+            seen = done[k] == m->rkt;
+        if (seen)
+            continue;
+        if (n_done < sizeof(done) / sizeof(done[0]))
+            done[n_done++] = m->rkt;
+        rc = kchat_store_offset_set(t, rd_kafka_topic_name(m->rkt), m->partition,
+                                    m->offset + 1);
+    }
+    return rc;
+}
+
 /* Apply the records of one shard in one transaction; retried until it
  * commits (a full map or disk blocks this worker: back-pressure). */
 static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard *sh,
@@ -516,13 +530,10 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
 
         if (rc == KCHAT_OK)
             rc = shard_prune(be, sh, c.txn, &taken);
-        for (size_t i = 0; rc == KCHAT_OK && i < n; i++) {
-            const rd_kafka_message_t *m = msgs[idx[i]];
-            rc = apply_record(&c, m);
-            if (rc == KCHAT_OK)
-                rc = kchat_store_offset_set(c.txn, rd_kafka_topic_name(m->rkt), m->partition,
-                                            m->offset + 1);
-        }
+        for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
+            rc = apply_record(&c, msgs[idx[i]]);
+        if (rc == KCHAT_OK)
+            rc = store_offsets(c.txn, msgs, idx, n);
         if (rc == KCHAT_OK) {
             int64_t t0 = monotonic_us();
             rc = kchat_txn_commit(c.txn);
@@ -804,7 +815,7 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
             return seqlist_push(&ra->applied, seq);
         pending_cmd_add(ra->sh, seq, target);
     }
-    produce(ra->be, ra->sh->id, seq, r, target);
+    produce(ra->be, ra->sh->id, seq, r);
     ra->produced++;
     return 0;
 }

@@ -44,7 +44,7 @@ int kchat__put_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl, co
     return rc;
 }
 
-static void out_rec_release(struct out_rec *r)
+void kchat__out_rec_release(struct out_rec *r)
 {
     free(r->topic);
     free(r->key);
@@ -92,7 +92,7 @@ int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *
     r->hdr_buf = malloc(hdr_bytes ? hdr_bytes : 1);
     if (r->topic == NULL || (key_len && r->key == NULL) || r->value == NULL ||
         r->hdr_buf == NULL) {
-        out_rec_release(r);
+        kchat__out_rec_release(r);
         return KCHAT_ENOMEM;
     }
     r->shard = c->sh->id;
