@@ -45,7 +45,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/fuzz/%)
 
 # check-all: the suite plain, under ASan+UBSan and under TSan (what CI runs).
-.PHONY: all check check-all test unit integration fuzz-replay deps docs clean
+.PHONY: all check check-all check-kafka soak test unit integration fuzz-replay deps docs clean
 all: $(BIN)
 
 $(BUILD)/%.o: %.c
@@ -70,9 +70,11 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ)
 
 # Fuzz harnesses define LLVMFuzzerTestOneInput; with gcc they are linked to a
 # replay driver that runs the committed corpus plus bounded random inputs.
-$(BUILD)/tests/fuzz/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
+# `make fuzz` builds them with clang and libFuzzer instead (tests/fuzz/fuzz.mk).
+FUZZ_COMMON := tests/fuzz/replay_main.c tests/fuzz/codec_checks.c
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_COMMON) tests/fuzz/codec_checks.h $(LIB) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(FUZZ_COMMON) $(SAN_OBJ) $(LIB) $(LDLIBS)
 
 unit: $(UNIT_BIN)
 integration: $(INT_BIN) $(BIN)
@@ -84,6 +86,18 @@ check test: $(BIN) $(UNIT_BIN) $(INT_BIN) $(FUZZ_BIN)
 docs: $(BIN)
 	$(BIN) config-doc > docs/configuration.md
 
+# The integration programs marked `kchat-test: kafka` on a real Apache Kafka
+# (scripts/kafka fetches it with Maven and starts one broker per program).
+check-kafka: $(BIN) $(INT_BIN)
+	BUILD=$(BUILD) KCHAT_BIN=$(BIN) KAFKA=1 tests/run.sh
+
+# The crash test at length: 100 kill -9 under load, more users (SOAK_ARGS
+# adds environment, e.g. SOAK_ARGS="KCHAT_TEST_BROKERS=host:port").
+SOAK_KILLS ?= 100
+soak: $(BIN) $(BUILD)/tests/integration/test_crash
+	KCHAT_CRASH_KILLS=$(SOAK_KILLS) KCHAT_CRASH_USERS=40 KCHAT_CRASH_RUN_MS=3000 \
+	  KCHAT_BIN=$(BIN) $(SOAK_ARGS) $(BUILD)/tests/integration/test_crash
+
 check-all:
 	tests/check-all.sh
 
@@ -94,5 +108,6 @@ clean:
 	rm -rf build bin
 
 include bench/bench.mk
+include tests/fuzz/fuzz.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -90,6 +90,18 @@ static void reply(kchat_gateway *gw, struct evhttp_request *req, int route, int 
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
     if (route != GW_ROUTE_static)
         evhttp_add_header(h, "Cache-Control", "no-store");
+    /* A HEAD reply has no body, but libevent 2.1 writes the one it is
+     * given (without a Content-Length): the client would read it as the
+     * start of the next reply (tests/fuzz/regress/http-001). And libevent
+     * adds Content-Length only for HTTP/1.x, yet keeps an "HTTP/0.9" one
+     * with "Connection: keep-alive" open: always say it (http-002). */
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        body = NULL;
+    } else {
+        char len[24];
+        snprintf(len, sizeof(len), "%zu", body ? evbuffer_get_length(body) : (size_t)0);
+        evhttp_add_header(h, "Content-Length", len);
+    }
     evhttp_send_reply(req, code, reason(code), body);
     count(gw, route, code, started);
 }
@@ -480,6 +492,15 @@ static void handle_response(kchat_gateway *gw, gw_item *it)
     success_status = (p->op == KCHAT_OP_USER_ADD || p->op == KCHAT_OP_ADD_ROOM ||
                       p->op == KCHAT_OP_ADD_CHAT) ? 201 : 200;
     status = ok ? success_status : wire_status(json_is_string(code) ? json_string_value(code) : "");
+    if (!ok && p->op == KCHAT_OP_LOGIN && json_is_integer(json_object_get(v, "retryAfterMs"))) {
+        /* A login refused because its user id is locked after too many
+         * failures (docs/security.md): still 401 BAD_CREDENTIALS, as
+         * PROTOCOL.md §8 maps it, with a Retry-After telling when to retry. */
+        json_int_t ms = json_integer_value(json_object_get(v, "retryAfterMs"));
+        char secs[24];
+        snprintf(secs, sizeof(secs), "%lld", ms > 0 ? (long long)(ms + 999) / 1000 : 1LL);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", secs);
+    }
     if (p->kind == GW_PEND_SSE) {
         gw_pending copy = *p;
         pending_release(gw, p);

@@ -1,11 +1,12 @@
 /*
  * A stand-in for libFuzzer's driver where only gcc is available.
  *
- *   fuzz_NAME CORPUS_DIR
+ *   fuzz_NAME CORPUS_DIR [DIR_OR_FILE...]
  *
- * Runs every regular file of CORPUS_DIR (in name order) through
+ * Runs every regular, non-hidden file of each directory (in name order) and
+ * every file named (regression inputs, tests/fuzz/regress/NAME-NNN) through
  * LLVMFuzzerTestOneInput(), then KCHAT_FUZZ_ITERS (default 20000)
- * pseudo-random mutations of them: bit flips, truncations, splices of two
+ * pseudo-random mutations of all of them: bit flips, truncations, splices of two
  * files, byte inserts and overwrites with bytes that matter to JSON and
  * msgpack. The generator has a fixed seed, so every run feeds the same
  * inputs and a failure reproduces. Each input is passed in a heap buffer of
@@ -198,14 +199,34 @@ static int by_name(const void *a, const void *b)
     return strcmp(((const input *)a)->name, ((const input *)b)->name);
 }
 
-/* Loads every regular, non-hidden file of dir, sorted by name. */
-static int corpus_load(const char *dir, corpus *c)
+/* Appends the file at path to c, named name; returns 0 or -1. */
+static int corpus_add(corpus *c, const char *path, const char *name)
+{
+    input *items = realloc(c->items, (c->n + 1) * sizeof *items);
+    if (!items) {
+        fprintf(stderr, "fuzz: out of memory\n");
+        return -1;
+    }
+    c->items = items;
+    input *in = &c->items[c->n];
+    *in = (input){.name = strdup(name)};
+    c->n++;
+    if (!in->name) {
+        fprintf(stderr, "fuzz: out of memory\n");
+        return -1;
+    }
+    return read_input(path, in);
+}
+
+/* Appends every regular, non-hidden file of dir to c, sorted by name. */
+static int corpus_load_dir(const char *dir, corpus *c)
 {
     DIR *d = opendir(dir);
     if (!d) {
         fprintf(stderr, "fuzz: %s: %s\n", dir, strerror(errno));
         return -1;
     }
+    size_t first = c->n;
     int rc = 0;
     struct dirent *e;
     while (rc == 0 && (e = readdir(d))) {
@@ -216,22 +237,23 @@ static int corpus_load(const char *dir, corpus *c)
         if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path ||
             stat(path, &st) != 0 || !S_ISREG(st.st_mode))
             continue;
-        input *items = realloc(c->items, (c->n + 1) * sizeof *items);
-        if (!items) {
-            rc = -1;
-            break;
-        }
-        c->items = items;
-        input *in = &c->items[c->n];
-        *in = (input){.name = strdup(e->d_name)};
-        c->n++;
-        if (!in->name || read_input(path, in) != 0)
-            rc = -1;
+        rc = corpus_add(c, path, e->d_name);
     }
     closedir(d);
     if (rc == 0)
-        qsort(c->items, c->n, sizeof *c->items, by_name);
+        qsort(c->items + first, c->n - first, sizeof *c->items, by_name);
     return rc;
+}
+
+/* Appends path to c: every file of it if it is a directory, else itself. */
+static int corpus_load(const char *path, corpus *c)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "fuzz: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return S_ISDIR(st.st_mode) ? corpus_load_dir(path, c) : corpus_add(c, path, path);
 }
 
 /* ---- Mutations ---------------------------------------------------------- */
@@ -327,16 +349,17 @@ int main(int argc, char **argv)
 {
     size_t iters;
     corpus c = {0};
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s CORPUS_DIR [DIR_OR_FILE...]\n", argv[0]);
         return 2;
     }
     if (parse_iters(&iters) != 0)
         return 2;
-    if (corpus_load(argv[1], &c) != 0) {
-        corpus_free(&c);
-        return 2;
-    }
+    for (int i = 1; i < argc; i++)
+        if (corpus_load(argv[i], &c) != 0) {
+            corpus_free(&c);
+            return 2;
+        }
     install_crash_report();
 
     for (size_t i = 0; i < c.n; i++) {
