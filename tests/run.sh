@@ -54,7 +54,7 @@ run_on_kafka() {
     scripts/kafka stop --dir "$dir" --clean >/dev/null 2>&1
     return
   fi
-  KCHAT_TEST_BROKERS=$boot run_one "$t" 900
+  KCHAT_TEST_BROKERS=$boot KCHAT_TEST_KAFKA_DIR=$dir run_one "$t" 900
   timeout 120 scripts/kafka stop --dir "$dir" --clean || echo "*** scripts/kafka stop failed"
 }
 

@@ -1,4 +1,5 @@
 /*
+ * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
  * Bad input (PROTOCOL.md §2, §5) and password hygiene (§1):
  *  - an undecodable JSON or msgpack body with a valid key is answered with
  *    BAD_REQUEST to that user, in the request's encoding;

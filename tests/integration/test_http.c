@@ -1,4 +1,5 @@
 /*
+ * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
  * The HTTP gateway (PROTOCOL.md §8), tested as browsers use it: every route
  * with its success status and body, every error status, identity from the
  * session cookie only, Server-Sent Events (live delivery, several streams,
@@ -237,9 +238,13 @@ static int group_setup(void **state)
 {
     char *url_file = kc_tmppath("dev.url"), *bs_file = kc_tmppath("dev.bootstrap");
     char *data = kc_tmppath("dev-data");
+    /* on a real cluster (tests/run.sh --kafka) the same backend and gateway,
+     * with that cluster in place of the embedded broker */
+    const char *real = kc_test_brokers();
     const char *args[] = { "dev", "--http", "127.0.0.1:0", "--url-file", url_file,
                            "--bootstrap-file", bs_file, "--data", data,
-                           "--pwhash-ops", "1", "--pwhash-mem", "8192", NULL };
+                           "--pwhash-ops", "1", "--pwhash-mem", "8192",
+                           real != NULL ? "--brokers" : NULL, real, NULL };
     (void)state;
     unlink(bs_file);
     g_dev = kc_proc_start("dev", args, url_file, 90);
@@ -1424,7 +1429,7 @@ static void test_timeout_504_without_backend(void **state)
 {
     char base[256];
     (void)state;
-    kc_proc *broker = kc_broker_start("bare-broker", 4);
+    kc_proc *broker = kc_mock_broker_start("bare-broker", 4);
     CHECK(broker != NULL, "kchat broker did not start");
     char *data = kc_tmppath("bare-serve-data");
     kc_proc *serve = kc_serve_start("bare-serve", data, kc_proc_bootstrap(broker), 4, NULL);

@@ -1,4 +1,5 @@
 /*
+ * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
  * The core flows of PROTOCOL.md §3 in msgpack (`content-type:
  * application/msgpack`): every answer must be one msgpack map with the same
  * keys as the JSON form, and carry a msgpack content-type. kclient's

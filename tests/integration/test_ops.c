@@ -1,4 +1,5 @@
 /*
+ * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
  * Every operation of PROTOCOL.md §3 over JSON, against one `kchat serve`
  * (embedded broker, 4 partitions) shared by the whole program: success paths
  * with every response field checked, every error code, the envelope (key,

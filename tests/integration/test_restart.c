@@ -1,4 +1,5 @@
 /*
+ * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
  * Crash and restart guarantees (PROTOCOL.md §7):
  *  (a) standalone `kchat broker` + `kchat serve --brokers`: ~300 chat sends
  *      stream into a room of two users, several in flight; the server gets
@@ -383,7 +384,7 @@ static void test_embedded_sigkill_restart(void **state)
     (void)state;
     char *data = kc_tmppath("data-embedded");
     kc_rm_rf(data);
-    kc_proc *srv = g_srv = kc_serve_start("serve-emb", data, NULL, PARTITIONS, NULL);
+    kc_proc *srv = g_srv = kc_serve_start("serve-emb", data, KC_EMBEDDED, PARTITIONS, NULL);
     assert_non_null(srv);
     char bootstrap1[1024];
     snprintf(bootstrap1, sizeof(bootstrap1), "%s", kc_proc_bootstrap(srv));
@@ -434,7 +435,7 @@ static void test_embedded_sigkill_restart(void **state)
     g_client = NULL;
 
     /* start again on the same data directory: a new embedded broker */
-    srv = g_srv = kc_serve_start("serve-emb", data, NULL, PARTITIONS, NULL);
+    srv = g_srv = kc_serve_start("serve-emb", data, KC_EMBEDDED, PARTITIONS, NULL);
     assert_non_null(srv);
     fprintf(stderr, "bootstrap before the crash %s, after %s\n", bootstrap1,
             kc_proc_bootstrap(srv));

@@ -75,7 +75,7 @@ static void test_refuses_topics_not_co_partitioned(void **state)
 static void test_refuses_data_dir_of_other_partition_count(void **state)
 {
     char *data = kc_tmppath("shards-data"), args[1024], *out;
-    kc_proc *p = kc_serve_start("shards4", data, NULL, 4, NULL);
+    kc_proc *p = kc_serve_start("shards4", data, KC_EMBEDDED, 4, NULL);
     int status = 0;
 
     (void)state;
@@ -157,7 +157,7 @@ static void test_serve_metrics_http(void **state)
     /* a port nobody is likely to hold; a collision only fails the start */
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", 20000 + (int)(getpid() % 20000));
     snprintf(base, sizeof(base), "http://%s", addr);
-    p = kc_serve_start("metrics", data, NULL, 2, extra);
+    p = kc_serve_start("metrics", data, KC_EMBEDDED, 2, extra);
     assert_non_null(p);
     kh_browser_init(&b, "ops", base);
     r = kh_do(&b, "GET", "/healthz", NULL);

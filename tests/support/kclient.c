@@ -575,6 +575,12 @@ kc_proc *kc_serve_start(const char *name, const char *data_dir, const char *brok
     return kc_serve_start_ex(name, data_dir, brokers, partitions, extra, 30);
 }
 
+const char *kc_test_brokers(void)
+{
+    const char *b = getenv("KCHAT_TEST_BROKERS");
+    return b != NULL && b[0] != '\0' ? b : NULL;
+}
+
 kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *brokers,
                            int partitions, const char *const *extra, int timeout_s)
 {
@@ -585,7 +591,9 @@ kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *b
     const char *args[64];
     size_t n = 0;
     args[n++] = "serve";
-    if (brokers != NULL) {
+    if (brokers == NULL)
+        brokers = kc_test_brokers();
+    if (brokers != NULL && brokers[0] != '\0') {
         args[n++] = "--brokers";
         args[n++] = brokers;
     }
@@ -608,6 +616,22 @@ kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *b
 }
 
 kc_proc *kc_broker_start(const char *name, int partitions)
+{
+    const char *real = kc_test_brokers();
+    if (real == NULL)
+        return kc_mock_broker_start(name, partitions);
+    kc_proc *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->pid = -1;
+    p->log = kc_tmppath("no-broker-log");  /* the cluster logs elsewhere */
+    snprintf(p->bootstrap, sizeof(p->bootstrap), "%s", real);
+    klog("%s: the real Kafka cluster %s\n", name, real);
+    return p;
+}
+
+kc_proc *kc_mock_broker_start(const char *name, int partitions)
 {
     char parts[16], bsname[128];
     snprintf(parts, sizeof(parts), "%d", partitions);
@@ -1818,6 +1842,36 @@ int64_t kc_chat(kc_client *c, const kc_user *u, const char *room, const char *me
     }
     json_decref(r);
     return seq;
+}
+
+json_t *kc_history_all(kc_client *c, const kc_user *u, const char *room)
+{
+    json_t *all = json_array();
+    json_int_t before = -1;
+    for (int page = 0; page < 10000; page++) {
+        json_t *b = json_pack("{ss ss si}", "userId", u->id, "roomId", room, "limit", 100);
+        if (before > 0)
+            json_object_set_new(b, "beforeSeq", json_integer(before));
+        json_t *r = kc_call(c, "room-history", u->id, u->session, b);
+        if (!kc_check_ok(r, u->id)) {
+            json_decref(r);
+            json_decref(all);
+            return NULL;
+        }
+        json_t *msgs = json_object_get(r, "messages");
+        size_t n = json_array_size(msgs);
+        /* each page is ascending and older than the one before */
+        json_t *merged = json_copy(msgs);
+        json_array_extend(merged, all);
+        json_decref(all);
+        all = merged;
+        if (n > 0)
+            before = kc_int(json_array_get(msgs, 0), "seq", 1);
+        json_decref(r);
+        if (n < 100 || before <= 1)
+            break;
+    }
+    return all;
 }
 
 /* ======================================================================== */

@@ -160,10 +160,23 @@ kc_proc *kc_proc_start(const char *name, const char *const *args,
                        const char *bootstrap_file, int timeout_s);
 
 /**
+ * @brief The real Kafka cluster the suite runs against: `$KCHAT_TEST_BROKERS`
+ *        (a bootstrap list, set by tests/run.sh --kafka), or NULL when the
+ *        tests use kchat's own brokers (embedded or `kchat broker`).
+ */
+const char *kc_test_brokers(void);
+
+/** Pass as `brokers` to kc_serve_start() for an embedded broker even when
+ *  kc_test_brokers() names a real cluster (tests of the embedded install). */
+#define KC_EMBEDDED ""
+
+/**
  * @brief Start `kchat serve --data DATA --partitions N --bootstrap-file F
  *        --pwhash-ops 1 --pwhash-mem 8192 [--brokers B]` (F is
  *        `kc_tmpdir()/<name>.bootstrap`) and wait up to 30 s for F.
- * @param[in] brokers NULL for an embedded broker.
+ * @param[in] brokers the bootstrap list; NULL for the suite's broker
+ *            (kc_test_brokers() when set, else an embedded one);
+ *            KC_EMBEDDED for an embedded broker in every case.
  * @param[in] extra NULL or NULL-terminated extra arguments.
  */
 kc_proc *kc_serve_start(const char *name, const char *data_dir, const char *brokers,
@@ -176,8 +189,15 @@ kc_proc *kc_serve_start(const char *name, const char *data_dir, const char *brok
 kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *brokers,
                            int partitions, const char *const *extra, int timeout_s);
 
-/** @brief Start `kchat broker --bootstrap-file F --partitions N`, wait up to 30 s. */
+/**
+ * @brief The suite's standalone broker: with kc_test_brokers() set, a handle
+ *        on that real cluster (no process: stopping it does nothing, its
+ *        bootstrap is the list); otherwise kc_mock_broker_start().
+ */
 kc_proc *kc_broker_start(const char *name, int partitions);
+
+/** @brief Start `kchat broker --bootstrap-file F --partitions N`, wait up to 30 s. */
+kc_proc *kc_mock_broker_start(const char *name, int partitions);
 
 /** @brief The bootstrap string the process wrote (no newline), or "" when none. */
 const char *kc_proc_bootstrap(const kc_proc *p);
@@ -513,6 +533,13 @@ bool kc_create_room(kc_client *c, const kc_user *u, const char *const *friends,
  */
 int64_t kc_chat(kc_client *c, const kc_user *u, const char *room, const char *message,
                 const char *cmid);
+
+/**
+ * @brief Every message of @p room, read by @p u 100 at a time (newest pages
+ *        first, with beforeSeq), as one array ascending by seq.
+ * @return a new reference, or NULL (after a diagnostic) when a page failed.
+ */
+json_t *kc_history_all(kc_client *c, const kc_user *u, const char *room);
 
 /* ------------------------------------------------------------------------ */
 /** @name Checks: print a diagnostic and return false on mismatch            */
