@@ -33,11 +33,18 @@ typedef struct kchat_config {
     int ring_capacity;      /**< slots of each (topic, worker) ring */
     int max_batch;          /**< most requests per group commit per worker */
     int linger_ms;          /**< producer linger */
+    int fetch_wait_ms;      /**< consumers' fetch.wait.max.ms; -1 = by broker
+                                 (kchat_config_fetch_wait_ms()) */
     int map_size_mb;        /**< LMDB map size per shard */
     long pwhash_ops;        /**< Argon2id opslimit */
     long pwhash_mem;        /**< Argon2id memlimit in bytes */
     long session_idle;      /**< seconds a session may stay unused */
     bool session_check;     /**< false: accept requests without a session (original front end) */
+    int login_max_failures; /**< failed logins of one user id within login_window that lock it */
+    int login_window;       /**< seconds over which failed logins are counted */
+    int login_lockout;      /**< seconds a locked user id is refused; 0 = no throttling */
+    long login_retention_ms; /**< retention.ms of login-request and user-add-request when
+                                  kchat creates them (their records carry passwords) */
     /* gateway (`kchat gateway`, `kchat dev`) */
     char *http;             /**< HTTP listen address host:port; port 0 = any free port */
     char *metrics_http;     /**< serve: "" = off; else host:port of /healthz, /readyz, /metrics */
@@ -82,5 +89,26 @@ void kchat_config_usage(FILE *out, const char *command);
 
 /** @brief Print docs/configuration.md, generated from the option table. */
 void kchat_config_markdown(FILE *out);
+
+/** fetch.wait.max.ms of `--fetch-wait-ms -1` on librdkafka's mock cluster,
+ *  which delays a fetch that found nothing by the whole wait even when
+ *  records arrive meanwhile. */
+#define KCHAT_FETCH_WAIT_MOCK_MS 10
+/** ... and on a Kafka cluster, which answers a waiting fetch at once when
+ *  a record arrives (fetch.min.bytes 1). */
+#define KCHAT_FETCH_WAIT_KAFKA_MS 100
+
+/**
+ * @brief The fetch.wait.max.ms kchat's consumers (the backend's request
+ *        consumer, the gateway's reply, event and catch-up consumers) set.
+ * @param[in] mock whether the cluster is librdkafka's mock cluster (the
+ *            embedded broker or `kchat broker`; see
+ *            kchat_kafka_is_mock_cluster()).
+ * @return -1 when a `-X fetch.wait.max.ms=...` is given (it applies as is and
+ *         the caller sets nothing); else `--fetch-wait-ms`, or when that is
+ *         -1, #KCHAT_FETCH_WAIT_MOCK_MS or #KCHAT_FETCH_WAIT_KAFKA_MS by
+ *         @p mock. Any thread.
+ */
+int kchat_config_fetch_wait_ms(const kchat_config *c, bool mock);
 
 #endif /* KCHAT_CONFIG_H */

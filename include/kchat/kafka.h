@@ -9,6 +9,7 @@
 #ifndef KCHAT_KAFKA_H
 #define KCHAT_KAFKA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>
@@ -29,6 +30,9 @@
 #define KCHAT_HDR_ERROR       "kchat-error"
 #define KCHAT_HDR_SRC_SHARD   "kchat-src-shard"
 #define KCHAT_HDR_SRC_SEQ     "kchat-src-seq"
+/** The data set (data directory) that wrote an internal command or a
+ *  directory record; readers ignore those of another data set. */
+#define KCHAT_HDR_DATASET     "kchat-dataset"
 
 /**
  * @brief murmur2 of @p key exactly as the Java client and librdkafka's
@@ -59,5 +63,13 @@ int kchat_header_get(const rd_kafka_message_t *msg, const char *name,
  */
 int kchat_kafka_conf_kv(rd_kafka_conf_t *conf, const char *kv,
                         char *errstr, size_t errstr_size);
+
+/**
+ * @brief Whether @p cluster_id (from rd_kafka_clusterid()) names one of
+ *        librdkafka's mock clusters ("mockCluster..."): the embedded broker
+ *        and `kchat broker`.
+ * @param[in] cluster_id may be NULL (unknown: false).
+ */
+bool kchat_kafka_is_mock_cluster(const char *cluster_id);
 
 #endif /* KCHAT_KAFKA_H */

@@ -38,6 +38,10 @@ void kchat_embedded_stop(kchat_embedded *e);
  *        partitions and @p replication replicas (0: min(3, brokers)), and
  *        check that the request topics and `kchat-internal` are
  *        co-partitioned.
+ * @param[in] login_retention_ms `retention.ms` given to `login-request`
+ *            and `user-add-request` when they are created here (their
+ *            records carry passwords); an existing topic keeps its own
+ *            setting.
  * @param[out] actual_partitions their common partition count.
  * @return KCHAT_OK; KCHAT_EKAFKA when the cluster cannot be reached or a
  *         topic is missing after creation; KCHAT_ECONFIG when the
@@ -46,7 +50,8 @@ void kchat_embedded_stop(kchat_embedded *e);
  * @note Blocks for up to about 30 s. Any thread.
  */
 int kchat_topics_ensure(rd_kafka_t *rk, int partitions, int replication,
-                        int *actual_partitions, char *errstr, size_t errstr_size);
+                        long login_retention_ms, int *actual_partitions,
+                        char *errstr, size_t errstr_size);
 
 /** @brief Number of topics in kchat_topic_names(). */
 size_t kchat_topic_count(void);

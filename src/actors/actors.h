@@ -58,6 +58,25 @@ struct out_rec {
     char *hdr_buf;            /* owns the header names and values */
 };
 
+/* Failed logins of one shard's user ids (throttle.c): a fixed table of
+ * KCHAT_THROTTLE_SETS sets of KCHAT_THROTTLE_WAYS slots, in memory only, so
+ * a flood of distinct ids evicts old entries instead of growing it. */
+#define KCHAT_THROTTLE_WAYS 8
+#define KCHAT_THROTTLE_SETS 128
+
+struct throttle_slot {
+    uint64_t tag;              /* keyed hash of the user id; 0 = free */
+    int64_t first_ms;          /* first failure of the current window */
+    int64_t until_ms;          /* locked until then; 0 = not locked */
+    uint32_t failures;         /* failures in the current window */
+};
+
+struct login_throttle {
+    bool keyed;                /* key drawn (on first use) */
+    unsigned char key[16];     /* SipHash key: ids cannot be aimed at one set */
+    struct throttle_slot slot[KCHAT_THROTTLE_SETS][KCHAT_THROTTLE_WAYS];
+};
+
 struct shard {
     uint32_t id;
     kchat_store *store;
@@ -65,6 +84,10 @@ struct shard {
     struct pending_cmd *cmds;
     size_t n_cmds, cap_cmds;
     int64_t last_ack_check_ms;
+    struct login_throttle throttle; /* zeroed with the shard; needs no release */
+    int64_t fail_since_ms;      /* first failed commit of the current run, 0: none */
+    int64_t fail_logged_ms;     /* last time that run was logged */
+    unsigned long fail_count;   /* failed commits in the current run */
     /* shared with the delivery-report thread */
     pthread_mutex_t lock;
     struct seqlist delivered;   /* to delete from the outbox */
@@ -100,11 +123,18 @@ struct kchat_backend {
     bool dir_running;
     kchat_fmt events_fmt;
     char dummy_hash[128];       /* verified against for unknown users (even timing) */
+    char dataset[33];           /* this data directory's data set id (32 hex digits):
+                                   tags its commands and directory records */
+    bool dataset_legacy;        /* made before data set ids: also take untagged
+                                   directory records as ours */
+    atomic_bool foreign_logged[2]; /* a foreign command [0], directory record [1] was logged */
     kchat_hist commit_seconds;  /* shard commit latency */
     kchat_hist batch_records;   /* records per shard transaction */
     struct {
         atomic_uint_fast64_t requests, errors, bad_requests, too_large, dead_letters,
-            commands, duplicates, commits, commit_failures, produced, delivered;
+            commands, duplicates, commits, commit_failures, produced, delivered,
+            login_failures, logins_throttled;
+        atomic_uint_fast64_t foreign_commands, foreign_directory; /* of another data set */
     } stats;
 };
 
@@ -142,6 +172,11 @@ int kchat__reply_ok(struct ctx *c, json_t *body);
 /* Answer with an error code and an English sentence (printf format). */
 int kchat__reply_err(struct ctx *c, kchat_wire_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* kchat__reply_err() whose body also has the fields of @p extra (stolen,
+ * may be NULL), e.g. retryAfterMs. */
+int kchat__reply_err_with(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Publish a chat-events record (stolen) for @p user_id. */
 int kchat__event(struct ctx *c, const char *user_id, json_t *event);
@@ -201,6 +236,27 @@ int kchat__room_history(struct ctx *c, const char *room_id, const char *user_id,
                         int64_t before_seq, int limit);
 
 int64_t kchat__now_ms(void);
+
+/* ---- throttle.c: login throttling, on the worker that owns the shard ---- */
+
+/* Monotonic milliseconds: the clock of the throttle (wall-clock steps do not
+ * lengthen or end a lockout). */
+int64_t kchat__throttle_now_ms(void);
+
+/* Milliseconds @p user_id stays locked after @p now_ms; 0 when it is not
+ * (an ended lockout is forgotten here). */
+int64_t kchat__throttle_locked(struct login_throttle *t, const char *user_id, int64_t now_ms);
+
+/* Count a failed login of @p user_id (known or not); the failure that
+ * reaches cfg->login_max_failures within cfg->login_window locks it for
+ * cfg->login_lockout seconds. Does nothing when login_lockout is 0. A new
+ * id may evict another's slot: free, then ended, then the oldest unlocked,
+ * then the lockout ending first. */
+void kchat__throttle_fail(struct login_throttle *t, const kchat_config *cfg,
+                          const char *user_id, int64_t now_ms);
+
+/* Forget @p user_id's failures (a successful login). */
+void kchat__throttle_reset(struct login_throttle *t, const char *user_id);
 
 
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +28,8 @@
 
 #define ACK_CHECK_MS 50          /* how often a shard asks whether its commands were applied */
 #define RETRY_SLEEP_MS 100       /* pause before a failed commit is retried */
+#define COMMIT_FAIL_LOG_MS 10000 /* a run of failed commits is logged this often */
+#define DISK_LOW_BYTES (1u << 20) /* less free than this: call the disk full */
 #define FLUSH_TIMEOUT_MS 5000
 
 static const double commit_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
@@ -82,7 +85,7 @@ static void sleep_ms(int ms)
  * queue is waited out (the poller thread drains it). */
 static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat_outbox_rec *r)
 {
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(r->n_headers + 2);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(r->n_headers + 3);
     rd_kafka_resp_err_t err;
     char num[24];
 
@@ -95,6 +98,10 @@ static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
         snprintf(num, sizeof(num), "%" PRIu64, seq);
         rd_kafka_header_add(hdrs, KCHAT_HDR_SRC_SEQ, -1, num, -1);
     }
+    /* Tagged when produced, so records an older kchat left in the outbox
+     * leave tagged too (see dataset_open()). */
+    if (r->kind == OUT_COMMAND || !strcmp(r->topic, KCHAT_TOPIC_DIRECTORY))
+        rd_kafka_header_add(hdrs, KCHAT_HDR_DATASET, -1, be->dataset, -1);
     /* producev takes the headers only when it succeeds; on failure they are
      * still ours, so a retry reuses them. */
     for (;;) {
@@ -418,6 +425,27 @@ static int parse_u64(const void *v, size_t len, uint64_t *out)
     return errno || *end ? -1 : 0;
 }
 
+/* Whether @p m was written by this data set (its kchat-dataset header);
+ * untagged records count as ours only if @p untagged_ok. Logs the first
+ * foreign record of each kind (@p kind 0: command, 1: directory record) of
+ * the run. Any thread. */
+static bool dataset_ours(kchat_backend *be, const rd_kafka_message_t *m, bool untagged_ok,
+                         int kind)
+{
+    const void *v;
+    size_t vl;
+    bool tagged = kchat_header_get(m, KCHAT_HDR_DATASET, &v, &vl) == 0;
+
+    if (tagged ? vl == strlen(be->dataset) && memcmp(v, be->dataset, vl) == 0 : untagged_ok)
+        return true;
+    if (!atomic_exchange(&be->foreign_logged[kind], true))
+        fprintf(stderr, "kchat: ignoring records of %s on %s (first at [%" PRId32 "] @%" PRId64
+                "): this data set is %s; counted in kchat_foreign_*_total\n",
+                tagged ? "another data set" : "no data set (an older kchat)",
+                rd_kafka_topic_name(m->rkt), m->partition, m->offset, be->dataset);
+    return false;
+}
+
 static int apply_command(struct ctx *c, const rd_kafka_message_t *m)
 {
     const void *v;
@@ -428,6 +456,14 @@ static int apply_command(struct ctx *c, const rd_kafka_message_t *m)
     char userbuf[66];
     int rc;
 
+    /* Another data set's (src, seq) are not ours to dedup or apply: its
+     * seqs would move our watermarks and drop our own commands. Untagged
+     * ones are never ours: an older kchat's unapplied commands were
+     * produced again, tagged, from the outbox at start. */
+    if (!dataset_ours(c->be, m, false, 0)) {
+        atomic_fetch_add(&c->be->stats.foreign_commands, 1);
+        return KCHAT_OK;
+    }
     if (kchat_header_get(m, KCHAT_HDR_SRC_SHARD, &v, &vl) || parse_u64(v, vl, &src) ||
         kchat_header_get(m, KCHAT_HDR_SRC_SEQ, &v, &vl) || parse_u64(v, vl, &seq) ||
         src >= (uint64_t)c->be->partitions)
@@ -518,6 +554,33 @@ static int store_offsets(kchat_txn *t, rd_kafka_message_t **msgs, const size_t *
     return rc;
 }
 
+/* A failed commit is retried every RETRY_SLEEP_MS: the first failure of a
+ * run is logged at once, the run then every COMMIT_FAIL_LOG_MS. A full disk
+ * often shows as EIO (LMDB reports a short write so), hence the free space
+ * of the data directory's file system in the message. */
+static void log_commit_failure(const kchat_backend *be, struct shard *sh, size_t n, int rc)
+{
+    int64_t now = monotonic_us() / 1000;
+    struct statvfs vfs;
+    char disk[64] = "";
+
+    sh->fail_count = sh->fail_since_ms == 0 ? 1 : sh->fail_count + 1;
+    if (sh->fail_since_ms == 0)
+        sh->fail_since_ms = now;
+    else if (now - sh->fail_logged_ms < COMMIT_FAIL_LOG_MS)
+        return;
+    sh->fail_logged_ms = now;
+    if (statvfs(be->cfg->data_dir, &vfs) == 0) {
+        unsigned long long avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
+        snprintf(disk, sizeof(disk), "; %llu KiB free on its disk%s", avail / 1024,
+                 avail < DISK_LOW_BYTES ? ": the disk is full" : "");
+    }
+    fprintf(stderr, "kchat: shard %u: cannot store a batch of %zu requests: %s%s (%lu failed "
+            "commits in %.1f s); this worker applies nothing more until it can (its "
+            "partitions pause); retrying every %d ms\n", sh->id, n, kchat_strerror(rc), disk,
+            sh->fail_count, (double)(now - sh->fail_since_ms) / 1000.0, RETRY_SLEEP_MS);
+}
+
 /* Apply the records of one shard in one transaction; retried until it
  * commits (a full map or disk blocks this worker: back-pressure). */
 static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard *sh,
@@ -545,14 +608,19 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             kchat_hist_observe(&be->batch_records, (double)n);
             atomic_fetch_add(&be->stats.commits, 1);
             worker_flush_out(be, w);
+            if (sh->fail_since_ms != 0) {
+                fprintf(stderr, "kchat: shard %u: storing again after %.1f s and %lu failed "
+                        "commits\n", sh->id, (double)(monotonic_us() / 1000 -
+                        sh->fail_since_ms) / 1000.0, sh->fail_count);
+                sh->fail_since_ms = 0;
+            }
             return;
         }
         kchat_txn_abort(c.txn);
         worker_discard_out(w);
         shard_unprune(sh, &taken);
         atomic_fetch_add(&be->stats.commit_failures, 1);
-        fprintf(stderr, "kchat: shard %u: batch of %zu not applied: %s; retrying\n",
-                sh->id, n, kchat_strerror(rc));
+        log_commit_failure(be, sh, n, rc);
         if (atomic_load(&be->stopping) && rc != KCHAT_EMAPFULL && rc != KCHAT_ENOSPC)
             return;   /* not stored: read again from the stored offsets next start */
         sleep_ms(RETRY_SLEEP_MS);
@@ -652,7 +720,10 @@ static void *directory_main(void *arg)
 
         if (m == NULL)
             continue;
-        if (!m->err && (e = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL))) {
+        if (!m->err && !dataset_ours(be, m, be->dataset_legacy, 1)) {
+            atomic_fetch_add(&be->stats.foreign_directory, 1);
+        } else if (!m->err &&
+                   (e = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL))) {
             kchat__directory_apply(be, e);
             json_decref(e);
         }
@@ -768,6 +839,92 @@ static int data_dir_check(kchat_backend *be, char *errstr, size_t len)
     return kchat_txn_commit(t);
 }
 
+/* Environment i of the data directory: the shards, then the replica. */
+static kchat_store *data_env(kchat_backend *be, int i, char *name, size_t len)
+{
+    if (i < be->partitions) {
+        snprintf(name, len, "shard-%04d", i);
+        return be->shards[i].store;
+    }
+    snprintf(name, len, "directory");
+    return be->directory;
+}
+
+/* The data set id (docs/design.md, "Data sets"): 16 random bytes in hex,
+ * made when a data directory is first used and kept in the meta of every
+ * shard and of the directory replica. A data directory an older kchat made
+ * gets one at its first start here and is marked legacy. Environments of
+ * two data sets in one data directory are refused. */
+static int dataset_open(kchat_backend *be, char *errstr, size_t len)
+{
+    char id[sizeof(be->dataset)], found[sizeof(be->dataset)] = "", where[32] = "";
+    char name[32], buf[256];
+    bool legacy = false, used = false;
+    kchat_txn *t;
+    int rc;
+
+    for (int i = 0; i <= be->partitions; i++) {
+        kchat_store *st = data_env(be, i, name, sizeof(name));
+
+        if ((rc = kchat_txn_begin(st, false, &t)) != KCHAT_OK)
+            return rc;
+        rc = kchat_store_meta_get(t, "dataset", id, sizeof(id));
+        legacy |= kchat_store_meta_get(t, "dataset_legacy", buf, sizeof(buf)) == KCHAT_OK;
+        used |= kchat_store_meta_get(t, "cluster_id", buf, sizeof(buf)) == KCHAT_OK;
+        kchat_txn_abort(t);
+        if (rc == KCHAT_ENOTFOUND)
+            continue;
+        if (rc != KCHAT_OK) {
+            snprintf(errstr, len, "%s/%s: data set id: %s", be->cfg->data_dir, name,
+                     kchat_strerror(rc));
+            return rc;
+        }
+        if (found[0] == '\0') {
+            memcpy(found, id, sizeof(found));
+            memcpy(where, name, sizeof(where));
+        } else if (strcmp(found, id) != 0) {
+            snprintf(errstr, len, "data directory %s mixes two data sets: %s belongs to %s, "
+                     "%s to %s", be->cfg->data_dir, where, found, name, id);
+            return KCHAT_ECONFIG;
+        }
+    }
+    if (found[0] == '\0') {
+        unsigned char raw[16];
+
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(found, sizeof(found), raw, sizeof(raw));
+        legacy = used;   /* shards that ran before, under an older kchat */
+        fprintf(stderr, "kchat: data set %s%s\n", found,
+                legacy ? " given to a data directory made before data set ids" : " (new)");
+    }
+    /* Shards first, the replica last. */
+    for (int i = 0; i <= be->partitions; i++) {
+        kchat_store *st = data_env(be, i, name, sizeof(name));
+
+        if ((rc = kchat_txn_begin(st, true, &t)) != KCHAT_OK)
+            return rc;
+        rc = kchat_store_meta_get(t, "dataset", id, sizeof(id));
+        if (rc == KCHAT_ENOTFOUND) {
+            rc = kchat_store_meta_set(t, "dataset", found);
+            if (rc == KCHAT_OK && legacy)
+                rc = kchat_store_meta_set(t, "dataset_legacy", "1");
+            if (rc == KCHAT_OK) {
+                rc = kchat_txn_commit(t);
+                t = NULL;
+            }
+        }
+        kchat_txn_abort(t);
+        if (rc != KCHAT_OK) {
+            snprintf(errstr, len, "%s/%s: cannot store the data set id: %s",
+                     be->cfg->data_dir, name, kchat_strerror(rc));
+            return rc;
+        }
+    }
+    memcpy(be->dataset, found, sizeof(be->dataset));
+    be->dataset_legacy = legacy;
+    return KCHAT_OK;
+}
+
 /* Offsets belong to one cluster: forget them when the cluster changed (the
  * embedded broker is a new, empty cluster at every start). */
 static int shard_check_cluster(kchat_backend *be, struct shard *sh, const char *cluster_id)
@@ -869,10 +1026,14 @@ static int shards_open(kchat_backend *be, char *errstr, size_t len)
     return KCHAT_OK;
 }
 
-static int consumer_start(kchat_backend *be, char *errstr, size_t len)
+/* The request consumer; @p mock: the cluster is librdkafka's mock cluster
+ * (for the default fetch wait, kchat_config_fetch_wait_ms()). */
+static int consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len)
 {
     const char *topics[KCHAT_OP__COUNT + 1];
     rd_kafka_conf_t *conf = kafka_conf(be, errstr, len);
+    int wait_ms = kchat_config_fetch_wait_ms(be->cfg, mock);
+    char wait[16];
     kchat_consumer_conf cc = {
         .topics = topics, .n_topics = KCHAT_OP__COUNT + 1, .n_workers = be->n_workers,
         .ring_capacity = (size_t)be->cfg->ring_capacity, .max_batch = (size_t)be->cfg->max_batch,
@@ -888,8 +1049,12 @@ static int consumer_start(kchat_backend *be, char *errstr, size_t len)
     topics[KCHAT_OP__COUNT] = KCHAT_TOPIC_INTERNAL;
     if (rd_kafka_conf_set(conf, "group.id", be->cfg->group_id, errstr, len) ||
         rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errstr, len) ||
-        rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", errstr, len) ||
-        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", errstr, len)) {
+        rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", errstr, len)) {
+        rd_kafka_conf_destroy(conf);
+        return KCHAT_ECONFIG;
+    }
+    snprintf(wait, sizeof(wait), "%d", wait_ms);
+    if (wait_ms >= 0 && rd_kafka_conf_set(conf, "fetch.wait.max.ms", wait, errstr, len)) {
         rd_kafka_conf_destroy(conf);
         return KCHAT_ECONFIG;
     }
@@ -944,7 +1109,8 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     if ((rc = producer_start(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop;
     if ((rc = kchat_topics_ensure(be->producer, cfg->partitions, cfg->replication,
-                                  &be->partitions, errstr, errstr_size)) != KCHAT_OK)
+                                  cfg->login_retention_ms, &be->partitions, errstr,
+                                  errstr_size)) != KCHAT_OK)
         goto err_stop;
     if (be->partitions > 1 << 14) {
         snprintf(errstr, errstr_size, "at most %d partitions are supported", 1 << 14);
@@ -955,7 +1121,8 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
         fprintf(stderr, "kchat: the topics exist with %d partitions (not %d): using %d shards\n",
                 be->partitions, cfg->partitions, be->partitions);
     if ((rc = data_dir_check(be, errstr, errstr_size)) != KCHAT_OK ||
-        (rc = shards_open(be, errstr, errstr_size)) != KCHAT_OK)
+        (rc = shards_open(be, errstr, errstr_size)) != KCHAT_OK ||
+        (rc = dataset_open(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop;
     if ((cid = rd_kafka_clusterid(be->producer, 10000)) == NULL) {
         snprintf(errstr, errstr_size, "cannot read the cluster id of %s", be->bootstraps);
@@ -994,7 +1161,9 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
         goto err_stop;
     }
     if ((rc = directory_start(be, dconf, errstr, errstr_size)) != KCHAT_OK ||
-        (rc = consumer_start(be, errstr, errstr_size)) != KCHAT_OK)
+        (rc = consumer_start(be, be->embedded != NULL ||
+                             kchat_kafka_is_mock_cluster(cluster_id),
+                             errstr, errstr_size)) != KCHAT_OK)
         goto err_stop;
     /* Ready means assigned: until then nothing is consumed. */
     for (int i = 0; i < 600 && !kchat_consumer_ready(be->consumer); i++)
@@ -1059,6 +1228,12 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                        "Internal commands applied.", (double)st.commands);
     kchat_metric_write(out, "kchat_duplicate_commands_total", "counter",
                        "Internal commands dropped as already applied.", (double)st.duplicates);
+    kchat_metric_write(out, "kchat_foreign_commands_total", "counter",
+                       "Internal commands of another data set (or untagged), ignored.",
+                       (double)atomic_load(&be->stats.foreign_commands));
+    kchat_metric_write(out, "kchat_foreign_directory_records_total", "counter",
+                       "kchat-directory records of another data set, ignored.",
+                       (double)atomic_load(&be->stats.foreign_directory));
     kchat_metric_write(out, "kchat_commits_total", "counter",
                        "Shard write transactions committed.", (double)st.commits);
     kchat_metric_write(out, "kchat_commit_failures_total", "counter",
@@ -1067,6 +1242,12 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                        "Outbox records handed to the producer.", (double)st.produced);
     kchat_metric_write(out, "kchat_outbox_delivered_total", "counter",
                        "Outbox records confirmed by Kafka.", (double)st.delivered);
+    kchat_metric_write(out, "kchat_login_failures_total", "counter",
+                       "Logins answered BAD_CREDENTIALS after a password check (unknown "
+                       "user or wrong password).", (double)atomic_load(&be->stats.login_failures));
+    kchat_metric_write(out, "kchat_logins_throttled_total", "counter",
+                       "Logins refused unchecked because the user id was locked after "
+                       "too many failures.", (double)atomic_load(&be->stats.logins_throttled));
     kchat_metric_write(out, "kchat_consumed_total", "counter",
                        "Records read from the request topics.", (double)cs.consumed);
     kchat_metric_write(out, "kchat_partition_pauses_total", "counter",

@@ -156,17 +156,16 @@ int kchat__reply_ok(struct ctx *c, json_t *body)
     return rc;
 }
 
-int kchat__reply_err(struct ctx *c, kchat_wire_err e, const char *fmt, ...)
+static int reply_err_v(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt,
+                       va_list ap)
 {
     char msg[512];
     json_t *body;
-    va_list ap;
     int rc;
 
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if ((body = json_object()) == NULL)
+    body = extra ? extra : json_object();
+    if (body == NULL)
         return KCHAT_ENOMEM;
     json_object_set_new(body, "userId", json_string(c->user_id));
     json_object_set_new(body, "isSuccess", json_false());
@@ -179,6 +178,28 @@ int kchat__reply_err(struct ctx *c, kchat_wire_err e, const char *fmt, ...)
         atomic_fetch_add(&c->be->stats.too_large, 1);
     rc = reply_send(c, body);
     json_decref(body);
+    return rc;
+}
+
+int kchat__reply_err(struct ctx *c, kchat_wire_err e, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = reply_err_v(c, e, NULL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int kchat__reply_err_with(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = reply_err_v(c, e, extra, fmt, ap);
+    va_end(ap);
     return rc;
 }
 

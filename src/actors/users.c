@@ -107,27 +107,50 @@ int kchat__op_user_add(struct ctx *c)
     return rc;
 }
 
+/* A failed login: counted against the id, then BAD_CREDENTIALS. */
+static int login_failed(struct ctx *c)
+{
+    kchat__throttle_fail(&c->sh->throttle, c->be->cfg, c->req->user_id,
+                         kchat__throttle_now_ms());
+    atomic_fetch_add(&c->be->stats.login_failures, 1);
+    return kchat__reply_err(c, KCHAT_WIRE_BAD_CREDENTIALS, "Unknown user or wrong password.");
+}
+
 int kchat__op_login(struct ctx *c)
 {
     const kchat_request *r = c->req;
     unsigned char raw[SESSION_BYTES];
     char sid[2 * SESSION_BYTES + 1];
-    json_t *user = kchat__user_get(c->txn, r->user_id), *sess, *body;
-    const char *hash = user ? json_string_value(json_object_get(user, "pw")) : NULL;
+    json_t *user, *sess, *body;
+    const char *hash;
+    int64_t wait_ms;
     int rc;
 
+    /* A locked id is refused before anything is read or hashed: guessing
+     * costs the attacker a round trip and the server no Argon2 run. */
+    wait_ms = kchat__throttle_locked(&c->sh->throttle, r->user_id, kchat__throttle_now_ms());
+    if (wait_ms > 0) {
+        atomic_fetch_add(&c->be->stats.logins_throttled, 1);
+        return kchat__reply_err_with(c, KCHAT_WIRE_BAD_CREDENTIALS,
+                                     json_pack("{s:I}", "retryAfterMs", (json_int_t)wait_ms),
+                                     "Too many failed login attempts for %s; try again in "
+                                     "%lld s.", r->user_id, (long long)(wait_ms + 999) / 1000);
+    }
+    user = kchat__user_get(c->txn, r->user_id);
+    hash = user ? json_string_value(json_object_get(user, "pw")) : NULL;
     if (hash == NULL) {
         /* Same work as a real check, so timing does not reveal who exists. */
         int same_work = crypto_pwhash_str_verify(c->be->dummy_hash, r->user_pw,
                                                  strlen(r->user_pw));
         (void)same_work;
         json_decref(user);
-        return kchat__reply_err(c, KCHAT_WIRE_BAD_CREDENTIALS, "Unknown user or wrong password.");
+        return login_failed(c);
     }
     if (crypto_pwhash_str_verify(hash, r->user_pw, strlen(r->user_pw)) != 0) {
         json_decref(user);
-        return kchat__reply_err(c, KCHAT_WIRE_BAD_CREDENTIALS, "Unknown user or wrong password.");
+        return login_failed(c);
     }
+    kchat__throttle_reset(&c->sh->throttle, r->user_id);
     randombytes_buf(raw, sizeof(raw));
     sodium_bin2hex(sid, sizeof(sid), raw, sizeof(raw));
     sess = json_pack("{s:s, s:I}", "u", r->user_id, "t", (json_int_t)c->now_ms);

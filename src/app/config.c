@@ -49,6 +49,16 @@ static const struct opt opts[] = {
      "Most requests one worker applies in one group commit."},
     {"linger-ms", OPT_INT, O(linger_ms), "1", 0, 1000,
      "Producer linger.ms for responses, events and commands."},
+    {"fetch-wait-ms", OPT_INT, O(fetch_wait_ms), "-1", -1, 300000,
+     "How long a fetch of the backend's request consumer and of the gateway's reply "
+     "and event consumers may wait at the broker for new records (librdkafka "
+     "fetch.wait.max.ms). -1 picks by broker: 10 ms on librdkafka's mock cluster (the "
+     "embedded broker, `kchat broker`), whose fetch waits that long even when a record "
+     "arrives meanwhile; 100 ms on Kafka, which answers a waiting fetch as soon as a "
+     "record arrives, so the longer wait adds no latency and an idle consumer sends 10 "
+     "fetches a second to each broker instead of 100. The broker kind is told by its "
+     "cluster id (a gateway that cannot reach Kafka within 2 s at start takes Kafka's). "
+     "`-X fetch.wait.max.ms=N` overrides it."},
     {"map-size-mb", OPT_INT, O(map_size_mb), "1024", 1, 1 << 22,
      "LMDB map size of each shard, in MiB (address space, not disk)."},
     {"pwhash-ops", OPT_LONG, O(pwhash_ops), "2", 1, 1L << 30,
@@ -60,6 +70,23 @@ static const struct opt opts[] = {
     {"session-check", OPT_BOOL, O(session_check), "true", 0, 0,
      "Require the kchat-session header. Turn off only for the original front "
      "end, which sends none; the server warns loudly at start when it is off."},
+    {"login-max-failures", OPT_INT, O(login_max_failures), "5", 1, 1000000,
+     "Failed logins of one user id within login-window seconds after which its logins "
+     "are refused, even with the right password, for login-lockout seconds (answer "
+     "BAD_CREDENTIALS with retryAfterMs; the gateway answers 429 with Retry-After). "
+     "Unknown user ids count too. Counted in memory by the user's shard: a restart "
+     "forgets the counts."},
+    {"login-window", OPT_INT, O(login_window), "300", 1, 31536000,
+     "Seconds over which failed logins of one user id are counted; the count starts "
+     "with the first failure and starts over once the window has passed."},
+    {"login-lockout", OPT_INT, O(login_lockout), "60", 0, 31536000,
+     "Seconds a user id stays locked after login-max-failures failures; the password is "
+     "not even checked meanwhile. A successful login resets the count. 0 turns login "
+     "throttling off."},
+    {"login-retention-ms", OPT_LONG, O(login_retention_ms), "3600000", 1000, 1L << 40,
+     "retention.ms of the login-request and user-add-request topics (their records "
+     "carry passwords) when kchat creates them; existing topics are left as they are "
+     "(see docs/security.md)."},
     {"metrics-http", OPT_STR, O(metrics_http), "", 0, 0,
      "Backend (`kchat serve`): when set (host:port), serve GET /healthz, /readyz and "
      "/metrics (Prometheus text) there. `kchat dev` shows the backend's metrics on the "
@@ -162,6 +189,18 @@ static int config_validate(const kchat_config *c, char *errstr, size_t errstr_si
         return KCHAT_ECONFIG;
     }
     return KCHAT_OK;
+}
+
+int kchat_config_fetch_wait_ms(const kchat_config *c, bool mock)
+{
+    static const char key[] = "fetch.wait.max.ms=";
+
+    for (int i = 0; i < c->n_x; i++)
+        if (strncmp(c->x[i], key, sizeof(key) - 1) == 0)
+            return -1;
+    if (c->fetch_wait_ms >= 0)
+        return c->fetch_wait_ms;
+    return mock ? KCHAT_FETCH_WAIT_MOCK_MS : KCHAT_FETCH_WAIT_KAFKA_MS;
 }
 
 int kchat_config_init(kchat_config *c)

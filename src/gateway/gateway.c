@@ -147,6 +147,32 @@ err_destroy:
     return NULL;
 }
 
+/* fetch.wait.max.ms of the gateway's consumers (kchat_config_fetch_wait_ms()):
+ * by broker unless set, so it may ask for the cluster id, waiting at most
+ * @p timeout_ms (unknown counts as Kafka). `kchat dev` without --brokers
+ * runs on the embedded mock cluster. */
+static void fetch_wait_conf(kchat_gateway *gw, rd_kafka_conf_t *conf, int timeout_ms)
+{
+    int ms = kchat_config_fetch_wait_ms(gw->cfg, false);
+    int mock_ms = kchat_config_fetch_wait_ms(gw->cfg, true);
+    char v[16];
+
+    if (ms != mock_ms) {
+        bool mock = gw->cfg->brokers[0] == '\0';
+        if (!mock) {
+            char *id = rd_kafka_clusterid(gw->producer, timeout_ms);
+            mock = kchat_kafka_is_mock_cluster(id);
+            if (id != NULL)
+                rd_kafka_mem_free(gw->producer, id);
+        }
+        if (mock)
+            ms = mock_ms;
+    }
+    snprintf(v, sizeof(v), "%d", ms);
+    if (ms >= 0)
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", v, NULL, 0);
+}
+
 static void consumer_conf(rd_kafka_conf_t *conf, bool eof)
 {
     char gid[64];
@@ -158,7 +184,6 @@ static void consumer_conf(rd_kafka_conf_t *conf, bool eof)
     rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", NULL, 0);
     rd_kafka_conf_set(conf, "enable.partition.eof", eof ? "true" : "false", NULL, 0);
     rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", NULL, 0);
-    rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", NULL, 0);
 }
 
 gw_item *kchat__gw_event_item(const rd_kafka_message_t *m, int kind)
@@ -322,7 +347,8 @@ static void *kafka_main(void *arg)
         } else {
             rd_kafka_metadata_destroy(md);
             if (kchat_topics_ensure(gw->producer, gw->cfg->partitions, gw->cfg->replication,
-                                    &parts, errstr, sizeof(errstr)) == KCHAT_OK &&
+                                    gw->cfg->login_retention_ms, &parts, errstr,
+                                    sizeof(errstr)) == KCHAT_OK &&
                 consumer_assign(gw, errstr, sizeof(errstr)) == KCHAT_OK)
                 break;
         }
@@ -377,6 +403,7 @@ static void *catchup_main(void *arg)
     if (conf == NULL)
         goto done;
     consumer_conf(conf, true);
+    fetch_wait_conf(gw, conf, 1000);   /* the gateway is ready: known at once */
     if ((rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr))) == NULL) {
         rd_kafka_conf_destroy(conf);
         goto done;
@@ -628,6 +655,7 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
     if ((conf = kafka_conf(gw, errstr, errstr_size)) == NULL)
         goto err_free;
     consumer_conf(conf, false);
+    fetch_wait_conf(gw, conf, 2000);   /* Kafka may not be up yet: then Kafka's wait */
     rc = KCHAT_EKAFKA;
     if ((gw->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size)) == NULL) {
         rd_kafka_conf_destroy(conf);

@@ -72,3 +72,8 @@ int kchat_kafka_conf_kv(rd_kafka_conf_t *conf, const char *kv,
     }
     return KCHAT_OK;
 }
+
+bool kchat_kafka_is_mock_cluster(const char *cluster_id)
+{
+    return cluster_id != NULL && strncmp(cluster_id, "mockCluster", 11) == 0;
+}

@@ -11,9 +11,6 @@
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 
-/* Passwords travel on login-request: keep them for an hour at most. */
-#define LOGIN_RETENTION_MS "3600000"
-
 struct kchat_embedded {
     rd_kafka_t *host;                  /* the handle the mock cluster lives on */
     rd_kafka_mock_cluster_t *cluster;
@@ -128,13 +125,18 @@ static int topics_describe(rd_kafka_t *rk, int *counts, int *broker_cnt,
 }
 
 static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int replication,
-                         char *errstr, size_t errstr_size)
+                         long login_retention_ms, char *errstr, size_t errstr_size)
 {
     rd_kafka_NewTopic_t *nt[64];
     size_t n = 0;
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_event_t *ev;
+    char retention[24];
     int rc = KCHAT_OK;
+
+    /* Passwords travel on login-request and user-add-request: keep their
+     * records only that long. */
+    snprintf(retention, sizeof(retention), "%ld", login_retention_ms);
 
     for (size_t i = 0; i < kchat_topic_count() && n < 64; i++) {
         const char *name = kchat_topic_name(i);
@@ -147,8 +149,9 @@ static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int 
         }
         if (!strcmp(name, KCHAT_TOPIC_DIRECTORY))
             rd_kafka_NewTopic_set_config(nt[n], "cleanup.policy", "compact");
-        if (!strcmp(name, kchat_op_request_topic(KCHAT_OP_LOGIN)))
-            rd_kafka_NewTopic_set_config(nt[n], "retention.ms", LOGIN_RETENTION_MS);
+        if (!strcmp(name, kchat_op_request_topic(KCHAT_OP_LOGIN)) ||
+            !strcmp(name, kchat_op_request_topic(KCHAT_OP_USER_ADD)))
+            rd_kafka_NewTopic_set_config(nt[n], "retention.ms", retention);
         n++;
     }
     if (n == 0)
@@ -207,7 +210,8 @@ static int check_co_partitioned(const int *counts, int *common, char *errstr, si
 }
 
 int kchat_topics_ensure(rd_kafka_t *rk, int partitions, int replication,
-                        int *actual_partitions, char *errstr, size_t errstr_size)
+                        long login_retention_ms, int *actual_partitions,
+                        char *errstr, size_t errstr_size)
 {
     int counts[64], brokers = 0, rc, common = -1;
     bool missing = false;
@@ -224,7 +228,8 @@ int kchat_topics_ensure(rd_kafka_t *rk, int partitions, int replication,
     if (missing) {
         if (replication <= 0)
             replication = brokers < 3 ? (brokers > 0 ? brokers : 1) : 3;
-        if ((rc = topics_create(rk, counts, partitions, replication, errstr, errstr_size)))
+        if ((rc = topics_create(rk, counts, partitions, replication, login_retention_ms,
+                                errstr, errstr_size)))
             return rc;
         /* Metadata of new topics can lag a little behind their creation. */
         for (int tries = 0; tries < 20; tries++) {
