@@ -1,17 +1,39 @@
-# bench/bench.mk: the load generator and `make bench`, included by the Makefile.
-# Uses the Makefile's CC, CFLAGS, LDFLAGS, LDLIBS, BUILD and BIN.
+# bench/bench.mk: the bench programs, `make bench` and `make bench-sweep`,
+# included by the Makefile. Uses the Makefile's CC, CFLAGS, LDFLAGS, LDLIBS,
+# BUILD, BIN and LIB.
+#
+#   make bench        bench/run.sh: kchat against the echo baseline on the
+#                     mock broker and on Apache Kafka (docs/bench.md)
+#   make bench-sweep  bench/sweep.sh: partitions x workers x broker, with plots
+# BENCH_ARGS / SWEEP_ARGS pass options to the scripts (their --help lists them).
 
 BENCH_LOAD := $(BUILD)/bench/load
-BENCH_ARGS ?= --requests 20000 --inflight 256
+BENCH_ECHO := $(BUILD)/bench/echo
+BENCH_UTIL := $(BUILD)/bench/util.o
+BENCH_ARGS ?=
+SWEEP_ARGS ?=
 
-.PHONY: bench
-# A closed-loop chat-send stream against `kchat serve` on its embedded broker.
-bench: $(BENCH_LOAD) $(BIN)
-	NO_BUILD=1 bench/run-embedded.sh $(BENCH_ARGS)
+.PHONY: bench bench-sweep bench-progs
+bench-progs: $(BENCH_LOAD) $(BENCH_ECHO) $(BIN)
 
-$(BENCH_LOAD): bench/load.c
+bench: bench-progs
+	NO_BUILD=1 KCHAT_BIN=$(BIN) BENCH_BUILD=$(BUILD) bench/run.sh $(BENCH_ARGS)
+
+bench-sweep: bench-progs
+	NO_BUILD=1 KCHAT_BIN=$(BIN) BENCH_BUILD=$(BUILD) bench/sweep.sh $(SWEEP_ARGS)
+
+$(BENCH_UTIL): bench/util.c bench/util.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BENCH_LOAD): bench/load.c bench/util.h $(BENCH_UTIL)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BENCH_UTIL) $(LDLIBS)
+
+# The echo processor uses kchat's topic names and kchat_topics_ensure().
+$(BENCH_ECHO): bench/echo.c bench/util.h $(BENCH_UTIL) $(LIB) $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BENCH_UTIL) $(SAN_OBJ) $(LIB) $(LDLIBS)
 
 # The event-stream benchmark (bench/run-sse.sh runs it against `kchat dev`).
 BENCH_SSE := $(BUILD)/bench/sse

@@ -1,10 +1,15 @@
 # Shared by the bench scripts: clean-up, stopping the server, its log.
 # The sourcing script sets NAME (message prefix), TMP (scratch directory),
-# LOG (server log) and LOG_LINES, and SERVER_PID once the server runs.
+# LOG (server log) and LOG_LINES, and SERVER_PID once the server runs. A
+# script that starts more processes defines cleanup_more(), which cleanup()
+# calls first (bench/harness.sh does).
 
 SERVER_PID=
 
 cleanup() {
+    if declare -F cleanup_more >/dev/null; then
+        cleanup_more
+    fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -KILL "$SERVER_PID" 2>/dev/null
         wait "$SERVER_PID" 2>/dev/null

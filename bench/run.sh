@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# bench/run.sh - the headline benchmark (`make bench`): kchat's throughput and
+# latency as a ratio to what Kafka alone allows on this machine, measured in
+# the same run on the same kind of broker (docs/bench.md explains the method).
+#
+# For each broker (mock: the `kchat broker` mock cluster as its own process;
+# kafka: one Apache Kafka node from scripts/kafka), started fresh with P topic
+# partitions and the same settings for kchat and for echo:
+#   1. `kchat serve` (fresh data directory) + the load generator, closed loop:
+#      --inflight requests outstanding, --requests requests of the operation
+#      mix, the first --warmup of them left out of the figures; kchat's peak
+#      RSS (VmHWM) is read just before it is stopped;
+#   2. kafka only: the same kchat serve, open loop at half of the rate step 1
+#      measured, for --open-seconds;
+#   3. the echo processor (build/bench/echo) + the load generator with --echo,
+#      closed loop with the same in-flight, request and warm-up counts;
+#   4. kafka only: echo, open loop at the same rate as step 2.
+# On Kafka both run on the same broker, kchat first: a fresh kchat data
+# directory reads its input topics from their beginning (offsets of record
+# live in LMDB), so it would first answer every request of an earlier echo
+# run, while the echo processor starts at the end of the topics. The mock
+# broker is started afresh (same command, same settings) for echo, because
+# its fetch cost grows with the records it holds (librdkafka 2.0.2's mock
+# finds a fetch offset by a linear scan of the partition's message sets), so
+# whichever ran second on a shared mock broker would be slowed by the first.
+# The mock broker is measured closed-loop only: its in-memory log drops the
+# oldest records past about 5 MB per partition, which an open loop that falls
+# behind could hit.
+#
+# Results (one row per load run: CSV, JSON, and every log) go to
+# bench/results/<UTC timestamp>/ (or --out). Standard output ends with
+# exactly one line per broker:
+#   bench: broker=NAME rps=N echo_rps=N ratio=R p50_ms=X p99_ms=X peak_rss_mb=N
+# (kchat's closed-loop figures; ratio = rps / echo_rps).
+#
+# usage: bench/run.sh [options] [-- kchat serve options...]
+#   --brokers LIST      mock,kafka (default both)
+#   --partitions P      topic partitions = kchat shards (default 8)
+#   --workers W         kchat serve --workers (default: kchat's, one per CPU)
+#   --inflight N        closed-loop requests outstanding (default 256)
+#   --requests N        requests of each closed-loop run (default 30000)
+#   --warmup N          of which the first N are left out of the figures
+#                       (default 5000; a fresh Kafka broker warms up its JIT)
+#   --open-seconds S    length of each open-loop run (default 15)
+#   --mix SPEC          operation mix (default chat=90,history=5,rooms=5)
+#   --out DIR           results directory (default bench/results/<timestamp>)
+# Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build: where bench/load and
+# bench/echo are built), BENCH_TMP (parent of the scratch directory), KEEP=1
+# keeps the scratch directory, LOG_LINES (30), NO_BUILD=1 skips make.
+# Exit status: 0 every run clean; 1 some load run failed (missing or bad
+# answers); 4 a process did not start or stop cleanly; 2 usage.
+set -u
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+INVOCATION="bench/run.sh $*"
+KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
+BENCH_BUILD=${BENCH_BUILD:-build}
+LOAD=$BENCH_BUILD/bench/load
+ECHO=$BENCH_BUILD/bench/echo
+LOG_LINES=${LOG_LINES:-30}
+
+BROKERS=mock,kafka
+PARTITIONS=8
+WORKERS=0
+INFLIGHT=256
+REQUESTS=30000
+WARMUP=5000
+OPEN_SECONDS=15
+MIX=chat=90,history=5,rooms=5
+OUT=
+serve_args=()
+
+usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+need() { [ $# -ge 2 ] || { echo "run: $1 needs a value" >&2; exit 2; }; }
+while [ $# -gt 0 ]; do
+    case $1 in
+    --brokers) need "$@"; BROKERS=$2; shift 2 ;;
+    --partitions) need "$@"; PARTITIONS=$2; shift 2 ;;
+    --workers) need "$@"; WORKERS=$2; shift 2 ;;
+    --inflight) need "$@"; INFLIGHT=$2; shift 2 ;;
+    --requests) need "$@"; REQUESTS=$2; shift 2 ;;
+    --warmup) need "$@"; WARMUP=$2; shift 2 ;;
+    --open-seconds) need "$@"; OPEN_SECONDS=$2; shift 2 ;;
+    --mix) need "$@"; MIX=$2; shift 2 ;;
+    --out) need "$@"; OUT=$2; shift 2 ;;
+    --help|-h) usage; exit 0 ;;
+    --) shift; serve_args=("$@"); break ;;
+    *) echo "run: unknown option $1 (--help)" >&2; exit 2 ;;
+    esac
+done
+for v in "$PARTITIONS" "$WORKERS" "$INFLIGHT" "$REQUESTS" "$WARMUP" "$OPEN_SECONDS"; do
+    [[ $v =~ ^[0-9]+$ ]] || { echo "run: '$v' is not a number" >&2; exit 2; }
+done
+[ "$WARMUP" -lt "$REQUESTS" ] || { echo "run: --warmup must be below --requests" >&2; exit 2; }
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    make -s all "$LOAD" "$ECHO" || exit 4
+fi
+for f in "$KCHAT_BIN" "$LOAD" "$ECHO"; do
+    [ -x "$f" ] || { echo "run: no $f (make bench builds it)" >&2; exit 4; }
+done
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${OUT:-bench/results/$STAMP}
+mkdir -p "$OUT" || exit 4
+TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-bench.XXXXXX") || exit 4
+NAME=run
+. "$ROOT/bench/lib.sh"
+. "$ROOT/bench/harness.sh"
+
+NCPU=$(nproc)
+REAL_WORKERS=$WORKERS
+[ "$WORKERS" = 0 ] && REAL_WORKERS=$NCPU
+echo "run: $INVOCATION"
+echo "run: $NCPU CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), commit $GIT_COMMIT, results in $OUT"
+{
+    echo "# $INVOCATION"
+    echo "# $(date -u +%FT%TZ), $NCPU CPUs, commit $GIT_COMMIT, $(uname -sr)"
+} >"$OUT/commands.txt"
+
+T0=$(date +%s)
+FAIL=0
+FINAL=()
+
+# One broker: kchat then echo, closed loop (and open loop on kafka).
+bench_broker() {
+    local b=$1 rc rss open=0 rate=0
+    broker_start "$b" "$PARTITIONS" || return 4
+
+    # kchat
+    serve_start "$PARTITIONS" "$WORKERS" "$TMP/data-$b" ${serve_args[@]+"${serve_args[@]}"} ||
+        return 4
+    run_load "$b-kchat-closed" --requests "$REQUESTS" --warmup "$WARMUP" \
+        --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
+    local kc_rc=$? ko_rc=0
+    rate=$(( $(res "$b-kchat-closed" rps) / 2 ))
+    if [ "$b" = kafka ] && [ "$rate" -gt 0 ]; then
+        open=1
+        run_load "$b-kchat-open" --rate "$rate" --requests $((rate * OPEN_SECONDS)) \
+            --mix "$MIX" --duration-max $((OPEN_SECONDS + 60))
+        ko_rc=$?
+    fi
+    serve_stop || FAIL=4
+    rss=$PEAK_RSS_MB
+    row_add "$b-kchat-closed" "$b" kchat "$PARTITIONS" "$REAL_WORKERS" "$rss" $kc_rc
+    [ $open = 1 ] && row_add "$b-kchat-open" "$b" kchat "$PARTITIONS" "$REAL_WORKERS" "$rss" $ko_rc
+
+    # echo: on the same Kafka broker; on a fresh mock broker (see above)
+    if [ "$b" = mock ]; then
+        broker_stop
+        broker_start "$b" "$PARTITIONS" || return 4
+    fi
+    echo_start "$PARTITIONS" || return 4
+    run_load "$b-echo-closed" --echo --requests "$REQUESTS" --warmup "$WARMUP" \
+        --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
+    local ec_rc=$? eo_rc=0
+    if [ $open = 1 ]; then
+        run_load "$b-echo-open" --echo --rate "$rate" --requests $((rate * OPEN_SECONDS)) \
+            --mix "$MIX" --duration-max $((OPEN_SECONDS + 60))
+        eo_rc=$?
+    fi
+    echo_stop || FAIL=4
+    row_add "$b-echo-closed" "$b" echo "$PARTITIONS" "" "$ECHO_RSS_MB" $ec_rc
+    [ $open = 1 ] && row_add "$b-echo-open" "$b" echo "$PARTITIONS" "" "$ECHO_RSS_MB" $eo_rc
+    broker_stop
+    for rc in $kc_rc $ko_rc $ec_rc $eo_rc; do
+        [ "$rc" -ne 0 ] && [ $FAIL = 0 ] && FAIL=1
+    done
+
+    local k=$b-kchat-closed e=$b-echo-closed
+    echo "run: $b closed loop, $INFLIGHT in flight, $REQUESTS requests ($WARMUP warm-up):" \
+         "kchat $(res $k rps)/s p50 $(res $k p50_ms) p99 $(res $k p99_ms) ms;" \
+         "echo $(res $e rps)/s p50 $(res $e p50_ms) p99 $(res $e p99_ms) ms"
+    if [ $open = 1 ]; then
+        k=$b-kchat-open e=$b-echo-open
+        local kp99 ep99 pr verdict=met
+        kp99=$(res $k p99_ms) ep99=$(res $e p99_ms)
+        pr=$(awk -v a="$kp99" -v b="$ep99" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }')
+        awk -v r="$pr" 'BEGIN { exit !(r != "inf" && r + 0 <= 2) }' || verdict="NOT met"
+        echo "run: $b open loop at $rate/s (half kchat's closed-loop rate), $OPEN_SECONDS s:" \
+             "kchat p50 $(res $k p50_ms) p99 $kp99 max $(res $k max_ms) ms;" \
+             "echo p50 $(res $e p50_ms) p99 $ep99 max $(res $e max_ms) ms;" \
+             "kchat/echo p99 $pr (target <= 2: $verdict)"
+    fi
+    FINAL+=("$(awk -v b="$b" -v r="$(res $b-kchat-closed rps)" -v e="$(res $b-echo-closed rps)" \
+        -v p50="$(res $b-kchat-closed p50_ms)" -v p99="$(res $b-kchat-closed p99_ms)" -v m="${rss:-0}" \
+        'BEGIN { printf "bench: broker=%s rps=%d echo_rps=%d ratio=%.2f p50_ms=%.1f p99_ms=%.1f peak_rss_mb=%d",
+                 b, r, e, (e > 0 ? r / e : 0), p50, p99, m }')")
+    return 0
+}
+
+IFS=, read -ra BLIST <<<"$BROKERS"
+for b in "${BLIST[@]}"; do
+    say "=== broker $b ==="
+    bench_broker "$b"
+    brc=$?
+    if [ $brc -ne 0 ]; then
+        say "broker $b: the run could not complete"
+        FAIL=4
+        cleanup_more
+    fi
+done
+rows_json
+echo "run: results in $OUT (results.csv, results.json, logs); $(($(date +%s) - T0)) s"
+for l in ${FINAL[@]+"${FINAL[@]}"}; do
+    echo "$l"
+done
+exit $FAIL

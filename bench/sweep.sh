@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# bench/sweep.sh - kchat against the echo baseline over partitions x workers
+# x broker (`make bench-sweep`), closed loop, with plots (docs/bench.md).
+#
+# For each broker (mock, kafka) and each partition count P:
+#   - for each --workers setting W <= P, in increasing order: `kchat serve
+#     --workers W` + the load generator (closed loop), then stop kchat;
+#   - once: the echo processor + the load generator with --echo.
+# Kafka: one fresh broker with P partitions per P, for all of its runs, and
+# one kchat data directory: the next W restarts kchat on it, so kchat resumes
+# from the offsets it stored and reads only the new requests; echo comes last
+# (it starts at the end of the topics). Mock: a fresh broker (and a fresh
+# data directory) for every run, because the mock's fetch cost grows with the
+# records it holds (bench/run.sh explains).
+# W > P is skipped: shard p belongs to worker p mod W, so W - P of the
+# workers would own no shard and the run would repeat the W = P one.
+#
+# Results: one row per load run in bench/results/sweep-<UTC timestamp>/
+# results.csv and results.json (every log beside them), then bench/plot.gp
+# draws rps.{svg,png}, p99.{svg,png} and ratio.{svg,png} there.
+#
+# usage: bench/sweep.sh [options] [-- kchat serve options...]
+#   --brokers LIST      mock,kafka (default both)
+#   --partitions LIST   default 1,2,4,8,16
+#   --workers LIST      default 1,2,4
+#   --inflight N        requests outstanding (default 256)
+#   --requests N        requests of each run (default 20000)
+#   --warmup N          of which the first N are left out of the figures
+#                       (default 5000)
+#   --mix SPEC          operation mix (default chat=90,history=5,rooms=5)
+#   --out DIR           results directory (default bench/results/sweep-<timestamp>)
+#   --no-plot           skip the plots
+# Environment as bench/run.sh (KCHAT_BIN, BENCH_BUILD, BENCH_TMP, KEEP,
+# LOG_LINES, NO_BUILD).
+# Exit status: 0 every run clean; 1 some load run failed; 4 a process did
+# not start or stop cleanly, or plotting failed; 2 usage.
+set -u
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+INVOCATION="bench/sweep.sh $*"
+KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
+BENCH_BUILD=${BENCH_BUILD:-build}
+LOAD=$BENCH_BUILD/bench/load
+ECHO=$BENCH_BUILD/bench/echo
+LOG_LINES=${LOG_LINES:-30}
+
+BROKERS=mock,kafka
+PARTS=1,2,4,8,16
+WORKERS=1,2,4
+INFLIGHT=256
+REQUESTS=20000
+WARMUP=5000
+MIX=chat=90,history=5,rooms=5
+OUT=
+PLOT=1
+serve_args=()
+
+usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+need() { [ $# -ge 2 ] || { echo "sweep: $1 needs a value" >&2; exit 2; }; }
+while [ $# -gt 0 ]; do
+    case $1 in
+    --brokers) need "$@"; BROKERS=$2; shift 2 ;;
+    --partitions) need "$@"; PARTS=$2; shift 2 ;;
+    --workers) need "$@"; WORKERS=$2; shift 2 ;;
+    --inflight) need "$@"; INFLIGHT=$2; shift 2 ;;
+    --requests) need "$@"; REQUESTS=$2; shift 2 ;;
+    --warmup) need "$@"; WARMUP=$2; shift 2 ;;
+    --mix) need "$@"; MIX=$2; shift 2 ;;
+    --out) need "$@"; OUT=$2; shift 2 ;;
+    --no-plot) PLOT=0; shift ;;
+    --help|-h) usage; exit 0 ;;
+    --) shift; serve_args=("$@"); break ;;
+    *) echo "sweep: unknown option $1 (--help)" >&2; exit 2 ;;
+    esac
+done
+IFS=, read -ra BLIST <<<"$BROKERS"
+IFS=, read -ra PLIST <<<"$PARTS"
+IFS=, read -ra WLIST <<<"$WORKERS"
+for v in "${PLIST[@]}" "${WLIST[@]}" "$INFLIGHT" "$REQUESTS"; do
+    [[ $v =~ ^[1-9][0-9]*$ ]] || { echo "sweep: '$v' is not a positive number" >&2; exit 2; }
+done
+[[ $WARMUP =~ ^[0-9]+$ ]] && [ "$WARMUP" -lt "$REQUESTS" ] ||
+    { echo "sweep: --warmup wants a number below --requests" >&2; exit 2; }
+mapfile -t WLIST < <(printf '%s\n' "${WLIST[@]}" | sort -n | uniq)
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    make -s all "$LOAD" "$ECHO" || exit 4
+fi
+for f in "$KCHAT_BIN" "$LOAD" "$ECHO"; do
+    [ -x "$f" ] || { echo "sweep: no $f (make bench-sweep builds it)" >&2; exit 4; }
+done
+if [ $PLOT = 1 ] && ! command -v gnuplot >/dev/null; then
+    echo "sweep: gnuplot not found (scripts/install-deps installs gnuplot-nox); or --no-plot" >&2
+    exit 4
+fi
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${OUT:-bench/results/sweep-$STAMP}
+mkdir -p "$OUT" || exit 4
+TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-sweep.XXXXXX") || exit 4
+NAME=sweep
+. "$ROOT/bench/lib.sh"
+. "$ROOT/bench/harness.sh"
+
+echo "sweep: $INVOCATION"
+echo "sweep: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), commit $GIT_COMMIT, results in $OUT"
+{
+    echo "# $INVOCATION"
+    echo "# $(date -u +%FT%TZ), $(nproc) CPUs, commit $GIT_COMMIT, $(uname -sr)"
+} >"$OUT/commands.txt"
+
+T0=$(date +%s)
+FAIL=0
+note_rc() { [ "$1" -ne 0 ] && [ $FAIL = 0 ] && FAIL=1; return 0; }
+
+# One (broker, partitions) cell: every W, then echo. Returns 4 when a
+# process would not start.
+sweep_cell() {
+    local b=$1 p=$2 w rc tag data=$TMP/data-$b-p$p
+    [ "$b" = mock ] || broker_start "$b" "$p" || return 4
+    for w in "${WLIST[@]}"; do
+        [ "$w" -le "$p" ] || continue
+        if [ "$b" = mock ]; then
+            broker_stop
+            broker_start "$b" "$p" || return 4
+            data=$TMP/data-$b-p$p-w$w
+        fi
+        serve_start "$p" "$w" "$data" ${serve_args[@]+"${serve_args[@]}"} || return 4
+        tag=$b-p$p-w$w-kchat
+        run_load "$tag" --requests "$REQUESTS" --warmup "$WARMUP" \
+            --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
+        rc=$?
+        note_rc $rc
+        serve_stop || FAIL=4
+        row_add "$tag" "$b" kchat "$p" "$w" "$PEAK_RSS_MB" $rc
+        echo "sweep: $b P=$p W=$w kchat: $(res "$tag" rps)/s p99 $(res "$tag" p99_ms) ms"
+    done
+    if [ "$b" = mock ]; then
+        broker_stop
+        broker_start "$b" "$p" || return 4
+    fi
+    echo_start "$p" || return 4
+    tag=$b-p$p-echo
+    run_load "$tag" --echo --requests "$REQUESTS" --warmup "$WARMUP" \
+        --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
+    rc=$?
+    note_rc $rc
+    echo_stop || FAIL=4
+    row_add "$tag" "$b" echo "$p" "" "$ECHO_RSS_MB" $rc
+    echo "sweep: $b P=$p echo: $(res "$tag" rps)/s p99 $(res "$tag" p99_ms) ms"
+    broker_stop
+}
+
+for b in "${BLIST[@]}"; do
+    for p in "${PLIST[@]}"; do
+        say "=== broker $b, $p partitions ($(($(date +%s) - T0)) s) ==="
+        if ! sweep_cell "$b" "$p"; then
+            say "broker $b, $p partitions: could not complete"
+            FAIL=4
+            cleanup_more
+        fi
+    done
+done
+rows_json
+
+if [ $PLOT = 1 ]; then
+    caption="$INVOCATION  (commit $GIT_COMMIT, $(date -u +%F), $(nproc) CPUs)"
+    caption=${caption//\'/}
+    if gnuplot -e "csv='$OUT/results.csv'; outdir='$OUT'; caption='$caption'" \
+            "$ROOT/bench/plot.gp" 2>"$OUT/plot.log"; then
+        echo "sweep: plots $OUT/{rps,p99,ratio}.{svg,png}"
+    else
+        cat "$OUT/plot.log" >&2
+        FAIL=4
+    fi
+fi
+echo "sweep: results in $OUT; $(($(date +%s) - T0)) s"
+exit $FAIL
