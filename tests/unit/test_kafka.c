@@ -150,6 +150,33 @@ static void test_config_file_then_flags(void **state)
     unlink(path);
 }
 
+/* --fetch-wait-ms: -1 picks by broker kind, a value applies everywhere,
+ * and -X fetch.wait.max.ms wins over both (the caller then sets nothing). */
+static void test_config_fetch_wait(void **state)
+{
+    kchat_config c;
+    char err[256];
+
+    (void)state;
+    assert_true(kchat_kafka_is_mock_cluster("mockCluster1fc2db720c00"));
+    assert_false(kchat_kafka_is_mock_cluster("MkU3OEVBNTcwNTJENDM2Qk"));
+    assert_false(kchat_kafka_is_mock_cluster(NULL));
+    assert_int_equal(kchat_config_init(&c), KCHAT_OK);
+    assert_int_equal(c.fetch_wait_ms, -1);
+    assert_int_equal(kchat_config_fetch_wait_ms(&c, true), KCHAT_FETCH_WAIT_MOCK_MS);
+    assert_int_equal(kchat_config_fetch_wait_ms(&c, false), KCHAT_FETCH_WAIT_KAFKA_MS);
+    assert_int_equal(parse(&c, err, sizeof(err), 2, "--fetch-wait-ms", "250"), KCHAT_OK);
+    assert_int_equal(kchat_config_fetch_wait_ms(&c, true), 250);
+    assert_int_equal(kchat_config_fetch_wait_ms(&c, false), 250);
+    assert_int_equal(parse(&c, err, sizeof(err), 2, "-X", "fetch.wait.max.msx=1"), KCHAT_OK);
+    assert_int_equal(kchat_config_fetch_wait_ms(&c, false), 250);
+    assert_int_equal(parse(&c, err, sizeof(err), 2, "-X", "fetch.wait.max.ms=7"), KCHAT_OK);
+    assert_int_equal(kchat_config_fetch_wait_ms(&c, true), -1);
+    assert_int_equal(kchat_config_fetch_wait_ms(&c, false), -1);
+    assert_int_equal(parse(&c, err, sizeof(err), 2, "--fetch-wait-ms", "-2"), KCHAT_ECONFIG);
+    kchat_config_release(&c);
+}
+
 static void test_strerror(void **state)
 {
     (void)state;
@@ -167,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_config_defaults_and_flags),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_config_file_then_flags),
+        cmocka_unit_test(test_config_fetch_wait),
         cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
