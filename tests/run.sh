@@ -21,8 +21,10 @@ run_one() {
   shift 2
   log=$(mktemp)
   echo "=== $bin $*"
+  local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$bin" "$@" >"$log" 2>&1; rc=$?
   cat "$log"
+  echo "--- $(basename "$bin"): exit $rc after $((SECONDS - t0)) s"
   p=$(grep -hoE '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {if (NR) print s}')
   f=$(grep -hoE '^\[  FAILED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {if (NR) print s}')
   if [ -z "$p$f" ]; then   # a program with its own `N passed, N failed` line
@@ -54,7 +56,8 @@ run_on_kafka() {
     scripts/kafka stop --dir "$dir" --clean >/dev/null 2>&1
     return
   fi
-  KCHAT_TEST_BROKERS=$boot KCHAT_TEST_KAFKA_DIR=$dir run_one "$t" 900
+  KCHAT_TEST_BROKERS=$boot KCHAT_TEST_KAFKA_DIR=$dir KCHAT_CRASH_KILLS=${KCHAT_CRASH_KILLS:-5} \
+    run_one "$t" 900
   timeout 120 scripts/kafka stop --dir "$dir" --clean || echo "*** scripts/kafka stop failed"
 }
 
@@ -86,12 +89,13 @@ else
     run_one "$t" 120 "tests/fuzz/corpus/${name#fuzz_}" "${regress[@]}"
   done
   # test_crash restarts the server after each kill -9 (~12 s each, the dead
-  # member's group session must expire): 20 kills in the plain build, 5 under
-  # the sanitizers, which test the same code paths for memory and races.
+  # member's group session must expire): 20 kills in the plain build, 3 under
+  # the sanitizers, which test the same code paths for memory and races (and
+  # 5 on real Kafka, above).
   # test_overload: a quarter of the load, and no memory bound (a sanitizer's
   # allocator is not kchat's).
   if [[ $BUILD != build ]]; then
-    export KCHAT_CRASH_KILLS=${KCHAT_CRASH_KILLS:-5}
+    export KCHAT_CRASH_KILLS=${KCHAT_CRASH_KILLS:-3}
     export KCHAT_OVERLOAD_MSGS=${KCHAT_OVERLOAD_MSGS:-8000} KCHAT_SANITIZED=1
   fi
   for t in "$BUILD"/tests/integration/*; do
