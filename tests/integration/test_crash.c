@@ -671,9 +671,7 @@ static void test_kill9_under_load(void **state)
     fprintf(stderr, "test_crash: checked %d users, %d rooms, %zu acknowledged messages\n",
             g.n_users, g.n_rooms, g.n_msgs);
 
-    int st = 0;
-    assert_int_equal(kc_proc_stop(g.srv, SIGTERM, 20, &st), 0);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(kc_proc_stop_clean(g.srv, 20));
 }
 
 int main(void)

@@ -284,13 +284,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static void stop_server_cleanly(void)
-{
-    int st = 0;
-    assert_int_equal(kc_proc_stop(g.srv, SIGTERM, 20, &st), 0);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-}
-
 /* ------------------------------------------------------------------------ */
 /* mock cluster fault injection                                             */
 /* ------------------------------------------------------------------------ */
@@ -370,7 +363,7 @@ static void test_mock_faults(void **state)
 
     phase("drain");
     drain_and_verify();
-    stop_server_cleanly();
+    assert_true(kc_proc_stop_clean(g.srv, 20));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -413,7 +406,7 @@ static void test_real_broker_restart(void **state)
 
     phase("drain");
     drain_and_verify();
-    stop_server_cleanly();
+    assert_true(kc_proc_stop_clean(g.srv, 20));
 }
 
 int main(void)

@@ -253,9 +253,7 @@ static void test_burst_is_bounded(void **state)
         assert_int_equal(kc_int(e, "lastSeq", -1), g_total / (N_USERS / 2));
         json_decref(h);
     }
-    int st = 0;
-    assert_int_equal(kc_proc_stop(g.srv, SIGTERM, 20, &st), 0);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(kc_proc_stop_clean(g.srv, 20));
 }
 
 int main(void)

@@ -234,9 +234,7 @@ static void test_disk_full(void **state)
     assert_int_equal(g.inflight, 0);
     verify_history();
 
-    int st = 0;
-    assert_int_equal(kc_proc_stop(g.srv, SIGTERM, 20, &st), 0);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(kc_proc_stop_clean(g.srv, 20));
 }
 
 int main(void)

@@ -685,6 +685,17 @@ int kc_proc_stop(kc_proc *p, int sig, int timeout_s, int *status)
     return rc;
 }
 
+bool kc_proc_stop_clean(kc_proc *p, int timeout_s)
+{
+    int st = 0;
+    if (kc_proc_stop(p, SIGTERM, timeout_s, &st) == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return true;
+    klog("%s did not stop cleanly within %d s of SIGTERM: %s\n", p->name, timeout_s,
+         kc_status_str(st));
+    kc_proc_log_tail(p, 40, stderr);
+    return false;
+}
+
 void kc_proc_free(kc_proc *p)
 {
     if (p == NULL)

@@ -219,6 +219,13 @@ pid_t kc_proc_pid(const kc_proc *p);
  */
 int kc_proc_stop(kc_proc *p, int sig, int timeout_s, int *status);
 
+/**
+ * @brief SIGTERM @p p and wait up to @p timeout_s: true when it exited with
+ *        status 0 in time (a clean stop); otherwise prints why and the tail of
+ *        its log and returns false. Same thread rules as kc_proc_stop().
+ */
+bool kc_proc_stop_clean(kc_proc *p, int timeout_s);
+
 /** @brief Kill (SIGKILL) if still running, reap, unregister, free. NULL is fine. */
 void kc_proc_free(kc_proc *p);
 
