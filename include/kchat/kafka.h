@@ -30,6 +30,9 @@
 #define KCHAT_HDR_ERROR       "kchat-error"
 #define KCHAT_HDR_SRC_SHARD   "kchat-src-shard"
 #define KCHAT_HDR_SRC_SEQ     "kchat-src-seq"
+/** An internal command's seq in the stream from its source shard to its
+ *  target shard: 1, 2, 3, ... (see kchat_store_cmdseq_get()). */
+#define KCHAT_HDR_CMD_SEQ     "kchat-cmd-seq"
 /** The data set (data directory) that wrote an internal command or a
  *  directory record; readers ignore those of another data set. */
 #define KCHAT_HDR_DATASET     "kchat-dataset"

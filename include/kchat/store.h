@@ -549,6 +549,37 @@ int kchat_store_applied_get(kchat_txn *t, uint32_t source, uint64_t *seq);
  */
 int kchat_store_applied_set(kchat_txn *t, uint32_t source, uint64_t seq);
 
+/** @brief Which end of a (source, target) command stream a counter counts. */
+typedef enum kchat_cmdseq_end {
+    KCHAT_CMDSEQ_SENT = 's',     /**< in the source: the last seq given, keyed by target */
+    KCHAT_CMDSEQ_APPLIED = 'a',  /**< in the target: the last seq applied, keyed by source */
+} kchat_cmdseq_end;
+
+/**
+ * @brief Read a per-(source, target) command counter. Every internal command
+ *   carries a seq counted per (source, target) pair: 1, 2, 3, ... The
+ *   source stores the last one it gave to each target; the target stores
+ *   the last one it applied from each source and applies only the next
+ *   one, so a command that overtakes an earlier one is not applied before
+ *   it (the source produces both again). Kept in the same table as the
+ *   watermarks above, under keys of another length. Any thread holding @p t.
+ * @param end which counter; @p shard the target (#KCHAT_CMDSEQ_SENT) or the
+ *   source (#KCHAT_CMDSEQ_APPLIED).
+ * @param[out] seq the stored value, or 0 when none is stored.
+ * @return #KCHAT_OK; #KCHAT_EINVAL for a bad @p end or NULL @p seq;
+ *   #KCHAT_EDECODE for a damaged record.
+ */
+int kchat_store_cmdseq_get(kchat_txn *t, kchat_cmdseq_end end, uint32_t shard, uint64_t *seq);
+
+/**
+ * @brief Store a per-(source, target) command counter as given (the caller
+ *   compares: see kchat_store_cmdseq_get()).
+ * @param[in] t a write transaction.
+ * @return #KCHAT_OK; #KCHAT_EINVAL for a bad @p end; #KCHAT_EMAPFULL /
+ *   #KCHAT_EFULL as kchat_txn_put().
+ */
+int kchat_store_cmdseq_set(kchat_txn *t, kchat_cmdseq_end end, uint32_t shard, uint64_t seq);
+
 /**@}*/
 /* ------------------------------------------------------------------------ */
 /** @name Big-endian key helpers

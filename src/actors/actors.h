@@ -38,8 +38,21 @@ struct seqlist {
 
 /* An internal command waiting for its target shard to apply it. */
 struct pending_cmd {
-    uint64_t seq;
+    uint64_t seq;              /* outbox seq */
+    uint64_t cseq;             /* seq in the (shard, target) stream; 0: an older
+                                  kchat's command, deduplicated by outbox seq */
     uint32_t target;
+};
+
+/* The source's view of its command stream to one target shard. */
+struct cmd_link {
+    size_t n_pending;          /* commands to it not yet known applied */
+    uint64_t applied;          /* its watermark for us, as last read */
+    uint64_t legacy_applied;   /* its outbox-seq watermark for us (older commands) */
+    int64_t since_ms;          /* when that watermark last moved (or the first
+                                  command went pending) */
+    int64_t backoff_ms;        /* wait before the next re-send */
+    bool resend_now;           /* Kafka refused one of them: re-send at the next check */
 };
 
 /* A record appended to a shard's outbox in the open transaction, kept in
@@ -49,6 +62,7 @@ struct out_rec {
     uint64_t seq;
     uint8_t kind;
     uint32_t target;          /* OUT_COMMAND: target shard */
+    uint64_t cseq;            /* OUT_COMMAND: seq in the (shard, target) stream */
     char *topic;
     int32_t partition;
     char *key; size_t key_len;
@@ -83,6 +97,7 @@ struct shard {
     /* worker only */
     struct pending_cmd *cmds;
     size_t n_cmds, cap_cmds;
+    struct cmd_link *links;     /* [partitions], by target shard; NULL until a command */
     int64_t last_ack_check_ms;
     struct login_throttle throttle; /* zeroed with the shard; needs no release */
     int64_t fail_since_ms;      /* first failed commit of the current run, 0: none */
@@ -132,7 +147,8 @@ struct kchat_backend {
     kchat_hist batch_records;   /* records per shard transaction */
     struct {
         atomic_uint_fast64_t requests, errors, bad_requests, too_large, dead_letters,
-            commands, duplicates, commits, commit_failures, produced, delivered,
+            commands, duplicates, command_gaps, command_resends, commits, commit_failures,
+            produced, delivered,
             login_failures, logins_throttled;
         atomic_uint_fast64_t foreign_commands, foreign_directory; /* of another data set */
     } stats;

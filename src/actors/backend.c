@@ -27,6 +27,8 @@
 #include "kchat/kafka.h"
 
 #define ACK_CHECK_MS 50          /* how often a shard asks whether its commands were applied */
+#define CMD_RESEND_MS 2000       /* a target stuck this long below our commands: produce them again */
+#define CMD_RESEND_MAX_MS 30000  /* ... doubling up to this while it stays stuck */
 #define RETRY_SLEEP_MS 100       /* pause before a failed commit is retried */
 #define COMMIT_FAIL_LOG_MS 10000 /* a run of failed commits is logged this often */
 #define DISK_LOW_BYTES (1u << 20) /* less free than this: call the disk full */
@@ -127,8 +129,14 @@ static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
     atomic_fetch_add(&be->stats.produced, 1);
 }
 
-static int pending_cmd_add(struct shard *sh, uint64_t seq, uint32_t target)
+static int pending_cmd_add(kchat_backend *be, struct shard *sh, uint64_t seq, uint32_t target,
+                           uint64_t cseq)
 {
+    struct cmd_link *l;
+
+    if (sh->links == NULL &&
+        (sh->links = calloc((size_t)be->partitions, sizeof(*sh->links))) == NULL)
+        return KCHAT_ENOMEM;
     if (sh->n_cmds == sh->cap_cmds) {
         size_t cap = sh->cap_cmds ? 2 * sh->cap_cmds : 64;
         struct pending_cmd *nv = realloc(sh->cmds, cap * sizeof(*nv));
@@ -137,7 +145,12 @@ static int pending_cmd_add(struct shard *sh, uint64_t seq, uint32_t target)
         sh->cmds = nv;
         sh->cap_cmds = cap;
     }
-    sh->cmds[sh->n_cmds++] = (struct pending_cmd){seq, target};
+    sh->cmds[sh->n_cmds++] = (struct pending_cmd){.seq = seq, .cseq = cseq, .target = target};
+    l = &sh->links[target];
+    if (l->n_pending++ == 0) {   /* the stream was idle: its clock starts now */
+        l->since_ms = kchat__now_ms();
+        l->backoff_ms = CMD_RESEND_MS;
+    }
     return KCHAT_OK;
 }
 
@@ -161,7 +174,7 @@ static void worker_flush_out(kchat_backend *be, struct worker *w)
             json_decref(e);
         }
         if (r->kind == OUT_COMMAND)
-            pending_cmd_add(&be->shards[r->shard], r->seq, r->target);
+            pending_cmd_add(be, &be->shards[r->shard], r->seq, r->target, r->cseq);
         produce(be, r->shard, r->seq, &rec);
         kchat__out_rec_release(r);
     }
@@ -224,8 +237,70 @@ static void *producer_poll_main(void *arg)
 
 /* ---- outbox upkeep, in a shard's write transaction ---- */
 
-/* Delete what Kafka confirmed and the commands their targets applied. The
- * seqs taken are returned in @p taken so a failed commit can give them back. */
+struct resend_arg {
+    kchat_backend *be;
+    struct shard *sh;
+    uint64_t want;
+    uint32_t *command_to;     /* set to the target when the record is a command */
+};
+
+static int resend_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
+{
+    struct resend_arg *ra = arg;
+
+    if (seq != ra->want)
+        return 1;
+    if (r->kind == OUT_COMMAND && ra->command_to != NULL)
+        *ra->command_to = r->partition >= 0 ? (uint32_t)r->partition : 0;
+    else
+        produce(ra->be, ra->sh->id, seq, r);
+    return 1;
+}
+
+static int cmd_by_cseq(const void *a, const void *b)
+{
+    const struct pending_cmd *x = a, *y = b;
+    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
+}
+
+/* Go back N: produce again, in stream order, every command to @p target the
+ * target has not applied. The target applies only the seq it expects next,
+ * so one lost or overtaken command holds back those after it until this
+ * sends them all again; repeats are dropped there. */
+static void cmds_resend(kchat_backend *be, struct shard *sh, kchat_txn *t, uint32_t target,
+                        int64_t now)
+{
+    const struct cmd_link *l = &sh->links[target];
+    struct pending_cmd *v = malloc(sh->links[target].n_pending * sizeof(*v));
+    size_t n = 0;
+
+    if (v == NULL)
+        return;   /* tried again at the next check */
+    for (size_t i = 0; i < sh->n_cmds; i++)
+        if (sh->cmds[i].target == target && sh->cmds[i].cseq > 0 &&
+            n < sh->links[target].n_pending)
+            v[n++] = sh->cmds[i];
+    qsort(v, n, sizeof(*v), cmd_by_cseq);
+    if (n == 0)
+        ;   /* only an older kchat's commands: produced once, at start */
+    else if (l->resend_now)
+        fprintf(stderr, "kchat: shard %u: a command to shard %u was refused; producing its "
+                "%zu unapplied commands again, in order\n", sh->id, target, n);
+    else
+        fprintf(stderr, "kchat: shard %u: shard %u applied none of our %zu pending commands "
+                "in %.1f s (it stands at %" PRIu64 "); producing them again\n", sh->id,
+                target, n, (double)(now - l->since_ms) / 1000.0, l->applied);
+    for (size_t i = 0; i < n; i++) {
+        struct resend_arg ra = {be, sh, v[i].seq, NULL};
+        kchat_store_outbox_scan(t, v[i].seq, resend_one, &ra);
+    }
+    atomic_fetch_add(&be->stats.command_resends, n);
+    free(v);
+}
+
+/* Delete what Kafka confirmed and the commands their targets applied, and
+ * produce again the command streams a target is stuck on. The seqs taken
+ * are returned in @p taken so a failed commit can give them back. */
 static int shard_prune(kchat_backend *be, struct shard *sh, kchat_txn *t, struct seqlist *taken)
 {
     int64_t now = kchat__now_ms();
@@ -243,27 +318,50 @@ static int shard_prune(kchat_backend *be, struct shard *sh, kchat_txn *t, struct
     if (sh->n_cmds == 0 || now - sh->last_ack_check_ms < ACK_CHECK_MS)
         return KCHAT_OK;
     sh->last_ack_check_ms = now;
+    /* Each target's watermarks for us, read once per check (our own in our
+     * open transaction: LMDB allows one transaction per thread and env). */
+    for (int p = 0; p < be->partitions; p++) {
+        struct cmd_link *l = &sh->links[p];
+        uint64_t applied = 0;
+        kchat_txn *rt = t;
+
+        if (l->n_pending == 0 ||
+            ((uint32_t)p != sh->id && kchat_txn_begin(be->shards[p].store, false, &rt)))
+            continue;
+        kchat_store_cmdseq_get(rt, KCHAT_CMDSEQ_APPLIED, sh->id, &applied);
+        kchat_store_applied_get(rt, sh->id, &l->legacy_applied);
+        if (rt != t)
+            kchat_txn_abort(rt);
+        if (applied != l->applied) {
+            l->applied = applied;
+            l->since_ms = now;
+            l->backoff_ms = CMD_RESEND_MS;
+        }
+    }
     for (size_t i = 0; i < sh->n_cmds;) {
         struct pending_cmd *pc = &sh->cmds[i];
-        uint64_t applied = 0;
-        kchat_txn *rt;
+        struct cmd_link *l = &sh->links[pc->target];
 
-        if (pc->target == sh->id) {
-            i++;
-            continue;
-        }
-        if (kchat_txn_begin(be->shards[pc->target].store, false, &rt) == KCHAT_OK) {
-            kchat_store_applied_get(rt, sh->id, &applied);
-            kchat_txn_abort(rt);
-        }
-        if (applied >= pc->seq) {
+        if (pc->cseq > 0 ? l->applied >= pc->cseq : l->legacy_applied >= pc->seq) {
             rc = kchat_store_outbox_del(t, pc->seq);
             if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
                 return rc;
+            l->n_pending--;
             sh->cmds[i] = sh->cmds[--sh->n_cmds];
         } else {
             i++;
         }
+    }
+    for (int p = 0; p < be->partitions; p++) {
+        struct cmd_link *l = &sh->links[p];
+
+        if (l->n_pending == 0 || (!l->resend_now && now - l->since_ms < l->backoff_ms))
+            continue;
+        cmds_resend(be, sh, t, (uint32_t)p, now);
+        l->resend_now = false;
+        l->since_ms = now;
+        l->backoff_ms = l->backoff_ms * 2 < CMD_RESEND_MAX_MS ? l->backoff_ms * 2
+                                                               : CMD_RESEND_MAX_MS;
     }
     return KCHAT_OK;
 }
@@ -278,21 +376,10 @@ static void shard_unprune(struct shard *sh, struct seqlist *taken)
     *taken = (struct seqlist){0};
 }
 
-struct resend_arg {
-    kchat_backend *be;
-    struct shard *sh;
-    uint64_t want;
-};
-
-static int resend_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
-{
-    struct resend_arg *ra = arg;
-    if (seq == ra->want)
-        produce(ra->be, ra->sh->id, seq, r);
-    return 1;
-}
-
-/* Produce again what Kafka refused (only fatal producer states get here). */
+/* Produce again what Kafka refused for good (a broker's permanent error or
+ * a fatal producer state; retriable errors are retried by librdkafka).
+ * A refused command is not produced alone, where it would arrive after
+ * later ones: its stream to the target is produced again at the next check. */
 static void shard_resend(kchat_backend *be, struct shard *sh)
 {
     struct seqlist l;
@@ -304,8 +391,14 @@ static void shard_resend(kchat_backend *be, struct shard *sh)
     pthread_mutex_unlock(&sh->lock);
     if (l.n && kchat_txn_begin(sh->store, false, &t) == KCHAT_OK) {
         for (size_t i = 0; i < l.n; i++) {
-            struct resend_arg ra = {be, sh, l.v[i]};
+            uint32_t target = UINT32_MAX;
+            struct resend_arg ra = {be, sh, l.v[i], &target};
             kchat_store_outbox_scan(t, l.v[i], resend_one, &ra);
+            if (target < (uint32_t)be->partitions && sh->links != NULL &&
+                sh->links[target].n_pending > 0) {
+                sh->links[target].resend_now = true;
+                sh->last_ack_check_ms = 0;
+            }
         }
         kchat_txn_abort(t);
     }
@@ -450,7 +543,8 @@ static int apply_command(struct ctx *c, const rd_kafka_message_t *m)
 {
     const void *v;
     size_t vl;
-    uint64_t src, seq, applied = 0;
+    uint64_t src, seq, cseq = 0, applied = 0;
+    bool streamed;
     json_t *cmd;
     const char *op, *cid, *user;
     char userbuf[66];
@@ -468,10 +562,27 @@ static int apply_command(struct ctx *c, const rd_kafka_message_t *m)
         kchat_header_get(m, KCHAT_HDR_SRC_SEQ, &v, &vl) || parse_u64(v, vl, &seq) ||
         src >= (uint64_t)c->be->partitions)
         return dead_letter(c, m, "internal command without a valid source");
-    if ((rc = kchat_store_applied_get(c->txn, (uint32_t)src, &applied)) != KCHAT_OK)
+    /* A command with a stream seq is applied only as the next one from its
+     * source: an earlier one may still be on its way again (a refused or
+     * lost produce), and its source produces the whole stream again when
+     * we stop moving. An older kchat's command (no stream seq) is applied
+     * if its outbox seq is above the highest applied from that source. */
+    streamed = kchat_header_get(m, KCHAT_HDR_CMD_SEQ, &v, &vl) == 0;
+    if (streamed && (parse_u64(v, vl, &cseq) || cseq == 0))
+        return dead_letter(c, m, "internal command with a bad kchat-cmd-seq");
+    rc = streamed ? kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, &applied)
+                  : kchat_store_applied_get(c->txn, (uint32_t)src, &applied);
+    if (rc != KCHAT_OK)
         return rc;
-    if (seq <= applied) {
+    if (streamed ? cseq <= applied : seq <= applied) {
         atomic_fetch_add(&c->be->stats.duplicates, 1);
+        return KCHAT_OK;
+    }
+    if (streamed && cseq > applied + 1) {
+        if (atomic_fetch_add(&c->be->stats.command_gaps, 1) < 20)
+            fprintf(stderr, "kchat: shard %u: command %" PRIu64 " from shard %" PRIu64
+                    " came before %" PRIu64 "; not applied until its source sends "
+                    "them again in order\n", c->sh->id, cseq, src, applied + 1);
         return KCHAT_OK;
     }
     cmd = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL);
@@ -507,7 +618,8 @@ static int apply_command(struct ctx *c, const rd_kafka_message_t *m)
     if (rc == KCHAT_EDECODE)
         rc = dead_letter(c, m, "internal command does not decode");
     if (rc == KCHAT_OK)
-        rc = kchat_store_applied_set(c->txn, (uint32_t)src, seq);
+        rc = streamed ? kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, cseq)
+                      : kchat_store_applied_set(c->txn, (uint32_t)src, seq);
     return rc;
 }
 
@@ -962,15 +1074,25 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
     uint32_t target = r->partition >= 0 ? (uint32_t)r->partition : 0;
 
     if (r->kind == OUT_COMMAND && target < (uint32_t)ra->be->partitions) {
-        uint64_t applied = 0;
+        uint64_t applied = 0, cseq = 0;
         kchat_txn *t;
+        int rc;
+
+        for (size_t i = 0; i < r->n_headers; i++)
+            if (!strcmp(r->headers[i].name, KCHAT_HDR_CMD_SEQ) &&
+                parse_u64(r->headers[i].value, r->headers[i].len, &cseq))
+                cseq = 0;
         if (kchat_txn_begin(ra->be->shards[target].store, false, &t) == KCHAT_OK) {
-            kchat_store_applied_get(t, ra->sh->id, &applied);
+            if (cseq > 0)
+                kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, ra->sh->id, &applied);
+            else
+                kchat_store_applied_get(t, ra->sh->id, &applied);
             kchat_txn_abort(t);
         }
-        if (applied >= seq)
+        if (applied >= (cseq > 0 ? cseq : seq))
             return seqlist_push(&ra->applied, seq);
-        pending_cmd_add(ra->sh, seq, target);
+        if ((rc = pending_cmd_add(ra->be, ra->sh, seq, target, cseq)) != KCHAT_OK)
+            return rc;
     }
     produce(ra->be, ra->sh->id, seq, r);
     ra->produced++;
@@ -1228,6 +1350,13 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                        "Internal commands applied.", (double)st.commands);
     kchat_metric_write(out, "kchat_duplicate_commands_total", "counter",
                        "Internal commands dropped as already applied.", (double)st.duplicates);
+    kchat_metric_write(out, "kchat_command_gaps_total", "counter",
+                       "Internal commands that came before an earlier one of their stream, "
+                       "left for the source to send again.",
+                       (double)atomic_load(&be->stats.command_gaps));
+    kchat_metric_write(out, "kchat_command_resends_total", "counter",
+                       "Internal commands produced again because their target had not "
+                       "applied them.", (double)atomic_load(&be->stats.command_resends));
     kchat_metric_write(out, "kchat_foreign_commands_total", "counter",
                        "Internal commands of another data set (or untagged), ignored.",
                        (double)atomic_load(&be->stats.foreign_commands));
@@ -1312,6 +1441,7 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
         kchat_store_close(sh->store);
         pthread_mutex_destroy(&sh->lock);
         free(sh->cmds);
+        free(sh->links);
         free(sh->delivered.v);
         free(sh->resend.v);
     }

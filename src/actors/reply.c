@@ -1,5 +1,6 @@
 /* Answers, events, commands and directory records: everything an operation
  * sends goes through the shard's outbox in the open transaction. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,7 +225,9 @@ int kchat__event(struct ctx *c, const char *user_id, json_t *event)
 
 int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
 {
-    char *s;
+    kchat_header hdr;
+    uint64_t cseq = 0;
+    char num[24], *s;
     int rc;
 
     json_object_set_new(cmd, "fmt", json_integer(c->fmt));
@@ -238,11 +241,20 @@ int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
     json_decref(cmd);
     if (s == NULL)
         return KCHAT_ENOMEM;
-    /* The source shard and outbox seq travel in the record; the target keeps
-     * the highest seq applied per source and drops anything at or below it.
-     * Headers are filled in when the record is produced (see backend.c). */
-    rc = kchat__out_append(c, OUT_COMMAND, target, KCHAT_TOPIC_INTERNAL, (int32_t)target,
-                           key, strlen(key), s, strlen(s), NULL, 0);
+    /* The command's seq in this shard's stream to @p target travels in a
+     * header kept with the outbox copy, so every re-send carries the same
+     * one; the target applies only the next seq it expects (backend.c).
+     * The source shard and data set are added when it is produced. */
+    if ((rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_SENT, target, &cseq)) == KCHAT_OK)
+        rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_SENT, target, ++cseq);
+    if (rc == KCHAT_OK) {
+        snprintf(num, sizeof(num), "%" PRIu64, cseq);
+        hdr = (kchat_header){KCHAT_HDR_CMD_SEQ, num, strlen(num)};
+        rc = kchat__out_append(c, OUT_COMMAND, target, KCHAT_TOPIC_INTERNAL, (int32_t)target,
+                               key, strlen(key), s, strlen(s), &hdr, 1);
+    }
+    if (rc == KCHAT_OK)
+        c->w->out[c->w->n_out - 1].cseq = cseq;
     free(s);
     return rc;
 }

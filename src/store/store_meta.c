@@ -171,19 +171,15 @@ int kchat_store_offsets_clear(kchat_txn *t)
 }
 
 /* ------------------------------------------------------------------------ */
-/* APPLIED */
+/* APPLIED: 4-byte keys (source) for the outbox-seq watermarks, 5-byte keys
+ * (end, shard) for the command stream counters; 8-byte big-endian values */
 
-int kchat_store_applied_get(kchat_txn *t, uint32_t source, uint64_t *seq)
+static int counter_get(kchat_txn *t, const unsigned char *key, size_t kl, uint64_t *seq)
 {
-    unsigned char key[4];
     const void *v;
     size_t vl;
-    int rc;
+    int rc = kchat_txn_get(t, KCHAT_TBL_APPLIED, key, kl, &v, &vl);
 
-    if (!seq)
-        return KCHAT_EINVAL;
-    kchat__store_be32(source, key);
-    rc = kchat_txn_get(t, KCHAT_TBL_APPLIED, key, sizeof key, &v, &vl);
     if (rc == KCHAT_ENOTFOUND) {
         *seq = 0;
         return KCHAT_OK;
@@ -196,11 +192,55 @@ int kchat_store_applied_get(kchat_txn *t, uint32_t source, uint64_t *seq)
     return KCHAT_OK;
 }
 
+static int counter_set(kchat_txn *t, const unsigned char *key, size_t kl, uint64_t seq)
+{
+    unsigned char val[8];
+
+    kchat_store_be64(seq, val);
+    return kchat_txn_put(t, KCHAT_TBL_APPLIED, key, kl, val, sizeof val);
+}
+
+int kchat_store_applied_get(kchat_txn *t, uint32_t source, uint64_t *seq)
+{
+    unsigned char key[4];
+
+    if (!seq)
+        return KCHAT_EINVAL;
+    kchat__store_be32(source, key);
+    return counter_get(t, key, sizeof key, seq);
+}
+
 int kchat_store_applied_set(kchat_txn *t, uint32_t source, uint64_t seq)
 {
-    unsigned char key[4], val[8];
+    unsigned char key[4];
 
     kchat__store_be32(source, key);
-    kchat_store_be64(seq, val);
-    return kchat_txn_put(t, KCHAT_TBL_APPLIED, key, sizeof key, val, sizeof val);
+    return counter_set(t, key, sizeof key, seq);
+}
+
+static int cmdseq_key(kchat_cmdseq_end end, uint32_t shard, unsigned char key[5])
+{
+    if (end != KCHAT_CMDSEQ_SENT && end != KCHAT_CMDSEQ_APPLIED)
+        return KCHAT_EINVAL;
+    key[0] = (unsigned char)end;
+    kchat__store_be32(shard, key + 1);
+    return KCHAT_OK;
+}
+
+int kchat_store_cmdseq_get(kchat_txn *t, kchat_cmdseq_end end, uint32_t shard, uint64_t *seq)
+{
+    unsigned char key[5];
+
+    if (!seq || cmdseq_key(end, shard, key))
+        return KCHAT_EINVAL;
+    return counter_get(t, key, sizeof key, seq);
+}
+
+int kchat_store_cmdseq_set(kchat_txn *t, kchat_cmdseq_end end, uint32_t shard, uint64_t seq)
+{
+    unsigned char key[5];
+
+    if (cmdseq_key(end, shard, key))
+        return KCHAT_EINVAL;
+    return counter_set(t, key, sizeof key, seq);
 }

@@ -312,6 +312,23 @@ static void mock_start(void)
         assert_int_equal(rd_kafka_mock_topic_create(g.mock, fixed[i], PARTITIONS, 3), 0);
 }
 
+/* Every partition of every topic but kchat-internal led by @p broker. */
+static void mock_leaders_except_internal(int32_t broker)
+{
+    static const char *const fixed[] = { "chat-events", "kchat-dlq", "kchat-directory" };
+    char name[96];
+    for (int p = 0; p < PARTITIONS; p++) {
+        for (int i = 0; i < KC_OP_COUNT; i++) {
+            snprintf(name, sizeof(name), "%s-request", kc_ops[i]);
+            assert_int_equal(rd_kafka_mock_partition_set_leader(g.mock, name, p, broker), 0);
+            snprintf(name, sizeof(name), "%s-response", kc_ops[i]);
+            assert_int_equal(rd_kafka_mock_partition_set_leader(g.mock, name, p, broker), 0);
+        }
+        for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+            assert_int_equal(rd_kafka_mock_partition_set_leader(g.mock, fixed[i], p, broker), 0);
+    }
+}
+
 static void test_mock_faults(void **state)
 {
     (void)state;
@@ -366,6 +383,52 @@ static void test_mock_faults(void **state)
     assert_true(kc_proc_stop_clean(g.srv, 20));
 }
 
+/* Regression: a command the broker refuses for good must still be applied,
+ * once and in its place. kchat-internal is led by broker 3 alone, whose next
+ * produce requests fail with a non-retriable error, so only kchat's
+ * cross-shard commands meet it: their delivery fails while later commands
+ * to the same shard get through. Before per-stream command seqs the refused
+ * command, produced again after later ones were applied, was dropped as a
+ * duplicate: its chat send was never stored nor answered. */
+static void test_mock_command_refused(void **state)
+{
+    (void)state;
+    mock_start();
+    mock_leaders_except_internal(1);
+    for (int p = 0; p < PARTITIONS; p++)
+        assert_int_equal(rd_kafka_mock_partition_set_leader(g.mock, "kchat-internal", p, 3), 0);
+    setup_stream("refused");
+    g_t0 = kc_now_ms();
+    /* Writers whose sends to a room travel as commands to another shard.
+     * Room ids are random: one with every member in its own shard (1 in
+     * 1,024 for both rooms) is replaced by a new room of the same members. */
+    int cross = 0;
+    for (int tries = 0; cross == 0 && tries < 8; tries++) {
+        if (tries > 0) {
+            const char *r0[] = { g.users[1].id, g.users[2].id, NULL };
+            assert_true(kc_create_room(g.c, &g.users[0], r0, "faults 0", g.rooms[0]));
+        }
+        for (int r = 0; r < N_ROOMS; r++)
+            for (int k = 0; k < g.n_members[r]; k++)
+                cross += kc_partition_for(g.users[g.members[r][k]].id, PARTITIONS) !=
+                         kc_partition_for(g.rooms[r], PARTITIONS);
+    }
+    fprintf(stderr, "test_faults: %d of the members write to a room in another shard\n", cross);
+    assert_true(cross > 0);
+    stream(1000);
+
+    phase("broker 3 refuses the next produce requests for good");
+    rd_kafka_mock_broker_push_request_error_rtts(g.mock, 3, API_PRODUCE, 3,
+        RD_KAFKA_RESP_ERR_INVALID_RECORD, 0, RD_KAFKA_RESP_ERR_INVALID_RECORD, 0,
+        RD_KAFKA_RESP_ERR_INVALID_RECORD, 0);
+    stream(4000);
+    recovered("refused produce requests");
+
+    phase("drain");
+    drain_and_verify();
+    assert_true(kc_proc_stop_clean(g.srv, 20));
+}
+
 /* ------------------------------------------------------------------------ */
 /* a real broker stopped and restarted                                      */
 /* ------------------------------------------------------------------------ */
@@ -413,6 +476,7 @@ int main(void)
 {
     const struct CMUnitTest mock[] = {
         cmocka_unit_test_teardown(test_mock_faults, teardown),
+        cmocka_unit_test_teardown(test_mock_command_refused, teardown),
     };
     const struct CMUnitTest kafka[] = {
         cmocka_unit_test_teardown(test_real_broker_restart, teardown),

@@ -1219,6 +1219,47 @@ static void test_applied(void **state)
     kchat_store_close(s);
 }
 
+/* The per-(source, target) command counters: both ends, kept apart from
+ * each other and from the outbox-seq watermarks in the same table. */
+static void test_cmdseq(void **state)
+{
+    fx *f = *state;
+    kchat_store *s = open_fast(f);
+    uint64_t seq = 99;
+    kchat_txn *t;
+
+    t = begin(s, true);
+    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_SENT, 1, &seq), KCHAT_OK);
+    assert_int_equal(seq, 0);
+    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_SENT, 1, 7), KCHAT_OK);
+    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_APPLIED, 1, 3), KCHAT_OK);
+    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_APPLIED, UINT32_MAX, UINT64_MAX),
+                     KCHAT_OK);
+    assert_int_equal(kchat_store_applied_set(t, 1, 500), KCHAT_OK);
+    assert_int_equal(kchat_store_cmdseq_set(t, (kchat_cmdseq_end)'x', 1, 1), KCHAT_EINVAL);
+    assert_int_equal(kchat_store_cmdseq_get(t, (kchat_cmdseq_end)0, 1, &seq), KCHAT_EINVAL);
+    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_SENT, 1, NULL), KCHAT_EINVAL);
+    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+    kchat_store_close(s);
+
+    s = open_fast(f);
+    t = begin(s, false);
+    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_SENT, 1, &seq), KCHAT_OK);
+    assert_int_equal(seq, 7);
+    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, 1, &seq), KCHAT_OK);
+    assert_int_equal(seq, 3);
+    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, UINT32_MAX, &seq),
+                     KCHAT_OK);
+    assert_true(seq == UINT64_MAX);
+    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_SENT, 2, &seq), KCHAT_OK);
+    assert_int_equal(seq, 0);
+    assert_int_equal(kchat_store_applied_get(t, 1, &seq), KCHAT_OK);
+    assert_int_equal(seq, 500);
+    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_SENT, 1, 8), KCHAT_EINVAL);
+    kchat_txn_abort(t);
+    kchat_store_close(s);
+}
+
 static void test_be64(void **state)
 {
     static const uint64_t vals[] = { 0, 1, 255, 256, 65535, 1ull << 32, 0x0102030405060708ull,
@@ -1561,6 +1602,7 @@ int main(void)
         T(test_offsets),
         T(test_meta_and_counters),
         T(test_applied),
+        T(test_cmdseq),
         T(test_be64),
         T(test_map_full),
         T(test_map_full_many_writes),
