@@ -91,6 +91,10 @@ typedef struct kchat_consumer_conf {
     /** idle() is called at least this often per worker, busy or not, and a
      *  sleeping worker wakes at least this often; 0 means 20 ms. */
     unsigned tick_ms;
+    /** true: `fetch.wait.max.ms` is taken from the caller's librdkafka
+     *  configuration as it is, even at librdkafka's default (the caller
+     *  chose it); false: the consumer lowers that default (see above). */
+    bool keep_fetch_wait;
 
     /** Poll thread, during an assignment, once per partition before it is
      *  assigned: the offset to start reading from (>= 0), or
@@ -145,8 +149,9 @@ typedef struct kchat_consumer_conf {
  *            callback and its own conf opaque (so other callbacks set on
  *            @p rk_conf receive the consumer's internal pointer as opaque:
  *            do not rely on it), and lowers `queued.max.messages.kbytes`,
- *            `queued.min.messages` and `fetch.wait.max.ms` where they are
- *            at librdkafka's defaults (see above).
+ *            `queued.min.messages` and (unless `keep_fetch_wait`)
+ *            `fetch.wait.max.ms` where they are at librdkafka's defaults
+ *            (see above).
  * @param[out] out the consumer; set only on success.
  * @param[out] errstr receives a message on failure (may be NULL).
  * @param[in] errstr_size size of @p errstr.

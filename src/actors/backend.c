@@ -1161,6 +1161,7 @@ static int consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len
         .ring_capacity = (size_t)be->cfg->ring_capacity, .max_batch = (size_t)be->cfg->max_batch,
         .tick_ms = 20, .start_offset = on_start_offset, .process = on_process,
         .idle = on_idle, .opaque = be,
+        .keep_fetch_wait = true,   /* set below, or by -X: either way chosen */
     };
     int rc;
 

@@ -935,8 +935,9 @@ static int build_conf(kchat_consumer *c, rd_kafka_conf_t *conf, char *errstr, si
                          QUEUED_KBYTES_KCHAT, errstr, size)) ||
         (rc = conf_lower(conf, "queued.min.messages", QUEUED_MIN_DEFAULT,
                          QUEUED_MIN_KCHAT, errstr, size)) ||
-        (rc = conf_lower(conf, "fetch.wait.max.ms", FETCH_WAIT_DEFAULT,
-                         FETCH_WAIT_KCHAT, errstr, size)))
+        (!c->conf.keep_fetch_wait &&
+         (rc = conf_lower(conf, "fetch.wait.max.ms", FETCH_WAIT_DEFAULT,
+                          FETCH_WAIT_KCHAT, errstr, size))))
         return rc;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, c);
