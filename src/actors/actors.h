@@ -129,8 +129,12 @@ struct kchat_backend {
     struct shard *shards;       /* [partitions] */
     struct worker *workers;     /* [n_workers] */
     kchat_store *directory;     /* replica of kchat-directory */
-    rd_kafka_t *producer;
+    rd_kafka_t *producer;       /* used under producer_lock (shared); replaced by the
+                                   poller under it (exclusive) after a fatal error */
+    pthread_rwlock_t producer_lock;
+    atomic_bool producer_fatal; /* the producer failed for good: the poller replaces it */
     pthread_t producer_poller;
+    bool poller_running;
     atomic_bool stopping;
     kchat_consumer *consumer;
     rd_kafka_t *dir_consumer;
@@ -148,7 +152,7 @@ struct kchat_backend {
     struct {
         atomic_uint_fast64_t requests, errors, bad_requests, too_large, dead_letters,
             commands, duplicates, command_gaps, command_resends, commits, commit_failures,
-            produced, delivered,
+            produced, delivered, producer_restarts,
             login_failures, logins_throttled;
         atomic_uint_fast64_t foreign_commands, foreign_directory; /* of another data set */
     } stats;

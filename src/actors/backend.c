@@ -33,6 +33,7 @@
 #define COMMIT_FAIL_LOG_MS 10000 /* a run of failed commits is logged this often */
 #define DISK_LOW_BYTES (1u << 20) /* less free than this: call the disk full */
 #define FLUSH_TIMEOUT_MS 5000
+#define PRODUCER_RETIRE_MS 5000  /* a failed producer's purged records are reported within this */
 
 static const double commit_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
                                        0.2, 0.5, 1, 2};
@@ -83,10 +84,14 @@ static void sleep_ms(int ms)
 
 /* ---- producing ---- */
 
+static int seqlist_push(struct seqlist *l, uint64_t seq);
+
 /* Hand one outbox record to the producer. Never drops it: a full local
- * queue is waited out (the poller thread drains it). */
+ * queue is waited out (the poller thread drains it); a producer that failed
+ * for good gets it again once the poller has replaced it. */
 static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat_outbox_rec *r)
 {
+    struct shard *sh = &be->shards[shard];
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(r->n_headers + 3);
     rd_kafka_resp_err_t err;
     char num[24];
@@ -106,6 +111,7 @@ static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
         rd_kafka_header_add(hdrs, KCHAT_HDR_DATASET, -1, be->dataset, -1);
     /* producev takes the headers only when it succeeds; on failure they are
      * still ours, so a retry reuses them. */
+    pthread_rwlock_rdlock(&be->producer_lock);
     for (;;) {
         err = rd_kafka_producev(be->producer, RD_KAFKA_V_TOPIC(r->topic),
                                 RD_KAFKA_V_PARTITION(r->partition >= 0 ? r->partition
@@ -118,6 +124,15 @@ static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
                                 RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
             break;
+        if (err == RD_KAFKA_RESP_ERR__FATAL) {
+            /* produced again by the next producer (see producer_replace()) */
+            atomic_store(&be->producer_fatal, true);
+            pthread_mutex_lock(&sh->lock);
+            seqlist_push(&sh->resend, seq);
+            pthread_mutex_unlock(&sh->lock);
+            rd_kafka_headers_destroy(hdrs);
+            break;
+        }
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             /* Left in the outbox: produced again at the next start. */
             fprintf(stderr, "kchat: cannot produce to %s: %s\n", r->topic, rd_kafka_err2str(err));
@@ -126,6 +141,7 @@ static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
         }
         sleep_ms(1);
     }
+    pthread_rwlock_unlock(&be->producer_lock);
     atomic_fetch_add(&be->stats.produced, 1);
 }
 
@@ -219,19 +235,60 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
-    (void)opaque;
-    if (rd_kafka_fatal_error(rk, NULL, 0))
-        fprintf(stderr, "kchat: FATAL producer error: %s (%s)\n",
+    kchat_backend *be = opaque;
+
+    if (rd_kafka_fatal_error(rk, NULL, 0)) {
+        fprintf(stderr, "kchat: FATAL producer error: %s (%s); replacing the producer\n",
                 rd_kafka_err2str((rd_kafka_resp_err_t)err), reason);
-    else if (err != RD_KAFKA_RESP_ERR__TRANSPORT && err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        atomic_store(&be->producer_fatal, true);
+    } else if (err != RD_KAFKA_RESP_ERR__TRANSPORT && err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
         fprintf(stderr, "kchat: kafka: %s\n", reason);
+}
+
+static int producer_new(kchat_backend *be, char *errstr, size_t len);
+
+/* Poller thread: swap a producer that failed for good (an idempotent
+ * producer's fatal error: its sequence state is lost) for a new one. Its
+ * queued and in-flight records are purged; their delivery reports (and
+ * those of records produced while it was failing) put them on their
+ * shards' resend lists, which the workers produce again on the new one
+ * (a command with its whole stream, in order). */
+static void producer_replace(kchat_backend *be)
+{
+    rd_kafka_t *old = be->producer;
+    int64_t end = monotonic_us() / 1000 + PRODUCER_RETIRE_MS;
+    char errstr[512];
+
+    pthread_rwlock_wrlock(&be->producer_lock);
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    while (rd_kafka_outq_len(old) > 0 && monotonic_us() / 1000 < end)
+        rd_kafka_poll(old, 50);
+    if (rd_kafka_outq_len(old) > 0)
+        fprintf(stderr, "kchat: %d records of the failed producer not reported; they stay in "
+                "the outbox until the next start\n", rd_kafka_outq_len(old));
+    if (producer_new(be, errstr, sizeof(errstr)) != KCHAT_OK) {
+        fprintf(stderr, "kchat: cannot make a new producer: %s; trying again in 1 s\n", errstr);
+        be->producer = old;
+        pthread_rwlock_unlock(&be->producer_lock);
+        sleep_ms(1000);
+        return;
+    }
+    atomic_store(&be->producer_fatal, false);
+    pthread_rwlock_unlock(&be->producer_lock);
+    rd_kafka_destroy(old);
+    atomic_fetch_add(&be->stats.producer_restarts, 1);
+    fprintf(stderr, "kchat: a new producer replaced the failed one; what it held is produced "
+            "again\n");
 }
 
 static void *producer_poll_main(void *arg)
 {
     kchat_backend *be = arg;
-    while (!atomic_load(&be->stopping))
+    while (!atomic_load(&be->stopping)) {
         rd_kafka_poll(be->producer, 50);
+        if (atomic_load(&be->producer_fatal))
+            producer_replace(be);
+    }
     return NULL;
 }
 
@@ -385,6 +442,8 @@ static void shard_resend(kchat_backend *be, struct shard *sh)
     struct seqlist l;
     kchat_txn *t;
 
+    if (atomic_load(&be->producer_fatal))
+        return;   /* after the poller has replaced the producer */
     pthread_mutex_lock(&sh->lock);
     l = sh->resend;
     sh->resend = (struct seqlist){0};
@@ -890,7 +949,8 @@ err_destroy:
     return NULL;
 }
 
-static int producer_start(kchat_backend *be, char *errstr, size_t len)
+/* A new producer in be->producer (the poller thread, or start-up). */
+static int producer_new(kchat_backend *be, char *errstr, size_t len)
 {
     rd_kafka_conf_t *conf = kafka_conf(be, errstr, len);
     char linger[16];
@@ -913,10 +973,20 @@ static int producer_start(kchat_backend *be, char *errstr, size_t len)
         rd_kafka_conf_destroy(conf);
         return KCHAT_EKAFKA;
     }
+    return KCHAT_OK;
+}
+
+static int producer_start(kchat_backend *be, char *errstr, size_t len)
+{
+    int rc;
+
+    if ((rc = producer_new(be, errstr, len)) != KCHAT_OK)
+        return rc;
     if (pthread_create(&be->producer_poller, NULL, producer_poll_main, be) != 0) {
         snprintf(errstr, len, "cannot start the producer thread");
         return KCHAT_ENOMEM;
     }
+    be->poller_running = true;
     return KCHAT_OK;
 }
 
@@ -1196,6 +1266,7 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     rd_kafka_conf_t *dconf;
     int rc;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_rwlockattr_t rwa;
 
     if (sodium_init() < 0) {
         snprintf(errstr, errstr_size, "libsodium failed to initialise");
@@ -1203,6 +1274,12 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     }
     if ((be = calloc(1, sizeof(*be))) == NULL)
         return KCHAT_ENOMEM;
+    /* Writer first: workers produce all the time, and replacing a failed
+     * producer must not wait behind them. */
+    pthread_rwlockattr_init(&rwa);
+    pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&be->producer_lock, &rwa);
+    pthread_rwlockattr_destroy(&rwa);
     be->cfg = cfg;
     be->commit_seconds.bounds = commit_bounds;
     be->commit_seconds.n_bounds = sizeof(commit_bounds) / sizeof(commit_bounds[0]);
@@ -1231,9 +1308,11 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     }
     if ((rc = producer_start(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop;
-    if ((rc = kchat_topics_ensure(be->producer, cfg->partitions, cfg->replication,
-                                  cfg->login_retention_ms, &be->partitions, errstr,
-                                  errstr_size)) != KCHAT_OK)
+    pthread_rwlock_rdlock(&be->producer_lock);   /* the poller may replace it */
+    rc = kchat_topics_ensure(be->producer, cfg->partitions, cfg->replication,
+                             cfg->login_retention_ms, &be->partitions, errstr, errstr_size);
+    pthread_rwlock_unlock(&be->producer_lock);
+    if (rc != KCHAT_OK)
         goto err_stop;
     if (be->partitions > 1 << 14) {
         snprintf(errstr, errstr_size, "at most %d partitions are supported", 1 << 14);
@@ -1247,13 +1326,18 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
         (rc = shards_open(be, errstr, errstr_size)) != KCHAT_OK ||
         (rc = dataset_open(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop;
-    if ((cid = rd_kafka_clusterid(be->producer, 10000)) == NULL) {
+    pthread_rwlock_rdlock(&be->producer_lock);
+    cluster_id[0] = '\0';
+    if ((cid = rd_kafka_clusterid(be->producer, 10000)) != NULL) {
+        snprintf(cluster_id, sizeof(cluster_id), "%s", cid);
+        rd_kafka_mem_free(be->producer, cid);
+    }
+    pthread_rwlock_unlock(&be->producer_lock);
+    if (cluster_id[0] == '\0') {
         snprintf(errstr, errstr_size, "cannot read the cluster id of %s", be->bootstraps);
         rc = KCHAT_EKAFKA;
         goto err_stop;
     }
-    snprintf(cluster_id, sizeof(cluster_id), "%s", cid);
-    rd_kafka_mem_free(be->producer, cid);
     if ((be->workers = calloc(be->n_workers, sizeof(*be->workers))) == NULL) {
         rc = KCHAT_ENOMEM;
         goto err_stop;
@@ -1387,9 +1471,14 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                        "Partitions paused right now.", (double)cs.paused_now);
     kchat_metric_write(out, "kchat_ring_fill_max", "gauge",
                        "Highest ring fill seen.", (double)cs.ring_fill_max);
+    pthread_rwlock_rdlock(&be->producer_lock);
     kchat_metric_write(out, "kchat_producer_queue", "gauge",
                        "Records waiting in the producer.",
                        be->producer ? (double)rd_kafka_outq_len(be->producer) : 0);
+    pthread_rwlock_unlock(&be->producer_lock);
+    kchat_metric_write(out, "kchat_producer_restarts_total", "counter",
+                       "Producers replaced after a fatal error.",
+                       (double)atomic_load(&be->stats.producer_restarts));
     for (unsigned w = 0; be->workers && w < be->n_workers; w++) {
         int64_t idle = now - atomic_load(&be->workers[w].last_progress_ms);
         if (idle > stalled)
@@ -1418,7 +1507,10 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
         rd_kafka_consumer_close(be->dir_consumer);
         rd_kafka_destroy(be->dir_consumer);
     }
-    /* 2. send what was committed; what does not make it is re-sent at start */
+    /* 2. send what was committed; what does not make it is re-sent at start
+     *    (the poller stops first: it may be replacing the producer) */
+    if (be->poller_running)
+        pthread_join(be->producer_poller, NULL);
     if (be->producer) {
         if (rd_kafka_flush(be->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
             fprintf(stderr, "kchat: %d records not confirmed at exit; they stay in the outbox "
@@ -1427,7 +1519,6 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
             rd_kafka_purge(be->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
             rd_kafka_poll(be->producer, 100);
         }
-        pthread_join(be->producer_poller, NULL);
     }
     /* 3. forget what Kafka confirmed (the workers are gone: this thread owns the shards) */
     if (be->consumer)
@@ -1457,5 +1548,6 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
     kchat_store_close(be->directory);
     kchat_embedded_stop(be->embedded);
     free(be->bootstraps);
+    pthread_rwlock_destroy(&be->producer_lock);
     free(be);
 }

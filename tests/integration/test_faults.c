@@ -383,21 +383,16 @@ static void test_mock_faults(void **state)
     assert_true(kc_proc_stop_clean(g.srv, 20));
 }
 
-/* Regression: a command the broker refuses for good must still be applied,
- * once and in its place. kchat-internal is led by broker 3 alone, whose next
- * produce requests fail with a non-retriable error, so only kchat's
- * cross-shard commands meet it: their delivery fails while later commands
- * to the same shard get through. Before per-stream command seqs the refused
- * command, produced again after later ones were applied, was dropped as a
- * duplicate: its chat send was never stored nor answered. */
-static void test_mock_command_refused(void **state)
+/* kchat-internal led by broker 3 alone, the other topics by broker 1; then
+ * broker 3 answers its next 3 produce requests with @p err, so only kchat's
+ * cross-shard commands meet it while the stream runs. */
+static void internal_produce_errors(const char *tag, rd_kafka_resp_err_t err)
 {
-    (void)state;
     mock_start();
     mock_leaders_except_internal(1);
     for (int p = 0; p < PARTITIONS; p++)
         assert_int_equal(rd_kafka_mock_partition_set_leader(g.mock, "kchat-internal", p, 3), 0);
-    setup_stream("refused");
+    setup_stream(tag);
     g_t0 = kc_now_ms();
     /* Writers whose sends to a room travel as commands to another shard.
      * Room ids are random: one with every member in its own shard (1 in
@@ -417,16 +412,38 @@ static void test_mock_command_refused(void **state)
     assert_true(cross > 0);
     stream(1000);
 
-    phase("broker 3 refuses the next produce requests for good");
-    rd_kafka_mock_broker_push_request_error_rtts(g.mock, 3, API_PRODUCE, 3,
-        RD_KAFKA_RESP_ERR_INVALID_RECORD, 0, RD_KAFKA_RESP_ERR_INVALID_RECORD, 0,
-        RD_KAFKA_RESP_ERR_INVALID_RECORD, 0);
+    phase(rd_kafka_err2name(err));
+    rd_kafka_mock_broker_push_request_error_rtts(g.mock, 3, API_PRODUCE, 3, err, 0, err, 0,
+                                                 err, 0);
     stream(4000);
-    recovered("refused produce requests");
+    recovered(rd_kafka_err2name(err));
 
     phase("drain");
     drain_and_verify();
     assert_true(kc_proc_stop_clean(g.srv, 20));
+}
+
+/* Regression: a command the broker refuses for good (INVALID_RECORD) must
+ * still be applied, once and in its place: its delivery fails while later
+ * commands to the same shard get through. Before per-stream command seqs the
+ * refused command, produced again after later ones were applied, was dropped
+ * as a duplicate: its chat send was never stored nor answered. */
+static void test_mock_command_refused(void **state)
+{
+    (void)state;
+    internal_produce_errors("refused", RD_KAFKA_RESP_ERR_INVALID_RECORD);
+}
+
+/* Regression: OUT_OF_ORDER_SEQUENCE_NUMBER is fatal to an idempotent
+ * producer (librdkafka cannot tell what the broker holds). The producer
+ * used to stay failed: nothing more was answered until a restart. Now it is
+ * replaced and what it held is produced again. */
+static void test_mock_producer_fatal(void **state)
+{
+    (void)state;
+    internal_produce_errors("fatal", RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    static const char replaced[] = "a new producer replaced the failed one";
+    assert_true(kc_file_contains(kc_proc_log(g.srv), replaced, sizeof(replaced) - 1));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -477,6 +494,7 @@ int main(void)
     const struct CMUnitTest mock[] = {
         cmocka_unit_test_teardown(test_mock_faults, teardown),
         cmocka_unit_test_teardown(test_mock_command_refused, teardown),
+        cmocka_unit_test_teardown(test_mock_producer_fatal, teardown),
     };
     const struct CMUnitTest kafka[] = {
         cmocka_unit_test_teardown(test_real_broker_restart, teardown),
