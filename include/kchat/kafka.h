@@ -33,6 +33,11 @@
 /** An internal command's seq in the stream from its source shard to its
  *  target shard: 1, 2, 3, ... (see kchat_store_cmdseq_get()). */
 #define KCHAT_HDR_CMD_SEQ     "kchat-cmd-seq"
+/** The lowest seq of that stream its source still holds when it produces a
+ *  command: everything below was applied by the target as the source last
+ *  saw it. A target behind that (its data restored from an older copy)
+ *  carries on from there instead of waiting for commands that are gone. */
+#define KCHAT_HDR_CMD_BASE    "kchat-cmd-base"
 /** The data set (data directory) that wrote an internal command or a
  *  directory record; readers ignore those of another data set. */
 #define KCHAT_HDR_DATASET     "kchat-dataset"

@@ -47,6 +47,7 @@ struct pending_cmd {
 /* The source's view of its command stream to one target shard. */
 struct cmd_link {
     size_t n_pending;          /* commands to it not yet known applied */
+    uint64_t low;              /* the lowest stream seq among them; 0: none */
     uint64_t applied;          /* its watermark for us, as last read */
     uint64_t legacy_applied;   /* its outbox-seq watermark for us (older commands) */
     int64_t since_ms;          /* when that watermark last moved (or the first
@@ -151,7 +152,7 @@ struct kchat_backend {
     kchat_hist batch_records;   /* records per shard transaction */
     struct {
         atomic_uint_fast64_t requests, errors, bad_requests, too_large, dead_letters,
-            commands, duplicates, command_gaps, command_resends, commits, commit_failures,
+            commands, duplicates, command_gaps, command_resends, command_skips, commits, commit_failures,
             produced, delivered, producer_restarts,
             login_failures, logins_throttled;
         atomic_uint_fast64_t foreign_commands, foreign_directory; /* of another data set */

@@ -85,6 +85,33 @@ static void sleep_ms(int ms)
 /* ---- producing ---- */
 
 static int seqlist_push(struct seqlist *l, uint64_t seq);
+static int parse_u64(const void *v, size_t len, uint64_t *out);
+
+/* The stream seq of outbox command @p r, 0 if it has none (an older kchat's). */
+static uint64_t cmd_cseq(const kchat_outbox_rec *r)
+{
+    uint64_t cseq = 0;
+
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (!strcmp(r->headers[i].name, KCHAT_HDR_CMD_SEQ) &&
+            parse_u64(r->headers[i].value, r->headers[i].len, &cseq))
+            cseq = 0;
+    return cseq;
+}
+
+/* The kchat-cmd-base of command @p r: the lowest seq of its stream this
+ * shard still holds (it holds every one it has not seen applied), 0 if
+ * unknown. The worker owning @p sh (or start-up). */
+static uint64_t cmd_base(const kchat_backend *be, const struct shard *sh,
+                         const kchat_outbox_rec *r)
+{
+    uint64_t cseq = cmd_cseq(r), low;
+
+    if (cseq == 0 || sh->links == NULL || r->partition < 0 || r->partition >= be->partitions)
+        return 0;
+    low = sh->links[r->partition].low;
+    return low > 0 && low < cseq ? low : cseq;
+}
 
 /* Hand one outbox record to the producer. Never drops it: a full local
  * queue is waited out (the poller thread drains it); a producer that failed
@@ -100,10 +127,16 @@ static void produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
         rd_kafka_header_add(hdrs, r->headers[i].name, -1, r->headers[i].value,
                             (ssize_t)r->headers[i].len);
     if (r->kind == OUT_COMMAND) {
+        uint64_t base = cmd_base(be, sh, r);
+
         snprintf(num, sizeof(num), "%" PRIu32, shard);
         rd_kafka_header_add(hdrs, KCHAT_HDR_SRC_SHARD, -1, num, -1);
         snprintf(num, sizeof(num), "%" PRIu64, seq);
         rd_kafka_header_add(hdrs, KCHAT_HDR_SRC_SEQ, -1, num, -1);
+        if (base > 0) {
+            snprintf(num, sizeof(num), "%" PRIu64, base);
+            rd_kafka_header_add(hdrs, KCHAT_HDR_CMD_BASE, -1, num, -1);
+        }
     }
     /* Tagged when produced, so records an older kchat left in the outbox
      * leave tagged too (see dataset_open()). */
@@ -166,7 +199,10 @@ static int pending_cmd_add(kchat_backend *be, struct shard *sh, uint64_t seq, ui
     if (l->n_pending++ == 0) {   /* the stream was idle: its clock starts now */
         l->since_ms = kchat__now_ms();
         l->backoff_ms = CMD_RESEND_MS;
+        l->low = 0;
     }
+    if (cseq > 0 && (l->low == 0 || cseq < l->low))
+        l->low = cseq;
     return KCHAT_OK;
 }
 
@@ -409,6 +445,13 @@ static int shard_prune(kchat_backend *be, struct shard *sh, kchat_txn *t, struct
             i++;
         }
     }
+    for (int p = 0; p < be->partitions; p++)
+        sh->links[p].low = 0;
+    for (size_t i = 0; i < sh->n_cmds; i++) {
+        struct cmd_link *l = &sh->links[sh->cmds[i].target];
+        if (sh->cmds[i].cseq > 0 && (l->low == 0 || sh->cmds[i].cseq < l->low))
+            l->low = sh->cmds[i].cseq;
+    }
     for (int p = 0; p < be->partitions; p++) {
         struct cmd_link *l = &sh->links[p];
 
@@ -602,7 +645,7 @@ static int apply_command(struct ctx *c, const rd_kafka_message_t *m)
 {
     const void *v;
     size_t vl;
-    uint64_t src, seq, cseq = 0, applied = 0;
+    uint64_t src, seq, cseq = 0, base = 0, applied = 0;
     bool streamed;
     json_t *cmd;
     const char *op, *cid, *user;
@@ -636,6 +679,19 @@ static int apply_command(struct ctx *c, const rd_kafka_message_t *m)
     if (streamed ? cseq <= applied : seq <= applied) {
         atomic_fetch_add(&c->be->stats.duplicates, 1);
         return KCHAT_OK;
+    }
+    /* The source holds nothing below its base: what we miss below it was
+     * applied here once, by data this shard no longer has (restored from
+     * an older copy). Waiting would stop the stream for good. */
+    if (streamed && cseq > applied + 1 && kchat_header_get(m, KCHAT_HDR_CMD_BASE, &v, &vl) == 0 &&
+        parse_u64(v, vl, &base) == 0 && base == cseq) {
+        fprintf(stderr, "kchat: shard %u: commands %" PRIu64 "..%" PRIu64 " from shard %" PRIu64
+                " are gone: it saw them applied, but this shard's data has applied only up to "
+                "%" PRIu64 " (restored from an older copy?); their effects are lost here, "
+                "carrying on from %" PRIu64 "\n", c->sh->id, applied + 1, cseq - 1, src,
+                applied, cseq);
+        atomic_fetch_add(&c->be->stats.command_skips, cseq - 1 - applied);
+        applied = cseq - 1;
     }
     if (streamed && cseq > applied + 1) {
         if (atomic_fetch_add(&c->be->stats.command_gaps, 1) < 20)
@@ -1148,10 +1204,7 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
         kchat_txn *t;
         int rc;
 
-        for (size_t i = 0; i < r->n_headers; i++)
-            if (!strcmp(r->headers[i].name, KCHAT_HDR_CMD_SEQ) &&
-                parse_u64(r->headers[i].value, r->headers[i].len, &cseq))
-                cseq = 0;
+        cseq = cmd_cseq(r);
         if (kchat_txn_begin(ra->be->shards[target].store, false, &t) == KCHAT_OK) {
             if (cseq > 0)
                 kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, ra->sh->id, &applied);
@@ -1167,6 +1220,43 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
     produce(ra->be, ra->sh->id, seq, r);
     ra->produced++;
     return 0;
+}
+
+/* Start-up, before anything is produced: a target that applied more of
+ * @p sh's commands than @p sh remembers numbering (@p sh restored from an
+ * older copy) would drop the next ones as repeats; number on from there. */
+static int streams_catch_up(kchat_backend *be, struct shard *sh)
+{
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
+        return rc;
+    for (int p = 0; rc == KCHAT_OK && p < be->partitions; p++) {
+        uint64_t sent = 0, applied = 0;
+        kchat_txn *rt;
+
+        if ((uint32_t)p == sh->id)
+            continue;
+        if ((rc = kchat_txn_begin(be->shards[p].store, false, &rt)) != KCHAT_OK)
+            break;
+        rc = kchat_store_cmdseq_get(rt, KCHAT_CMDSEQ_APPLIED, sh->id, &applied);
+        kchat_txn_abort(rt);
+        if (rc == KCHAT_OK)
+            rc = kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_SENT, (uint32_t)p, &sent);
+        if (rc != KCHAT_OK || applied <= sent)
+            continue;
+        fprintf(stderr, "kchat: shard %u: shard %d applied our commands up to %" PRIu64
+                " but we numbered only %" PRIu64 " (this shard restored from an older "
+                "copy?); numbering on from %" PRIu64 "\n", sh->id, p, applied, sent,
+                applied + 1);
+        rc = kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_SENT, (uint32_t)p, applied);
+    }
+    if (rc != KCHAT_OK) {
+        kchat_txn_abort(t);
+        return rc;
+    }
+    return kchat_txn_commit(t);
 }
 
 /* Produce again everything the last run committed but may not have sent. */
@@ -1359,7 +1449,8 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
             goto err_stop;
         }
     for (int p = 0; p < be->partitions; p++)
-        if ((rc = shard_replay(be, &be->shards[p])) != KCHAT_OK) {
+        if ((rc = streams_catch_up(be, &be->shards[p])) != KCHAT_OK ||
+            (rc = shard_replay(be, &be->shards[p])) != KCHAT_OK) {
             snprintf(errstr, errstr_size, "shard %d: outbox replay: %s", p, kchat_strerror(rc));
             goto err_stop;
         }
@@ -1439,6 +1530,10 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                        "Internal commands that came before an earlier one of their stream, "
                        "left for the source to send again.",
                        (double)atomic_load(&be->stats.command_gaps));
+    kchat_metric_write(out, "kchat_commands_skipped_total", "counter",
+                       "Internal commands their source no longer holds, skipped by a shard "
+                       "whose data is older than its source saw (a restore).",
+                       (double)atomic_load(&be->stats.command_skips));
     kchat_metric_write(out, "kchat_command_resends_total", "counter",
                        "Internal commands produced again because their target had not "
                        "applied them.", (double)atomic_load(&be->stats.command_resends));
