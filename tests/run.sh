@@ -50,7 +50,8 @@ run_on_kafka() {
   local t=$1 dir boot
   dir=$(mktemp -d "$KCHAT_TEST_TMP/kafka.XXXXXX")
   echo "=== [kafka] starting a broker for $(basename "$t")"
-  if ! boot=$(timeout 300 scripts/kafka start --nodes 1 --partitions 4 --dir "$dir"); then
+  # --secure: also a SASL_SSL listener, for test_security's SASL/TLS test
+  if ! boot=$(timeout 300 scripts/kafka start --nodes 1 --partitions 4 --secure --dir "$dir"); then
     echo "*** scripts/kafka start failed"
     failed=$((failed + 1)); failed_names+=("$t (no Kafka broker)")
     scripts/kafka stop --dir "$dir" --clean >/dev/null 2>&1

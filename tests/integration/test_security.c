@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -1259,6 +1260,108 @@ static void test_login_retention(void **state)
     }
 }
 
+/* ======================================================================== */
+/* SASL_SSL to a real Kafka (make check-kafka: scripts/kafka start --secure) */
+/* ======================================================================== */
+
+/* Writes a kchat --config file (mode 0600) at @p path with the cluster's
+ * SASL_SSL client settings (secure-client.conf: KEY=VALUE lines) as
+ * `kafka.KEY = VALUE`: the documented way to keep the password off the
+ * command line. @p password, if not NULL, replaces sasl.password; @p no_ca
+ * leaves ssl.ca.location out. */
+static void secure_config(const char *path, const char *password, bool no_ca)
+{
+    char src[4200], *conf, *line, *save = NULL;
+    snprintf(src, sizeof(src), "%s/secure-client.conf", getenv("KCHAT_TEST_KAFKA_DIR"));
+    conf = kc_read_file(src, NULL);
+    assert_non_null(conf);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fchmod(fileno(f), 0600), 0);
+    for (line = strtok_r(conf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        char *eq = strchr(line, '=');
+        if (eq == NULL || (no_ca && strncmp(line, "ssl.ca.location=", 16) == 0))
+            continue;
+        *eq = '\0';
+        fprintf(f, "kafka.%s = %s\n", line,
+                password != NULL && strcmp(line, "sasl.password") == 0 ? password : eq + 1);
+    }
+    assert_int_equal(fclose(f), 0);
+    free(conf);
+}
+
+static char *secure_bootstrap(void)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/bootstrap-secure", getenv("KCHAT_TEST_KAFKA_DIR"));
+    char *b = kc_read_file(path, NULL);
+    assert_non_null(b);
+    b[strcspn(b, "\n")] = '\0';
+    return b;
+}
+
+/* `kchat serve` on @p boot with config file @p conf; must fail at start
+ * (bounded), its output naming @p why and not holding @p secret. */
+static void serve_refused(const char *boot, const char *conf, const char *why,
+                          const char *secret)
+{
+    char args[8192];
+    int status = -1;
+    snprintf(args, sizeof(args), "serve --config '%s' --brokers %s --data sasl-refused "
+             "--group-id kchat-sasl-refused --pwhash-ops 1 --pwhash-mem 8192", conf, boot);
+    char *out = run_kchat(args, &status);
+    if (status == 0 || status == 124)
+        fprintf(stderr, "kchat %s: exit %d, wanted a refusal (%s)\n%s\n", args, status, why, out);
+    assert_true(status != 0 && status != 124);
+    assert_has(out, why);
+    assert_null(strstr(out, secret));
+    free(out);
+}
+
+/* kchat serve on the cluster's SASL_SSL listener only (SASL/PLAIN, TLS
+ * verified against the cluster's CA), its credentials in a --config file:
+ * users, a cross-shard chat send and its answer, with the test client on
+ * the plaintext listener. A wrong password, and no CA to check the
+ * broker's certificate by, stop serve at start, naming the cause. */
+static void test_sasl_ssl_serve(void **state)
+{
+    (void)state;
+    char *boot = secure_bootstrap(), *data = kc_tmppath("sasl-data");
+    char *conf = kc_tmppath("sasl.conf"), *bad = kc_tmppath("sasl-bad.conf");
+    kc_rm_rf(data);
+    secure_config(conf, NULL, false);
+    const char *extra[] = { "--config", conf, "--group-id", "kchat-sasl", NULL };
+    kc_proc *srv = kc_serve_start("sasl-serve", data, boot, PARTS, extra);
+    assert_non_null(srv);
+    kc_client *c = kc_client_new(kc_test_brokers(), KC_FROM_END);
+    assert_non_null(c);
+    kc_user u, v;
+    assert_true(kc_user_new(c, &u, "su"));
+    int tries = 0;
+    do
+        assert_true(kc_user_new(c, &v, "sv"));
+    while (kc_partition_for(v.id, PARTS) == kc_partition_for(u.id, PARTS) && ++tries < 32);
+    const char *fv[] = { v.id, NULL };
+    char room[65];
+    assert_true(kc_add_friends(c, &u, fv));
+    assert_true(kc_create_room(c, &u, fv, "over SASL_SSL", room));
+    assert_int_equal(kc_chat(c, &v, room, "secure one", NULL), 1);
+    kc_client_free(c);
+    assert_true(kc_proc_stop_clean(srv, 20));
+    assert_no_password_in_file(kc_proc_log(srv));
+    assert_false(kc_file_contains(kc_proc_log(srv), "kchat-test-secret", 17));
+    kc_proc_free(srv);
+
+    secure_config(bad, "not-the-password", false);
+    serve_refused(boot, bad, "Authentication failed", "not-the-password");
+    secure_config(bad, NULL, true);
+    serve_refused(boot, bad, "certificate verify failed", "kchat-test-secret");
+    free(boot);
+    free(data);
+    free(conf);
+    free(bad);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1276,5 +1379,16 @@ int main(void)
         cmocka_unit_test(test_idle_session_expires),
         cmocka_unit_test(test_login_retention),
     };
-    return cmocka_run_group_tests_name("kchat security", tests, group_setup, group_teardown);
+    const struct CMUnitTest secure[] = {
+        cmocka_unit_test(test_sasl_ssl_serve),
+    };
+    char path[4200];
+    const char *dir = getenv("KCHAT_TEST_KAFKA_DIR");
+    int rc = cmocka_run_group_tests_name("kchat security", tests, group_setup, group_teardown);
+    /* only a real cluster started with `scripts/kafka start --secure` has a
+     * SASL_SSL listener (make check-kafka starts its clusters so) */
+    snprintf(path, sizeof(path), "%s/bootstrap-secure", dir != NULL ? dir : "");
+    if (kc_test_brokers() != NULL && dir != NULL && access(path, R_OK) == 0)
+        rc += cmocka_run_group_tests_name("kchat over SASL_SSL (real Kafka)", secure, NULL, NULL);
+    return rc;
 }
