@@ -437,7 +437,13 @@ static void stream_open(kchat_gateway *gw, gw_pending *p, struct evhttp_request 
     evhttp_add_header(h, "Content-Type", "text/event-stream");
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_add_header(h, "X-Accel-Buffering", "no");
-    /* Ending a stream (overflow, logout, stop) closes its connection too. */
+    /* Ending a stream (overflow, logout, stop) closes its connection too.
+     * An HTTP/1.0 request that asked for keep-alive would make libevent
+     * add "Connection: keep-alive" and "Content-Length: 0" to this reply,
+     * and a client would read the stream as the next reply
+     * (tests/fuzz/regress/http-003): forget that it asked. */
+    while (evhttp_remove_header(evhttp_request_get_input_headers(req), "Connection") == 0)
+        ;
     evhttp_add_header(h, "Connection", "close");
     if (evcon != NULL) {
         /* Bound what the kernel holds for a stream too, so a reader that
