@@ -330,22 +330,37 @@ static void *producer_poll_main(void *arg)
 
 /* ---- outbox upkeep, in a shard's write transaction ---- */
 
+/* Shard @p target's marks for commands from @p source: the last stream seq
+ * it applied and its outbox-seq watermark (older kchat's commands), 0 when
+ * none. Its own read transaction: the caller holds none on @p target's
+ * environment (any thread). Errors as kchat_txn_begin() and the getters;
+ * the outputs are then 0. */
+static int peer_applied(kchat_backend *be, uint32_t target, uint32_t source, uint64_t *stream,
+                        uint64_t *legacy)
+{
+    kchat_txn *t;
+    int rc;
+
+    *stream = *legacy = 0;
+    if ((rc = kchat_txn_begin(be->shards[target].store, false, &t)) != KCHAT_OK)
+        return rc;
+    if ((rc = kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, source, stream)) == KCHAT_OK)
+        rc = kchat_store_applied_get(t, source, legacy);
+    kchat_txn_abort(t);
+    return rc;
+}
+
 struct resend_arg {
     kchat_backend *be;
     struct shard *sh;
     uint64_t want;
-    uint32_t *command_to;     /* set to the target when the record is a command */
 };
 
 static int resend_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
 {
     struct resend_arg *ra = arg;
 
-    if (seq != ra->want)
-        return 1;
-    if (r->kind == OUT_COMMAND && ra->command_to != NULL)
-        *ra->command_to = r->partition >= 0 ? (uint32_t)r->partition : 0;
-    else
+    if (seq == ra->want)
         produce(ra->be, ra->sh->id, seq, r);
     return 1;
 }
@@ -384,7 +399,7 @@ static void cmds_resend(kchat_backend *be, struct shard *sh, kchat_txn *t, uint3
                 "in %.1f s (it stands at %" PRIu64 "); producing them again\n", sh->id,
                 target, n, (double)(now - l->since_ms) / 1000.0, l->applied);
     for (size_t i = 0; i < n; i++) {
-        struct resend_arg ra = {be, sh, v[i].seq, NULL};
+        struct resend_arg ra = {be, sh, v[i].seq};
         kchat_store_outbox_scan(t, v[i].seq, resend_one, &ra);
     }
     atomic_fetch_add(&be->stats.command_resends, n);
@@ -411,20 +426,15 @@ static int shard_prune(kchat_backend *be, struct shard *sh, kchat_txn *t, struct
     if (sh->n_cmds == 0 || now - sh->last_ack_check_ms < ACK_CHECK_MS)
         return KCHAT_OK;
     sh->last_ack_check_ms = now;
-    /* Each target's watermarks for us, read once per check (our own in our
-     * open transaction: LMDB allows one transaction per thread and env). */
+    /* Each target's marks for us, read once per check (commands never
+     * target their own shard). */
     for (int p = 0; p < be->partitions; p++) {
         struct cmd_link *l = &sh->links[p];
         uint64_t applied = 0;
-        kchat_txn *rt = t;
 
-        if (l->n_pending == 0 ||
-            ((uint32_t)p != sh->id && kchat_txn_begin(be->shards[p].store, false, &rt)))
+        if (l->n_pending == 0 || (uint32_t)p == sh->id ||
+            peer_applied(be, (uint32_t)p, sh->id, &applied, &l->legacy_applied) != KCHAT_OK)
             continue;
-        kchat_store_cmdseq_get(rt, KCHAT_CMDSEQ_APPLIED, sh->id, &applied);
-        kchat_store_applied_get(rt, sh->id, &l->legacy_applied);
-        if (rt != t)
-            kchat_txn_abort(rt);
         if (applied != l->applied) {
             l->applied = applied;
             l->since_ms = now;
@@ -476,6 +486,16 @@ static void shard_unprune(struct shard *sh, struct seqlist *taken)
     *taken = (struct seqlist){0};
 }
 
+/* The pending command of outbox seq @p seq, or NULL (not a command, or
+ * applied already). Only after a refused delivery: a linear search. */
+static const struct pending_cmd *pending_cmd_find(const struct shard *sh, uint64_t seq)
+{
+    for (size_t i = 0; i < sh->n_cmds; i++)
+        if (sh->cmds[i].seq == seq)
+            return &sh->cmds[i];
+    return NULL;
+}
+
 /* Produce again what Kafka refused for good (a broker's permanent error or
  * a fatal producer state; retriable errors are retried by librdkafka).
  * A refused command is not produced alone, where it would arrive after
@@ -493,13 +513,14 @@ static void shard_resend(kchat_backend *be, struct shard *sh)
     pthread_mutex_unlock(&sh->lock);
     if (l.n && kchat_txn_begin(sh->store, false, &t) == KCHAT_OK) {
         for (size_t i = 0; i < l.n; i++) {
-            uint32_t target = UINT32_MAX;
-            struct resend_arg ra = {be, sh, l.v[i], &target};
-            kchat_store_outbox_scan(t, l.v[i], resend_one, &ra);
-            if (target < (uint32_t)be->partitions && sh->links != NULL &&
-                sh->links[target].n_pending > 0) {
-                sh->links[target].resend_now = true;
+            const struct pending_cmd *pc = pending_cmd_find(sh, l.v[i]);
+            struct resend_arg ra = {be, sh, l.v[i]};
+
+            if (pc != NULL) {
+                sh->links[pc->target].resend_now = true;
                 sh->last_ack_check_ms = 0;
+            } else {
+                kchat_store_outbox_scan(t, l.v[i], resend_one, &ra);
             }
         }
         kchat_txn_abort(t);
@@ -1200,19 +1221,11 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
     uint32_t target = r->partition >= 0 ? (uint32_t)r->partition : 0;
 
     if (r->kind == OUT_COMMAND && target < (uint32_t)ra->be->partitions) {
-        uint64_t applied = 0, cseq = 0;
-        kchat_txn *t;
+        uint64_t stream = 0, legacy = 0, cseq = cmd_cseq(r);
         int rc;
 
-        cseq = cmd_cseq(r);
-        if (kchat_txn_begin(ra->be->shards[target].store, false, &t) == KCHAT_OK) {
-            if (cseq > 0)
-                kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, ra->sh->id, &applied);
-            else
-                kchat_store_applied_get(t, ra->sh->id, &applied);
-            kchat_txn_abort(t);
-        }
-        if (applied >= (cseq > 0 ? cseq : seq))
+        peer_applied(ra->be, target, ra->sh->id, &stream, &legacy);
+        if (cseq > 0 ? stream >= cseq : legacy >= seq)
             return seqlist_push(&ra->applied, seq);
         if ((rc = pending_cmd_add(ra->be, ra->sh, seq, target, cseq)) != KCHAT_OK)
             return rc;
@@ -1233,16 +1246,11 @@ static int streams_catch_up(kchat_backend *be, struct shard *sh)
     if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
         return rc;
     for (int p = 0; rc == KCHAT_OK && p < be->partitions; p++) {
-        uint64_t sent = 0, applied = 0;
-        kchat_txn *rt;
+        uint64_t sent = 0, applied = 0, legacy;
 
         if ((uint32_t)p == sh->id)
             continue;
-        if ((rc = kchat_txn_begin(be->shards[p].store, false, &rt)) != KCHAT_OK)
-            break;
-        rc = kchat_store_cmdseq_get(rt, KCHAT_CMDSEQ_APPLIED, sh->id, &applied);
-        kchat_txn_abort(rt);
-        if (rc == KCHAT_OK)
+        if ((rc = peer_applied(be, (uint32_t)p, sh->id, &applied, &legacy)) == KCHAT_OK)
             rc = kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_SENT, (uint32_t)p, &sent);
         if (rc != KCHAT_OK || applied <= sent)
             continue;
