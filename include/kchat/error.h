@@ -35,6 +35,13 @@
     X(ESHUTDOWN,-15,  "shutting down")                                  \
     X(ENOSPC,   -16,  "no space left on device")
 
+/**
+ * Mark a function whose `int` result is a kchat error code: the caller must
+ * look at it (gcc and clang warn when a result is dropped; DEVELOPER=1 makes
+ * that an error). To ignore one on purpose, say why and cast to `(void)`.
+ */
+#define KCHAT_MUST_CHECK __attribute__((warn_unused_result))
+
 /** The error enum. `KCHAT_OK` is 0; every error is negative. */
 typedef enum kchat_err {
 #define KCHAT__ERR_ENUM(name, value, msg) KCHAT_##name = (value),
