@@ -38,9 +38,14 @@
 /**
  * Mark a function whose `int` result is a kchat error code: the caller must
  * look at it (gcc and clang warn when a result is dropped; DEVELOPER=1 makes
- * that an error). To ignore one on purpose, say why and cast to `(void)`.
+ * that an error). gcc does not accept a `(void)` cast as looking: a result
+ * that may be ignored on purpose goes through kchat_ignore() with a comment
+ * saying why.
  */
 #define KCHAT_MUST_CHECK __attribute__((warn_unused_result))
+
+/** @brief Drop an error result on purpose (say why beside the call). */
+static inline void kchat_ignore(int err) { (void)err; }
 
 /** The error enum. `KCHAT_OK` is 0; every error is negative. */
 typedef enum kchat_err {
