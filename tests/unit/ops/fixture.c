@@ -580,6 +580,30 @@ char *fx_state(struct fx *f)
     return buf;
 }
 
+static int count_one(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)kl;
+    (void)v;
+    (void)vl;
+    ++*(size_t *)arg;
+    return 0;
+}
+
+size_t fx_rows(struct fx *f, kchat_table tb)
+{
+    size_t n = 0;
+
+    for (uint32_t p = 0; p < FX_PARTITIONS; p++) {
+        kchat_txn *t;
+
+        assert_int_equal(kchat_txn_begin(f->be.shards[p].store, false, &t), KCHAT_OK);
+        assert_int_equal(kchat_txn_scan(t, tb, NULL, 0, false, count_one, &n), KCHAT_OK);
+        kchat_txn_abort(t);
+    }
+    return n;
+}
+
 json_t *fx_get(struct fx *f, uint32_t shard, kchat_table tb, const void *key, size_t kl)
 {
     kchat_txn *t;

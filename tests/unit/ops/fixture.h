@@ -157,6 +157,8 @@ json_t *fx_records(const struct fx *f, const char *topic);
  * members, rooms, messages, idempotency) of every shard, and of the
  * replica's directory table, as text (malloc'd). */
 char *fx_state(struct fx *f);
+/* The number of keys in table @p tb of all shards. */
+size_t fx_rows(struct fx *f, kchat_table tb);
 /* A stored JSON value of shard @p shard (a new reference) or NULL. */
 json_t *fx_get(struct fx *f, uint32_t shard, kchat_table tb, const void *key, size_t kl);
 
