@@ -81,7 +81,7 @@ static void test_user_add_bad_request(void **state)
     struct fx *f = *state;
     char *pw7 = fx_rep('p', 7), *pw129 = fx_rep('p', 129), *name65 = fx_rep('n', 65);
     char *email255 = fx_rep('e', 253), *id65 = fx_rep('i', 65);
-    char *bodies[32];
+    char *bodies[40];
     size_t n = 0;
 
 #define BODY(...) assert_true(asprintf(&bodies[n++], __VA_ARGS__) > 0)
@@ -102,6 +102,8 @@ static void test_user_add_bad_request(void **state)
          "\"userName\":\"A\\u0001B\"}");
     BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\","
          "\"userName\":\"A\\u007fB\"}");
+    BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\","
+         "\"userName\":\"A\\u0085B\"}");                  /* a C1 control */
     BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\","
          "\"userName\":\"A\xff\"}");                       /* not UTF-8 */
     BODY("{\"userId\":\"alice\",\"userPw\":12345678,\"email\":\"a@b.c\",\"userName\":\"A\"}");
