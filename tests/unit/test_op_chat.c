@@ -6,35 +6,6 @@
  * ROOM_NOT_FOUND before NOT_A_MEMBER, the limits, history paging. */
 #include "ops/fixture.c"
 
-/* A room of alice's shard ("home") with alice, carol (home) and bob (away);
- * dave (away) and eve (home) are registered, logged in, and not in it. */
-struct cast {
-    char bob[65], carol[65], dave[65], eve[65], room[65];
-    const char *sa, *sb, *sc, *sd, *se;
-    uint32_t home, away;
-};
-
-static void cast_make(struct fx *f, struct cast *c)
-{
-    char friends[160];
-
-    c->home = fx_shard_of(f, "alice");
-    c->away = (c->home + 1) % FX_PARTITIONS;
-    fx_id_on_shard(f, "bob", c->away, c->bob);
-    fx_id_on_shard(f, "carol", c->home, c->carol);
-    fx_id_on_shard(f, "dave", c->away, c->dave);
-    fx_id_on_shard(f, "eve", c->home, c->eve);
-    c->sa = fx_user(f, "alice");
-    c->sb = fx_user(f, c->bob);
-    c->sc = fx_user(f, c->carol);
-    c->sd = fx_user(f, c->dave);
-    c->se = fx_user(f, c->eve);
-    snprintf(friends, sizeof(friends), "[\"%s\",\"%s\"]", c->bob, c->carol);
-    fx_befriend(f, "alice", c->sa, friends);
-    fx_room(f, "alice", c->sa, friends, c->room);
-    assert_int_equal(fx_shard_of(f, c->room), c->home);
-}
-
 static json_t *chat(struct fx *f, const char *writer, const char *session, const char *room,
                     const char *message, const char *cmid)
 {
@@ -43,13 +14,14 @@ static json_t *chat(struct fx *f, const char *writer, const char *session, const
                      "{\"writerId\":\"%s\",\"roomId\":\"%s\",\"message\":\"%s\"}",
                      writer, room, message);
     return fx_ok(f, KCHAT_OP_ADD_CHAT, writer, session,
-                 "{\"writerId\":\"%s\",\"roomId\":\"%s\",\"message\":\"%s\",\"clientMsgId\":\"%s\"}",
+                 "{\"writerId\":\"%s\",\"roomId\":\"%s\",\"message\":\"%s\","
+                 "\"clientMsgId\":\"%s\"}",
                  writer, room, message, cmid);
 }
 
 /* The `chat` events of the last call: one per participant, each the same
  * message. */
-static void assert_chat_events(struct fx *f, const struct cast *c, json_int_t seq,
+static void assert_chat_events(struct fx *f, const struct fx_cast *c, json_int_t seq,
                                const char *writer, const char *message, const char *cmid,
                                int64_t at)
 {
@@ -68,7 +40,7 @@ static void assert_chat_events(struct fx *f, const struct cast *c, json_int_t se
     }
 }
 
-static json_t *room_stored(struct fx *f, const struct cast *c)
+static json_t *room_stored(struct fx *f, const struct fx_cast *c)
 {
     return fx_get(f, c->home, KCHAT_TBL_ROOMS, c->room, strlen(c->room));
 }
@@ -77,14 +49,15 @@ static json_t *room_stored(struct fx *f, const struct cast *c)
 static void test_chat_local(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     char ts[25];
     json_t *a, *room;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     kchat_iso8601(f->now_ms, ts);
     a = chat(f, c.carol, c.sc, c.room, "hello \xe2\x98\x83", NULL);
-    fx_assert_json(a, "{\"userId\":\"%s\",\"isSuccess\":true,\"errorCode\":\"\",\"errorMessage\":\"\","
+    fx_assert_json(a,
+                   "{\"userId\":\"%s\",\"isSuccess\":true,\"errorCode\":\"\",\"errorMessage\":\"\","
                       "\"roomId\":\"%s\",\"writerId\":\"%s\",\"seq\":1,\"createdAt\":\"%s\","
                       "\"clientMsgId\":\"\"}", c.carol, c.room, c.carol, ts);
     json_decref(a);
@@ -103,16 +76,17 @@ static void test_chat_local(void **state)
 static void test_chat_remote(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     char ts[25];
     json_t *a, *cmds;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     kchat_iso8601(f->now_ms, ts);
     f->cid = "chat-\x01-cid";
     f->fmt = KCHAT_FMT_MSGPACK;
     a = chat(f, c.bob, c.sb, c.room, "from afar", "m-1");
-    fx_assert_json(a, "{\"userId\":\"%s\",\"isSuccess\":true,\"errorCode\":\"\",\"errorMessage\":\"\","
+    fx_assert_json(a,
+                   "{\"userId\":\"%s\",\"isSuccess\":true,\"errorCode\":\"\",\"errorMessage\":\"\","
                       "\"roomId\":\"%s\",\"writerId\":\"%s\",\"seq\":1,\"createdAt\":\"%s\","
                       "\"clientMsgId\":\"m-1\"}", c.bob, c.room, c.bob, ts);
     json_decref(a);
@@ -141,10 +115,10 @@ static void test_chat_remote(void **state)
 static void test_chat_remote_held(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     json_t *a;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     f->hold_commands = true;
     a = fx_call(f, KCHAT_OP_ADD_CHAT, c.bob, c.sb,
                 "{\"writerId\":\"%s\",\"roomId\":\"%s\",\"message\":\"later\"}", c.bob, c.room);
@@ -164,12 +138,12 @@ static void test_chat_remote_held(void **state)
 static void test_chat_seq(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     const char *w[3], *s[3];
     char msg[32];
     json_t *a, *room;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     w[0] = "alice";
     w[1] = c.bob;
     w[2] = c.carol;
@@ -206,21 +180,22 @@ static void test_chat_seq(void **state)
 static void test_chat_room_not_found_not_a_member(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     char nohome[65], noaway[65];
     json_t *a;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     fx_id_on_shard(f, "rnone", c.home, nohome);
     fx_id_on_shard(f, "rnone", c.away, noaway);
-#define CHAT_ERR(code, writer, session, room)                                                  \
-    do {                                                                                       \
-        a = fx_err(f, code, KCHAT_OP_ADD_CHAT, writer, session,                                \
-                   "{\"writerId\":\"%s\",\"roomId\":\"%s\",\"message\":\"x\",\"clientMsgId\":\"k\"}", \
-                   writer, room);                                                              \
-        assert_null(json_object_get(a, "seq"));                                                \
-        json_decref(a);                                                                        \
-        assert_int_equal(fx_count(f, KCHAT_TOPIC_EVENTS), 0);                                  \
+#define CHAT_ERR(code, writer, session, room)                                  \
+    do {                                                                       \
+        a = fx_err(f, code, KCHAT_OP_ADD_CHAT, writer, session,                \
+                   "{\"writerId\":\"%s\",\"roomId\":\"%s\",\"message\":\"x\"," \
+                   "\"clientMsgId\":\"k\"}",                                   \
+                   writer, room);                                              \
+        assert_null(json_object_get(a, "seq"));                                \
+        json_decref(a);                                                        \
+        assert_int_equal(fx_count(f, KCHAT_TOPIC_EVENTS), 0);                  \
     } while (0)
     CHAT_ERR("ROOM_NOT_FOUND", "alice", c.sa, nohome);
     CHAT_ERR("ROOM_NOT_FOUND", "alice", c.sa, noaway);
@@ -248,12 +223,12 @@ static void test_chat_room_not_found_not_a_member(void **state)
 static void test_chat_idempotent(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     int64_t t0 = f->now_ms;
     char other[65], friends[160], *before, *after;
     json_t *first, *again, *room;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     for (int remote = 0; remote < 2; remote++) {
         const char *w = remote ? c.bob : c.carol, *s = remote ? c.sb : c.sc;
         json_int_t seq;
@@ -303,13 +278,15 @@ static void test_chat_idempotent(void **state)
 static void test_chat_bad_request(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
-    char *m4096 = fx_rep('m', 4096), *m4097 = fx_rep('m', 4097);
-    char *k64 = fx_rep('k', 64), *k65 = fx_rep('k', 65), *pad = fx_rep('p', KCHAT_MAX_VALUE);
+    struct fx_cast c;
+    char *m4096 = fx_rep(f, 'm', 4096), *m4097 = fx_rep(f, 'm', 4097);
+    char *k64 = fx_rep(f, 'k', 64), *k65 = fx_rep(f, 'k', 65);
+    char *pad = fx_rep(f, 'p', KCHAT_MAX_VALUE);
     json_t *a;
 
-    cast_make(f, &c);
-#define BAD(...) json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_CHAT, "alice", c.sa, __VA_ARGS__))
+    fx_cast_make(f, &c, true);
+#define BAD(...) \
+    json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_CHAT, "alice", c.sa, __VA_ARGS__))
     BAD("{\"writerId\":\"alice\",\"roomId\":\"%s\",\"message\":\"\"}", c.room);
     BAD("{\"writerId\":\"alice\",\"roomId\":\"%s\",\"message\":\"%s\"}", c.room, m4097);
     BAD("{\"writerId\":\"alice\",\"roomId\":\"%s\",\"message\":\"\xf0\x28\x8c\x28\"}", c.room);
@@ -334,11 +311,6 @@ static void test_chat_bad_request(void **state)
     assert_int_equal(fx_int(a, "seq"), 1);
     assert_string_equal(fx_str(a, "clientMsgId"), k64);
     json_decref(a);
-    free(m4096);
-    free(m4097);
-    free(k64);
-    free(k65);
-    free(pad);
 }
 
 /* Text arrives as sent: escapes, non-ASCII; events in msgpack when the
@@ -346,10 +318,10 @@ static void test_chat_bad_request(void **state)
 static void test_chat_text_and_msgpack_events(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     json_t *a, *ev;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     f->be.events_fmt = KCHAT_FMT_MSGPACK;
     a = chat(f, c.bob, c.sb, c.room, "line 1\\nline \\\"2\\\" \\\\ \xf0\x9f\x98\x80 \\u00e9", "q");
     json_decref(a);
@@ -358,10 +330,81 @@ static void test_chat_text_and_msgpack_events(void **state)
     assert_string_equal(fx_str(json_array_get(ev, 0), "message"),
                         "line 1\nline \"2\" \\ \xf0\x9f\x98\x80 \xc3\xa9");
     json_decref(ev);
-    a = fx_ok(f, KCHAT_OP_HISTORY, "alice", c.sa, "{\"userId\":\"alice\",\"roomId\":\"%s\"}", c.room);
+    a = fx_ok(f, KCHAT_OP_HISTORY, "alice", c.sa, "{\"userId\":\"alice\",\"roomId\":\"%s\"}",
+              c.room);
     assert_string_equal(fx_str(json_array_get(json_object_get(a, "messages"), 0), "message"),
                         "line 1\nline \"2\" \\ \xf0\x9f\x98\x80 \xc3\xa9");
     json_decref(a);
+}
+
+/* A repeat whose first message is gone from the store (damaged data) is
+ * INTERNAL rather than a made-up answer. */
+static void test_chat_repeat_of_lost_message(void **state)
+{
+    struct fx *f = *state;
+    struct fx_cast c;
+    unsigned char key[80];
+    size_t rl;
+    kchat_txn *t;
+
+    fx_cast_make(f, &c, true);
+    json_decref(chat(f, c.carol, c.sc, c.room, "once", "k"));
+    rl = strlen(c.room);
+    memcpy(key, c.room, rl);
+    key[rl] = '\0';
+    kchat_store_be64(1, key + rl + 1);
+    assert_int_equal(kchat_txn_begin(f->be.shards[c.home].store, true, &t), KCHAT_OK);
+    assert_int_equal(kchat_txn_del(t, KCHAT_TBL_MESSAGES, key, rl + 9), KCHAT_OK);
+    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+    json_decref(fx_err(f, "INTERNAL", KCHAT_OP_ADD_CHAT, c.carol, c.sc,
+                       "{\"writerId\":\"%s\",\"roomId\":\"%s\",\"message\":\"once\","
+                       "\"clientMsgId\":\"k\"}", c.carol, c.room));
+}
+
+/* Chat and history commands that do not decode are refused (the backend
+ * dead-letters them) and change nothing. */
+static void test_chat_commands_malformed(void **state)
+{
+    struct fx *f = *state;
+    struct fx_cast c;
+    char cmd[512], *before, *after;
+    const char *bad[] = {
+        "{\"op\":\"chat\",\"writerId\":\"%s\",\"message\":\"x\",\"clientMsgId\":\"\"}",
+        "{\"op\":\"chat\",\"roomId\":\"%s\",\"message\":\"x\",\"clientMsgId\":\"\"}",
+        "{\"op\":\"chat\",\"roomId\":\"%s\",\"writerId\":\"b\",\"message\":1,\"clientMsgId\":\"\"}",
+        "{\"op\":\"chat\",\"roomId\":\"%s\",\"writerId\":\"bob\",\"message\":\"x\"}",
+        "{\"op\":\"history\",\"roomId\":\"%s\",\"userId\":\"bob\",\"limit\":0}",
+        "{\"op\":\"history\",\"roomId\":\"%s\",\"userId\":\"bob\",\"limit\":101}",
+        "{\"op\":\"history\",\"roomId\":\"%s\",\"userId\":\"bob\"}",
+        "{\"op\":\"history\",\"userId\":\"%s\",\"limit\":5}",
+    };
+
+    fx_cast_make(f, &c, true);
+    before = fx_state(f);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(cmd, sizeof(cmd), bad[i], c.room);
+        assert_int_equal(fx_command(f, c.home, cmd), KCHAT_EDECODE);
+    }
+    after = fx_state(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    /* the well-formed ones are applied (a msgpack answer, per "fmt") */
+    snprintf(cmd, sizeof(cmd), "{\"op\":\"chat\",\"roomId\":\"%s\",\"writerId\":\"%s\","
+             "\"message\":\"x\",\"clientMsgId\":\"\",\"fmt\":1,\"cid\":\"zz\"}", c.room, c.bob);
+    assert_int_equal(fx_command(f, c.home, cmd), KCHAT_OK);
+    assert_int_equal(fx_count(f, KCHAT_TOPIC_EVENTS), 3);
+    for (size_t i = 0; i < f->n_recs; i++)
+        if (strstr(f->recs[i].topic, "-response")) {
+            char *ct = fx_header(&f->recs[i], KCHAT_HDR_CTYPE);
+            assert_string_equal(ct, "application/msgpack");
+            free(ct);
+            assert_null(fx_header(&f->recs[i], KCHAT_HDR_CID));   /* "zz" is no hex */
+        }
+    snprintf(cmd, sizeof(cmd), "{\"op\":\"history\",\"roomId\":\"%s\",\"userId\":\"%s\","
+             "\"limit\":100}", c.room, c.bob);
+    assert_int_equal(fx_command(f, c.home, cmd), KCHAT_OK);
+    assert_int_equal(fx_count(f, NULL), 1);
 }
 
 /* ---- history ---- */
@@ -388,7 +431,7 @@ static void assert_seqs(json_t *msgs, json_int_t lo, json_int_t hi)
     json_decref(msgs);
 }
 
-static void fill(struct fx *f, const struct cast *c, int n)
+static void fill(struct fx *f, const struct fx_cast *c, int n)
 {
     char msg[32], cmid[32];
 
@@ -405,13 +448,14 @@ static void fill(struct fx *f, const struct cast *c, int n)
 static void test_history(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     int64_t t0 = f->now_ms;
     char ts[25];
     json_t *a;
 
-    cast_make(f, &c);
-    a = fx_ok(f, KCHAT_OP_HISTORY, "alice", c.sa, "{\"userId\":\"alice\",\"roomId\":\"%s\"}", c.room);
+    fx_cast_make(f, &c, true);
+    a = fx_ok(f, KCHAT_OP_HISTORY, "alice", c.sa, "{\"userId\":\"alice\",\"roomId\":\"%s\"}",
+              c.room);
     fx_assert_json(a, "{\"userId\":\"alice\",\"isSuccess\":true,\"errorCode\":\"\","
                       "\"errorMessage\":\"\",\"roomId\":\"%s\",\"messages\":[]}", c.room);
     json_decref(a);
@@ -460,10 +504,10 @@ static void test_history(void **state)
 static void test_history_paging(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     json_int_t before = 0, expect = 47;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     fill(f, &c, 47);
     for (;;) {
         char extra[64];
@@ -489,15 +533,15 @@ static void test_history_paging(void **state)
 static void test_history_errors(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     char nohome[65], noaway[65];
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, true);
     fill(f, &c, 3);
     fx_id_on_shard(f, "rnone", c.home, nohome);
     fx_id_on_shard(f, "rnone", c.away, noaway);
-#define HIST_ERR(code, user, session, room, extra)                                      \
-    json_decref(fx_err(f, code, KCHAT_OP_HISTORY, user, session,                        \
+#define HIST_ERR(code, user, session, room, extra)               \
+    json_decref(fx_err(f, code, KCHAT_OP_HISTORY, user, session, \
                        "{\"userId\":\"%s\",\"roomId\":\"%s\"%s}", user, room, extra))
     HIST_ERR("ROOM_NOT_FOUND", "alice", c.sa, nohome, "");
     HIST_ERR("ROOM_NOT_FOUND", "alice", c.sa, noaway, "");
@@ -516,7 +560,8 @@ static void test_history_errors(void **state)
     HIST_ERR("BAD_REQUEST", "alice", c.sa, c.room, ",\"beforeSeq\":true");
     HIST_ERR("BAD_REQUEST", "alice", c.sa, "bad room", "");
 #undef HIST_ERR
-    json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_HISTORY, "alice", c.sa, "{\"userId\":\"alice\"}"));
+    json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_HISTORY, "alice", c.sa,
+                       "{\"userId\":\"alice\"}"));
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_HISTORY, "alice", c.sa,
                        "{\"userId\":\"%s\",\"roomId\":\"%s\"}", c.bob, c.room));
 }
@@ -533,6 +578,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chat_idempotent, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_chat_bad_request, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_chat_text_and_msgpack_events, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_chat_repeat_of_lost_message, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_chat_commands_malformed, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_history, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_history_paging, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_history_errors, fx_setup, fx_teardown),

@@ -90,7 +90,7 @@ static void test_add_friend_bad_request(void **state)
 {
     struct fx *f = *state;
     const char *sa = fx_user(f, "alice");
-    char *id65 = fx_rep('b', 65), *many, *p;
+    char *id65 = fx_rep(f, 'b', 65), *many, *p;
     const char *bodies[] = {
         "{\"userId\":\"alice\",\"friendId\":[\"alice\"]}",        /* yourself */
         "{\"userId\":\"alice\",\"friendId\":[\"bob\",\"alice\"]}",
@@ -111,15 +111,13 @@ static void test_add_friend_bad_request(void **state)
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_FRIEND, "alice", sa,
                        "{\"userId\":\"alice\",\"friendId\":[\"%s\"]}", id65));
     /* 101 distinct ids */
-    assert_non_null(many = malloc(101 * 8 + 64));
+    many = fx_keep(f, malloc(101 * 8 + 64));
     p = many;
     for (int i = 0; i < 101; i++)
         p += sprintf(p, "%s\"u%d\"", i ? "," : "", i);
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_FRIEND, "alice", sa,
                        "{\"userId\":\"alice\",\"friendId\":[%s]}", many));
     assert_null(fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_FRIENDS, "alice", 5));
-    free(many);
-    free(id65);
 }
 
 /* 100 distinct ids is the most; repeats do not count against it. */
@@ -127,10 +125,9 @@ static void test_add_friend_hundred(void **state)
 {
     struct fx *f = *state;
     const char *sa = fx_user(f, "alice");
-    char *ids = malloc(150 * 8 + 64), *p = ids, id[16];
+    char *ids = fx_keep(f, malloc(150 * 8 + 64)), *p = ids, id[16];
     json_t *a;
 
-    assert_non_null(ids);
     for (int i = 0; i < 100; i++) {
         snprintf(id, sizeof(id), "u%03d", i);
         fx_register(f, id);
@@ -148,7 +145,6 @@ static void test_add_friend_hundred(void **state)
                                    "userId"), id);
     }
     json_decref(a);
-    free(ids);
 }
 
 /* The search answer carries each friend's current name and status, from
@@ -194,7 +190,8 @@ static void test_search_friend(void **state)
         free(before);
         free(after);
     }
-    json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_SEARCH_FRIEND, "alice", sa, "{\"userId\":\"bob\"}"));
+    json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_SEARCH_FRIEND, "alice", sa,
+                       "{\"userId\":\"bob\"}"));
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_SEARCH_FRIEND, "alice", sa, "{}"));
 }
 

@@ -6,31 +6,6 @@
  * and that a refused room leaves nothing behind. */
 #include "ops/fixture.c"
 
-/* alice, carol on alice's shard, bob and dave on the next one; alice
- * follows bob and carol, not dave. */
-struct cast {
-    char bob[65], carol[65], dave[65];
-    const char *sa, *sb, *sc, *sd;
-    uint32_t home, away;
-};
-
-static void cast_make(struct fx *f, struct cast *c)
-{
-    char friends[160];
-
-    c->home = fx_shard_of(f, "alice");
-    c->away = (c->home + 1) % FX_PARTITIONS;
-    fx_id_on_shard(f, "bob", c->away, c->bob);
-    fx_id_on_shard(f, "carol", c->home, c->carol);
-    fx_id_on_shard(f, "dave", c->away, c->dave);
-    c->sa = fx_user(f, "alice");
-    c->sb = fx_user(f, c->bob);
-    c->sc = fx_user(f, c->carol);
-    c->sd = fx_user(f, c->dave);
-    snprintf(friends, sizeof(friends), "[\"%s\",\"%s\"]", c->bob, c->carol);
-    fx_befriend(f, "alice", c->sa, friends);
-}
-
 static json_t *search_rooms(struct fx *f, const char *user, const char *session)
 {
     json_t *a = fx_ok(f, KCHAT_OP_SEARCH_ROOM, user, session, "{\"userId\":\"%s\"}", user);
@@ -45,21 +20,23 @@ static json_t *search_rooms(struct fx *f, const char *user, const char *session)
 static void test_add_room(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     char ts[25], room[65], parts[200], key[200];
     json_t *a, *ev, *stored, *rooms;
     const char *users[3];
     char *h;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, false);
     kchat_iso8601(f->now_ms, ts);
     a = fx_ok(f, KCHAT_OP_ADD_ROOM, "alice", c.sa,
-              "{\"userId\":\"alice\",\"friendId\":[\"%s\",\"%s\"],\"roomName\":\"Team \xe2\x98\x83\"}",
+              "{\"userId\":\"alice\",\"friendId\":[\"%s\",\"%s\"],"
+              "\"roomName\":\"Team \xe2\x98\x83\"}",
               c.bob, c.carol);
     snprintf(room, sizeof(room), "%s", fx_str(a, "roomId"));
     fx_assert_json(a, "{\"userId\":\"alice\",\"isSuccess\":true,\"errorCode\":\"\","
                       "\"errorMessage\":\"\",\"roomId\":\"%s\",\"roomName\":\"Team \xe2\x98\x83\","
-                      "\"friendId\":[\"%s\",\"%s\"],\"createdAt\":\"%s\"}", room, c.bob, c.carol, ts);
+                      "\"friendId\":[\"%s\",\"%s\"],\"createdAt\":\"%s\"}",
+                   room, c.bob, c.carol, ts);
     json_decref(a);
     /* a server-chosen id, in the creator's shard */
     assert_true(kchat_valid_id(room, strlen(room)));
@@ -124,11 +101,11 @@ static void test_add_room(void **state)
 static void test_room_name(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
-    char *n128 = fx_rep('n', 128), *n129 = fx_rep('n', 129);
+    struct fx_cast c;
+    char *n128 = fx_rep(f, 'n', 128), *n129 = fx_rep(f, 'n', 129);
     json_t *a, *ev;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, false);
     a = fx_ok(f, KCHAT_OP_ADD_ROOM, "alice", c.sa, "{\"userId\":\"alice\",\"friendId\":[\"%s\"]}",
               c.carol);
     assert_string_equal(fx_str(a, "roomName"), "");
@@ -152,8 +129,6 @@ static void test_room_name(void **state)
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_ROOM, "alice", c.sa,
                        "{\"userId\":\"alice\",\"friendId\":[\"%s\"],\"roomName\":\"\xed\xa0\x80\"}",
                        c.carol));   /* a surrogate: not UTF-8 */
-    free(n128);
-    free(n129);
 }
 
 /* No room when any id is unknown, not followed, or the creator; checked in
@@ -161,11 +136,11 @@ static void test_room_name(void **state)
 static void test_add_room_refused(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     json_t *a;
     char *many, *p;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, false);
     assert_int_equal(fx_rows(f, KCHAT_TBL_ROOMS), 0);
     a = fx_err(f, "USER_NOT_FOUND", KCHAT_OP_ADD_ROOM, "alice", c.sa,
                "{\"userId\":\"alice\",\"friendId\":[\"%s\",\"ghost\"]}", c.bob);
@@ -192,18 +167,18 @@ static void test_add_room_refused(void **state)
     /* the limits of friendId */
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_ROOM, "alice", c.sa,
                        "{\"userId\":\"alice\",\"friendId\":[]}"));
-    json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_ROOM, "alice", c.sa, "{\"userId\":\"alice\"}"));
+    json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_ROOM, "alice", c.sa,
+                       "{\"userId\":\"alice\"}"));
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_ROOM, "alice", c.sa,
                        "{\"userId\":\"alice\",\"friendId\":[\"no way\"]}"));
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_ROOM, "alice", c.sa,
                        "{\"userId\":\"%s\",\"friendId\":[\"alice\"]}", c.carol));
-    assert_non_null(many = malloc(101 * 8 + 64));
+    many = fx_keep(f, malloc(101 * 8 + 64));
     p = many;
     for (int i = 0; i < 101; i++)
         p += sprintf(p, "%s\"u%d\"", i ? "," : "", i);
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_ADD_ROOM, "alice", c.sa,
                        "{\"userId\":\"alice\",\"friendId\":[%s]}", many));
-    free(many);
     /* none of that made a room or a membership anywhere */
     assert_int_equal(fx_rows(f, KCHAT_TBL_ROOMS), 0);
     assert_int_equal(fx_rows(f, KCHAT_TBL_MEMBERS), 0);
@@ -213,10 +188,10 @@ static void test_add_room_refused(void **state)
 static void test_add_room_repeats(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     json_t *a, *rooms;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, false);
     a = fx_ok(f, KCHAT_OP_ADD_ROOM, "alice", c.sa,
               "{\"userId\":\"alice\",\"friendId\":[\"%s\",\"%s\",\"%s\"]}", c.bob, c.bob, c.bob);
     fx_assert_json(json_object_get(a, "friendId"), "[\"%s\"]", c.bob);
@@ -234,12 +209,12 @@ static void test_add_room_repeats(void **state)
 static void test_add_room_member_command(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     char room[65], room2[65], friends[160];
     json_t *rooms, *ev;
     char *h;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, false);
     snprintf(friends, sizeof(friends), "[\"%s\"]", c.bob);
     f->hold_commands = true;
     fx_room(f, "alice", c.sa, friends, room);
@@ -287,11 +262,11 @@ static int cmp_id(const void *a, const void *b)
 static void test_search_room_sorted(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     char ids[20][65], friends[160];
     json_t *rooms;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, false);
     snprintf(friends, sizeof(friends), "[\"%s\"]", c.bob);
     for (int i = 0; i < 20; i++) {
         fx_room(f, "alice", c.sa, friends, ids[i]);
@@ -314,12 +289,12 @@ static void test_search_room_sorted(void **state)
 static void test_search_room_last_seq(void **state)
 {
     struct fx *f = *state;
-    struct cast c;
+    struct fx_cast c;
     char room[65], friends[160];
     json_t *rooms;
     char *before, *after;
 
-    cast_make(f, &c);
+    fx_cast_make(f, &c, false);
     snprintf(friends, sizeof(friends), "[\"%s\",\"%s\"]", c.bob, c.carol);
     fx_room(f, "alice", c.sa, friends, room);
     for (int i = 0; i < 3; i++)
@@ -375,6 +350,44 @@ static void test_room_every_shard(void **state)
     }
 }
 
+/* A member command as the target shard gets it: applied on its own it
+ * adds the membership and sends the `room` event; one that does not decode
+ * is refused (the backend dead-letters it) and changes nothing. */
+static void test_member_command(void **state)
+{
+    struct fx *f = *state;
+    uint32_t sh = fx_shard_of(f, "zed");
+    const char *bad[] = {
+        "{\"op\":\"member\",\"room\":{\"roomId\":\"r1\"}}",
+        "{\"op\":\"member\",\"userId\":\"zed\"}",
+        "{\"op\":\"member\",\"userId\":\"zed\",\"room\":[]}",
+        "{\"op\":\"member\",\"userId\":\"zed\",\"room\":{\"roomId\":7}}",
+        "{\"op\":\"members\",\"userId\":\"zed\",\"room\":{\"roomId\":\"r1\"}}",
+        "{\"userId\":\"zed\",\"room\":{\"roomId\":\"r1\"}}",
+    };
+    json_t *ev, *rooms;
+    char *before = fx_state(f), *after;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(fx_command(f, sh, bad[i]), KCHAT_EDECODE);
+    after = fx_state(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    assert_int_equal(fx_command(f, sh, "{\"op\":\"member\",\"userId\":\"zed\",\"room\":"
+                                       "{\"roomId\":\"r1\",\"roomName\":\"n\",\"participants\":"
+                                       "[\"amy\",\"zed\"]},\"fmt\":0}"), KCHAT_OK);
+    assert_int_equal(fx_count(f, NULL), 1);
+    ev = fx_events(f, "zed");
+    fx_assert_json(ev, "[{\"type\":\"room\",\"userId\":\"zed\",\"roomId\":\"r1\","
+                       "\"roomName\":\"n\",\"participants\":[\"amy\",\"zed\"]}]");
+    json_decref(ev);
+    rooms = search_rooms(f, "zed", fx_user(f, "zed"));
+    fx_assert_json(rooms, "[{\"roomId\":\"r1\",\"roomName\":\"n\",\"participants\":"
+                          "[\"amy\",\"zed\"],\"lastSeq\":0}]");   /* no room r1 anywhere: 0 */
+    json_decref(rooms);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +399,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_search_room_sorted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_search_room_last_seq, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_room_every_shard, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_member_command, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,20 +16,27 @@ static void assert_nowhere(const struct fx *f, const char *needle)
         assert_null(memmem(f->recs[i].value, f->recs[i].value_len, needle, strlen(needle)));
 }
 
-static void test_user_add(void **state)
+/* Register alice (ADD_ALICE) and check the whole answer. */
+static void add_alice(struct fx *f)
 {
-    struct fx *f = *state;
+    json_t *a = fx_ok(f, KCHAT_OP_USER_ADD, "alice", NULL, ADD_ALICE);
     char ts[25];
-    json_t *a, *dir, *stored;
-    char *text;
 
     kchat_iso8601(f->now_ms, ts);
-    a = fx_ok(f, KCHAT_OP_USER_ADD, "alice", NULL, ADD_ALICE);
     fx_assert_json(a, "{\"userId\":\"alice\",\"isSuccess\":true,\"errorCode\":\"\","
                       "\"errorMessage\":\"\",\"user\":{\"userId\":\"alice\","
                       "\"email\":\"alice@example.com\",\"userName\":\"Alice\",\"userStatus\":\"\","
                       "\"joinDate\":\"%s\",\"loginDate\":\"\",\"logoutDate\":\"\"}}", ts);
     json_decref(a);
+}
+
+static void test_user_add(void **state)
+{
+    struct fx *f = *state;
+    json_t *dir, *stored;
+    char *text;
+
+    add_alice(f);
     /* the answer and one directory record, nothing else */
     assert_int_equal(fx_count(f, NULL), 2);
     assert_int_equal(fx_count(f, KCHAT_TOPIC_DIRECTORY), 1);
@@ -79,8 +86,8 @@ static void test_user_add_already_exists(void **state)
 static void test_user_add_bad_request(void **state)
 {
     struct fx *f = *state;
-    char *pw7 = fx_rep('p', 7), *pw129 = fx_rep('p', 129), *name65 = fx_rep('n', 65);
-    char *email255 = fx_rep('e', 253), *id65 = fx_rep('i', 65);
+    char *pw7 = fx_rep(f, 'p', 7), *pw129 = fx_rep(f, 'p', 129);
+    char *name65 = fx_rep(f, 'n', 65), *email255 = fx_rep(f, 'e', 253), *id65 = fx_rep(f, 'i', 65);
     char *bodies[40];
     size_t n = 0;
 
@@ -96,7 +103,8 @@ static void test_user_add_bad_request(void **state)
     BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@%s\",\"userName\":\"A\"}",
          email255);
     BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\",\"userName\":\"\"}");
-    BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\",\"userName\":\"%s\"}",
+    BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\","
+         "\"userName\":\"%s\"}",
          name65);
     BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\","
          "\"userName\":\"A\\u0001B\"}");
@@ -108,7 +116,8 @@ static void test_user_add_bad_request(void **state)
          "\"userName\":\"A\xff\"}");                       /* not UTF-8 */
     BODY("{\"userId\":\"alice\",\"userPw\":12345678,\"email\":\"a@b.c\",\"userName\":\"A\"}");
     BODY("{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\",\"userName\":null}");
-    BODY("{\"userId\":\"al ice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\",\"userName\":\"A\"}");
+    BODY("{\"userId\":\"al ice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\","
+         "\"userName\":\"A\"}");
     BODY("{\"userId\":\"%s\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\",\"userName\":\"A\"}",
          id65);
     BODY("{\"userId\":\"bob\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\",\"userName\":\"A\"}");
@@ -129,19 +138,14 @@ static void test_user_add_bad_request(void **state)
     json_decref(fx_call_raw(f, KCHAT_OP_USER_ADD, "alice", NULL, KCHAT_FMT_JSON, "", 0));
     assert_null(kchat__directory_get(&f->be, "alice"));
     assert_int_equal(atomic_load(&f->be.stats.bad_requests), n + 1);
-    free(pw7);
-    free(pw129);
-    free(name65);
-    free(email255);
-    free(id65);
 }
 
 /* The limits of section 2 are inclusive. */
 static void test_user_add_limits_accepted(void **state)
 {
     struct fx *f = *state;
-    char *pw8 = fx_rep('p', 8), *pw128 = fx_rep('p', 128), *name64 = fx_rep('n', 64);
-    char *email = fx_rep('e', 252), *id64 = fx_rep('i', 64);
+    char *pw8 = fx_rep(f, 'p', 8), *pw128 = fx_rep(f, 'p', 128);
+    char *name64 = fx_rep(f, 'n', 64), *email = fx_rep(f, 'e', 252), *id64 = fx_rep(f, 'i', 64);
     json_t *a;
 
     a = fx_ok(f, KCHAT_OP_USER_ADD, id64, NULL,
@@ -159,11 +163,6 @@ static void test_user_add_limits_accepted(void **state)
     json_decref(fx_ok(f, KCHAT_OP_USER_ADD, "carol", NULL,
                       "{\"userId\":\"carol\",\"userPw\":\"%s\",\"email\":\"c@d\","
                       "\"userName\":\"C\",\"extra\":{\"x\":[1,2]}}", pw8));
-    free(pw8);
-    free(pw128);
-    free(name64);
-    free(email);
-    free(id64);
 }
 
 /* A record value over 64 KiB is TOO_LARGE; one of exactly 64 KiB is not. */
@@ -173,7 +172,7 @@ static void test_user_add_too_large(void **state)
     const char *head = "{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\",\"email\":\"a@b.c\","
                        "\"userName\":\"A\",\"pad\":\"";
     size_t pad = KCHAT_MAX_VALUE - strlen(head) - 2;
-    char *p = fx_rep('x', pad);
+    char *p = fx_rep(f, 'x', pad);
     json_t *a;
 
     a = fx_err(f, "TOO_LARGE", KCHAT_OP_USER_ADD, "alice", NULL, "%s%sx\"}", head, p);
@@ -181,7 +180,51 @@ static void test_user_add_too_large(void **state)
     assert_int_equal(atomic_load(&f->be.stats.too_large), 1);
     a = fx_ok(f, KCHAT_OP_USER_ADD, "alice", NULL, "%s%s\"}", head, p);
     json_decref(a);
-    free(p);
+}
+
+/* A password that cannot be hashed (here: a memory limit over Argon2's
+ * maximum) is INTERNAL, and registers nobody. */
+static void test_user_add_internal(void **state)
+{
+    struct fx *f = *state;
+
+    f->cfg.pwhash_mem = 1L << 50;
+    json_decref(fx_err(f, "INTERNAL", KCHAT_OP_USER_ADD, "alice", NULL, ADD_ALICE));
+    assert_int_equal(fx_count(f, NULL), 1);
+    f->cfg.pwhash_mem = crypto_pwhash_MEMLIMIT_MIN;
+    json_decref(fx_ok(f, KCHAT_OP_USER_ADD, "alice", NULL, ADD_ALICE));
+}
+
+/* The replica takes a profile only when newer than the one it has (records
+ * of kchat-directory may arrive late or twice). */
+static void test_directory_replica(void **state)
+{
+    struct fx *f = *state;
+    const char *sa = fx_user(f, "alice");
+    json_t *old, *v;
+
+    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", sa,
+                      "{\"userId\":\"alice\",\"userStatus\":\"new\"}"));
+    old = json_pack("{s:s, s:s, s:s, s:i}", "userId", "alice", "userName", "Name alice",
+                    "userStatus", "old", "ver", 1);
+    assert_int_equal(kchat__directory_apply(&f->be, old), KCHAT_OK);
+    json_object_set_new(old, "ver", json_integer(2));
+    assert_int_equal(kchat__directory_apply(&f->be, old), KCHAT_OK);
+    v = kchat__directory_get(&f->be, "alice");
+    fx_assert_json(v, "{\"userId\":\"alice\",\"userName\":\"Name alice\",\"userStatus\":\"new\","
+                      "\"ver\":2}");
+    json_decref(v);
+    json_object_set_new(old, "ver", json_integer(3));
+    assert_int_equal(kchat__directory_apply(&f->be, old), KCHAT_OK);
+    v = kchat__directory_get(&f->be, "alice");
+    assert_string_equal(fx_str(v, "userStatus"), "old");
+    json_decref(v);
+    json_object_set_new(old, "userId", json_string("not an id"));
+    assert_int_equal(kchat__directory_apply(&f->be, old), KCHAT_EINVAL);
+    json_object_del(old, "userId");
+    assert_int_equal(kchat__directory_apply(&f->be, old), KCHAT_EINVAL);
+    json_decref(old);
+    assert_null(kchat__directory_get(&f->be, "nobody"));
 }
 
 static void test_login(void **state)
@@ -212,15 +255,16 @@ static void test_login(void **state)
     json_decref(sess);
     assert_int_equal(fx_count(f, NULL), 1);
     assert_nowhere(f, FX_PASSWORD);
-    s1 = strdup(s1);
+    s1 = fx_keep(f, strdup(s1));
     json_decref(a);
 
     /* several sessions at once: each login a new one, all valid */
     s2 = fx_login(f, "alice");
     assert_string_not_equal(s1, s2);
-    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", s1, "{\"userId\":\"alice\",\"userStatus\":\"1\"}"));
-    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", s2, "{\"userId\":\"alice\",\"userStatus\":\"2\"}"));
-    free((char *)s1);
+    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", s1,
+                      "{\"userId\":\"alice\",\"userStatus\":\"1\"}"));
+    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", s2,
+                      "{\"userId\":\"alice\",\"userStatus\":\"2\"}"));
 }
 
 static void test_login_bad_credentials(void **state)
@@ -249,6 +293,18 @@ static void test_login_bad_credentials(void **state)
     assert_int_equal(atomic_load(&f->be.stats.login_failures), 2);
 }
 
+/* @p n logins of @p id with a wrong password: BAD_CREDENTIALS, and not yet
+ * throttled (no retryAfterMs). */
+static void bad_logins(struct fx *f, const char *id, int n)
+{
+    for (int i = 0; i < n; i++) {
+        json_t *a = fx_err(f, "BAD_CREDENTIALS", KCHAT_OP_LOGIN, id, NULL,
+                           "{\"userId\":\"%s\",\"userPw\":\"wrong password\"}", id);
+        assert_null(json_object_get(a, "retryAfterMs"));
+        json_decref(a);
+    }
+}
+
 /* End every lockout of @p f's shards now (instead of sleeping it out). */
 static void end_lockouts(struct fx *f)
 {
@@ -270,12 +326,7 @@ static void test_login_throttle(void **state)
     f->cfg.login_lockout = 60;
     fx_register(f, "alice");
     fx_register(f, "bob");
-    for (int i = 0; i < 3; i++) {
-        a = fx_err(f, "BAD_CREDENTIALS", KCHAT_OP_LOGIN, "alice", NULL,
-                   "{\"userId\":\"alice\",\"userPw\":\"wrong password\"}");
-        assert_null(json_object_get(a, "retryAfterMs"));
-        json_decref(a);
-    }
+    bad_logins(f, "alice", 3);
     /* locked: even the right password is refused, with the wait */
     a = fx_err(f, "BAD_CREDENTIALS", KCHAT_OP_LOGIN, "alice", NULL,
                "{\"userId\":\"alice\",\"userPw\":\"" FX_PASSWORD "\"}");
@@ -290,9 +341,7 @@ static void test_login_throttle(void **state)
     json_decref(fx_ok(f, KCHAT_OP_LOGIN, "bob", NULL,
                       "{\"userId\":\"bob\",\"userPw\":\"" FX_PASSWORD "\"}"));
     /* an unknown id is counted and locked the same way */
-    for (int i = 0; i < 3; i++)
-        json_decref(fx_err(f, "BAD_CREDENTIALS", KCHAT_OP_LOGIN, "ghost", NULL,
-                           "{\"userId\":\"ghost\",\"userPw\":\"wrong password\"}"));
+    bad_logins(f, "ghost", 3);
     a = fx_err(f, "BAD_CREDENTIALS", KCHAT_OP_LOGIN, "ghost", NULL,
                "{\"userId\":\"ghost\",\"userPw\":\"wrong password\"}");
     assert_in_range(fx_int(a, "retryAfterMs"), 1, 60000);
@@ -312,9 +361,7 @@ static void test_login_success_resets_failures(void **state)
     f->cfg.login_lockout = 60;
     fx_register(f, "alice");
     for (int round = 0; round < 3; round++) {
-        for (int i = 0; i < 2; i++)
-            json_decref(fx_err(f, "BAD_CREDENTIALS", KCHAT_OP_LOGIN, "alice", NULL,
-                               "{\"userId\":\"alice\",\"userPw\":\"wrong password\"}"));
+        bad_logins(f, "alice", 2);
         fx_login(f, "alice");
     }
     assert_int_equal(atomic_load(&f->be.stats.logins_throttled), 0);
@@ -327,9 +374,7 @@ static void test_login_throttle_off(void **state)
     f->cfg.login_max_failures = 1;
     f->cfg.login_lockout = 0;
     fx_register(f, "alice");
-    for (int i = 0; i < 10; i++)
-        json_decref(fx_err(f, "BAD_CREDENTIALS", KCHAT_OP_LOGIN, "alice", NULL,
-                           "{\"userId\":\"alice\",\"userPw\":\"wrong password\"}"));
+    bad_logins(f, "alice", 10);
     fx_login(f, "alice");
     assert_int_equal(atomic_load(&f->be.stats.logins_throttled), 0);
 }
@@ -349,14 +394,16 @@ static void test_logout(void **state)
     json_decref(a);
     assert_int_equal(fx_count(f, NULL), 1);   /* no directory record, no event */
     user = fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_USERS, "alice", 5);
-    assert_string_equal(fx_str(user, "logoutDate"), when);
+    fx_assert_time(json_object_get(user, "logoutDate"), f->now_ms);
     json_decref(user);
     assert_null(fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_SESSIONS, s1, strlen(s1)));
     /* that session is gone; the other one still works */
-    json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_LOGOUT, "alice", s1, "{\"userId\":\"alice\"}"));
+    json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_LOGOUT, "alice", s1,
+                       "{\"userId\":\"alice\"}"));
     json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_STATUS, "alice", s1,
                        "{\"userId\":\"alice\",\"userStatus\":\"x\"}"));
-    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", s2, "{\"userId\":\"alice\",\"userStatus\":\"x\"}"));
+    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", s2,
+                      "{\"userId\":\"alice\",\"userStatus\":\"x\"}"));
     /* and the next login shows the logout */
     a = fx_ok(f, KCHAT_OP_LOGIN, "alice", NULL,
               "{\"userId\":\"alice\",\"userPw\":\"" FX_PASSWORD "\"}");
@@ -401,11 +448,12 @@ static void test_status(void **state)
 {
     struct fx *f = *state;
     const char *sa = fx_user(f, "alice"), *sb = fx_user(f, "bob");
-    char *s256 = fx_rep('s', 256), *s257 = fx_rep('s', 257);
+    char *s256 = fx_rep(f, 's', 256), *s257 = fx_rep(f, 's', 257);
     json_t *a, *v;
 
     fx_befriend(f, "bob", sb, "[\"alice\"]");
-    a = fx_ok(f, KCHAT_OP_STATUS, "alice", sa, "{\"userId\":\"alice\",\"userStatus\":\"in a meeting\"}");
+    a = fx_ok(f, KCHAT_OP_STATUS, "alice", sa,
+              "{\"userId\":\"alice\",\"userStatus\":\"in a meeting\"}");
     fx_assert_json(a, "{\"userId\":\"alice\",\"isSuccess\":true,\"errorCode\":\"\","
                       "\"errorMessage\":\"\",\"userStatus\":\"in a meeting\"}");
     json_decref(a);
@@ -419,7 +467,8 @@ static void test_status(void **state)
     json_decref(v);
     /* a follower sees it */
     a = fx_ok(f, KCHAT_OP_SEARCH_FRIEND, "bob", sb, "{\"userId\":\"bob\"}");
-    fx_assert_json(json_object_get(a, "friend"), "[{\"userId\":\"alice\",\"userName\":\"Name alice\","
+    fx_assert_json(json_object_get(a, "friend"),
+                   "[{\"userId\":\"alice\",\"userName\":\"Name alice\","
                                                  "\"userStatus\":\"in a meeting\"}]");
     json_decref(a);
 
@@ -436,7 +485,8 @@ static void test_status(void **state)
                       "\"ver\":4}");
     json_decref(v);
     /* limits: 0..256 bytes of UTF-8 */
-    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", sa, "{\"userId\":\"alice\",\"userStatus\":\"\"}"));
+    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", sa,
+                      "{\"userId\":\"alice\",\"userStatus\":\"\"}"));
     json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", sa,
                       "{\"userId\":\"alice\",\"userStatus\":\"%s\"}", s256));
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_STATUS, "alice", sa,
@@ -450,22 +500,21 @@ static void test_status(void **state)
                        "{\"userId\":\"alice\",\"userStatus\":7}"));
     json_decref(fx_err(f, "BAD_REQUEST", KCHAT_OP_STATUS, "alice", sa,
                        "{\"userId\":\"bob\",\"userStatus\":\"x\"}"));
-    free(s256);
-    free(s257);
 }
 
 /* Every operation but user-add and login wants alice's own live session:
- * missing, unknown, bob's, or over-long gives UNAUTHENTICATED and changes
+ * missing, empty, unknown, over-long, or another user's (bob's, kept in his
+ * shard, or carol's, kept in alice's) gives UNAUTHENTICATED and changes
  * nothing. */
 static void test_unauthenticated(void **state)
 {
     struct fx *f = *state;
-    const char *sa = fx_user(f, "alice"), *sb = fx_user(f, "bob");
-    char room[65], body[8][256], *long_session = fx_rep('a', 129);
+    const char *sa = fx_user(f, "alice"), *sb = fx_user(f, "bob"), *sc;
+    char room[65], body[8][256], carol[65], *long_session = fx_rep(f, 'a', 129);
     const kchat_op ops[8] = {KCHAT_OP_LOGOUT, KCHAT_OP_STATUS, KCHAT_OP_ADD_FRIEND,
                              KCHAT_OP_SEARCH_FRIEND, KCHAT_OP_ADD_ROOM, KCHAT_OP_SEARCH_ROOM,
                              KCHAT_OP_ADD_CHAT, KCHAT_OP_HISTORY};
-    const char *sessions[5];
+    const char *sessions[6];
 
     fx_befriend(f, "alice", sa, "[\"bob\"]");
     fx_room(f, "alice", sa, "[\"bob\"]", room);
@@ -483,8 +532,12 @@ static void test_unauthenticated(void **state)
     sessions[2] = "00112233445566778899aabbccddeeff";
     sessions[3] = sb;
     sessions[4] = long_session;
+    /* a session stored in alice's own shard, but carol's */
+    fx_id_on_shard(f, "carol", fx_shard_of(f, "alice"), carol);
+    sc = fx_user(f, carol);
+    sessions[5] = sc;
     for (size_t i = 0; i < 8; i++)
-        for (size_t s = 0; s < 5; s++) {
+        for (size_t s = 0; s < 6; s++) {
             json_t *a = fx_err(f, "UNAUTHENTICATED", ops[i], "alice", sessions[s], "%s", body[i]);
             assert_int_equal(fx_count(f, NULL), 1);   /* nothing but the answer */
             assert_int_equal(json_object_size(a), 4);
@@ -494,7 +547,6 @@ static void test_unauthenticated(void **state)
     for (size_t i = 1; i < 8; i++)
         json_decref(fx_ok(f, ops[i], "alice", sa, "%s", body[i]));
     json_decref(fx_ok(f, ops[0], "alice", sa, "%s", body[0]));
-    free(long_session);
 }
 
 /* A session expires after session_idle seconds unused; each use (at most
@@ -532,7 +584,8 @@ static void test_session_expiry(void **state)
     f->now_ms += idle_ms + 1;
     json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_STATUS, "alice", s1, STATUS));
     json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_STATUS, "alice", s2, STATUS));
-    json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_LOGOUT, "alice", s2, "{\"userId\":\"alice\"}"));
+    json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_LOGOUT, "alice", s2,
+                       "{\"userId\":\"alice\"}"));
     /* a new login works */
     json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", fx_login(f, "alice"), STATUS));
 #undef STATUS
@@ -547,14 +600,16 @@ static void test_session_check_off(void **state)
 
     f->cfg.session_check = false;
     fx_register(f, "alice");
-    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", NULL, "{\"userId\":\"alice\",\"userStatus\":\"x\"}"));
+    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", NULL,
+                      "{\"userId\":\"alice\",\"userStatus\":\"x\"}"));
     json_decref(fx_ok(f, KCHAT_OP_LOGOUT, "alice", NULL, "{\"userId\":\"alice\"}"));
     /* a session header that names no session does not matter either */
     json_decref(fx_ok(f, KCHAT_OP_LOGOUT, "alice", "nosuchsession", "{\"userId\":\"alice\"}"));
     a = fx_err(f, "USER_NOT_FOUND", KCHAT_OP_STATUS, "ghost", NULL,
                "{\"userId\":\"ghost\",\"userStatus\":\"x\"}");
     json_decref(a);
-    json_decref(fx_err(f, "USER_NOT_FOUND", KCHAT_OP_LOGOUT, "ghost", NULL, "{\"userId\":\"ghost\"}"));
+    json_decref(fx_err(f, "USER_NOT_FOUND", KCHAT_OP_LOGOUT, "ghost", NULL,
+                       "{\"userId\":\"ghost\"}"));
     json_decref(fx_ok(f, KCHAT_OP_SEARCH_FRIEND, "alice", NULL, "{\"userId\":\"alice\"}"));
 }
 
@@ -563,21 +618,15 @@ static void test_session_check_off(void **state)
 static void test_msgpack_and_cid(void **state)
 {
     struct fx *f = *state;
-    char ts[25];
     json_t *a;
     const char *s;
 
-    kchat_iso8601(f->now_ms, ts);
     f->fmt = KCHAT_FMT_MSGPACK;
     f->cid = "cid-\x01\xff-bytes";
-    a = fx_ok(f, KCHAT_OP_USER_ADD, "alice", NULL, ADD_ALICE);
-    fx_assert_json(a, "{\"userId\":\"alice\",\"isSuccess\":true,\"errorCode\":\"\","
-                      "\"errorMessage\":\"\",\"user\":{\"userId\":\"alice\","
-                      "\"email\":\"alice@example.com\",\"userName\":\"Alice\",\"userStatus\":\"\","
-                      "\"joinDate\":\"%s\",\"loginDate\":\"\",\"logoutDate\":\"\"}}", ts);
-    json_decref(a);
-    a = fx_ok(f, KCHAT_OP_LOGIN, "alice", NULL, "{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\"}");
-    s = strdup(fx_str(a, "sessionId"));
+    add_alice(f);
+    a = fx_ok(f, KCHAT_OP_LOGIN, "alice", NULL,
+              "{\"userId\":\"alice\",\"userPw\":\"secret-pw-1\"}");
+    s = fx_keep(f, strdup(fx_str(a, "sessionId")));
     json_decref(a);
     a = fx_ok(f, KCHAT_OP_STATUS, "alice", s, "{\"userId\":\"alice\",\"userStatus\":\"mp\"}");
     assert_string_equal(fx_str(a, "userStatus"), "mp");
@@ -594,7 +643,6 @@ static void test_msgpack_and_cid(void **state)
     /* no kchat-cid: none on the answer */
     f->cid = NULL;
     json_decref(fx_ok(f, KCHAT_OP_LOGOUT, "alice", s, "{\"userId\":\"alice\"}"));
-    free((char *)s);
 }
 
 int main(void)
@@ -605,6 +653,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_add_bad_request, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_user_add_limits_accepted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_user_add_too_large, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_user_add_internal, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_directory_replica, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_login, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_login_bad_credentials, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_login_throttle, fx_setup, fx_teardown),

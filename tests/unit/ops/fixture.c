@@ -86,9 +86,9 @@ int fx_teardown(void **state)
     for (size_t i = 0; i < f->n_held; i++)
         free(f->held[i].value);
     free(f->held);
-    for (size_t i = 0; i < f->n_sessions; i++)
-        free(f->sessions[i]);
-    free(f->sessions);
+    for (size_t i = 0; i < f->n_kept; i++)
+        free(f->kept[i]);
+    free(f->kept);
     for (size_t i = 0; i < f->w.n_out; i++)
         kchat__out_rec_release(&f->w.out[i]);
     free(f->w.out);
@@ -148,37 +148,67 @@ static void take_out(struct fx *f)
     w->n_out = 0;
 }
 
-static int dispatch(struct ctx *c)
+/* The operations by kchat_op, as backend.c's dispatch() calls them. */
+static int (*const op_fn[KCHAT_OP__COUNT])(struct ctx *) = {
+    [KCHAT_OP_USER_ADD] = kchat__op_user_add,
+    [KCHAT_OP_LOGIN] = kchat__op_login,
+    [KCHAT_OP_LOGOUT] = kchat__op_logout,
+    [KCHAT_OP_STATUS] = kchat__op_status,
+    [KCHAT_OP_ADD_FRIEND] = kchat__op_add_friend,
+    [KCHAT_OP_SEARCH_FRIEND] = kchat__op_search_friend,
+    [KCHAT_OP_ADD_ROOM] = kchat__op_add_room,
+    [KCHAT_OP_SEARCH_ROOM] = kchat__op_search_room,
+    [KCHAT_OP_ADD_CHAT] = kchat__op_add_chat,
+    [KCHAT_OP_HISTORY] = kchat__op_history,
+};
+
+/* Run internal command @p j in the open transaction of @p c, as backend.c's
+ * apply_command() does once the command is known to be the next one;
+ * @p userbuf holds the acting user. KCHAT_EDECODE for a command that does
+ * not decode (the backend dead-letters it). */
+static int command_dispatch(struct ctx *c, const json_t *j, char userbuf[66])
 {
-    switch (c->op) {
-    case KCHAT_OP_USER_ADD:      return kchat__op_user_add(c);
-    case KCHAT_OP_LOGIN:         return kchat__op_login(c);
-    case KCHAT_OP_LOGOUT:        return kchat__op_logout(c);
-    case KCHAT_OP_STATUS:        return kchat__op_status(c);
-    case KCHAT_OP_ADD_FRIEND:    return kchat__op_add_friend(c);
-    case KCHAT_OP_SEARCH_FRIEND: return kchat__op_search_friend(c);
-    case KCHAT_OP_ADD_ROOM:      return kchat__op_add_room(c);
-    case KCHAT_OP_SEARCH_ROOM:   return kchat__op_search_room(c);
-    case KCHAT_OP_ADD_CHAT:      return kchat__op_add_chat(c);
-    case KCHAT_OP_HISTORY:       return kchat__op_history(c);
-    case KCHAT_OP__COUNT:        break;
+    const char *op = json_string_value(json_object_get(j, "op"));
+    const char *user = json_string_value(json_object_get(j, "userId"));
+    const char *cid;
+
+    if (user == NULL)
+        user = json_string_value(json_object_get(j, "writerId"));
+    if (op == NULL || user == NULL || strlen(user) > 64)
+        return KCHAT_EDECODE;
+    snprintf(userbuf, 66, "%s", user);
+    c->user_id = userbuf;
+    c->fmt = json_integer_value(json_object_get(j, "fmt")) == KCHAT_FMT_MSGPACK
+                 ? KCHAT_FMT_MSGPACK : KCHAT_FMT_JSON;
+    if ((cid = json_string_value(json_object_get(j, "cid"))) != NULL &&
+        sodium_hex2bin((unsigned char *)c->cid, sizeof(c->cid), cid, strlen(cid), NULL,
+                       &c->cid_len, NULL) != 0)
+        c->cid_len = 0;
+    if (!strcmp(op, "chat")) {
+        c->op = KCHAT_OP_ADD_CHAT;
+        return kchat__cmd_chat(c, j);
     }
-    return KCHAT_EINVAL;
+    if (!strcmp(op, "history")) {
+        c->op = KCHAT_OP_HISTORY;
+        return kchat__cmd_history(c, j);
+    }
+    if (!strcmp(op, "member")) {
+        c->op = KCHAT_OP_ADD_ROOM;
+        return kchat__cmd_member(c, j);
+    }
+    return KCHAT_EDECODE;
 }
 
-/* Apply one internal command in its target shard, as backend.c's
- * apply_command() does (the fixture delivers each once and in order, so
- * its stream seq must be the next one). */
+/* Apply one internal command in its target shard (the fixture delivers
+ * each once and in order, so its stream seq must be the next one). */
 static void apply_command(struct fx *f, const struct fx_cmd *cmd)
 {
     struct shard *sh = &f->be.shards[cmd->target];
     struct ctx c = {.be = &f->be, .w = &f->w, .sh = sh, .req = &f->w.req,
                     .now_ms = f->now_ms, .user_id = ""};
     uint64_t applied = 0;
-    const char *op, *user, *cid;
     char userbuf[66];
     json_t *j;
-    int rc;
 
     assert_int_equal(kchat_txn_begin(sh->store, true, &c.txn), KCHAT_OK);
     assert_int_equal(kchat_store_cmdseq_get(c.txn, KCHAT_CMDSEQ_APPLIED, cmd->source, &applied),
@@ -190,39 +220,40 @@ static void apply_command(struct fx *f, const struct fx_cmd *cmd)
     }
     assert_int_equal(cmd->cseq, applied + 1);
     assert_non_null(j = json_loads(cmd->value, 0, NULL));
-    op = json_string_value(json_object_get(j, "op"));
-    user = json_string_value(json_object_get(j, "userId"));
-    if (user == NULL)
-        user = json_string_value(json_object_get(j, "writerId"));
-    assert_non_null(op);
-    assert_non_null(user);
-    assert_true(strlen(user) <= 64);
-    snprintf(userbuf, sizeof(userbuf), "%s", user);
-    c.user_id = userbuf;
-    c.fmt = json_integer_value(json_object_get(j, "fmt")) == KCHAT_FMT_MSGPACK
-                ? KCHAT_FMT_MSGPACK : KCHAT_FMT_JSON;
-    if ((cid = json_string_value(json_object_get(j, "cid"))) != NULL)
-        assert_int_equal(sodium_hex2bin((unsigned char *)c.cid, sizeof(c.cid), cid, strlen(cid),
-                                        NULL, &c.cid_len, NULL), 0);
-    if (!strcmp(op, "chat")) {
-        c.op = KCHAT_OP_ADD_CHAT;
-        rc = kchat__cmd_chat(&c, j);
-    } else if (!strcmp(op, "history")) {
-        c.op = KCHAT_OP_HISTORY;
-        rc = kchat__cmd_history(&c, j);
-    } else if (!strcmp(op, "member")) {
-        c.op = KCHAT_OP_ADD_ROOM;
-        rc = kchat__cmd_member(&c, j);
-    } else {
-        rc = KCHAT_EDECODE;
-        fail_msg("unknown internal command %s", cmd->value);
-    }
+    assert_int_equal(command_dispatch(&c, j, userbuf), KCHAT_OK);
     json_decref(j);
-    assert_int_equal(rc, KCHAT_OK);
     assert_int_equal(kchat_store_cmdseq_set(c.txn, KCHAT_CMDSEQ_APPLIED, cmd->source, cmd->cseq),
                      KCHAT_OK);
     assert_int_equal(kchat_txn_commit(c.txn), KCHAT_OK);
     take_out(f);
+}
+
+int fx_command(struct fx *f, uint32_t target, const char *json)
+{
+    struct shard *sh = &f->be.shards[target];
+    struct ctx c = {.be = &f->be, .w = &f->w, .sh = sh, .req = &f->w.req,
+                    .now_ms = f->now_ms, .user_id = ""};
+    char userbuf[66];
+    json_t *j;
+    int rc;
+
+    recs_clear(f);
+    assert_non_null(j = json_loads(json, 0, NULL));
+    assert_int_equal(kchat_txn_begin(sh->store, true, &c.txn), KCHAT_OK);
+    rc = command_dispatch(&c, j, userbuf);
+    json_decref(j);
+    if (rc != KCHAT_OK) {
+        kchat_txn_abort(c.txn);
+        for (size_t i = 0; i < f->w.n_out; i++)
+            kchat__out_rec_release(&f->w.out[i]);
+        f->w.n_out = 0;
+        return rc;
+    }
+    assert_int_equal(kchat_txn_commit(c.txn), KCHAT_OK);
+    take_out(f);
+    if (!f->hold_commands)
+        fx_deliver(f);
+    return KCHAT_OK;
 }
 
 void fx_deliver(struct fx *f)
@@ -272,6 +303,7 @@ json_t *fx_call_raw(struct fx *f, kchat_op op, const char *key, const char *sess
 
     recs_clear(f);
     assert_true(kchat_valid_id(key, strlen(key)));
+    assert_in_range(op, 0, KCHAT_OP__COUNT - 1);
     if (f->cid != NULL) {
         assert_in_range(strlen(f->cid), 1, 64);
         memcpy(c.cid, f->cid, strlen(f->cid));
@@ -288,7 +320,7 @@ json_t *fx_call_raw(struct fx *f, kchat_op op, const char *key, const char *sess
         rc = kchat__reply_err(&c, werr, "%s", errmsg[0] ? errmsg : "The request is invalid.");
     } else {
         c.user_id = c.req->user_id;
-        rc = dispatch(&c);
+        rc = op_fn[op](&c);
     }
     if (rc != KCHAT_OK)
         kchat_txn_abort(c.txn);
@@ -440,12 +472,9 @@ const char *fx_login(struct fx *f, const char *id)
 {
     json_t *ans = fx_ok(f, KCHAT_OP_LOGIN, id, NULL,
                         "{\"userId\":\"%s\",\"userPw\":\"" FX_PASSWORD "\"}", id);
-    char *s = strdup(fx_str(ans, "sessionId"));
+    char *s = fx_keep(f, strdup(fx_str(ans, "sessionId")));
 
     json_decref(ans);
-    assert_non_null(s);
-    assert_non_null(f->sessions = realloc(f->sessions, (f->n_sessions + 1) * sizeof(char *)));
-    f->sessions[f->n_sessions++] = s;
     return s;
 }
 
@@ -469,6 +498,30 @@ void fx_room(struct fx *f, const char *id, const char *session, const char *frie
 
     snprintf(room_id, 65, "%s", fx_str(ans, "roomId"));
     json_decref(ans);
+}
+
+void fx_cast_make(struct fx *f, struct fx_cast *c, bool with_room)
+{
+    char friends[160];
+
+    memset(c, 0, sizeof(*c));
+    c->home = fx_shard_of(f, "alice");
+    c->away = (c->home + 1) % FX_PARTITIONS;
+    fx_id_on_shard(f, "bob", c->away, c->bob);
+    fx_id_on_shard(f, "carol", c->home, c->carol);
+    fx_id_on_shard(f, "dave", c->away, c->dave);
+    fx_id_on_shard(f, "eve", c->home, c->eve);
+    c->sa = fx_user(f, "alice");
+    c->sb = fx_user(f, c->bob);
+    c->sc = fx_user(f, c->carol);
+    c->sd = fx_user(f, c->dave);
+    c->se = fx_user(f, c->eve);
+    snprintf(friends, sizeof(friends), "[\"%s\",\"%s\"]", c->bob, c->carol);
+    fx_befriend(f, "alice", c->sa, friends);
+    if (with_room) {
+        fx_room(f, "alice", c->sa, friends, c->room);
+        assert_int_equal(fx_shard_of(f, c->room), c->home);
+    }
 }
 
 /* ---- records ---- */
@@ -665,11 +718,18 @@ json_int_t fx_int(const json_t *obj, const char *key)
     return json_integer_value(v);
 }
 
-char *fx_rep(char ch, size_t n)
+void *fx_keep(struct fx *f, void *p)
 {
-    char *s = malloc(n + 1);
+    assert_non_null(p);
+    assert_non_null(f->kept = realloc(f->kept, (f->n_kept + 1) * sizeof(*f->kept)));
+    f->kept[f->n_kept++] = p;
+    return p;
+}
 
-    assert_non_null(s);
+char *fx_rep(struct fx *f, char ch, size_t n)
+{
+    char *s = fx_keep(f, malloc(n + 1));
+
     memset(s, ch, n);
     s[n] = '\0';
     return s;

@@ -69,8 +69,8 @@ struct fx {
     size_t n_held, cap_held;
     size_t n_duplicates;            /* commands dropped as already applied */
 
-    char **sessions;                /* what fx_login() returned, freed at teardown */
-    size_t n_sessions;
+    void **kept;                    /* fx_keep(): freed at teardown */
+    size_t n_kept;
 };
 
 /* cmocka setup and teardown: *state is a new struct fx with the default
@@ -112,6 +112,13 @@ json_t *fx_err(struct fx *f, const char *code, kchat_op op, const char *key,
  * Their records are added to f->recs. */
 void fx_deliver(struct fx *f);
 
+/* Apply internal command @p json (its JSON text) in shard @p target now,
+ * outside any command stream (no kchat-cmd-seq bookkeeping), as the
+ * backend does once a command is due. Returns what the kchat__cmd_*
+ * function returned: KCHAT_OK (committed; its records in f->recs) or
+ * KCHAT_EDECODE for a command that does not decode (nothing committed). */
+int fx_command(struct fx *f, uint32_t target, const char *json);
+
 /* The decoded answer of @p op among f->recs (a new reference), NULL when
  * there is none; fails the test when there are several. */
 json_t *fx_answer(const struct fx *f, kchat_op op);
@@ -131,6 +138,17 @@ void fx_befriend(struct fx *f, const char *id, const char *session, const char *
  * its roomId is copied to @p room_id. */
 void fx_room(struct fx *f, const char *id, const char *session, const char *friends,
              char room_id[65]);
+
+/* The users of the room and chat tests: alice; carol and eve in alice's
+ * shard ("home"); bob and dave in the next one ("away"); each registered
+ * and logged in (sa, sb, ... their sessions); alice follows bob and carol. */
+struct fx_cast {
+    char bob[65], carol[65], dave[65], eve[65];
+    const char *sa, *sb, *sc, *sd, *se;
+    uint32_t home, away;
+    char room[65];    /* with_room: alice's room with bob and carol, in home */
+};
+void fx_cast_make(struct fx *f, struct fx_cast *c, bool with_room);
 
 /* Write to @p out (65 bytes) the first of "<prefix>0", "<prefix>1", ...
  * whose shard is @p shard. */
@@ -170,8 +188,10 @@ void fx_assert_json(const json_t *v, const char *expect_fmt, ...)
 /* @p v is a 24-character ISO-8601 UTC timestamp of @p ms. */
 void fx_assert_time(const json_t *v, int64_t ms);
 const char *fx_str(const json_t *obj, const char *key);
-/* A malloc'd string of @p n times @p ch. */
-char *fx_rep(char ch, size_t n);
+/* A string of @p n times @p ch, owned by @p f until teardown. */
+char *fx_rep(struct fx *f, char ch, size_t n);
+/* Free @p p (malloc'd) at teardown; returns it. */
+void *fx_keep(struct fx *f, void *p);
 json_int_t fx_int(const json_t *obj, const char *key);
 
 #endif /* KCHAT_TEST_OPS_FIXTURE_H */
