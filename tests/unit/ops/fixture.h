@@ -15,6 +15,12 @@
  * at once in their target shard (as apply_command() does), so a room or a
  * chat across shards runs end to end in this one thread.
  *
+ * Not mirrored: offsets, outbox pruning, producing, the data set tag, the
+ * dead letter of a record without a valid key (fx_call() wants a valid
+ * one) and the wrong-partition check (the fixture always uses the key's
+ * shard). Time: sessions and timestamps use f->now_ms, which a test sets;
+ * login throttling uses the real monotonic clock (throttle.c).
+ *
  * The fixture is compiled into each test program that includes ops/fixture.c
  * (tests/unit/ops/ is outside the Makefile's wildcard of test programs).
  * Its functions fail the running cmocka test on anything unexpected (a store
