@@ -573,13 +573,69 @@ static size_t prefix_successor(const unsigned char *prefix, size_t pl, unsigned 
     return pl;
 }
 
+/*
+ * Where a scan starts: ascending, at the larger of prefix and bound;
+ * descending, just below the smaller of bound and the prefix's successor
+ * (written into succ). *start is NULL when a descending scan starts at the
+ * table's last key.
+ */
+static void scan_start(const void *prefix, size_t pl, const void *bound, size_t bl,
+                       bool reverse, unsigned char succ[KCHAT_STORE_KEY_MAX],
+                       const void **start, size_t *start_len)
+{
+    *start = NULL;
+    *start_len = 0;
+    if (!reverse) {
+        *start = prefix;
+        *start_len = pl;
+        if (bound && key_cmp(bound, bl, prefix, pl) > 0) {
+            *start = bound;
+            *start_len = bl;
+        }
+        return;
+    }
+    size_t sl = prefix_successor(prefix, pl, succ);
+    if (sl) {
+        *start = succ;
+        *start_len = sl;
+    }
+    if (bound && (!*start || key_cmp(bound, bl, *start, *start_len) < 0)) {
+        *start = bound;
+        *start_len = bl;
+    }
+}
+
+/*
+ * After the scan callback wrote to the transaction, the cursor's pages may
+ * have moved: open a new cursor and put it on the key after `last` in the
+ * scan's direction. Returns an LMDB code; on failure to open the cursor,
+ * *c is left closed and the code is that of mdb_cursor_open().
+ */
+static int scan_reseek(kchat_txn *t, kchat_table tb, MDB_cursor **c, const void *last,
+                       size_t last_len, bool reverse, MDB_val *k, MDB_val *v)
+{
+    int rc;
+
+    mdb_cursor_close(*c);
+    *c = NULL;
+    rc = mdb_cursor_open(t->mdb, t->store->dbi[tb], c);
+    if (rc)
+        return rc;
+    if (reverse)
+        return seek_lt(*c, last, last_len, k, v);
+    rc = seek_ge(*c, last, last_len, k, v);
+    if (rc == MDB_SUCCESS && key_cmp(k->mv_data, k->mv_size, last, last_len) == 0)
+        rc = mdb_cursor_get(*c, k, v, MDB_NEXT);
+    return rc;
+}
+
 int kchat_txn_scan_range(kchat_txn *t, kchat_table tb, const void *prefix, size_t pl,
                          const void *bound, size_t bl, bool reverse,
                          kchat_scan_fn fn, void *arg)
 {
     unsigned char succ[KCHAT_STORE_KEY_MAX], last[KCHAT_STORE_KEY_MAX];
-    const void *start = NULL;
-    size_t start_len = 0, last_len;
+    const void *start;
+    size_t start_len, last_len;
     MDB_cursor *c;
     MDB_val k, v;
     int rc = kchat__txn_check(t, tb, false), ret = KCHAT_OK;
@@ -592,27 +648,7 @@ int kchat_txn_scan_range(kchat_txn *t, kchat_table tb, const void *prefix, size_
         return KCHAT_ETOOBIG;
     if (!prefix)
         prefix = "";
-
-    /* Where to start: ascending the larger of prefix and bound, descending
-     * just below the smaller of bound and the prefix's successor. */
-    if (!reverse) {
-        start = prefix;
-        start_len = pl;
-        if (bound && key_cmp(bound, bl, prefix, pl) > 0) {
-            start = bound;
-            start_len = bl;
-        }
-    } else {
-        size_t sl = prefix_successor(prefix, pl, succ);
-        if (sl) {
-            start = succ;
-            start_len = sl;
-        }
-        if (bound && (!start || key_cmp(bound, bl, start, start_len) < 0)) {
-            start = bound;
-            start_len = bl;
-        }
-    }
+    scan_start(prefix, pl, bound, bl, reverse, succ, &start, &start_len);
 
     rc = mdb_cursor_open(t->mdb, t->store->dbi[tb], &c);
     if (rc)
@@ -645,17 +681,9 @@ int kchat_txn_scan_range(kchat_txn *t, kchat_table tb, const void *prefix, size_
             continue;
         }
         /* fn wrote: the cursor's pages may have moved; find our place again. */
-        mdb_cursor_close(c);
-        rc = mdb_cursor_open(t->mdb, t->store->dbi[tb], &c);
-        if (rc)
+        rc = scan_reseek(t, tb, &c, last, last_len, reverse, &k, &v);
+        if (!c)   /* no new cursor */
             return kchat__txn_fail(t, rc);
-        if (reverse) {
-            rc = seek_lt(c, last, last_len, &k, &v);
-        } else {
-            rc = seek_ge(c, last, last_len, &k, &v);
-            if (rc == MDB_SUCCESS && key_cmp(k.mv_data, k.mv_size, last, last_len) == 0)
-                rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-        }
     }
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
         ret = kchat__txn_fail(t, rc);
