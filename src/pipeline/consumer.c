@@ -75,7 +75,8 @@ void kchat__consumer_log_message_error(kchat_consumer *c, const rd_kafka_message
 /* ------------------------------------------------------------------ */
 /* Configuration                                                        */
 
-static KCHAT_MUST_CHECK int validate(const kchat_consumer_conf *cc, char *errstr, size_t size)
+KCHAT_MUST_CHECK
+static int validate(const kchat_consumer_conf *cc, char *errstr, size_t size)
 {
     if (!cc->topics || cc->n_topics == 0) {
         set_err(errstr, size, "no topics");
@@ -104,8 +105,9 @@ static KCHAT_MUST_CHECK int validate(const kchat_consumer_conf *cc, char *errstr
 }
 
 /* Set a property on the copy of the caller's conf. */
-static KCHAT_MUST_CHECK int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-                                     char *errstr, size_t size)
+KCHAT_MUST_CHECK
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                    char *errstr, size_t size)
 {
     char buf[256];
     if (rd_kafka_conf_set(conf, name, value, buf, sizeof(buf)) != RD_KAFKA_CONF_OK) {
@@ -116,8 +118,9 @@ static KCHAT_MUST_CHECK int conf_set(rd_kafka_conf_t *conf, const char *name, co
 }
 
 /* Lower a pre-fetch limit, unless the caller set it away from the default. */
-static KCHAT_MUST_CHECK int conf_lower(rd_kafka_conf_t *conf, const char *name, const char *dflt,
-                                       const char *value, char *errstr, size_t size)
+KCHAT_MUST_CHECK
+static int conf_lower(rd_kafka_conf_t *conf, const char *name, const char *dflt,
+                      const char *value, char *errstr, size_t size)
 {
     char buf[64];
     size_t n = sizeof(buf);
@@ -128,8 +131,8 @@ static KCHAT_MUST_CHECK int conf_lower(rd_kafka_conf_t *conf, const char *name, 
 
 /* Make @p conf (a copy of the caller's) what the consumer needs: see
  * kchat_consumer_start() in consumer.h. */
-static KCHAT_MUST_CHECK int build_conf(kchat_consumer *c, rd_kafka_conf_t *conf, char *errstr,
-                                       size_t size)
+KCHAT_MUST_CHECK
+static int build_conf(kchat_consumer *c, rd_kafka_conf_t *conf, char *errstr, size_t size)
 {
     char gid[512];
     size_t n = sizeof(gid);
@@ -159,6 +162,7 @@ static KCHAT_MUST_CHECK int build_conf(kchat_consumer *c, rd_kafka_conf_t *conf,
 
 /* Let the topic threads leave when there is no poll thread to do it (a
  * start that failed before creating it).
+ * @locality the stopping thread (see consumer_destroy())
  * @locks takes c->mu (must not be held) */
 static void release_topic_threads(kchat_consumer *c)
 {
@@ -175,7 +179,8 @@ static void release_topic_threads(kchat_consumer *c)
 
 /* Stop and join every thread: the poll thread first (it revokes the
  * assignment and releases the topic threads), then the topic threads, then
- * the workers (which drain their rings before leaving). */
+ * the workers (which drain their rings before leaving).
+ * @locality the stopping thread (see consumer_destroy()) */
 static void join_threads(kchat_consumer *c)
 {
     if (c->poll_started) {
@@ -197,7 +202,9 @@ static void join_threads(kchat_consumer *c)
     }
 }
 
-/* Drop our queues, leave the group and destroy the handle. */
+/* Drop our queues, leave the group and destroy the handle. The rebalance
+ * callback runs here, inside rd_kafka_consumer_close(), with c->closing set.
+ * @locality the stopping thread, after join_threads() */
 static void close_kafka(kchat_consumer *c)
 {
     if (c->cq)
@@ -296,7 +303,8 @@ static kchat_consumer *consumer_new(const kchat_consumer_conf *cc)
 }
 
 /* Allocate the workers, with their locks (no threads yet). */
-static KCHAT_MUST_CHECK int build_workers(kchat_consumer *c)
+KCHAT_MUST_CHECK
+static int build_workers(kchat_consumer *c)
 {
     for (unsigned w = 0; w < c->W; w++) {
         struct cworker *wk = &c->workers[w];
@@ -321,7 +329,8 @@ static KCHAT_MUST_CHECK int build_workers(kchat_consumer *c)
 
 /* Allocate the topics and the rings from each to every worker (no threads,
  * no librdkafka yet). */
-static KCHAT_MUST_CHECK int build_topics(kchat_consumer *c, const kchat_consumer_conf *cc)
+KCHAT_MUST_CHECK
+static int build_topics(kchat_consumer *c, const kchat_consumer_conf *cc)
 {
     for (unsigned t = 0; t < c->T; t++) {
         struct ctopic *tp = &c->topics[t];
@@ -347,7 +356,8 @@ static KCHAT_MUST_CHECK int build_topics(kchat_consumer *c, const kchat_consumer
 }
 
 /* Allocate rings, topics, workers (no threads, no librdkafka yet). */
-static KCHAT_MUST_CHECK int build_pipeline(kchat_consumer *c, const kchat_consumer_conf *cc)
+KCHAT_MUST_CHECK
+static int build_pipeline(kchat_consumer *c, const kchat_consumer_conf *cc)
 {
     const unsigned T = c->T, W = c->W;
     c->topics = calloc(T, sizeof(*c->topics));
@@ -363,8 +373,9 @@ static KCHAT_MUST_CHECK int build_pipeline(kchat_consumer *c, const kchat_consum
 
 /* Create the librdkafka handle on a copy of @p rk_conf, and the queues:
  * the consumer queue (to yield the poll thread) and one per topic. */
-static KCHAT_MUST_CHECK int open_kafka(kchat_consumer *c, const rd_kafka_conf_t *rk_conf,
-                                       char *errstr, size_t errstr_size)
+KCHAT_MUST_CHECK
+static int open_kafka(kchat_consumer *c, const rd_kafka_conf_t *rk_conf,
+                      char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_dup(rk_conf);
     int rc = build_conf(c, conf, errstr, errstr_size);
@@ -391,7 +402,8 @@ static KCHAT_MUST_CHECK int open_kafka(kchat_consumer *c, const rd_kafka_conf_t 
 }
 
 /* Start the workers, then the topic threads. */
-static KCHAT_MUST_CHECK int start_threads(kchat_consumer *c, char *errstr, size_t errstr_size)
+KCHAT_MUST_CHECK
+static int start_threads(kchat_consumer *c, char *errstr, size_t errstr_size)
 {
     for (unsigned w = 0; w < c->W; w++) {
         if (pthread_create(&c->workers[w].thr, NULL, kchat__consumer_worker_main,
@@ -413,7 +425,8 @@ static KCHAT_MUST_CHECK int start_threads(kchat_consumer *c, char *errstr, size_
 }
 
 /* Subscribe to every topic (the group join happens on the poll thread). */
-static KCHAT_MUST_CHECK int subscribe(kchat_consumer *c, char *errstr, size_t errstr_size)
+KCHAT_MUST_CHECK
+static int subscribe(kchat_consumer *c, char *errstr, size_t errstr_size)
 {
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)c->T);
     if (!subs)

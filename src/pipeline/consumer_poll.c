@@ -82,7 +82,8 @@ static struct ctopic *topic_by_name(kchat_consumer *c, const char *name)
 
 /* Make room in @p t's partition table for partitions 0..n-1.
  * @locality poll thread, with @p t's thread parked */
-static KCHAT_MUST_CHECK int topic_grow(struct ctopic *t, int32_t n)
+KCHAT_MUST_CHECK
+static int topic_grow(struct ctopic *t, int32_t n)
 {
     if (n <= t->n_parts)
         return KCHAT_OK;

@@ -85,7 +85,8 @@ static void topic_wake_workers(struct ctopic *t)
 /* Append @p m to @p pp's stash (taking it) or return KCHAT_ENOMEM (and
  * leave it to the caller).
  * @locality topic thread that owns @p pp */
-static KCHAT_MUST_CHECK int stash_append(struct cpart *pp, rd_kafka_message_t *m)
+KCHAT_MUST_CHECK
+static int stash_append(struct cpart *pp, rd_kafka_message_t *m)
 {
     if (pp->s_len == pp->s_cap) {
         size_t cap = pp->s_cap ? pp->s_cap * 2 : STASH_INIT;
