@@ -90,6 +90,7 @@ int kchat__store_err(int mdb_rc)
 }
 
 /* Errors of opening files and directories. */
+KCHAT_MUST_CHECK
 static int open_err(int rc)
 {
     switch (rc) {
@@ -102,7 +103,10 @@ static int open_err(int rc)
     }
 }
 
-/* Called with s->lock held. */
+/* Double the map (see "Map growth" above) unless it cannot grow.
+ * @locality whichever thread brings s->active to 0 (txn_end(), or a failed
+ *   kchat_txn_begin())
+ * @locks s->lock MUST be held, with s->active == 0 */
 static void grow_locked(kchat_store *s)
 {
     size_t next;
@@ -166,6 +170,7 @@ MDB_dbi kchat__txn_dbi(const kchat_txn *t, kchat_table tb)
 /* Stores */
 
 /* mkdir -p with mode 0700 for what it creates. */
+KCHAT_MUST_CHECK
 static int mkdir_p(const char *dir)
 {
     size_t n = strlen(dir);
@@ -195,7 +200,9 @@ static int mkdir_p(const char *dir)
     return KCHAT_OK;
 }
 
-/* Add s to the open list unless its directory is open already. */
+/* Add s to the open list unless its directory is open already.
+ * @locks takes g_open_lock (must not be held) */
+KCHAT_MUST_CHECK
 static int register_open(kchat_store *s)
 {
     int rc = KCHAT_OK;
@@ -212,6 +219,7 @@ static int register_open(kchat_store *s)
     return rc;
 }
 
+/* @locks takes g_open_lock (must not be held) */
 static void unregister_open(kchat_store *s)
 {
     pthread_mutex_lock(&g_open_lock);
@@ -224,6 +232,7 @@ static void unregister_open(kchat_store *s)
 }
 
 /* Open the environment and every table of s (s->path set). */
+KCHAT_MUST_CHECK
 static int open_env(kchat_store *s, const kchat_store_opts *opts)
 {
     size_t map_size = opts && opts->map_size ? opts->map_size : KCHAT_STORE_MAP_DEFAULT;
@@ -387,7 +396,9 @@ int kchat_txn_begin(kchat_store *s, bool write, kchat_txn **out)
     return KCHAT_OK;
 }
 
-/* After the LMDB transaction of t has ended: uncount t, grow if due, free t. */
+/* After the LMDB transaction of t has ended: uncount t, grow if due, free t.
+ * @locality the thread holding t
+ * @locks takes s->lock (must not be held) */
 static void txn_end(kchat_txn *t)
 {
     kchat_store *s = t->store;
@@ -432,6 +443,7 @@ void kchat_txn_abort(kchat_txn *t)
 /* ------------------------------------------------------------------------ */
 /* Keys and values */
 
+KCHAT_MUST_CHECK
 static int check_key(const void *k, size_t kl)
 {
     if (!k || kl == 0)
@@ -475,6 +487,7 @@ int kchat_txn_get(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
     return KCHAT_OK;
 }
 
+KCHAT_MUST_CHECK
 static int put_checked(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
                        const void *v, size_t vl, unsigned flags)
 {
@@ -531,6 +544,7 @@ static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
 }
 
 /* Position c at the first key >= key (the first key when len is 0). */
+KCHAT_MUST_CHECK
 static int seek_ge(MDB_cursor *c, const void *key, size_t len, MDB_val *k, MDB_val *v)
 {
     if (len == 0)
@@ -541,6 +555,7 @@ static int seek_ge(MDB_cursor *c, const void *key, size_t len, MDB_val *k, MDB_v
 }
 
 /* Position c at the last key < key (none when len is 0). */
+KCHAT_MUST_CHECK
 static int seek_lt(MDB_cursor *c, const void *key, size_t len, MDB_val *k, MDB_val *v)
 {
     int rc;
@@ -611,6 +626,7 @@ static void scan_start(const void *prefix, size_t pl, const void *bound, size_t 
  * scan's direction. Returns an LMDB code; on failure to open the cursor,
  * *c is left closed and the code is that of mdb_cursor_open().
  */
+KCHAT_MUST_CHECK
 static int scan_reseek(kchat_txn *t, kchat_table tb, MDB_cursor **c, const void *last,
                        size_t last_len, bool reverse, MDB_val *k, MDB_val *v)
 {
