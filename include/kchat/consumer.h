@@ -165,7 +165,9 @@ typedef struct kchat_consumer_conf {
  * @param[in] errstr_size size of @p errstr.
  * @return KCHAT_OK: @p rk_conf now belongs to the consumer (it is destroyed).
  *         On error @p rk_conf is untouched and still the caller's, no
- *         callback has been called and none will be:
+ *         callback has been called and none will be (one exception: when a
+ *         thread cannot be created, KCHAT_EIO, workers started before it
+ *         may have called idle()):
  *         KCHAT_EINVAL: a NULL argument, no topics, an empty or duplicate
  *         topic name, n_workers 0 or process NULL;
  *         KCHAT_ECONFIG: no group.id, or librdkafka refused a setting or

@@ -424,7 +424,8 @@ static int start_threads(kchat_consumer *c, char *errstr, size_t errstr_size)
     return KCHAT_OK;
 }
 
-/* Subscribe to every topic (the group join happens on the poll thread). */
+/* Subscribe to every topic (the group join happens in the background; the
+ * rebalance reaches us only once the poll thread polls). */
 KCHAT_MUST_CHECK
 static int subscribe(kchat_consumer *c, char *errstr, size_t errstr_size)
 {
@@ -462,9 +463,12 @@ int kchat_consumer_start(const kchat_consumer_conf *cc, rd_kafka_conf_t *rk_conf
         set_err(errstr, errstr_size, "%s", kchat_strerror(rc));
         goto err_destroy;
     }
+    /* Subscribe before any thread runs: a refused subscription must not
+     * leave a callback called (the workers call idle() at once). Nothing
+     * is assigned before the poll thread serves the rebalance. */
     if ((rc = open_kafka(c, rk_conf, errstr, errstr_size)) != KCHAT_OK ||
-        (rc = start_threads(c, errstr, errstr_size)) != KCHAT_OK ||
-        (rc = subscribe(c, errstr, errstr_size)) != KCHAT_OK)
+        (rc = subscribe(c, errstr, errstr_size)) != KCHAT_OK ||
+        (rc = start_threads(c, errstr, errstr_size)) != KCHAT_OK)
         goto err_destroy;
     if (pthread_create(&c->poll_thr, NULL, kchat__consumer_poll_main, c)) {
         rc = KCHAT_EIO;
