@@ -61,7 +61,7 @@ int kchat_topics_ensure(rd_kafka_t *rk, int partitions, int replication,
                         long login_retention_ms, int *actual_partitions,
                         char *errstr, size_t errstr_size);
 
-/** @brief Number of topics in kchat_topic_names(). @locality any thread */
+/** @brief Number of topics kchat_topic_name() names. @locality any thread */
 size_t kchat_topic_count(void);
 
 /** @brief Name of topic @p i (0 <= i < kchat_topic_count()). Static.
