@@ -62,6 +62,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kchat/error.h"
+
 /** @name Limits (PROTOCOL.md section 2)
  * @{ */
 /** Largest record value, in bytes, that kchat_request_parse() accepts. */
@@ -104,7 +106,8 @@ typedef enum kchat_wire_err {
  * @return a static string: "" for #KCHAT_WIRE_OK, "BAD_REQUEST" for
  *         #KCHAT_WIRE_BAD_REQUEST and so on; "INTERNAL" for a value outside
  *         the enum, so a response always carries a code clients know.
- * @note Thread-safe. The string is never freed.
+ * @note The string is never freed.
+ * @locality any thread
  */
 const char *kchat_wire_err_name(kchat_wire_err e);
 
@@ -127,7 +130,7 @@ typedef enum kchat_op {
  * @brief The request topic of an operation, e.g. "user-add-request".
  * @param[in] op an operation.
  * @return a static string, or NULL if @p op is outside the enum.
- * @note Thread-safe.
+ * @locality any thread
  */
 const char *kchat_op_request_topic(kchat_op op);
 
@@ -135,7 +138,7 @@ const char *kchat_op_request_topic(kchat_op op);
  * @brief The response topic of an operation, e.g. "user-add-response".
  * @param[in] op an operation.
  * @return a static string, or NULL if @p op is outside the enum.
- * @note Thread-safe.
+ * @locality any thread
  */
 const char *kchat_op_response_topic(kchat_op op);
 
@@ -147,8 +150,9 @@ const char *kchat_op_response_topic(kchat_op op);
  * @return #KCHAT_OK, or #KCHAT_ENOTFOUND if @p topic is NULL or no request
  *         topic (a response topic is not one), or #KCHAT_EINVAL if @p out
  *         is NULL.
- * @note Thread-safe.
+ * @locality any thread
  */
+KCHAT_MUST_CHECK
 int kchat_op_from_request_topic(const char *topic, kchat_op *out);
 
 /**
@@ -165,15 +169,16 @@ int kchat_op_from_request_topic(const char *topic, kchat_op *out);
  * @param[out] out the format; untouched on error.
  * @return #KCHAT_OK, #KCHAT_EDECODE for any other media type, or
  *         #KCHAT_EINVAL if @p out is NULL.
- * @note Thread-safe.
+ * @locality any thread
  */
+KCHAT_MUST_CHECK
 int kchat_fmt_from_content_type(const void *ct, size_t len, kchat_fmt *out);
 
 /**
  * @brief The `content-type` header value for a format.
  * @return "application/json" or "application/msgpack" (a static string), or
  *         NULL if @p f is outside the enum.
- * @note Thread-safe.
+ * @locality any thread
  */
 const char *kchat_fmt_content_type(kchat_fmt f);
 
@@ -202,10 +207,12 @@ const char *kchat_fmt_content_type(kchat_fmt f);
  *  - #KCHAT_EINVAL if @p f is unknown, @p out is NULL, or @p buf is NULL
  *    with a non-zero @p len.
  * @note The caller owns the value and releases it with json_decref().
- *       Thread-safe. Recursion is bounded by #KCHAT_MAX_DEPTH for msgpack;
- *       jansson's JSON parser bounds its own at 2048 levels before the
- *       codec's depth check runs.
+ *       Recursion is bounded by #KCHAT_MAX_DEPTH for msgpack; jansson's
+ *       JSON parser bounds its own at 2048 levels before the codec's depth
+ *       check runs.
+ * @locality any thread
  */
+KCHAT_MUST_CHECK
 int kchat_codec_decode(kchat_fmt f, const void *buf, size_t len, json_t **out);
 
 /**
@@ -231,9 +238,10 @@ int kchat_codec_decode(kchat_fmt f, const void *buf, size_t len, json_t **out);
  * @param[out] out_len the number of bytes in @p *out; 0 on error.
  * @return #KCHAT_OK, #KCHAT_ENOMEM, or #KCHAT_EINVAL (unknown @p f, a NULL
  *         argument, or a value refused above).
- * @note The caller owns @p *out and releases it with free(). Thread-safe
- *       as long as no other thread modifies @p v meanwhile.
+ * @note The caller owns @p *out and releases it with free().
+ * @locality any thread, as long as no other thread modifies @p v meanwhile
  */
+KCHAT_MUST_CHECK
 int kchat_codec_encode(kchat_fmt f, const json_t *v, char **out, size_t *out_len);
 
 /** @} */
@@ -247,7 +255,7 @@ int kchat_codec_encode(kchat_fmt f, const json_t *v, char **out, size_t *out_len
  * Applies to `userId`, `writerId`, `roomId` and each `friendId`.
  * @param[in] s the bytes; need not be NUL-terminated; NULL gives false.
  * @param[in] len their number.
- * @note Thread-safe.
+ * @locality any thread
  */
 bool kchat_valid_id(const void *s, size_t len);
 
@@ -261,7 +269,7 @@ bool kchat_valid_id(const void *s, size_t len);
  * @param[in] s the bytes; may be NULL when @p len is 0 (the empty string is
  *            valid); NULL with a non-zero @p len gives false.
  * @param[in] len their number.
- * @note Thread-safe.
+ * @locality any thread
  */
 bool kchat_utf8_valid(const void *s, size_t len);
 
@@ -275,7 +283,7 @@ bool kchat_utf8_valid(const void *s, size_t len);
  * @param[in] unix_ms milliseconds since 1970-01-01T00:00:00Z; may be
  *            negative.
  * @param[out] out at least 25 bytes.
- * @note Thread-safe (no gmtime(), no locale).
+ * @locality any thread (no gmtime(), no locale)
  */
 void kchat_iso8601(int64_t unix_ms, char out[25]);
 
@@ -382,8 +390,10 @@ typedef struct kchat_request {
  * @return #KCHAT_WIRE_OK, #KCHAT_WIRE_TOO_LARGE, #KCHAT_WIRE_BAD_REQUEST,
  *         or #KCHAT_WIRE_INTERNAL if @p op is outside the enum, @p req is
  *         NULL, or memory ran out.
- * @note Thread-safe. Allocates only temporarily (the decoded value).
+ * @note Allocates only temporarily (the decoded value).
+ * @locality any thread
  */
+KCHAT_MUST_CHECK
 kchat_wire_err kchat_request_parse(kchat_op op, kchat_fmt f, const void *key, size_t key_len,
                                    const void *value, size_t value_len, kchat_request *req,
                                    char *errmsg, size_t errmsg_size);

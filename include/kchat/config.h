@@ -7,6 +7,10 @@
  *
  * Precedence: defaults < config file (`--config FILE`) < flags, whatever
  * their order on the command line.
+ *
+ * Threads: the module has no state of its own; a #kchat_config is not
+ * locked, so it is filled on one thread (in practice main's, at start) and
+ * only read afterwards, from any thread.
  */
 #ifndef KCHAT_CONFIG_H
 #define KCHAT_CONFIG_H
@@ -14,6 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+
+#include "kchat/error.h"
 
 /** Most `-X key=value` librdkafka properties kept. */
 #define KCHAT_CONFIG_MAX_X 64
@@ -61,10 +67,18 @@ typedef struct kchat_config {
     int n_x;
 } kchat_config;
 
-/** @brief Fill @p c with the defaults. @return KCHAT_OK or KCHAT_ENOMEM. */
+/**
+ * @brief Fill @p c with the defaults.
+ * @return KCHAT_OK or KCHAT_ENOMEM (then @p c holds nothing to release).
+ * @locality any thread; no other thread may use @p c meanwhile
+ */
+KCHAT_MUST_CHECK
 int kchat_config_init(kchat_config *c);
 
-/** @brief Free the strings of @p c; it may be initialised again. */
+/**
+ * @brief Free the strings of @p c; it may be initialised again.
+ * @locality any thread, once no other thread uses @p c
+ */
 void kchat_config_release(kchat_config *c);
 
 /**
@@ -73,21 +87,27 @@ void kchat_config_release(kchat_config *c);
  * @return KCHAT_OK; KCHAT_ECONFIG for an unknown option, a missing or
  *         invalid value, or an unreadable config file; 1 when `--help` was
  *         given (the caller prints kchat_config_usage() and exits 0).
+ * @locality any thread; no other thread may use @p c meanwhile
  */
+KCHAT_MUST_CHECK
 int kchat_config_parse_args(kchat_config *c, int argc, char **argv, int first,
                             char *errstr, size_t errstr_size);
 
 /**
  * @brief Apply a config file of `name = value` lines (`#` comments).
  * @return KCHAT_OK, KCHAT_EIO when it cannot be read, KCHAT_ECONFIG as above.
+ * @locality any thread; no other thread may use @p c meanwhile
  */
+KCHAT_MUST_CHECK
 int kchat_config_load_file(kchat_config *c, const char *path,
                            char *errstr, size_t errstr_size);
 
-/** @brief Print every option with its default and description. */
+/** @brief Print every option with its default and description.
+ *  @locality any thread */
 void kchat_config_usage(FILE *out, const char *command);
 
-/** @brief Print docs/configuration.md, generated from the option table. */
+/** @brief Print docs/configuration.md, generated from the option table.
+ *  @locality any thread */
 void kchat_config_markdown(FILE *out);
 
 /** fetch.wait.max.ms of `--fetch-wait-ms -1` on librdkafka's mock cluster,
@@ -107,7 +127,8 @@ void kchat_config_markdown(FILE *out);
  * @return -1 when a `-X fetch.wait.max.ms=...` is given (it applies as is and
  *         the caller sets nothing); else `--fetch-wait-ms`, or when that is
  *         -1, #KCHAT_FETCH_WAIT_MOCK_MS or #KCHAT_FETCH_WAIT_KAFKA_MS by
- *         @p mock. Any thread.
+ *         @p mock.
+ * @locality any thread
  */
 int kchat_config_fetch_wait_ms(const kchat_config *c, bool mock);
 

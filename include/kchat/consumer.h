@@ -70,6 +70,8 @@
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>
 
+#include "kchat/error.h"
+
 /** Opaque consumer handle. */
 typedef struct kchat_consumer kchat_consumer;
 
@@ -96,38 +98,44 @@ typedef struct kchat_consumer_conf {
      *  chose it); false: the consumer lowers that default (see above). */
     bool keep_fetch_wait;
 
-    /** Poll thread, during an assignment, once per partition before it is
-     *  assigned: the offset to start reading from (>= 0), or
+    /** During an assignment, once per partition before it is assigned:
+     *  the offset to start reading from (>= 0), or
      *  RD_KAFKA_OFFSET_BEGINNING. Other logical offsets are passed to
      *  librdkafka as they are (RD_KAFKA_OFFSET_INVALID: the group's
      *  committed offset, else `auto.offset.reset`). May be NULL, which
-     *  means RD_KAFKA_OFFSET_INVALID for every partition. */
+     *  means RD_KAFKA_OFFSET_INVALID for every partition.
+     *  @locality poll thread */
     int64_t (*start_offset)(void *opaque, const char *topic, int32_t partition);
 
-    /** Worker thread `worker` (0..W-1): up to max_batch messages taken from
-     *  that worker's rings. The messages of one partition arrive in offset
-     *  order and always on worker partition % W; messages of different
-     *  topics and partitions are interleaved. Error and EOF events are never
-     *  passed. The pipeline destroys the messages after process() returns:
-     *  copy whatever must outlive the call. Must not be NULL. */
+    /** Up to max_batch messages taken from the rings of worker `worker`
+     *  (0..W-1). The messages of one partition arrive in offset order and
+     *  always on worker partition % W; messages of different topics and
+     *  partitions are interleaved. Error and EOF events are never passed.
+     *  The pipeline destroys the messages after process() returns: copy
+     *  whatever must outlive the call. Must not be NULL.
+     *  @locality worker thread `worker` (one call at a time per worker) */
     void (*process)(void *opaque, unsigned worker, rd_kafka_message_t **msgs, size_t n);
 
-    /** Worker thread `worker`: called whenever the worker has drained its
-     *  rings and is about to sleep (so also every tick_ms while there is
-     *  nothing to do), and, while it is busy, between two process() calls
-     *  once tick_ms have passed since the last idle(). May be NULL. */
+    /** Called whenever worker `worker` has drained its rings and is about
+     *  to sleep (so also every tick_ms while there is nothing to do), and,
+     *  while it is busy, between two process() calls once tick_ms have
+     *  passed since the last idle(). May be NULL.
+     *  @locality worker thread `worker`, never during its process() */
     void (*idle)(void *opaque, unsigned worker);
 
-    /** Poll thread: after the partitions in @p parts were assigned (with
-     *  their start offsets filled in), before any of their messages is
-     *  processed. Also called for an empty assignment. May be NULL. */
+    /** After the partitions in @p parts were assigned (with their start
+     *  offsets filled in), before any of their messages is processed. Also
+     *  called for an empty assignment. May be NULL.
+     *  @locality poll thread */
     void (*assigned)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
 
-    /** Poll thread: before the partitions in @p parts are unassigned, after
-     *  every message already read from them has been processed and while no
+    /** Before the partitions in @p parts are unassigned, after every
+     *  message already read from them has been processed and while no
      *  process() call runs (see "Revocation is a barrier" above). Called for
-     *  every rebalance that takes the assignment away, and once by
-     *  kchat_consumer_stop() for the assignment held then. May be NULL. */
+     *  every rebalance that takes the assignment away, and once during
+     *  kchat_consumer_stop() for the assignment held then. May be NULL.
+     *  @locality poll thread (also during kchat_consumer_stop(), which
+     *  waits for it) */
     void (*revoked)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
 
     /** Passed to every callback. */
@@ -157,15 +165,19 @@ typedef struct kchat_consumer_conf {
  * @param[in] errstr_size size of @p errstr.
  * @return KCHAT_OK: @p rk_conf now belongs to the consumer (it is destroyed).
  *         On error @p rk_conf is untouched and still the caller's, no
- *         callback has been called and none will be:
+ *         callback has been called and none will be (one exception: when a
+ *         thread cannot be created, KCHAT_EIO, workers started before it
+ *         may have called idle()):
  *         KCHAT_EINVAL: a NULL argument, no topics, an empty or duplicate
  *         topic name, n_workers 0 or process NULL;
  *         KCHAT_ECONFIG: no group.id, or librdkafka refused a setting or
  *         the handle (message in @p errstr);
  *         KCHAT_EKAFKA: subscribing failed;
  *         KCHAT_ENOMEM; KCHAT_EIO: a thread could not be created.
- * @note Any thread.
+ * @locality any thread; the consumer's own threads (poll, topic, worker)
+ *           are started here
  */
+KCHAT_MUST_CHECK
 int kchat_consumer_start(const kchat_consumer_conf *cc, rd_kafka_conf_t *rk_conf,
                          kchat_consumer **out, char *errstr, size_t errstr_size);
 
@@ -185,8 +197,9 @@ int kchat_consumer_start(const kchat_consumer_conf *cc, rd_kafka_conf_t *rk_conf
  * the group leave (normally milliseconds).
  *
  * @param[in] c the consumer, or NULL (no-op). Invalid afterwards.
- * @note Any thread except the consumer's own: never from a callback
- *       (process, idle, start_offset, assigned, revoked): that deadlocks.
+ * @locality any thread except the consumer's own: never from a callback
+ *           (process, idle, start_offset, assigned, revoked): that
+ *           deadlocks.
  */
 void kchat_consumer_stop(kchat_consumer *c);
 
@@ -196,14 +209,14 @@ void kchat_consumer_stop(kchat_consumer *c);
  * @return borrowed; valid until kchat_consumer_stop() begins. Do not poll
  *         it, change its subscription or assignment, pause/resume its
  *         partitions, close or destroy it.
- * @note Any thread (librdkafka's calls are thread-safe).
+ * @locality any thread (librdkafka's calls are thread-safe)
  */
 rd_kafka_t *kchat_consumer_handle(kchat_consumer *c);
 
 /**
  * @brief Whether the first assignment (possibly empty) has been applied and
  *        announced with `assigned()`.
- * @note Any thread.
+ * @locality any thread (lock-free)
  */
 bool kchat_consumer_ready(const kchat_consumer *c);
 
@@ -221,7 +234,7 @@ typedef struct kchat_consumer_stats {
  * @param[in] c the consumer.
  * @param[out] out filled with a snapshot (each field read atomically, not
  *             all together).
- * @note Any thread, lock-free.
+ * @locality any thread (lock-free)
  */
 void kchat_consumer_get_stats(kchat_consumer *c, kchat_consumer_stats *out);
 

@@ -4,7 +4,9 @@
  *        kchat's fixed topic names, the Java-compatible murmur2 partitioner,
  *        header look-up and `-X key=value` configuration passthrough.
  *
- * Nothing here keeps state; every function is thread-safe.
+ * Nothing here keeps state; every function may be called on any thread
+ * (kchat_kafka_conf_kv() on a configuration no other thread uses meanwhile,
+ * as librdkafka requires).
  */
 #ifndef KCHAT_KAFKA_H
 #define KCHAT_KAFKA_H
@@ -13,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>
+
+#include "kchat/error.h"
 
 /** Delivery events for browsers and other readers (PROTOCOL.md §6). */
 #define KCHAT_TOPIC_EVENTS    "chat-events"
@@ -45,6 +49,7 @@
 /**
  * @brief murmur2 of @p key exactly as the Java client and librdkafka's
  *        `murmur2_random` partitioner compute it (seed 0x9747b28c).
+ * @locality any thread
  */
 uint32_t kchat_murmur2(const void *key, size_t len);
 
@@ -52,14 +57,18 @@ uint32_t kchat_murmur2(const void *key, size_t len);
  * @brief The partition the Java client's default partitioner picks for a
  *        non-empty key: `(murmur2(key) & 0x7fffffff) % partition_cnt`.
  * @param[in] partition_cnt must be > 0.
+ * @locality any thread
  */
 int32_t kchat_partition_for_key(const void *key, size_t len, int32_t partition_cnt);
 
 /**
  * @brief The last value of header @p name on @p msg.
  * @param[out] val points into the message's memory: valid as long as @p msg.
- * @return 0 when found (a header with a NULL value gives len 0), -1 when absent.
+ * @return 0 when found (a header with a NULL value gives len 0), -1 when absent
+ *         (then @p val and @p len are not set).
+ * @locality any thread that may read @p msg
  */
+KCHAT_MUST_CHECK
 int kchat_header_get(const rd_kafka_message_t *msg, const char *name,
                      const void **val, size_t *len);
 
@@ -68,7 +77,9 @@ int kchat_header_get(const rd_kafka_message_t *msg, const char *name,
  * @param[out] errstr a sentence naming the property when it is refused.
  * @return KCHAT_OK, or KCHAT_ECONFIG when the text has no '=' or librdkafka
  *         refuses the property or value.
+ * @locality any thread; @p conf must not be used by another thread meanwhile
  */
+KCHAT_MUST_CHECK
 int kchat_kafka_conf_kv(rd_kafka_conf_t *conf, const char *kv,
                         char *errstr, size_t errstr_size);
 
@@ -77,6 +88,7 @@ int kchat_kafka_conf_kv(rd_kafka_conf_t *conf, const char *kv,
  *        librdkafka's mock clusters ("mockCluster..."): the embedded broker
  *        and `kchat broker`.
  * @param[in] cluster_id may be NULL (unknown: false).
+ * @locality any thread
  */
 bool kchat_kafka_is_mock_cluster(const char *cluster_id);
 

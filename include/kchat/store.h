@@ -63,6 +63,8 @@
  * address range, the map stops growing and #KCHAT_EMAPFULL is final.
  *
  * @section store_threads Threads
+ * These are LMDB's rules (the store opens its environment `MDB_NOTLS`); each
+ * function's `@locality` says which applies to it.
  * - A store handle may be used from any number of threads; kchat_store_open()
  *   and kchat_store_close() are the exceptions (no other call may be in
  *   progress on that store).
@@ -75,6 +77,9 @@
  *   at a time. A thread may hold several read transactions, and a read
  *   transaction and the write transaction at once.
  * - At most 126 read transactions may be open at once per store.
+ * - Every function taking a #kchat_txn runs on the thread holding that
+ *   transaction: for a write transaction the thread that began it, for a
+ *   read transaction whichever one thread uses it at the time.
  *
  * @section store_caveats Caveats
  * - Open a directory at most once per process at a time (LMDB's locks are
@@ -170,8 +175,11 @@ typedef struct kchat_store_opts {
  *   #KCHAT_EMAPFULL if kchat_store_opts::map_size is too small even to
  *   create the tables (a few pages);
  *   #KCHAT_ENOMEM; #KCHAT_ESTORE for any other LMDB failure.
- * @note Call it from one thread; release the store with kchat_store_close().
+ * @note Release the store with kchat_store_close().
+ * @locality any thread; the store is then usable from any thread (see
+ *   @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_open(const char *dir, const kchat_store_opts *opts, kchat_store **out);
 
 /**
@@ -180,13 +188,15 @@ int kchat_store_open(const char *dir, const kchat_store_opts *opts, kchat_store 
  * @note Every transaction of @p s must have ended and no other thread may
  *   be using @p s; closing with a transaction open is a bug and aborts the
  *   process. Committed data is durable already; close does not sync.
+ * @locality any thread, once no other thread uses @p s
  */
 void kchat_store_close(kchat_store *s);
 
 /**
  * @brief The directory of a store, as given to kchat_store_open().
  * @return a NUL-terminated string owned by @p s, valid until
- *   kchat_store_close(). Any thread.
+ *   kchat_store_close().
+ * @locality any thread
  */
 const char *kchat_store_path(const kchat_store *s);
 
@@ -212,10 +222,13 @@ const char *kchat_store_path(const kchat_store *s);
  *   #KCHAT_ENOMEM;
  *   #KCHAT_ESTORE if growing the map failed earlier and left the store
  *   unusable (only close it), or for any other LMDB failure.
- * @note Any thread (see @ref store_threads). A write begin blocks while
- *   another thread holds the write transaction. End every transaction with kchat_txn_commit()
- *   or kchat_txn_abort(), which free it.
+ * @note A write begin blocks while another thread holds the write
+ *   transaction. End every transaction with kchat_txn_commit() or
+ *   kchat_txn_abort(), which free it.
+ * @locality any thread; a write transaction then belongs to the calling
+ *   thread (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_txn_begin(kchat_store *s, bool write, kchat_txn **out);
 
 /**
@@ -238,16 +251,17 @@ int kchat_txn_begin(kchat_store *s, bool write, kchat_txn **out);
  *   #KCHAT_ENOMEM; #KCHAT_ESTORE for any other LMDB failure; or the sticky
  *   error of a failed transaction (see @ref store_failed_txn).
  *   On any error nothing of @p t is kept.
- * @note Only from the thread owning @p t (see @ref store_threads). May grow
- *   the map afterwards (see @ref store_mapfull).
+ * @note May grow the map afterwards (see @ref store_mapfull).
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_txn_commit(kchat_txn *t);
 
 /**
  * @brief Abort a transaction, discarding its changes, and free it.
  * @param[in] t the transaction, or NULL (then nothing happens).
- * @note Only from the thread owning @p t. May grow the map afterwards (see
- *   @ref store_mapfull).
+ * @note May grow the map afterwards (see @ref store_mapfull).
+ * @locality the thread holding @p t (see @ref store_threads)
  */
 void kchat_txn_abort(kchat_txn *t);
 
@@ -268,7 +282,9 @@ void kchat_txn_abort(kchat_txn *t);
  * @note The value is owned by the store: read-only, valid until the
  *   transaction ends or, in a write transaction, until the next write
  *   (put, delete, outbox append, counter...) in it. Copy it to keep it.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_txn_get(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
                   const void **v, size_t *vl);
 
@@ -281,7 +297,9 @@ int kchat_txn_get(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
  * @return #KCHAT_OK; #KCHAT_EINVAL for an empty key or a read transaction;
  *   #KCHAT_EMAPFULL, #KCHAT_EFULL (the transaction has too many changed
  *   pages: commit smaller batches), which fail the transaction.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_txn_put(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
                   const void *v, size_t vl);
 
@@ -289,7 +307,9 @@ int kchat_txn_put(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
  * @brief Like kchat_txn_put(), but only when the key is absent.
  * @return as kchat_txn_put(), and #KCHAT_EEXIST when the key is present
  *   (nothing changes, the transaction stays usable).
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_txn_put_new(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
                       const void *v, size_t vl);
 
@@ -299,7 +319,9 @@ int kchat_txn_put_new(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
  * @return #KCHAT_OK; #KCHAT_ENOTFOUND if the key is absent (the
  *   transaction stays usable); #KCHAT_EINVAL for an empty key or a read
  *   transaction; #KCHAT_EMAPFULL (deleting may need pages too).
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_txn_del(kchat_txn *t, kchat_table tb, const void *k, size_t kl);
 
 /**
@@ -314,6 +336,7 @@ int kchat_txn_del(kchat_txn *t, kchat_table tb, const void *k, size_t kl);
  *   the table being scanned (the scan then carries on from the last key it
  *   visited, so keys written ahead of it are visited, deleted ones are
  *   not). Any write invalidates @p k and @p v at once.
+ * @locality the thread running the scan
  */
 typedef int (*kchat_scan_fn)(void *arg, const void *k, size_t kl, const void *v, size_t vl);
 
@@ -329,7 +352,9 @@ typedef int (*kchat_scan_fn)(void *arg, const void *k, size_t kl, const void *v,
  * @return #KCHAT_OK when every key was visited or @p fn stopped the scan
  *   with a positive value; the negative value @p fn returned; or an error
  *   of its own (then @p fn was not called again).
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_txn_scan(kchat_txn *t, kchat_table tb, const void *prefix, size_t pl,
                    bool reverse, kchat_scan_fn fn, void *arg);
 
@@ -348,7 +373,9 @@ int kchat_txn_scan(kchat_txn *t, kchat_table tb, const void *prefix, size_t pl,
  * @param[in] bound the bound, @p bl bytes (0 <= bl <= #KCHAT_STORE_KEY_MAX),
  *   or NULL (then @p bl is ignored). An empty bound is below every key.
  * @return as kchat_txn_scan().
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_txn_scan_range(kchat_txn *t, kchat_table tb, const void *prefix, size_t pl,
                          const void *bound, size_t bl, bool reverse,
                          kchat_scan_fn fn, void *arg);
@@ -370,7 +397,9 @@ int kchat_txn_scan_range(kchat_txn *t, kchat_table tb, const void *prefix, size_
  * @return #KCHAT_OK; #KCHAT_ENOTFOUND if none is stored (@p next
  *   untouched); #KCHAT_EINVAL for an empty topic or a negative partition;
  *   #KCHAT_ETOOBIG for a longer topic; #KCHAT_EDECODE for a damaged record.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_offset_get(kchat_txn *t, const char *topic, int32_t partition, int64_t *next);
 
 /**
@@ -379,7 +408,9 @@ int kchat_store_offset_get(kchat_txn *t, const char *topic, int32_t partition, i
  * @param[in] t a write transaction.
  * @return as kchat_store_offset_get() without #KCHAT_ENOTFOUND, and
  *   #KCHAT_EMAPFULL / #KCHAT_EFULL as kchat_txn_put().
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_offset_set(kchat_txn *t, const char *topic, int32_t partition, int64_t next);
 
 /**
@@ -388,7 +419,9 @@ int kchat_store_offset_set(kchat_txn *t, const char *topic, int32_t partition, i
  * @param[in] t a write transaction.
  * @return #KCHAT_OK (also when there was none); #KCHAT_EINVAL for a read
  *   transaction; #KCHAT_EMAPFULL.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_offsets_clear(kchat_txn *t);
 
 /**@}*/
@@ -410,7 +443,9 @@ int kchat_store_offsets_clear(kchat_txn *t);
  *   #KCHAT_ETOOBIG if the value does not fit (or the name is too long);
  *   #KCHAT_EINVAL for an empty name or a NULL @p buf. @p buf is untouched
  *   on any error.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_meta_get(kchat_txn *t, const char *name, char *buf, size_t bufsize);
 
 /**
@@ -420,7 +455,9 @@ int kchat_store_meta_get(kchat_txn *t, const char *name, char *buf, size_t bufsi
  * @param[in] value a NUL-terminated string (may be empty); copied.
  * @return #KCHAT_OK; #KCHAT_EINVAL; #KCHAT_ETOOBIG for a long name;
  *   #KCHAT_EMAPFULL / #KCHAT_EFULL as kchat_txn_put().
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_meta_set(kchat_txn *t, const char *name, const char *value);
 
 /**
@@ -436,7 +473,9 @@ int kchat_store_meta_set(kchat_txn *t, const char *name, const char *value);
  * @return #KCHAT_OK; #KCHAT_EINVAL; #KCHAT_ETOOBIG for a long name;
  *   #KCHAT_EFULL if the counter is at UINT64_MAX; #KCHAT_EDECODE for a
  *   damaged record; #KCHAT_EMAPFULL as kchat_txn_put().
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_counter_next(kchat_txn *t, const char *name, uint64_t *out);
 
 /**@}*/
@@ -489,7 +528,9 @@ typedef struct kchat_outbox_rec {
  *   #KCHAT_ETOOBIG for a topic or header name of 65536 bytes or more, or a
  *   key, value or header value of 4 GiB or more; #KCHAT_EMAPFULL /
  *   #KCHAT_EFULL as kchat_txn_put().
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_outbox_append(kchat_txn *t, const kchat_outbox_rec *r, uint64_t *seq);
 
 /**
@@ -497,7 +538,9 @@ int kchat_store_outbox_append(kchat_txn *t, const kchat_outbox_rec *r, uint64_t 
  * @param[in] t a write transaction.
  * @return #KCHAT_OK; #KCHAT_ENOTFOUND if there is no such record (the
  *   transaction stays usable); #KCHAT_EINVAL; #KCHAT_EMAPFULL.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_outbox_del(kchat_txn *t, uint64_t seq);
 
 /**
@@ -507,6 +550,7 @@ int kchat_store_outbox_del(kchat_txn *t, uint64_t seq);
  * @return as #kchat_scan_fn: 0 goes on, positive stops, negative stops and
  *   is returned by the scan. It may write to the transaction (e.g. delete
  *   @p seq), which invalidates @p r at once.
+ * @locality the thread running the scan
  */
 typedef int (*kchat_outbox_fn)(void *arg, uint64_t seq, const kchat_outbox_rec *r);
 
@@ -515,14 +559,18 @@ typedef int (*kchat_outbox_fn)(void *arg, uint64_t seq, const kchat_outbox_rec *
  * @param[in] t the transaction (read or write).
  * @return as kchat_txn_scan(), and #KCHAT_EDECODE when a record is damaged
  *   (the scan stops there).
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_outbox_scan(kchat_txn *t, uint64_t from_seq, kchat_outbox_fn fn, void *arg);
 
 /**
  * @brief The number of records in the outbox.
  * @param[out] n the count on success.
  * @return #KCHAT_OK; #KCHAT_EINVAL.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_outbox_count(kchat_txn *t, size_t *n);
 
 /**@}*/
@@ -537,7 +585,9 @@ int kchat_store_outbox_count(kchat_txn *t, size_t *n);
  * @brief The watermark of @p source.
  * @param[out] seq the stored value, or 0 when none is stored.
  * @return #KCHAT_OK; #KCHAT_EINVAL; #KCHAT_EDECODE for a damaged record.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_applied_get(kchat_txn *t, uint32_t source, uint64_t *seq);
 
 /**
@@ -546,7 +596,9 @@ int kchat_store_applied_get(kchat_txn *t, uint32_t source, uint64_t *seq);
  * @param[in] t a write transaction.
  * @return #KCHAT_OK; #KCHAT_EINVAL; #KCHAT_EMAPFULL / #KCHAT_EFULL as
  *   kchat_txn_put().
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_applied_set(kchat_txn *t, uint32_t source, uint64_t seq);
 
 /** @brief Which end of a (source, target) command stream a counter counts. */
@@ -562,13 +614,15 @@ typedef enum kchat_cmdseq_end {
  *   the last one it applied from each source and applies only the next
  *   one, so a command that overtakes an earlier one is not applied before
  *   it (the source produces both again). Kept in the same table as the
- *   watermarks above, under keys of another length. Any thread holding @p t.
+ *   watermarks above, under keys of another length.
  * @param end which counter; @p shard the target (#KCHAT_CMDSEQ_SENT) or the
  *   source (#KCHAT_CMDSEQ_APPLIED).
  * @param[out] seq the stored value, or 0 when none is stored.
  * @return #KCHAT_OK; #KCHAT_EINVAL for a bad @p end or NULL @p seq;
  *   #KCHAT_EDECODE for a damaged record.
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_cmdseq_get(kchat_txn *t, kchat_cmdseq_end end, uint32_t shard, uint64_t *seq);
 
 /**
@@ -577,20 +631,24 @@ int kchat_store_cmdseq_get(kchat_txn *t, kchat_cmdseq_end end, uint32_t shard, u
  * @param[in] t a write transaction.
  * @return #KCHAT_OK; #KCHAT_EINVAL for a bad @p end; #KCHAT_EMAPFULL /
  *   #KCHAT_EFULL as kchat_txn_put().
+ * @locality the thread holding @p t (see @ref store_threads)
  */
+KCHAT_MUST_CHECK
 int kchat_store_cmdseq_set(kchat_txn *t, kchat_cmdseq_end end, uint32_t shard, uint64_t seq);
 
 /**@}*/
 /* ------------------------------------------------------------------------ */
 /** @name Big-endian key helpers
- * Big-endian integers sort by memcmp() in numeric order. Any thread.
+ * Big-endian integers sort by memcmp() in numeric order.
  */
 /**@{*/
 
-/** @brief Write @p v to @p out, most significant byte first. */
+/** @brief Write @p v to @p out, most significant byte first.
+ *  @locality any thread */
 void kchat_store_be64(uint64_t v, unsigned char out[8]);
 
-/** @brief Read a value written by kchat_store_be64(). */
+/** @brief Read a value written by kchat_store_be64().
+ *  @locality any thread */
 uint64_t kchat_store_rd_be64(const unsigned char in[8]);
 
 /**@}*/

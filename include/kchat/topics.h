@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <librdkafka/rdkafka.h>
 
+#include "kchat/error.h"
+
 /** An in-process Kafka cluster (librdkafka's mock cluster). Opaque. */
 typedef struct kchat_embedded kchat_embedded;
 
@@ -21,15 +23,18 @@ typedef struct kchat_embedded kchat_embedded;
  * admin request, which is why the topics are created here directly.
  * @param[out] out the running cluster; stop it with kchat_embedded_stop().
  * @return KCHAT_OK, KCHAT_EKAFKA (reason in @p errstr), KCHAT_ENOMEM.
- * @note Call from one thread; the cluster runs on librdkafka's own threads.
+ * @locality any thread; the cluster then runs on librdkafka's own threads
  */
+KCHAT_MUST_CHECK
 int kchat_embedded_start(int brokers, int partitions, kchat_embedded **out,
                          char *errstr, size_t errstr_size);
 
-/** @brief The cluster's bootstrap servers; owned by the cluster. */
+/** @brief The cluster's bootstrap servers; owned by the cluster.
+ *  @locality any thread */
 const char *kchat_embedded_bootstraps(const kchat_embedded *e);
 
-/** @brief Stop the cluster and free it; every client of it should be gone. NULL ok. */
+/** @brief Stop the cluster and free it; every client of it should be gone. NULL ok.
+ *  @locality any thread, once no other thread uses @p e */
 void kchat_embedded_stop(kchat_embedded *e);
 
 /**
@@ -47,16 +52,20 @@ void kchat_embedded_stop(kchat_embedded *e);
  *         topic is missing after creation; KCHAT_ECONFIG when the
  *         co-partitioned topics have different partition counts. @p errstr
  *         says which.
- * @note Blocks for up to about 30 s. Any thread.
+ * @note Blocks for up to about 30 s.
+ * @locality any thread; it calls rd_kafka_poll() on @p rk while it waits
+ *           for new topics, so @p rk's callbacks may run on that thread
  */
+KCHAT_MUST_CHECK
 int kchat_topics_ensure(rd_kafka_t *rk, int partitions, int replication,
                         long login_retention_ms, int *actual_partitions,
                         char *errstr, size_t errstr_size);
 
-/** @brief Number of topics in kchat_topic_names(). */
+/** @brief Number of topics kchat_topic_name() names. @locality any thread */
 size_t kchat_topic_count(void);
 
-/** @brief Name of topic @p i (0 <= i < kchat_topic_count()). Static. */
+/** @brief Name of topic @p i (0 <= i < kchat_topic_count()). Static.
+ *  @locality any thread */
 const char *kchat_topic_name(size_t i);
 
 #endif /* KCHAT_TOPICS_H */

@@ -129,6 +129,7 @@ static const struct opt *opt_find(const char *name, size_t len)
     return NULL;
 }
 
+KCHAT_MUST_CHECK
 static int opt_set(kchat_config *c, const struct opt *o, const char *val,
                    char *errstr, size_t errstr_size)
 {
@@ -177,6 +178,7 @@ err_value:
     return KCHAT_ECONFIG;
 }
 
+KCHAT_MUST_CHECK
 static int config_validate(const kchat_config *c, char *errstr, size_t errstr_size)
 {
     if (strcmp(c->events_format, "json") && strcmp(c->events_format, "msgpack")) {
@@ -231,6 +233,7 @@ void kchat_config_release(kchat_config *c)
     c->n_x = 0;
 }
 
+KCHAT_MUST_CHECK
 static int add_x(kchat_config *c, const char *kv, char *errstr, size_t errstr_size)
 {
     if (c->n_x == KCHAT_CONFIG_MAX_X) {

@@ -84,6 +84,7 @@ static const char *json_error_reason(const json_error_t *err)
     }
 }
 
+KCHAT_MUST_CHECK
 static int json_decode(const char *buf, size_t len, json_t **out, const char **why)
 {
     json_error_t err;
@@ -135,6 +136,7 @@ static int grow_buf_append(const char *bytes, size_t n, void *arg)
     return 0;
 }
 
+KCHAT_MUST_CHECK
 static int json_encode(const json_t *v, char **out, size_t *out_len)
 {
     grow_buf b = {0};

@@ -27,6 +27,7 @@
  * kchat_codec_decode(), and on KCHAT_EDECODE *why is set to one of the
  * KCHAT__WHY_* phrases (untouched otherwise). why must not be NULL.
  */
+KCHAT_MUST_CHECK
 int kchat__codec_decode(kchat_fmt f, const void *buf, size_t len, json_t **out,
                         const char **why);
 
@@ -41,7 +42,9 @@ const char *kchat__string_problem(const char *s, size_t len);
  * the same contracts. kchat__msgpack_encode() expects a value that
  * kchat_codec_encode() has already checked (depth and strings).
  */
+KCHAT_MUST_CHECK
 int kchat__msgpack_decode(const void *buf, size_t len, json_t **out, const char **why);
+KCHAT_MUST_CHECK
 int kchat__msgpack_encode(const json_t *v, char **out, size_t *out_len);
 
 #endif /* KCHAT_CODEC_INTERNAL_H */

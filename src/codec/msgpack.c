@@ -23,6 +23,7 @@ typedef struct mp_reader {
     const char *why;
 } mp_reader;
 
+KCHAT_MUST_CHECK
 static int mp_fail(mp_reader *r, const char *why)
 {
     r->why = why;
@@ -30,6 +31,7 @@ static int mp_fail(mp_reader *r, const char *why)
 }
 
 /* Consumes n bytes, or fails if fewer are left. */
+KCHAT_MUST_CHECK
 static int mp_take(mp_reader *r, size_t n, const unsigned char **bytes)
 {
     if (n > r->left)
@@ -41,6 +43,7 @@ static int mp_take(mp_reader *r, size_t n, const unsigned char **bytes)
 }
 
 /* Consumes a big-endian unsigned integer of width 1, 2, 4 or 8 bytes. */
+KCHAT_MUST_CHECK
 static int mp_take_uint(mp_reader *r, size_t width, uint64_t *out)
 {
     const unsigned char *b;
@@ -66,6 +69,7 @@ static int64_t sign_extend(uint64_t u, unsigned bits)
 }
 
 /* Stores a new value, or reports that jansson ran out of memory. */
+KCHAT_MUST_CHECK
 static int mp_made(json_t *v, json_t **out)
 {
     if (!v)
@@ -74,6 +78,7 @@ static int mp_made(json_t *v, json_t **out)
     return KCHAT_OK;
 }
 
+KCHAT_MUST_CHECK
 static int mp_int(mp_reader *r, size_t width, bool is_signed, json_t **out)
 {
     uint64_t u;
@@ -87,6 +92,7 @@ static int mp_int(mp_reader *r, size_t width, bool is_signed, json_t **out)
     return mp_made(json_integer((json_int_t)u), out);
 }
 
+KCHAT_MUST_CHECK
 static int mp_float(mp_reader *r, size_t width, json_t **out)
 {
     uint64_t u;
@@ -108,6 +114,7 @@ static int mp_float(mp_reader *r, size_t width, json_t **out)
 }
 
 /* Consumes a str payload of len bytes, checked as every codec string is. */
+KCHAT_MUST_CHECK
 static int mp_str_bytes(mp_reader *r, uint64_t len, const char **s)
 {
     const unsigned char *b;
@@ -123,6 +130,7 @@ static int mp_str_bytes(mp_reader *r, uint64_t len, const char **s)
     return KCHAT_OK;
 }
 
+KCHAT_MUST_CHECK
 static int mp_str(mp_reader *r, uint64_t len, json_t **out)
 {
     const char *s;
@@ -133,6 +141,7 @@ static int mp_str(mp_reader *r, uint64_t len, json_t **out)
 }
 
 /* Consumes a map key, which must be a str (fixstr, str 8, 16 or 32). */
+KCHAT_MUST_CHECK
 static int mp_key(mp_reader *r, const char **key, size_t *key_len)
 {
     const unsigned char *b;
@@ -153,9 +162,11 @@ static int mp_key(mp_reader *r, const char **key, size_t *key_len)
     return rc;
 }
 
+KCHAT_MUST_CHECK
 static int mp_value(mp_reader *r, int depth, json_t **out);
 
 /* Reads n elements into a new array; depth counts its enclosing containers. */
+KCHAT_MUST_CHECK
 static int mp_array(mp_reader *r, uint64_t n, int depth, json_t **out)
 {
     if (depth >= KCHAT_MAX_DEPTH)
@@ -180,6 +191,7 @@ static int mp_array(mp_reader *r, uint64_t n, int depth, json_t **out)
 }
 
 /* Reads n key/value pairs into a new object; depth as for mp_array(). */
+KCHAT_MUST_CHECK
 static int mp_map(mp_reader *r, uint64_t n, int depth, json_t **out)
 {
     if (depth >= KCHAT_MAX_DEPTH)
@@ -210,6 +222,7 @@ static int mp_map(mp_reader *r, uint64_t n, int depth, json_t **out)
 
 /* Decodes the container whose header is first byte `type` and whose count
  * field is `width` bytes wide (0 for fix types, whose count is in `type`). */
+KCHAT_MUST_CHECK
 static int mp_container(mp_reader *r, unsigned char type, size_t width, bool is_map, int depth,
                         json_t **out)
 {
@@ -231,6 +244,7 @@ static int mp_container(mp_reader *r, unsigned char type, size_t width, bool is_
  *   cc-cf uint 8..64  d0-d3 int 8..64  d4-d8 fixext  d9-db str 8..32
  *   dc/dd array 16/32  de/df map 16/32  e0-ff negative fixint
  */
+KCHAT_MUST_CHECK
 static int mp_value(mp_reader *r, int depth, json_t **out)
 {
     const unsigned char *b;
@@ -299,8 +313,10 @@ int kchat__msgpack_decode(const void *buf, size_t len, json_t **out, const char 
 
 /* ---- Encoding ----------------------------------------------------------- */
 
+KCHAT_MUST_CHECK
 static int pack_value(msgpack_packer *pk, const json_t *v);
 
+KCHAT_MUST_CHECK
 static int pack_str(msgpack_packer *pk, const char *s, size_t len)
 {
     if (msgpack_pack_str(pk, len) != 0)
@@ -308,6 +324,7 @@ static int pack_str(msgpack_packer *pk, const char *s, size_t len)
     return msgpack_pack_str_body(pk, s, len);
 }
 
+KCHAT_MUST_CHECK
 static int pack_array(msgpack_packer *pk, const json_t *v)
 {
     size_t i;
@@ -321,6 +338,7 @@ static int pack_array(msgpack_packer *pk, const json_t *v)
     return 0;
 }
 
+KCHAT_MUST_CHECK
 static int pack_object(msgpack_packer *pk, const json_t *v)
 {
     const char *key;
@@ -337,6 +355,7 @@ static int pack_object(msgpack_packer *pk, const json_t *v)
 }
 
 /* Recursion is bounded: kchat_codec_encode() checked the depth first. */
+KCHAT_MUST_CHECK
 static int pack_value(msgpack_packer *pk, const json_t *v)
 {
     switch (json_typeof(v)) {

@@ -103,6 +103,7 @@ void kchat_embedded_stop(kchat_embedded *e)
 }
 
 /* Partition count of every kchat topic per metadata; -1 when missing. */
+KCHAT_MUST_CHECK
 static int topics_describe(rd_kafka_t *rk, int *counts, int *broker_cnt,
                            char *errstr, size_t errstr_size)
 {
@@ -124,6 +125,7 @@ static int topics_describe(rd_kafka_t *rk, int *counts, int *broker_cnt,
     return KCHAT_OK;
 }
 
+KCHAT_MUST_CHECK
 static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int replication,
                          long login_retention_ms, char *errstr, size_t errstr_size)
 {
@@ -186,6 +188,7 @@ out_destroy:
 
 /* Whether the existing co-partitioned topics share one partition count;
  * *common gets it (-1 when none exists yet). */
+KCHAT_MUST_CHECK
 static int check_co_partitioned(const int *counts, int *common, char *errstr, size_t errstr_size)
 {
     const char *first = NULL;

@@ -90,6 +90,7 @@ int kchat__store_err(int mdb_rc)
 }
 
 /* Errors of opening files and directories. */
+KCHAT_MUST_CHECK
 static int open_err(int rc)
 {
     switch (rc) {
@@ -102,7 +103,10 @@ static int open_err(int rc)
     }
 }
 
-/* Called with s->lock held. */
+/* Double the map (see "Map growth" above) unless it cannot grow.
+ * @locality whichever thread brings s->active to 0 (txn_end(), or a failed
+ *   kchat_txn_begin())
+ * @locks s->lock MUST be held, with s->active == 0 */
 static void grow_locked(kchat_store *s)
 {
     size_t next;
@@ -166,6 +170,7 @@ MDB_dbi kchat__txn_dbi(const kchat_txn *t, kchat_table tb)
 /* Stores */
 
 /* mkdir -p with mode 0700 for what it creates. */
+KCHAT_MUST_CHECK
 static int mkdir_p(const char *dir)
 {
     size_t n = strlen(dir);
@@ -195,7 +200,9 @@ static int mkdir_p(const char *dir)
     return KCHAT_OK;
 }
 
-/* Add s to the open list unless its directory is open already. */
+/* Add s to the open list unless its directory is open already.
+ * @locks takes g_open_lock (must not be held) */
+KCHAT_MUST_CHECK
 static int register_open(kchat_store *s)
 {
     int rc = KCHAT_OK;
@@ -212,6 +219,7 @@ static int register_open(kchat_store *s)
     return rc;
 }
 
+/* @locks takes g_open_lock (must not be held) */
 static void unregister_open(kchat_store *s)
 {
     pthread_mutex_lock(&g_open_lock);
@@ -224,6 +232,7 @@ static void unregister_open(kchat_store *s)
 }
 
 /* Open the environment and every table of s (s->path set). */
+KCHAT_MUST_CHECK
 static int open_env(kchat_store *s, const kchat_store_opts *opts)
 {
     size_t map_size = opts && opts->map_size ? opts->map_size : KCHAT_STORE_MAP_DEFAULT;
@@ -387,7 +396,9 @@ int kchat_txn_begin(kchat_store *s, bool write, kchat_txn **out)
     return KCHAT_OK;
 }
 
-/* After the LMDB transaction of t has ended: uncount t, grow if due, free t. */
+/* After the LMDB transaction of t has ended: uncount t, grow if due, free t.
+ * @locality the thread holding t
+ * @locks takes s->lock (must not be held) */
 static void txn_end(kchat_txn *t)
 {
     kchat_store *s = t->store;
@@ -432,6 +443,7 @@ void kchat_txn_abort(kchat_txn *t)
 /* ------------------------------------------------------------------------ */
 /* Keys and values */
 
+KCHAT_MUST_CHECK
 static int check_key(const void *k, size_t kl)
 {
     if (!k || kl == 0)
@@ -475,6 +487,7 @@ int kchat_txn_get(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
     return KCHAT_OK;
 }
 
+KCHAT_MUST_CHECK
 static int put_checked(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
                        const void *v, size_t vl, unsigned flags)
 {
@@ -531,6 +544,7 @@ static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
 }
 
 /* Position c at the first key >= key (the first key when len is 0). */
+KCHAT_MUST_CHECK
 static int seek_ge(MDB_cursor *c, const void *key, size_t len, MDB_val *k, MDB_val *v)
 {
     if (len == 0)
@@ -541,6 +555,7 @@ static int seek_ge(MDB_cursor *c, const void *key, size_t len, MDB_val *k, MDB_v
 }
 
 /* Position c at the last key < key (none when len is 0). */
+KCHAT_MUST_CHECK
 static int seek_lt(MDB_cursor *c, const void *key, size_t len, MDB_val *k, MDB_val *v)
 {
     int rc;
@@ -573,13 +588,70 @@ static size_t prefix_successor(const unsigned char *prefix, size_t pl, unsigned 
     return pl;
 }
 
+/*
+ * Where a scan starts: ascending, at the larger of prefix and bound;
+ * descending, just below the smaller of bound and the prefix's successor
+ * (written into succ). *start is NULL when a descending scan starts at the
+ * table's last key.
+ */
+static void scan_start(const void *prefix, size_t pl, const void *bound, size_t bl,
+                       bool reverse, unsigned char succ[KCHAT_STORE_KEY_MAX],
+                       const void **start, size_t *start_len)
+{
+    *start = NULL;
+    *start_len = 0;
+    if (!reverse) {
+        *start = prefix;
+        *start_len = pl;
+        if (bound && key_cmp(bound, bl, prefix, pl) > 0) {
+            *start = bound;
+            *start_len = bl;
+        }
+        return;
+    }
+    size_t sl = prefix_successor(prefix, pl, succ);
+    if (sl) {
+        *start = succ;
+        *start_len = sl;
+    }
+    if (bound && (!*start || key_cmp(bound, bl, *start, *start_len) < 0)) {
+        *start = bound;
+        *start_len = bl;
+    }
+}
+
+/*
+ * After the scan callback wrote to the transaction, the cursor's pages may
+ * have moved: open a new cursor and put it on the key after `last` in the
+ * scan's direction. Returns an LMDB code; on failure to open the cursor,
+ * *c is left closed and the code is that of mdb_cursor_open().
+ */
+KCHAT_MUST_CHECK
+static int scan_reseek(kchat_txn *t, kchat_table tb, MDB_cursor **c, const void *last,
+                       size_t last_len, bool reverse, MDB_val *k, MDB_val *v)
+{
+    int rc;
+
+    mdb_cursor_close(*c);
+    *c = NULL;
+    rc = mdb_cursor_open(t->mdb, t->store->dbi[tb], c);
+    if (rc)
+        return rc;
+    if (reverse)
+        return seek_lt(*c, last, last_len, k, v);
+    rc = seek_ge(*c, last, last_len, k, v);
+    if (rc == MDB_SUCCESS && key_cmp(k->mv_data, k->mv_size, last, last_len) == 0)
+        rc = mdb_cursor_get(*c, k, v, MDB_NEXT);
+    return rc;
+}
+
 int kchat_txn_scan_range(kchat_txn *t, kchat_table tb, const void *prefix, size_t pl,
                          const void *bound, size_t bl, bool reverse,
                          kchat_scan_fn fn, void *arg)
 {
     unsigned char succ[KCHAT_STORE_KEY_MAX], last[KCHAT_STORE_KEY_MAX];
-    const void *start = NULL;
-    size_t start_len = 0, last_len;
+    const void *start;
+    size_t start_len, last_len;
     MDB_cursor *c;
     MDB_val k, v;
     int rc = kchat__txn_check(t, tb, false), ret = KCHAT_OK;
@@ -592,27 +664,7 @@ int kchat_txn_scan_range(kchat_txn *t, kchat_table tb, const void *prefix, size_
         return KCHAT_ETOOBIG;
     if (!prefix)
         prefix = "";
-
-    /* Where to start: ascending the larger of prefix and bound, descending
-     * just below the smaller of bound and the prefix's successor. */
-    if (!reverse) {
-        start = prefix;
-        start_len = pl;
-        if (bound && key_cmp(bound, bl, prefix, pl) > 0) {
-            start = bound;
-            start_len = bl;
-        }
-    } else {
-        size_t sl = prefix_successor(prefix, pl, succ);
-        if (sl) {
-            start = succ;
-            start_len = sl;
-        }
-        if (bound && (!start || key_cmp(bound, bl, start, start_len) < 0)) {
-            start = bound;
-            start_len = bl;
-        }
-    }
+    scan_start(prefix, pl, bound, bl, reverse, succ, &start, &start_len);
 
     rc = mdb_cursor_open(t->mdb, t->store->dbi[tb], &c);
     if (rc)
@@ -645,17 +697,9 @@ int kchat_txn_scan_range(kchat_txn *t, kchat_table tb, const void *prefix, size_
             continue;
         }
         /* fn wrote: the cursor's pages may have moved; find our place again. */
-        mdb_cursor_close(c);
-        rc = mdb_cursor_open(t->mdb, t->store->dbi[tb], &c);
-        if (rc)
+        rc = scan_reseek(t, tb, &c, last, last_len, reverse, &k, &v);
+        if (!c)   /* no new cursor */
             return kchat__txn_fail(t, rc);
-        if (reverse) {
-            rc = seek_lt(c, last, last_len, &k, &v);
-        } else {
-            rc = seek_ge(c, last, last_len, &k, &v);
-            if (rc == MDB_SUCCESS && key_cmp(k.mv_data, k.mv_size, last, last_len) == 0)
-                rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-        }
     }
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND)
         ret = kchat__txn_fail(t, rc);

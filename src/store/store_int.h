@@ -1,6 +1,11 @@
 /*
  * Private to src/store/: the store and transaction structs, and the helpers
  * the record modules (store_meta.c, store_outbox.c) build on.
+ *
+ * Threads: a transaction is used by one thread at a time, the one holding
+ * it (see "Threads" in store.h), so the helpers below that take a `t` run
+ * there and need no lock of their own; the store's shared state (open
+ * transaction count, map growth) is under `kchat_store.lock` (store.c).
  */
 #ifndef KCHAT_STORE_INT_H
 #define KCHAT_STORE_INT_H
@@ -24,20 +29,26 @@ struct kchat_txn {
 };
 
 /* Map an LMDB (or errno) code to a KCHAT_E* code. */
+KCHAT_MUST_CHECK
 int kchat__store_err(int mdb_rc);
 
 /*
  * Record the failure `mdb_rc` of an LMDB call made in `t` and return its
  * KCHAT_E* code. MDB_NOTFOUND and MDB_KEYEXIST leave `t` usable; anything
  * else fails it (sets t->err) and, for MDB_MAP_FULL, asks the store to grow.
+ * @locality the thread holding `t`
+ * @locks takes t->store->lock for MDB_MAP_FULL (must not be held)
  */
+KCHAT_MUST_CHECK
 int kchat__txn_fail(kchat_txn *t, int mdb_rc);
 
 /*
  * Check that `t` can run an operation on table `tb` (a write when `write`):
  * returns t->err for a failed transaction, KCHAT_EINVAL for a NULL `t`, a
  * bad table or a write through a read transaction, KCHAT_OK otherwise.
+ * @locality the thread holding `t`
  */
+KCHAT_MUST_CHECK
 int kchat__txn_check(kchat_txn *t, kchat_table tb, bool write);
 
 /* The LMDB handle of table `tb` (checked by kchat__txn_check()). */
@@ -47,14 +58,18 @@ MDB_dbi kchat__txn_dbi(const kchat_txn *t, kchat_table tb);
  * mdb_put() into a checked write transaction with LMDB `flags`. With
  * MDB_RESERVE, `v` is ignored and *reserved receives room for `vl` bytes,
  * which the caller fills before its next call on `t`.
+ * @locality the thread that began `t` (a write transaction)
  */
+KCHAT_MUST_CHECK
 int kchat__txn_put(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
                    const void *v, size_t vl, unsigned flags, void **reserved);
 
 /*
  * Advance one of the store's own counters (kept in META apart from the
  * counters of kchat_store_counter_next()); as kchat_store_counter_next().
+ * @locality the thread that began `t` (a write transaction)
  */
+KCHAT_MUST_CHECK
 int kchat__store_internal_next(kchat_txn *t, const char *name, uint64_t *out);
 
 /* Big-endian 32-bit helpers, for keys. */

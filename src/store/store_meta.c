@@ -19,6 +19,7 @@
 /* META */
 
 /* Build the META key tag + name into key[KCHAT_STORE_KEY_MAX]. */
+KCHAT_MUST_CHECK
 static int meta_key(char tag, const char *name, unsigned char *key, size_t *kl)
 {
     size_t n;
@@ -69,6 +70,7 @@ int kchat_store_meta_set(kchat_txn *t, const char *name, const char *value)
 }
 
 /* Advance the u64 counter under key tag:name. */
+KCHAT_MUST_CHECK
 static int counter_next(kchat_txn *t, char tag, const char *name, uint64_t *out)
 {
     unsigned char key[KCHAT_STORE_KEY_MAX], val[8];
@@ -113,6 +115,7 @@ int kchat__store_internal_next(kchat_txn *t, const char *name, uint64_t *out)
 /* ------------------------------------------------------------------------ */
 /* OFFSETS */
 
+KCHAT_MUST_CHECK
 static int offset_key(const char *topic, int32_t partition, unsigned char *key, size_t *kl)
 {
     size_t n;
@@ -174,6 +177,7 @@ int kchat_store_offsets_clear(kchat_txn *t)
 /* APPLIED: 4-byte keys (source) for the outbox-seq watermarks, 5-byte keys
  * (end, shard) for the command stream counters; 8-byte big-endian values */
 
+KCHAT_MUST_CHECK
 static int counter_get(kchat_txn *t, const unsigned char *key, size_t kl, uint64_t *seq)
 {
     const void *v;
@@ -192,6 +196,7 @@ static int counter_get(kchat_txn *t, const unsigned char *key, size_t kl, uint64
     return KCHAT_OK;
 }
 
+KCHAT_MUST_CHECK
 static int counter_set(kchat_txn *t, const unsigned char *key, size_t kl, uint64_t seq)
 {
     unsigned char val[8];
@@ -218,6 +223,7 @@ int kchat_store_applied_set(kchat_txn *t, uint32_t source, uint64_t seq)
     return counter_set(t, key, sizeof key, seq);
 }
 
+KCHAT_MUST_CHECK
 static int cmdseq_key(kchat_cmdseq_end end, uint32_t shard, unsigned char key[5])
 {
     if (end != KCHAT_CMDSEQ_SENT && end != KCHAT_CMDSEQ_APPLIED)

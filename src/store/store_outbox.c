@@ -27,6 +27,7 @@
 /* ------------------------------------------------------------------------ */
 /* Encoding */
 
+KCHAT_MUST_CHECK
 static int check_bytes(const void *p, size_t len)
 {
     if (!p && len)
@@ -34,6 +35,7 @@ static int check_bytes(const void *p, size_t len)
     return len >= NULL_LEN ? KCHAT_ETOOBIG : KCHAT_OK;
 }
 
+KCHAT_MUST_CHECK
 static int check_name(const char *s, size_t *len)
 {
     if (!s)
@@ -43,6 +45,7 @@ static int check_name(const char *s, size_t *len)
 }
 
 /* Validate r and compute its encoded size. */
+KCHAT_MUST_CHECK
 static int encoded_size(const kchat_outbox_rec *r, size_t *size)
 {
     size_t n, total;
@@ -155,6 +158,7 @@ static bool get_bytes(reader *rd, const void **b, size_t *len)
 }
 
 /* Decode v into r, pointing into v; h receives the headers. */
+KCHAT_MUST_CHECK
 static int decode(const unsigned char *v, size_t vl, kchat_outbox_rec *r,
                   kchat_header h[KCHAT_STORE_MAX_HEADERS])
 {

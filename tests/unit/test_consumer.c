@@ -455,6 +455,39 @@ static void test_start_rejects_bad_conf(void **state)
     kchat_consumer_stop(NULL); /* no-op */
 }
 
+static atomic_uint failed_start_calls;
+
+static void count_idle(void *opaque, unsigned worker)
+{
+    (void)opaque;
+    (void)worker;
+    atomic_fetch_add(&failed_start_calls, 1);
+}
+
+/* Regression: when subscribing failed, kchat_consumer_start() had already
+ * started the workers, which called idle(), although a failed start
+ * promises that no callback has been called. (An invalid regex subscription
+ * is refused by rd_kafka_subscribe().) */
+static void test_failed_start_calls_no_callback(void **state)
+{
+    (void)state;
+    const char *const bad[] = {"^["};
+    kchat_consumer_conf cc = {.topics = bad, .n_topics = 1, .n_workers = 2,
+                              .process = noop_process, .idle = count_idle, .tick_ms = 1};
+    rd_kafka_conf_t *conf = consumer_rk_conf("failed-start");
+    kchat_consumer *c = NULL;
+    char err[256];
+
+    atomic_store(&failed_start_calls, 0);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(kchat_consumer_start(&cc, conf, &c, err, sizeof(err)), KCHAT_EKAFKA);
+        assert_non_null(strstr(err, "subscribe"));
+        assert_null(c);
+    }
+    assert_int_equal(atomic_load(&failed_start_calls), 0);
+    rd_kafka_conf_destroy(conf);   /* still ours after a failed start */
+}
+
 /* One member, W=2, rings of 4, a slow process(): pauses happen; every
  * message arrives once, in order per partition, on worker p % W; the start
  * offset of one partition is honoured; stop() is prompt. */
@@ -603,6 +636,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_rejects_bad_conf),
         cmocka_unit_test(test_fetch_wait_kept),
+        cmocka_unit_test(test_failed_start_calls_no_callback),
         cmocka_unit_test(test_backpressure_exactly_once_in_order),
         cmocka_unit_test(test_rebalance_hands_over_exactly_once),
         cmocka_unit_test(test_stop_midstream),
