@@ -169,12 +169,10 @@ struct kchat_backend {
     atomic_bool foreign_logged[2]; /* a foreign command [0], directory record [1] was logged */
     kchat_hist commit_seconds;  /* shard commit latency */
     kchat_hist batch_records;   /* records per shard transaction */
-    struct {
-        atomic_uint_fast64_t requests, errors, bad_requests, too_large, dead_letters,
-            commands, duplicates, command_gaps, command_resends, command_skips, commits, commit_failures,
-            produced, delivered, producer_restarts,
-            login_failures, logins_throttled;
-        atomic_uint_fast64_t foreign_commands, foreign_directory; /* of another data set */
+    struct {                    /* one per row of KCHAT_BACKEND_COUNTERS (backend.h) */
+#define KCHAT__STATS_ATOMIC(field, metric, help, stop) atomic_uint_fast64_t field;
+        KCHAT_BACKEND_COUNTERS(KCHAT__STATS_ATOMIC)
+#undef KCHAT__STATS_ATOMIC
     } stats;
 };
 

@@ -288,73 +288,61 @@ const char *kchat_backend_bootstraps(const kchat_backend *be)
 
 void kchat_backend_get_stats(kchat_backend *be, kchat_backend_stats *o)
 {
-    o->requests = atomic_load(&be->stats.requests);
-    o->errors = atomic_load(&be->stats.errors);
-    o->bad_requests = atomic_load(&be->stats.bad_requests);
-    o->too_large = atomic_load(&be->stats.too_large);
-    o->dead_letters = atomic_load(&be->stats.dead_letters);
-    o->commands = atomic_load(&be->stats.commands);
-    o->duplicates = atomic_load(&be->stats.duplicates);
-    o->commits = atomic_load(&be->stats.commits);
-    o->commit_failures = atomic_load(&be->stats.commit_failures);
-    o->produced = atomic_load(&be->stats.produced);
-    o->delivered = atomic_load(&be->stats.delivered);
+#define STATS_COPY(field, metric, help, stop) o->field = atomic_load(&be->stats.field);
+    KCHAT_BACKEND_COUNTERS(STATS_COPY)
+#undef STATS_COPY
+}
+
+void kchat_backend_stats_line(const kchat_backend_stats *st, char *buf, size_t size)
+{
+    const struct { const char *fmt; uint64_t value; } parts[] = {
+#define STOP_PART(field, metric, help, stop) {stop, st->field},
+        KCHAT_BACKEND_COUNTERS(STOP_PART)
+#undef STOP_PART
+    };
+    size_t len = 0;
+
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]) && len < size; i++) {
+        int n;
+
+        if (parts[i].fmt == NULL)
+            continue;
+        if ((n = snprintf(buf + len, size - len, parts[i].fmt,
+                          (unsigned long long)parts[i].value)) < 0)
+            break;
+        len += (size_t)n;
+    }
+}
+
+/* The longest any worker went without finishing a batch or a tick, in ms.
+ * @locality any thread */
+static int64_t workers_stalled_ms(kchat_backend *be)
+{
+    int64_t now = kchat__monotonic_us() / 1000, stalled = 0;
+
+    for (unsigned w = 0; be->workers && w < be->n_workers; w++) {
+        int64_t idle = now - atomic_load(&be->workers[w].last_progress_ms);
+        if (idle > stalled)
+            stalled = idle;
+    }
+    return stalled;
 }
 
 void kchat_backend_metrics(kchat_backend *be, FILE *out)
 {
     kchat_backend_stats st;
     kchat_consumer_stats cs = {0};
-    int64_t now = kchat__monotonic_us() / 1000, stalled = 0;
 
     kchat_backend_get_stats(be, &st);
+#define COUNTER_WRITE(field, metric, help, stop) \
+    kchat_metric_write(out, metric, "counter", help, (double)st.field);
+    KCHAT_BACKEND_COUNTERS(COUNTER_WRITE)
+#undef COUNTER_WRITE
     if (be->consumer)
         kchat_consumer_get_stats(be->consumer, &cs);
-    kchat_metric_write(out, "kchat_requests_total", "counter",
-                       "Request records applied, any outcome.", (double)st.requests);
-    kchat_metric_write(out, "kchat_request_errors_total", "counter",
-                       "Requests answered with an error code.", (double)st.errors);
-    kchat_metric_write(out, "kchat_bad_requests_total", "counter",
-                       "Requests answered BAD_REQUEST.", (double)st.bad_requests);
-    kchat_metric_write(out, "kchat_too_large_total", "counter",
-                       "Requests answered TOO_LARGE.", (double)st.too_large);
-    kchat_metric_write(out, "kchat_dead_letters_total", "counter",
-                       "Records sent to kchat-dlq.", (double)st.dead_letters);
-    kchat_metric_write(out, "kchat_commands_total", "counter",
-                       "Internal commands applied.", (double)st.commands);
-    kchat_metric_write(out, "kchat_duplicate_commands_total", "counter",
-                       "Internal commands dropped as already applied.", (double)st.duplicates);
-    kchat_metric_write(out, "kchat_command_gaps_total", "counter",
-                       "Internal commands that came before an earlier one of their stream, "
-                       "left for the source to send again.",
-                       (double)atomic_load(&be->stats.command_gaps));
-    kchat_metric_write(out, "kchat_commands_skipped_total", "counter",
-                       "Internal commands their source no longer holds, skipped by a shard "
-                       "whose data is older than its source saw (a restore).",
-                       (double)atomic_load(&be->stats.command_skips));
-    kchat_metric_write(out, "kchat_command_resends_total", "counter",
-                       "Internal commands produced again because their target had not "
-                       "applied them.", (double)atomic_load(&be->stats.command_resends));
-    kchat_metric_write(out, "kchat_foreign_commands_total", "counter",
-                       "Internal commands of another data set (or untagged), ignored.",
-                       (double)atomic_load(&be->stats.foreign_commands));
-    kchat_metric_write(out, "kchat_foreign_directory_records_total", "counter",
-                       "kchat-directory records of another data set, ignored.",
-                       (double)atomic_load(&be->stats.foreign_directory));
-    kchat_metric_write(out, "kchat_commits_total", "counter",
-                       "Shard write transactions committed.", (double)st.commits);
-    kchat_metric_write(out, "kchat_commit_failures_total", "counter",
-                       "Shard commits that failed and were retried.", (double)st.commit_failures);
-    kchat_metric_write(out, "kchat_outbox_produced_total", "counter",
-                       "Outbox records handed to the producer.", (double)st.produced);
-    kchat_metric_write(out, "kchat_outbox_delivered_total", "counter",
-                       "Outbox records confirmed by Kafka.", (double)st.delivered);
-    kchat_metric_write(out, "kchat_login_failures_total", "counter",
-                       "Logins answered BAD_CREDENTIALS after a password check (unknown "
-                       "user or wrong password).", (double)atomic_load(&be->stats.login_failures));
-    kchat_metric_write(out, "kchat_logins_throttled_total", "counter",
-                       "Logins refused unchecked because the user id was locked after "
-                       "too many failures.", (double)atomic_load(&be->stats.logins_throttled));
     kchat_metric_write(out, "kchat_consumed_total", "counter",
                        "Records read from the request topics.", (double)cs.consumed);
     kchat_metric_write(out, "kchat_partition_pauses_total", "counter",
@@ -369,17 +357,10 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                        "Records waiting in the producer.",
                        be->producer ? (double)rd_kafka_outq_len(be->producer) : 0);
     pthread_rwlock_unlock(&be->producer_lock);
-    kchat_metric_write(out, "kchat_producer_restarts_total", "counter",
-                       "Producers replaced after a fatal error.",
-                       (double)atomic_load(&be->stats.producer_restarts));
-    for (unsigned w = 0; be->workers && w < be->n_workers; w++) {
-        int64_t idle = now - atomic_load(&be->workers[w].last_progress_ms);
-        if (idle > stalled)
-            stalled = idle;
-    }
     kchat_metric_write(out, "kchat_worker_stall_seconds", "gauge",
                        "Longest time any worker went without finishing a batch or a tick; "
-                       "above a few seconds a worker is stuck.", (double)stalled / 1000);
+                       "above a few seconds a worker is stuck.",
+                       (double)workers_stalled_ms(be) / 1000);
     kchat_hist_write(out, "kchat_commit_seconds", "Latency of one shard commit (fsync).", NULL,
                      &be->commit_seconds);
     kchat_hist_write(out, "kchat_batch_records", "Records applied per shard transaction.", NULL,
