@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "kchat/config.h"
+#include "kchat/error.h"
 
 typedef struct kchat_backend kchat_backend;
 
@@ -89,6 +90,7 @@ typedef struct kchat_backend_stats {
  * @locality any thread: the one that later calls kchat_backend_stop()
  *           (the main thread in `kchat serve` and `kchat dev`)
  */
+KCHAT_MUST_CHECK
 int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
                         char *errstr, size_t errstr_size);
 

@@ -37,6 +37,7 @@
 #include "kchat/backend.h"
 #include "kchat/codec.h"
 #include "kchat/consumer.h"
+#include "kchat/error.h"
 #include "kchat/metrics.h"
 #include "kchat/store.h"
 #include "kchat/topics.h"
@@ -202,6 +203,7 @@ struct ctx {
 /* Append a record to the shard's outbox and remember it for producing.
  * Takes no ownership. Errors: store errors, KCHAT_ENOMEM.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *topic,
                       int32_t partition, const void *key, size_t key_len,
                       const void *value, size_t value_len,
@@ -213,26 +215,31 @@ void kchat__out_rec_release(struct out_rec *r);
 /* Answer the request of @p c with success; @p body (stolen, may be NULL)
  * holds the fields added to the common ones.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__reply_ok(struct ctx *c, json_t *body);
 
 /* Answer with an error code and an English sentence (printf format).
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__reply_err(struct ctx *c, kchat_wire_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* kchat__reply_err() whose body also has the fields of @p extra (stolen,
  * may be NULL), e.g. retryAfterMs.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__reply_err_with(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Publish a chat-events record (stolen) for @p user_id.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__event(struct ctx *c, const char *user_id, json_t *event);
 
 /* Send an internal command (stolen) to shard @p target, keyed by @p key:
  * the next seq of this shard's stream to @p target (commands.c).
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd);
 
 /* ---- directory.c: the user directory and this backend's replica of it ---- */
@@ -240,6 +247,7 @@ int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
 /* Publish the profile of a user to kchat-directory, through the outbox; the
  * local replica takes it once the transaction has committed.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__directory_publish(struct ctx *c, const json_t *user);
 
 /* Look a user up in the directory replica: a new reference to
@@ -251,11 +259,13 @@ json_t *kchat__directory_get(kchat_backend *be, const char *user_id);
  * Errors: KCHAT_EINVAL (no valid userId), store errors.
  * @locality any thread: the directory thread and the workers (LMDB
  *           serialises their write transactions) */
+KCHAT_MUST_CHECK
 int kchat__directory_apply(kchat_backend *be, const json_t *entry);
 
 /* Start the thread that reads kchat-directory from its beginning into the
  * replica. On error nothing is left running (errstr says why).
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
 
 /* Join the directory thread (be->stopping must be set) and close its
@@ -270,6 +280,7 @@ uint32_t kchat__shard_of(const kchat_backend *be, const char *id);
 
 /* Read a JSON value stored under @p key in @p tb; NULL when absent or corrupt. */
 json_t *kchat__get_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl);
+KCHAT_MUST_CHECK
 int kchat__put_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl, const json_t *v);
 
 /* Check the session header of @p c against its user; answers UNAUTHENTICATED
@@ -284,28 +295,43 @@ json_t *kchat__user_public(const json_t *stored);
 
 /* ---- operations: each answers exactly once, returns store errors only ----
  * @locality worker that owns c->sh (all of them) */
+KCHAT_MUST_CHECK
 int kchat__op_user_add(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_login(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_logout(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_status(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_add_friend(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_search_friend(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_add_room(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_search_room(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_add_chat(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_history(struct ctx *c);
 
 /* Internal commands, applied in the target shard. KCHAT_EDECODE: the
  * command is malformed (the caller dead-letters it).
  * @locality worker that owns c->sh (the target shard) */
+KCHAT_MUST_CHECK
 int kchat__cmd_member(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
 int kchat__cmd_chat(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
 int kchat__cmd_history(struct ctx *c, const json_t *cmd);
 
 /* The chat/history work once the room's shard is reached (local or command).
  * @locality worker that owns c->sh (the room's shard) */
+KCHAT_MUST_CHECK
 int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
                      const char *message, size_t message_len, const char *client_msg_id);
+KCHAT_MUST_CHECK
 int kchat__room_history(struct ctx *c, const char *room_id, const char *user_id,
                         int64_t before_seq, int limit);
 
@@ -350,6 +376,7 @@ bool kchat__is_friend(kchat_txn *t, const char *user_id, const char *friend_id);
 /* Allocate the workers' scratch (be->n_workers of them).
  * Errors: KCHAT_ENOMEM (what was allocated stays for kchat__workers_free()).
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 int kchat__workers_new(kchat_backend *be);
 
 /* The workers' idle upkeep, once for each, in this thread: delete from the
@@ -366,10 +393,12 @@ void kchat__workers_free(kchat_backend *be);
  * @p mock: the cluster is librdkafka's mock cluster (for the default fetch
  * wait). On error nothing is left running (errstr says why).
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len);
 
 /* Send a record nobody can be answered for to kchat-dlq, via the outbox.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__dead_letter(struct ctx *c, const rd_kafka_message_t *m, const char *why);
 
 /* ---- producer.c: outbox records to Kafka ---- */
@@ -378,6 +407,7 @@ int kchat__dead_letter(struct ctx *c, const rd_kafka_message_t *m, const char *w
  * reports and replaces a producer that failed for good). On error nothing
  * is left running (errstr says why).
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 int kchat__producer_start(kchat_backend *be, char *errstr, size_t len);
 
 /* Hand outbox record @p seq of shard @p shard to the producer. Never drops
@@ -428,6 +458,7 @@ void kchat__outbox_refused(struct shard *sh, uint64_t seq);
  * kchat__outbox_unprune() when it fails. Errors: store errors.
  * @locality worker that owns @p sh
  * @locks takes sh->lock */
+KCHAT_MUST_CHECK
 int kchat__outbox_prune(kchat_backend *be, struct shard *sh, kchat_txn *t,
                         struct seqlist *taken);
 
@@ -447,6 +478,7 @@ void kchat__outbox_resend(kchat_backend *be, struct shard *sh);
 /* Produce outbox record @p seq of @p sh again, read in @p t; nothing when
  * it is gone. Errors: store errors.
  * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
 int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *t,
                                 uint64_t seq);
 
@@ -454,6 +486,7 @@ int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *
  * have sent; list its unapplied commands as pending and delete the applied
  * ones. Errors: store errors, KCHAT_ENOMEM.
  * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
 int kchat__outbox_replay(kchat_backend *be, struct shard *sh);
 
 /* ---- commands.c: internal command streams ---- */
@@ -462,6 +495,7 @@ int kchat__outbox_replay(kchat_backend *be, struct shard *sh);
  * seq of its stream, once; another data set's are skipped. Errors: store
  * errors.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m);
 
 /* The stream seq of outbox command @p r, 0 if it has none (an older kchat's).
@@ -477,6 +511,7 @@ uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
 /* List outbox command @p seq (stream seq @p cseq, 0: none) to @p target as
  * pending: kept until @p target has applied it. Errors: KCHAT_ENOMEM.
  * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
 int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq,
                                uint32_t target, uint64_t cseq);
 
@@ -486,6 +521,7 @@ int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq
  * environment. Errors as kchat_txn_begin() and the getters; the outputs
  * are then 0.
  * @locality any thread */
+KCHAT_MUST_CHECK
 int kchat__streams_applied(kchat_backend *be, uint32_t target, uint32_t source,
                            uint64_t *stream, uint64_t *legacy);
 
@@ -497,6 +533,7 @@ bool kchat__streams_due(const struct shard *sh);
  * targets applied, and produce again the streams a target is stuck on or
  * had a command refused. Errors: store errors.
  * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
 int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t);
 
 /* Outbox seq @p seq was refused: if it is a pending command, mark its
@@ -510,6 +547,7 @@ bool kchat__streams_refused(struct shard *sh, uint64_t seq);
  * older copy) would drop the next ones as repeats; number on from there.
  * Errors: store errors.
  * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
 int kchat__streams_catch_up(kchat_backend *be, struct shard *sh);
 
 /* ---- datadir.c: the data directory ---- */
@@ -522,12 +560,14 @@ int kchat__streams_catch_up(kchat_backend *be, struct shard *sh);
  * On error what was opened stays for kchat__datadir_close() (errstr says
  * why): KCHAT_ECONFIG (another shard count, two data sets), store errors.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len);
 
 /* Stored offsets belong to one cluster: every shard forgets them when the
  * cluster changed (or is the embedded broker, new at every start).
  * Errors: store errors (errstr names the shard).
  * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
 int kchat__datadir_check_cluster(kchat_backend *be, const char *cluster_id, char *errstr,
                                  size_t len);
 

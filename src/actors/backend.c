@@ -54,6 +54,7 @@ err_destroy:
 
 /* The backend with its settings, nothing started.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int backend_new(const kchat_config *cfg, kchat_backend **out, char *errstr, size_t len)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -90,6 +91,7 @@ static int backend_new(const kchat_config *cfg, kchat_backend **out, char *errst
 /* The bootstrap servers: the configured brokers, or those of an embedded
  * broker started here when there are none.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int broker_connect(kchat_backend *be, char *errstr, size_t len)
 {
     const kchat_config *cfg = be->cfg;
@@ -123,6 +125,7 @@ static void broker_disconnect(kchat_backend *be)
 
 /* Make sure every topic exists; their partition count is the shard count.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int topics_ensure(kchat_backend *be, char *errstr, size_t len)
 {
     const kchat_config *cfg = be->cfg;
@@ -146,6 +149,7 @@ static int topics_ensure(kchat_backend *be, char *errstr, size_t len)
 
 /* The id of the cluster, which the shards' stored offsets belong to.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int cluster_id_read(kchat_backend *be, char *out, size_t size, char *errstr, size_t len)
 {
     char *cid;
@@ -166,6 +170,7 @@ static int cluster_id_read(kchat_backend *be, char *out, size_t size, char *errs
 /* Before consuming: every shard numbers its command streams on past what
  * their targets applied, then produces its outbox again.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int shards_replay(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
@@ -184,6 +189,7 @@ static int shards_replay(kchat_backend *be, char *errstr, size_t len)
  * workers' scratch allocated, every outbox produced again. On error what
  * was done stays for producer_and_shards_stop().
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int shards_start(kchat_backend *be, char *cluster_id, size_t size, char *errstr,
                         size_t len)
 {
@@ -199,6 +205,7 @@ static int shards_start(kchat_backend *be, char *cluster_id, size_t size, char *
 
 /* Ready means assigned: until then nothing is consumed.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int consumer_wait_ready(kchat_backend *be, char *errstr, size_t len)
 {
     for (int i = 0; i < 600 && !kchat_consumer_ready(be->consumer); i++)

@@ -59,6 +59,7 @@ int kchat__dead_letter(struct ctx *c, const rd_kafka_message_t *m, const char *w
 }
 
 /* @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int dispatch(struct ctx *c)
 {
     switch (c->op) {
@@ -80,6 +81,7 @@ static int dispatch(struct ctx *c)
 /* A request record of operation @p op: its headers, its key (the acting
  * user, in this shard), its body; then the operation answers it.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int apply_request(struct ctx *c, const rd_kafka_message_t *m, kchat_op op)
 {
     char key[66], errmsg[256];
@@ -130,6 +132,7 @@ static int apply_request(struct ctx *c, const rd_kafka_message_t *m, kchat_op op
 
 /* One record of the batch: an internal command (commands.c) or a request.
  * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
@@ -154,6 +157,7 @@ static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
 /* Store the next offset of each (topic, partition) in the batch: one put
  * per topic, from its last record (a shard's records share a partition).
  * @locality worker that owns the shard of @p t */
+KCHAT_MUST_CHECK
 static int store_offsets(kchat_txn *t, rd_kafka_message_t **msgs, const size_t *idx, size_t n)
 {
     const rd_kafka_topic_t *done[KCHAT_OP__COUNT + 1];

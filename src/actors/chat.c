@@ -56,6 +56,7 @@ static json_t *room_for_member(struct ctx *c, const char *room_id, const char *u
     return room;
 }
 
+KCHAT_MUST_CHECK
 static int chat_reply(struct ctx *c, const json_t *msg, const char *room_id)
 {
     return kchat__reply_ok(c, json_pack("{s:s, s:O, s:O, s:O, s:O}", "roomId", room_id,

@@ -115,17 +115,20 @@ static int cmd_by_cseq(const void *a, const void *b)
 /* Go back N: produce again, in stream order, every command to @p target the
  * target has not applied. The target applies only the seq it expects next,
  * so one lost or overtaken command holds back those after it until this
- * sends them all again; repeats are dropped there.
+ * sends them all again; repeats are dropped there. Errors: KCHAT_ENOMEM,
+ * store errors (what was produced before stays produced).
  * @locality worker that owns @p sh */
-static void cmds_resend(kchat_backend *be, struct shard *sh, kchat_txn *t, uint32_t target,
-                        int64_t now)
+KCHAT_MUST_CHECK
+static int cmds_resend(kchat_backend *be, struct shard *sh, kchat_txn *t, uint32_t target,
+                       int64_t now)
 {
     const struct cmd_link *l = &sh->links[target];
     struct pending_cmd *v = malloc(sh->links[target].n_pending * sizeof(*v));
     size_t n = 0;
+    int rc = KCHAT_OK;
 
     if (v == NULL)
-        return;   /* tried again at the next check */
+        return KCHAT_ENOMEM;
     for (size_t i = 0; i < sh->n_cmds; i++)
         if (sh->cmds[i].target == target && sh->cmds[i].cseq > 0 &&
             n < sh->links[target].n_pending)
@@ -140,10 +143,11 @@ static void cmds_resend(kchat_backend *be, struct shard *sh, kchat_txn *t, uint3
         fprintf(stderr, "kchat: shard %u: shard %u applied none of our %zu pending commands "
                 "in %.1f s (it stands at %" PRIu64 "); producing them again\n", sh->id,
                 target, n, (double)(now - l->since_ms) / 1000.0, l->applied);
-    for (size_t i = 0; i < n; i++)
-        kchat__outbox_produce_again(be, sh, t, v[i].seq);
+    for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
+        rc = kchat__outbox_produce_again(be, sh, t, v[i].seq);
     atomic_fetch_add(&be->stats.command_resends, n);
     free(v);
+    return rc;
 }
 
 /* Read each target's marks for us, once per check (commands never target
@@ -170,6 +174,7 @@ static void links_read(kchat_backend *be, struct shard *sh, int64_t now)
 /* Delete, in @p t, the pending commands their targets applied, then take
  * each stream's lowest pending seq again.
  * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
 static int cmds_delete_applied(kchat_backend *be, struct shard *sh, kchat_txn *t)
 {
     int rc;
@@ -219,7 +224,12 @@ int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t)
 
         if (l->n_pending == 0 || (!l->resend_now && now - l->since_ms < l->backoff_ms))
             continue;
-        cmds_resend(be, sh, t, (uint32_t)p, now);
+        /* A stream not produced again in full is again when its backoff
+         * ends: its target still stands below it. */
+        if ((rc = cmds_resend(be, sh, t, (uint32_t)p, now)) != KCHAT_OK)
+            fprintf(stderr, "kchat: shard %u: cannot produce the commands to shard %d again "
+                    "(%s); trying again in %.1f s\n", sh->id, p, kchat_strerror(rc),
+                    (double)l->backoff_ms / 1000.0);
         l->resend_now = false;
         l->since_ms = now;
         l->backoff_ms = l->backoff_ms * 2 < CMD_RESEND_MAX_MS ? l->backoff_ms * 2

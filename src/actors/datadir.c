@@ -17,6 +17,7 @@
 
 /* The data directory remembers its shard count; refuse to mix.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int data_dir_check(kchat_backend *be, char *errstr, size_t len)
 {
     char path[4096], buf[32];
@@ -48,6 +49,7 @@ static int data_dir_check(kchat_backend *be, char *errstr, size_t len)
 }
 
 /* @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int shards_open(kchat_backend *be, char *errstr, size_t len)
 {
     kchat_store_opts o = {.map_size = (size_t)be->cfg->map_size_mb << 20};
@@ -87,6 +89,7 @@ static kchat_store *data_env(kchat_backend *be, int i, char *name, size_t len)
  * when none has one); @p legacy: one is marked legacy; @p used: one ran
  * before (it knows a cluster). Two ids: KCHAT_ECONFIG.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int dataset_read(kchat_backend *be, char found[33], bool *legacy, bool *used,
                         char *errstr, size_t len)
 {
@@ -129,6 +132,7 @@ static int dataset_read(kchat_backend *be, char found[33], bool *legacy, bool *u
  * gets one at its first start here and is marked legacy. Environments of
  * two data sets in one data directory are refused.
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int dataset_open(kchat_backend *be, char *errstr, size_t len)
 {
     char id[sizeof(be->dataset)], found[sizeof(be->dataset)], name[32];
@@ -207,6 +211,7 @@ int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len)
 /* Offsets belong to one cluster: forget them when the cluster changed (the
  * embedded broker is a new, empty cluster at every start).
  * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
 static int shard_check_cluster(kchat_backend *be, struct shard *sh, const char *cluster_id)
 {
     char old[256];

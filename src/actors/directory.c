@@ -97,7 +97,11 @@ static void *directory_main(void *arg)
             atomic_fetch_add(&be->stats.foreign_directory, 1);
         } else if (!m->err &&
                    (e = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL))) {
-            kchat__directory_apply(be, e);
+            int rc = kchat__directory_apply(be, e);
+
+            /* EINVAL: not a user's profile (no valid userId), skipped */
+            if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
+                fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
             json_decref(e);
         }
         rd_kafka_message_destroy(m);
@@ -109,6 +113,7 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
 {
     rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, len);
     rd_kafka_topic_partition_list_t *parts;
+    rd_kafka_resp_err_t err;
     char gid[64];
 
     if (conf == NULL)
@@ -126,8 +131,14 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
     for (int p = 0; p < be->partitions; p++)
         rd_kafka_topic_partition_list_add(parts, KCHAT_TOPIC_DIRECTORY, p)->offset =
             RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(be->dir_consumer, parts);
+    err = rd_kafka_assign(be->dir_consumer, parts);
     rd_kafka_topic_partition_list_destroy(parts);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(errstr, len, "cannot assign %s: %s", KCHAT_TOPIC_DIRECTORY,
+                 rd_kafka_err2str(err));
+        kchat__directory_stop(be);
+        return KCHAT_EKAFKA;
+    }
     if (pthread_create(&be->dir_thread, NULL, directory_main, be) != 0) {
         snprintf(errstr, len, "cannot start the directory thread");
         kchat__directory_stop(be);

@@ -7,6 +7,7 @@
  * Receivers drop repeats, so producing a record twice is harmless; losing
  * a refused one is not.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -103,6 +104,7 @@ void kchat__outbox_resend(kchat_backend *be, struct shard *sh)
 {
     struct seqlist l;
     kchat_txn *t;
+    int rc;
 
     if (atomic_load(&be->producer_fatal))
         return;   /* after the poller has replaced the producer */
@@ -110,12 +112,21 @@ void kchat__outbox_resend(kchat_backend *be, struct shard *sh)
     l = sh->resend;
     sh->resend = (struct seqlist){0};
     pthread_mutex_unlock(&sh->lock);
-    if (l.n && kchat_txn_begin(sh->store, false, &t) == KCHAT_OK) {
-        for (size_t i = 0; i < l.n; i++)
-            if (!kchat__streams_refused(sh, l.v[i]))
-                kchat__outbox_produce_again(be, sh, t, l.v[i]);
-        kchat_txn_abort(t);
+    if (l.n == 0)
+        return;
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK) {
+        for (size_t i = 0; i < l.n; i++)   /* again at the next idle tick */
+            kchat__outbox_refused(sh, l.v[i]);
+        free(l.v);
+        return;
     }
+    for (size_t i = 0; i < l.n; i++)
+        if (!kchat__streams_refused(sh, l.v[i]) &&
+            (rc = kchat__outbox_produce_again(be, sh, t, l.v[i])) != KCHAT_OK)
+            fprintf(stderr, "kchat: shard %u: cannot read outbox record %" PRIu64 " to produce "
+                    "it again (%s); it stays in the outbox, produced again at the next "
+                    "start\n", sh->id, l.v[i], kchat_strerror(rc));
+    kchat_txn_abort(t);
     free(l.v);
 }
 
@@ -138,7 +149,8 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
         uint64_t stream = 0, legacy = 0, cseq = kchat__streams_cseq(r);
         int rc;
 
-        kchat__streams_applied(ra->be, target, ra->sh->id, &stream, &legacy);
+        /* marks unknown (0): produced again; the target drops a repeat */
+        kchat_ignore(kchat__streams_applied(ra->be, target, ra->sh->id, &stream, &legacy));
         if (cseq > 0 ? stream >= cseq : legacy >= seq)
             return seqlist_push(&ra->applied, seq);
         if ((rc = kchat__streams_pending_add(ra->be, ra->sh, seq, target, cseq)) != KCHAT_OK)

@@ -124,8 +124,14 @@ void kchat__worker_flush_out(kchat_backend *be, struct worker *w)
             }
             json_decref(e);
         }
-        if (r->kind == OUT_COMMAND)
-            kchat__streams_pending_add(be, &be->shards[r->shard], r->seq, r->target, r->cseq);
+        if (r->kind == OUT_COMMAND) {
+            int rc = kchat__streams_pending_add(be, &be->shards[r->shard], r->seq, r->target,
+                                                r->cseq);
+            if (rc != KCHAT_OK)
+                fprintf(stderr, "kchat: shard %u: command %" PRIu64 " not listed as pending "
+                        "(%s); it stays in the outbox until the next start\n", r->shard,
+                        r->seq, kchat_strerror(rc));
+        }
         kchat__produce(be, r->shard, r->seq, &rec);
         kchat__out_rec_release(r);
     }
@@ -193,6 +199,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 /* A new producer in be->producer.
  * @locality the thread in kchat_backend_start(), or the poller thread
  * @locks the poller: be->producer_lock MUST be held exclusively */
+KCHAT_MUST_CHECK
 static int producer_new(kchat_backend *be, char *errstr, size_t len)
 {
     rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, len);

@@ -124,6 +124,7 @@ int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *
 }
 
 /* Encode @p body in the answer's format and append it as the response. */
+KCHAT_MUST_CHECK
 static int reply_send(struct ctx *c, json_t *body)
 {
     const char *ct = kchat_fmt_content_type(c->fmt);
@@ -158,6 +159,7 @@ int kchat__reply_ok(struct ctx *c, json_t *body)
     return rc;
 }
 
+KCHAT_MUST_CHECK
 static int reply_err_v(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt,
                        va_list ap)
 {

@@ -21,6 +21,7 @@ static size_t member_key(char *out, const char *user_id, const char *room_id)
 }
 
 /* Record that @p user_id is in @p room and send them the `room` event. */
+KCHAT_MUST_CHECK
 static int member_add(struct ctx *c, const char *user_id, const json_t *room)
 {
     const char *room_id = json_string_value(json_object_get(room, "roomId"));
@@ -38,6 +39,7 @@ static int member_add(struct ctx *c, const char *user_id, const json_t *room)
 }
 
 /* A fresh room id whose shard is this shard. */
+KCHAT_MUST_CHECK
 static int room_id_new(struct ctx *c, char out[24])
 {
     unsigned char raw[8];

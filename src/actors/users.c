@@ -27,6 +27,7 @@ json_t *kchat__user_public(const json_t *s)
                      "logoutDate", json_object_get(s, "logoutDate"));
 }
 
+KCHAT_MUST_CHECK
 static int user_put(struct ctx *c, const json_t *user)
 {
     const char *id = json_string_value(json_object_get(user, "userId"));
