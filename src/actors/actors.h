@@ -126,6 +126,8 @@ struct shard {
     pthread_mutex_t lock;
     struct seqlist delivered;   /* under lock: to delete from the outbox */
     struct seqlist resend;      /* under lock: delivery failed: produce again */
+    bool resend_all;            /* under lock: a failed delivery could not be put on
+                                   `resend`: produce the whole outbox again */
 };
 
 /* Per-worker scratch, reused across batches; only its worker thread uses
@@ -440,13 +442,15 @@ void kchat__producer_close(kchat_backend *be);
 /* ---- outbox.c: the outbox after the commit ---- */
 
 /* Kafka confirmed outbox record @p seq of @p sh: delete it at the worker's
- * next transaction.
+ * next transaction. When it cannot be listed (no memory) it stays in the
+ * outbox, produced again at the next start (receivers drop the repeat).
  * @locality the thread serving the producer's delivery reports
  * @locks takes sh->lock */
 void kchat__outbox_delivered(struct shard *sh, uint64_t seq);
 
 /* Kafka refused outbox record @p seq of @p sh for good, or the producer
- * failed: the worker produces it again (a command: its whole stream).
+ * failed: the worker produces it again (a command: its whole stream). When
+ * it cannot be listed (no memory) the whole outbox is produced again.
  * @locality any thread (the delivery-report thread, a worker)
  * @locks takes sh->lock */
 void kchat__outbox_refused(struct shard *sh, uint64_t seq);
@@ -463,14 +467,16 @@ int kchat__outbox_prune(kchat_backend *be, struct shard *sh, kchat_txn *t,
                         struct seqlist *taken);
 
 /* Give back the confirmed seqs kchat__outbox_prune() took (its transaction
- * did not commit) and free @p taken.
+ * did not commit) and free @p taken. Those that cannot be listed again (no
+ * memory) stay in the outbox, as in kchat__outbox_delivered().
  * @locality worker that owns @p sh
  * @locks takes sh->lock */
 void kchat__outbox_unprune(struct shard *sh, struct seqlist *taken);
 
-/* Produce again what Kafka refused since the last call (after the poller
- * has replaced a failed producer); a refused command's stream is marked to
- * be produced again at its next check.
+/* Produce again what Kafka refused since the last call, or the whole
+ * outbox when one could not be listed (after the poller has replaced a
+ * failed producer); a refused command's stream is marked to be produced
+ * again at its next check.
  * @locality worker that owns @p sh
  * @locks takes sh->lock */
 void kchat__outbox_resend(kchat_backend *be, struct shard *sh);
@@ -488,6 +494,14 @@ int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *
  * @locality the thread in kchat_backend_start(), before the consumer runs */
 KCHAT_MUST_CHECK
 int kchat__outbox_replay(kchat_backend *be, struct shard *sh);
+
+/* Tests only: the next this many growths of a shard's delivery lists or
+ * pending commands fail as if memory were short. 0 in production. */
+extern atomic_int kchat__test_alloc_failures;
+
+/* Whether this growth is to fail (kchat__test_alloc_failures), counting it.
+ * @locality any thread */
+bool kchat__test_alloc_fails(void);
 
 /* ---- commands.c: internal command streams ---- */
 
