@@ -239,7 +239,8 @@ KCHAT_MUST_CHECK
 int kchat__event(struct ctx *c, const char *user_id, json_t *event);
 
 /* Send an internal command (stolen) to shard @p target, keyed by @p key:
- * the next seq of this shard's stream to @p target (commands.c).
+ * the next seq of this shard's stream to @p target (commands.c). Makes room
+ * to list it as pending once committed (KCHAT_ENOMEM when there is none).
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
 int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd);
@@ -522,8 +523,15 @@ uint64_t kchat__streams_cseq(const kchat_outbox_rec *r);
 uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
                              const kchat_outbox_rec *r);
 
+/* Make room to list @p n more pending commands of @p sh, so that listing
+ * them after their commit cannot fail. Errors: KCHAT_ENOMEM.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+int kchat__streams_reserve(kchat_backend *be, struct shard *sh, size_t n);
+
 /* List outbox command @p seq (stream seq @p cseq, 0: none) to @p target as
- * pending: kept until @p target has applied it. Errors: KCHAT_ENOMEM.
+ * pending: kept until @p target has applied it. Errors: KCHAT_ENOMEM, never
+ * after kchat__streams_reserve() made room.
  * @locality worker that owns @p sh */
 KCHAT_MUST_CHECK
 int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq,

@@ -63,22 +63,34 @@ uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
     return low > 0 && low < cseq ? low : cseq;
 }
 
+int kchat__streams_reserve(kchat_backend *be, struct shard *sh, size_t n)
+{
+    size_t cap = sh->cap_cmds ? sh->cap_cmds : 64;
+    struct pending_cmd *nv;
+
+    if (sh->links == NULL &&
+        (kchat__test_alloc_fails() ||
+         (sh->links = calloc((size_t)be->partitions, sizeof(*sh->links))) == NULL))
+        return KCHAT_ENOMEM;
+    if (sh->n_cmds + n <= sh->cap_cmds)
+        return KCHAT_OK;
+    while (cap < sh->n_cmds + n)
+        cap *= 2;
+    if (kchat__test_alloc_fails() || (nv = realloc(sh->cmds, cap * sizeof(*nv))) == NULL)
+        return KCHAT_ENOMEM;
+    sh->cmds = nv;
+    sh->cap_cmds = cap;
+    return KCHAT_OK;
+}
+
 int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq,
                                uint32_t target, uint64_t cseq)
 {
     struct cmd_link *l;
+    int rc;
 
-    if (sh->links == NULL &&
-        (sh->links = calloc((size_t)be->partitions, sizeof(*sh->links))) == NULL)
-        return KCHAT_ENOMEM;
-    if (sh->n_cmds == sh->cap_cmds) {
-        size_t cap = sh->cap_cmds ? 2 * sh->cap_cmds : 64;
-        struct pending_cmd *nv = realloc(sh->cmds, cap * sizeof(*nv));
-        if (nv == NULL)
-            return KCHAT_ENOMEM;
-        sh->cmds = nv;
-        sh->cap_cmds = cap;
-    }
+    if ((rc = kchat__streams_reserve(be, sh, 1)) != KCHAT_OK)
+        return rc;
     sh->cmds[sh->n_cmds++] = (struct pending_cmd){.seq = seq, .cseq = cseq, .target = target};
     l = &sh->links[target];
     if (l->n_pending++ == 0) {   /* the stream was idle: its clock starts now */

@@ -247,8 +247,13 @@ int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
     /* The command's seq in this shard's stream to @p target travels in a
      * header kept with the outbox copy, so every re-send carries the same
      * one; the target applies only the next seq it expects (commands.c).
-     * The source shard and data set are added when it is produced. */
-    if ((rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_SENT, target, &cseq)) == KCHAT_OK)
+     * The source shard and data set are added when it is produced. Room to
+     * list it as pending is made now: after the commit, an unlisted command
+     * would be neither produced again nor counted in its stream's base.
+     * Every record of the batch so far may be a command: room for them all. */
+    if ((rc = kchat__streams_reserve(c->be, c->sh, c->w->n_out + 1)) == KCHAT_OK)
+        rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_SENT, target, &cseq);
+    if (rc == KCHAT_OK)
         rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_SENT, target, ++cseq);
     if (rc == KCHAT_OK) {
         snprintf(num, sizeof(num), "%" PRIu64, cseq);

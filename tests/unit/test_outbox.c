@@ -2,11 +2,13 @@
  * Unit tests of the outbox after the commit (src/actors/outbox.c): what
  * Kafka confirmed is deleted in the shard's next transaction, what it
  * refused is produced again, and neither is lost when the shard's lists
- * cannot grow (kchat__test_alloc_failures makes that allocation fail).
+ * cannot grow (kchat__test_alloc_failures makes that allocation fail);
+ * and a committed command is always listed as pending in its source
+ * (src/actors/commands.c), memory or not.
  *
- * One shard in a fresh directory under $KCHAT_TEST_TMP (or /tmp) holds
- * three outbox records; the producer has no broker, so what is produced
- * stays in its queue and is counted in be->stats.produced.
+ * Shard 0 of two, in a fresh directory under $KCHAT_TEST_TMP (or /tmp),
+ * holds three outbox records; the producer has no broker, so what is
+ * produced stays in its queue and is counted in be->stats.produced.
  */
 #include <ftw.h>
 #include <setjmp.h>
@@ -65,10 +67,11 @@ static int setup(void **state)
     if (mkdtemp(f->dir) == NULL)
         return -1;
     f->be = calloc(1, sizeof(*f->be));
-    f->sh = calloc(1, sizeof(*f->sh));
+    f->sh = calloc(2, sizeof(*f->sh));   /* shard 1: a command target, never opened */
     if (f->be == NULL || f->sh == NULL)
         return -1;
-    f->be->partitions = 1;
+    f->sh[1].id = 1;
+    f->be->partitions = 2;
     f->be->n_workers = 1;
     f->be->shards = f->sh;
     snprintf(f->be->dataset, sizeof(f->be->dataset), "%032d", 0);
@@ -101,6 +104,8 @@ static int teardown(void **state)
     pthread_mutex_destroy(&f->sh->lock);
     free(f->sh->delivered.v);
     free(f->sh->resend.v);
+    free(f->sh->cmds);
+    free(f->sh->links);
     free(f->sh);
     free(f->be);
     rc = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -231,6 +236,42 @@ static void test_unprune_without_memory(void **state)
     assert_int_equal(outbox_count(f), N_RECS - 1);   /* seq[0] and seq[2] */
 }
 
+/* Regression: a command whose transaction committed but which could not be
+ * listed as pending afterwards (no memory) was produced untracked: never
+ * produced again, and the next command of its stream told the target that
+ * everything before it was gone, so the target could skip it. The batch
+ * must fail before its commit instead (and is retried): once committed, a
+ * command is listed. */
+static void test_command_listed_pending_without_memory(void **state)
+{
+    fx *f = *state;
+    struct worker w = {0};
+    int rc = KCHAT_ENOMEM;
+
+    atomic_store(&kchat__test_alloc_failures, 2);   /* the pending list and its links */
+    for (int attempt = 0; rc != KCHAT_OK && attempt < 2; attempt++) {
+        struct ctx c = {.be = f->be, .w = &w, .sh = f->sh, .fmt = KCHAT_FMT_JSON};
+
+        assert_int_equal(kchat_txn_begin(f->sh->store, true, &c.txn), KCHAT_OK);
+        rc = kchat__command(&c, 1, "u2", json_pack("{s:s}", "op", "member"));
+        if (rc != KCHAT_OK) {   /* as the batch loop does: abort, retry */
+            assert_int_equal(rc, KCHAT_ENOMEM);
+            kchat_txn_abort(c.txn);
+            kchat__worker_discard_out(&w);
+            atomic_store(&kchat__test_alloc_failures, 0);
+            continue;
+        }
+        assert_int_equal(kchat_txn_commit(c.txn), KCHAT_OK);
+        kchat__worker_flush_out(f->be, &w);
+    }
+    free(w.out);
+    assert_int_equal(rc, KCHAT_OK);
+    assert_int_equal(f->sh->n_cmds, 1);
+    assert_int_equal(f->sh->cmds[0].target, 1);
+    assert_int_equal(f->sh->cmds[0].cseq, 1);
+    assert_int_equal(outbox_count(f), N_RECS + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +282,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delivered_kept_over_failed_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivered_without_memory_stays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unprune_without_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_command_listed_pending_without_memory, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
