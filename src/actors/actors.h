@@ -417,7 +417,8 @@ int kchat__producer_start(kchat_backend *be, char *errstr, size_t len);
  * it: a full queue is waited out; a record refused at once goes to the
  * shard's resend list (a fatal producer) or stays in the outbox until the
  * next start (logged).
- * @locality worker that owns shard @p shard
+ * @locality worker that owns shard @p shard (at start and stop: the thread
+ *           that starts or stops the backend)
  * @locks takes be->producer_lock (shared) and the shard's lock */
 void kchat__produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat_outbox_rec *r);
 

@@ -123,7 +123,8 @@ int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *
     return KCHAT_OK;
 }
 
-/* Encode @p body in the answer's format and append it as the response. */
+/* Encode @p body in the answer's format and append it as the response.
+ * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
 static int reply_send(struct ctx *c, json_t *body)
 {
@@ -159,6 +160,7 @@ int kchat__reply_ok(struct ctx *c, json_t *body)
     return rc;
 }
 
+/* @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
 static int reply_err_v(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt,
                        va_list ap)
