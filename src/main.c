@@ -91,7 +91,7 @@ static int cmd_serve(int argc, char **argv)
     kchat_backend *be = NULL;
     kchat_backend_stats st;
     kchat_ops_http *ops = NULL;
-    char errstr[512] = "";
+    char errstr[512] = "", line[512];
     sigset_t set;
     int sig = 0, rc;
 
@@ -126,16 +126,8 @@ static int cmd_serve(int argc, char **argv)
     fprintf(stderr, "kchat serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     kchat_ops_http_stop(ops);
     kchat_backend_stop(be, &st);
-    fprintf(stderr,
-            "kchat serve: stopped: %llu requests (%llu errors: %llu bad, %llu too large), "
-            "%llu dead letters, %llu commands, %llu duplicate commands, %llu commits "
-            "(%llu failed), %llu produced, %llu delivered\n",
-            (unsigned long long)st.requests, (unsigned long long)st.errors,
-            (unsigned long long)st.bad_requests, (unsigned long long)st.too_large,
-            (unsigned long long)st.dead_letters, (unsigned long long)st.commands,
-            (unsigned long long)st.duplicates, (unsigned long long)st.commits,
-            (unsigned long long)st.commit_failures, (unsigned long long)st.produced,
-            (unsigned long long)st.delivered);
+    kchat_backend_stats_line(&st, line, sizeof(line));
+    fprintf(stderr, "kchat serve: stopped: %s\n", line);
     rc = 0;
 out_release:
     kchat_config_release(&cfg);

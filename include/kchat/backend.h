@@ -16,22 +16,68 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "kchat/config.h"
+#include "kchat/error.h"
 
 typedef struct kchat_backend kchat_backend;
 
-/** Counters of one backend, read with kchat_backend_get_stats(). */
+/**
+ * Every counter of the backend, once: X(field, metric, help, stop) gives
+ * the member of kchat_backend_stats, its Prometheus counter in
+ * kchat_backend_metrics(), that counter's HELP text, and the text it adds
+ * to the stop line (kchat_backend_stats_line(): a printf format with one
+ * %llu, or NULL when it is not in that line). The stop line takes them in
+ * this order.
+ */
+#define KCHAT_BACKEND_COUNTERS(X)                                                          \
+    X(requests, "kchat_requests_total",                                                    \
+      "Request records applied, any outcome.", "%llu requests")                            \
+    X(errors, "kchat_request_errors_total",                                                \
+      "Requests answered with an error code.", " (%llu errors")                            \
+    X(bad_requests, "kchat_bad_requests_total",                                            \
+      "Requests answered BAD_REQUEST.", ": %llu bad")                                      \
+    X(too_large, "kchat_too_large_total",                                                  \
+      "Requests answered TOO_LARGE.", ", %llu too large)")                                 \
+    X(dead_letters, "kchat_dead_letters_total",                                            \
+      "Records sent to kchat-dlq.", ", %llu dead letters")                                 \
+    X(commands, "kchat_commands_total",                                                    \
+      "Internal commands applied.", ", %llu commands")                                     \
+    X(duplicates, "kchat_duplicate_commands_total",                                        \
+      "Internal commands dropped as already applied.", ", %llu duplicate commands")        \
+    X(command_gaps, "kchat_command_gaps_total",                                            \
+      "Internal commands that came before an earlier one of their stream, left for the "   \
+      "source to send again.", NULL)                                                       \
+    X(command_skips, "kchat_commands_skipped_total",                                       \
+      "Internal commands their source no longer holds, skipped by a shard whose data is "  \
+      "older than its source saw (a restore).", NULL)                                      \
+    X(command_resends, "kchat_command_resends_total",                                      \
+      "Internal commands produced again because their target had not applied them.", NULL) \
+    X(foreign_commands, "kchat_foreign_commands_total",                                    \
+      "Internal commands of another data set (or untagged), ignored.", NULL)               \
+    X(foreign_directory, "kchat_foreign_directory_records_total",                          \
+      "kchat-directory records of another data set, ignored.", NULL)                       \
+    X(commits, "kchat_commits_total",                                                      \
+      "Shard write transactions committed.", ", %llu commits")                             \
+    X(commit_failures, "kchat_commit_failures_total",                                      \
+      "Shard commits that failed and were retried.", " (%llu failed)")                     \
+    X(produced, "kchat_outbox_produced_total",                                             \
+      "Outbox records handed to the producer.", ", %llu produced")                         \
+    X(delivered, "kchat_outbox_delivered_total",                                           \
+      "Outbox records confirmed by Kafka.", ", %llu delivered")                            \
+    X(login_failures, "kchat_login_failures_total",                                        \
+      "Logins answered BAD_CREDENTIALS after a password check (unknown user or wrong "     \
+      "password).", NULL)                                                                  \
+    X(logins_throttled, "kchat_logins_throttled_total",                                    \
+      "Logins refused unchecked because the user id was locked after too many "            \
+      "failures.", NULL)                                                                   \
+    X(producer_restarts, "kchat_producer_restarts_total",                                  \
+      "Producers replaced after a fatal error.", NULL)
+
+/** Counters of one backend, read with kchat_backend_get_stats(): one
+ *  member per row of #KCHAT_BACKEND_COUNTERS, named by its first column. */
 typedef struct kchat_backend_stats {
-    uint64_t requests;        /**< request records applied (any outcome) */
-    uint64_t errors;          /**< of which answered with an error code */
-    uint64_t bad_requests;    /**< answered BAD_REQUEST */
-    uint64_t too_large;       /**< answered TOO_LARGE */
-    uint64_t dead_letters;    /**< sent to kchat-dlq */
-    uint64_t commands;        /**< internal commands applied */
-    uint64_t duplicates;      /**< internal commands dropped as already applied */
-    uint64_t commits;         /**< shard write transactions committed */
-    uint64_t commit_failures; /**< commits that failed and were retried */
-    uint64_t produced;        /**< outbox records handed to the producer */
-    uint64_t delivered;       /**< outbox records confirmed by Kafka */
+#define KCHAT__STATS_FIELD(field, metric, help, stop) uint64_t field;
+    KCHAT_BACKEND_COUNTERS(KCHAT__STATS_FIELD)
+#undef KCHAT__STATS_FIELD
 } kchat_backend_stats;
 
 /**
@@ -39,28 +85,49 @@ typedef struct kchat_backend_stats {
  * @return KCHAT_OK; KCHAT_ECONFIG (bad settings, topics not co-partitioned,
  *         data directory made for another partition count), KCHAT_EKAFKA
  *         (cluster unreachable), KCHAT_ESTORE/KCHAT_EIO (data directory).
- *         @p errstr says what went wrong in one sentence.
+ *         @p errstr says what went wrong in one sentence. On error nothing
+ *         is left running.
+ * @locality any thread: the one that later calls kchat_backend_stop()
+ *           (the main thread in `kchat serve` and `kchat dev`)
  */
+KCHAT_MUST_CHECK
 int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
                         char *errstr, size_t errstr_size);
 
-/** @brief Bootstrap servers in use (the embedded broker's when started). */
+/** @brief Bootstrap servers in use (the embedded broker's when started);
+ *  owned by the backend. @locality any thread */
 const char *kchat_backend_bootstraps(const kchat_backend *be);
 
 /**
  * @brief Write the backend's metrics in Prometheus text format: the counters
  *        above, consumer pauses and ring fill, producer queue, worker stall,
- *        commit latency and batch size histograms. Any thread.
+ *        commit latency and batch size histograms.
+ * @locality any thread (the ops HTTP server's)
+ * @locks takes the producer lock (shared) for the producer's queue length
  */
 void kchat_backend_metrics(kchat_backend *be, FILE *out);
 
-/** @brief Copy the counters. Any thread. */
+/** @brief Copy the counters (each read atomically, not all together).
+ *  @locality any thread */
 void kchat_backend_get_stats(kchat_backend *be, kchat_backend_stats *out);
+
+/**
+ * @brief The counters of @p st as the stop line says them: "N requests
+ *        (N errors: N bad, N too large), N dead letters, N commands,
+ *        N duplicate commands, N commits (N failed), N produced,
+ *        N delivered" (the `stop` column of #KCHAT_BACKEND_COUNTERS).
+ * @param[out] buf receives the text, NUL-terminated, cut to @p size.
+ * @locality any thread
+ */
+void kchat_backend_stats_line(const kchat_backend_stats *st, char *buf, size_t size);
 
 /**
  * @brief Stop and free. Clean stop: nothing read is left unapplied, and what
  *        Kafka did not confirm within 5 s stays in the outbox for the next start.
+ * @param[in] be the backend, or NULL (nothing). Invalid afterwards.
  * @param[out] final when not NULL, the counters after the last flush.
+ * @locality the thread that called kchat_backend_start(); no other thread
+ *           may use @p be any more (stop the ops HTTP server first)
  */
 void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final);
 

@@ -1,11 +1,28 @@
 /*
- * Private to src/actors: the backend's shared state and the interface between
- * the batch loop (backend.c), the reply builders (reply.c) and the operations
- * (users.c, friends.c, rooms.c, chat.c).
+ * Private to src/actors: the backend's shared state and the interfaces
+ * between its files. A chat send passes through them in this order:
+ *
+ *   batch.c      a worker's batch: one write transaction per shard, each
+ *                record applied by an operation (users.c, friends.c,
+ *                rooms.c, chat.c), whose answers, events and commands go
+ *                to the shard's outbox (reply.c); one commit
+ *   producer.c   the committed outbox records handed to Kafka; delivery
+ *                reports; a failed producer replaced
+ *   outbox.c     what Kafka confirmed deleted from the outbox, what it
+ *                refused produced again; every outbox produced at start
+ *   commands.c   internal commands between shards: numbered streams,
+ *                acknowledgement, re-sends, applying one in its target
+ *   directory.c  the user directory: published by a user's shard, read
+ *                into every backend's replica by its own thread
+ *   datadir.c    the data directory: shard count, shards, data set id,
+ *                the cluster the stored offsets belong to
+ *   backend.c    start-up in steps, stop, counters and metrics
  *
  * Threading: a shard belongs to exactly one worker (shard mod W); everything
  * reached through a `struct shard` is touched only by that worker, except the
  * fields under `lock`, which the producer's delivery-report thread also uses.
+ * Before the consumer starts and after it stopped, the thread that starts or
+ * stops the backend stands in for every worker.
  */
 #ifndef KCHAT_ACTORS_H
 #define KCHAT_ACTORS_H
@@ -20,6 +37,7 @@
 #include "kchat/backend.h"
 #include "kchat/codec.h"
 #include "kchat/consumer.h"
+#include "kchat/error.h"
 #include "kchat/metrics.h"
 #include "kchat/store.h"
 #include "kchat/topics.h"
@@ -104,13 +122,16 @@ struct shard {
     int64_t fail_since_ms;      /* first failed commit of the current run, 0: none */
     int64_t fail_logged_ms;     /* last time that run was logged */
     unsigned long fail_count;   /* failed commits in the current run */
-    /* shared with the delivery-report thread */
+    /* shared with the thread that serves the producer's delivery reports */
     pthread_mutex_t lock;
-    struct seqlist delivered;   /* to delete from the outbox */
-    struct seqlist resend;      /* delivery failed: produce again */
+    struct seqlist delivered;   /* under lock: to delete from the outbox */
+    struct seqlist resend;      /* under lock: delivery failed: produce again */
+    bool resend_all;            /* under lock: a failed delivery could not be put on
+                                   `resend`: produce the whole outbox again */
 };
 
-/* Per-worker scratch, reused across batches. */
+/* Per-worker scratch, reused across batches; only its worker thread uses
+ * it (the starting or stopping thread when there are no workers). */
 struct worker {
     unsigned id;
     struct out_rec *out;
@@ -131,7 +152,8 @@ struct kchat_backend {
     struct worker *workers;     /* [n_workers] */
     kchat_store *directory;     /* replica of kchat-directory */
     rd_kafka_t *producer;       /* used under producer_lock (shared); replaced by the
-                                   poller under it (exclusive) after a fatal error */
+                                   poller under it (exclusive) after a fatal error;
+                                   the poller itself reads it without the lock */
     pthread_rwlock_t producer_lock;
     atomic_bool producer_fatal; /* the producer failed for good: the poller replaces it */
     pthread_t producer_poller;
@@ -150,16 +172,15 @@ struct kchat_backend {
     atomic_bool foreign_logged[2]; /* a foreign command [0], directory record [1] was logged */
     kchat_hist commit_seconds;  /* shard commit latency */
     kchat_hist batch_records;   /* records per shard transaction */
-    struct {
-        atomic_uint_fast64_t requests, errors, bad_requests, too_large, dead_letters,
-            commands, duplicates, command_gaps, command_resends, command_skips, commits, commit_failures,
-            produced, delivered, producer_restarts,
-            login_failures, logins_throttled;
-        atomic_uint_fast64_t foreign_commands, foreign_directory; /* of another data set */
+    struct {                    /* one per row of KCHAT_BACKEND_COUNTERS (backend.h) */
+#define KCHAT__STATS_ATOMIC(field, metric, help, stop) atomic_uint_fast64_t field;
+        KCHAT_BACKEND_COUNTERS(KCHAT__STATS_ATOMIC)
+#undef KCHAT__STATS_ATOMIC
     } stats;
 };
 
-/* One record being applied in one shard's open write transaction. */
+/* One record being applied in one shard's open write transaction, on the
+ * worker that owns the shard. */
 struct ctx {
     kchat_backend *be;
     struct worker *w;
@@ -174,10 +195,17 @@ struct ctx {
     kchat_request *req;
 };
 
+/* Every function declared below that takes a `struct ctx *` runs on the
+ * worker that owns c->sh, inside c->txn (@locality worker that owns c->sh);
+ * so do the ones taking a `struct shard *` or `struct worker *` unless they
+ * say otherwise. */
+
 /* ---- reply.c: answers, events and outbox records ---- */
 
 /* Append a record to the shard's outbox and remember it for producing.
- * Takes no ownership. Errors: store errors, KCHAT_ENOMEM. */
+ * Takes no ownership. Errors: store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *topic,
                       int32_t partition, const void *key, size_t key_len,
                       const void *value, size_t value_len,
@@ -187,33 +215,66 @@ int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *
 void kchat__out_rec_release(struct out_rec *r);
 
 /* Answer the request of @p c with success; @p body (stolen, may be NULL)
- * holds the fields added to the common ones. */
+ * holds the fields added to the common ones.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__reply_ok(struct ctx *c, json_t *body);
 
-/* Answer with an error code and an English sentence (printf format). */
+/* Answer with an error code and an English sentence (printf format).
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__reply_err(struct ctx *c, kchat_wire_err e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* kchat__reply_err() whose body also has the fields of @p extra (stolen,
- * may be NULL), e.g. retryAfterMs. */
+ * may be NULL), e.g. retryAfterMs.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__reply_err_with(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Publish a chat-events record (stolen) for @p user_id. */
+/* Publish a chat-events record (stolen) for @p user_id.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__event(struct ctx *c, const char *user_id, json_t *event);
 
-/* Send an internal command (stolen) to shard @p target, keyed by @p key. */
+/* Send an internal command (stolen) to shard @p target, keyed by @p key:
+ * the next seq of this shard's stream to @p target (commands.c). Makes room
+ * to list it as pending once committed (KCHAT_ENOMEM when there is none).
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd);
 
-/* Publish the profile of a user to kchat-directory and to the local replica. */
+/* ---- directory.c: the user directory and this backend's replica of it ---- */
+
+/* Publish the profile of a user to kchat-directory, through the outbox; the
+ * local replica takes it once the transaction has committed.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 int kchat__directory_publish(struct ctx *c, const json_t *user);
 
 /* Look a user up in the directory replica: a new reference to
- * {userId, userName, userStatus, ver}, or NULL when unknown. */
+ * {userId, userName, userStatus, ver}, or NULL when unknown.
+ * @locality any thread (its own read transaction) */
 json_t *kchat__directory_get(kchat_backend *be, const char *user_id);
 
-/* Apply one directory record (from Kafka or write-through) if newer. */
+/* Apply one directory record (from Kafka or write-through) if newer.
+ * Errors: KCHAT_EINVAL (no valid userId), store errors.
+ * @locality any thread: the directory thread and the workers (LMDB
+ *           serialises their write transactions) */
+KCHAT_MUST_CHECK
 int kchat__directory_apply(kchat_backend *be, const json_t *entry);
+
+/* Start the thread that reads kchat-directory from its beginning into the
+ * replica. On error nothing is left running (errstr says why).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
+
+/* Join the directory thread (be->stopping must be set) and close its
+ * consumer; what kchat__directory_start() did not start is skipped.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
+void kchat__directory_stop(kchat_backend *be);
 
 /* ---- helpers shared by the operations ---- */
 
@@ -222,10 +283,12 @@ uint32_t kchat__shard_of(const kchat_backend *be, const char *id);
 
 /* Read a JSON value stored under @p key in @p tb; NULL when absent or corrupt. */
 json_t *kchat__get_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl);
+KCHAT_MUST_CHECK
 int kchat__put_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl, const json_t *v);
 
 /* Check the session header of @p c against its user; answers UNAUTHENTICATED
- * itself and returns false when it does not hold. Refreshes its last use. */
+ * itself and returns false when it does not hold. Refreshes its last use.
+ * @locality worker that owns c->sh */
 bool kchat__session_ok(struct ctx *c, int *rc);
 
 /* The user record (stored form, with the password hash) or NULL. */
@@ -233,29 +296,49 @@ json_t *kchat__user_get(kchat_txn *t, const char *user_id);
 /* The public user object of PROTOCOL.md §1 built from a stored record. */
 json_t *kchat__user_public(const json_t *stored);
 
-/* ---- operations: each answers exactly once, returns store errors only ---- */
+/* ---- operations: each answers exactly once, returns store errors only ----
+ * @locality worker that owns c->sh (all of them) */
+KCHAT_MUST_CHECK
 int kchat__op_user_add(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_login(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_logout(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_status(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_add_friend(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_search_friend(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_add_room(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_search_room(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_add_chat(struct ctx *c);
+KCHAT_MUST_CHECK
 int kchat__op_history(struct ctx *c);
 
-/* Internal commands, applied in the target shard. */
+/* Internal commands, applied in the target shard. KCHAT_EDECODE: the
+ * command is malformed (the caller dead-letters it).
+ * @locality worker that owns c->sh (the target shard) */
+KCHAT_MUST_CHECK
 int kchat__cmd_member(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
 int kchat__cmd_chat(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
 int kchat__cmd_history(struct ctx *c, const json_t *cmd);
 
-/* The chat/history work once the room's shard is reached (local or command). */
+/* The chat/history work once the room's shard is reached (local or command).
+ * @locality worker that owns c->sh (the room's shard) */
+KCHAT_MUST_CHECK
 int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
                      const char *message, size_t message_len, const char *client_msg_id);
+KCHAT_MUST_CHECK
 int kchat__room_history(struct ctx *c, const char *room_id, const char *user_id,
                         int64_t before_seq, int limit);
 
+/* Wall-clock milliseconds (timestamps, command re-send clocks). */
 int64_t kchat__now_ms(void);
 
 /* ---- throttle.c: login throttling, on the worker that owns the shard ---- */
@@ -265,27 +348,276 @@ int64_t kchat__now_ms(void);
 int64_t kchat__throttle_now_ms(void);
 
 /* Milliseconds @p user_id stays locked after @p now_ms; 0 when it is not
- * (an ended lockout is forgotten here). */
+ * (an ended lockout is forgotten here).
+ * @locality worker that owns the shard of @p t */
 int64_t kchat__throttle_locked(struct login_throttle *t, const char *user_id, int64_t now_ms);
 
 /* Count a failed login of @p user_id (known or not); the failure that
  * reaches cfg->login_max_failures within cfg->login_window locks it for
  * cfg->login_lockout seconds. Does nothing when login_lockout is 0. A new
  * id may evict another's slot: free, then ended, then the oldest unlocked,
- * then the lockout ending first. */
+ * then the lockout ending first.
+ * @locality worker that owns the shard of @p t */
 void kchat__throttle_fail(struct login_throttle *t, const kchat_config *cfg,
                           const char *user_id, int64_t now_ms);
 
-/* Forget @p user_id's failures (a successful login). */
+/* Forget @p user_id's failures (a successful login).
+ * @locality worker that owns the shard of @p t */
 void kchat__throttle_reset(struct login_throttle *t, const char *user_id);
-
-
 
 /* friends.c: check the request's friendId list: not yourself (BAD_REQUEST),
  * every id a known user (USER_NOT_FOUND, "No user X; no <what>."). Answers
- * itself and returns false when a check fails. */
+ * itself and returns false when a check fails.
+ * @locality worker that owns c->sh */
 bool kchat__friend_ids_ok(struct ctx *c, const char *what, int *rc);
 
 /* friends.c: whether @p friend_id is on @p user_id's friend list. */
 bool kchat__is_friend(kchat_txn *t, const char *user_id, const char *friend_id);
+
+/* ---- batch.c: the workers' batch loop ---- */
+
+/* Allocate the workers' scratch (be->n_workers of them).
+ * Errors: KCHAT_ENOMEM (what was allocated stays for kchat__workers_free()).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__workers_new(kchat_backend *be);
+
+/* The workers' idle upkeep, once for each, in this thread: delete from the
+ * outboxes what Kafka confirmed. Nothing when there are no workers or shards.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop(),
+ *           once no worker thread runs (it stands in for all of them) */
+void kchat__workers_idle(kchat_backend *be);
+
+/* Free the workers' scratch and the records they did not produce.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
+void kchat__workers_free(kchat_backend *be);
+
+/* Start the request consumer, whose worker threads run the batch loop;
+ * @p mock: the cluster is librdkafka's mock cluster (for the default fetch
+ * wait). On error nothing is left running (errstr says why).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len);
+
+/* Send a record nobody can be answered for to kchat-dlq, via the outbox.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__dead_letter(struct ctx *c, const rd_kafka_message_t *m, const char *why);
+
+/* ---- producer.c: outbox records to Kafka ---- */
+
+/* Create the producer and start its poller thread (which serves delivery
+ * reports and replaces a producer that failed for good). On error nothing
+ * is left running (errstr says why).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__producer_start(kchat_backend *be, char *errstr, size_t len);
+
+/* Hand outbox record @p seq of shard @p shard to the producer. Never drops
+ * it: a full queue is waited out; a record refused at once goes to the
+ * shard's resend list (a fatal producer) or stays in the outbox until the
+ * next start (logged).
+ * @locality worker that owns shard @p shard (at start and stop: the thread
+ *           that starts or stops the backend)
+ * @locks takes be->producer_lock (shared) and the shard's lock */
+void kchat__produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat_outbox_rec *r);
+
+/* After a commit: apply w's directory records to the replica, list its
+ * commands as pending, produce every record, and forget them.
+ * @locality worker @p w */
+void kchat__worker_flush_out(kchat_backend *be, struct worker *w);
+
+/* Forget w's records (their transaction was aborted).
+ * @locality worker @p w */
+void kchat__worker_discard_out(struct worker *w);
+
+/* Join the poller (be->stopping must be set), then wait up to 5 s for
+ * Kafka to confirm what was produced; the rest is purged (it stays in the
+ * outboxes). The delivery reports are served on this thread.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
+void kchat__producer_flush(kchat_backend *be);
+
+/* Destroy the producer (after kchat__producer_flush()). NULL: nothing.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
+void kchat__producer_close(kchat_backend *be);
+
+/* ---- outbox.c: the outbox after the commit ---- */
+
+/* Kafka confirmed outbox record @p seq of @p sh: delete it at the worker's
+ * next transaction. When it cannot be listed (no memory) it stays in the
+ * outbox, produced again at the next start (receivers drop the repeat).
+ * @locality the thread serving the producer's delivery reports
+ * @locks takes sh->lock */
+void kchat__outbox_delivered(struct shard *sh, uint64_t seq);
+
+/* Kafka refused outbox record @p seq of @p sh for good, or the producer
+ * failed: the worker produces it again (a command: its whole stream). When
+ * it cannot be listed (no memory) the whole outbox is produced again.
+ * @locality any thread (the delivery-report thread, a worker)
+ * @locks takes sh->lock */
+void kchat__outbox_refused(struct shard *sh, uint64_t seq);
+
+/* In @p sh's write transaction @p t: delete what Kafka confirmed, then the
+ * commands their targets applied, and produce again the command streams a
+ * target is stuck on. The confirmed seqs taken are returned in @p taken:
+ * free taken->v after the commit, or give them back with
+ * kchat__outbox_unprune() when it fails. Errors: store errors.
+ * @locality worker that owns @p sh
+ * @locks takes sh->lock */
+KCHAT_MUST_CHECK
+int kchat__outbox_prune(kchat_backend *be, struct shard *sh, kchat_txn *t,
+                        struct seqlist *taken);
+
+/* Give back the confirmed seqs kchat__outbox_prune() took (its transaction
+ * did not commit) and free @p taken. Those that cannot be listed again (no
+ * memory) stay in the outbox, as in kchat__outbox_delivered().
+ * @locality worker that owns @p sh
+ * @locks takes sh->lock */
+void kchat__outbox_unprune(struct shard *sh, struct seqlist *taken);
+
+/* Produce again what Kafka refused since the last call, or the whole
+ * outbox when one could not be listed (after the poller has replaced a
+ * failed producer); a refused command's stream is marked to be produced
+ * again at its next check.
+ * @locality worker that owns @p sh
+ * @locks takes sh->lock */
+void kchat__outbox_resend(kchat_backend *be, struct shard *sh);
+
+/* Produce outbox record @p seq of @p sh again, read in @p t; nothing when
+ * it is gone. Errors: store errors.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *t,
+                                uint64_t seq);
+
+/* Start-up: produce again everything the last run committed but may not
+ * have sent; list its unapplied commands as pending and delete the applied
+ * ones. Errors: store errors, KCHAT_ENOMEM.
+ * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
+int kchat__outbox_replay(kchat_backend *be, struct shard *sh);
+
+/* Tests only: the next this many growths of a shard's delivery lists or
+ * pending commands fail as if memory were short. 0 in production. */
+extern atomic_int kchat__test_alloc_failures;
+
+/* Whether this growth is to fail (kchat__test_alloc_failures), counting it.
+ * @locality any thread */
+bool kchat__test_alloc_fails(void);
+
+/* ---- commands.c: internal command streams ---- */
+
+/* Apply the internal command @p m in its target shard c->sh: only the next
+ * seq of its stream, once; another data set's are skipped. Errors: store
+ * errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m);
+
+/* The stream seq of outbox command @p r, 0 if it has none (an older kchat's).
+ * @locality any thread */
+uint64_t kchat__streams_cseq(const kchat_outbox_rec *r);
+
+/* The kchat-cmd-base of command @p r: the lowest seq of its stream @p sh
+ * still holds (it holds every one it has not seen applied), 0 if unknown.
+ * @locality worker that owns @p sh */
+uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
+                             const kchat_outbox_rec *r);
+
+/* Make room to list @p n more pending commands of @p sh, so that listing
+ * them after their commit cannot fail. Errors: KCHAT_ENOMEM.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+int kchat__streams_reserve(kchat_backend *be, struct shard *sh, size_t n);
+
+/* List outbox command @p seq (stream seq @p cseq, 0: none) to @p target as
+ * pending: kept until @p target has applied it. Errors: KCHAT_ENOMEM, never
+ * after kchat__streams_reserve() made room.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq,
+                               uint32_t target, uint64_t cseq);
+
+/* Shard @p target's marks for commands from @p source: the last stream seq
+ * it applied and its outbox-seq watermark (older kchat's commands), 0 when
+ * none. Its own read transaction: the caller holds none on @p target's
+ * environment. Errors as kchat_txn_begin() and the getters; the outputs
+ * are then 0.
+ * @locality any thread */
+KCHAT_MUST_CHECK
+int kchat__streams_applied(kchat_backend *be, uint32_t target, uint32_t source,
+                           uint64_t *stream, uint64_t *legacy);
+
+/* Whether @p sh's pending commands are due for a check (kchat__streams_check()).
+ * @locality worker that owns @p sh */
+bool kchat__streams_due(const struct shard *sh);
+
+/* When due, in @p sh's write transaction @p t: delete the commands their
+ * targets applied, and produce again the streams a target is stuck on or
+ * had a command refused. Errors: store errors.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t);
+
+/* Outbox seq @p seq was refused: if it is a pending command, mark its
+ * stream to be produced again, in order, at the next check, and return
+ * true; false when it is not one (any more).
+ * @locality worker that owns @p sh */
+bool kchat__streams_refused(struct shard *sh, uint64_t seq);
+
+/* Start-up, before anything is produced: a target that applied more of
+ * @p sh's commands than @p sh remembers numbering (@p sh restored from an
+ * older copy) would drop the next ones as repeats; number on from there.
+ * Errors: store errors.
+ * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
+int kchat__streams_catch_up(kchat_backend *be, struct shard *sh);
+
+/* ---- datadir.c: the data directory ---- */
+
+/* Most shards: the delivery opaque has 14 bits for the shard (producer.c). */
+#define KCHAT__MAX_SHARDS (1 << 14)
+
+/* Open the data directory for be->partitions shards: check its shard count,
+ * open the replica and every shard, and read or make its data set id.
+ * On error what was opened stays for kchat__datadir_close() (errstr says
+ * why): KCHAT_ECONFIG (another shard count, two data sets), store errors.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len);
+
+/* Stored offsets belong to one cluster: every shard forgets them when the
+ * cluster changed (or is the embedded broker, new at every start).
+ * Errors: store errors (errstr names the shard).
+ * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
+int kchat__datadir_check_cluster(kchat_backend *be, const char *cluster_id, char *errstr,
+                                 size_t len);
+
+/* Close what kchat__datadir_open() opened and free the shards.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop(),
+ *           after the producer is closed (delivery reports use the shards) */
+void kchat__datadir_close(kchat_backend *be);
+
+/* Whether @p m was written by this data set (its kchat-dataset header);
+ * untagged records count as ours only if @p untagged_ok. Logs the first
+ * foreign record of each kind (@p kind 0: command, 1: directory record) of
+ * the run.
+ * @locality any thread */
+bool kchat__dataset_ours(kchat_backend *be, const rd_kafka_message_t *m, bool untagged_ok,
+                         int kind);
+
+/* ---- backend.c: helpers of the files above ---- */
+
+/* A librdkafka configuration with the backend's bootstrap servers, client
+ * id and -X settings; NULL when one is refused (errstr says why).
+ * @locality any thread */
+rd_kafka_conf_t *kchat__kafka_conf(const kchat_backend *be, char *errstr, size_t len);
+
+/* Monotonic microseconds (latencies, worker progress, log pacing). */
+int64_t kchat__monotonic_us(void);
+
+/* Sleep @p ms milliseconds. */
+void kchat__sleep_ms(int ms);
+
 #endif /* KCHAT_ACTORS_H */

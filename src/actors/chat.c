@@ -37,7 +37,8 @@ static bool is_participant(const json_t *room, const char *user_id)
     return false;
 }
 
-/* The room, or NULL after answering ROOM_NOT_FOUND / NOT_A_MEMBER. */
+/* The room, or NULL after answering ROOM_NOT_FOUND / NOT_A_MEMBER.
+ * @locality worker that owns c->sh */
 static json_t *room_for_member(struct ctx *c, const char *room_id, const char *user_id, int *rc)
 {
     json_t *room = kchat__get_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
@@ -56,6 +57,8 @@ static json_t *room_for_member(struct ctx *c, const char *room_id, const char *u
     return room;
 }
 
+/* @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int chat_reply(struct ctx *c, const json_t *msg, const char *room_id)
 {
     return kchat__reply_ok(c, json_pack("{s:s, s:O, s:O, s:O, s:O}", "roomId", room_id,

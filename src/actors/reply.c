@@ -1,5 +1,6 @@
-/* Answers, events, commands and directory records: everything an operation
- * sends goes through the shard's outbox in the open transaction. */
+/* Answers, events and commands: everything an operation sends goes through
+ * the shard's outbox in the open transaction (directory records too, from
+ * directory.c); producer.c produces it once the transaction has committed. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -122,7 +123,9 @@ int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *
     return KCHAT_OK;
 }
 
-/* Encode @p body in the answer's format and append it as the response. */
+/* Encode @p body in the answer's format and append it as the response.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int reply_send(struct ctx *c, json_t *body)
 {
     const char *ct = kchat_fmt_content_type(c->fmt);
@@ -157,6 +160,8 @@ int kchat__reply_ok(struct ctx *c, json_t *body)
     return rc;
 }
 
+/* @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int reply_err_v(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt,
                        va_list ap)
 {
@@ -243,9 +248,14 @@ int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
         return KCHAT_ENOMEM;
     /* The command's seq in this shard's stream to @p target travels in a
      * header kept with the outbox copy, so every re-send carries the same
-     * one; the target applies only the next seq it expects (backend.c).
-     * The source shard and data set are added when it is produced. */
-    if ((rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_SENT, target, &cseq)) == KCHAT_OK)
+     * one; the target applies only the next seq it expects (commands.c).
+     * The source shard and data set are added when it is produced. Room to
+     * list it as pending is made now: after the commit, an unlisted command
+     * would be neither produced again nor counted in its stream's base.
+     * Every record of the batch so far may be a command: room for them all. */
+    if ((rc = kchat__streams_reserve(c->be, c->sh, c->w->n_out + 1)) == KCHAT_OK)
+        rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_SENT, target, &cseq);
+    if (rc == KCHAT_OK)
         rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_SENT, target, ++cseq);
     if (rc == KCHAT_OK) {
         snprintf(num, sizeof(num), "%" PRIu64, cseq);
@@ -255,68 +265,6 @@ int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
     }
     if (rc == KCHAT_OK)
         c->w->out[c->w->n_out - 1].cseq = cseq;
-    free(s);
-    return rc;
-}
-
-json_t *kchat__directory_get(kchat_backend *be, const char *user_id)
-{
-    kchat_txn *t;
-    json_t *v;
-
-    if (kchat_txn_begin(be->directory, false, &t) != KCHAT_OK)
-        return NULL;
-    v = kchat__get_json(t, KCHAT_TBL_DIRECTORY, user_id, strlen(user_id));
-    kchat_txn_abort(t);
-    return v;
-}
-
-int kchat__directory_apply(kchat_backend *be, const json_t *entry)
-{
-    const char *id = json_string_value(json_object_get(entry, "userId"));
-    json_int_t ver = json_integer_value(json_object_get(entry, "ver"));
-    kchat_txn *t;
-    json_t *old;
-    int rc;
-
-    if (id == NULL || !kchat_valid_id(id, strlen(id)))
-        return KCHAT_EINVAL;
-    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
-        return rc;
-    old = kchat__get_json(t, KCHAT_TBL_DIRECTORY, id, strlen(id));
-    if (old && json_integer_value(json_object_get(old, "ver")) >= ver) {
-        json_decref(old);
-        kchat_txn_abort(t);
-        return KCHAT_OK;
-    }
-    json_decref(old);
-    rc = kchat__put_json(t, KCHAT_TBL_DIRECTORY, id, strlen(id), entry);
-    if (rc != KCHAT_OK) {
-        kchat_txn_abort(t);
-        return rc;
-    }
-    return kchat_txn_commit(t);
-}
-
-int kchat__directory_publish(struct ctx *c, const json_t *user)
-{
-    json_t *e = json_pack("{s:O, s:O, s:O, s:O}",
-                          "userId", json_object_get(user, "userId"),
-                          "userName", json_object_get(user, "userName"),
-                          "userStatus", json_object_get(user, "userStatus"),
-                          "ver", json_object_get(user, "ver"));
-    const char *id = json_string_value(json_object_get(user, "userId"));
-    char *s;
-    int rc;
-
-    if (e == NULL)
-        return KCHAT_ENOMEM;
-    s = json_dumps(e, JSON_COMPACT);
-    json_decref(e);
-    if (s == NULL)
-        return KCHAT_ENOMEM;
-    rc = kchat__out_append(c, OUT_REPLY, 0, KCHAT_TOPIC_DIRECTORY, -1, id, strlen(id),
-                           s, strlen(s), NULL, 0);
     free(s);
     return rc;
 }

@@ -20,7 +20,9 @@ static size_t member_key(char *out, const char *user_id, const char *room_id)
     return ul + 1 + rl;
 }
 
-/* Record that @p user_id is in @p room and send them the `room` event. */
+/* Record that @p user_id is in @p room and send them the `room` event.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int member_add(struct ctx *c, const char *user_id, const json_t *room)
 {
     const char *room_id = json_string_value(json_object_get(room, "roomId"));
@@ -37,7 +39,9 @@ static int member_add(struct ctx *c, const char *user_id, const json_t *room)
                                               json_object_get(room, "participants")));
 }
 
-/* A fresh room id whose shard is this shard. */
+/* A fresh room id whose shard is this shard.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int room_id_new(struct ctx *c, char out[24])
 {
     unsigned char raw[8];
@@ -119,7 +123,8 @@ int kchat__cmd_member(struct ctx *c, const json_t *cmd)
     return member_add(c, user_id, room);
 }
 
-/* lastSeq of a room, read from the room's shard. */
+/* lastSeq of a room, read from the room's shard.
+ * @locality worker that owns c->sh */
 static json_int_t room_last_seq(struct ctx *c, const char *room_id)
 {
     uint32_t s = kchat__shard_of(c->be, room_id);

@@ -15,7 +15,8 @@ int64_t kchat__throttle_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The tag of @p user_id (never 0) and its set. */
+/* The tag of @p user_id (never 0) and its set; draws the key on first use.
+ * @locality worker that owns the shard of @p t */
 static uint64_t tag_of(struct login_throttle *t, const char *user_id, size_t *set)
 {
     unsigned char h[crypto_shorthash_BYTES];
@@ -33,6 +34,7 @@ static uint64_t tag_of(struct login_throttle *t, const char *user_id, size_t *se
     return tag;
 }
 
+/* @locality worker that owns the shard of @p t */
 static struct throttle_slot *slot_find(struct login_throttle *t, const char *user_id,
                                        uint64_t *tag, size_t *set)
 {
@@ -53,7 +55,8 @@ static bool slot_stale(const struct throttle_slot *s, int64_t window_ms, int64_t
 }
 
 /* The slot a new id takes in @p set: free, stale, the oldest unlocked one,
- * else the one whose lockout ends first. */
+ * else the one whose lockout ends first.
+ * @locality worker that owns the shard of @p t */
 static struct throttle_slot *slot_victim(struct login_throttle *t, size_t set,
                                          int64_t window_ms, int64_t now)
 {

@@ -27,6 +27,8 @@ json_t *kchat__user_public(const json_t *s)
                      "logoutDate", json_object_get(s, "logoutDate"));
 }
 
+/* @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int user_put(struct ctx *c, const json_t *user)
 {
     const char *id = json_string_value(json_object_get(user, "userId"));
@@ -107,7 +109,9 @@ int kchat__op_user_add(struct ctx *c)
     return rc;
 }
 
-/* A failed login: counted against the id, then BAD_CREDENTIALS. */
+/* A failed login: counted against the id, then BAD_CREDENTIALS.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
 static int login_failed(struct ctx *c)
 {
     kchat__throttle_fail(&c->sh->throttle, c->be->cfg, c->req->user_id,
@@ -168,7 +172,8 @@ int kchat__op_login(struct ctx *c)
     return rc;
 }
 
-/* The acting user's record once the session holds; NULL after answering. */
+/* The acting user's record once the session holds; NULL after answering.
+ * @locality worker that owns c->sh */
 static json_t *user_for_session(struct ctx *c, int *rc)
 {
     json_t *user;

@@ -1,0 +1,446 @@
+/*
+ * Internal commands between shards (docs/design.md, "Command streams").
+ *
+ * Each (source, target) pair is a stream numbered 1, 2, 3, ... by the
+ * source (kchat__command() in reply.c). The source keeps every command in
+ * its outbox, listed as pending, until the target's stored "last seq
+ * applied from source" covers it; it reads that mark straight from the
+ * target's LMDB environment (one process holds every shard). A target
+ * applies only the next seq of a stream; when it stops moving, or Kafka
+ * refused one of the commands, the source produces the whole stream again
+ * ("go back N").
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+#define ACK_CHECK_MS 50          /* how often a shard asks whether its commands were applied */
+#define CMD_RESEND_MS 2000       /* a target stuck this long below our commands: produce them again */
+#define CMD_RESEND_MAX_MS 30000  /* ... doubling up to this while it stays stuck */
+
+static int parse_u64(const void *v, size_t len, uint64_t *out)
+{
+    char buf[24];
+    char *end;
+
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    errno = 0;
+    *out = strtoull(buf, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+/* ---- the source's side: pending commands ---- */
+
+uint64_t kchat__streams_cseq(const kchat_outbox_rec *r)
+{
+    uint64_t cseq = 0;
+
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (!strcmp(r->headers[i].name, KCHAT_HDR_CMD_SEQ) &&
+            parse_u64(r->headers[i].value, r->headers[i].len, &cseq))
+            cseq = 0;
+    return cseq;
+}
+
+uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
+                             const kchat_outbox_rec *r)
+{
+    uint64_t cseq = kchat__streams_cseq(r), low;
+
+    if (cseq == 0 || sh->links == NULL || r->partition < 0 || r->partition >= be->partitions)
+        return 0;
+    low = sh->links[r->partition].low;
+    return low > 0 && low < cseq ? low : cseq;
+}
+
+int kchat__streams_reserve(kchat_backend *be, struct shard *sh, size_t n)
+{
+    size_t cap = sh->cap_cmds ? sh->cap_cmds : 64;
+    struct pending_cmd *nv;
+
+    if (sh->links == NULL &&
+        (kchat__test_alloc_fails() ||
+         (sh->links = calloc((size_t)be->partitions, sizeof(*sh->links))) == NULL))
+        return KCHAT_ENOMEM;
+    if (sh->n_cmds + n <= sh->cap_cmds)
+        return KCHAT_OK;
+    while (cap < sh->n_cmds + n)
+        cap *= 2;
+    if (kchat__test_alloc_fails() || (nv = realloc(sh->cmds, cap * sizeof(*nv))) == NULL)
+        return KCHAT_ENOMEM;
+    sh->cmds = nv;
+    sh->cap_cmds = cap;
+    return KCHAT_OK;
+}
+
+int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq,
+                               uint32_t target, uint64_t cseq)
+{
+    struct cmd_link *l;
+    int rc;
+
+    if ((rc = kchat__streams_reserve(be, sh, 1)) != KCHAT_OK)
+        return rc;
+    sh->cmds[sh->n_cmds++] = (struct pending_cmd){.seq = seq, .cseq = cseq, .target = target};
+    l = &sh->links[target];
+    if (l->n_pending++ == 0) {   /* the stream was idle: its clock starts now */
+        l->since_ms = kchat__now_ms();
+        l->backoff_ms = CMD_RESEND_MS;
+        l->low = 0;
+    }
+    if (cseq > 0 && (l->low == 0 || cseq < l->low))
+        l->low = cseq;
+    return KCHAT_OK;
+}
+
+int kchat__streams_applied(kchat_backend *be, uint32_t target, uint32_t source, uint64_t *stream,
+                           uint64_t *legacy)
+{
+    kchat_txn *t;
+    int rc;
+
+    *stream = *legacy = 0;
+    if ((rc = kchat_txn_begin(be->shards[target].store, false, &t)) != KCHAT_OK)
+        return rc;
+    if ((rc = kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, source, stream)) == KCHAT_OK)
+        rc = kchat_store_applied_get(t, source, legacy);
+    kchat_txn_abort(t);
+    return rc;
+}
+
+static int cmd_by_cseq(const void *a, const void *b)
+{
+    const struct pending_cmd *x = a, *y = b;
+    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
+}
+
+/* Go back N: produce again, in stream order, every command to @p target the
+ * target has not applied. The target applies only the seq it expects next,
+ * so one lost or overtaken command holds back those after it until this
+ * sends them all again; repeats are dropped there. Errors: KCHAT_ENOMEM,
+ * store errors (what was produced before stays produced).
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+static int cmds_resend(kchat_backend *be, struct shard *sh, kchat_txn *t, uint32_t target,
+                       int64_t now)
+{
+    const struct cmd_link *l = &sh->links[target];
+    struct pending_cmd *v = malloc(sh->links[target].n_pending * sizeof(*v));
+    size_t n = 0;
+    int rc = KCHAT_OK;
+
+    if (v == NULL)
+        return KCHAT_ENOMEM;
+    for (size_t i = 0; i < sh->n_cmds; i++)
+        if (sh->cmds[i].target == target && sh->cmds[i].cseq > 0 &&
+            n < sh->links[target].n_pending)
+            v[n++] = sh->cmds[i];
+    qsort(v, n, sizeof(*v), cmd_by_cseq);
+    if (n == 0)
+        ;   /* only an older kchat's commands: produced once, at start */
+    else if (l->resend_now)
+        fprintf(stderr, "kchat: shard %u: a command to shard %u was refused; producing its "
+                "%zu unapplied commands again, in order\n", sh->id, target, n);
+    else
+        fprintf(stderr, "kchat: shard %u: shard %u applied none of our %zu pending commands "
+                "in %.1f s (it stands at %" PRIu64 "); producing them again\n", sh->id,
+                target, n, (double)(now - l->since_ms) / 1000.0, l->applied);
+    for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
+        rc = kchat__outbox_produce_again(be, sh, t, v[i].seq);
+    atomic_fetch_add(&be->stats.command_resends, n);
+    free(v);
+    return rc;
+}
+
+/* Read each target's marks for us, once per check (commands never target
+ * their own shard); a mark that moved restarts its stream's clock.
+ * @locality worker that owns @p sh */
+static void links_read(kchat_backend *be, struct shard *sh, int64_t now)
+{
+    for (int p = 0; p < be->partitions; p++) {
+        struct cmd_link *l = &sh->links[p];
+        uint64_t applied = 0;
+
+        if (l->n_pending == 0 || (uint32_t)p == sh->id ||
+            kchat__streams_applied(be, (uint32_t)p, sh->id, &applied, &l->legacy_applied) !=
+                KCHAT_OK)
+            continue;
+        if (applied != l->applied) {
+            l->applied = applied;
+            l->since_ms = now;
+            l->backoff_ms = CMD_RESEND_MS;
+        }
+    }
+}
+
+/* Delete, in @p t, the pending commands their targets applied, then take
+ * each stream's lowest pending seq again.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+static int cmds_delete_applied(kchat_backend *be, struct shard *sh, kchat_txn *t)
+{
+    int rc;
+
+    for (size_t i = 0; i < sh->n_cmds;) {
+        struct pending_cmd *pc = &sh->cmds[i];
+        struct cmd_link *l = &sh->links[pc->target];
+
+        if (pc->cseq > 0 ? l->applied >= pc->cseq : l->legacy_applied >= pc->seq) {
+            rc = kchat_store_outbox_del(t, pc->seq);
+            if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
+                return rc;
+            l->n_pending--;
+            sh->cmds[i] = sh->cmds[--sh->n_cmds];
+        } else {
+            i++;
+        }
+    }
+    for (int p = 0; p < be->partitions; p++)
+        sh->links[p].low = 0;
+    for (size_t i = 0; i < sh->n_cmds; i++) {
+        struct cmd_link *l = &sh->links[sh->cmds[i].target];
+        if (sh->cmds[i].cseq > 0 && (l->low == 0 || sh->cmds[i].cseq < l->low))
+            l->low = sh->cmds[i].cseq;
+    }
+    return KCHAT_OK;
+}
+
+bool kchat__streams_due(const struct shard *sh)
+{
+    return sh->n_cmds > 0 && kchat__now_ms() - sh->last_ack_check_ms >= ACK_CHECK_MS;
+}
+
+int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t)
+{
+    int64_t now = kchat__now_ms();
+    int rc;
+
+    if (sh->n_cmds == 0 || now - sh->last_ack_check_ms < ACK_CHECK_MS)
+        return KCHAT_OK;
+    sh->last_ack_check_ms = now;
+    links_read(be, sh, now);
+    if ((rc = cmds_delete_applied(be, sh, t)) != KCHAT_OK)
+        return rc;
+    for (int p = 0; p < be->partitions; p++) {
+        struct cmd_link *l = &sh->links[p];
+
+        if (l->n_pending == 0 || (!l->resend_now && now - l->since_ms < l->backoff_ms))
+            continue;
+        /* A stream not produced again in full is again when its backoff
+         * ends: its target still stands below it. */
+        if ((rc = cmds_resend(be, sh, t, (uint32_t)p, now)) != KCHAT_OK)
+            fprintf(stderr, "kchat: shard %u: cannot produce the commands to shard %d again "
+                    "(%s); trying again in %.1f s\n", sh->id, p, kchat_strerror(rc),
+                    (double)l->backoff_ms / 1000.0);
+        l->resend_now = false;
+        l->since_ms = now;
+        l->backoff_ms = l->backoff_ms * 2 < CMD_RESEND_MAX_MS ? l->backoff_ms * 2
+                                                               : CMD_RESEND_MAX_MS;
+    }
+    return KCHAT_OK;
+}
+
+bool kchat__streams_refused(struct shard *sh, uint64_t seq)
+{
+    /* Only after a refused delivery: a linear search. */
+    for (size_t i = 0; i < sh->n_cmds; i++)
+        if (sh->cmds[i].seq == seq) {
+            sh->links[sh->cmds[i].target].resend_now = true;
+            sh->last_ack_check_ms = 0;
+            return true;
+        }
+    return false;
+}
+
+int kchat__streams_catch_up(kchat_backend *be, struct shard *sh)
+{
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
+        return rc;
+    for (int p = 0; rc == KCHAT_OK && p < be->partitions; p++) {
+        uint64_t sent = 0, applied = 0, legacy;
+
+        if ((uint32_t)p == sh->id)
+            continue;
+        if ((rc = kchat__streams_applied(be, (uint32_t)p, sh->id, &applied, &legacy)) ==
+            KCHAT_OK)
+            rc = kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_SENT, (uint32_t)p, &sent);
+        if (rc != KCHAT_OK || applied <= sent)
+            continue;
+        fprintf(stderr, "kchat: shard %u: shard %d applied our commands up to %" PRIu64
+                " but we numbered only %" PRIu64 " (this shard restored from an older "
+                "copy?); numbering on from %" PRIu64 "\n", sh->id, p, applied, sent,
+                applied + 1);
+        rc = kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_SENT, (uint32_t)p, applied);
+    }
+    if (rc != KCHAT_OK) {
+        kchat_txn_abort(t);
+        return rc;
+    }
+    return kchat_txn_commit(t);
+}
+
+/* ---- the target's side: applying one ---- */
+
+/* Where a command comes from: its source shard and outbox seq, and its
+ * stream seq (@p streamed false: an older kchat's command, without one).
+ * When they are missing or bad it dead-letters the command and returns
+ * false, with the dead letter's result in @p rc.
+ * @locality worker that owns c->sh */
+static bool command_origin(struct ctx *c, const rd_kafka_message_t *m, uint64_t *src,
+                           uint64_t *seq, uint64_t *cseq, bool *streamed, int *rc)
+{
+    const void *v;
+    size_t vl;
+
+    if (kchat_header_get(m, KCHAT_HDR_SRC_SHARD, &v, &vl) || parse_u64(v, vl, src) ||
+        kchat_header_get(m, KCHAT_HDR_SRC_SEQ, &v, &vl) || parse_u64(v, vl, seq) ||
+        *src >= (uint64_t)c->be->partitions) {
+        *rc = kchat__dead_letter(c, m, "internal command without a valid source");
+        return false;
+    }
+    *cseq = 0;
+    *streamed = kchat_header_get(m, KCHAT_HDR_CMD_SEQ, &v, &vl) == 0;
+    if (*streamed && (parse_u64(v, vl, cseq) || *cseq == 0)) {
+        *rc = kchat__dead_letter(c, m, "internal command with a bad kchat-cmd-seq");
+        return false;
+    }
+    return true;
+}
+
+/* Whether command @p cseq of @p src's stream is the next one here, given the
+ * last one applied (@p applied). A repeat is dropped; one that came before
+ * an earlier one waits for its source to send the stream again; one whose
+ * source no longer holds those between (its base is itself) skips them.
+ * @locality worker that owns c->sh */
+static bool command_is_next(struct ctx *c, const rd_kafka_message_t *m, uint64_t src,
+                            uint64_t cseq, uint64_t applied)
+{
+    const void *v;
+    size_t vl;
+    uint64_t base = 0;
+
+    if (cseq <= applied) {
+        atomic_fetch_add(&c->be->stats.duplicates, 1);
+        return false;
+    }
+    /* The source holds nothing below its base: what we miss below it was
+     * applied here once, by data this shard no longer has (restored from
+     * an older copy). Waiting would stop the stream for good. */
+    if (cseq > applied + 1 && kchat_header_get(m, KCHAT_HDR_CMD_BASE, &v, &vl) == 0 &&
+        parse_u64(v, vl, &base) == 0 && base == cseq) {
+        fprintf(stderr, "kchat: shard %u: commands %" PRIu64 "..%" PRIu64 " from shard %" PRIu64
+                " are gone: it saw them applied, but this shard's data has applied only up to "
+                "%" PRIu64 " (restored from an older copy?); their effects are lost here, "
+                "carrying on from %" PRIu64 "\n", c->sh->id, applied + 1, cseq - 1, src,
+                applied, cseq);
+        atomic_fetch_add(&c->be->stats.command_skips, cseq - 1 - applied);
+        applied = cseq - 1;
+    }
+    if (cseq > applied + 1) {
+        if (atomic_fetch_add(&c->be->stats.command_gaps, 1) < 20)
+            fprintf(stderr, "kchat: shard %u: command %" PRIu64 " from shard %" PRIu64
+                    " came before %" PRIu64 "; not applied until its source sends "
+                    "them again in order\n", c->sh->id, cseq, src, applied + 1);
+        return false;
+    }
+    return true;
+}
+
+/* Decode command @p m and run it: its acting user, answer format and
+ * correlation id, then the operation's command half, whose result is in
+ * @p rc (KCHAT_EDECODE: its fields do not decode). When the command itself
+ * does not decode it is dead-lettered and this returns false, with the
+ * dead letter's result in @p rc.
+ * @locality worker that owns c->sh */
+static bool command_run(struct ctx *c, const rd_kafka_message_t *m, int *rc)
+{
+    json_t *cmd = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL);
+    const char *op = json_string_value(json_object_get(cmd, "op"));
+    const char *user = json_string_value(json_object_get(cmd, "userId"));
+    const char *cid;
+    char userbuf[66];
+
+    if (user == NULL)
+        user = json_string_value(json_object_get(cmd, "writerId"));
+    if (op == NULL || user == NULL || strlen(user) > 64) {
+        json_decref(cmd);
+        *rc = kchat__dead_letter(c, m, "internal command does not decode");
+        return false;
+    }
+    snprintf(userbuf, sizeof(userbuf), "%s", user);
+    c->user_id = userbuf;
+    c->fmt = json_integer_value(json_object_get(cmd, "fmt")) == KCHAT_FMT_MSGPACK
+                 ? KCHAT_FMT_MSGPACK : KCHAT_FMT_JSON;
+    if ((cid = json_string_value(json_object_get(cmd, "cid"))) != NULL &&
+        sodium_hex2bin((unsigned char *)c->cid, sizeof(c->cid), cid, strlen(cid), NULL,
+                       &c->cid_len, NULL) != 0)
+        c->cid_len = 0;
+    atomic_fetch_add(&c->be->stats.commands, 1);
+    if (!strcmp(op, "chat")) {
+        c->op = KCHAT_OP_ADD_CHAT;
+        *rc = kchat__cmd_chat(c, cmd);
+    } else if (!strcmp(op, "history")) {
+        c->op = KCHAT_OP_HISTORY;
+        *rc = kchat__cmd_history(c, cmd);
+    } else if (!strcmp(op, "member")) {
+        *rc = kchat__cmd_member(c, cmd);
+    } else {
+        *rc = KCHAT_EDECODE;
+    }
+    json_decref(cmd);
+    return true;
+}
+
+int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
+{
+    uint64_t src, seq, cseq, applied = 0;
+    bool streamed;
+    int rc;
+
+    /* Another data set's (src, seq) are not ours to dedup or apply: its
+     * seqs would move our watermarks and drop our own commands. Untagged
+     * ones are never ours: an older kchat's unapplied commands were
+     * produced again, tagged, from the outbox at start. */
+    if (!kchat__dataset_ours(c->be, m, false, 0)) {
+        atomic_fetch_add(&c->be->stats.foreign_commands, 1);
+        return KCHAT_OK;
+    }
+    if (!command_origin(c, m, &src, &seq, &cseq, &streamed, &rc))
+        return rc;
+    /* A command with a stream seq is applied only as the next one from its
+     * source: an earlier one may still be on its way again (a refused or
+     * lost produce), and its source produces the whole stream again when
+     * we stop moving. An older kchat's command (no stream seq) is applied
+     * if its outbox seq is above the highest applied from that source. */
+    rc = streamed ? kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, &applied)
+                  : kchat_store_applied_get(c->txn, (uint32_t)src, &applied);
+    if (rc != KCHAT_OK)
+        return rc;
+    if (!streamed && seq <= applied) {
+        atomic_fetch_add(&c->be->stats.duplicates, 1);
+        return KCHAT_OK;
+    }
+    if (streamed && !command_is_next(c, m, src, cseq, applied))
+        return KCHAT_OK;
+    if (!command_run(c, m, &rc))
+        return rc;   /* dead-lettered; the stream's applied mark stays */
+    if (rc == KCHAT_EDECODE)
+        rc = kchat__dead_letter(c, m, "internal command does not decode");
+    if (rc == KCHAT_OK)
+        rc = streamed ? kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, cseq)
+                      : kchat_store_applied_set(c->txn, (uint32_t)src, seq);
+    return rc;
+}

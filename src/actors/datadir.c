@@ -1,0 +1,265 @@
+/*
+ * The data directory (docs/operations.md): one LMDB environment per shard
+ * and the directory replica. It remembers its shard count (fixed for its
+ * life), its data set id (which tags its commands and directory records,
+ * docs/design.md "Data sets") and, per shard, the cluster its stored input
+ * offsets belong to.
+ */
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+/* The data directory remembers its shard count; refuse to mix.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int data_dir_check(kchat_backend *be, char *errstr, size_t len)
+{
+    char path[4096], buf[32];
+    kchat_store_opts o = {.map_size = 64u << 20};
+    kchat_txn *t;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/directory", be->cfg->data_dir);
+    if ((rc = kchat_store_open(path, &o, &be->directory)) != KCHAT_OK) {
+        snprintf(errstr, len, "cannot open %s: %s", path, kchat_strerror(rc));
+        return rc;
+    }
+    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_meta_get(t, "partitions", buf, sizeof(buf));
+    if (rc == KCHAT_OK && atoi(buf) != be->partitions) {
+        kchat_txn_abort(t);
+        snprintf(errstr, len, "data directory %s holds %s shards but the topics have %d "
+                 "partitions; use a data directory made for %d partitions",
+                 be->cfg->data_dir, buf, be->partitions, be->partitions);
+        return KCHAT_ECONFIG;
+    }
+    snprintf(buf, sizeof(buf), "%d", be->partitions);
+    if ((rc = kchat_store_meta_set(t, "partitions", buf)) != KCHAT_OK) {
+        kchat_txn_abort(t);
+        return rc;
+    }
+    return kchat_txn_commit(t);
+}
+
+/* @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int shards_open(kchat_backend *be, char *errstr, size_t len)
+{
+    kchat_store_opts o = {.map_size = (size_t)be->cfg->map_size_mb << 20};
+    char path[4096];
+    int rc;
+
+    be->shards = calloc((size_t)be->partitions, sizeof(*be->shards));
+    if (be->shards == NULL)
+        return KCHAT_ENOMEM;
+    for (int p = 0; p < be->partitions; p++) {
+        struct shard *sh = &be->shards[p];
+        sh->id = (uint32_t)p;
+        pthread_mutex_init(&sh->lock, NULL);
+        snprintf(path, sizeof(path), "%s/shard-%04d", be->cfg->data_dir, p);
+        if ((rc = kchat_store_open(path, &o, &sh->store)) != KCHAT_OK) {
+            snprintf(errstr, len, "cannot open shard %s: %s", path, kchat_strerror(rc));
+            return rc;
+        }
+    }
+    return KCHAT_OK;
+}
+
+/* ---- the data set ---- */
+
+/* Environment i of the data directory: the shards, then the replica. */
+static kchat_store *data_env(kchat_backend *be, int i, char *name, size_t len)
+{
+    if (i < be->partitions) {
+        snprintf(name, len, "shard-%04d", i);
+        return be->shards[i].store;
+    }
+    snprintf(name, len, "directory");
+    return be->directory;
+}
+
+/* The data set id every environment that has one holds, in @p found (""
+ * when none has one); @p legacy: one is marked legacy; @p used: one ran
+ * before (it knows a cluster). Two ids: KCHAT_ECONFIG.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int dataset_read(kchat_backend *be, char found[33], bool *legacy, bool *used,
+                        char *errstr, size_t len)
+{
+    char id[33], where[32] = "", name[32], buf[256];
+    kchat_txn *t;
+    int rc;
+
+    found[0] = '\0';
+    for (int i = 0; i <= be->partitions; i++) {
+        kchat_store *st = data_env(be, i, name, sizeof(name));
+
+        if ((rc = kchat_txn_begin(st, false, &t)) != KCHAT_OK)
+            return rc;
+        rc = kchat_store_meta_get(t, "dataset", id, sizeof(id));
+        *legacy |= kchat_store_meta_get(t, "dataset_legacy", buf, sizeof(buf)) == KCHAT_OK;
+        *used |= kchat_store_meta_get(t, "cluster_id", buf, sizeof(buf)) == KCHAT_OK;
+        kchat_txn_abort(t);
+        if (rc == KCHAT_ENOTFOUND)
+            continue;
+        if (rc != KCHAT_OK) {
+            snprintf(errstr, len, "%s/%s: data set id: %s", be->cfg->data_dir, name,
+                     kchat_strerror(rc));
+            return rc;
+        }
+        if (found[0] == '\0') {
+            memcpy(found, id, sizeof(id));
+            memcpy(where, name, sizeof(where));
+        } else if (strcmp(found, id) != 0) {
+            snprintf(errstr, len, "data directory %s mixes two data sets: %s belongs to %s, "
+                     "%s to %s", be->cfg->data_dir, where, found, name, id);
+            return KCHAT_ECONFIG;
+        }
+    }
+    return KCHAT_OK;
+}
+
+/* The data set id (docs/design.md, "Data sets"): 16 random bytes in hex,
+ * made when a data directory is first used and kept in the meta of every
+ * shard and of the directory replica. A data directory an older kchat made
+ * gets one at its first start here and is marked legacy. Environments of
+ * two data sets in one data directory are refused.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int dataset_open(kchat_backend *be, char *errstr, size_t len)
+{
+    char id[sizeof(be->dataset)], found[sizeof(be->dataset)], name[32];
+    bool legacy = false, used = false;
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = dataset_read(be, found, &legacy, &used, errstr, len)) != KCHAT_OK)
+        return rc;
+    if (found[0] == '\0') {
+        unsigned char raw[16];
+
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(found, sizeof(found), raw, sizeof(raw));
+        legacy = used;   /* shards that ran before, under an older kchat */
+        fprintf(stderr, "kchat: data set %s%s\n", found,
+                legacy ? " given to a data directory made before data set ids" : " (new)");
+    }
+    /* Shards first, the replica last. */
+    for (int i = 0; i <= be->partitions; i++) {
+        kchat_store *st = data_env(be, i, name, sizeof(name));
+
+        if ((rc = kchat_txn_begin(st, true, &t)) != KCHAT_OK)
+            return rc;
+        rc = kchat_store_meta_get(t, "dataset", id, sizeof(id));
+        if (rc == KCHAT_ENOTFOUND) {
+            rc = kchat_store_meta_set(t, "dataset", found);
+            if (rc == KCHAT_OK && legacy)
+                rc = kchat_store_meta_set(t, "dataset_legacy", "1");
+            if (rc == KCHAT_OK) {
+                rc = kchat_txn_commit(t);
+                t = NULL;
+            }
+        }
+        kchat_txn_abort(t);
+        if (rc != KCHAT_OK) {
+            snprintf(errstr, len, "%s/%s: cannot store the data set id: %s",
+                     be->cfg->data_dir, name, kchat_strerror(rc));
+            return rc;
+        }
+    }
+    memcpy(be->dataset, found, sizeof(be->dataset));
+    be->dataset_legacy = legacy;
+    return KCHAT_OK;
+}
+
+bool kchat__dataset_ours(kchat_backend *be, const rd_kafka_message_t *m, bool untagged_ok,
+                         int kind)
+{
+    const void *v;
+    size_t vl;
+    bool tagged = kchat_header_get(m, KCHAT_HDR_DATASET, &v, &vl) == 0;
+
+    if (tagged ? vl == strlen(be->dataset) && memcmp(v, be->dataset, vl) == 0 : untagged_ok)
+        return true;
+    if (!atomic_exchange(&be->foreign_logged[kind], true))
+        fprintf(stderr, "kchat: ignoring records of %s on %s (first at [%" PRId32 "] @%" PRId64
+                "): this data set is %s; counted in kchat_foreign_*_total\n",
+                tagged ? "another data set" : "no data set (an older kchat)",
+                rd_kafka_topic_name(m->rkt), m->partition, m->offset, be->dataset);
+    return false;
+}
+
+int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len)
+{
+    int rc;
+
+    if ((rc = data_dir_check(be, errstr, len)) != KCHAT_OK ||
+        (rc = shards_open(be, errstr, len)) != KCHAT_OK)
+        return rc;
+    return dataset_open(be, errstr, len);
+}
+
+/* ---- the cluster ---- */
+
+/* Offsets belong to one cluster: forget them when the cluster changed (the
+ * embedded broker is a new, empty cluster at every start).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int shard_check_cluster(kchat_backend *be, struct shard *sh, const char *cluster_id)
+{
+    char old[256];
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_meta_get(t, "cluster_id", old, sizeof(old));
+    if (be->embedded != NULL || rc != KCHAT_OK || strcmp(old, cluster_id) != 0) {
+        if ((rc = kchat_store_offsets_clear(t)) == KCHAT_OK)
+            rc = kchat_store_meta_set(t, "cluster_id", cluster_id);
+        if (rc != KCHAT_OK) {
+            kchat_txn_abort(t);
+            return rc;
+        }
+        return kchat_txn_commit(t);
+    }
+    kchat_txn_abort(t);
+    return KCHAT_OK;
+}
+
+int kchat__datadir_check_cluster(kchat_backend *be, const char *cluster_id, char *errstr,
+                                 size_t len)
+{
+    int rc;
+
+    for (int p = 0; p < be->partitions; p++)
+        if ((rc = shard_check_cluster(be, &be->shards[p], cluster_id)) != KCHAT_OK) {
+            snprintf(errstr, len, "shard %d: %s", p, kchat_strerror(rc));
+            return rc;
+        }
+    return KCHAT_OK;
+}
+
+void kchat__datadir_close(kchat_backend *be)
+{
+    for (int p = 0; be->shards && p < be->partitions; p++) {
+        struct shard *sh = &be->shards[p];
+        kchat_store_close(sh->store);
+        pthread_mutex_destroy(&sh->lock);
+        free(sh->cmds);
+        free(sh->links);
+        free(sh->delivered.v);
+        free(sh->resend.v);
+    }
+    free(be->shards);
+    be->shards = NULL;
+    kchat_store_close(be->directory);
+    be->directory = NULL;
+}

@@ -1,0 +1,260 @@
+/*
+ * The outbox after the commit. Kafka's delivery reports (producer.c) put
+ * each record's seq on one of two lists of its shard: confirmed (deleted
+ * from the outbox in the shard's next transaction) or refused for good
+ * (produced again by the worker; a command with its whole stream, in order,
+ * commands.c). At start every shard produces its whole outbox again.
+ * Receivers drop repeats, so producing a record twice is harmless; losing
+ * a refused one is not.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+
+atomic_int kchat__test_alloc_failures;
+
+bool kchat__test_alloc_fails(void)
+{
+    int n = atomic_load_explicit(&kchat__test_alloc_failures, memory_order_relaxed);
+
+    while (n > 0 && !atomic_compare_exchange_weak(&kchat__test_alloc_failures, &n, n - 1))
+        ;
+    return n > 0;
+}
+
+KCHAT_MUST_CHECK
+static int seqlist_push(struct seqlist *l, uint64_t seq)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 256;
+        uint64_t *nv = kchat__test_alloc_fails() ? NULL : realloc(l->v, cap * sizeof(*nv));
+        if (nv == NULL)
+            return KCHAT_ENOMEM;
+        l->v = nv;
+        l->cap = cap;
+    }
+    l->v[l->n++] = seq;
+    return KCHAT_OK;
+}
+
+/* ---- from the delivery reports ---- */
+
+void kchat__outbox_delivered(struct shard *sh, uint64_t seq)
+{
+    int rc;
+
+    pthread_mutex_lock(&sh->lock);
+    rc = seqlist_push(&sh->delivered, seq);
+    pthread_mutex_unlock(&sh->lock);
+    if (rc != KCHAT_OK)
+        fprintf(stderr, "kchat: shard %u: no memory to note that Kafka has outbox record %"
+                PRIu64 "; it stays in the outbox until the next start\n", sh->id, seq);
+}
+
+void kchat__outbox_refused(struct shard *sh, uint64_t seq)
+{
+    int rc;
+
+    pthread_mutex_lock(&sh->lock);
+    if ((rc = seqlist_push(&sh->resend, seq)) != KCHAT_OK)
+        sh->resend_all = true;
+    pthread_mutex_unlock(&sh->lock);
+    if (rc != KCHAT_OK)
+        fprintf(stderr, "kchat: shard %u: no memory to list refused outbox record %" PRIu64
+                "; producing the whole outbox again\n", sh->id, seq);
+}
+
+/* ---- in the worker ---- */
+
+int kchat__outbox_prune(kchat_backend *be, struct shard *sh, kchat_txn *t,
+                        struct seqlist *taken)
+{
+    int rc;
+
+    pthread_mutex_lock(&sh->lock);
+    *taken = sh->delivered;
+    sh->delivered = (struct seqlist){0};
+    pthread_mutex_unlock(&sh->lock);
+    for (size_t i = 0; i < taken->n; i++) {
+        rc = kchat_store_outbox_del(t, taken->v[i]);
+        if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
+            return rc;
+    }
+    return kchat__streams_check(be, sh, t);
+}
+
+void kchat__outbox_unprune(struct shard *sh, struct seqlist *taken)
+{
+    size_t lost = 0;
+
+    pthread_mutex_lock(&sh->lock);
+    if (sh->delivered.n == 0) {   /* none came meanwhile: give the list back as it is */
+        free(sh->delivered.v);
+        sh->delivered = *taken;
+        *taken = (struct seqlist){0};
+    }
+    for (size_t i = 0; i < taken->n; i++)
+        if (seqlist_push(&sh->delivered, taken->v[i]) != KCHAT_OK)
+            lost++;
+    pthread_mutex_unlock(&sh->lock);
+    if (lost > 0)
+        fprintf(stderr, "kchat: shard %u: no memory to keep %zu records Kafka has for deletion; "
+                "they stay in the outbox until the next start\n", sh->id, lost);
+    free(taken->v);
+    *taken = (struct seqlist){0};
+}
+
+struct resend_arg {
+    kchat_backend *be;
+    struct shard *sh;
+    uint64_t want;
+};
+
+/* @locality worker that owns ra->sh */
+static int resend_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
+{
+    struct resend_arg *ra = arg;
+
+    if (seq == ra->want)
+        kchat__produce(ra->be, ra->sh->id, seq, r);
+    return 1;
+}
+
+/* Every record: a command of a pending stream marks the stream, anything
+ * else is produced again.
+ * @locality worker that owns ra->sh */
+static int resend_every(void *arg, uint64_t seq, const kchat_outbox_rec *r)
+{
+    struct resend_arg *ra = arg;
+
+    if (r->kind != OUT_COMMAND || !kchat__streams_refused(ra->sh, seq))
+        kchat__produce(ra->be, ra->sh->id, seq, r);
+    return 0;
+}
+
+int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *t, uint64_t seq)
+{
+    struct resend_arg ra = {be, sh, seq};
+
+    return kchat_store_outbox_scan(t, seq, resend_one, &ra);
+}
+
+/* Produce again every record of the outbox, in @p t: the commands as
+ * their streams, at the next check. Errors: store errors.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+static int resend_all(kchat_backend *be, struct shard *sh, kchat_txn *t)
+{
+    struct resend_arg ra = {be, sh, 0};
+
+    fprintf(stderr, "kchat: shard %u: producing the whole outbox again\n", sh->id);
+    return kchat_store_outbox_scan(t, 0, resend_every, &ra);
+}
+
+/* Produce again what Kafka refused for good (a broker's permanent error or
+ * a fatal producer state; retriable errors are retried by librdkafka).
+ * A refused command is not produced alone, where it would arrive after
+ * later ones: its stream to the target is produced again at the next check. */
+void kchat__outbox_resend(kchat_backend *be, struct shard *sh)
+{
+    struct seqlist l;
+    kchat_txn *t;
+    bool all;
+    int rc;
+
+    if (atomic_load(&be->producer_fatal))
+        return;   /* after the poller has replaced the producer */
+    pthread_mutex_lock(&sh->lock);
+    l = sh->resend;
+    all = sh->resend_all;
+    sh->resend = (struct seqlist){0};
+    sh->resend_all = false;
+    pthread_mutex_unlock(&sh->lock);
+    if (l.n == 0 && !all)
+        return;
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK) {
+        if (!all)   /* logged once: the retries come with resend_all set */
+            fprintf(stderr, "kchat: shard %u: cannot read the outbox to produce refused "
+                    "records again (%s); trying again\n", sh->id, kchat_strerror(rc));
+        free(l.v);
+        pthread_mutex_lock(&sh->lock);
+        sh->resend_all = true;   /* not forgotten: all of it at the next idle tick */
+        pthread_mutex_unlock(&sh->lock);
+        return;
+    }
+    /* A record that cannot be read is left in the outbox (produced again at
+     * the next start), not retried here: a damaged one would be read again
+     * and again. */
+    if (all && (rc = resend_all(be, sh, t)) != KCHAT_OK)
+        fprintf(stderr, "kchat: shard %u: cannot read the whole outbox (%s); what was not "
+                "produced again stays there until the next start\n", sh->id,
+                kchat_strerror(rc));
+    for (size_t i = 0; !all && i < l.n; i++)
+        if (!kchat__streams_refused(sh, l.v[i]) &&
+            (rc = kchat__outbox_produce_again(be, sh, t, l.v[i])) != KCHAT_OK)
+            fprintf(stderr, "kchat: shard %u: cannot read outbox record %" PRIu64 " to produce "
+                    "it again (%s); it stays in the outbox, produced again at the next "
+                    "start\n", sh->id, l.v[i], kchat_strerror(rc));
+    kchat_txn_abort(t);
+    free(l.v);
+}
+
+/* ---- at start ---- */
+
+struct replay_arg {
+    kchat_backend *be;
+    struct shard *sh;
+    struct seqlist applied;    /* commands their targets already applied */
+    size_t produced;
+};
+
+/* @locality the thread in kchat_backend_start() */
+static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
+{
+    struct replay_arg *ra = arg;
+    uint32_t target = r->partition >= 0 ? (uint32_t)r->partition : 0;
+
+    if (r->kind == OUT_COMMAND && target < (uint32_t)ra->be->partitions) {
+        uint64_t stream = 0, legacy = 0, cseq = kchat__streams_cseq(r);
+        int rc;
+
+        /* marks unknown (0): produced again; the target drops a repeat */
+        kchat_ignore(kchat__streams_applied(ra->be, target, ra->sh->id, &stream, &legacy));
+        if (cseq > 0 ? stream >= cseq : legacy >= seq)
+            return seqlist_push(&ra->applied, seq);
+        if ((rc = kchat__streams_pending_add(ra->be, ra->sh, seq, target, cseq)) != KCHAT_OK)
+            return rc;
+    }
+    kchat__produce(ra->be, ra->sh->id, seq, r);
+    ra->produced++;
+    return 0;
+}
+
+int kchat__outbox_replay(kchat_backend *be, struct shard *sh)
+{
+    struct replay_arg ra = {.be = be, .sh = sh};
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_outbox_scan(t, 0, replay_one, &ra);
+    kchat_txn_abort(t);
+    if (rc == KCHAT_OK && ra.applied.n) {
+        if ((rc = kchat_txn_begin(sh->store, true, &t)) == KCHAT_OK) {
+            for (size_t i = 0; rc == KCHAT_OK && i < ra.applied.n; i++)
+                rc = kchat_store_outbox_del(t, ra.applied.v[i]);
+            if (rc == KCHAT_OK)
+                rc = kchat_txn_commit(t);
+            else
+                kchat_txn_abort(t);
+        }
+    }
+    if (ra.produced)
+        fprintf(stderr, "kchat: shard %u: re-sent %zu outbox records\n", sh->id, ra.produced);
+    free(ra.applied.v);
+    return rc;
+}
