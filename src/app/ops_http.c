@@ -11,6 +11,7 @@
 
 #include "kchat/error.h"
 
+/* A listener: its own event base and thread. */
 struct kchat_ops_http {
     struct event_base *base;
     struct evhttp *http;
@@ -20,6 +21,8 @@ struct kchat_ops_http {
     void *arg;
 };
 
+/* Answer @p req with @p body as @p ctype.
+ * @locality the listener's thread */
 static void send_text(struct evhttp_request *req, int code, const char *reason,
                       const char *ctype, const char *body, size_t len)
 {
@@ -35,6 +38,8 @@ static void send_text(struct evhttp_request *req, int code, const char *reason,
     evbuffer_free(b);
 }
 
+/* Every request: /healthz, /readyz, /metrics, or 404/405.
+ * @locality the listener's thread (evhttp callback) */
 static void on_request(struct evhttp_request *req, void *arg)
 {
     kchat_ops_http *h = arg;
@@ -62,6 +67,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 }
 
+/* Runs the event base until kchat_ops_http_stop() breaks it.
+ * @locality the listener's thread (pthread_create() by kchat_ops_http_start()) */
 static void *ops_main(void *arg)
 {
     kchat_ops_http *h = arg;

@@ -27,7 +27,8 @@
 
 /* The `kchat_session` cookie split into user id and session id; false if
  * there is none or it is malformed (@p user and @p session may then hold
- * anything). */
+ * anything).
+ * @locality loop thread (it reads @p req) */
 static bool session_from_cookie(struct evhttp_request *req, char *user, size_t ulen,
                                 char *session, size_t slen)
 {
@@ -60,7 +61,8 @@ static bool session_from_cookie(struct evhttp_request *req, char *user, size_t u
     return true;
 }
 
-/* Set the session cookie, or clear it when @p user is NULL. */
+/* Set the session cookie, or clear it when @p user is NULL.
+ * @locality loop thread */
 static void set_cookie(struct evhttp_request *req, const char *user, const char *session)
 {
     char buf[512];
@@ -171,6 +173,8 @@ static void method_not_allowed(kchat_gateway *gw, struct evhttp_request *req, in
 
 /* ---- request bodies ---- */
 
+/* Whether @p req says its body is application/json.
+ * @locality loop thread */
 static bool is_json_ctype(struct evhttp_request *req)
 {
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
@@ -235,7 +239,8 @@ static void query_int(const struct evkeyvalq *q, const char *name, json_t *body,
 }
 
 /* beforeSeq and limit of GET /api/rooms/ID/messages into @p body; false if
- * they are not integers. */
+ * they are not integers.
+ * @locality loop thread */
 static bool history_query(struct evhttp_request *req, json_t *body)
 {
     struct evkeyvalq q;
@@ -260,7 +265,8 @@ static bool fill_body(kchat_gateway *gw, struct evhttp_request *req, const api_r
 {
     if (!r->needs_auth) {
         json_t *uid = json_object_get(body, "userId");
-        if (!json_is_string(uid) || !kchat_valid_id(json_string_value(uid), json_string_length(uid))) {
+        if (!json_is_string(uid) ||
+            !kchat_valid_id(json_string_value(uid), json_string_length(uid))) {
             kchat__gw_reply_error(gw, req, r->route, 400, "BAD_REQUEST",
                                   "userId must be 1 to 64 characters of [A-Za-z0-9_.-].", started);
             return false;
@@ -343,7 +349,8 @@ static int wire_status(const char *code)
 
 /* A login refused because its user id is locked after too many failures
  * (docs/security.md): still 401 BAD_CREDENTIALS, as PROTOCOL.md section 8
- * maps it, with a Retry-After telling when to retry. */
+ * maps it, with a Retry-After telling when to retry.
+ * @locality loop thread */
 static void retry_after(struct evhttp_request *req, const json_t *v)
 {
     json_int_t ms = json_integer_value(json_object_get(v, "retryAfterMs"));

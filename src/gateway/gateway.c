@@ -80,6 +80,8 @@ static void *loop_main(void *arg)
 
 #define ACCEPT_PAUSE_MS 100
 
+/* Accept connections again after a pause.
+ * @locality loop thread (libevent timer callback) */
 static void accept_resume(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -87,6 +89,9 @@ static void accept_resume(evutil_socket_t fd, short what, void *arg)
     evconnlistener_enable(arg);
 }
 
+/* accept() failed (out of descriptors, most likely): pause accepting for
+ * ACCEPT_PAUSE_MS instead of retrying at once, and log once a second.
+ * @locality loop thread (evconnlistener error callback) */
 static void accept_error(struct evconnlistener *lev, void *arg)
 {
     static atomic_long last_log;
@@ -103,7 +108,8 @@ static void accept_error(struct evconnlistener *lev, void *arg)
 }
 
 /* Raise the descriptor limit to its hard limit and keep the stream cap
- * below it, with room for Kafka sockets, files and ordinary calls. */
+ * below it, with room for Kafka sockets, files and ordinary calls.
+ * @locality the owner, in kchat_gateway_start() */
 static void fit_descriptor_limit(kchat_gateway *gw)
 {
     struct rlimit rl;
@@ -128,7 +134,10 @@ static void fit_descriptor_limit(kchat_gateway *gw)
     }
 }
 
-static int bind_http(kchat_gateway *gw, char *errstr, size_t len)
+/* Listen on cfg->http and set gw->url to the address actually bound.
+ * @return KCHAT_OK; KCHAT_ECONFIG (not host:port), KCHAT_EIO.
+ * @locality the owner, before the loop thread starts */
+static KCHAT_MUST_CHECK int bind_http(kchat_gateway *gw, char *errstr, size_t len)
 {
     char host[256];
     const char *colon = strrchr(gw->cfg->http, ':');
@@ -181,6 +190,8 @@ static int bind_http(kchat_gateway *gw, char *errstr, size_t len)
     return KCHAT_OK;
 }
 
+/* libevent's locking, for event_active() from other threads; once per
+ * process (pthread_once()). */
 static void use_pthreads(void)
 {
     evthread_use_pthreads();

@@ -180,7 +180,8 @@ gw_item *kchat__gw_event_item(const rd_kafka_message_t *m, int kind)
     it->kind = kind;
     memcpy(it->user, m->key, m->key_len);
     t = json_object_get(v, "type");
-    snprintf(it->type, sizeof(it->type), "%s", json_is_string(t) ? json_string_value(t) : "message");
+    snprintf(it->type, sizeof(it->type), "%s",
+             json_is_string(t) ? json_string_value(t) : "message");
     it->partition = m->partition;
     it->offset = m->offset;
     /* Compact JSON holds no raw newline: one `data:` line. */
@@ -256,7 +257,8 @@ static KCHAT_MUST_CHECK int consumer_assign(kchat_gateway *gw, char *errstr, siz
     for (int op = 0; op < KCHAT_OP__COUNT; op++)
         topics[n_topics++] = kchat_op_response_topic((kchat_op)op);
     topics[n_topics++] = KCHAT_TOPIC_EVENTS;
-    if ((err = rd_kafka_metadata(gw->consumer, 1, NULL, &md, 10000)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    err = rd_kafka_metadata(gw->consumer, 1, NULL, &md, 10000);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         snprintf(errstr, len, "metadata: %s", rd_kafka_err2str(err));
         return KCHAT_EKAFKA;
     }

@@ -73,7 +73,8 @@ static void metric_head(struct evbuffer *b, const char *name, const char *help, 
     evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* kchat_gateway_http_requests_total{route, status}, for the pairs seen. */
+/* kchat_gateway_http_requests_total{route, status}, for the pairs seen.
+ * @locality loop thread */
 static void write_requests(const kchat_gateway *gw, struct evbuffer *b)
 {
     metric_head(b, "kchat_gateway_http_requests_total",
@@ -92,7 +93,8 @@ static void write_requests(const kchat_gateway *gw, struct evbuffer *b)
         }
 }
 
-/* kchat_gateway_http_request_duration_seconds, a histogram. */
+/* kchat_gateway_http_request_duration_seconds, a histogram.
+ * @locality loop thread */
 static void write_latency(const kchat_gateway *gw, struct evbuffer *b)
 {
     uint64_t cum = 0;
@@ -114,7 +116,7 @@ static void write_latency(const kchat_gateway *gw, struct evbuffer *b)
                         gw->latency_sum, gw->latency_count);
 }
 
-/* Every counter of GW_COUNTERS. */
+/* Every counter of GW_COUNTERS. @locality loop thread */
 static void write_counters(const kchat_gateway *gw, struct evbuffer *b)
 {
 #define GW__COUNTER_WRITE(field, name, help)                                    \
@@ -125,7 +127,8 @@ static void write_counters(const kchat_gateway *gw, struct evbuffer *b)
 }
 
 /* kchat_gateway_consumer_lag, from librdkafka's cached high watermarks (no
- * broker round trip); nothing if the assignment cannot be read. */
+ * broker round trip); nothing if the assignment cannot be read.
+ * @locality loop thread (librdkafka's calls are thread-safe) */
 static void write_lag(kchat_gateway *gw, struct evbuffer *b)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -149,7 +152,9 @@ static void write_lag(kchat_gateway *gw, struct evbuffer *b)
         rd_kafka_topic_partition_list_destroy(parts);
 }
 
-/* What kchat_gateway_set_metrics() asked for, if anything. */
+/* What kchat_gateway_set_metrics() asked for, if anything: called here, on
+ * the loop thread, as gateway.h promises.
+ * @locality loop thread */
 static void write_extra(kchat_gateway *gw, struct evbuffer *b)
 {
     kchat_metrics_fn fn = atomic_load(&gw->metrics_fn);

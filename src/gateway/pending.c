@@ -141,7 +141,8 @@ void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int r
     snprintf(p->session, sizeof(p->session), "%s", session ? session : "");
     p->last_event_id[0] = '\0';
     if (kind == GW_PEND_SSE) {
-        const char *lei = evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
+        const char *lei = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                             "Last-Event-ID");
         if (lei)
             snprintf(p->last_event_id, sizeof(p->last_event_id), "%s", lei);
     }

@@ -76,7 +76,8 @@ void kchat__gw_static_handle(kchat_gateway *gw, struct evhttp_request *req, cons
                               started);
         return;
     }
-    snprintf(full, sizeof(full), "%s%s", gw->cfg->web_dir, strcmp(path, "/") ? path : "/index.html");
+    snprintf(full, sizeof(full), "%s%s", gw->cfg->web_dir,
+             strcmp(path, "/") ? path : "/index.html");
     free(path);
     fd = open(full, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
