@@ -265,6 +265,10 @@ void kchat__gw_drain(kchat_gateway *gw);
  *  @locality loop thread */
 void kchat__gw_handle_item(kchat_gateway *gw, gw_item *it);
 
+/** @brief Free a list of items (linked by `next`) and their data.
+ *  @locality any thread that owns the list */
+void kchat__gw_items_free(gw_item *list);
+
 /** @brief Free what is left in the queue.
  *  @locality the owner, once no other thread is left to push */
 void kchat__gw_queue_free(kchat_gateway *gw);

@@ -65,14 +65,19 @@ void kchat__gw_handle_item(kchat_gateway *gw, gw_item *it)
     free(it);
 }
 
+void kchat__gw_items_free(gw_item *list)
+{
+    gw_item *next;
+
+    for (; list; list = next) {
+        next = list->next;
+        free(list->data);
+        free(list);
+    }
+}
+
 void kchat__gw_queue_free(kchat_gateway *gw)
 {
-    gw_item *it, *next;
-
-    for (it = gw->q_head; it; it = next) {
-        next = it->next;
-        free(it->data);
-        free(it);
-    }
+    kchat__gw_items_free(gw->q_head);
     gw->q_head = gw->q_tail = NULL;
 }

@@ -34,13 +34,7 @@
 /* @locality loop thread */
 static void stream_free_held(gw_stream *s)
 {
-    gw_item *it, *next;
-
-    for (it = s->held; it; it = next) {
-        next = it->next;
-        free(it->data);
-        free(it);
-    }
+    kchat__gw_items_free(s->held);
     s->held = s->held_tail = NULL;
     s->held_bytes = 0;
 }
