@@ -76,7 +76,7 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* ---- life cycle ---- */
+/* ---- the listening socket ---- */
 
 #define ACCEPT_PAUSE_MS 100
 
@@ -189,6 +189,8 @@ static KCHAT_MUST_CHECK int bind_http(kchat_gateway *gw, char *errstr, size_t le
     }
     return KCHAT_OK;
 }
+
+/* ---- life cycle ---- */
 
 /* libevent's locking, for event_active() from other threads; once per
  * process (pthread_once()). */
