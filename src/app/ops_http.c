@@ -67,7 +67,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 }
 
-/* Runs the event base until kchat_ops_http_stop() breaks it.
+/* Runs the event base until kchat_ops_http_stop() ends it.
  * @locality the listener's thread (pthread_create() by kchat_ops_http_start()) */
 static void *ops_main(void *arg)
 {
@@ -93,7 +93,7 @@ int kchat_ops_http_start(const char *addr, kchat_metrics_fn metrics, kchat_ready
     }
     memcpy(host, addr, (size_t)(colon - addr));
     host[colon - addr] = '\0';
-    evthread_use_pthreads();   /* before the base: loopbreak comes from another thread */
+    evthread_use_pthreads();   /* before the base: the stop comes from another thread */
     h->metrics = metrics;
     h->ready = ready;
     h->arg = arg;
@@ -125,7 +125,10 @@ void kchat_ops_http_stop(kchat_ops_http *h)
 {
     if (h == NULL)
         return;
-    event_base_loopbreak(h->base);
+    /* Not event_base_loopbreak(): the loop forgets a break asked for before
+     * it started, and a stop right after the start would wait for ever.
+     * loopexit is an event, run whenever the loop gets to it. */
+    event_base_loopexit(h->base, NULL);
     pthread_join(h->thread, NULL);
     evhttp_free(h->http);
     event_base_free(h->base);
