@@ -1,7 +1,9 @@
 /* The operations listener (include/kchat/ops_http.h). */
 #include "kchat/ops_http.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <event2/buffer.h>
@@ -76,32 +78,52 @@ static void *ops_main(void *arg)
     return NULL;
 }
 
+/* @p addr split into a host (non-empty, shorter than @p size) and a port
+ * of 0 to 65535; false if it is not `host:port`. */
+static bool split_addr(const char *addr, char *host, size_t size, uint16_t *port)
+{
+    const char *colon = strrchr(addr, ':');
+    char *end;
+    long p;
+
+    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= size)
+        return false;
+    errno = 0;
+    p = strtol(colon + 1, &end, 10);
+    if (errno != 0 || end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
+        return false;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    *port = (uint16_t)p;
+    return true;
+}
+
 int kchat_ops_http_start(const char *addr, kchat_metrics_fn metrics, kchat_ready_fn ready,
                          void *arg, kchat_ops_http **out, char *errstr, size_t errstr_size)
 {
-    kchat_ops_http *h = calloc(1, sizeof(*h));
-    const char *colon = strrchr(addr, ':');
+    kchat_ops_http *h;
     char host[256];
+    uint16_t port;
     int rc = KCHAT_EIO;
 
-    if (h == NULL)
-        return KCHAT_ENOMEM;
-    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= sizeof(host)) {
+    if (!split_addr(addr, host, sizeof(host), &port)) {
         snprintf(errstr, errstr_size, "metrics address must be host:port, got \"%s\"", addr);
-        free(h);
         return KCHAT_ECONFIG;
     }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
+    if ((h = calloc(1, sizeof(*h))) == NULL)
+        return KCHAT_ENOMEM;
     evthread_use_pthreads();   /* before the base: the stop comes from another thread */
     h->metrics = metrics;
     h->ready = ready;
     h->arg = arg;
-    if ((h->base = event_base_new()) == NULL || (h->http = evhttp_new(h->base)) == NULL)
+    if ((h->base = event_base_new()) == NULL || (h->http = evhttp_new(h->base)) == NULL) {
+        snprintf(errstr, errstr_size, "cannot set up libevent");
+        rc = KCHAT_ENOMEM;
         goto err_free;
+    }
     evhttp_set_gencb(h->http, on_request, h);
     evhttp_set_timeout(h->http, 10);
-    if (evhttp_bind_socket(h->http, host, (ev_uint16_t)atoi(colon + 1)) != 0) {
+    if (evhttp_bind_socket(h->http, host, port) != 0) {
         snprintf(errstr, errstr_size, "cannot listen on %s", addr);
         goto err_free;
     }
