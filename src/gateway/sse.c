@@ -10,7 +10,8 @@
  * held meanwhile and delivered after it, so there is no gap and no repeat
  * (next_offset drops anything already sent). A stream whose client falls
  * behind by more than sse-buffer-kb is closed (the browser resumes with
- * Last-Event-ID); an idle stream gets a comment line every 10 s.
+ * Last-Event-ID); a stream idle for 10 s gets a comment line (the tick
+ * that checks runs every 2 s).
  */
 #include "gateway/gateway_int.h"
 
