@@ -36,6 +36,7 @@
 
 #include <stddef.h>
 #include "kchat/config.h"
+#include "kchat/error.h"
 #include "kchat/ops_http.h"
 
 /** A running gateway. Opaque. */
@@ -58,10 +59,12 @@ typedef struct kchat_gateway kchat_gateway;
  * @param[out] errstr one sentence on error.
  * @return KCHAT_OK; KCHAT_ECONFIG (bad address, bad -X property),
  *         KCHAT_EIO (cannot bind), KCHAT_EKAFKA, KCHAT_ENOMEM.
- * @note Call from one thread (main); libevent's pthread locking is turned on
- *       process-wide by the first call.
+ * @note libevent's pthread locking is turned on process-wide by the first
+ *       call.
+ * @locality any thread; that thread (the owner) must be the one that calls
+ *           kchat_gateway_stop().
  */
-int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
+KCHAT_MUST_CHECK int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
                         kchat_gateway **out, char *errstr, size_t errstr_size);
 
 /**
@@ -69,24 +72,25 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
  *        assigned, end offsets known).
  * @param[in] timeout_ms most milliseconds to wait; < 0 waits forever.
  * @return KCHAT_OK, or KCHAT_ETIMEDOUT.
- * @note Any thread.
+ * @locality any thread but the gateway's own (it blocks).
  */
-int kchat_gateway_wait_ready(kchat_gateway *gw, int timeout_ms);
+KCHAT_MUST_CHECK int kchat_gateway_wait_ready(kchat_gateway *gw, int timeout_ms);
 
 /**
  * @brief The URL of the gateway, `http://HOST:PORT/`, with the port actually
  *        bound (useful with port 0).
  * @return a string owned by the gateway, valid until kchat_gateway_stop().
- * @note Any thread.
+ * @locality any thread.
  */
 const char *kchat_gateway_url(const kchat_gateway *gw);
 
 /**
  * @brief Append another component's metrics to GET /metrics, e.g. the
  *        backend's in `kchat dev` (kchat_backend_metrics()).
- * @param[in] fn called on the loop thread for every /metrics request; NULL
- *            removes it. @p arg must outlive the gateway or the next call.
- * @note Any thread; takes effect for the next /metrics request.
+ * @param[in] fn called on the gateway's loop thread for every /metrics
+ *            request; NULL removes it. @p arg must outlive the gateway or
+ *            the next call.
+ * @locality any thread; takes effect for the next /metrics request.
  */
 void kchat_gateway_set_metrics(kchat_gateway *gw, kchat_metrics_fn fn, void *arg);
 
@@ -94,7 +98,8 @@ void kchat_gateway_set_metrics(kchat_gateway *gw, kchat_metrics_fn fn, void *arg
  * @brief Stop and free: stop listening, answer every waiting call with 503,
  *        end every event stream, stop the Kafka and catch-up threads, flush
  *        the producer (at most 2 s). NULL is ignored.
- * @note Call from the thread that started it, never from the loop thread.
+ * @locality the thread that called kchat_gateway_start(); never the loop
+ *           thread (so never from a kchat_metrics_fn).
  */
 void kchat_gateway_stop(kchat_gateway *gw);
 

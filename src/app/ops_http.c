@@ -1,7 +1,9 @@
 /* The operations listener (include/kchat/ops_http.h). */
 #include "kchat/ops_http.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <event2/buffer.h>
@@ -11,6 +13,7 @@
 
 #include "kchat/error.h"
 
+/* A listener: its own event base and thread. */
 struct kchat_ops_http {
     struct event_base *base;
     struct evhttp *http;
@@ -20,6 +23,8 @@ struct kchat_ops_http {
     void *arg;
 };
 
+/* Answer @p req with @p body as @p ctype.
+ * @locality the listener's thread */
 static void send_text(struct evhttp_request *req, int code, const char *reason,
                       const char *ctype, const char *body, size_t len)
 {
@@ -35,6 +40,8 @@ static void send_text(struct evhttp_request *req, int code, const char *reason,
     evbuffer_free(b);
 }
 
+/* Every request: /healthz, /readyz, /metrics, or 404/405.
+ * @locality the listener's thread (evhttp callback) */
 static void on_request(struct evhttp_request *req, void *arg)
 {
     kchat_ops_http *h = arg;
@@ -62,6 +69,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 }
 
+/* Runs the event base until kchat_ops_http_stop() ends it.
+ * @locality the listener's thread (pthread_create() by kchat_ops_http_start()) */
 static void *ops_main(void *arg)
 {
     kchat_ops_http *h = arg;
@@ -69,32 +78,52 @@ static void *ops_main(void *arg)
     return NULL;
 }
 
+/* @p addr split into a host (non-empty, shorter than @p size) and a port
+ * of 0 to 65535; false if it is not `host:port`. */
+static bool split_addr(const char *addr, char *host, size_t size, uint16_t *port)
+{
+    const char *colon = strrchr(addr, ':');
+    char *end;
+    long p;
+
+    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= size)
+        return false;
+    errno = 0;
+    p = strtol(colon + 1, &end, 10);
+    if (errno != 0 || end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
+        return false;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    *port = (uint16_t)p;
+    return true;
+}
+
 int kchat_ops_http_start(const char *addr, kchat_metrics_fn metrics, kchat_ready_fn ready,
                          void *arg, kchat_ops_http **out, char *errstr, size_t errstr_size)
 {
-    kchat_ops_http *h = calloc(1, sizeof(*h));
-    const char *colon = strrchr(addr, ':');
+    kchat_ops_http *h;
     char host[256];
+    uint16_t port;
     int rc = KCHAT_EIO;
 
-    if (h == NULL)
-        return KCHAT_ENOMEM;
-    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= sizeof(host)) {
+    if (!split_addr(addr, host, sizeof(host), &port)) {
         snprintf(errstr, errstr_size, "metrics address must be host:port, got \"%s\"", addr);
-        free(h);
         return KCHAT_ECONFIG;
     }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    evthread_use_pthreads();   /* before the base: loopbreak comes from another thread */
+    if ((h = calloc(1, sizeof(*h))) == NULL)
+        return KCHAT_ENOMEM;
+    evthread_use_pthreads();   /* before the base: the stop comes from another thread */
     h->metrics = metrics;
     h->ready = ready;
     h->arg = arg;
-    if ((h->base = event_base_new()) == NULL || (h->http = evhttp_new(h->base)) == NULL)
+    if ((h->base = event_base_new()) == NULL || (h->http = evhttp_new(h->base)) == NULL) {
+        snprintf(errstr, errstr_size, "cannot set up libevent");
+        rc = KCHAT_ENOMEM;
         goto err_free;
+    }
     evhttp_set_gencb(h->http, on_request, h);
     evhttp_set_timeout(h->http, 10);
-    if (evhttp_bind_socket(h->http, host, (ev_uint16_t)atoi(colon + 1)) != 0) {
+    if (evhttp_bind_socket(h->http, host, port) != 0) {
         snprintf(errstr, errstr_size, "cannot listen on %s", addr);
         goto err_free;
     }
@@ -118,7 +147,10 @@ void kchat_ops_http_stop(kchat_ops_http *h)
 {
     if (h == NULL)
         return;
-    event_base_loopbreak(h->base);
+    /* Not event_base_loopbreak(): the loop forgets a break asked for before
+     * it started, and a stop right after the start would wait for ever.
+     * loopexit is an event, run whenever the loop gets to it. */
+    event_base_loopexit(h->base, NULL);
     pthread_join(h->thread, NULL);
     evhttp_free(h->http);
     event_base_free(h->base);

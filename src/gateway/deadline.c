@@ -27,6 +27,8 @@ struct gw_conn {
     bool seen;                     /* a request reached the handler */
 };
 
+/* Take @p c off gw->conns and free it.
+ * @locality loop thread (or the owner once the loop has ended) */
 static void conn_release(struct gw_conn *c)
 {
     if (c->prev)
@@ -40,6 +42,8 @@ static void conn_release(struct gw_conn *c)
     free(c);
 }
 
+/* The deadline of @p arg's connection: shut it down if no request came.
+ * @locality loop thread (libevent timer callback) */
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_conn *c = arg;
@@ -49,11 +53,13 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!c->seen && sock >= 0) {
         shutdown(sock, SHUT_RDWR);
-        c->gw->m_request_deadline++;
+        c->gw->counters.request_deadline++;
     }
     conn_release(c);
 }
 
+/* evhttp's bufferevent callback: a new connection, with its deadline.
+ * @locality loop thread (evhttp accept callback) */
 static struct bufferevent *bev_new(struct event_base *base, void *arg)
 {
     kchat_gateway *gw = arg;

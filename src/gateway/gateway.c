@@ -1,6 +1,10 @@
-/* The gateway's life cycle and its Kafka side: the producer, the reply
- * consumer thread that hands records to the loop, and the catch-up threads
- * of resumed event streams (include/kchat/gateway.h). */
+/*
+ * The gateway's life cycle (include/kchat/gateway.h): start (libevent, the
+ * listening socket, the Kafka clients, the loop and Kafka threads), the loop
+ * thread and its three events (hand-off, stop, tick), readiness, and stop.
+ * The Kafka side is in kafka.c, the HTTP side in http.c and the files it
+ * dispatches to.
+ */
 #include "gateway/gateway_int.h"
 
 #include <arpa/inet.h>
@@ -17,13 +21,9 @@
 
 #include <event2/listener.h>
 #include <event2/thread.h>
-#include <jansson.h>
 #include <sodium.h>
 
-#include "kchat/codec.h"
 #include "kchat/error.h"
-#include "kchat/kafka.h"
-#include "kchat/topics.h"
 
 double kchat__gw_now(void)
 {
@@ -33,59 +33,41 @@ double kchat__gw_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void kchat__gw_push(kchat_gateway *gw, gw_item *it)
-{
-    bool was_empty;
+/* ---- the loop thread ---- */
 
-    it->next = NULL;
-    pthread_mutex_lock(&gw->lock);
-    was_empty = gw->q_head == NULL;
-    if (gw->q_tail)
-        gw->q_tail->next = it;
-    else
-        gw->q_head = it;
-    gw->q_tail = it;
-    pthread_mutex_unlock(&gw->lock);
-    if (was_empty)
-        event_active(gw->notify_ev, EV_READ, 0);
-}
-
-/* [loop] Drain the queue. */
+/* The queue has items (kchat__gw_push()).
+ * @locality loop thread (libevent callback) */
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
 {
-    kchat_gateway *gw = arg;
-    gw_item *it, *next;
-
     (void)fd;
     (void)what;
-    pthread_mutex_lock(&gw->lock);
-    it = gw->q_head;
-    gw->q_head = gw->q_tail = NULL;
-    pthread_mutex_unlock(&gw->lock);
-    for (; it; it = next) {
-        next = it->next;
-        kchat__gw_handle_item(gw, it);
-    }
+    kchat__gw_drain(arg);
 }
 
+/* kchat_gateway_stop() asks the loop to end: hand over what was queued,
+ * answer every call, end every stream, leave the loop.
+ * @locality loop thread (libevent callback) */
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
 {
     kchat_gateway *gw = arg;
 
     (void)fd;
     (void)what;
-    notify_cb(-1, 0, gw);
+    kchat__gw_drain(gw);
     kchat__gw_shutdown_http(gw);
     event_base_loopbreak(gw->base);
 }
 
+/* Every 2 s: keep-alive comments on idle streams.
+ * @locality loop thread (libevent timer callback) */
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    kchat__gw_tick(arg);
+    kchat__gw_streams_tick(arg);
 }
 
+/* @locality the loop thread (pthread_create() by kchat_gateway_start()) */
 static void *loop_main(void *arg)
 {
     kchat_gateway *gw = arg;
@@ -94,403 +76,12 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* ---- Kafka ---- */
-
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    kchat_gateway *gw = opaque;
-
-    (void)rk;
-    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        if (!atomic_exchange(&gw->kafka_down, true))
-            fprintf(stderr, "kchat gateway: Kafka unreachable: %s\n", reason);
-    }
-}
-
-static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-    kchat_gateway *gw = opaque;
-    const void *v;
-    size_t len;
-    gw_item *it;
-
-    (void)rk;
-    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        atomic_store(&gw->kafka_down, false);
-        return;
-    }
-    if (kchat_header_get(m, KCHAT_HDR_CID, &v, &len) != 0 || len >= sizeof(it->cid))
-        return;
-    if ((it = calloc(1, sizeof(*it))) == NULL)
-        return;
-    it->kind = GW_ITEM_DR_FAIL;
-    memcpy(it->cid, v, len);
-    kchat__gw_push(gw, it);
-}
-
-static rd_kafka_conf_t *kafka_conf(kchat_gateway *gw, char *errstr, size_t len)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", gw->brokers, errstr, len) ||
-        rd_kafka_conf_set(conf, "client.id", "kchat-gateway", errstr, len) ||
-        rd_kafka_conf_set(conf, "log_level", "3", errstr, len))
-        goto err_destroy;
-    for (int i = 0; i < gw->cfg->n_x; i++)
-        if (kchat_kafka_conf_kv(conf, gw->cfg->x[i], errstr, len) != KCHAT_OK)
-            goto err_destroy;
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    rd_kafka_conf_set_opaque(conf, gw);
-    return conf;
-err_destroy:
-    rd_kafka_conf_destroy(conf);
-    return NULL;
-}
-
-/* fetch.wait.max.ms of the gateway's consumers (kchat_config_fetch_wait_ms()):
- * by broker unless set, so it may ask for the cluster id, waiting at most
- * @p timeout_ms (unknown counts as Kafka). `kchat dev` without --brokers
- * runs on the embedded mock cluster. */
-static void fetch_wait_conf(kchat_gateway *gw, rd_kafka_conf_t *conf, int timeout_ms)
-{
-    int ms = kchat_config_fetch_wait_ms(gw->cfg, false);
-    int mock_ms = kchat_config_fetch_wait_ms(gw->cfg, true);
-    char v[16];
-
-    if (ms != mock_ms) {
-        bool mock = gw->cfg->brokers[0] == '\0';
-        if (!mock) {
-            char *id = rd_kafka_clusterid(gw->producer, timeout_ms);
-            mock = kchat_kafka_is_mock_cluster(id);
-            if (id != NULL)
-                rd_kafka_mem_free(gw->producer, id);
-        }
-        if (mock)
-            ms = mock_ms;
-    }
-    snprintf(v, sizeof(v), "%d", ms);
-    if (ms >= 0)
-        rd_kafka_conf_set(conf, "fetch.wait.max.ms", v, NULL, 0);
-}
-
-static void consumer_conf(rd_kafka_conf_t *conf, bool eof)
-{
-    char gid[64];
-
-    snprintf(gid, sizeof(gid), "kchat-gateway-%ld-%08x%08x", (long)getpid(),
-             randombytes_random(), randombytes_random());
-    rd_kafka_conf_set(conf, "group.id", gid, NULL, 0);
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
-    rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", NULL, 0);
-    rd_kafka_conf_set(conf, "enable.partition.eof", eof ? "true" : "false", NULL, 0);
-    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", NULL, 0);
-}
-
-gw_item *kchat__gw_event_item(const rd_kafka_message_t *m, int kind)
-{
-    const void *ct;
-    size_t ctlen;
-    kchat_fmt fmt = KCHAT_FMT_JSON;
-    json_t *v = NULL, *t;
-    gw_item *it;
-    char *out = NULL;
-    size_t outlen = 0;
-
-    if (m->key == NULL || m->key_len == 0 || m->key_len >= sizeof(it->user))
-        return NULL;
-    if (kchat_header_get(m, KCHAT_HDR_CTYPE, &ct, &ctlen) == 0 &&
-        ctlen == strlen("application/msgpack") && !memcmp(ct, "application/msgpack", ctlen))
-        fmt = KCHAT_FMT_MSGPACK;
-    if (kchat_codec_decode(fmt, m->payload, m->len, &v) != KCHAT_OK || !json_is_object(v)) {
-        json_decref(v);
-        return NULL;
-    }
-    if ((it = calloc(1, sizeof(*it))) == NULL) {
-        json_decref(v);
-        return NULL;
-    }
-    it->kind = kind;
-    memcpy(it->user, m->key, m->key_len);
-    t = json_object_get(v, "type");
-    snprintf(it->type, sizeof(it->type), "%s", json_is_string(t) ? json_string_value(t) : "message");
-    it->partition = m->partition;
-    it->offset = m->offset;
-    /* Compact JSON holds no raw newline: one `data:` line. */
-    if (kchat_codec_encode(KCHAT_FMT_JSON, v, &out, &outlen) != KCHAT_OK) {
-        json_decref(v);
-        free(it);
-        return NULL;
-    }
-    json_decref(v);
-    it->data = malloc(outlen + 1);
-    if (it->data == NULL) {
-        free(out);
-        free(it);
-        return NULL;
-    }
-    memcpy(it->data, out, outlen);
-    it->data[outlen] = '\0';
-    it->len = outlen;
-    free(out);
-    return it;
-}
-
-static void handle_record(kchat_gateway *gw, rd_kafka_message_t *m)
-{
-    const char *topic = rd_kafka_topic_name(m->rkt);
-    gw_item *it;
-    const void *v;
-    size_t len;
-
-    if (!strcmp(topic, KCHAT_TOPIC_EVENTS)) {
-        if ((it = kchat__gw_event_item(m, GW_ITEM_EVENT)) != NULL)
-            kchat__gw_push(gw, it);
-        return;
-    }
-    if (kchat_header_get(m, KCHAT_HDR_CID, &v, &len) != 0 || len == 0 || len >= sizeof(it->cid))
-        return;
-    /* Only our own cids ("g..."), cheaply filtered before copying. */
-    if (((const char *)v)[0] != 'g')
-        return;
-    if ((it = calloc(1, sizeof(*it))) == NULL)
-        return;
-    it->kind = GW_ITEM_RESPONSE;
-    memcpy(it->cid, v, len);
-    it->op = -1;
-    for (int op = 0; op < KCHAT_OP__COUNT; op++)
-        if (!strcmp(topic, kchat_op_response_topic((kchat_op)op)))
-            it->op = op;
-    if ((it->data = malloc(m->len + 1)) == NULL) {
-        free(it);
-        return;
-    }
-    memcpy(it->data, m->payload, m->len);
-    it->data[m->len] = '\0';
-    it->len = m->len;
-    kchat__gw_push(gw, it);
-}
-
-/* Find every topic's partition count and its end offsets, then assign. */
-static int consumer_assign(kchat_gateway *gw, char *errstr, size_t len)
-{
-    const char *topics[KCHAT_OP__COUNT + 1];
-    int n_topics = 0, rc = KCHAT_EKAFKA;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_partition_list_t *parts;
-    rd_kafka_resp_err_t err;
-
-    for (int op = 0; op < KCHAT_OP__COUNT; op++)
-        topics[n_topics++] = kchat_op_response_topic((kchat_op)op);
-    topics[n_topics++] = KCHAT_TOPIC_EVENTS;
-    if ((err = rd_kafka_metadata(gw->consumer, 1, NULL, &md, 10000)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(errstr, len, "metadata: %s", rd_kafka_err2str(err));
-        return KCHAT_EKAFKA;
-    }
-    parts = rd_kafka_topic_partition_list_new(64);
-    for (int i = 0; i < n_topics; i++) {
-        const struct rd_kafka_metadata_topic *t = NULL;
-        for (int j = 0; j < md->topic_cnt; j++)
-            if (!strcmp(md->topics[j].topic, topics[i]))
-                t = &md->topics[j];
-        if (t == NULL || t->partition_cnt <= 0) {
-            snprintf(errstr, len, "topic %s is missing", topics[i]);
-            goto out;
-        }
-        if (!strcmp(topics[i], KCHAT_TOPIC_EVENTS)) {
-            gw->event_partitions = t->partition_cnt;
-            free(gw->events_next);
-            gw->events_next = calloc((size_t)t->partition_cnt, sizeof(int64_t));
-            if (gw->events_next == NULL) {
-                rc = KCHAT_ENOMEM;
-                goto out;
-            }
-        }
-        for (int p = 0; p < t->partition_cnt; p++) {
-            int64_t lo = 0, hi = 0;
-            err = rd_kafka_query_watermark_offsets(gw->consumer, topics[i], p, &lo, &hi, 10000);
-            if (err) {
-                snprintf(errstr, len, "offsets of %s [%d]: %s", topics[i], p,
-                         rd_kafka_err2str(err));
-                goto out;
-            }
-            rd_kafka_topic_partition_list_add(parts, topics[i], p)->offset = hi;
-            if (!strcmp(topics[i], KCHAT_TOPIC_EVENTS))
-                gw->events_next[p] = hi;
-        }
-    }
-    if ((err = rd_kafka_assign(gw->consumer, parts)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(errstr, len, "assign: %s", rd_kafka_err2str(err));
-        goto out;
-    }
-    rc = KCHAT_OK;
-out:
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_metadata_destroy(md);
-    return rc;
-}
-
-static void *kafka_main(void *arg)
-{
-    kchat_gateway *gw = arg;
-    char errstr[512];
-    int parts = 0;
-
-    while (!atomic_load(&gw->stopping)) {
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t err;
-        errstr[0] = '\0';
-        /* A quick reachability probe first: kchat_topics_ensure() blocks for
-         * up to 30 s, which would hold up a stop. */
-        err = rd_kafka_metadata(gw->producer, 0, NULL, &md, 1000);
-        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            snprintf(errstr, sizeof(errstr), "%s", rd_kafka_err2str(err));
-        } else {
-            rd_kafka_metadata_destroy(md);
-            if (kchat_topics_ensure(gw->producer, gw->cfg->partitions, gw->cfg->replication,
-                                    gw->cfg->login_retention_ms, &parts, errstr,
-                                    sizeof(errstr)) == KCHAT_OK &&
-                consumer_assign(gw, errstr, sizeof(errstr)) == KCHAT_OK)
-                break;
-        }
-        fprintf(stderr, "kchat gateway: Kafka not ready (%s); retrying\n", errstr);
-        for (int i = 0; i < 10 && !atomic_load(&gw->stopping); i++)
-            usleep(100 * 1000);
-    }
-    if (!atomic_load(&gw->stopping)) {
-        pthread_mutex_lock(&gw->lock);
-        atomic_store(&gw->kafka_down, false);
-        atomic_store(&gw->ready, true);
-        pthread_cond_broadcast(&gw->ready_cond);
-        pthread_mutex_unlock(&gw->lock);
-    }
-    while (!atomic_load(&gw->stopping)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(gw->consumer, 50);
-        rd_kafka_poll(gw->producer, 0);
-        if (m == NULL)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            atomic_store(&gw->kafka_down, false);
-            handle_record(gw, m);
-        }
-        rd_kafka_message_destroy(m);
-    }
-    return NULL;
-}
-
-/* ---- catch-up of one resumed stream ---- */
-
-struct catchup {
-    kchat_gateway *gw;
-    uint64_t stream_id;
-    char user[72];
-    int32_t partition;
-    int64_t from, to;
-};
-
-static void *catchup_main(void *arg)
-{
-    struct catchup *c = arg;
-    kchat_gateway *gw = c->gw;
-    char errstr[256];
-    rd_kafka_conf_t *conf = kafka_conf(gw, errstr, sizeof(errstr));
-    rd_kafka_t *rk = NULL;
-    rd_kafka_topic_partition_list_t *parts;
-    double deadline = kchat__gw_now() + 10.0;
-    bool ok = false;
-    size_t ulen = strlen(c->user);
-    gw_item *it;
-
-    if (conf == NULL)
-        goto done;
-    consumer_conf(conf, true);
-    fetch_wait_conf(gw, conf, 1000);   /* the gateway is ready: known at once */
-    if ((rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr))) == NULL) {
-        rd_kafka_conf_destroy(conf);
-        goto done;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    parts = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(parts, KCHAT_TOPIC_EVENTS, c->partition)->offset = c->from;
-    rd_kafka_assign(rk, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    while (!atomic_load(&gw->stopping) && kchat__gw_now() < deadline) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (m == NULL)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            bool end = m->offset >= c->to;
-            rd_kafka_message_destroy(m);
-            if (end) {
-                ok = true;
-                break;
-            }
-            continue;
-        }
-        if (m->err) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        if (m->offset >= c->to) {
-            rd_kafka_message_destroy(m);
-            ok = true;
-            break;
-        }
-        if (m->key_len == ulen && !memcmp(m->key, c->user, ulen) &&
-            (it = kchat__gw_event_item(m, GW_ITEM_CATCHUP)) != NULL) {
-            it->stream_id = c->stream_id;
-            kchat__gw_push(gw, it);
-        }
-        if (m->offset + 1 >= c->to) {
-            rd_kafka_message_destroy(m);
-            ok = true;
-            break;
-        }
-        rd_kafka_message_destroy(m);
-    }
-done:
-    if ((it = calloc(1, sizeof(*it))) != NULL) {
-        it->kind = GW_ITEM_CATCHUP_DONE;
-        it->stream_id = c->stream_id;
-        it->ok = ok;
-        kchat__gw_push(gw, it);
-    }
-    if (rk) {
-        rd_kafka_consumer_close(rk);
-        rd_kafka_destroy(rk);
-    }
-    free(c);
-    atomic_fetch_sub(&gw->catchups, 1);
-    return NULL;
-}
-
-int kchat__gw_catchup_start(kchat_gateway *gw, uint64_t stream_id, const char *user,
-                            int32_t partition, int64_t from, int64_t to)
-{
-    struct catchup *c = calloc(1, sizeof(*c));
-    pthread_t t;
-
-    if (c == NULL)
-        return KCHAT_ENOMEM;
-    c->gw = gw;
-    c->stream_id = stream_id;
-    snprintf(c->user, sizeof(c->user), "%s", user);
-    c->partition = partition;
-    c->from = from;
-    c->to = to;
-    atomic_fetch_add(&gw->catchups, 1);
-    if (pthread_create(&t, NULL, catchup_main, c) != 0) {
-        atomic_fetch_sub(&gw->catchups, 1);
-        free(c);
-        return KCHAT_ENOMEM;
-    }
-    pthread_detach(t);
-    return KCHAT_OK;
-}
-
-/* ---- life cycle ---- */
+/* ---- the listening socket ---- */
 
 #define ACCEPT_PAUSE_MS 100
 
+/* Accept connections again after a pause.
+ * @locality loop thread (libevent timer callback) */
 static void accept_resume(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -498,6 +89,9 @@ static void accept_resume(evutil_socket_t fd, short what, void *arg)
     evconnlistener_enable(arg);
 }
 
+/* accept() failed (out of descriptors, most likely): pause accepting for
+ * ACCEPT_PAUSE_MS instead of retrying at once, and log once a second.
+ * @locality loop thread (evconnlistener error callback) */
 static void accept_error(struct evconnlistener *lev, void *arg)
 {
     static atomic_long last_log;
@@ -514,7 +108,8 @@ static void accept_error(struct evconnlistener *lev, void *arg)
 }
 
 /* Raise the descriptor limit to its hard limit and keep the stream cap
- * below it, with room for Kafka sockets, files and ordinary calls. */
+ * below it, with room for Kafka sockets, files and ordinary calls.
+ * @locality the owner, in kchat_gateway_start() */
 static void fit_descriptor_limit(kchat_gateway *gw)
 {
     struct rlimit rl;
@@ -539,7 +134,10 @@ static void fit_descriptor_limit(kchat_gateway *gw)
     }
 }
 
-static int bind_http(kchat_gateway *gw, char *errstr, size_t len)
+/* Listen on cfg->http and set gw->url to the address actually bound.
+ * @return KCHAT_OK; KCHAT_ECONFIG (not host:port), KCHAT_EIO.
+ * @locality the owner, before the loop thread starts */
+static KCHAT_MUST_CHECK int bind_http(kchat_gateway *gw, char *errstr, size_t len)
 {
     char host[256];
     const char *colon = strrchr(gw->cfg->http, ':');
@@ -592,9 +190,30 @@ static int bind_http(kchat_gateway *gw, char *errstr, size_t len)
     return KCHAT_OK;
 }
 
+/* ---- life cycle ---- */
+
+/* libevent's locking, for event_active() from other threads; once per
+ * process (pthread_once()). */
 static void use_pthreads(void)
 {
     evthread_use_pthreads();
+}
+
+/* The event base, the HTTP server and the loop's events; false if
+ * libevent cannot make one (what was made is left for the stop).
+ * @locality the owner, before the loop thread starts */
+static bool loop_setup(kchat_gateway *gw)
+{
+    struct timeval tick = {2, 0};
+
+    if ((gw->base = event_base_new()) == NULL || (gw->http = evhttp_new(gw->base)) == NULL ||
+        (gw->notify_ev = event_new(gw->base, -1, 0, notify_cb, gw)) == NULL ||
+        (gw->stop_ev = event_new(gw->base, -1, 0, stop_cb, gw)) == NULL ||
+        (gw->tick_ev = event_new(gw->base, -1, EV_PERSIST, tick_cb, gw)) == NULL)
+        return false;
+    event_add(gw->tick_ev, &tick);
+    kchat__gw_http_setup(gw);
+    return true;
 }
 
 int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
@@ -602,9 +221,6 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     kchat_gateway *gw;
-    rd_kafka_conf_t *conf;
-    char linger_timeout[32];
-    struct timeval tick = {2, 0};
     int rc = KCHAT_ENOMEM;
 
     *out = NULL;
@@ -621,62 +237,28 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
     gw->next_stream_id = 1;
     if ((gw->brokers = strdup(brokers)) == NULL ||
         (gw->pending = calloc((size_t)cfg->max_pending, sizeof(gw_pending))) == NULL)
-        goto err_free;
+        goto err_stop;
     gw->n_pending = 0;
     snprintf(errstr, errstr_size, "cannot set up libevent");
-    if ((gw->base = event_base_new()) == NULL || (gw->http = evhttp_new(gw->base)) == NULL ||
-        (gw->notify_ev = event_new(gw->base, -1, 0, notify_cb, gw)) == NULL ||
-        (gw->stop_ev = event_new(gw->base, -1, 0, stop_cb, gw)) == NULL ||
-        (gw->tick_ev = event_new(gw->base, -1, EV_PERSIST, tick_cb, gw)) == NULL)
-        goto err_free;
-    event_add(gw->tick_ev, &tick);
-    kchat__gw_http_setup(gw);
+    if (!loop_setup(gw))
+        goto err_stop;
     fit_descriptor_limit(gw);
-    if ((rc = bind_http(gw, errstr, errstr_size)) != KCHAT_OK)
-        goto err_free;
-
-    rc = KCHAT_ECONFIG;
-    if ((conf = kafka_conf(gw, errstr, errstr_size)) == NULL)
-        goto err_free;
-    snprintf(linger_timeout, sizeof(linger_timeout), "%d", cfg->http_timeout_ms + 1000);
-    if (rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "linger.ms", "1", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "message.timeout.ms", linger_timeout, errstr, errstr_size)) {
-        rd_kafka_conf_destroy(conf);
-        goto err_free;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-    rc = KCHAT_EKAFKA;
-    if ((gw->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size)) == NULL) {
-        rd_kafka_conf_destroy(conf);
-        goto err_free;
-    }
-    rc = KCHAT_ECONFIG;
-    if ((conf = kafka_conf(gw, errstr, errstr_size)) == NULL)
-        goto err_free;
-    consumer_conf(conf, false);
-    fetch_wait_conf(gw, conf, 2000);   /* Kafka may not be up yet: then Kafka's wait */
-    rc = KCHAT_EKAFKA;
-    if ((gw->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size)) == NULL) {
-        rd_kafka_conf_destroy(conf);
-        goto err_free;
-    }
-    rd_kafka_poll_set_consumer(gw->consumer);
+    if ((rc = bind_http(gw, errstr, errstr_size)) != KCHAT_OK ||
+        (rc = kchat__gw_kafka_open(gw, errstr, errstr_size)) != KCHAT_OK)
+        goto err_stop;
 
     rc = KCHAT_ENOMEM;
     snprintf(errstr, errstr_size, "cannot start the gateway threads");
     if (pthread_create(&gw->loop_thread, NULL, loop_main, gw) != 0)
-        goto err_free;
+        goto err_stop;
     gw->loop_started = true;
-    if (pthread_create(&gw->kafka_thread, NULL, kafka_main, gw) != 0) {
-        kchat_gateway_stop(gw);
-        return KCHAT_ENOMEM;
-    }
+    if (pthread_create(&gw->kafka_thread, NULL, kchat__gw_kafka_main, gw) != 0)
+        goto err_stop;
     gw->kafka_started = true;
     errstr[0] = '\0';
     *out = gw;
     return KCHAT_OK;
-err_free:
+err_stop:
     kchat_gateway_stop(gw);
     return rc;
 }
@@ -710,8 +292,6 @@ const char *kchat_gateway_url(const kchat_gateway *gw)
 
 void kchat_gateway_stop(kchat_gateway *gw)
 {
-    gw_item *it, *next;
-
     if (gw == NULL)
         return;
     atomic_store(&gw->stopping, true);
@@ -723,6 +303,9 @@ void kchat_gateway_stop(kchat_gateway *gw)
         pthread_join(gw->kafka_thread, NULL);
     for (int i = 0; i < 100 && atomic_load(&gw->catchups) > 0; i++)
         usleep(50 * 1000);
+    /* Closing the consumer and flushing the producer may run error_cb() and
+     * dr_msg_cb() on this thread: a failed delivery is still queued, and
+     * freed below with the rest of the queue. */
     if (gw->consumer) {
         rd_kafka_consumer_close(gw->consumer);
         rd_kafka_destroy(gw->consumer);
@@ -733,11 +316,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
     }
     if (atomic_load(&gw->catchups) > 0)
         return; /* a catch-up thread is stuck: leak rather than crash */
-    for (it = gw->q_head; it; it = next) {
-        next = it->next;
-        free(it->data);
-        free(it);
-    }
+    kchat__gw_queue_free(gw);
     if (!gw->loop_started && gw->http)
         kchat__gw_shutdown_http(gw);
     if (gw->http)

@@ -1,6 +1,43 @@
-/* Private to src/gateway: the gateway's state, shared by gateway.c (life
- * cycle, Kafka threads) and http.c (HTTP API, event streams, static files,
- * metrics). Fields marked [loop] are touched by the loop thread only. */
+/*
+ * Private to src/gateway: the gateway's state and the calls between its
+ * files, one section per file.
+ *
+ *   gateway.c   life cycle: start, stop, the loop thread, the listener
+ *   kafka.c     the Kafka side: client settings, the producer's delivery
+ *               reports, the Kafka thread that reads replies and events
+ *   catchup.c   catch-up threads of resumed event streams
+ *   handoff.c   the queue from those threads to the loop thread
+ *   http.c      evhttp set-up, dispatch by path, writing replies
+ *   api.c       the API routes of PROTOCOL.md section 8
+ *   pending.c   calls waiting for the backend's answer (by kchat-cid)
+ *   sse.c       event streams (Server-Sent Events)
+ *   static.c    the chat page's files
+ *   metrics.c   GET /metrics, /healthz, /readyz and the counters
+ *   deadline.c  the first-request deadline of every connection
+ *
+ * Threads, and what goes from one to another:
+ *  - the loop thread (gateway.c, loop_main()) runs libevent: every HTTP
+ *    callback and timer, and so the pending table, the event streams and
+ *    the metrics. Fields and functions marked [loop] are for it alone
+ *    (and for the stopping thread once the loop thread has ended).
+ *  - the Kafka thread (kafka.c, kchat__gw_kafka_main()) polls the reply
+ *    consumer and the producer. Each response record, each chat-events
+ *    record and each failed delivery report becomes a malloc()ed gw_item
+ *    that kchat__gw_push() appends to gw->q_head under gw->lock, waking the
+ *    loop with event_active(gw->notify_ev) (libevent's pthread locking is
+ *    on); on the loop, the queue is taken whole and each item handled and
+ *    freed (handoff.c).
+ *  - catch-up threads (catchup.c), started by the loop for a stream opened
+ *    with Last-Event-ID, push their records and an end item the same way.
+ *  - the thread that calls kchat_gateway_start() and kchat_gateway_stop()
+ *    (the owner) sets gw->stopping and activates gw->stop_ev, whose callback
+ *    ends the loop; it joins the loop and Kafka threads and waits for the
+ *    catch-up threads (gw->catchups) before it frees anything.
+ *  - the other way, the loop produces requests with rd_kafka_producev() and
+ *    reads the consumer's positions for /metrics: librdkafka calls that any
+ *    thread may make.
+ *  - gw->ready, gw->kafka_down and gw->stopping are atomics read by all.
+ */
 #ifndef KCHAT_GATEWAY_INT_H
 #define KCHAT_GATEWAY_INT_H
 
@@ -11,13 +48,181 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
+#include "kchat/codec.h"
 #include "kchat/config.h"
+#include "kchat/error.h"
 #include "kchat/gateway.h"
 #include "kchat/ops_http.h"
 
-/** Kinds of gw_item, the records the Kafka threads hand to the loop. */
+/* ---- routes and counters (metrics.c) ------------------------------------ */
+
+/** Every route, as named in the `route` label of
+ *  kchat_gateway_http_requests_total. */
+#define GW_ROUTES(X) X(users) X(login) X(logout) X(status) X(friends_get) \
+    X(friends_post) X(rooms_get) X(rooms_post) X(messages_get) X(messages_post) \
+    X(events) X(static) X(healthz) X(readyz) X(metrics) X(not_found)
+enum gw_route {
+#define GW__R(n) GW_ROUTE_##n,
+    GW_ROUTES(GW__R)
+#undef GW__R
+    GW_ROUTE__COUNT
+};
+#define GW_N_STATUS 17   /**< the counted statuses, and "other" */
+#define GW_N_BUCKETS 12  /**< latency buckets, and +Inf */
+
+/**
+ * The gateway's plain counters: X(field, metric name, help text). One table
+ * makes the fields of gw_counters and their lines in GET /metrics, in this
+ * order.
+ */
+#define GW_COUNTERS(X)                                                          \
+    X(events_delivered, "kchat_gateway_events_delivered_total",                 \
+      "Events written to streams.")                                             \
+    X(sse_overflows, "kchat_gateway_sse_overflows_total",                       \
+      "Streams closed because their client fell behind.")                       \
+    X(timeouts, "kchat_gateway_timeouts_total",                                 \
+      "Calls the backend did not answer in time.")                              \
+    X(request_deadline, "kchat_gateway_request_deadline_total",                 \
+      "Connections closed because their request did not arrive in time.")
+
+/** The counters of GW_COUNTERS. [loop] */
+typedef struct gw_counters {
+#define GW__COUNTER_FIELD(field, name, help) uint64_t field;
+    GW_COUNTERS(GW__COUNTER_FIELD)
+#undef GW__COUNTER_FIELD
+} gw_counters;
+
+/* ---- the gateway --------------------------------------------------------- */
+
+struct gw_item;
+struct gw_pending;
+struct gw_stream;
+
+struct kchat_gateway {
+    /* set by kchat_gateway_start(), read-only afterwards */
+    const kchat_config *cfg;
+    int sse_max_total;           /**< cfg->sse_max_total, lowered to fit RLIMIT_NOFILE */
+    char *brokers;
+    char url[160];
+    _Atomic(kchat_metrics_fn) metrics_fn; /**< extra metrics (the backend's in `kchat dev`) */
+    _Atomic(void *) metrics_arg;
+
+    /* libevent; the loop thread runs gw->base */
+    struct event_base *base;
+    struct evhttp *http;
+    struct event *notify_ev;     /**< active: the queue has items */
+    struct event *stop_ev;       /**< active: stop the loop */
+    struct event *tick_ev;       /**< every few seconds: heartbeats */
+    pthread_t loop_thread, kafka_thread;
+    bool loop_started, kafka_started;
+    struct gw_conn *conns;       /**< [loop] connections whose first request is still due */
+
+    /* Kafka; the handles are librdkafka's and thread-safe */
+    rd_kafka_t *producer;
+    rd_kafka_t *consumer;
+    atomic_bool stopping;
+    atomic_bool ready;
+    atomic_bool kafka_down;
+    atomic_int catchups;         /**< catch-up threads running */
+    int event_partitions;        /**< of chat-events; set before ready */
+    int64_t *events_next;        /**< [loop after ready] next live offset per partition */
+
+    /* the hand-off queue (handoff.c) */
+    pthread_mutex_t lock;        /**< guards q_head, q_tail and ready_cond */
+    pthread_cond_t ready_cond;
+    struct gw_item *q_head, *q_tail;
+
+    /* calls and streams [loop] */
+    struct gw_pending *pending;  /**< cfg->max_pending slots */
+    int n_pending;
+    int pending_hint;            /**< where to look for a free slot first */
+    struct gw_stream *streams;
+    int n_streams;
+    uint64_t next_stream_id;
+
+    /* metrics [loop] */
+    uint64_t requests[GW_ROUTE__COUNT][GW_N_STATUS];
+    uint64_t latency[GW_N_BUCKETS];
+    double latency_sum;
+    uint64_t latency_count;
+    gw_counters counters;
+};
+
+/* ---- gateway.c ----------------------------------------------------------- */
+
+/** Monotonic seconds. @locality any thread */
+double kchat__gw_now(void);
+
+/* ---- kafka.c ------------------------------------------------------------- */
+
+/**
+ * @brief Make the producer and the reply consumer (gw->producer,
+ *        gw->consumer), with the delivery-report and error callbacks.
+ * @return KCHAT_OK; KCHAT_ECONFIG (a bad -X property), KCHAT_EKAFKA;
+ *         @p errstr says why. What was made stays in @p gw for
+ *         kchat_gateway_stop() to free.
+ * @locality the owner, before the Kafka thread starts
+ */
+KCHAT_MUST_CHECK int kchat__gw_kafka_open(kchat_gateway *gw, char *errstr, size_t errstr_size);
+
+/**
+ * @brief Settings shared by every client of the gateway: brokers, -X
+ *        properties, the error callback (opaque: @p gw).
+ * @return a new conf for rd_kafka_new(), or NULL with @p errstr set.
+ * @locality any thread
+ */
+rd_kafka_conf_t *kchat__gw_kafka_conf(kchat_gateway *gw, char *errstr, size_t errstr_size);
+
+/** @brief Consumer settings: a unique group id, nothing committed, from the
+ *         start when no offset is given; @p eof: report partition ends.
+ *  @locality any thread */
+void kchat__gw_consumer_conf(rd_kafka_conf_t *conf, bool eof);
+
+/** @brief fetch.wait.max.ms of a gateway consumer: the mock cluster's value
+ *         or Kafka's, asking the cluster id for at most @p timeout_ms.
+ *  @locality any thread (blocks up to @p timeout_ms) */
+void kchat__gw_fetch_wait_conf(kchat_gateway *gw, rd_kafka_conf_t *conf, int timeout_ms);
+
+/**
+ * @brief A GW_ITEM_EVENT or GW_ITEM_CATCHUP item from a chat-events record:
+ *        user from the key, type, partition, offset, the value as compact
+ *        JSON in `data`.
+ * @return a malloc()ed item the caller owns, or NULL (no key, a value that
+ *         does not decode to an object, out of memory).
+ * @locality any thread (the Kafka thread and the catch-up threads)
+ */
+struct gw_item *kchat__gw_event_item(const rd_kafka_message_t *m, int kind);
+
+/**
+ * @brief The Kafka thread: make sure the topics exist (retrying until it
+ *        works or the gateway stops), assign every partition of the response
+ *        topics and chat-events from the end, set gw->ready, then hand every
+ *        record to the loop until gw->stopping.
+ * @locality the Kafka thread (pthread_create() by kchat_gateway_start())
+ * @locks takes gw->lock (must not be held) to publish gw->ready
+ */
+void *kchat__gw_kafka_main(void *arg);
+
+/* ---- catchup.c ----------------------------------------------------------- */
+
+/**
+ * @brief Start a catch-up thread for stream @p stream_id: it reads @p user's
+ *        records of chat-events partition @p partition from @p from up to
+ *        @p to and pushes them (GW_ITEM_CATCHUP), then GW_ITEM_CATCHUP_DONE.
+ * @return KCHAT_OK; KCHAT_ENOMEM (no memory, no thread): then nothing is
+ *         pushed.
+ * @locality loop thread
+ */
+KCHAT_MUST_CHECK int kchat__gw_catchup_start(kchat_gateway *gw, uint64_t stream_id,
+                                             const char *user, int32_t partition, int64_t from,
+                                             int64_t to);
+
+/* ---- handoff.c: from the Kafka and catch-up threads to the loop ---------- */
+
+/** Kinds of gw_item. */
 enum gw_item_kind {
     GW_ITEM_RESPONSE,      /**< a response record: cid, op, data */
     GW_ITEM_DR_FAIL,       /**< a request the producer could not deliver: cid */
@@ -26,7 +231,7 @@ enum gw_item_kind {
     GW_ITEM_CATCHUP_DONE,  /**< that stream's catch-up ended (ok says how) */
 };
 
-/** One hand-off from a Kafka thread to the loop; the loop frees it. */
+/** One hand-off to the loop thread; whoever holds it frees it (data too). */
 typedef struct gw_item {
     struct gw_item *next;
     int kind;
@@ -42,10 +247,80 @@ typedef struct gw_item {
     size_t len;
 } gw_item;
 
+/**
+ * @brief Queue @p it for the loop thread and wake it. Takes @p it.
+ * @locality any thread
+ * @locks takes gw->lock (must not be held)
+ */
+void kchat__gw_push(kchat_gateway *gw, gw_item *it);
+
+/**
+ * @brief Take every queued item and handle each (kchat__gw_handle_item()).
+ * @locality loop thread
+ * @locks takes gw->lock (must not be held)
+ */
+void kchat__gw_drain(kchat_gateway *gw);
+
+/** @brief Handle one item (answer its call, feed its streams) and free it.
+ *  @locality loop thread */
+void kchat__gw_handle_item(kchat_gateway *gw, gw_item *it);
+
+/** @brief Free a list of items (linked by `next`) and their data.
+ *  @locality any thread that owns the list */
+void kchat__gw_items_free(gw_item *list);
+
+/** @brief Free what is left in the queue.
+ *  @locality the owner, once no other thread is left to push */
+void kchat__gw_queue_free(kchat_gateway *gw);
+
+/* ---- http.c -------------------------------------------------------------- */
+
+/** @brief Set evhttp's limits and install the request callback.
+ *  @locality the owner before the loop thread starts */
+void kchat__gw_http_setup(kchat_gateway *gw);
+
+/**
+ * @brief Send a complete reply and count it (route, status, time since
+ *        @p started; 0: no time). @p body may be NULL; it stays the
+ *        caller's. Adds nosniff, no-store (but for static files) and
+ *        Content-Length; a HEAD reply gets no body.
+ * @locality loop thread
+ */
+void kchat__gw_reply(kchat_gateway *gw, struct evhttp_request *req, int route, int code,
+                     const char *ctype, struct evbuffer *body, double started);
+
+/** @brief kchat__gw_reply() with @p v as compact JSON. @locality loop thread */
+void kchat__gw_reply_json(kchat_gateway *gw, struct evhttp_request *req, int route, int code,
+                          json_t *v, double started);
+
+/** @brief An error reply of PROTOCOL.md section 8: {isSuccess: false,
+ *         errorCode: @p err, errorMessage: @p msg}. @locality loop thread */
+void kchat__gw_reply_error(kchat_gateway *gw, struct evhttp_request *req, int route, int code,
+                           const char *err, const char *msg, double started);
+
+/** @brief Answer every pending call with 503 and end every stream.
+ *  @locality loop thread; or the owner when the loop never ran */
+void kchat__gw_shutdown_http(kchat_gateway *gw);
+
+/* ---- api.c --------------------------------------------------------------- */
+
+/** @brief Serve @p path under /api: check method, cookie and body, then
+ *         send the Kafka request (or answer at once).
+ *  @locality loop thread */
+void kchat__gw_api_handle(kchat_gateway *gw, struct evhttp_request *req, const char *path,
+                          double started);
+
+/** @brief Answer the call a GW_ITEM_RESPONSE item is for, if it is still
+ *         waiting here; open its stream for GET /api/events.
+ *  @locality loop thread */
+void kchat__gw_api_answer(kchat_gateway *gw, const gw_item *it);
+
+/* ---- pending.c: calls waiting for their answer ---------------------------- */
+
 /** What a pending call does with its answer. */
 enum gw_pending_kind { GW_PEND_API, GW_PEND_SSE };
 
-/** A call waiting for its response. [loop] */
+/** A call waiting for its response: a slot of gw->pending. [loop] */
 typedef struct gw_pending {
     kchat_gateway *gw;
     struct evhttp_request *req;  /**< NULL: free slot */
@@ -60,6 +335,37 @@ typedef struct gw_pending {
     struct event *timer;
     double started;              /**< monotonic seconds */
 } gw_pending;
+
+/**
+ * @brief Produce @p body as the request of @p op, keyed by @p user, with a
+ *        fresh kchat-cid and @p session, and wait for its answer (or
+ *        http-timeout-ms). Answers @p req itself when it cannot: not ready,
+ *        table full, body not encodable or too large, produce refused.
+ * @locality loop thread
+ */
+void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int route, int kind,
+                            kchat_op op, const char *user, const char *session,
+                            const json_t *body, double started);
+
+/**
+ * @brief Take the call waiting for @p cid out of the table.
+ * @param[out] call a copy of the call (its timer is gone).
+ * @return its request, now the caller's to answer; NULL if no call waits
+ *         for @p cid (another gateway's, a repeat, or too late).
+ * @locality loop thread
+ */
+struct evhttp_request *kchat__gw_pending_take(kchat_gateway *gw, const char *cid,
+                                              gw_pending *call);
+
+/** @brief The producer could not deliver @p cid's request: answer 503.
+ *  @locality loop thread */
+void kchat__gw_pending_fail(kchat_gateway *gw, const char *cid);
+
+/** @brief Answer every waiting call with 503 (the gateway is stopping).
+ *  @locality loop thread; or the owner when the loop never ran */
+void kchat__gw_pending_cancel_all(kchat_gateway *gw);
+
+/* ---- sse.c: event streams ------------------------------------------------- */
 
 /** An open event stream. [loop] */
 typedef struct gw_stream {
@@ -78,92 +384,81 @@ typedef struct gw_stream {
     double last_write;
 } gw_stream;
 
-#define GW_ROUTES(X) X(users) X(login) X(logout) X(status) X(friends_get) \
-    X(friends_post) X(rooms_get) X(rooms_post) X(messages_get) X(messages_post) \
-    X(events) X(static) X(healthz) X(readyz) X(metrics) X(not_found)
-enum gw_route {
-#define GW__R(n) GW_ROUTE_##n,
-    GW_ROUTES(GW__R)
-#undef GW__R
-    GW_ROUTE__COUNT
-};
-#define GW_N_STATUS 17
-#define GW_N_BUCKETS 12
+/** @brief Whether @p user may open another stream (per user and in
+ *         total); if not, @p req is answered 429 TOO_MANY_STREAMS.
+ *  @locality loop thread */
+bool kchat__gw_stream_may_open(kchat_gateway *gw, struct evhttp_request *req, const char *user,
+                               double started);
 
-struct kchat_gateway {
-    const kchat_config *cfg;
-    int sse_max_total;           /**< cfg->sse_max_total, lowered to fit RLIMIT_NOFILE */
-    struct gw_conn *conns;       /**< connections whose first request is still due */
-    uint64_t m_request_deadline; /**< connections closed for a request not sent in time */
-    _Atomic(kchat_metrics_fn) metrics_fn; /**< extra metrics (the backend's in `kchat dev`) */
-    _Atomic(void *) metrics_arg;
-    char *brokers;
-    char url[160];
+/** @brief Open the event stream @p call asked for (its session was just
+ *         checked), resuming after its Last-Event-ID if it gave one.
+ *  @locality loop thread */
+void kchat__gw_stream_open(kchat_gateway *gw, const gw_pending *call,
+                           struct evhttp_request *req);
 
-    struct event_base *base;
-    struct evhttp *http;
-    struct event *notify_ev;     /**< active: the queue has items */
-    struct event *stop_ev;       /**< active: stop the loop */
-    struct event *tick_ev;       /**< every few seconds: heartbeats */
-    pthread_t loop_thread, kafka_thread;
-    bool loop_started, kafka_started;
+/** @brief A live chat-events record: advance the live position, deliver it
+ *         to its user's streams (or hold it for those catching up).
+ *  @locality loop thread */
+void kchat__gw_streams_event(kchat_gateway *gw, const gw_item *it);
 
-    rd_kafka_t *producer;
-    rd_kafka_t *consumer;
-    atomic_bool stopping;
-    atomic_bool ready;
-    atomic_bool kafka_down;
-    atomic_int catchups;         /**< catch-up threads running */
+/** @brief A record a catch-up read for its stream: deliver it.
+ *  @locality loop thread */
+void kchat__gw_stream_catchup_item(kchat_gateway *gw, const gw_item *it);
 
-    pthread_mutex_t lock;        /**< guards the queue, ready_cond */
-    pthread_cond_t ready_cond;
-    gw_item *q_head, *q_tail;
+/** @brief A stream's catch-up ended: deliver what was held, or close the
+ *         stream if it did not read up to the live position.
+ *  @locality loop thread */
+void kchat__gw_stream_catchup_done(kchat_gateway *gw, const gw_item *it);
 
-    int event_partitions;        /**< of chat-events; set before ready */
-    int64_t *events_next;        /**< [loop after ready] next live offset per partition */
+/** @brief End the streams of @p user's @p session (it logged out).
+ *  @locality loop thread */
+void kchat__gw_streams_end_session(kchat_gateway *gw, const char *user, const char *session);
 
-    gw_pending *pending;         /**< [loop] cfg->max_pending slots */
-    int n_pending;
-    int pending_hint;
-    gw_stream *streams;          /**< [loop] */
-    int n_streams;
-    uint64_t next_stream_id;
+/** @brief A keep-alive comment on every stream idle for 10 s.
+ *  @locality loop thread */
+void kchat__gw_streams_tick(kchat_gateway *gw);
 
-    /* metrics [loop] */
-    uint64_t m_requests[GW_ROUTE__COUNT][GW_N_STATUS];
-    uint64_t m_latency[GW_N_BUCKETS];
-    double m_latency_sum;
-    uint64_t m_latency_count;
-    uint64_t m_events;
-    uint64_t m_sse_overflow;
-    uint64_t m_timeouts;
-};
+/** @brief End every stream.
+ *  @locality loop thread; or the owner when the loop never ran */
+void kchat__gw_streams_close_all(kchat_gateway *gw);
 
-/* gateway.c */
-/** Queue @p it for the loop thread and wake it. Any thread; takes @p it. */
-void kchat__gw_push(kchat_gateway *gw, gw_item *it);
-/** Make an event item from a chat-events record; NULL when it has no key. */
-gw_item *kchat__gw_event_item(const rd_kafka_message_t *m, int kind);
-/** Start a catch-up thread for stream @p stream_id. [loop] */
-int kchat__gw_catchup_start(kchat_gateway *gw, uint64_t stream_id, const char *user,
-                            int32_t partition, int64_t from, int64_t to);
-/** Monotonic seconds. */
-double kchat__gw_now(void);
+/* ---- static.c ------------------------------------------------------------ */
 
-/* http.c */
-/** Install the HTTP callbacks on gw->http. [loop or before it runs] */
-void kchat__gw_http_setup(kchat_gateway *gw);
-/** Handle one item from the queue and free it. [loop] */
-void kchat__gw_handle_item(kchat_gateway *gw, gw_item *it);
-/** Send heartbeats to idle streams. [loop] */
-void kchat__gw_tick(kchat_gateway *gw);
-/** Answer every pending call with 503 and end every stream. [loop] */
-void kchat__gw_shutdown_http(kchat_gateway *gw);
+/** @brief Serve the file of web-dir that @p raw (the request path) names.
+ *  @locality loop thread */
+void kchat__gw_static_handle(kchat_gateway *gw, struct evhttp_request *req, const char *raw,
+                             double started);
 
-/* deadline.c: every connection must deliver its first request within
- * http-request-timeout seconds (loop thread only). */
+/* ---- metrics.c ----------------------------------------------------------- */
+
+/** @brief Count a reply: route, status, and its latency when @p started > 0.
+ *  @locality loop thread */
+void kchat__gw_count(kchat_gateway *gw, int route, int code, double started);
+
+/** @brief GET /healthz: 200 while the loop runs. @locality loop thread */
+void kchat__gw_healthz(kchat_gateway *gw, struct evhttp_request *req, double started);
+
+/** @brief GET /readyz: 200 once Kafka is ready, else 503.
+ *  @locality loop thread */
+void kchat__gw_readyz(kchat_gateway *gw, struct evhttp_request *req, double started);
+
+/** @brief GET /metrics: Prometheus text, then kchat_gateway_set_metrics()'s.
+ *  @locality loop thread */
+void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double started);
+
+/* ---- deadline.c: every connection must deliver its first request within
+ * http-request-timeout seconds ---------------------------------------------- */
+
+/** @brief Give every new connection its deadline timer (evhttp's bufferevent
+ *         callback). @locality the owner before the loop thread starts */
 void kchat__gw_deadline_setup(kchat_gateway *gw);
+
+/** @brief A request of @p req's connection reached the handler: its
+ *         deadline no longer applies. @locality loop thread */
 void kchat__gw_deadline_seen(kchat_gateway *gw, struct evhttp_request *req);
+
+/** @brief Free every deadline timer.
+ *  @locality the owner, after the loop thread has ended */
 void kchat__gw_deadline_release(kchat_gateway *gw);
 
 #endif /* KCHAT_GATEWAY_INT_H */

@@ -1,0 +1,196 @@
+/*
+ * The pending table: calls waiting for the backend's answer, on the loop
+ * thread.
+ *
+ * gw->pending has cfg->max_pending slots (a full table answers 503). A call
+ * produces its request with a fresh kchat-cid `g<slot>-<gen>-<random>`
+ * (hex): the response carrying it finds its slot at once, and the slot's
+ * generation, bumped whenever the slot is freed, together with the random
+ * part keeps a late or repeated answer from matching a later call. Every
+ * call has a timer: after http-timeout-ms it is answered 504 TIMEOUT (503
+ * when Kafka is unreachable). Responses reach the loop through the hand-off
+ * queue (handoff.c); api.c turns them into HTTP answers.
+ */
+#include "gateway/gateway_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/keyvalq_struct.h>
+#include <sodium.h>
+
+#include "kchat/codec.h"
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+/* The call waiting for @p cid, or NULL.
+ * @locality loop thread */
+static gw_pending *pending_find(kchat_gateway *gw, const char *cid)
+{
+    char *end;
+    unsigned long slot = strtoul(cid + 1, &end, 16);
+    gw_pending *p;
+
+    if (cid[0] != 'g' || *end != '-' || slot >= (unsigned long)gw->cfg->max_pending)
+        return NULL;
+    p = &gw->pending[slot];
+    return p->req && !strcmp(p->cid, cid) ? p : NULL;
+}
+
+/* Free @p p's slot; its request is left to the caller.
+ * @locality loop thread */
+static void pending_release(kchat_gateway *gw, gw_pending *p)
+{
+    if (p->timer)
+        event_free(p->timer);
+    p->timer = NULL;
+    p->req = NULL;
+    p->gen++;
+    gw->n_pending--;
+}
+
+/* Take @p p out of the table and answer it with an error.
+ * @locality loop thread */
+static void pending_answer_error(kchat_gateway *gw, gw_pending *p, int code, const char *err,
+                                 const char *msg)
+{
+    struct evhttp_request *req = p->req;
+    int route = p->route;
+    double started = p->started;
+
+    pending_release(gw, p);
+    kchat__gw_reply_error(gw, req, route, code, err, msg, started);
+}
+
+/* @p p's answer is overdue.
+ * @locality loop thread (libevent timer callback) */
+static void pending_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_pending *p = arg;
+    kchat_gateway *gw = p->gw;
+
+    (void)fd;
+    (void)what;
+    if (p->req == NULL)
+        return;
+    gw->counters.timeouts++;
+    if (atomic_load(&gw->kafka_down))
+        pending_answer_error(gw, p, 503, "UNAVAILABLE", "Kafka is unreachable.");
+    else
+        pending_answer_error(gw, p, 504, "TIMEOUT", "The backend did not answer in time.");
+}
+
+/* A free slot; there is one when gw->n_pending < cfg->max_pending.
+ * @locality loop thread */
+static int pending_free_slot(kchat_gateway *gw)
+{
+    for (int i = 0; i < gw->cfg->max_pending; i++) {
+        int j = (gw->pending_hint + i) % gw->cfg->max_pending;
+        if (gw->pending[j].req == NULL)
+            return j;
+    }
+    return -1;
+}
+
+void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int route, int kind,
+                            kchat_op op, const char *user, const char *session,
+                            const json_t *body, double started)
+{
+    struct timeval tv = {gw->cfg->http_timeout_ms / 1000, (gw->cfg->http_timeout_ms % 1000) * 1000};
+    gw_pending *p = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    uint64_t rnd;
+    rd_kafka_resp_err_t err;
+    int slot;
+
+    if (!atomic_load(&gw->ready)) {
+        kchat__gw_reply_error(gw, req, route, 503, "UNAVAILABLE",
+                              "The gateway is not connected to Kafka yet.", started);
+        return;
+    }
+    if (gw->n_pending >= gw->cfg->max_pending) {
+        kchat__gw_reply_error(gw, req, route, 503, "UNAVAILABLE", "Too many requests are waiting.",
+                              started);
+        return;
+    }
+    if (kchat_codec_encode(KCHAT_FMT_JSON, body, &buf, &len) != KCHAT_OK) {
+        kchat__gw_reply_error(gw, req, route, 400, "BAD_REQUEST", "The body cannot be encoded.",
+                              started);
+        return;
+    }
+    if (len > KCHAT_MAX_VALUE) {
+        free(buf);
+        kchat__gw_reply_error(gw, req, route, 413, "TOO_LARGE", "The request is too large.",
+                              started);
+        return;
+    }
+    slot = pending_free_slot(gw);
+    p = &gw->pending[slot];
+    gw->pending_hint = (slot + 1) % gw->cfg->max_pending;
+    randombytes_buf(&rnd, sizeof(rnd));
+    snprintf(p->cid, sizeof(p->cid), "g%x-%x-%016" PRIx64, (unsigned)slot, (unsigned)p->gen, rnd);
+    p->gw = gw;
+    p->kind = kind;
+    p->route = route;
+    p->op = (int)op;
+    p->started = started;
+    snprintf(p->user, sizeof(p->user), "%s", user);
+    snprintf(p->session, sizeof(p->session), "%s", session ? session : "");
+    p->last_event_id[0] = '\0';
+    if (kind == GW_PEND_SSE) {
+        const char *lei = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                             "Last-Event-ID");
+        if (lei)
+            snprintf(p->last_event_id, sizeof(p->last_event_id), "%s", lei);
+    }
+    err = rd_kafka_producev(gw->producer, RD_KAFKA_V_TOPIC(kchat_op_request_topic(op)),
+                            RD_KAFKA_V_KEY(user, strlen(user)),
+                            RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                            RD_KAFKA_V_HEADER(KCHAT_HDR_CID, p->cid, -1),
+                            RD_KAFKA_V_HEADER(KCHAT_HDR_SESSION, p->session, -1),
+                            RD_KAFKA_V_HEADER(KCHAT_HDR_CTYPE, "application/json", -1),
+                            RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        free(buf);
+        kchat__gw_reply_error(gw, req, route, 503, "UNAVAILABLE", rd_kafka_err2str(err), started);
+        return;
+    }
+    p->req = req;
+    gw->n_pending++;
+    if ((p->timer = evtimer_new(gw->base, pending_timeout_cb, p)) != NULL)
+        evtimer_add(p->timer, &tv);
+}
+
+struct evhttp_request *kchat__gw_pending_take(kchat_gateway *gw, const char *cid,
+                                              gw_pending *call)
+{
+    gw_pending *p = pending_find(gw, cid);
+    struct evhttp_request *req;
+
+    if (p == NULL)
+        return NULL;
+    req = p->req;
+    *call = *p;
+    pending_release(gw, p);
+    call->timer = NULL;
+    return req;
+}
+
+void kchat__gw_pending_fail(kchat_gateway *gw, const char *cid)
+{
+    gw_pending *p = pending_find(gw, cid);
+
+    if (p != NULL)
+        pending_answer_error(gw, p, 503, "UNAVAILABLE", "Kafka did not take the request.");
+}
+
+void kchat__gw_pending_cancel_all(kchat_gateway *gw)
+{
+    for (int i = 0; i < gw->cfg->max_pending; i++)
+        if (gw->pending[i].req)
+            pending_answer_error(gw, &gw->pending[i], 503, "UNAVAILABLE",
+                                 "The gateway is stopping.");
+}

@@ -1,0 +1,369 @@
+/*
+ * Event streams (Server-Sent Events), on the loop thread.
+ *
+ * GET /api/events opens a stream once a session-checked request succeeded
+ * (api.c). Every chat-events record is keyed by its recipient, so all of a
+ * user's events are in one partition P; an event's id is `P-OFFSET`. A
+ * stream opened with `Last-Event-ID: P-OFFSET` behind the live position
+ * starts a catch-up thread (catchup.c) that reads the user's records of P
+ * from OFFSET + 1 up to the live position; live records for the stream are
+ * held meanwhile and delivered after it, so there is no gap and no repeat
+ * (next_offset drops anything already sent). A stream whose client falls
+ * behind by more than sse-buffer-kb is closed (the browser resumes with
+ * Last-Event-ID); a stream idle for 10 s gets a comment line (the tick
+ * that checks runs every 2 s).
+ */
+#include "gateway/gateway_int.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/keyvalq_struct.h>
+
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+#define GW_SSE_SNDBUF (64 * 1024)   /* kernel send buffer of an event stream */
+#define GW_SSE_IDLE 10.0            /* seconds without a write before a keep-alive */
+
+/* @locality loop thread */
+static void stream_free_held(gw_stream *s)
+{
+    kchat__gw_items_free(s->held);
+    s->held = s->held_tail = NULL;
+    s->held_bytes = 0;
+}
+
+/* Take @p s off gw->streams and free it. @locality loop thread */
+static void stream_unlink(kchat_gateway *gw, gw_stream *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        gw->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    gw->n_streams--;
+    stream_free_held(s);
+    free(s);
+}
+
+/* We end the stream: the connection stays ours to finish.
+ * @locality loop thread */
+static void stream_close(kchat_gateway *gw, gw_stream *s)
+{
+    if (s->evcon)
+        evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+    if (s->req)
+        evhttp_send_reply_end(s->req);
+    stream_unlink(gw, s);
+}
+
+/* The client went away: libevent detached the request from the connection,
+ * so ending the reply frees it.
+ * @locality loop thread (evhttp close callback) */
+static void stream_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+    gw_stream *s = arg;
+
+    (void)evcon;
+    s->evcon = NULL;
+    if (s->req)
+        evhttp_send_reply_end(s->req);
+    s->req = NULL;
+    stream_unlink(s->gw, s);
+}
+
+/* @locality loop thread */
+static gw_stream *stream_by_id(kchat_gateway *gw, uint64_t id)
+{
+    for (gw_stream *s = gw->streams; s; s = s->next)
+        if (s->id == id)
+            return s;
+    return NULL;
+}
+
+/* Write raw bytes; false (and the stream closed) when its buffer overflows.
+ * @locality loop thread */
+static bool stream_write(kchat_gateway *gw, gw_stream *s, struct evbuffer *b)
+{
+    struct bufferevent *bev = s->evcon ? evhttp_connection_get_bufferevent(s->evcon) : NULL;
+    size_t queued = bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+
+    if (queued + evbuffer_get_length(b) > (size_t)gw->cfg->sse_buffer_kb * 1024) {
+        gw->counters.sse_overflows++;
+        stream_close(gw, s);
+        return false;
+    }
+    evhttp_send_reply_chunk(s->req, b);
+    s->last_write = kchat__gw_now();
+    return true;
+}
+
+/* Send one event unless the stream has had it; false if that closed the
+ * stream. @locality loop thread */
+static bool stream_deliver(kchat_gateway *gw, gw_stream *s, const gw_item *it)
+{
+    struct evbuffer *b;
+    const char *type = it->type;
+    bool ok;
+
+    if (it->offset < s->next_offset)
+        return true;
+    s->next_offset = it->offset + 1;
+    for (const char *c = type; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-')
+            type = "message";
+    if ((b = evbuffer_new()) == NULL)
+        return true;
+    evbuffer_add_printf(b, "id: %d-%" PRId64 "\nevent: %s\ndata: ", (int)it->partition,
+                        it->offset, type[0] ? type : "message");
+    evbuffer_add(b, it->data, it->len);
+    evbuffer_add(b, "\n\n", 2);
+    ok = stream_write(gw, s, b);
+    evbuffer_free(b);
+    if (ok)
+        gw->counters.events_delivered++;
+    return ok;
+}
+
+/* Keep a copy of a live event until the catch-up ends; the stream closes if
+ * that takes more than its buffer. @locality loop thread */
+static void stream_hold(kchat_gateway *gw, gw_stream *s, const gw_item *it)
+{
+    gw_item *c = malloc(sizeof(*c));
+
+    if (c == NULL || (c->data = NULL, *c = *it, (c->data = malloc(it->len + 1)) == NULL)) {
+        free(c);
+        stream_close(gw, s);
+        return;
+    }
+    memcpy(c->data, it->data, it->len + 1);
+    c->next = NULL;
+    if (s->held_tail)
+        s->held_tail->next = c;
+    else
+        s->held = c;
+    s->held_tail = c;
+    s->held_bytes += it->len + 64;
+    if (s->held_bytes > (size_t)gw->cfg->sse_buffer_kb * 1024) {
+        gw->counters.sse_overflows++;
+        stream_close(gw, s);
+    }
+}
+
+/* @locality loop thread */
+static int user_streams(kchat_gateway *gw, const char *user)
+{
+    int n = 0;
+
+    for (gw_stream *s = gw->streams; s; s = s->next)
+        n += !strcmp(s->user, user);
+    return n;
+}
+
+bool kchat__gw_stream_may_open(kchat_gateway *gw, struct evhttp_request *req, const char *user,
+                               double started)
+{
+    if (gw->n_streams >= gw->sse_max_total || user_streams(gw, user) >= gw->cfg->sse_max_per_user) {
+        kchat__gw_reply_error(gw, req, GW_ROUTE_events, 429, "TOO_MANY_STREAMS",
+                              "Too many event streams are open.", started);
+        return false;
+    }
+    return true;
+}
+
+/* Where new stream @p s starts: at the live position; or, for a
+ * Last-Event-ID `P-OFFSET` of its partition, after OFFSET: at once if that
+ * is not behind the live position (another gateway may be ahead of us),
+ * else after a catch-up up to the live position.
+ * @return KCHAT_OK; KCHAT_ENOMEM: the catch-up cannot start.
+ * @locality loop thread */
+static KCHAT_MUST_CHECK int stream_start_at(kchat_gateway *gw, gw_stream *s,
+                                            const char *last_event_id)
+{
+    int part = -1;
+    long long off = -2;
+    char tail;
+    int64_t live;
+
+    s->next_offset = gw->events_next[s->partition];
+    if (last_event_id[0] == '\0' ||
+        sscanf(last_event_id, "%d-%lld%c", &part, &off, &tail) != 2 ||
+        part != s->partition || off < -1)
+        return KCHAT_OK;
+    live = s->next_offset;
+    s->next_offset = off + 1;
+    if (off + 1 >= live)
+        return KCHAT_OK;   /* nothing to catch up, nothing to repeat */
+    s->catching_up = true;
+    return kchat__gw_catchup_start(gw, s->id, s->user, s->partition, off + 1, live);
+}
+
+/* The headers of an event stream, and a small kernel send buffer.
+ * @locality loop thread */
+static void stream_prepare(struct evhttp_request *req, struct evhttp_connection *evcon)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_add_header(h, "X-Accel-Buffering", "no");
+    /* Ending a stream (overflow, logout, stop) closes its connection too.
+     * An HTTP/1.0 request that asked for keep-alive would make libevent
+     * add "Connection: keep-alive" and "Content-Length: 0" to this reply,
+     * and a client would read the stream as the next reply
+     * (tests/fuzz/regress/http-003): forget that it asked. */
+    while (evhttp_remove_header(evhttp_request_get_input_headers(req), "Connection") == 0)
+        ;
+    evhttp_add_header(h, "Connection", "close");
+    if (evcon != NULL) {
+        /* Bound what the kernel holds for a stream too, so a reader that
+         * stops reading overflows the stream buffer after kilobytes, not
+         * after the megabytes an autotuned send buffer would take. */
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+        int sndbuf = GW_SSE_SNDBUF;
+        if (bev != NULL && bufferevent_getfd(bev) >= 0)
+            setsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    }
+}
+
+void kchat__gw_stream_open(kchat_gateway *gw, const gw_pending *call, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct evbuffer *b;
+    gw_stream *s;
+    struct timeval wt = {60, 0};
+
+    if (!kchat__gw_stream_may_open(gw, req, call->user, call->started))
+        return;
+    if ((s = calloc(1, sizeof(*s))) == NULL) {
+        kchat__gw_reply_error(gw, req, GW_ROUTE_events, 500, "INTERNAL", "Out of memory.",
+                              call->started);
+        return;
+    }
+    s->gw = gw;
+    s->id = gw->next_stream_id++;
+    s->req = req;
+    s->evcon = evcon;
+    snprintf(s->user, sizeof(s->user), "%s", call->user);
+    snprintf(s->session, sizeof(s->session), "%s", call->session);
+    s->partition = kchat_partition_for_key(s->user, strlen(s->user), gw->event_partitions);
+    if (stream_start_at(gw, s, call->last_event_id) != KCHAT_OK) {
+        free(s);
+        kchat__gw_reply_error(gw, req, GW_ROUTE_events, 503, "UNAVAILABLE", "Cannot resume now.",
+                              call->started);
+        return;
+    }
+    s->next = gw->streams;
+    if (gw->streams)
+        gw->streams->prev = s;
+    gw->streams = s;
+    gw->n_streams++;
+    stream_prepare(req, evcon);
+    evhttp_send_reply_start(req, 200, "OK");
+    kchat__gw_count(gw, GW_ROUTE_events, 200, call->started);
+    if (evcon == NULL) { /* the client is gone already */
+        s->evcon = NULL;
+        stream_close(gw, s);
+        return;
+    }
+    evhttp_connection_set_closecb(evcon, stream_closed_cb, s);
+    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(evcon), NULL, &wt);
+    if ((b = evbuffer_new()) != NULL) {
+        evbuffer_add_printf(b, "retry: 2000\n: stream open\n\n");
+        stream_write(gw, s, b);   /* false: closed on overflow */
+        evbuffer_free(b);
+    }
+}
+
+void kchat__gw_streams_event(kchat_gateway *gw, const gw_item *it)
+{
+    gw_stream *s, *next;
+
+    if (gw->events_next && it->partition < gw->event_partitions &&
+        gw->events_next[it->partition] < it->offset + 1)
+        gw->events_next[it->partition] = it->offset + 1;
+    for (s = gw->streams; s; s = next) {
+        next = s->next;
+        if (strcmp(s->user, it->user) != 0)
+            continue;
+        if (s->catching_up)
+            stream_hold(gw, s, it);
+        else
+            stream_deliver(gw, s, it);   /* false: closed on overflow, and unlinked */
+    }
+}
+
+void kchat__gw_stream_catchup_item(kchat_gateway *gw, const gw_item *it)
+{
+    gw_stream *s = stream_by_id(gw, it->stream_id);
+
+    if (s != NULL)
+        stream_deliver(gw, s, it);   /* false: closed on overflow */
+}
+
+void kchat__gw_stream_catchup_done(kchat_gateway *gw, const gw_item *it)
+{
+    gw_stream *s = stream_by_id(gw, it->stream_id);
+    gw_item *h, *hn;
+
+    if (s == NULL)
+        return;
+    if (!it->ok) { /* the browser resumes from what it has */
+        stream_close(gw, s);
+        return;
+    }
+    s->catching_up = false;
+    h = s->held;
+    s->held = s->held_tail = NULL;
+    s->held_bytes = 0;
+    for (; h; h = hn) {
+        hn = h->next;
+        if (s && !stream_deliver(gw, s, h))
+            s = NULL;
+        free(h->data);
+        free(h);
+    }
+}
+
+void kchat__gw_streams_end_session(kchat_gateway *gw, const char *user, const char *session)
+{
+    gw_stream *s, *next;
+
+    for (s = gw->streams; s; s = next) {
+        next = s->next;
+        if (!strcmp(s->session, session) && !strcmp(s->user, user))
+            stream_close(gw, s);
+    }
+}
+
+void kchat__gw_streams_tick(kchat_gateway *gw)
+{
+    double now = kchat__gw_now();
+    gw_stream *s, *next;
+
+    for (s = gw->streams; s; s = next) {
+        next = s->next;
+        if (now - s->last_write >= GW_SSE_IDLE) {
+            struct evbuffer *b = evbuffer_new();
+            if (b == NULL)
+                continue;
+            evbuffer_add_printf(b, ": keepalive\n\n");
+            stream_write(gw, s, b);   /* false: closed on overflow */
+            evbuffer_free(b);
+        }
+    }
+}
+
+void kchat__gw_streams_close_all(kchat_gateway *gw)
+{
+    while (gw->streams)
+        stream_close(gw, gw->streams);
+}
