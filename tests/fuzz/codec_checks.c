@@ -166,8 +166,10 @@ json_t *fuzz_codec_input(kchat_fmt f, const uint8_t *data, size_t size)
 
     /* Also without a message buffer, which must be allowed. */
     kchat_request req;
-    kchat_request_parse((kchat_op)(size % KCHAT_OP__COUNT), f, data, size, data, size, &req,
-                        NULL, 0);
+    kchat_wire_err pe = kchat_request_parse((kchat_op)(size % KCHAT_OP__COUNT), f, data, size,
+                                            data, size, &req, NULL, 0);
+    FUZZ_CHECK(pe == KCHAT_WIRE_OK || pe == KCHAT_WIRE_BAD_REQUEST || pe == KCHAT_WIRE_TOO_LARGE
+               || pe == KCHAT_WIRE_INTERNAL /* only when memory ran out */);
 
     kchat_fmt fmt;
     int rc = kchat_fmt_from_content_type(data, size, &fmt);
