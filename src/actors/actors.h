@@ -299,6 +299,13 @@ json_t *kchat__user_public(const json_t *stored);
 /* ---- operations: each answers exactly once, returns store errors only ----
  * @locality worker that owns c->sh (all of them) */
 KCHAT_MUST_CHECK
+/* Run the operation c->op on the request decoded into c->req, in the open
+ * transaction of c->sh; it answers exactly once. Errors: store errors,
+ * KCHAT_EINVAL for an op outside the enum.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__op_dispatch(struct ctx *c);
+
 int kchat__op_user_add(struct ctx *c);
 KCHAT_MUST_CHECK
 int kchat__op_login(struct ctx *c);
@@ -506,6 +513,19 @@ extern atomic_int kchat__test_alloc_failures;
 bool kchat__test_alloc_fails(void);
 
 /* ---- commands.c: internal command streams ---- */
+
+/* Read the envelope of decoded command @p cmd into @p c: acting user (copied
+ * into @p userbuf, which must outlive the command's use of @p c), answer
+ * format, correlation id. False when it names no operation or user.
+ * @locality worker that owns c->sh */
+bool kchat__command_open(struct ctx *c, const json_t *cmd, char userbuf[66]);
+
+/* Run the command half of the operation @p cmd names, in the open
+ * transaction of c->sh (after kchat__command_open()). Errors: KCHAT_EDECODE
+ * for an unknown operation or fields that do not decode, store errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__command_dispatch(struct ctx *c, const json_t *cmd);
 
 /* Apply the internal command @p m in its target shard c->sh: only the next
  * seq of its stream, once; another data set's are skipped. Errors: store

@@ -58,9 +58,7 @@ int kchat__dead_letter(struct ctx *c, const rd_kafka_message_t *m, const char *w
                              m->payload ? m->payload : "", m->len, hdrs, n);
 }
 
-/* @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-static int dispatch(struct ctx *c)
+int kchat__op_dispatch(struct ctx *c)
 {
     switch (c->op) {
     case KCHAT_OP_USER_ADD:      return kchat__op_user_add(c);
@@ -127,7 +125,7 @@ static int apply_request(struct ctx *c, const rd_kafka_message_t *m, kchat_op op
     if (werr != KCHAT_WIRE_OK)
         return kchat__reply_err(c, werr, "%s", errmsg[0] ? errmsg : "The request is invalid.");
     c->user_id = c->req->user_id;
-    return dispatch(c);
+    return kchat__op_dispatch(c);
 }
 
 /* One record of the batch: an internal command (commands.c) or a request.

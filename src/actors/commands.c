@@ -359,28 +359,17 @@ static bool command_is_next(struct ctx *c, const rd_kafka_message_t *m, uint64_t
     return true;
 }
 
-/* Decode command @p m and run it: its acting user, answer format and
- * correlation id, then the operation's command half, whose result is in
- * @p rc (KCHAT_EDECODE: its fields do not decode). When the command itself
- * does not decode it is dead-lettered and this returns false, with the
- * dead letter's result in @p rc.
- * @locality worker that owns c->sh */
-static bool command_run(struct ctx *c, const rd_kafka_message_t *m, int *rc)
+bool kchat__command_open(struct ctx *c, const json_t *cmd, char userbuf[66])
 {
-    json_t *cmd = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL);
     const char *op = json_string_value(json_object_get(cmd, "op"));
     const char *user = json_string_value(json_object_get(cmd, "userId"));
     const char *cid;
-    char userbuf[66];
 
     if (user == NULL)
         user = json_string_value(json_object_get(cmd, "writerId"));
-    if (op == NULL || user == NULL || strlen(user) > 64) {
-        json_decref(cmd);
-        *rc = kchat__dead_letter(c, m, "internal command does not decode");
+    if (op == NULL || user == NULL || strlen(user) > 64)
         return false;
-    }
-    snprintf(userbuf, sizeof(userbuf), "%s", user);
+    snprintf(userbuf, 66, "%s", user);
     c->user_id = userbuf;
     c->fmt = json_integer_value(json_object_get(cmd, "fmt")) == KCHAT_FMT_MSGPACK
                  ? KCHAT_FMT_MSGPACK : KCHAT_FMT_JSON;
@@ -388,18 +377,45 @@ static bool command_run(struct ctx *c, const rd_kafka_message_t *m, int *rc)
         sodium_hex2bin((unsigned char *)c->cid, sizeof(c->cid), cid, strlen(cid), NULL,
                        &c->cid_len, NULL) != 0)
         c->cid_len = 0;
-    atomic_fetch_add(&c->be->stats.commands, 1);
+    return true;
+}
+
+int kchat__command_dispatch(struct ctx *c, const json_t *cmd)
+{
+    const char *op = json_string_value(json_object_get(cmd, "op"));
+
+    if (op == NULL)
+        return KCHAT_EDECODE;
     if (!strcmp(op, "chat")) {
         c->op = KCHAT_OP_ADD_CHAT;
-        *rc = kchat__cmd_chat(c, cmd);
-    } else if (!strcmp(op, "history")) {
-        c->op = KCHAT_OP_HISTORY;
-        *rc = kchat__cmd_history(c, cmd);
-    } else if (!strcmp(op, "member")) {
-        *rc = kchat__cmd_member(c, cmd);
-    } else {
-        *rc = KCHAT_EDECODE;
+        return kchat__cmd_chat(c, cmd);
     }
+    if (!strcmp(op, "history")) {
+        c->op = KCHAT_OP_HISTORY;
+        return kchat__cmd_history(c, cmd);
+    }
+    if (!strcmp(op, "member"))
+        return kchat__cmd_member(c, cmd);
+    return KCHAT_EDECODE;
+}
+
+/* Decode command @p m and run it, its result in @p rc (KCHAT_EDECODE: its
+ * fields do not decode). When the record names no operation and user it is
+ * dead-lettered and this returns false, with the dead letter's result in
+ * @p rc.
+ * @locality worker that owns c->sh */
+static bool command_run(struct ctx *c, const rd_kafka_message_t *m, int *rc)
+{
+    json_t *cmd = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL);
+    char userbuf[66];
+
+    if (!kchat__command_open(c, cmd, userbuf)) {
+        json_decref(cmd);
+        *rc = kchat__dead_letter(c, m, "internal command does not decode");
+        return false;
+    }
+    atomic_fetch_add(&c->be->stats.commands, 1);
+    *rc = kchat__command_dispatch(c, cmd);
     json_decref(cmd);
     return true;
 }

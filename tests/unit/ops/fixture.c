@@ -106,7 +106,7 @@ int fx_teardown(void **state)
     return 0;
 }
 
-/* ---- after a commit: what backend.c's worker_flush_out() does ---- */
+/* ---- after a commit: what the producer's worker flush (src/actors/producer.c) does ---- */
 
 /* Move the worker's records into f->recs; apply directory records to the
  * replica; queue internal commands. */
@@ -148,55 +148,15 @@ static void take_out(struct fx *f)
     w->n_out = 0;
 }
 
-/* The operations by kchat_op, as backend.c's dispatch() calls them. */
-static int (*const op_fn[KCHAT_OP__COUNT])(struct ctx *) = {
-    [KCHAT_OP_USER_ADD] = kchat__op_user_add,
-    [KCHAT_OP_LOGIN] = kchat__op_login,
-    [KCHAT_OP_LOGOUT] = kchat__op_logout,
-    [KCHAT_OP_STATUS] = kchat__op_status,
-    [KCHAT_OP_ADD_FRIEND] = kchat__op_add_friend,
-    [KCHAT_OP_SEARCH_FRIEND] = kchat__op_search_friend,
-    [KCHAT_OP_ADD_ROOM] = kchat__op_add_room,
-    [KCHAT_OP_SEARCH_ROOM] = kchat__op_search_room,
-    [KCHAT_OP_ADD_CHAT] = kchat__op_add_chat,
-    [KCHAT_OP_HISTORY] = kchat__op_history,
-};
-
-/* Run internal command @p j in the open transaction of @p c, as backend.c's
- * apply_command() does once the command is known to be the next one;
+/* Run internal command @p j in the open transaction of @p c, as the
+ * backend does once the command is known to be the next one of its stream;
  * @p userbuf holds the acting user. KCHAT_EDECODE for a command that does
  * not decode (the backend dead-letters it). */
 static int command_dispatch(struct ctx *c, const json_t *j, char userbuf[66])
 {
-    const char *op = json_string_value(json_object_get(j, "op"));
-    const char *user = json_string_value(json_object_get(j, "userId"));
-    const char *cid;
-
-    if (user == NULL)
-        user = json_string_value(json_object_get(j, "writerId"));
-    if (op == NULL || user == NULL || strlen(user) > 64)
+    if (!kchat__command_open(c, j, userbuf))
         return KCHAT_EDECODE;
-    snprintf(userbuf, 66, "%s", user);
-    c->user_id = userbuf;
-    c->fmt = json_integer_value(json_object_get(j, "fmt")) == KCHAT_FMT_MSGPACK
-                 ? KCHAT_FMT_MSGPACK : KCHAT_FMT_JSON;
-    if ((cid = json_string_value(json_object_get(j, "cid"))) != NULL &&
-        sodium_hex2bin((unsigned char *)c->cid, sizeof(c->cid), cid, strlen(cid), NULL,
-                       &c->cid_len, NULL) != 0)
-        c->cid_len = 0;
-    if (!strcmp(op, "chat")) {
-        c->op = KCHAT_OP_ADD_CHAT;
-        return kchat__cmd_chat(c, j);
-    }
-    if (!strcmp(op, "history")) {
-        c->op = KCHAT_OP_HISTORY;
-        return kchat__cmd_history(c, j);
-    }
-    if (!strcmp(op, "member")) {
-        c->op = KCHAT_OP_ADD_ROOM;
-        return kchat__cmd_member(c, j);
-    }
-    return KCHAT_EDECODE;
+    return kchat__command_dispatch(c, j);
 }
 
 /* Apply one internal command in its target shard (the fixture delivers
@@ -268,7 +228,7 @@ void fx_deliver(struct fx *f)
     }
 }
 
-/* ---- requests: what backend.c's apply_request() does ---- */
+/* ---- requests: what apply_request() in src/actors/batch.c does ---- */
 
 json_t *fx_answer(const struct fx *f, kchat_op op)
 {
@@ -320,7 +280,7 @@ json_t *fx_call_raw(struct fx *f, kchat_op op, const char *key, const char *sess
         rc = kchat__reply_err(&c, werr, "%s", errmsg[0] ? errmsg : "The request is invalid.");
     } else {
         c.user_id = c.req->user_id;
-        rc = op_fn[op](&c);
+        rc = kchat__op_dispatch(&c);
     }
     if (rc != KCHAT_OK)
         kchat_txn_abort(c.txn);

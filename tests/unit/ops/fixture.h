@@ -5,7 +5,7 @@
  * One struct fx holds a config (Argon2 at its lowest cost), FX_PARTITIONS
  * shards each with a kchat_store in a temporary directory, the directory
  * replica and one worker. fx_call() runs one request the way the backend's
- * apply_request() (src/actors/backend.c) does: the record's content-type,
+ * apply_request() (src/actors/batch.c) does: the record's content-type,
  * kchat-cid and kchat-session headers into a struct ctx, the body through
  * kchat_request_parse(), then the kchat__op_* function, in one write
  * transaction of the key's shard, committed. What the operation appended to
