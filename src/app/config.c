@@ -73,7 +73,7 @@ static const struct opt opts[] = {
     {"login-max-failures", OPT_INT, O(login_max_failures), "5", 1, 1000000,
      "Failed logins of one user id within login-window seconds after which its logins "
      "are refused, even with the right password, for login-lockout seconds (answer "
-     "BAD_CREDENTIALS with retryAfterMs; the gateway answers 429 with Retry-After). "
+     "BAD_CREDENTIALS with retryAfterMs; the gateway answers 401 with Retry-After). "
      "Unknown user ids count too. Counted in memory by the user's shard: a restart "
      "forgets the counts."},
     {"login-window", OPT_INT, O(login_window), "300", 1, 31536000,
