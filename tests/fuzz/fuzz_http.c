@@ -1,6 +1,7 @@
 /*
- * Fuzz harness for the gateway's HTTP side (src/gateway/http.c and
- * deadline.c, through libevent's evhttp): every input is the byte stream a
+ * Fuzz harness for the gateway's HTTP side (src/gateway/: http.c, api.c,
+ * pending.c, sse.c, static.c, metrics.c and deadline.c, through libevent's
+ * evhttp): every input is the byte stream a
  * client sends on one connection (request lines, headers, bodies, several
  * pipelined requests, anything at all).
  *
@@ -14,7 +15,7 @@
  *    it connections: libevent 2.1 has no public call that takes an
  *    already-connected socket;
  *  - the producing side is a real librdkafka producer without
- *    bootstrap.servers: send_request() produces as usual, librdkafka queues
+ *    bootstrap.servers: kchat__gw_pending_send() produces as usual, librdkafka queues
  *    the record and never connects; the harness purges the queue after each
  *    input. A consumer made the same way serves GET /metrics;
  *  - the backend is played by the harness: whenever the connection is idle

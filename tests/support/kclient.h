@@ -4,7 +4,7 @@
  *
  * Integration tests treat `bin/kchat` as a black box: they start it as a
  * child process and speak to it over Kafka only, using the wire contract of
- * /work/shared/PROTOCOL.md. This library provides the pieces every such test
+ * docs/protocol.md. This library provides the pieces every such test
  * needs:
  *
  *  - **Processes** (`kc_proc_*`): fork/exec `kchat broker` or `kchat serve`
