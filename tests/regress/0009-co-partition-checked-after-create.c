@@ -10,7 +10,8 @@
  * co-partitioned topics 4 (the rest missing): `kchat serve --brokers` must
  * stop, non-zero, naming "co-partitioned" and the odd topic.
  * (Moved from tests/integration/test_startup.c,
- * test_refuses_topics_not_co_partitioned.)
+ * test_refuses_topics_not_co_partitioned; its two output helpers, which
+ * test_startup keeps, written inline.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,23 +25,6 @@
 
 #include "support/kclient.h"
 
-/* Run kchat with @p args (shell words), bounded; returns its output. */
-static char *run_kchat(const char *args, int *status)
-{
-    char cmd[4096];
-
-    snprintf(cmd, sizeof(cmd), "timeout 60 %s %s 2>&1", kc_bin(), args);
-    return kc_run_capture(cmd, NULL, status);
-}
-
-static void assert_output_has(const char *out, const char *needle)
-{
-    if (out == NULL || strstr(out, needle) == NULL) {
-        fprintf(stderr, "expected \"%s\" in:\n%s\n", needle, out ? out : "(no output)");
-        fail();
-    }
-}
-
 /* A cluster whose user-add-request has 2 partitions and every other kchat
  * topic 4: kchat serve --brokers must refuse it. */
 static void test_refuses_topics_not_co_partitioned(void **state)
@@ -52,7 +36,8 @@ static void test_refuses_topics_not_co_partitioned(void **state)
         "kchat-internal",
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char err[256], args[1024], *data = kc_tmppath("nocopart-data"), *out;
+    static const char *const want[] = {"co-partitioned", "user-add-request"};
+    char err[256], cmd[4096], *data = kc_tmppath("nocopart-data"), *out;
     rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     rd_kafka_mock_cluster_t *mc;
     int status = 0;
@@ -63,12 +48,14 @@ static void test_refuses_topics_not_co_partitioned(void **state)
     assert_non_null(mc);
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         assert_int_equal(rd_kafka_mock_topic_create(mc, topics[i], i == 0 ? 2 : 4, 1), 0);
-    snprintf(args, sizeof(args), "serve --brokers %s --data %s --partitions 4 "
-             "--pwhash-ops 1 --pwhash-mem 8192", rd_kafka_mock_cluster_bootstraps(mc), data);
-    out = run_kchat(args, &status);
+    snprintf(cmd, sizeof(cmd), "timeout 60 %s serve --brokers %s --data %s --partitions 4 "
+             "--pwhash-ops 1 --pwhash-mem 8192 2>&1", kc_bin(),
+             rd_kafka_mock_cluster_bootstraps(mc), data);
+    out = kc_run_capture(cmd, NULL, &status);
     assert_true(status != 0 && status != 124);
-    assert_output_has(out, "co-partitioned");
-    assert_output_has(out, "user-add-request");
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (out == NULL || strstr(out, want[i]) == NULL)
+            fail_msg("expected \"%s\" in:\n%s", want[i], out ? out : "(no output)");
     free(out);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(host);
