@@ -2,8 +2,8 @@
  * Regression 0012 (fixed by faf44c1): evhttp's timeout restarts with every
  * byte, so a client trickling one header byte a second kept its connection
  * for ever. Each connection must now deliver its first request within
- * --http-request-timeout; on faf44c1^ the trickler kept its connection for
- * the whole 9 s.
+ * --http-request-timeout (faf44c1's message: before it, the trickler kept
+ * its connection for the whole 9 s of the test).
  * (Moved from tests/integration/test_gateway_limits.c,
  * test_trickling_client_is_dropped.)
  */
@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <cmocka.h>
