@@ -109,5 +109,6 @@ clean:
 
 include bench/bench.mk
 include tests/fuzz/fuzz.mk
+include tests/regress/regress.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

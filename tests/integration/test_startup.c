@@ -1,8 +1,9 @@
 /*
- * Start-up refusals and the command line of `kchat serve`: request topics
- * that are not co-partitioned, a data directory made for another partition
- * count, bad options and config files. Each must stop the process with a
- * clear message and a non-zero exit, before anything is consumed.
+ * Start-up refusals and the command line of `kchat serve`: a data directory
+ * made for another partition count, bad options and config files. Each must
+ * stop the process with a clear message and a non-zero exit, before
+ * anything is consumed. (Request topics that are not co-partitioned:
+ * tests/regress/0009-co-partition-checked-after-create.c.)
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -14,8 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include "support/http.h"
 #include "support/kclient.h"
@@ -35,40 +34,6 @@ static void assert_output_has(const char *out, const char *needle)
         fprintf(stderr, "expected \"%s\" in:\n%s\n", needle, out ? out : "(no output)");
         fail();
     }
-}
-
-/* A cluster whose user-add-request has 2 partitions and every other kchat
- * topic 4: kchat serve --brokers must refuse it. */
-static void test_refuses_topics_not_co_partitioned(void **state)
-{
-    static const char *const topics[] = {
-        "user-add-request", "login-request", "logout-request", "user-status-change-request",
-        "user-add-friend-request", "user-search-friend-request", "user-add-room-request",
-        "user-search-room-request", "user-add-chat-request", "room-history-request",
-        "kchat-internal",
-    };
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char err[256], args[1024], *data = kc_tmppath("nocopart-data"), *out;
-    rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    rd_kafka_mock_cluster_t *mc;
-    int status = 0;
-
-    (void)state;
-    assert_non_null(host);
-    mc = rd_kafka_mock_cluster_new(host, 1);
-    assert_non_null(mc);
-    for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
-        assert_int_equal(rd_kafka_mock_topic_create(mc, topics[i], i == 0 ? 2 : 4, 1), 0);
-    snprintf(args, sizeof(args), "serve --brokers %s --data %s --partitions 4 "
-             "--pwhash-ops 1 --pwhash-mem 8192", rd_kafka_mock_cluster_bootstraps(mc), data);
-    out = run_kchat(args, &status);
-    assert_true(status != 0 && status != 124);
-    assert_output_has(out, "co-partitioned");
-    assert_output_has(out, "user-add-request");
-    free(out);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(host);
-    free(data);
 }
 
 /* A data directory remembers its shard count. */
@@ -183,7 +148,6 @@ static void test_serve_metrics_http(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_refuses_topics_not_co_partitioned),
         cmocka_unit_test(test_refuses_data_dir_of_other_partition_count),
         cmocka_unit_test(test_help_lists_every_option),
         cmocka_unit_test(test_bad_options),

@@ -394,37 +394,8 @@ static void check_world(struct world *w, uint64_t expected)
 
 /* ---- tests ---- */
 
-static void noop_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs, size_t n)
-{
-    (void)opaque;
-    (void)worker;
-    (void)msgs;
-    (void)n;
-}
-
-/* Regression: a fetch wait the caller set to librdkafka's default (500 ms)
- * was taken as unset and lowered to 100 ms, so `kchat serve
- * --fetch-wait-ms 500` (or -X fetch.wait.max.ms=500) ran with 100. */
-static void test_fetch_wait_kept(void **state)
-{
-    (void)state;
-    for (int keep = 0; keep < 2; keep++) {
-        kchat_consumer_conf cc = {.topics = topic_names, .n_topics = NT, .n_workers = 1,
-                                  .process = noop_process, .keep_fetch_wait = keep};
-        rd_kafka_conf_t *conf = consumer_rk_conf(keep ? "fetch-wait-kept" : "fetch-wait-lowered");
-        kchat_consumer *c = NULL;
-        char err[256], v[32];
-        size_t n = sizeof(v);
-
-        assert_int_equal(rd_kafka_conf_set(conf, "fetch.wait.max.ms", "500", err, sizeof(err)),
-                         RD_KAFKA_CONF_OK);
-        assert_int_equal(kchat_consumer_start(&cc, conf, &c, err, sizeof(err)), KCHAT_OK);
-        assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(kchat_consumer_handle(c)),
-                                           "fetch.wait.max.ms", v, &n), RD_KAFKA_CONF_OK);
-        assert_string_equal(v, keep ? "500" : "100");
-        kchat_consumer_stop(c);
-    }
-}
+/* The regression test of a fetch wait of 500 ms lowered to 100 ms is
+ * tests/regress/0023-fetch-wait-500-lowered.c. */
 
 static void test_start_rejects_bad_conf(void **state)
 {
@@ -453,39 +424,6 @@ static void test_start_rejects_bad_conf(void **state)
     assert_null(c);
     rd_kafka_conf_destroy(conf);
     kchat_consumer_stop(NULL); /* no-op */
-}
-
-static atomic_uint failed_start_calls;
-
-static void count_idle(void *opaque, unsigned worker)
-{
-    (void)opaque;
-    (void)worker;
-    atomic_fetch_add(&failed_start_calls, 1);
-}
-
-/* Regression: when subscribing failed, kchat_consumer_start() had already
- * started the workers, which called idle(), although a failed start
- * promises that no callback has been called. (An invalid regex subscription
- * is refused by rd_kafka_subscribe().) */
-static void test_failed_start_calls_no_callback(void **state)
-{
-    (void)state;
-    const char *const bad[] = {"^["};
-    kchat_consumer_conf cc = {.topics = bad, .n_topics = 1, .n_workers = 2,
-                              .process = noop_process, .idle = count_idle, .tick_ms = 1};
-    rd_kafka_conf_t *conf = consumer_rk_conf("failed-start");
-    kchat_consumer *c = NULL;
-    char err[256];
-
-    atomic_store(&failed_start_calls, 0);
-    for (int i = 0; i < 20; i++) {
-        assert_int_equal(kchat_consumer_start(&cc, conf, &c, err, sizeof(err)), KCHAT_EKAFKA);
-        assert_non_null(strstr(err, "subscribe"));
-        assert_null(c);
-    }
-    assert_int_equal(atomic_load(&failed_start_calls), 0);
-    rd_kafka_conf_destroy(conf);   /* still ours after a failed start */
 }
 
 /* One member, W=2, rings of 4, a slow process(): pauses happen; every
@@ -635,8 +573,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_rejects_bad_conf),
-        cmocka_unit_test(test_fetch_wait_kept),
-        cmocka_unit_test(test_failed_start_calls_no_callback),
         cmocka_unit_test(test_backpressure_exactly_once_in_order),
         cmocka_unit_test(test_rebalance_hands_over_exactly_once),
         cmocka_unit_test(test_stop_midstream),

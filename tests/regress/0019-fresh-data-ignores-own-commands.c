@@ -1,5 +1,11 @@
 /*
  * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
+ * Regression 0019 (fixed by 3fb6c37): a fresh --data on a cluster that held
+ * another data set's records took that data set's internal commands as its
+ * own; they moved its per-source watermarks past its own commands, which it
+ * then dropped as repeats (its cross-shard sends were never answered).
+ * (Moved from tests/integration/test_fresh_data.c, the whole program.)
+ *
  * A fresh data directory on a cluster that already holds another data set's
  * records (docs/design.md, "Data sets"). One broker (`kchat broker`, or the
  * real Kafka of `make check-kafka`) outlives two servers:

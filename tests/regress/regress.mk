@@ -1,0 +1,22 @@
+# tests/regress/regress.mk: the numbered regression tests, one per bug fixed
+# (tests/regress/README.md), included by the Makefile. Uses its CC, CFLAGS,
+# LDFLAGS, LDLIBS, BUILD, LIB, SUP_OBJ, SAN_OBJ, CURL_LIBS and BIN.
+#
+#   make regress      builds build/tests/regress/NNNN-name (and bin/kchat)
+#   tests/run.sh NNNN runs one; make check runs them all
+#
+# Every program links libkchat.a too, so one file can test a unit directly
+# or drive bin/kchat from outside as the integration tests do.
+
+REGRESS_SRC := $(wildcard tests/regress/[0-9][0-9][0-9][0-9]-*.c)
+REGRESS_BIN := $(REGRESS_SRC:tests/regress/%.c=$(BUILD)/tests/regress/%)
+
+.PHONY: regress
+regress: $(REGRESS_BIN) $(BIN)
+
+$(BUILD)/tests/regress/%: tests/regress/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(LDLIBS) $(CURL_LIBS) -lcmocka
+
+# make check and make check-kafka run them (tests/run.sh).
+check test check-kafka: $(REGRESS_BIN)
