@@ -161,7 +161,7 @@ int kchat__reply_ok(struct ctx *c, json_t *body)
 }
 
 /* @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
+KCHAT_MUST_CHECK __attribute__((format(printf, 4, 0)))
 static int reply_err_v(struct ctx *c, kchat_wire_err e, json_t *extra, const char *fmt,
                        va_list ap)
 {

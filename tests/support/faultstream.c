@@ -33,6 +33,7 @@ struct fmsg {
 };
 
 /* A line on stderr prefixed with the program's name. */
+__attribute__((format(printf, 1, 2)))
 static void say(const char *fmt, ...)
 {
     va_list ap;

@@ -319,6 +319,7 @@ json_t *fx_call_raw(struct fx *f, kchat_op op, const char *key, const char *sess
     return ans;
 }
 
+__attribute__((format(printf, 5, 0)))
 static json_t *vcall(struct fx *f, kchat_op op, const char *key, const char *session,
                      const char *json_fmt, va_list ap)
 {
