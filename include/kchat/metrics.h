@@ -27,7 +27,8 @@ typedef struct kchat_hist {
     atomic_uint_fast64_t sum_micro;                    /**< sum of values x 1e6 */
 } kchat_hist;
 
-/** @brief Record one value. Any thread. */
+/** @brief Record one value (relaxed atomic adds: never blocks).
+ *  @locality any thread */
 void kchat_hist_observe(kchat_hist *h, double value);
 
 /**
@@ -35,11 +36,17 @@ void kchat_hist_observe(kchat_hist *h, double value);
  *        `name_count`, preceded by HELP and TYPE lines.
  * @param[in] labels extra labels without braces (e.g. `route="/api/login"`),
  *            or NULL; HELP/TYPE are written only when @p help is not NULL.
+ * @note Reads the counters one by one while others may still add to them,
+ *       so a line can be a little behind the one before it; errors writing
+ *       to @p out are left in its error indicator (ferror()).
+ * @locality any thread (the caller owns @p out)
  */
 void kchat_hist_write(FILE *out, const char *name, const char *help, const char *labels,
                       const kchat_hist *h);
 
-/** @brief Write one counter or gauge with HELP and TYPE lines. */
+/** @brief Write one counter or gauge with HELP and TYPE lines; errors are
+ *  left in @p out's error indicator.
+ *  @locality any thread (the caller owns @p out) */
 void kchat_metric_write(FILE *out, const char *name, const char *type, const char *help,
                         double value);
 
