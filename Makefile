@@ -1,28 +1,103 @@
 # kchat build. `make` builds bin/kchat (-O2 -g); `make check` runs every test.
 # SANITIZE=address,undefined or SANITIZE=thread builds everything with a
 # sanitizer (and without jemalloc, which sanitizers replace).
+#
+# CC, CFLAGS, CPPFLAGS, LDFLAGS and LDLIBS are the user's: CFLAGS defaults to
+# -O2 -g (-O1 -g with SANITIZE) and the others to nothing, and they are added
+# after what the build needs (KCHAT_CPPFLAGS, KCHAT_CFLAGS, KCHAT_LDFLAGS,
+# KCHAT_LIBS below) instead of replacing it: `make CFLAGS=-O0` still builds
+# C11 with the project's warnings. `make CC=clang` builds with clang: every
+# warning flag is probed (see cc-accepts) so that both compilers get only
+# flags they know. DEVELOPER=1 adds -Werror and the stricter warnings of
+# DEV_WARNINGS (git's config.mak.dev is the model). BIN, BUILD: where the
+# binary and the objects go (e.g. BUILD=build/clang BIN=build/clang/kchat).
 
 comma    := ,
+hash     := \#
 CC       = gcc
 PKGS     := rdkafka lmdb msgpack jansson libsodium libevent libevent_pthreads
 BUILD    ?= build
 SANITIZE ?=
+DEVELOPER ?=
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -Wall -Wextra -Wmissing-prototypes -Wvla -Wshadow=local \
-            -D_GNU_SOURCE -Iinclude -Isrc -pthread $(PKG_CFLAGS)
-LDLIBS   += $(PKG_LIBS) -pthread -lm
+ifeq ($(SANITIZE),)
+  CFLAGS ?= -O2 -g
+else
+  CFLAGS ?= -O1 -g
+endif
+CPPFLAGS ?=
+LDFLAGS  ?=
+LDLIBS   ?=
+
+# $(call cc-accepts,COMPILER,FLAG...): the FLAGs that COMPILER accepts, each
+# tried with -Werror on a one-line file (an unknown -W is an error for gcc and
+# a warning for clang). A FLAG may name alternatives, A|B: the first accepted
+# is kept (gcc's -Wshadow=local, else clang's -Wshadow). A -Wno-X is kept when
+# -WX is accepted (gcc takes any -Wno-X silently, then names it in notes).
+cc-accepts = $(shell for alts in $(2); do \
+    for f in $$(echo "$$alts" | tr '|' ' '); do \
+      case $$f in (-Wno-*) p=-W$${f$(hash)-Wno-};; (*) p=$$f;; esac; \
+      if echo 'typedef int kchat_probe;' | \
+           $(1) -Werror $$p -x c -fsyntax-only - >/dev/null 2>&1; then \
+        printf '%s ' "$$f"; break; fi; \
+    done; done)
+
+# The warnings of every build. -Wshadow=local is gcc's; clang has no =local
+# and its -Wshadow (locals, parameters and globals shadowed) is clean today.
+WARNINGS := -Wall -Wextra -Wmissing-prototypes -Wvla '-Wshadow=local|-Wshadow'
+
+# DEVELOPER=1: -Werror and these, as far as $(CC) knows them.
+#   -Wstrict-prototypes -Wold-style-definition  no K&R declarations
+#   -Wformat=2              -Wformat-security, -Wformat-nonliteral (a printf-
+#                           like function needs __attribute__((format)))
+#   -Wundef                 #if on an undefined macro
+#   -Wpointer-arith         arithmetic on void * and function pointers
+#   -Wwrite-strings         string literals are const char[]
+#   -Wcast-function-type    calls through an incompatible function pointer
+#   -Wredundant-decls -Wnested-externs -Winit-self -Walloca -Wdate-time
+#   -Wpedantic              ISO C11 (clang: except statement expressions,
+#                           which librdkafka's RD_KAFKA_V_* macros expand to)
+#   gcc: -Wlogical-op -Wduplicated-cond -Wduplicated-branches
+#   clang: -Wmissing-variable-declarations -Wloop-analysis -Wstring-conversion
+# Left out: -Wdeclaration-after-statement (C11 code mixes them),
+# -Wnull-dereference (gcc's depends on the optimizer: false alarms at -O2),
+# clang's -Wimplicit-fallthrough (it ignores the /* fall through */ comments
+# that gcc's, on in -Wextra, already checks), -Wcomma, -Wcast-qual,
+# -Wjump-misses-init, -Wswitch-enum, -Wconversion (noise for this code).
+DEV_WARNINGS := -Wstrict-prototypes -Wold-style-definition -Wformat=2 -Wundef \
+    -Wpointer-arith -Wwrite-strings -Wcast-function-type -Wredundant-decls \
+    -Wnested-externs -Winit-self -Walloca -Wdate-time \
+    -Wpedantic -Wno-gnu-statement-expression \
+    -Wlogical-op -Wduplicated-cond -Wduplicated-branches \
+    -Wmissing-variable-declarations -Wloop-analysis -Wstring-conversion
+
+# Probed once per make run and only when something is compiled: the first
+# use replaces WARN by its value.
+# $(call cc-warnings,COMPILER): the warning flags for COMPILER.
+cc-warnings = $(call cc-accepts,$(1),$(WARNINGS) $(if $(DEVELOPER),$(DEV_WARNINGS))) \
+              $(if $(DEVELOPER),-Werror)
+WARN = $(eval WARN := $(call cc-warnings,$(CC)))$(WARN)
+
+# What every compile and link needs; the user's flags come after.
+KCHAT_CPPFLAGS := -D_GNU_SOURCE -Iinclude -Isrc $(PKG_CFLAGS)
+KCHAT_CFLAGS    = -std=c11 -pthread $(SAN_FLAGS) $(WARN)
+KCHAT_LDFLAGS  := -pthread
+KCHAT_LIBS     := $(PKG_LIBS) -pthread -lm
 
 ifneq ($(SANITIZE),)
-  CFLAGS  := $(filter-out -O2,$(CFLAGS)) -O1 -fno-omit-frame-pointer -fsanitize=$(SANITIZE)
-  LDFLAGS += -fsanitize=$(SANITIZE)
-  BUILD   := build/san-$(subst $(comma),-,$(SANITIZE))
+  SAN_FLAGS     := -fno-omit-frame-pointer -fsanitize=$(SANITIZE)
+  KCHAT_LDFLAGS += -fsanitize=$(SANITIZE)
+  BUILD         := build/san-$(subst $(comma),-,$(SANITIZE))
 else
-  LDLIBS  += $(shell pkg-config --libs jemalloc)
+  KCHAT_LIBS    += $(shell pkg-config --libs jemalloc)
 endif
+
+ALL_CFLAGS  = $(KCHAT_CPPFLAGS) $(CPPFLAGS) $(KCHAT_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = $(KCHAT_LDFLAGS) $(LDFLAGS)
+ALL_LIBS    = $(KCHAT_LIBS) $(LDLIBS)
 
 # A ThreadSanitizer build links a shim that routes librdkafka's C11 threads
 # through the pthread calls TSan intercepts (src/sanitize/tsan_threads.c).
@@ -33,7 +108,7 @@ LIB_SRC  := $(wildcard src/codec/*.c src/store/*.c src/pipeline/*.c src/actors/*
 CURL_LIBS := $(shell pkg-config --libs libcurl)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB      := $(BUILD)/libkchat.a
-BIN      := bin/kchat$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+BIN      ?= bin/kchat$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
@@ -50,7 +125,7 @@ all: $(BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -58,15 +133,15 @@ $(LIB): $(LIB_OBJ)
 
 $(BIN): $(BUILD)/src/main.o $(LIB) $(SAN_OBJ)
 	@mkdir -p bin
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LIBS)
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(LDLIBS) $(CURL_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
 
 $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LDLIBS) $(CURL_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
 
 # Fuzz harnesses define LLVMFuzzerTestOneInput; with gcc they are linked to a
 # replay driver that runs the committed corpus plus bounded random inputs.
@@ -74,7 +149,7 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ)
 FUZZ_COMMON := tests/fuzz/replay_main.c tests/fuzz/codec_checks.c
 $(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_COMMON) tests/fuzz/codec_checks.h $(LIB) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(FUZZ_COMMON) $(SAN_OBJ) $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(FUZZ_COMMON) $(SAN_OBJ) $(LIB) $(ALL_LIBS)
 
 unit: $(UNIT_BIN)
 integration: $(INT_BIN) $(BIN)

@@ -15,8 +15,11 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_DIR     := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=c11 -Wall -Wextra -Wmissing-prototypes \
-                -Wvla -D_GNU_SOURCE -Iinclude -Isrc -Itests -pthread $(PKG_CFLAGS)
+# The Makefile's required flags and warnings (probed for FUZZ_CC, once, on
+# first use; DEVELOPER=1 adds its own), with the fuzzer's own optimization.
+FUZZ_WARN     = $(eval FUZZ_WARN := $(call cc-warnings,$(FUZZ_CC)))$(FUZZ_WARN)
+FUZZ_CFLAGS   = -g -O1 -fno-omit-frame-pointer -std=c11 -pthread $(KCHAT_CPPFLAGS) -Itests \
+                $(FUZZ_WARN)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/%.o)
 FUZZ_LIB     := $(FUZZ_DIR)/libkchat.a
 FUZZ_NAMES   := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
