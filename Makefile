@@ -155,8 +155,12 @@ unit: $(UNIT_BIN)
 integration: $(INT_BIN) $(BIN)
 fuzz-replay: $(FUZZ_BIN)
 
+# TESTS=NAME...: only the programs whose path contains one of the NAMEs;
+# SKIP_TESTS=NAME...: all but those (tests/run.sh).
+TESTS      ?=
+SKIP_TESTS ?=
 check test: $(BIN) $(UNIT_BIN) $(INT_BIN) $(FUZZ_BIN)
-	BUILD=$(BUILD) KCHAT_BIN=$(BIN) tests/run.sh
+	BUILD=$(BUILD) KCHAT_BIN=$(BIN) KCHAT_TEST_SKIP='$(SKIP_TESTS)' tests/run.sh $(TESTS)
 
 docs: $(BIN)
 	$(BIN) config-doc > docs/configuration.md
@@ -164,7 +168,7 @@ docs: $(BIN)
 # The integration programs marked `kchat-test: kafka` on a real Apache Kafka
 # (scripts/kafka fetches it with Maven and starts one broker per program).
 check-kafka: $(BIN) $(INT_BIN)
-	BUILD=$(BUILD) KCHAT_BIN=$(BIN) KAFKA=1 tests/run.sh
+	BUILD=$(BUILD) KCHAT_BIN=$(BIN) KCHAT_TEST_SKIP='$(SKIP_TESTS)' KAFKA=1 tests/run.sh $(TESTS)
 
 # The crash test at length: 100 kill -9 under load, more users (SOAK_ARGS
 # adds environment, e.g. SOAK_ARGS="KCHAT_TEST_BROKERS=host:port").
