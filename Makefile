@@ -56,12 +56,20 @@ WARNINGS := -Wall -Wextra -Wmissing-prototypes -Wvla '-Wshadow=local|-Wshadow'
 #   -Wundef                 #if on an undefined macro
 #   -Wpointer-arith         arithmetic on void * and function pointers
 #   -Wwrite-strings         string literals are const char[]
-#   -Wcast-function-type    calls through an incompatible function pointer
-#   -Wredundant-decls -Wnested-externs -Winit-self -Walloca -Wdate-time
+#   -Wcast-function-type    a cast between incompatible function types
+#   -Wredundant-decls       a declaration repeated in the same scope
+#   -Wnested-externs        an extern declaration inside a function
+#   -Winit-self             int i = i;
+#   -Walloca                alloca(), like -Wvla: no stack of runtime size
+#   -Wdate-time             __DATE__, __TIME__ (builds must be reproducible)
 #   -Wpedantic              ISO C11 (clang: except statement expressions,
 #                           which librdkafka's RD_KAFKA_V_* macros expand to)
-#   gcc: -Wlogical-op -Wduplicated-cond -Wduplicated-branches
-#   clang: -Wmissing-variable-declarations -Wloop-analysis -Wstring-conversion
+#   gcc: -Wlogical-op (x == a || x == a), -Wduplicated-cond (the same
+#        condition twice in an if-else chain), -Wduplicated-branches
+#   clang: -Wmissing-variable-declarations (a global without a declaration:
+#        -Wmissing-prototypes for variables), -Wloop-analysis (a loop whose
+#        variable the body never changes), -Wstring-conversion (a string
+#        literal used as a truth value)
 # Left out: -Wdeclaration-after-statement (C11 code mixes them),
 # -Wnull-dereference (gcc's depends on the optimizer: false alarms at -O2),
 # clang's -Wimplicit-fallthrough (it ignores the /* fall through */ comments
@@ -74,11 +82,11 @@ DEV_WARNINGS := -Wstrict-prototypes -Wold-style-definition -Wformat=2 -Wundef \
     -Wlogical-op -Wduplicated-cond -Wduplicated-branches \
     -Wmissing-variable-declarations -Wloop-analysis -Wstring-conversion
 
-# Probed once per make run and only when something is compiled: the first
-# use replaces WARN by its value.
 # $(call cc-warnings,COMPILER): the warning flags for COMPILER.
 cc-warnings = $(call cc-accepts,$(1),$(WARNINGS) $(if $(DEVELOPER),$(DEV_WARNINGS))) \
               $(if $(DEVELOPER),-Werror)
+# Those of $(CC), probed once per make run and only when something is
+# compiled: the first use replaces WARN by its value.
 WARN = $(eval WARN := $(call cc-warnings,$(CC)))$(WARN)
 
 # What every compile and link needs; the user's flags come after.
