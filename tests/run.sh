@@ -106,9 +106,9 @@ else
     run_one "$t" 120 "tests/fuzz/corpus/${name#fuzz_}" "${regress[@]}"
   done
   # test_crash restarts the server after each kill -9 (~12 s each, the dead
-  # member's group session must expire): 20 kills in the plain build, 3 under
-  # the sanitizers, which test the same code paths for memory and races (and
-  # 5 on real Kafka, above).
+  # member's group session must expire): 20 kills in the plain build (8 in
+  # tests/check-all.sh, which says why), 3 under the sanitizers, which test
+  # the same code paths for memory and races (and 5 on real Kafka, above).
   # test_overload: a quarter of the load, and no memory bound (a sanitizer's
   # allocator is not kchat's).
   if [[ $BUILD == *san-* ]]; then   # a sanitizer build (build/san-*)
