@@ -109,7 +109,7 @@ step kafka make -s -j2 check-kafka
 # (tests/fuzz/fuzz.mk), one test per harness.
 step fuzz make -s -j2 fuzz
 
-echo "##### durations: $(printf '%s; ' "${durations[@]}")"
+d=$(printf '%s; ' "${durations[@]}"); echo "##### durations: ${d%; }"
 [ ${#bad[@]} -gt 0 ] && echo "failing steps: ${bad[*]}"
 echo "$total_p passed, $total_f failed"
 [ "$total_f" -eq 0 ] && [ ${#bad[@]} -eq 0 ]
