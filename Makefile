@@ -107,6 +107,14 @@ ALL_CFLAGS  = $(KCHAT_CPPFLAGS) $(CPPFLAGS) $(KCHAT_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(KCHAT_LDFLAGS) $(LDFLAGS)
 ALL_LIBS    = $(KCHAT_LIBS) $(LDLIBS)
 
+# Every object and program depends on $(FLAGS), which holds the compiler
+# and flags they are built with and is rewritten only when those change, so
+# that `make DEVELOPER=1` or `make CC=clang` after `make` builds again (as
+# git's GIT-CFLAGS does). $(call write-if-changed,FILE,TEXT) is its recipe.
+FLAGS = $(BUILD)/.flags
+write-if-changed = $(shell mkdir -p $(dir $(1)))$(file >$(1).new,$(2))\
+    cmp -s $(1).new $(1) && rm -f $(1).new || mv -f $(1).new $(1)
+
 # A ThreadSanitizer build links a shim that routes librdkafka's C11 threads
 # through the pthread calls TSan intercepts (src/sanitize/tsan_threads.c).
 SAN_OBJ  := $(if $(findstring thread,$(SANITIZE)),$(BUILD)/src/sanitize/tsan_threads.o)
@@ -127,11 +135,15 @@ SUP_OBJ  := $(SUP_SRC:%.c=$(BUILD)/%.o)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/fuzz/%)
 
-# check-all: the suite plain, under ASan+UBSan and under TSan (what CI runs).
-.PHONY: all check check-all check-kafka soak test unit integration fuzz-replay deps docs clean
+# check-all: what CI runs (tests/check-all.sh).
+.PHONY: all check check-all check-kafka soak test unit integration fuzz-replay deps docs clean \
+        FORCE
 all: $(BIN)
 
-$(BUILD)/%.o: %.c
+$(FLAGS): FORCE
+	@$(call write-if-changed,$@,$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) $(ALL_LIBS))
+
+$(BUILD)/%.o: %.c $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -139,15 +151,15 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
-$(BIN): $(BUILD)/src/main.o $(LIB) $(SAN_OBJ)
-	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LIBS)
+$(BIN): $(BUILD)/src/main.o $(LIB) $(SAN_OBJ) $(FLAGS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(filter-out $(FLAGS),$^) $(ALL_LIBS)
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
 
-$(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ)
+$(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
 
@@ -155,7 +167,8 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ)
 # replay driver that runs the committed corpus plus bounded random inputs.
 # `make fuzz` builds them with clang and libFuzzer instead (tests/fuzz/fuzz.mk).
 FUZZ_COMMON := tests/fuzz/replay_main.c tests/fuzz/codec_checks.c
-$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_COMMON) tests/fuzz/codec_checks.h $(LIB) $(SAN_OBJ)
+$(BUILD)/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_COMMON) tests/fuzz/codec_checks.h $(LIB) $(SAN_OBJ) \
+                      $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(FUZZ_COMMON) $(SAN_OBJ) $(LIB) $(ALL_LIBS)
 

@@ -22,22 +22,22 @@ bench: bench-progs
 bench-sweep: bench-progs
 	NO_BUILD=1 KCHAT_BIN=$(BIN) BENCH_BUILD=$(BUILD) bench/sweep.sh $(SWEEP_ARGS)
 
-$(BENCH_UTIL): bench/util.c bench/util.h
+$(BENCH_UTIL): bench/util.c bench/util.h $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(BENCH_LOAD): bench/load.c bench/util.h $(BENCH_UTIL)
+$(BENCH_LOAD): bench/load.c bench/util.h $(BENCH_UTIL) $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BENCH_UTIL) $(ALL_LIBS)
 
 # The echo processor uses kchat's topic names and kchat_topics_ensure().
-$(BENCH_ECHO): bench/echo.c bench/util.h $(BENCH_UTIL) $(LIB) $(SAN_OBJ)
+$(BENCH_ECHO): bench/echo.c bench/util.h $(BENCH_UTIL) $(LIB) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BENCH_UTIL) $(SAN_OBJ) $(LIB) $(ALL_LIBS)
 
 # The event-stream benchmark (bench/run-sse.sh runs it against `kchat dev`).
 BENCH_SSE := $(BUILD)/bench/sse
 
-$(BENCH_SSE): bench/sse.c
+$(BENCH_SSE): bench/sse.c $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(ALL_LIBS)
