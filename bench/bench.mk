@@ -1,6 +1,6 @@
 # bench/bench.mk: the bench programs, `make bench` and `make bench-sweep`,
-# included by the Makefile. Uses the Makefile's CC, CFLAGS, LDFLAGS, LDLIBS,
-# BUILD, BIN and LIB.
+# included by the Makefile. Uses the Makefile's CC, ALL_CFLAGS, ALL_LDFLAGS,
+# ALL_LIBS, BUILD, BIN and LIB.
 #
 #   make bench        bench/run.sh: kchat against the echo baseline on the
 #                     mock broker and on Apache Kafka (docs/bench.md)
@@ -22,22 +22,22 @@ bench: bench-progs
 bench-sweep: bench-progs
 	NO_BUILD=1 KCHAT_BIN=$(BIN) BENCH_BUILD=$(BUILD) bench/sweep.sh $(SWEEP_ARGS)
 
-$(BENCH_UTIL): bench/util.c bench/util.h
+$(BENCH_UTIL): bench/util.c bench/util.h $(FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(BENCH_LOAD): bench/load.c bench/util.h $(BENCH_UTIL)
+$(BENCH_LOAD): bench/load.c bench/util.h $(BENCH_UTIL) $(FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BENCH_UTIL) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BENCH_UTIL) $(ALL_LIBS)
 
 # The echo processor uses kchat's topic names and kchat_topics_ensure().
-$(BENCH_ECHO): bench/echo.c bench/util.h $(BENCH_UTIL) $(LIB) $(SAN_OBJ)
+$(BENCH_ECHO): bench/echo.c bench/util.h $(BENCH_UTIL) $(LIB) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BENCH_UTIL) $(SAN_OBJ) $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BENCH_UTIL) $(SAN_OBJ) $(LIB) $(ALL_LIBS)
 
 # The event-stream benchmark (bench/run-sse.sh runs it against `kchat dev`).
 BENCH_SSE := $(BUILD)/bench/sse
 
-$(BENCH_SSE): bench/sse.c
+$(BENCH_SSE): bench/sse.c $(FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(ALL_LIBS)

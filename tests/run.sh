@@ -2,6 +2,11 @@
 # Runs every test program (unit, integration, fuzz replay), each in its own
 # process with a timeout, and ends with one summary line CI reads:
 #   N passed, N failed
+# `tests/run.sh NAME...` runs only the programs whose path contains one of
+# the NAMEs (config-doc and browser are names too), e.g. `tests/unit/ fuzz_`.
+# KCHAT_TEST_SKIP="NAME..." leaves out the programs whose path contains one
+# of those (make check SKIP_TESTS=...). Each program prints
+# "--- NAME: exit N after S s".
 # A cmocka program reports its own counts; any other program counts as one
 # test that passed when it exited 0.
 # KAFKA=1 runs the integration programs marked for it on real Apache Kafka
@@ -13,8 +18,19 @@ export KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 export KCHAT_TEST_TMP=${KCHAT_TEST_TMP:-$(mktemp -d /tmp/kchat-test.XXXXXX)}
-filter=${1:-}
+filters=("$@")
+read -ra skips <<<"${KCHAT_TEST_SKIP:-}"
 passed=0; failed=0; failed_names=()
+
+# selected NAME: true when NAME contains none of the skipped names and one
+# of the NAMEs asked for (or none was asked for).
+selected() {
+  local f
+  for f in "${skips[@]}"; do [[ $1 == *"$f"* ]] && return 1; done
+  [ ${#filters[@]} -eq 0 ] && return 0
+  for f in "${filters[@]}"; do [[ $1 == *"$f"* ]] && return 0; done
+  return 1
+}
 
 run_one() {
   local bin=$1 limit=$2 log rc p f
@@ -64,56 +80,57 @@ run_on_kafka() {
 
 if [ "${KAFKA:-0}" = 1 ]; then
   for t in "$BUILD"/tests/integration/* "$BUILD"/tests/regress/*; do
-    [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue
+    [ -x "$t" ] && selected "$t" || continue
     grep -q 'kchat-test: kafka' "tests/${t#"$BUILD"/tests/}.c" 2>/dev/null || continue
     run_on_kafka "$t"
   done
 else
   # docs/configuration.md is generated from the option table: it must match.
-  if [[ -z $filter || config-doc == *$filter* ]]; then
+  if selected config-doc; then
     echo "=== config-doc"
     if "$KCHAT_BIN" config-doc | diff -u docs/configuration.md - ; then passed=$((passed + 1))
     else failed=$((failed + 1)); failed_names+=("docs/configuration.md is stale: run make docs"); fi
   fi
 
   for t in "$BUILD"/tests/unit/*; do
-    [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue
+    [ -x "$t" ] && selected "$t" || continue
     run_one "$t" 120
   done
   # Each fuzz harness replays its corpus and its regression inputs (crashes
   # found before: tests/fuzz/regress/NAME-NNN); a binary whose source is
   # gone is stale and skipped.
   for t in "$BUILD"/tests/fuzz/fuzz_*; do
-    [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue
+    [ -x "$t" ] && selected "$t" || continue
     name=$(basename "$t"); [ -f "tests/fuzz/$name.c" ] || continue
     regress=(); for f in tests/fuzz/regress/"${name#fuzz_}"-*; do [ -f "$f" ] && regress+=("$f"); done
     run_one "$t" 120 "tests/fuzz/corpus/${name#fuzz_}" "${regress[@]}"
   done
   # test_crash restarts the server after each kill -9 (~12 s each, the dead
-  # member's group session must expire): 20 kills in the plain build, 3 under
-  # the sanitizers, which test the same code paths for memory and races (and
-  # 5 on real Kafka, above).
+  # member's group session must expire): 20 kills in the plain build (8 in
+  # tests/check-all.sh, which says why), 3 under the sanitizers, which test
+  # the same code paths for memory and races (and 5 on real Kafka, above).
   # test_overload: a quarter of the load, and no memory bound (a sanitizer's
   # allocator is not kchat's).
-  if [[ $BUILD != build ]]; then
+  if [[ $BUILD == *san-* ]]; then   # a sanitizer build (build/san-*)
     export KCHAT_CRASH_KILLS=${KCHAT_CRASH_KILLS:-3}
     export KCHAT_OVERLOAD_MSGS=${KCHAT_OVERLOAD_MSGS:-8000} KCHAT_SANITIZED=1
   fi
   for t in "$BUILD"/tests/integration/*; do
-    [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue
+    [ -x "$t" ] && selected "$t" || continue
+    [ -f "tests/integration/$(basename "$t").c" ] || continue   # stale: source gone
     run_one "$t" 900
   done
   # The numbered regression tests, one per bug fixed (tests/regress/README.md);
   # a binary whose source is gone is stale and skipped.
   for t in "$BUILD"/tests/regress/*; do
-    [ -x "$t" ] || continue; [[ -n $filter && $t != *$filter* ]] && continue
+    [ -x "$t" ] && selected "$t" || continue
     [ -f "tests/regress/$(basename "$t").c" ] || continue
     run_one "$t" 900
   done
 
   # The chat page in a real browser (Chromium + playwright-core, installed by
   # the script itself). Not in sanitizer builds: it tests the page, not the C.
-  if [[ -z $filter || browser == *$filter* ]] && [[ $BUILD == build ]]; then
+  if selected browser && [[ $BUILD == build ]]; then
     run_one tests/browser/run.sh 600
   fi
 fi

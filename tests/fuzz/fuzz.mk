@@ -15,8 +15,13 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_DIR     := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_CFLAGS  := -g -O1 -fno-omit-frame-pointer -std=c11 -Wall -Wextra -Wmissing-prototypes \
-                -Wvla -D_GNU_SOURCE -Iinclude -Isrc -Itests -pthread $(PKG_CFLAGS)
+# The Makefile's required flags and warnings (probed for FUZZ_CC, once, on
+# first use; DEVELOPER=1 adds its own), with the fuzzer's own optimization.
+FUZZ_WARN     = $(eval FUZZ_WARN := $(call cc-warnings,$(FUZZ_CC)))$(FUZZ_WARN)
+FUZZ_CFLAGS   = -g -O1 -fno-omit-frame-pointer -std=c11 -pthread $(KCHAT_CPPFLAGS) -Itests \
+                $(FUZZ_WARN)
+# rewritten when the flags change, as the Makefile's $(FLAGS)
+FUZZ_FLAGS    = $(FUZZ_DIR)/.flags
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/%.o)
 FUZZ_LIB     := $(FUZZ_DIR)/libkchat.a
 FUZZ_NAMES   := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
@@ -24,7 +29,10 @@ FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 
 .PHONY: fuzz fuzz-build
 
-$(FUZZ_DIR)/src/%.o: src/%.c
+$(FUZZ_FLAGS): FORCE
+	@$(call write-if-changed,$@,$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) $(PKG_LIBS))
+
+$(FUZZ_DIR)/src/%.o: src/%.c $(FUZZ_FLAGS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
@@ -33,7 +41,7 @@ $(FUZZ_LIB): $(FUZZ_LIB_OBJ)
 
 # replay_main.c compiles to nothing with KCHAT_LIBFUZZER: libFuzzer has main().
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/codec_checks.c tests/fuzz/codec_checks.h \
-                    $(FUZZ_LIB)
+                    $(FUZZ_LIB) $(FUZZ_FLAGS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -DKCHAT_LIBFUZZER -o $@ $< tests/fuzz/codec_checks.c \
 	    $(FUZZ_LIB) $(PKG_LIBS) -pthread -lm

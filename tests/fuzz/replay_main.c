@@ -370,7 +370,8 @@ int main(int argc, char **argv)
 
     /* Mutations need something to start from. */
     static uint8_t nothing[1];
-    input empty = {.name = "(empty)", .data = nothing, .size = 0};
+    static char empty_name[] = "(empty)";   /* input.name is not const: it is freed */
+    input empty = {.name = empty_name, .data = nothing, .size = 0};
     corpus seeds = c.n > 0 ? c : (corpus){.items = &empty, .n = 1};
 
     uint8_t *buf = malloc(INPUT_SIZE_MAX);

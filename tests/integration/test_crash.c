@@ -308,6 +308,9 @@ static void user_step(int ui)
 /* ------------------------------------------------------------------------ */
 
 static void rq_fail(const struct rq *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void rq_fail(const struct rq *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

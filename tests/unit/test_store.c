@@ -139,8 +139,10 @@ static int collect_fn(void *arg, const void *k, size_t kl, const void *v, size_t
     return c->stop_after && c->n == c->stop_after;
 }
 
-/* Run a prefix scan and compare with the expected NULL-terminated keys. */
-static void expect_scan(kchat_txn *t, kchat_table tb, const char *prefix, bool reverse, ...)
+/* Run a prefix scan and compare with the expected NULL-terminated keys.
+ * @p reverse is an int, not a bool: va_start's parameter (the last before
+ * the ...) must not be of a type that default argument promotion changes. */
+static void expect_scan(kchat_txn *t, kchat_table tb, const char *prefix, int reverse, ...)
 {
     collect c = { .n = 0 };
     va_list ap;
