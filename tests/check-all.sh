@@ -78,10 +78,10 @@ step clang clang_step
 # ASan+UBSan: the unit tests, the fuzz replays (the codecs on hostile input)
 # and the programs that drive parsing, storage and recovery. Not here:
 # test_crash (kill -9 and recovery under ASan are test_restart's; TSan runs
-# test_crash), test_faults, regression 0019 and test_overload (broker
-# faults, a second data set, back-pressure: where threads meet, so TSan's;
-# the request and recovery code they run is test_ops's and test_restart's
-# here), and the regression programs of the same kinds: 0019 (a second data
+# test_crash), test_faults and test_overload (broker faults, back-pressure:
+# where threads meet, so TSan's; the request and recovery code they run is
+# test_ops's and test_restart's here), and the regression programs of the
+# same kinds: 0019 (a second data
 # set), 0022 and 0024 (broker faults), 0010, 0012 and 0014 (the gateway's
 # limits on descriptors, slow clients and stalled readers: timing, plain
 # only).
