@@ -298,7 +298,6 @@ json_t *kchat__user_public(const json_t *stored);
 
 /* ---- operations: each answers exactly once, returns store errors only ----
  * @locality worker that owns c->sh (all of them) */
-KCHAT_MUST_CHECK
 /* Run the operation c->op on the request decoded into c->req, in the open
  * transaction of c->sh; it answers exactly once. Errors: store errors,
  * KCHAT_EINVAL for an op outside the enum.
@@ -306,6 +305,7 @@ KCHAT_MUST_CHECK
 KCHAT_MUST_CHECK
 int kchat__op_dispatch(struct ctx *c);
 
+KCHAT_MUST_CHECK
 int kchat__op_user_add(struct ctx *c);
 KCHAT_MUST_CHECK
 int kchat__op_login(struct ctx *c);
