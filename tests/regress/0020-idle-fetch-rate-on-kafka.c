@@ -1,5 +1,5 @@
 /*
- * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
+ * kchat-test: kafka-only (run only on real Apache Kafka, by `make check-kafka`)
  * Regression 0020 (fixed by 3fb6c37): kchat's consumers fetched with
  * fetch.wait.max.ms 10, right for librdkafka's mock cluster (which holds an
  * empty fetch for the whole wait even when records arrive) but not for
@@ -8,8 +8,8 @@
  * each broker and cost the brokers CPU for nothing. The wait now depends on
  * the cluster (--fetch-wait-ms -1: 100 ms on Kafka, 10 ms on the mock).
  *
- * Only meaningful on real Kafka (make check-kafka; on kchat's own mock
- * brokers 10 ms is right and the test is skipped): an idle `kchat serve
+ * Only meaningful on real Kafka, so tests/run.sh runs it only in make
+ * check-kafka (on kchat's own mock brokers 10 ms is right): an idle `kchat serve
  * -X debug=fetch` is watched for 3 s and its request consumer's fetches of
  * one partition counted; at most 20 a second are allowed (10 expected).
  */
@@ -57,16 +57,14 @@ static size_t fetches(void)
 static void test_idle_fetch_rate(void **state)
 {
     const char *const extra[] = {"-X", "debug=fetch", NULL};
-    char *data = kc_tmppath("idle-fetch-data");
+    char *data;
     size_t before, after;
     double per_s;
 
     (void)state;
-    if (kc_test_brokers() == NULL) {
-        fprintf(stderr, "0020: no real Kafka (KCHAT_TEST_BROKERS): on the mock cluster a "
-                "10 ms fetch wait is intended; skipped\n");
-        skip();
-    }
+    if (kc_test_brokers() == NULL)
+        fail_msg("0020 runs on real Kafka only (make check-kafka sets KCHAT_TEST_BROKERS)");
+    data = kc_tmppath("idle-fetch-data");
     kc_rm_rf(data);
     g_srv = kc_serve_start("idle-fetch", data, NULL, PARTITIONS, extra);
     assert_non_null(g_srv);
