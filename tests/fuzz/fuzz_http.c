@@ -656,7 +656,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(connect(fd, (struct sockaddr *)&fz.addr, fz.addr_len) == 0);
     drive(gw, fd, data, size, &out);
     close(fd);
-    /* The records send_request() produced: drop them, none is delivered. */
+    /* The records kchat__gw_pending_send() produced: drop them, none is delivered. */
     rd_kafka_purge(gw->producer, RD_KAFKA_PURGE_F_QUEUE);
     rd_kafka_poll(gw->producer, 0);
 

@@ -11,9 +11,9 @@
  * transaction of the key's shard, committed. What the operation appended to
  * the worker's outbox records is then kept in fx->recs (answers, chat-events,
  * directory records, internal commands), directory records are applied to
- * the replica (as worker_flush_out() does) and internal commands are applied
- * at once in their target shard (as apply_command() does), so a room or a
- * chat across shards runs end to end in this one thread.
+ * the replica (as kchat__worker_flush_out() does) and internal commands are
+ * applied at once in their target shard (as kchat__command_apply() does), so
+ * a room or a chat across shards runs end to end in this one thread.
  *
  * Not mirrored: offsets, outbox pruning, producing, the data set tag, the
  * dead letter of a record without a valid key (fx_call() wants a valid
