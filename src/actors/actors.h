@@ -155,6 +155,9 @@ struct kchat_backend {
                                    poller under it (exclusive) after a fatal error;
                                    the poller itself reads it without the lock */
     pthread_rwlock_t producer_lock;
+    char cluster_id[256];       /* read once at start (kchat__producer_start()) */
+    bool mock_broker;           /* the cluster is librdkafka's mock cluster: one produce
+                                   request in flight per connection (producer.c) */
     atomic_bool producer_fatal; /* the producer failed for good: the poller replaces it */
     pthread_t producer_poller;
     bool poller_running;
@@ -413,9 +416,19 @@ int kchat__dead_letter(struct ctx *c, const rd_kafka_message_t *m, const char *w
 
 /* ---- producer.c: outbox records to Kafka ---- */
 
-/* Create the producer and start its poller thread (which serves delivery
- * reports and replaces a producer that failed for good). On error nothing
- * is left running (errstr says why).
+/* The configuration of kchat's producer (idempotent, murmur2, no message
+ * timeout, linger from the config, -X applied; one request in flight per
+ * connection when be->mock_broker), without callbacks: the caller owns it.
+ * NULL on a bad setting (errstr says which). Exported for regression 0035.
+ * @locality any thread; reads be->cfg, be->bootstraps, be->mock_broker */
+rd_kafka_conf_t *kchat__producer_conf(const kchat_backend *be, char *errstr, size_t len);
+
+/* Create the producer, read the cluster's id into be->cluster_id (waiting
+ * up to 10 s for the brokers; KCHAT_EKAFKA when they do not answer) and
+ * start the poller thread (which serves delivery reports and replaces a
+ * producer that failed for good). On librdkafka's mock cluster the
+ * producer keeps one produce request in flight per connection
+ * (kchat__producer_conf()). On error nothing is left running (errstr says why).
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 int kchat__producer_start(kchat_backend *be, char *errstr, size_t len);

@@ -147,26 +147,6 @@ static int topics_ensure(kchat_backend *be, char *errstr, size_t len)
     return KCHAT_OK;
 }
 
-/* The id of the cluster, which the shards' stored offsets belong to.
- * @locality the thread in kchat_backend_start() */
-KCHAT_MUST_CHECK
-static int cluster_id_read(kchat_backend *be, char *out, size_t size, char *errstr, size_t len)
-{
-    char *cid;
-
-    out[0] = '\0';
-    pthread_rwlock_rdlock(&be->producer_lock);
-    if ((cid = rd_kafka_clusterid(be->producer, 10000)) != NULL) {
-        snprintf(out, size, "%s", cid);
-        rd_kafka_mem_free(be->producer, cid);
-    }
-    pthread_rwlock_unlock(&be->producer_lock);
-    if (out[0] != '\0')
-        return KCHAT_OK;
-    snprintf(errstr, len, "cannot read the cluster id of %s", be->bootstraps);
-    return KCHAT_EKAFKA;
-}
-
 /* Before consuming: every shard numbers its command streams on past what
  * their targets applied, then produces its outbox again.
  * @locality the thread in kchat_backend_start() */
@@ -185,20 +165,18 @@ static int shards_replay(kchat_backend *be, char *errstr, size_t len)
 }
 
 /* The shards, ready to consume: the data directory open, the stored
- * offsets checked against the cluster (its id in @p cluster_id), the
+ * offsets checked against the cluster (its id in be->cluster_id), the
  * workers' scratch allocated, every outbox produced again. On error what
  * was done stays for producer_and_shards_stop().
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
-static int shards_start(kchat_backend *be, char *cluster_id, size_t size, char *errstr,
-                        size_t len)
+static int shards_start(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
     if ((rc = kchat__datadir_open(be, errstr, len)) != KCHAT_OK ||
-        (rc = cluster_id_read(be, cluster_id, size, errstr, len)) != KCHAT_OK ||
         (rc = kchat__workers_new(be)) != KCHAT_OK ||
-        (rc = kchat__datadir_check_cluster(be, cluster_id, errstr, len)) != KCHAT_OK)
+        (rc = kchat__datadir_check_cluster(be, be->cluster_id, errstr, len)) != KCHAT_OK)
         return rc;
     return shards_replay(be, errstr, len);
 }
@@ -241,7 +219,6 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
                         char *errstr, size_t errstr_size)
 {
     kchat_backend *be;
-    char cluster_id[256];
     int rc;
 
     if (sodium_init() < 0) {
@@ -256,13 +233,10 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
         goto err_disconnect_broker;
     /* The shards undo with the producer (producer_and_shards_stop()). */
     if ((rc = topics_ensure(be, errstr, errstr_size)) != KCHAT_OK ||
-        (rc = shards_start(be, cluster_id, sizeof(cluster_id), errstr, errstr_size)) !=
-            KCHAT_OK ||
+        (rc = shards_start(be, errstr, errstr_size)) != KCHAT_OK ||
         (rc = kchat__directory_start(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop_producer;
-    if ((rc = kchat__consumer_start(be, be->embedded != NULL ||
-                                    kchat_kafka_is_mock_cluster(cluster_id),
-                                    errstr, errstr_size)) != KCHAT_OK)
+    if ((rc = kchat__consumer_start(be, be->mock_broker, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop_directory;
     if ((rc = consumer_wait_ready(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop_consumer;

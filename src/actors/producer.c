@@ -196,26 +196,43 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 /* ---- the producer and its poller ---- */
 
+rd_kafka_conf_t *kchat__producer_conf(const kchat_backend *be, char *errstr, size_t len)
+{
+    rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, len);
+    char linger[16];
+
+    if (conf == NULL)
+        return NULL;
+    snprintf(linger, sizeof(linger), "%d", be->cfg->linger_ms);
+    if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, len) ||
+        rd_kafka_conf_set(conf, "linger.ms", linger, errstr, len) ||
+        rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, len) ||
+        rd_kafka_conf_set(conf, "message.timeout.ms", "0", errstr, len) ||
+        rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", errstr, len) ||
+        /* The mock cluster of librdkafka 2.0.2 accepts a produce request
+         * whose sequence skips one it has just refused, where Kafka answers
+         * OUT_OF_ORDER_SEQUENCE_NUMBER; the idempotent producer then takes
+         * the skipped records as delivered (regression 0035). With one
+         * request in flight per connection no later one is there to be
+         * accepted. */
+        (be->mock_broker &&
+         rd_kafka_conf_set(conf, "max.in.flight.requests.per.connection", "1", errstr, len))) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
 /* A new producer in be->producer.
  * @locality the thread in kchat_backend_start(), or the poller thread
  * @locks the poller: be->producer_lock MUST be held exclusively */
 KCHAT_MUST_CHECK
 static int producer_new(kchat_backend *be, char *errstr, size_t len)
 {
-    rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, len);
-    char linger[16];
+    rd_kafka_conf_t *conf = kchat__producer_conf(be, errstr, len);
 
     if (conf == NULL)
         return KCHAT_ECONFIG;
-    snprintf(linger, sizeof(linger), "%d", be->cfg->linger_ms);
-    if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, len) ||
-        rd_kafka_conf_set(conf, "linger.ms", linger, errstr, len) ||
-        rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, len) ||
-        rd_kafka_conf_set(conf, "message.timeout.ms", "0", errstr, len) ||
-        rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", errstr, len)) {
-        rd_kafka_conf_destroy(conf);
-        return KCHAT_ECONFIG;
-    }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, be);
@@ -276,12 +293,40 @@ static void *producer_poll_main(void *arg)
     return NULL;
 }
 
+/* Read the cluster's id into be->cluster_id with the new producer; on the
+ * mock cluster make the producer again with be->mock_broker set.
+ * @locality the thread in kchat_backend_start(), before the poller starts */
+KCHAT_MUST_CHECK
+static int producer_for_cluster(kchat_backend *be, char *errstr, size_t len)
+{
+    char *cid = rd_kafka_clusterid(be->producer, 10000);
+
+    if (cid == NULL) {
+        snprintf(errstr, len, "cannot read the cluster id of %s", be->bootstraps);
+        return KCHAT_EKAFKA;
+    }
+    snprintf(be->cluster_id, sizeof(be->cluster_id), "%s", cid);
+    rd_kafka_mem_free(be->producer, cid);
+    if (be->embedded == NULL && !kchat_kafka_is_mock_cluster(be->cluster_id))
+        return KCHAT_OK;
+    be->mock_broker = true;
+    rd_kafka_destroy(be->producer);   /* it has produced nothing yet */
+    be->producer = NULL;
+    return producer_new(be, errstr, len);
+}
+
 int kchat__producer_start(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
     if ((rc = producer_new(be, errstr, len)) != KCHAT_OK)
         return rc;
+    if ((rc = producer_for_cluster(be, errstr, len)) != KCHAT_OK) {
+        if (be->producer != NULL)
+            rd_kafka_destroy(be->producer);
+        be->producer = NULL;
+        return rc;
+    }
     if (pthread_create(&be->producer_poller, NULL, producer_poll_main, be) != 0) {
         snprintf(errstr, len, "cannot start the producer thread");
         rd_kafka_destroy(be->producer);

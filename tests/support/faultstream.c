@@ -205,8 +205,11 @@ void fs_drain_and_verify(void)
          * to Kafka but this client's consumer never saw, or one that is not
          * in the topic at all. A second client reads the topics again from
          * the beginning. */
-        kc_client *again = kc_client_new(g.brokers, KC_FROM_BEGINNING);
+        kc_client *again;
 
+        /* the server's log first: CI shows the end of a failing run */
+        kc_proc_log_tail(g.srv, 60, stderr);
+        again = kc_client_new(g.brokers, KC_FROM_BEGINNING);
         if (again != NULL)
             kc_sleep_ms(5000);
         for (size_t i = 0; i < g.n; i++)
@@ -221,7 +224,6 @@ void fs_drain_and_verify(void)
                         "Kafka\n", cid, kc_count_cid(again, cid));
             }
         kc_client_free(again);
-        kc_proc_log_tail(g.srv, 60, stderr);
     }
     assert_int_equal(g.inflight, 0);
 
