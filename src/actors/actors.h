@@ -294,6 +294,21 @@ int kchat__put_json(kchat_txn *t, kchat_table tb, const void *key, size_t kl, co
  * @locality worker that owns c->sh */
 bool kchat__session_ok(struct ctx *c, int *rc);
 
+/* The sessions table's key for session id @p sid (@p len bytes): "h" and
+ * the 64 hex digits of its BLAKE2b-256 hash, NUL-terminated in @p out. The
+ * store never holds a session id itself, only this (docs/design.md,
+ * "Sessions and passwords").
+ * @locality any thread */
+#define KCHAT__SESSION_KEY_LEN 65
+void kchat__session_key(const char *sid, size_t len, char out[KCHAT__SESSION_KEY_LEN + 1]);
+
+/* Store every session of @p sh that an older kchat kept under its id under
+ * the hash of kchat__session_key() instead, in one write transaction; the
+ * count of those moved in @p moved. Errors: store errors (nothing moved).
+ * @locality the thread in kchat_backend_start(), before any worker runs */
+KCHAT_MUST_CHECK
+int kchat__sessions_rekey(struct shard *sh, size_t *moved);
+
 /* The user record (stored form, with the password hash) or NULL. */
 json_t *kchat__user_get(kchat_txn *t, const char *user_id);
 /* The public user object of PROTOCOL.md §1 built from a stored record. */

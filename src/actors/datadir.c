@@ -196,12 +196,35 @@ bool kchat__dataset_ours(kchat_backend *be, const rd_kafka_message_t *m, bool un
     return false;
 }
 
+/* Upgrade what an older kchat stored: sessions kept under their ids move
+ * under their hashes (kchat__sessions_rekey()).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int shards_upgrade(kchat_backend *be, char *errstr, size_t len)
+{
+    for (int p = 0; p < be->partitions; p++) {
+        size_t moved;
+        int rc = kchat__sessions_rekey(&be->shards[p], &moved);
+
+        if (rc != KCHAT_OK) {
+            snprintf(errstr, len, "shard %d: storing sessions by hash: %s", p,
+                     kchat_strerror(rc));
+            return rc;
+        }
+        if (moved > 0)
+            fprintf(stderr, "kchat: shard %d: %zu sessions stored by id are now stored by "
+                    "hash\n", p, moved);
+    }
+    return KCHAT_OK;
+}
+
 int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
     if ((rc = data_dir_check(be, errstr, len)) != KCHAT_OK ||
-        (rc = shards_open(be, errstr, len)) != KCHAT_OK)
+        (rc = shards_open(be, errstr, len)) != KCHAT_OK ||
+        (rc = shards_upgrade(be, errstr, len)) != KCHAT_OK)
         return rc;
     return dataset_open(be, errstr, len);
 }

@@ -2,6 +2,7 @@
  * operation starts with. A user and its sessions live in the user's shard. */
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "actors.h"
@@ -42,9 +43,82 @@ static json_t *now_string(struct ctx *c)
     return json_string(ts);
 }
 
+void kchat__session_key(const char *sid, size_t len, char out[KCHAT__SESSION_KEY_LEN + 1])
+{
+    unsigned char h[32];
+
+    crypto_generichash(h, sizeof(h), (const unsigned char *)sid, len, NULL, 0);
+    out[0] = 'h';
+    sodium_bin2hex(out + 1, KCHAT__SESSION_KEY_LEN, h, sizeof(h));
+}
+
+struct rekey_list {
+    struct rekey_key {
+        char k[128];
+        size_t len;
+    } *keys;
+    size_t n, cap;
+};
+
+/* Collect the keys that are not hashes (an older kchat's session ids).
+ * @locality the thread running the scan */
+static int rekey_collect(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct rekey_list *l = arg;
+
+    (void)v;
+    (void)vl;
+    if ((kl == KCHAT__SESSION_KEY_LEN && ((const char *)k)[0] == 'h') || kl > 128)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct rekey_key *nk = realloc(l->keys, cap * sizeof(*nk));
+        if (nk == NULL)
+            return KCHAT_ENOMEM;
+        l->keys = nk;
+        l->cap = cap;
+    }
+    memcpy(l->keys[l->n].k, k, kl);
+    l->keys[l->n++].len = kl;
+    return 0;
+}
+
+int kchat__sessions_rekey(struct shard *sh, size_t *moved)
+{
+    struct rekey_list l = {0};
+    kchat_txn *t;
+    int rc;
+
+    *moved = 0;
+    if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_txn_scan(t, KCHAT_TBL_SESSIONS, NULL, 0, false, rekey_collect, &l);
+    for (size_t i = 0; rc == KCHAT_OK && i < l.n; i++) {
+        const struct rekey_key *old = &l.keys[i];
+        char key[KCHAT__SESSION_KEY_LEN + 1];
+        json_t *s = kchat__get_json(t, KCHAT_TBL_SESSIONS, old->k, old->len);
+
+        kchat__session_key(old->k, old->len, key);
+        if (s != NULL)   /* a damaged record is dropped: it was no valid session */
+            rc = kchat__put_json(t, KCHAT_TBL_SESSIONS, key, strlen(key), s);
+        json_decref(s);
+        if (rc == KCHAT_OK)
+            rc = kchat_txn_del(t, KCHAT_TBL_SESSIONS, old->k, old->len);
+    }
+    free(l.keys);
+    if (rc != KCHAT_OK || l.n == 0) {
+        kchat_txn_abort(t);
+        return rc;
+    }
+    if ((rc = kchat_txn_commit(t)) == KCHAT_OK)
+        *moved = l.n;
+    return rc;
+}
+
 bool kchat__session_ok(struct ctx *c, int *rc)
 {
     const kchat_config *cfg = c->be->cfg;
+    char key[KCHAT__SESSION_KEY_LEN + 1];
     json_t *s = NULL;
     const char *owner;
     json_int_t last;
@@ -54,7 +128,8 @@ bool kchat__session_ok(struct ctx *c, int *rc)
         return true;
     if (c->session == NULL || c->session_len == 0 || c->session_len > 128)
         goto err_unauthenticated;
-    s = kchat__get_json(c->txn, KCHAT_TBL_SESSIONS, c->session, c->session_len);
+    kchat__session_key(c->session, c->session_len, key);
+    s = kchat__get_json(c->txn, KCHAT_TBL_SESSIONS, key, strlen(key));
     if (s == NULL)
         goto err_unauthenticated;
     owner = json_string_value(json_object_get(s, "u"));
@@ -65,7 +140,7 @@ bool kchat__session_ok(struct ctx *c, int *rc)
         goto err_unauthenticated;
     if (c->now_ms - last > SESSION_REFRESH_MS) {
         json_object_set_new(s, "t", json_integer(c->now_ms));
-        *rc = kchat__put_json(c->txn, KCHAT_TBL_SESSIONS, c->session, c->session_len, s);
+        *rc = kchat__put_json(c->txn, KCHAT_TBL_SESSIONS, key, strlen(key), s);
     }
     json_decref(s);
     return *rc == KCHAT_OK;
@@ -124,7 +199,7 @@ int kchat__op_login(struct ctx *c)
 {
     const kchat_request *r = c->req;
     unsigned char raw[SESSION_BYTES];
-    char sid[2 * SESSION_BYTES + 1];
+    char sid[2 * SESSION_BYTES + 1], key[KCHAT__SESSION_KEY_LEN + 1];
     json_t *user, *sess, *body;
     const char *hash;
     int64_t wait_ms;
@@ -157,11 +232,12 @@ int kchat__op_login(struct ctx *c)
     kchat__throttle_reset(&c->sh->throttle, r->user_id);
     randombytes_buf(raw, sizeof(raw));
     sodium_bin2hex(sid, sizeof(sid), raw, sizeof(raw));
+    kchat__session_key(sid, strlen(sid), key);
     sess = json_pack("{s:s, s:I}", "u", r->user_id, "t", (json_int_t)c->now_ms);
     json_object_set_new(user, "loginDate", now_string(c));
     if (sess == NULL)
         rc = KCHAT_ENOMEM;
-    else if ((rc = kchat__put_json(c->txn, KCHAT_TBL_SESSIONS, sid, strlen(sid), sess)) ==
+    else if ((rc = kchat__put_json(c->txn, KCHAT_TBL_SESSIONS, key, strlen(key), sess)) ==
                  KCHAT_OK &&
              (rc = user_put(c, user)) == KCHAT_OK) {
         body = json_pack("{s:o, s:s}", "user", kchat__user_public(user), "sessionId", sid);
@@ -195,8 +271,11 @@ int kchat__op_logout(struct ctx *c)
     json_object_set_new(user, "logoutDate", now_string(c));
     rc = user_put(c, user);
     json_decref(user);
-    if (rc == KCHAT_OK && c->session_len) {
-        rc = kchat_txn_del(c->txn, KCHAT_TBL_SESSIONS, c->session, c->session_len);
+    if (rc == KCHAT_OK && c->session_len && c->session_len <= 128) {
+        char key[KCHAT__SESSION_KEY_LEN + 1];
+
+        kchat__session_key(c->session, c->session_len, key);
+        rc = kchat_txn_del(c->txn, KCHAT_TBL_SESSIONS, key, strlen(key));
         if (rc == KCHAT_ENOTFOUND)   /* session check off and no session given */
             rc = KCHAT_OK;
     }

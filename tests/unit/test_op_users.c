@@ -16,6 +16,15 @@ static void assert_nowhere(const struct fx *f, const char *needle)
         assert_null(memmem(f->recs[i].value, f->recs[i].value_len, needle, strlen(needle)));
 }
 
+/* The stored session @p sid of shard @p sh (stored under its hash), or NULL. */
+static json_t *session_get(struct fx *f, uint32_t sh, const char *sid)
+{
+    char key[KCHAT__SESSION_KEY_LEN + 1];
+
+    kchat__session_key(sid, strlen(sid), key);
+    return fx_get(f, sh, KCHAT_TBL_SESSIONS, key, strlen(key));
+}
+
 /* Register alice (ADD_ALICE) and check the whole answer. */
 static void add_alice(struct fx *f)
 {
@@ -231,7 +240,7 @@ static void test_login(void **state)
 {
     struct fx *f = *state;
     int64_t t0 = f->now_ms;
-    char join[25], when[25];
+    char join[25], when[25], *dump;
     const char *s1, *s2;
     json_t *a, *sess;
 
@@ -249,10 +258,15 @@ static void test_login(void **state)
                    "\"userName\":\"Name alice\",\"userStatus\":\"\",\"joinDate\":\"%s\","
                    "\"loginDate\":\"%s\",\"logoutDate\":\"\"}", join, when);
     assert_int_equal(json_object_size(a), 6);   /* the common four, user, sessionId */
-    /* the session is stored for alice at now; login publishes nothing else */
-    sess = fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_SESSIONS, s1, 32);
+    /* the session is stored for alice at now, under the hash of its id: the
+     * id itself is nowhere in the store; login publishes nothing else */
+    sess = session_get(f, fx_shard_of(f, "alice"), s1);
     fx_assert_json(sess, "{\"u\":\"alice\",\"t\":%lld}", (long long)f->now_ms);
     json_decref(sess);
+    assert_null(fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_SESSIONS, s1, 32));
+    dump = fx_state(f);
+    assert_null(strstr(dump, s1));
+    free(dump);
     assert_int_equal(fx_count(f, NULL), 1);
     assert_nowhere(f, FX_PASSWORD);
     s1 = fx_keep(f, strdup(s1));
@@ -396,7 +410,7 @@ static void test_logout(void **state)
     user = fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_USERS, "alice", 5);
     fx_assert_time(json_object_get(user, "logoutDate"), f->now_ms);
     json_decref(user);
-    assert_null(fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_SESSIONS, s1, strlen(s1)));
+    assert_null(session_get(f, fx_shard_of(f, "alice"), s1));
     /* that session is gone; the other one still works */
     json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_LOGOUT, "alice", s1,
                        "{\"userId\":\"alice\"}"));
@@ -424,7 +438,7 @@ static void test_logout_bare_id(void **state)
     fx_assert_json(a, "{\"userId\":\"alice\",\"isSuccess\":true,\"errorCode\":\"\","
                       "\"errorMessage\":\"\"}");
     json_decref(a);
-    assert_null(fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_SESSIONS, s1, strlen(s1)));
+    assert_null(session_get(f, fx_shard_of(f, "alice"), s1));
     /* a JSON string holding the id */
     a = fx_call_raw(f, KCHAT_OP_LOGOUT, "alice", s2, KCHAT_FMT_JSON, "\"alice\"", 7);
     assert_true(json_is_true(json_object_get(a, "isSuccess")));
@@ -436,7 +450,7 @@ static void test_logout_bare_id(void **state)
     json_decref(a);
     free(mp);
     json_decref(id);
-    assert_null(fx_get(f, fx_shard_of(f, "alice"), KCHAT_TBL_SESSIONS, s3, strlen(s3)));
+    assert_null(session_get(f, fx_shard_of(f, "alice"), s3));
     /* another user's bare id disagrees with the key */
     s1 = fx_login(f, "alice");
     a = fx_call_raw(f, KCHAT_OP_LOGOUT, "alice", s1, KCHAT_FMT_JSON, "bob", 3);
@@ -567,13 +581,13 @@ static void test_session_expiry(void **state)
     /* a use within a minute of the last one does not rewrite it */
     f->now_ms = t0 + 30000;
     json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", s1, STATUS));
-    sess = fx_get(f, sh, KCHAT_TBL_SESSIONS, s1, strlen(s1));
+    sess = session_get(f, sh, s1);
     assert_int_equal(fx_int(sess, "t"), t0);
     json_decref(sess);
     /* a later one does */
     f->now_ms = t0 + 3000 * 1000;
     json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", s1, STATUS));
-    sess = fx_get(f, sh, KCHAT_TBL_SESSIONS, s1, strlen(s1));
+    sess = session_get(f, sh, s1);
     assert_int_equal(fx_int(sess, "t"), f->now_ms);
     json_decref(sess);
     /* s1 lives idle_ms from its last use, s2 (never used) from its login */
@@ -589,6 +603,46 @@ static void test_session_expiry(void **state)
     /* a new login works */
     json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", fx_login(f, "alice"), STATUS));
 #undef STATUS
+}
+
+/* A data directory of an older kchat keeps sessions under their ids: the
+ * upgrade at start stores them under their hashes, once, and they go on
+ * working. */
+static void test_sessions_rekeyed(void **state)
+{
+    struct fx *f = *state;
+    const char *old = "0123456789abcdef0123456789abcdef";
+    uint32_t sh;
+    size_t moved;
+    kchat_txn *t;
+    json_t *sess;
+    char *dump;
+
+    fx_register(f, "alice");
+    sh = fx_shard_of(f, "alice");
+    sess = json_pack("{s:s, s:I}", "u", "alice", "t", (json_int_t)f->now_ms);
+    assert_int_equal(kchat_txn_begin(f->be.shards[sh].store, true, &t), KCHAT_OK);
+    assert_int_equal(kchat__put_json(t, KCHAT_TBL_SESSIONS, old, strlen(old), sess), KCHAT_OK);
+    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+    json_decref(sess);
+    /* the new kchat does not take the id as a key */
+    json_decref(fx_err(f, "UNAUTHENTICATED", KCHAT_OP_STATUS, "alice", old,
+                       "{\"userId\":\"alice\",\"userStatus\":\"x\"}"));
+
+    assert_int_equal(kchat__sessions_rekey(&f->be.shards[sh], &moved), KCHAT_OK);
+    assert_int_equal(moved, 1);
+    assert_null(fx_get(f, sh, KCHAT_TBL_SESSIONS, old, strlen(old)));
+    dump = fx_state(f);
+    assert_null(strstr(dump, old));
+    free(dump);
+    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", old,
+                      "{\"userId\":\"alice\",\"userStatus\":\"x\"}"));
+    /* a new login's session is stored by hash already: nothing more moves */
+    json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", fx_login(f, "alice"),
+                      "{\"userId\":\"alice\",\"userStatus\":\"y\"}"));
+    assert_int_equal(kchat__sessions_rekey(&f->be.shards[sh], &moved), KCHAT_OK);
+    assert_int_equal(moved, 0);
+    assert_int_equal(fx_rows(f, KCHAT_TBL_SESSIONS), 2);
 }
 
 /* With the session check off (the original front end), no session is
@@ -665,6 +719,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_status, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_unauthenticated, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_session_expiry, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_sessions_rekeyed, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_session_check_off, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_msgpack_and_cid, fx_setup, fx_teardown),
     };
