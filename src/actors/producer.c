@@ -293,8 +293,9 @@ static void *producer_poll_main(void *arg)
     return NULL;
 }
 
-/* Read the cluster's id into be->cluster_id with the new producer; on the
- * mock cluster make the producer again with be->mock_broker set.
+/* Read the cluster's id into be->cluster_id with the new producer. An
+ * outside mock cluster (tests) is known only now: the producer is made
+ * again with be->mock_broker set (the embedded broker set it before).
  * @locality the thread in kchat_backend_start(), before the poller starts */
 KCHAT_MUST_CHECK
 static int producer_for_cluster(kchat_backend *be, char *errstr, size_t len)
@@ -307,7 +308,7 @@ static int producer_for_cluster(kchat_backend *be, char *errstr, size_t len)
     }
     snprintf(be->cluster_id, sizeof(be->cluster_id), "%s", cid);
     rd_kafka_mem_free(be->producer, cid);
-    if (be->embedded == NULL && !kchat_kafka_is_mock_cluster(be->cluster_id))
+    if (be->mock_broker || !kchat_kafka_is_mock_cluster(be->cluster_id))
         return KCHAT_OK;
     be->mock_broker = true;
     rd_kafka_destroy(be->producer);   /* it has produced nothing yet */
@@ -319,6 +320,7 @@ int kchat__producer_start(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
+    be->mock_broker = be->embedded != NULL;
     if ((rc = producer_new(be, errstr, len)) != KCHAT_OK)
         return rc;
     if ((rc = producer_for_cluster(be, errstr, len)) != KCHAT_OK) {
