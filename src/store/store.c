@@ -45,6 +45,7 @@ struct kchat_store {
     bool grow_pending;          /* an MDB_MAP_FULL asked for a bigger map */
     bool broken;                /* growing failed and left no map */
     size_t map_size;            /* current map size */
+    bool changelog;             /* kchat_store_opts::changelog */
 };
 
 /* Names of the LMDB named databases, in kchat_table order. */
@@ -55,6 +56,7 @@ static const char *const table_names[] = {
     [KCHAT_TBL_ROOMS] = "rooms",         [KCHAT_TBL_MESSAGES] = "messages",
     [KCHAT_TBL_IDEM] = "idem",           [KCHAT_TBL_OUTBOX] = "outbox",
     [KCHAT_TBL_APPLIED] = "applied",     [KCHAT_TBL_DIRECTORY] = "directory",
+    [KCHAT_TBL_CHANGELOG] = "changelog",
 };
 _Static_assert(sizeof table_names / sizeof table_names[0] == KCHAT_TBL__COUNT,
                "one name per table");
@@ -309,6 +311,7 @@ int kchat_store_open(const char *dir, const kchat_store_opts *opts, kchat_store 
     rc = open_env(s, opts);
     if (rc)
         goto err_close_env;
+    s->changelog = opts && opts->changelog;
     *out = s;
     return KCHAT_OK;
 
@@ -362,6 +365,7 @@ int kchat_txn_begin(kchat_store *s, bool write, kchat_txn **out)
         return KCHAT_ENOMEM;
     t->store = s;
     t->write = write;
+    t->capture = write && s->changelog;
 
     pthread_mutex_lock(&s->lock);
     if (write && s->writer_active && pthread_equal(s->writer, pthread_self()))
@@ -411,6 +415,7 @@ static void txn_end(kchat_txn *t)
     if (s->active == 0 && s->grow_pending)
         grow_locked(s);
     pthread_mutex_unlock(&s->lock);
+    kchat__txn_touch_free(t);
     free(t);
 }
 
@@ -422,6 +427,8 @@ int kchat_txn_commit(kchat_txn *t)
         return KCHAT_EINVAL;
     if (t->err || !t->write) {
         rc = t->err;
+        mdb_txn_abort(t->mdb);
+    } else if ((rc = kchat__txn_changes_commit(t)) != KCHAT_OK) {
         mdb_txn_abort(t->mdb);
     } else {
         int m = mdb_txn_commit(t->mdb);   /* frees t->mdb, even on failure */
@@ -458,6 +465,8 @@ int kchat__txn_put(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
     MDB_val val = { .mv_size = vl, .mv_data = (void *)(v ? v : "") };
     int rc;
 
+    if ((rc = kchat__txn_touch(t, tb, k, kl)) != KCHAT_OK)
+        return rc;
     t->gen++;
     rc = mdb_put(t->mdb, t->store->dbi[tb], &key, &val, flags);
     if (rc)
@@ -524,6 +533,8 @@ int kchat_txn_del(kchat_txn *t, kchat_table tb, const void *k, size_t kl)
     if (rc)
         return rc;
     if ((rc = check_key(k, kl)))
+        return rc;
+    if ((rc = kchat__txn_touch(t, tb, k, kl)) != KCHAT_OK)
         return rc;
     t->gen++;
     rc = mdb_del(t->mdb, t->store->dbi[tb], &key, NULL);

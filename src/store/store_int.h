@@ -26,7 +26,38 @@ struct kchat_txn {
     int err;          /* sticky error, KCHAT_OK while usable */
     uint64_t gen;     /* bumped before every write; scans re-seek when it moved */
     bool write;       /* write transaction */
+    /* changelog capture (store_changelog.c): only in write transactions of
+     * a store opened with kchat_store_opts::changelog */
+    bool capture;
+    struct kchat__touch *touch;   /* the keys put or deleted, in order, repeats kept */
+    size_t n_touch, cap_touch;
+    unsigned char *keys;          /* their bytes, back to back */
+    size_t keys_len, keys_cap;
+    kchat_change_fn on_change;    /* kchat_txn_on_changes() */
+    void *on_change_arg;
 };
+
+/*
+ * Note that `t` puts or deletes key `k` of table `tb` (nothing unless
+ * t->capture, or for #KCHAT_TBL_CHANGELOG). Returns KCHAT_OK or
+ * KCHAT_ENOMEM, which also fails `t`.
+ * @locality the thread that began `t` (a write transaction)
+ */
+KCHAT_MUST_CHECK
+int kchat__txn_touch(kchat_txn *t, kchat_table tb, const void *k, size_t kl);
+
+/*
+ * At commit, before the LMDB commit: one change per key touched (its value
+ * now, or its absence) into #KCHAT_TBL_CHANGELOG under the next seqs,
+ * handed to t->on_change. Errors: as kchat_txn_put(), KCHAT_ENOMEM, or
+ * what on_change returned; `t` is then failed.
+ * @locality the thread that began `t` (a write transaction)
+ */
+KCHAT_MUST_CHECK
+int kchat__txn_changes_commit(kchat_txn *t);
+
+/* Free what the capture of `t` holds. */
+void kchat__txn_touch_free(kchat_txn *t);
 
 /* Map an LMDB (or errno) code to a KCHAT_E* code. */
 KCHAT_MUST_CHECK
@@ -71,6 +102,15 @@ int kchat__txn_put(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
  */
 KCHAT_MUST_CHECK
 int kchat__store_internal_next(kchat_txn *t, const char *name, uint64_t *out);
+
+/*
+ * Take @p count values of a store-internal counter at once, the first in
+ * *out; with @p count 0 take none and give the next one in *out (also in a
+ * read transaction). Errors as kchat_store_counter_next().
+ * @locality the thread holding `t`
+ */
+KCHAT_MUST_CHECK
+int kchat__store_internal_take(kchat_txn *t, const char *name, uint64_t count, uint64_t *out);
 
 /* Big-endian 32-bit helpers, for keys. */
 void kchat__store_be32(uint32_t v, unsigned char out[4]);

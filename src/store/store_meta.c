@@ -69,15 +69,19 @@ int kchat_store_meta_set(kchat_txn *t, const char *name, const char *value)
     return kchat_txn_put(t, KCHAT_TBL_META, key, kl, value, strlen(value));
 }
 
-/* Advance the u64 counter under key tag:name. */
+/* Take @p count values of the u64 counter under key tag:name: the first in
+ * *out (the counter's last value + 1). With @p count 0 nothing is taken
+ * and *out is the value the next take would give (works in a read
+ * transaction too). */
 KCHAT_MUST_CHECK
-static int counter_next(kchat_txn *t, char tag, const char *name, uint64_t *out)
+static int counter_take(kchat_txn *t, char tag, const char *name, uint64_t count,
+                        uint64_t *out)
 {
     unsigned char key[KCHAT_STORE_KEY_MAX], val[8];
     const void *v;
     size_t kl, vl;
     uint64_t n = 0;
-    int rc = kchat__txn_check(t, KCHAT_TBL_META, true);
+    int rc = kchat__txn_check(t, KCHAT_TBL_META, count > 0);
 
     if (rc)
         return rc;
@@ -93,23 +97,32 @@ static int counter_next(kchat_txn *t, char tag, const char *name, uint64_t *out)
     } else if (rc != KCHAT_ENOTFOUND) {
         return rc;
     }
-    if (n == UINT64_MAX)
+    if (UINT64_MAX - n < count || (count == 0 && n == UINT64_MAX))
         return KCHAT_EFULL;
-    kchat_store_be64(++n, val);
+    if (count == 0) {
+        *out = n + 1;
+        return KCHAT_OK;
+    }
+    kchat_store_be64(n + count, val);
     if ((rc = kchat_txn_put(t, KCHAT_TBL_META, key, kl, val, sizeof val)))
         return rc;
-    *out = n;
+    *out = n + 1;
     return KCHAT_OK;
 }
 
 int kchat_store_counter_next(kchat_txn *t, const char *name, uint64_t *out)
 {
-    return counter_next(t, 'c', name, out);
+    return counter_take(t, 'c', name, 1, out);
 }
 
 int kchat__store_internal_next(kchat_txn *t, const char *name, uint64_t *out)
 {
-    return counter_next(t, 'i', name, out);
+    return counter_take(t, 'i', name, 1, out);
+}
+
+int kchat__store_internal_take(kchat_txn *t, const char *name, uint64_t count, uint64_t *out)
+{
+    return counter_take(t, 'i', name, count, out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -162,11 +175,22 @@ int kchat_store_offset_set(kchat_txn *t, const char *topic, int32_t partition, i
     return kchat_txn_put(t, KCHAT_TBL_OFFSETS, key, kl, val, sizeof val);
 }
 
+/* kchat_store_offsets_clear(): each offset dropped is a change. */
+static int offset_touch(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)v;
+    (void)vl;
+    return kchat__txn_touch(arg, KCHAT_TBL_OFFSETS, k, kl);
+}
+
 int kchat_store_offsets_clear(kchat_txn *t)
 {
     int rc = kchat__txn_check(t, KCHAT_TBL_OFFSETS, true);
 
     if (rc)
+        return rc;
+    if (t->capture && (rc = kchat_txn_scan(t, KCHAT_TBL_OFFSETS, NULL, 0, false,
+                                           offset_touch, t)) != KCHAT_OK)
         return rc;
     t->gen++;
     rc = mdb_drop(t->mdb, kchat__txn_dbi(t, KCHAT_TBL_OFFSETS), 0);
