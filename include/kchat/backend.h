@@ -70,7 +70,17 @@ typedef struct kchat_backend kchat_backend;
       "Logins refused unchecked because the user id was locked after too many "            \
       "failures.", NULL)                                                                   \
     X(producer_restarts, "kchat_producer_restarts_total",                                  \
-      "Producers replaced after a fatal error.", NULL)
+      "Producers replaced after a fatal error.", NULL)                                    \
+    X(changes_produced, "kchat_changelog_produced_total",                                  \
+      "Changes handed to the producer for kchat-changelog (again after a refusal too).",   \
+      NULL)                                                                                \
+    X(changes_acked, "kchat_changelog_acked_total",                                        \
+      "Changes Kafka confirmed in kchat-changelog, in order.", NULL)                       \
+    X(changelog_resends, "kchat_changelog_resends_total",                                  \
+      "Times a shard produced its kept changes again after one was refused.", NULL)        \
+    X(held_records, "kchat_changelog_held_records_total",                                  \
+      "Answers, events and commands held back until Kafka had the changes they report.",   \
+      NULL)
 
 /** Counters of one backend, read with kchat_backend_get_stats(): one
  *  member per row of #KCHAT_BACKEND_COUNTERS, named by its first column. */

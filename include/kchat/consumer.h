@@ -220,6 +220,16 @@ rd_kafka_t *kchat_consumer_handle(kchat_consumer *c);
  */
 bool kchat_consumer_ready(const kchat_consumer *c);
 
+/**
+ * @brief Wake worker @p worker: it calls idle() soon, even when it sleeps
+ *        (a worker waiting for something outside its rings).
+ * @param[in] c the consumer; it must not be stopping or stopped (the
+ *              caller makes sure, e.g. under its own lock).
+ * @locality any thread
+ * @locks takes the worker's mutex
+ */
+void kchat_consumer_wake(kchat_consumer *c, unsigned worker);
+
 /** Counters since start. */
 typedef struct kchat_consumer_stats {
     uint64_t consumed;        /**< messages read from Kafka (events not counted) */

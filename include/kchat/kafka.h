@@ -26,6 +26,10 @@
 #define KCHAT_TOPIC_INTERNAL  "kchat-internal"
 /** User profiles published by their owning shard (a compacted topic). */
 #define KCHAT_TOPIC_DIRECTORY "kchat-directory"
+/** Every change a shard commits (a compacted topic, partition = shard,
+ *  co-partitioned with the request topics): key = table byte + store key,
+ *  value = the key's value, or none (a tombstone) when it was deleted. */
+#define KCHAT_TOPIC_CHANGELOG "kchat-changelog"
 
 /** Header names of PROTOCOL.md §1 and kchat's internal headers. */
 #define KCHAT_HDR_CID         "kchat-cid"
@@ -45,6 +49,10 @@
 /** The data set (data directory) that wrote an internal command or a
  *  directory record; readers ignore those of another data set. */
 #define KCHAT_HDR_DATASET     "kchat-dataset"
+/** A changelog record's changelog seq, and the seq of the last change of
+ *  the transaction it belongs to (a restore applies whole transactions). */
+#define KCHAT_HDR_CL_SEQ      "kchat-cl-seq"
+#define KCHAT_HDR_CL_LAST     "kchat-cl-last"
 
 /**
  * @brief murmur2 of @p key exactly as the Java client and librdkafka's

@@ -46,7 +46,19 @@
 enum {
     OUT_REPLY = 1,     /* response, event, directory record, dead letter: delete on delivery */
     OUT_COMMAND = 2,   /* internal command: delete once the target shard applied it */
+    OUT_CHANGELOG = 3, /* a change (changelog.c): not an outbox record, trimmed once acked */
 };
+
+/* A change of a committed transaction, copied for producing (changelog.c). */
+struct cl_rec {
+    uint64_t seq, last;
+    kchat_table table;
+    unsigned char *key;        /* owns key and value (one allocation) */
+    size_t key_len;
+    unsigned char *value;      /* NULL when deleted */
+    size_t value_len;
+};
+
 
 /* A seq list shared with the delivery-report thread. */
 struct seqlist {
@@ -91,6 +103,13 @@ struct out_rec {
     char *hdr_buf;            /* owns the header names and values */
 };
 
+/* An outbox record of a committed transaction held back until Kafka has
+ * the transaction's changes (changelog.c). */
+struct held_rec {
+    uint64_t gate;             /* the seq of the transaction's last change */
+    struct out_rec rec;        /* owns what it points to */
+};
+
 /* Failed logins of one shard's user ids (throttle.c): a fixed table of
  * KCHAT_THROTTLE_SETS sets of KCHAT_THROTTLE_WAYS slots, in memory only, so
  * a flood of distinct ids evicts old entries instead of growing it. */
@@ -128,6 +147,16 @@ struct shard {
     struct seqlist resend;      /* under lock: delivery failed: produce again */
     bool resend_all;            /* under lock: a failed delivery could not be put on
                                    `resend`: produce the whole outbox again */
+    /* the changelog (changelog.c) */
+    uint64_t cl_acked;          /* under lock: every change up to this one is in Kafka */
+    bool cl_resend;             /* under lock: one was refused: produce the kept ones again */
+    atomic_uint_fast64_t cl_wake_at; /* the gate of the first held record (0: none):
+                                   the delivery-report thread wakes the worker when
+                                   cl_acked reaches it */
+    uint64_t cl_trimmed;        /* worker: kept changes up to here trimmed (a hint) */
+    uint64_t cl_replayed;       /* start-up: the last change produced again */
+    struct held_rec *held;      /* worker: held back, in commit order, from held_head */
+    size_t held_head, n_held, cap_held;
 };
 
 /* Per-worker scratch, reused across batches; only its worker thread uses
@@ -140,6 +169,8 @@ struct worker {
     kchat_request req;          /* big: kept here rather than on the stack */
     size_t *idx;                /* [max_batch]: one shard's records of a batch */
     bool *done;                 /* [max_batch]: records already grouped */
+    struct cl_rec *cl;          /* the changes of the transaction being committed */
+    size_t n_cl, cap_cl;
 };
 
 struct kchat_backend {
@@ -163,6 +194,10 @@ struct kchat_backend {
     bool poller_running;
     atomic_bool stopping;
     kchat_consumer *consumer;
+    pthread_mutex_t wake_lock;  /* guards `wake`, the consumer the delivery-report
+                                   thread wakes workers through (changelog.c) */
+    kchat_consumer *wake;       /* under wake_lock: be->consumer while it runs, else NULL */
+    bool changelog;             /* shards keep a changelog in kchat-changelog */
     rd_kafka_t *dir_consumer;
     pthread_t dir_thread;
     bool dir_running;
@@ -475,6 +510,87 @@ void kchat__producer_flush(kchat_backend *be);
 /* Destroy the producer (after kchat__producer_flush()). NULL: nothing.
  * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
 void kchat__producer_close(kchat_backend *be);
+
+/* Flush one record of a committed transaction: apply a directory record to
+ * the replica, list a command as pending, produce it; then release @p r's
+ * contents (not @p r itself).
+ * @locality the worker that owns r->shard (the starting or stopping thread
+ *           when no worker runs) */
+void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r);
+
+/* Hand change @p ch of shard @p shard to the producer (kchat-changelog,
+ * partition @p shard); a refusal marks the shard's kept changes to be
+ * produced again (kchat__changelog_refused()).
+ * @locality the worker that owns shard @p shard (at start: the starting thread)
+ * @locks takes be->producer_lock (shared) and the shard's lock on refusal */
+void kchat__produce_change(kchat_backend *be, uint32_t shard, const kchat_change *ch);
+
+/* ---- changelog.c: every committed change also in Kafka, before answers ---- */
+
+/* The kchat_change_fn a shard's write transaction calls at commit: copies
+ * the change into worker @p arg's list. Errors: KCHAT_ENOMEM (the commit
+ * fails and is retried).
+ * @locality the worker committing (its transaction's thread) */
+int kchat__changelog_collect(void *arg, const kchat_change *ch);
+
+/* After @p sh's commit: produce w's changes, then hold w's outbox records
+ * until Kafka has them (flush at once when there are none, or the store
+ * keeps no changelog).
+ * @locality worker @p w, which owns @p sh */
+void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct shard *sh);
+
+/* Forget w's collected changes (their commit failed).
+ * @locality worker @p w */
+void kchat__changelog_discard(struct worker *w);
+
+/* Produce again the kept changes when one was refused, then flush the held
+ * records whose changes Kafka has, in commit order.
+ * @locality worker that owns @p sh
+ * @locks takes sh->lock */
+void kchat__changelog_release(kchat_backend *be, struct shard *sh);
+
+/* Whether @p sh has changelog upkeep for its worker's idle tick: changes
+ * to trim or to produce again.
+ * @locality worker that owns @p sh
+ * @locks takes sh->lock */
+bool kchat__changelog_due(struct shard *sh);
+
+/* In @p sh's write transaction @p t: delete the kept changes Kafka has.
+ * Errors: store errors.
+ * @locality worker that owns @p sh
+ * @locks takes sh->lock */
+KCHAT_MUST_CHECK
+int kchat__changelog_trim(struct shard *sh, kchat_txn *t);
+
+/* Kafka has change @p seq of @p sh: move cl_acked when it is the next one;
+ * wake the worker when records wait for it.
+ * @locality the thread serving the producer's delivery reports
+ * @locks takes sh->lock, then be->wake_lock */
+void kchat__changelog_acked(kchat_backend *be, struct shard *sh, uint64_t seq);
+
+/* A change of @p sh was refused: its worker produces the kept ones again.
+ * @locality any thread
+ * @locks takes sh->lock, then be->wake_lock */
+void kchat__changelog_refused(kchat_backend *be, struct shard *sh);
+
+/* Start-up: produce the changes @p sh kept (committed, not known in Kafka)
+ * and set its marks. Errors: store errors.
+ * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
+int kchat__changelog_replay(kchat_backend *be, struct shard *sh);
+
+/* Start-up, after kchat__changelog_replay() of every shard: wait (up to a
+ * minute, saying why every 10 s) until Kafka has every kept change, so
+ * that the outbox replay answers nothing Kafka could still lose.
+ * Errors: KCHAT_EKAFKA (errstr says which shards wait).
+ * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
+int kchat__changelog_wait(kchat_backend *be, char *errstr, size_t len);
+
+/* Free @p sh's held records (at close: their outbox copies stay for the
+ * next start).
+ * @locality the thread in kchat_backend_stop(), once no worker runs */
+void kchat__changelog_free(struct shard *sh);
 
 /* ---- outbox.c: the outbox after the commit ---- */
 

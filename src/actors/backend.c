@@ -84,6 +84,11 @@ static int backend_new(const kchat_config *cfg, kchat_backend **out, char *errst
         free(be);
         return KCHAT_ECONFIG;
     }
+    pthread_mutex_init(&be->wake_lock, NULL);
+    /* Records of the embedded broker die with the process: a changelog
+     * there would restore nothing. */
+    be->changelog = !strcmp(cfg->changelog, "on") ||
+                    (!strcmp(cfg->changelog, "auto") && cfg->brokers[0] != '\0');
     *out = be;
     return KCHAT_OK;
 }
@@ -147,14 +152,22 @@ static int topics_ensure(kchat_backend *be, char *errstr, size_t len)
     return KCHAT_OK;
 }
 
-/* Before consuming: every shard numbers its command streams on past what
- * their targets applied, then produces its outbox again.
+/* Before consuming: every shard produces its kept changes again and waits
+ * until Kafka has them; then numbers its command streams on past what
+ * their targets applied, and produces its outbox again.
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 static int shards_replay(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
+    for (int p = 0; p < be->partitions; p++)
+        if ((rc = kchat__changelog_replay(be, &be->shards[p])) != KCHAT_OK) {
+            snprintf(errstr, len, "shard %d: changelog replay: %s", p, kchat_strerror(rc));
+            return rc;
+        }
+    if ((rc = kchat__changelog_wait(be, errstr, len)) != KCHAT_OK)
+        return rc;
     for (int p = 0; p < be->partitions; p++)
         if ((rc = kchat__streams_catch_up(be, &be->shards[p])) != KCHAT_OK ||
             (rc = kchat__outbox_replay(be, &be->shards[p])) != KCHAT_OK) {
@@ -179,6 +192,18 @@ static int shards_start(kchat_backend *be, char *errstr, size_t len)
         (rc = kchat__datadir_check_cluster(be, be->cluster_id, errstr, len)) != KCHAT_OK)
         return rc;
     return shards_replay(be, errstr, len);
+}
+
+/* Stop the consumer (its workers apply and commit what is in the rings);
+ * the delivery reports wake no worker from then on.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
+static void consumer_stop(kchat_backend *be)
+{
+    pthread_mutex_lock(&be->wake_lock);
+    be->wake = NULL;
+    pthread_mutex_unlock(&be->wake_lock);
+    kchat_consumer_stop(be->consumer);
+    be->consumer = NULL;
 }
 
 /* Ready means assigned: until then nothing is consumed.
@@ -247,8 +272,7 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     return KCHAT_OK;
 
 err_stop_consumer:
-    kchat_consumer_stop(be->consumer);
-    be->consumer = NULL;
+    consumer_stop(be);
 err_stop_directory:
     atomic_store(&be->stopping, true);
     kchat__directory_stop(be);
@@ -258,6 +282,7 @@ err_disconnect_broker:
     broker_disconnect(be);
 err_free_backend:
     pthread_rwlock_destroy(&be->producer_lock);
+    pthread_mutex_destroy(&be->wake_lock);
     free(be);
     return rc;
 }
@@ -358,8 +383,7 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
     if (be == NULL)
         return;
     /* 1. stop reading; the workers apply and commit what is in the rings */
-    kchat_consumer_stop(be->consumer);
-    be->consumer = NULL;
+    consumer_stop(be);
     atomic_store(&be->stopping, true);
     kchat__directory_stop(be);
     /* 2. send what was committed; what does not make it is re-sent at start;
@@ -368,5 +392,6 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
     producer_and_shards_stop(be, final);
     broker_disconnect(be);
     pthread_rwlock_destroy(&be->producer_lock);
+    pthread_mutex_destroy(&be->wake_lock);
     free(be);
 }

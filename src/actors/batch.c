@@ -229,8 +229,11 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
         struct ctx c = {.be = be, .w = w, .sh = sh, .req = &w->req};
         int rc = kchat_txn_begin(sh->store, true, &c.txn);
 
+        kchat_txn_on_changes(c.txn, kchat__changelog_collect, w);
         if (rc == KCHAT_OK)
             rc = kchat__outbox_prune(be, sh, c.txn, &taken);
+        if (rc == KCHAT_OK)
+            rc = kchat__changelog_trim(sh, c.txn);
         for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
             rc = apply_record(&c, msgs[idx[i]]);
         if (rc == KCHAT_OK)
@@ -245,12 +248,13 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             free(taken.v);
             kchat_hist_observe(&be->batch_records, (double)n);
             atomic_fetch_add(&be->stats.commits, 1);
-            kchat__worker_flush_out(be, w);
+            kchat__changelog_after_commit(be, w, sh);
             log_commit_recovered(sh);
             return;
         }
         kchat_txn_abort(c.txn);
         kchat__worker_discard_out(w);
+        kchat__changelog_discard(w);
         kchat__outbox_unprune(sh, &taken);
         atomic_fetch_add(&be->stats.commit_failures, 1);
         log_commit_failure(be, sh, n, rc);
@@ -272,6 +276,9 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
     bool *done = w->done;
 
     memset(done, 0, n * sizeof(*done));
+    for (int s = (int)worker; s < be->partitions; s += (int)be->n_workers)
+        if (atomic_load(&be->shards[s].cl_wake_at) != 0)
+            kchat__changelog_release(be, &be->shards[s]);
     for (size_t i = 0; i < n; i++) {
         int32_t p = msgs[i]->partition;
         size_t k = 0;
@@ -293,16 +300,18 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
     atomic_store(&w->last_progress_ms, kchat__monotonic_us() / 1000);
 }
 
-/* The consumer's idle(): upkeep of one worker's shards: refused records
- * produced again, confirmed records and applied commands deleted, stuck
- * command streams produced again.
+/* The consumer's idle(): upkeep of one worker's shards: records whose
+ * changes Kafka now has released, refused records and changes produced
+ * again, confirmed records, applied commands and confirmed changes
+ * deleted, stuck command streams produced again.
  * @locality worker thread @p worker (the consumer's), or the stopping
  *           thread once the workers are joined (kchat__workers_idle()) */
 static void on_idle(void *opaque, unsigned worker)
 {
     kchat_backend *be = opaque;
+    struct worker *w = &be->workers[worker];
 
-    atomic_store(&be->workers[worker].last_progress_ms, kchat__monotonic_us() / 1000);
+    atomic_store(&w->last_progress_ms, kchat__monotonic_us() / 1000);
     for (int s = (int)worker; s < be->partitions; s += (int)be->n_workers) {
         struct shard *sh = &be->shards[s];
         struct seqlist taken = {0};
@@ -310,24 +319,33 @@ static void on_idle(void *opaque, unsigned worker)
         bool work;
         int rc;
 
-        if (!atomic_load(&be->stopping))
-            kchat__outbox_resend(be, sh);   /* at exit the outbox keeps them for the next start */
+        if (!atomic_load(&be->stopping)) {
+            /* at exit the outbox keeps them for the next start */
+            kchat__changelog_release(be, sh);
+            kchat__outbox_resend(be, sh);
+        }
         pthread_mutex_lock(&sh->lock);
         work = sh->delivered.n > 0;
         pthread_mutex_unlock(&sh->lock);
-        work |= kchat__streams_due(sh);
+        work |= kchat__streams_due(sh) || kchat__changelog_due(sh);
         if (!work || kchat_txn_begin(sh->store, true, &t) != KCHAT_OK)
             continue;
+        kchat_txn_on_changes(t, kchat__changelog_collect, w);
         rc = kchat__outbox_prune(be, sh, t, &taken);
+        if (rc == KCHAT_OK)
+            rc = kchat__changelog_trim(sh, t);
         if (rc == KCHAT_OK) {
             rc = kchat_txn_commit(t);
             t = NULL;
         }
         kchat_txn_abort(t);
-        if (rc == KCHAT_OK)
+        if (rc == KCHAT_OK) {
             free(taken.v);
-        else
+            kchat__changelog_after_commit(be, w, sh);
+        } else {
             kchat__outbox_unprune(sh, &taken);
+            kchat__changelog_discard(w);
+        }
     }
 }
 
@@ -382,9 +400,14 @@ int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len
         return KCHAT_ECONFIG;
     }
     rc = kchat_consumer_start(&cc, conf, &be->consumer, errstr, len);
-    if (rc != KCHAT_OK)
+    if (rc != KCHAT_OK) {
         rd_kafka_conf_destroy(conf);
-    return rc;
+        return rc;
+    }
+    pthread_mutex_lock(&be->wake_lock);   /* delivery reports may wake workers now */
+    be->wake = be->consumer;
+    pthread_mutex_unlock(&be->wake_lock);
+    return KCHAT_OK;
 }
 
 /* ---- the workers' scratch ---- */
@@ -417,6 +440,8 @@ void kchat__workers_free(kchat_backend *be)
 {
     for (unsigned w = 0; be->workers && w < be->n_workers; w++) {
         kchat__worker_discard_out(&be->workers[w]);
+        kchat__changelog_discard(&be->workers[w]);
+        free(be->workers[w].cl);
         free(be->workers[w].out);
         free(be->workers[w].idx);
         free(be->workers[w].done);

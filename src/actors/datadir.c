@@ -52,7 +52,8 @@ static int data_dir_check(kchat_backend *be, char *errstr, size_t len)
 KCHAT_MUST_CHECK
 static int shards_open(kchat_backend *be, char *errstr, size_t len)
 {
-    kchat_store_opts o = {.map_size = (size_t)be->cfg->map_size_mb << 20};
+    kchat_store_opts o = {.map_size = (size_t)be->cfg->map_size_mb << 20,
+                          .changelog = be->changelog};
     char path[4096];
     int rc;
 
@@ -280,6 +281,7 @@ void kchat__datadir_close(kchat_backend *be)
         free(sh->links);
         free(sh->delivered.v);
         free(sh->resend.v);
+        kchat__changelog_free(sh);
     }
     free(be->shards);
     be->shards = NULL;

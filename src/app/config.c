@@ -59,6 +59,11 @@ static const struct opt opts[] = {
      "fetches a second to each broker instead of 100. The broker kind is told by its "
      "cluster id (a gateway that cannot reach Kafka within 2 s at start takes Kafka's). "
      "`-X fetch.wait.max.ms=N` overrides it."},
+    {"changelog", OPT_STR, O(changelog), "auto", 0, 0,
+     "Keep every shard's changes in the compacted topic kchat-changelog too (on, off, "
+     "auto): an answer is then produced only once Kafka has the changes it reports, "
+     "so they outlive the node's disk (docs/design.md, \"Changelog\"). auto: on with "
+     "--brokers, off on the embedded broker, whose records die with the process."},
     {"map-size-mb", OPT_INT, O(map_size_mb), "1024", 1, 1 << 22,
      "LMDB map size of each shard, in MiB (address space, not disk)."},
     {"pwhash-ops", OPT_LONG, O(pwhash_ops), "2", 1, 1L << 30,
@@ -184,6 +189,12 @@ static int config_validate(const kchat_config *c, char *errstr, size_t errstr_si
     if (strcmp(c->events_format, "json") && strcmp(c->events_format, "msgpack")) {
         snprintf(errstr, errstr_size, "events-format must be json or msgpack, got \"%s\"",
                  c->events_format);
+        return KCHAT_ECONFIG;
+    }
+    if (strcmp(c->changelog, "auto") && strcmp(c->changelog, "on") &&
+        strcmp(c->changelog, "off")) {
+        snprintf(errstr, errstr_size, "changelog must be on, off or auto, got \"%s\"",
+                 c->changelog);
         return KCHAT_ECONFIG;
     }
     if (c->data_dir[0] == '\0') {

@@ -495,6 +495,12 @@ void kchat_consumer_stop(kchat_consumer *c)
         consumer_destroy(c);
 }
 
+void kchat_consumer_wake(kchat_consumer *c, unsigned worker)
+{
+    if (c != NULL && worker < c->W)
+        kchat__consumer_worker_kick(&c->workers[worker]);
+}
+
 rd_kafka_t *kchat_consumer_handle(kchat_consumer *c)
 {
     return c->rk;

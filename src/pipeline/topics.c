@@ -18,6 +18,7 @@ struct kchat_embedded {
 
 static const char *const extra_topics[] = {
     KCHAT_TOPIC_EVENTS, KCHAT_TOPIC_DLQ, KCHAT_TOPIC_INTERNAL, KCHAT_TOPIC_DIRECTORY,
+    KCHAT_TOPIC_CHANGELOG,
 };
 #define N_EXTRA (sizeof(extra_topics) / sizeof(extra_topics[0]))
 
@@ -37,12 +38,13 @@ const char *kchat_topic_name(size_t i)
     return i < N_EXTRA ? extra_topics[i] : NULL;
 }
 
-/* Request topics and kchat-internal must share one partition count. */
+/* Request topics, kchat-internal and kchat-changelog must share one
+ * partition count: partition p of each belongs to shard p. */
 static bool co_partitioned(const char *name)
 {
     kchat_op op;
     return kchat_op_from_request_topic(name, &op) == KCHAT_OK ||
-           !strcmp(name, KCHAT_TOPIC_INTERNAL);
+           !strcmp(name, KCHAT_TOPIC_INTERNAL) || !strcmp(name, KCHAT_TOPIC_CHANGELOG);
 }
 
 int kchat_embedded_start(int brokers, int partitions, kchat_embedded **out,
@@ -149,7 +151,7 @@ static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int 
             rc = KCHAT_ECONFIG;
             goto out_destroy;
         }
-        if (!strcmp(name, KCHAT_TOPIC_DIRECTORY))
+        if (!strcmp(name, KCHAT_TOPIC_DIRECTORY) || !strcmp(name, KCHAT_TOPIC_CHANGELOG))
             rd_kafka_NewTopic_set_config(nt[n], "cleanup.policy", "compact");
         if (!strcmp(name, kchat_op_request_topic(KCHAT_OP_LOGIN)) ||
             !strcmp(name, kchat_op_request_topic(KCHAT_OP_USER_ADD)))

@@ -1,0 +1,345 @@
+/*
+ * Every change a shard commits also goes to Kafka, before anything that
+ * reports it (docs/design.md, "Changelog").
+ *
+ * A shard store opened with a changelog gives, at each commit, one change
+ * per key the transaction touched, numbered 1, 2, 3, ... per shard and kept
+ * in the store until Kafka has it (include/kchat/store.h). The worker
+ * copies them while its transaction commits (kchat__changelog_collect()),
+ * produces them to kchat-changelog, partition = shard, right after the
+ * commit, and holds the transaction's answers, events and commands back
+ * until the delivery reports say Kafka has every change up to the
+ * transaction's last: an answer never reports a change that only one
+ * node's disk holds. The idempotent producer keeps a partition's order, so
+ * "acked up to n" moves one change at a time; a refused change stops it
+ * there, and the worker produces every kept change after it again, in
+ * order. Kept changes Kafka has are trimmed in the shard's next
+ * transaction. At start the kept changes are produced again, and the
+ * outbox replay waits until Kafka has them.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+
+#define WAIT_LOG_MS 10000   /* start-up: say who waits for Kafka this often */
+#define WAIT_MAX_MS 60000   /* ... and give up after this */
+
+/* ---- the worker's side ---- */
+
+int kchat__changelog_collect(void *arg, const kchat_change *ch)
+{
+    struct worker *w = arg;
+    struct cl_rec *r;
+    unsigned char *buf;
+
+    if (w->n_cl == w->cap_cl) {
+        size_t cap = w->cap_cl ? 2 * w->cap_cl : 64;
+        struct cl_rec *nv = realloc(w->cl, cap * sizeof(*nv));
+        if (nv == NULL)
+            return KCHAT_ENOMEM;
+        w->cl = nv;
+        w->cap_cl = cap;
+    }
+    if ((buf = malloc(ch->key_len + (ch->deleted ? 0 : ch->value_len) + 1)) == NULL)
+        return KCHAT_ENOMEM;
+    r = &w->cl[w->n_cl++];
+    *r = (struct cl_rec){.seq = ch->seq, .last = ch->last, .table = ch->table, .key = buf,
+                         .key_len = ch->key_len};
+    memcpy(buf, ch->key, ch->key_len);
+    if (!ch->deleted) {
+        r->value = buf + ch->key_len;
+        r->value_len = ch->value_len;
+        if (ch->value_len)
+            memcpy(r->value, ch->value, ch->value_len);
+    }
+    return 0;
+}
+
+void kchat__changelog_discard(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_cl; i++)
+        free(w->cl[i].key);
+    w->n_cl = 0;
+}
+
+/* The records of @p w, held in @p sh behind @p gate. False when there is
+ * no room (nothing was moved).
+ * @locality worker @p w, which owns @p sh */
+static bool hold(kchat_backend *be, struct worker *w, struct shard *sh, uint64_t gate)
+{
+    if (sh->held_head > 0 && sh->held_head == sh->n_held)
+        sh->held_head = sh->n_held = 0;
+    if (sh->n_held + w->n_out > sh->cap_held) {
+        size_t cap = sh->cap_held ? sh->cap_held : 64;
+        struct held_rec *nv;
+
+        if (sh->held_head > 0) {   /* slide the live ones down first */
+            memmove(sh->held, sh->held + sh->held_head,
+                    (sh->n_held - sh->held_head) * sizeof(*sh->held));
+            sh->n_held -= sh->held_head;
+            sh->held_head = 0;
+        }
+        while (cap < sh->n_held + w->n_out)
+            cap *= 2;
+        if (cap > sh->cap_held) {
+            if ((nv = realloc(sh->held, cap * sizeof(*nv))) == NULL)
+                return false;
+            sh->held = nv;
+            sh->cap_held = cap;
+        }
+    }
+    for (size_t i = 0; i < w->n_out; i++)
+        sh->held[sh->n_held++] = (struct held_rec){.gate = gate, .rec = w->out[i]};
+    atomic_fetch_add(&be->stats.held_records, w->n_out);
+    w->n_out = 0;
+    return true;
+}
+
+static uint64_t acked_now(struct shard *sh)
+{
+    uint64_t acked;
+
+    pthread_mutex_lock(&sh->lock);
+    acked = sh->cl_acked;
+    pthread_mutex_unlock(&sh->lock);
+    return acked;
+}
+
+void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct shard *sh)
+{
+    uint64_t gate;
+
+    if (w->n_cl == 0) {   /* no changelog, or nothing changed */
+        kchat__worker_flush_out(be, w);
+        return;
+    }
+    gate = w->cl[w->n_cl - 1].last;
+    for (size_t i = 0; i < w->n_cl; i++) {
+        struct cl_rec *r = &w->cl[i];
+        kchat_change ch = {
+            .seq = r->seq, .last = r->last, .table = r->table, .key = r->key,
+            .key_len = r->key_len, .value = r->value, .value_len = r->value_len,
+            .deleted = r->value == NULL,
+        };
+        kchat__produce_change(be, sh->id, &ch);
+    }
+    kchat__changelog_discard(w);
+    if (w->n_out > 0 && !hold(be, w, sh, gate)) {
+        /* No memory to hold them: wait here instead (the gate holds). */
+        while (acked_now(sh) < gate && !atomic_load(&be->stopping)) {
+            kchat__changelog_release(be, sh);
+            kchat__sleep_ms(1);
+        }
+        if (atomic_load(&be->stopping))
+            kchat__worker_discard_out(w);   /* their outbox copies stay for the next start */
+        else
+            kchat__worker_flush_out(be, w);
+    }
+    kchat__changelog_release(be, sh);
+}
+
+/* kchat_store_changelog_scan() callback: produce a kept change again. */
+static int produce_kept(void *arg, const kchat_change *ch)
+{
+    struct shard *sh = ((void **)arg)[1];
+
+    kchat__produce_change(((void **)arg)[0], sh->id, ch);
+    sh->cl_replayed = ch->seq;
+    return 0;
+}
+
+/* Produce every kept change after @p acked again, in order.
+ * @locality worker that owns @p sh (at start: the starting thread) */
+static void resend_kept(kchat_backend *be, struct shard *sh, uint64_t acked)
+{
+    void *arg[2] = {be, sh};
+    kchat_txn *t;
+    int rc;
+
+    atomic_fetch_add(&be->stats.changelog_resends, 1);
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) == KCHAT_OK) {
+        rc = kchat_store_changelog_scan(t, acked + 1, produce_kept, arg);
+        kchat_txn_abort(t);
+    }
+    if (rc != KCHAT_OK) {
+        fprintf(stderr, "kchat: shard %u: cannot read its kept changes (%s); trying again\n",
+                sh->id, kchat_strerror(rc));
+        pthread_mutex_lock(&sh->lock);
+        sh->cl_resend = true;
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+void kchat__changelog_release(kchat_backend *be, struct shard *sh)
+{
+    bool resend;
+    uint64_t acked;
+
+    pthread_mutex_lock(&sh->lock);
+    resend = sh->cl_resend;
+    sh->cl_resend = false;
+    acked = sh->cl_acked;
+    pthread_mutex_unlock(&sh->lock);
+    if (resend)
+        resend_kept(be, sh, acked);
+    for (;;) {
+        while (sh->held_head < sh->n_held && sh->held[sh->held_head].gate <= acked)
+            kchat__out_rec_flush(be, &sh->held[sh->held_head++].rec);
+        if (sh->held_head == sh->n_held) {
+            sh->held_head = sh->n_held = 0;
+            atomic_store(&sh->cl_wake_at, 0);
+            return;
+        }
+        /* Say what to wake us for, then look again: an ack that came in
+         * between saw the old value and woke nobody. */
+        atomic_store(&sh->cl_wake_at, sh->held[sh->held_head].gate);
+        if ((acked = acked_now(sh)) < sh->held[sh->held_head].gate)
+            return;
+    }
+}
+
+bool kchat__changelog_due(struct shard *sh)
+{
+    bool due;
+
+    pthread_mutex_lock(&sh->lock);
+    due = sh->cl_resend || sh->cl_acked > sh->cl_trimmed;
+    pthread_mutex_unlock(&sh->lock);
+    return due || sh->held_head < sh->n_held;
+}
+
+int kchat__changelog_trim(struct shard *sh, kchat_txn *t)
+{
+    uint64_t acked = acked_now(sh);
+    int rc;
+
+    if (acked == 0)
+        return KCHAT_OK;
+    if ((rc = kchat_store_changelog_trim(t, acked)) == KCHAT_OK)
+        sh->cl_trimmed = acked;   /* a hint: trimming again costs one seek */
+    return rc;
+}
+
+void kchat__changelog_free(struct shard *sh)
+{
+    for (size_t i = sh->held_head; i < sh->n_held; i++)
+        kchat__out_rec_release(&sh->held[i].rec);
+    free(sh->held);
+    sh->held = NULL;
+    sh->held_head = sh->n_held = sh->cap_held = 0;
+}
+
+/* ---- the delivery-report thread's side ---- */
+
+/* Wake the worker of @p sh.
+ * @locks takes be->wake_lock */
+static void wake(kchat_backend *be, struct shard *sh)
+{
+    pthread_mutex_lock(&be->wake_lock);
+    if (be->wake != NULL)
+        kchat_consumer_wake(be->wake, sh->id % be->n_workers);
+    pthread_mutex_unlock(&be->wake_lock);
+}
+
+void kchat__changelog_acked(kchat_backend *be, struct shard *sh, uint64_t seq)
+{
+    bool moved = false;
+    uint64_t wake_at;
+
+    pthread_mutex_lock(&sh->lock);
+    if (seq == sh->cl_acked + 1) {   /* else a repeat, or one after a refused one */
+        sh->cl_acked = seq;
+        moved = true;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (!moved)
+        return;
+    atomic_fetch_add(&be->stats.changes_acked, 1);
+    wake_at = atomic_load(&sh->cl_wake_at);
+    if (wake_at != 0 && seq >= wake_at)
+        wake(be, sh);
+}
+
+void kchat__changelog_refused(kchat_backend *be, struct shard *sh)
+{
+    pthread_mutex_lock(&sh->lock);
+    sh->cl_resend = true;
+    pthread_mutex_unlock(&sh->lock);
+    wake(be, sh);
+}
+
+/* ---- start-up ---- */
+
+/* kchat_store_changelog_scan() callback: the first kept change's seq. */
+static int first_kept(void *arg, const kchat_change *ch)
+{
+    *(uint64_t *)arg = ch->seq;
+    return 1;
+}
+
+int kchat__changelog_replay(kchat_backend *be, struct shard *sh)
+{
+    uint64_t next = 1, first = 0;
+    kchat_txn *t;
+    int rc;
+
+    if (!be->changelog)
+        return KCHAT_OK;
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_changelog_next(t, &next);
+    if (rc == KCHAT_OK)
+        rc = kchat_store_changelog_scan(t, 0, first_kept, &first);
+    kchat_txn_abort(t);
+    if (rc != KCHAT_OK)
+        return rc;
+    if (first == 0)
+        first = next;
+    pthread_mutex_lock(&sh->lock);
+    sh->cl_acked = first - 1;   /* only what Kafka had was trimmed */
+    pthread_mutex_unlock(&sh->lock);
+    sh->cl_trimmed = first - 1;
+    sh->cl_replayed = first - 1;
+    if (first < next) {
+        fprintf(stderr, "kchat: shard %u: producing %" PRIu64 " kept changes again\n", sh->id,
+                next - first);
+        resend_kept(be, sh, first - 1);
+    }
+    return KCHAT_OK;
+}
+
+int kchat__changelog_wait(kchat_backend *be, char *errstr, size_t len)
+{
+    int64_t start = kchat__monotonic_us() / 1000, logged = start;
+
+    if (!be->changelog)
+        return KCHAT_OK;
+    for (;;) {
+        int waiting = 0, first = -1;
+        int64_t now = kchat__monotonic_us() / 1000;
+
+        for (int p = 0; p < be->partitions; p++) {
+            struct shard *sh = &be->shards[p];
+            kchat__changelog_release(be, sh);   /* produces again what was refused */
+            if (acked_now(sh) < sh->cl_replayed && waiting++ == 0)
+                first = p;
+        }
+        if (waiting == 0)
+            return KCHAT_OK;
+        if (now - start >= WAIT_MAX_MS) {
+            snprintf(errstr, len, "Kafka did not confirm the kept changes of %d shards "
+                     "(shard %d first) within %d s", waiting, first, WAIT_MAX_MS / 1000);
+            return KCHAT_EKAFKA;
+        }
+        if (now - logged >= WAIT_LOG_MS) {
+            fprintf(stderr, "kchat: waiting for Kafka to confirm the kept changes of %d "
+                    "shards (shard %d first)\n", waiting, first);
+            logged = now;
+        }
+        kchat__sleep_ms(5);
+    }
+}
