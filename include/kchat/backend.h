@@ -78,6 +78,8 @@ typedef struct kchat_backend kchat_backend;
       "Changes Kafka confirmed in kchat-changelog, in order.", NULL)                       \
     X(changelog_resends, "kchat_changelog_resends_total",                                  \
       "Times a shard produced its kept changes again after one was refused.", NULL)        \
+    X(restored_changes, "kchat_changelog_restored_total",                                  \
+      "Changes applied from kchat-changelog to restore shards at start.", NULL)            \
     X(held_records, "kchat_changelog_held_records_total",                                  \
       "Answers, events and commands held back until Kafka had the changes they report.",   \
       NULL)

@@ -727,6 +727,16 @@ KCHAT_MUST_CHECK
 int kchat_store_changelog_next(kchat_txn *t, uint64_t *next);
 
 /**
+ * @brief After a restore that applied every change up to @p last: the next
+ *   changelog seq becomes @p last + 1 if that is later than it was.
+ * @param[in] t a write transaction.
+ * @return #KCHAT_OK; #KCHAT_EINVAL; #KCHAT_EDECODE; errors of kchat_txn_put().
+ * @locality the thread holding @p t
+ */
+KCHAT_MUST_CHECK
+int kchat_store_changelog_restored(kchat_txn *t, uint64_t last);
+
+/**
  * @brief Decode a kept change: @p v / @p vl as stored in
  *   #KCHAT_TBL_CHANGELOG under seq @p seq. Pointers of @p out point into @p v.
  * @return #KCHAT_OK; #KCHAT_EDECODE for anything malformed (never reads

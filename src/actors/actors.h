@@ -155,6 +155,7 @@ struct shard {
                                    cl_acked reaches it */
     uint64_t cl_trimmed;        /* worker: kept changes up to here trimmed (a hint) */
     uint64_t cl_replayed;       /* start-up: the last change produced again */
+    uint64_t cl_produced;       /* worker: the last change handed to the producer */
     struct held_rec *held;      /* worker: held back, in commit order, from held_head */
     size_t held_head, n_held, cap_held;
 };
@@ -579,6 +580,14 @@ void kchat__changelog_refused(kchat_backend *be, struct shard *sh);
 KCHAT_MUST_CHECK
 int kchat__changelog_replay(kchat_backend *be, struct shard *sh);
 
+/* Start-up, after the last write transaction the start makes itself
+ * (command catch-up, outbox replay), whose changes no worker collected:
+ * produce every change @p sh committed after the last one produced. Errors:
+ * store errors.
+ * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
+int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh);
+
 /* Start-up, after kchat__changelog_replay() of every shard: wait (up to a
  * minute, saying why every 10 s) until Kafka has every kept change, so
  * that the outbox replay answers nothing Kafka could still lose.
@@ -586,6 +595,16 @@ int kchat__changelog_replay(kchat_backend *be, struct shard *sh);
  * @locality the thread in kchat_backend_start(), before the consumer runs */
 KCHAT_MUST_CHECK
 int kchat__changelog_wait(kchat_backend *be, char *errstr, size_t len);
+
+/* Start-up, before the data set is settled (kchat__datadir_open()):
+ * restore every shard whose kchat-changelog partition holds changes after
+ * its own, from the beginning of the partition (restore.c). Nothing when
+ * the backend keeps no changelog. Errors: KCHAT_EKAFKA (Kafka did not
+ * answer), KCHAT_ECONFIG (a shard of another data set than the changelog's:
+ * refused, untouched), store errors; errstr says which shard.
+ * @locality the thread in kchat_backend_start(), before the consumer runs */
+KCHAT_MUST_CHECK
+int kchat__changelog_restore(kchat_backend *be, char *errstr, size_t len);
 
 /* Free @p sh's held records (at close: their outbox copies stay for the
  * next start).

@@ -174,6 +174,12 @@ static int shards_replay(kchat_backend *be, char *errstr, size_t len)
             snprintf(errstr, len, "shard %d: outbox replay: %s", p, kchat_strerror(rc));
             return rc;
         }
+    /* what those two changed (counters, applied commands deleted) */
+    for (int p = 0; p < be->partitions; p++)
+        if ((rc = kchat__changelog_produce_rest(be, &be->shards[p])) != KCHAT_OK) {
+            snprintf(errstr, len, "shard %d: changelog: %s", p, kchat_strerror(rc));
+            return rc;
+        }
     return KCHAT_OK;
 }
 

@@ -118,6 +118,7 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
         return;
     }
     gate = w->cl[w->n_cl - 1].last;
+    sh->cl_produced = gate;
     for (size_t i = 0; i < w->n_cl; i++) {
         struct cl_rec *r = &w->cl[i];
         kchat_change ch = {
@@ -149,6 +150,8 @@ static int produce_kept(void *arg, const kchat_change *ch)
 
     kchat__produce_change(((void **)arg)[0], sh->id, ch);
     sh->cl_replayed = ch->seq;
+    if (ch->seq > sh->cl_produced)
+        sh->cl_produced = ch->seq;
     return 0;
 }
 
@@ -304,12 +307,31 @@ int kchat__changelog_replay(kchat_backend *be, struct shard *sh)
     pthread_mutex_unlock(&sh->lock);
     sh->cl_trimmed = first - 1;
     sh->cl_replayed = first - 1;
+    sh->cl_produced = first - 1;
     if (first < next) {
         fprintf(stderr, "kchat: shard %u: producing %" PRIu64 " kept changes again\n", sh->id,
                 next - first);
         resend_kept(be, sh, first - 1);
     }
     return KCHAT_OK;
+}
+
+int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh)
+{
+    void *arg[2] = {be, sh};
+    uint64_t next;
+    kchat_txn *t;
+    int rc;
+
+    if (!be->changelog)
+        return KCHAT_OK;
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_changelog_next(t, &next);
+    if (rc == KCHAT_OK && next - 1 > sh->cl_produced)
+        rc = kchat_store_changelog_scan(t, sh->cl_produced + 1, produce_kept, arg);
+    kchat_txn_abort(t);
+    return rc;
 }
 
 int kchat__changelog_wait(kchat_backend *be, char *errstr, size_t len)

@@ -225,7 +225,8 @@ int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len)
 
     if ((rc = data_dir_check(be, errstr, len)) != KCHAT_OK ||
         (rc = shards_open(be, errstr, len)) != KCHAT_OK ||
-        (rc = shards_upgrade(be, errstr, len)) != KCHAT_OK)
+        (rc = shards_upgrade(be, errstr, len)) != KCHAT_OK ||
+        (rc = kchat__changelog_restore(be, errstr, len)) != KCHAT_OK)
         return rc;
     return dataset_open(be, errstr, len);
 }

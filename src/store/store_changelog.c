@@ -290,6 +290,21 @@ int kchat_store_changelog_next(kchat_txn *t, uint64_t *next)
     return kchat__store_internal_take(t, SEQ_NAME, 0, next);
 }
 
+int kchat_store_changelog_restored(kchat_txn *t, uint64_t last)
+{
+    uint64_t next, first;
+    bool capture;
+    int rc = kchat__store_internal_take(t, SEQ_NAME, 0, &next);
+
+    if (rc != KCHAT_OK || last < next)
+        return rc;
+    capture = t->capture;   /* the counter is not a change */
+    t->capture = false;
+    rc = kchat__store_internal_take(t, SEQ_NAME, last + 1 - next, &first);
+    t->capture = capture;
+    return rc;
+}
+
 size_t kchat_store_change_key(const kchat_change *ch, unsigned char out[KCHAT_CHANGE_KEY_MAX])
 {
     size_t kl = ch->key_len < KCHAT_STORE_KEY_MAX ? ch->key_len : KCHAT_STORE_KEY_MAX;

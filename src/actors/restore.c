@@ -1,0 +1,365 @@
+/*
+ * Restoring shards from kchat-changelog at start (docs/design.md,
+ * "Changelog"; docs/scaling.md, step 3).
+ *
+ * Before the data set is settled, each shard compares its own changelog
+ * position (the last change it committed) with the last record of its
+ * kchat-changelog partition. When Kafka holds later changes (the data
+ * directory was lost, or is a copy older than the changelog), the shard
+ * reads its partition from the beginning and applies, in log order, every
+ * change after its own, whole transactions at a time: a transaction is
+ * applied once its last change (kchat-cl-last) has been read, and one cut
+ * off at the end of the log, or followed by another before it ended (its
+ * node died and the next writer numbered on), is dropped. Compaction keeps
+ * the last record of each key, and a refused change is produced again with
+ * every later one, so the log's order gives the final state. The restored
+ * tables carry the stored input offsets and the data set id: the shard
+ * serves on from where its last owner stopped, and an empty data directory
+ * joins the deployment instead of starting a new one.
+ *
+ * A shard whose own copy belongs to another data set than the changelog is
+ * refused (never served, never overwritten): the operator moves it aside.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+#define RESTORE_TIMEOUT_MS 10000  /* one Kafka call (metadata, watermarks, a fetch) */
+#define RESTORE_COMMIT_CHANGES 20000  /* changes per LMDB commit while restoring */
+
+/* A transaction's changes, read but not applied until its last one came. */
+struct pending_txn {
+    uint64_t last;               /* its kchat-cl-last; 0: none open */
+    rd_kafka_message_t **msgs;
+    size_t n, cap;
+};
+
+struct restore {
+    kchat_backend *be;
+    struct shard *sh;
+    rd_kafka_t *rk;
+    char dataset[33];            /* the changelog's data set (its last record's) */
+    uint64_t local;              /* the shard's last committed change */
+    uint64_t applied_to;         /* the highest change applied */
+    kchat_txn *t;                /* open while applying */
+    size_t in_txn;               /* changes applied in t */
+    uint64_t changes, records, dropped;
+};
+
+static uint64_t header_u64(const rd_kafka_message_t *m, const char *name)
+{
+    const void *v;
+    size_t len;
+    char buf[24];
+
+    if (kchat_header_get(m, name, &v, &len) != 0 || len == 0 || len >= sizeof(buf))
+        return 0;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    return strtoull(buf, NULL, 10);
+}
+
+static bool header_is(const rd_kafka_message_t *m, const char *name, const char *want)
+{
+    const void *v;
+    size_t len;
+
+    return kchat_header_get(m, name, &v, &len) == 0 && len == strlen(want) &&
+           memcmp(v, want, len) == 0;
+}
+
+static void pending_drop(struct restore *rs, struct pending_txn *pt)
+{
+    rs->dropped += pt->n;
+    for (size_t i = 0; i < pt->n; i++)
+        rd_kafka_message_destroy(pt->msgs[i]);
+    pt->n = 0;
+    pt->last = 0;
+}
+
+/* Apply the complete transaction @p pt to the shard (committing every
+ * RESTORE_COMMIT_CHANGES changes, always between transactions).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int pending_apply(struct restore *rs, struct pending_txn *pt)
+{
+    int rc = KCHAT_OK;
+
+    if (rs->t == NULL && (rc = kchat_txn_begin(rs->sh->store, true, &rs->t)) != KCHAT_OK)
+        return rc;
+    for (size_t i = 0; rc == KCHAT_OK && i < pt->n; i++) {
+        const rd_kafka_message_t *m = pt->msgs[i];
+        const unsigned char *k = m->key;
+        kchat_change ch = {
+            .seq = header_u64(m, KCHAT_HDR_CL_SEQ), .last = pt->last,
+            .table = (kchat_table)k[0], .key = k + 1, .key_len = m->key_len - 1,
+            .value = m->payload, .value_len = m->payload ? m->len : 0,
+            .deleted = m->payload == NULL,
+        };
+        rc = kchat_store_change_apply(rs->t, &ch);
+        rs->changes++;
+        rs->in_txn++;
+    }
+    if (rc == KCHAT_OK && pt->last > rs->applied_to)
+        rs->applied_to = pt->last;
+    for (size_t i = 0; i < pt->n; i++)
+        rd_kafka_message_destroy(pt->msgs[i]);
+    pt->n = 0;
+    pt->last = 0;
+    if (rc == KCHAT_OK && rs->in_txn >= RESTORE_COMMIT_CHANGES) {
+        rc = kchat_store_changelog_restored(rs->t, rs->applied_to);
+        if (rc == KCHAT_OK)
+            rc = kchat_txn_commit(rs->t);
+        else
+            kchat_txn_abort(rs->t);
+        rs->t = NULL;
+        rs->in_txn = 0;
+    }
+    return rc;
+}
+
+/* One record of the partition, in log order: kept for its transaction,
+ * which is applied once its last change is read. Takes @p m.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_message_t *m)
+{
+    uint64_t seq = header_u64(m, KCHAT_HDR_CL_SEQ), last = header_u64(m, KCHAT_HDR_CL_LAST);
+    const unsigned char *k = m->key;
+
+    rs->records++;
+    if (seq == 0 || last < seq || m->key_len < 2 || k[0] >= KCHAT_TBL__COUNT ||
+        k[0] == KCHAT_TBL_CHANGELOG || !header_is(m, KCHAT_HDR_DATASET, rs->dataset) ||
+        seq <= rs->local) {
+        rd_kafka_message_destroy(m);   /* not ours, not a change, or ours already */
+        return KCHAT_OK;
+    }
+    if (pt->last != 0 && pt->last != last)
+        pending_drop(rs, pt);   /* its writer stopped before the end of it */
+    if (pt->n == pt->cap) {
+        size_t cap = pt->cap ? 2 * pt->cap : 64;
+        rd_kafka_message_t **nv = realloc(pt->msgs, cap * sizeof(*nv));
+        if (nv == NULL) {
+            rd_kafka_message_destroy(m);
+            return KCHAT_ENOMEM;
+        }
+        pt->msgs = nv;
+        pt->cap = cap;
+    }
+    pt->msgs[pt->n++] = m;
+    pt->last = last;
+    return seq == last ? pending_apply(rs, pt) : KCHAT_OK;
+}
+
+/* The last record of partition @p p (its seq, data set) and the end offset.
+ * @p end is 0 for an empty partition.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t *seq,
+                          char *errstr, size_t len)
+{
+    int64_t lo, hi;
+    rd_kafka_resp_err_t err;
+    rd_kafka_topic_partition_list_t *tp;
+    int64_t deadline = kchat__monotonic_us() / 1000 + RESTORE_TIMEOUT_MS;
+
+    *end = 0;
+    *seq = 0;
+    rs->dataset[0] = '\0';
+    err = rd_kafka_query_watermark_offsets(rs->rk, KCHAT_TOPIC_CHANGELOG, p, &lo, &hi,
+                                           RESTORE_TIMEOUT_MS);
+    if (err) {
+        snprintf(errstr, len, "shard %d: cannot read the end of %s: %s", p,
+                 KCHAT_TOPIC_CHANGELOG, rd_kafka_err2str(err));
+        return KCHAT_EKAFKA;
+    }
+    if (hi <= lo)
+        return KCHAT_OK;
+    tp = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(tp, KCHAT_TOPIC_CHANGELOG, p)->offset = hi - 1;
+    err = rd_kafka_assign(rs->rk, tp);
+    rd_kafka_topic_partition_list_destroy(tp);
+    while (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rs->rk, 100);
+        if (m != NULL && !m->err && m->offset == hi - 1) {
+            const void *v;
+            size_t vl;
+            *seq = header_u64(m, KCHAT_HDR_CL_SEQ);
+            if (kchat_header_get(m, KCHAT_HDR_DATASET, &v, &vl) == 0 &&
+                vl < sizeof(rs->dataset)) {
+                memcpy(rs->dataset, v, vl);
+                rs->dataset[vl] = '\0';
+            }
+            rd_kafka_message_destroy(m);
+            *end = hi;
+            break;
+        }
+        if (m != NULL)
+            rd_kafka_message_destroy(m);
+        if (kchat__monotonic_us() / 1000 > deadline) {
+            snprintf(errstr, len, "shard %d: cannot read the last record of %s", p,
+                     KCHAT_TOPIC_CHANGELOG);
+            err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        }
+    }
+    rd_kafka_assign(rs->rk, NULL);
+    return err ? KCHAT_EKAFKA : KCHAT_OK;
+}
+
+/* Read partition @p p from the beginning up to @p end and apply what the
+ * shard does not have.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *errstr,
+                             size_t len)
+{
+    struct pending_txn pt = {0};
+    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_resp_err_t err;
+    int64_t idle_since = kchat__monotonic_us() / 1000;
+    int rc = KCHAT_OK;
+
+    rd_kafka_topic_partition_list_add(tp, KCHAT_TOPIC_CHANGELOG, p)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+    err = rd_kafka_assign(rs->rk, tp);
+    rd_kafka_topic_partition_list_destroy(tp);
+    if (err)
+        rc = KCHAT_EKAFKA;
+    while (rc == KCHAT_OK) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rs->rk, 100);
+        int64_t offset;
+
+        if (m == NULL) {
+            if (kchat__monotonic_us() / 1000 - idle_since > RESTORE_TIMEOUT_MS) {
+                snprintf(errstr, len, "shard %d: %s stopped answering while restoring",
+                         p, KCHAT_TOPIC_CHANGELOG);
+                rc = KCHAT_EKAFKA;
+            }
+            continue;
+        }
+        idle_since = kchat__monotonic_us() / 1000;
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        offset = m->offset;
+        rc = restore_record(rs, &pt, m);
+        if (offset >= end - 1)
+            break;
+    }
+    rd_kafka_assign(rs->rk, NULL);
+    pending_drop(rs, &pt);   /* a transaction cut off at the end */
+    free(pt.msgs);
+    if (rs->t != NULL) {
+        if (rc == KCHAT_OK && (rc = kchat_store_changelog_restored(rs->t, rs->applied_to)) ==
+                                  KCHAT_OK)
+            rc = kchat_txn_commit(rs->t);
+        else
+            kchat_txn_abort(rs->t);
+        rs->t = NULL;
+        rs->in_txn = 0;
+    }
+    if (rc != KCHAT_OK && errstr[0] == '\0')
+        snprintf(errstr, len, "shard %d: restoring from %s: %s", p, KCHAT_TOPIC_CHANGELOG,
+                 kchat_strerror(rc));
+    return rc;
+}
+
+/* The shard's last committed change and its data set ("" when none).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int shard_position(struct shard *sh, uint64_t *last, char dataset[33])
+{
+    uint64_t next;
+    kchat_txn *t;
+    int rc;
+
+    dataset[0] = '\0';
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_changelog_next(t, &next);
+    if (rc == KCHAT_OK) {
+        int drc = kchat_store_meta_get(t, "dataset", dataset, 33);
+        if (drc != KCHAT_OK && drc != KCHAT_ENOTFOUND)
+            rc = drc;
+        else if (drc == KCHAT_ENOTFOUND)
+            dataset[0] = '\0';
+    }
+    kchat_txn_abort(t);
+    *last = next - 1;
+    return rc;
+}
+
+/* Restore shard @p sh when its partition of the changelog is ahead of it.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int shard_restore(struct restore *rs, struct shard *sh, char *errstr, size_t len)
+{
+    char own[33];
+    uint64_t tail_seq;
+    int64_t end, t0 = kchat__monotonic_us();
+    int32_t p = (int32_t)sh->id;
+    int rc;
+
+    rs->sh = sh;
+    rs->changes = rs->records = rs->dropped = 0;
+    if ((rc = shard_position(sh, &rs->local, own)) != KCHAT_OK) {
+        snprintf(errstr, len, "shard %d: %s", p, kchat_strerror(rc));
+        return rc;
+    }
+    if ((rc = partition_tail(rs, p, &end, &tail_seq, errstr, len)) != KCHAT_OK)
+        return rc;
+    if (end == 0 || rs->dataset[0] == '\0')
+        return KCHAT_OK;   /* nothing in Kafka (a new deployment, or an older kchat's) */
+    if (own[0] != '\0' && strcmp(own, rs->dataset) != 0) {
+        snprintf(errstr, len, "shard %d of %s belongs to data set %s but %s holds data set "
+                 "%s: move the data directory aside to restore it from Kafka, or give this "
+                 "one a cluster of its own", p, rs->be->cfg->data_dir, own,
+                 KCHAT_TOPIC_CHANGELOG, rs->dataset);
+        return KCHAT_ECONFIG;
+    }
+    if (tail_seq <= rs->local)
+        return KCHAT_OK;   /* up to date (or ahead: its kept changes go out at start) */
+    rs->applied_to = rs->local;
+    if ((rc = partition_restore(rs, p, end, errstr, len)) != KCHAT_OK)
+        return rc;
+    atomic_fetch_add(&rs->be->stats.restored_changes, rs->changes);
+    fprintf(stderr, "kchat: shard %d: restored from %s: %" PRIu64 " records read, %" PRIu64
+            " changes applied (%" PRIu64 "..%" PRIu64 "), %" PRIu64 " of unfinished "
+            "transactions dropped, in %.2f s\n", p, KCHAT_TOPIC_CHANGELOG, rs->records,
+            rs->changes, rs->local + 1, rs->applied_to, rs->dropped,
+            (double)(kchat__monotonic_us() - t0) / 1e6);
+    return KCHAT_OK;
+}
+
+int kchat__changelog_restore(kchat_backend *be, char *errstr, size_t len)
+{
+    rd_kafka_conf_t *conf;
+    struct restore rs = {.be = be};
+    int rc = KCHAT_OK;
+
+    if (!be->changelog)
+        return KCHAT_OK;
+    if ((conf = kchat__kafka_conf(be, errstr, len)) == NULL)
+        return KCHAT_ECONFIG;
+    if (rd_kafka_conf_set(conf, "group.id", "kchat-restore", errstr, len) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, len) ||
+        rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, len)) {
+        rd_kafka_conf_destroy(conf);
+        return KCHAT_ECONFIG;
+    }
+    if ((rs.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, len)) == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return KCHAT_EKAFKA;
+    }
+    errstr[0] = '\0';
+    for (int p = 0; rc == KCHAT_OK && p < be->partitions; p++)
+        rc = shard_restore(&rs, &be->shards[p], errstr, len);
+    rd_kafka_destroy(rs.rk);
+    return rc;
+}
