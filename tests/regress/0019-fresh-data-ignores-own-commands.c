@@ -26,6 +26,12 @@
  * chat commands is applied by D2 (it would answer them ROOM_NOT_FOUND, the
  * rooms being D1's); D2's directory shows A as D2 has it (status ""), not as
  * D1 published it ("away").
+ *
+ * Both servers run with --changelog off. With the changelog (the default on
+ * a cluster since issue 11) a fresh data directory does not start a data
+ * set of its own: it restores D1's shards from kchat-changelog and goes on
+ * as D1 (tests/integration/test_changelog.c). Data sets still keep apart
+ * what deployments without a changelog, or from before it, wrote.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -41,6 +47,9 @@
 
 #define PARTITIONS 4
 #define ROUNDS     20      /* D1 rounds of four chat sends */
+
+/* each data directory its own data set: no changelog to restore from */
+static const char *const no_changelog[] = {"--changelog", "off", NULL};
 
 /* what the test started, so that a failed assertion still cleans up */
 static kc_client *g_client;
@@ -138,7 +147,7 @@ static void test_fresh_data_dir_on_used_cluster(void **state)
     kc_rm_rf(d2);
 
     /* ---- 1. the first data set ---- */
-    kc_proc *srv = g_srv = kc_serve_start("serve-d1", d1, brokers, PARTITIONS, NULL);
+    kc_proc *srv = g_srv = kc_serve_start("serve-d1", d1, brokers, PARTITIONS, no_changelog);
     assert_non_null(srv);
     kc_client *c = g_client = kc_client_new(brokers, KC_FROM_END);
     assert_non_null(c);
@@ -172,7 +181,7 @@ static void test_fresh_data_dir_on_used_cluster(void **state)
     g_srv = NULL;
 
     /* ---- 2. a fresh data directory on the same cluster ---- */
-    srv = g_srv = kc_serve_start_ex("serve-d2", d2, brokers, PARTITIONS, NULL, 90);
+    srv = g_srv = kc_serve_start_ex("serve-d2", d2, brokers, PARTITIONS, no_changelog, 90);
     assert_non_null(srv);
     kc_user a2, b2;
     user_in_shard(c, &a2, "fa2", 0);
