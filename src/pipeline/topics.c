@@ -18,6 +18,7 @@ struct kchat_embedded {
 
 static const char *const extra_topics[] = {
     KCHAT_TOPIC_EVENTS, KCHAT_TOPIC_DLQ, KCHAT_TOPIC_INTERNAL, KCHAT_TOPIC_DIRECTORY,
+    KCHAT_TOPIC_ROOMS,
 };
 #define N_EXTRA (sizeof(extra_topics) / sizeof(extra_topics[0]))
 
@@ -149,7 +150,7 @@ static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int 
             rc = KCHAT_ECONFIG;
             goto out_destroy;
         }
-        if (!strcmp(name, KCHAT_TOPIC_DIRECTORY))
+        if (!strcmp(name, KCHAT_TOPIC_DIRECTORY) || !strcmp(name, KCHAT_TOPIC_ROOMS))
             rd_kafka_NewTopic_set_config(nt[n], "cleanup.policy", "compact");
         if (!strcmp(name, kchat_op_request_topic(KCHAT_OP_LOGIN)) ||
             !strcmp(name, kchat_op_request_topic(KCHAT_OP_USER_ADD)))

@@ -108,8 +108,8 @@ int fx_teardown(void **state)
 
 /* ---- after a commit: what the producer's worker flush (src/actors/producer.c) does ---- */
 
-/* Move the worker's records into f->recs; apply directory records to the
- * replica; queue internal commands. */
+/* Move the worker's records into f->recs; apply directory records and room
+ * summaries to the replica; queue internal commands. */
 static void take_out(struct fx *f)
 {
     struct worker *w = &f->w;
@@ -121,6 +121,12 @@ static void take_out(struct fx *f)
             json_t *e = json_loadb(r->value, r->value_len, 0, NULL);
             assert_non_null(e);
             assert_int_equal(kchat__directory_apply(&f->be, e), KCHAT_OK);
+            json_decref(e);
+        }
+        if (!strcmp(r->topic, KCHAT_TOPIC_ROOMS)) {
+            json_t *e = json_loadb(r->value, r->value_len, 0, NULL);
+            assert_non_null(e);
+            assert_int_equal(kchat__room_summary_apply(&f->be, e), KCHAT_OK);
             json_decref(e);
         }
         if (r->kind == OUT_COMMAND) {
@@ -590,6 +596,7 @@ char *fx_state(struct fx *f)
             dump_table(out, f->be.shards[p].store, name, tables[i]);
     }
     dump_table(out, f->be.directory, "directory", KCHAT_TBL_DIRECTORY);
+    dump_table(out, f->be.directory, "directory", KCHAT_TBL_ROOMS);
     assert_int_equal(fclose(out), 0);
     return buf;
 }

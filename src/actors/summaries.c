@@ -1,0 +1,310 @@
+/*
+ * Room summaries: what a backend needs to know about a room it does not own
+ * (roomId, roomName, participants, lastSeq), so that user-search-room never
+ * reads another shard's environment. The room's shard publishes the summary
+ * to kchat-rooms (compacted, keyed by roomId) through its outbox, in the
+ * transaction that creates the room or moves its lastSeq, at most once per
+ * room per transaction. Every backend keeps them in table ROOMS of its
+ * replica environment (DATA/directory, beside the user directory): a
+ * shard's own summaries right after its commit (producer.c), everyone's
+ * from Kafka on the directory thread (directory.c). The higher lastSeq
+ * wins, so the two paths, repeats and replays commute.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors.h"
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+/* Meta of the replica: set once every shard has published all its rooms. */
+#define META_FILLED "room_summaries"
+
+/* The summary of stored room @p room (a new reference) and its compact
+ * JSON in @p *text (malloc'd). KCHAT_EINVAL: the room has no roomId, name
+ * or participants; KCHAT_ENOMEM. */
+KCHAT_MUST_CHECK
+static int summary_of(const json_t *room, json_t **sum, char **text)
+{
+    const char *id = json_string_value(json_object_get(room, "roomId"));
+    json_t *name = json_object_get(room, "roomName"), *parts = json_object_get(room, "participants");
+
+    if (id == NULL || name == NULL || parts == NULL)
+        return KCHAT_EINVAL;
+    *sum = json_pack("{s:s, s:O, s:O, s:I}", "roomId", id, "roomName", name,
+                     "participants", parts,
+                     "lastSeq", json_integer_value(json_object_get(room, "lastSeq")));
+    if (*sum == NULL)
+        return KCHAT_ENOMEM;
+    if ((*text = json_dumps(*sum, JSON_COMPACT)) == NULL) {
+        json_decref(*sum);
+        return KCHAT_ENOMEM;
+    }
+    return KCHAT_OK;
+}
+
+/* The roomId of summary @p sum (made by summary_of()). */
+static const char *summary_id(const json_t *sum)
+{
+    return json_string_value(json_object_get(sum, "roomId"));
+}
+
+static size_t slot_of(const char *id)
+{
+    return kchat_murmur2(id, strlen(id)) & (KCHAT__ROOM_SUM_SLOTS - 1);
+}
+
+/* Whether @p r is the summary of room @p id published by shard @p shard. */
+static bool is_summary_of(const struct out_rec *r, uint32_t shard, const char *id)
+{
+    size_t len = strlen(id);
+
+    return r->shard == shard && r->kind == OUT_REPLY && !strcmp(r->topic, KCHAT_TOPIC_ROOMS) &&
+           r->key_len == len && memcmp(r->key, id, len) == 0;
+}
+
+/* The summary of room @p id that c->sh already published in the open
+ * transaction, or NULL. The slot of the room either is empty or stale (no
+ * summary of it yet: any summary of the open transaction wrote its slot),
+ * or names a summary of this transaction: this room's, or another's of the
+ * same slot, when only a look through every record tells.
+ * @locality worker that owns c->sh */
+static struct out_rec *summary_pending(struct ctx *c, const char *id)
+{
+    struct worker *w = c->w;
+    uint32_t e = w->room_sum_slot[slot_of(id)];
+    const struct out_rec *r;
+
+    if (e == 0 || e > w->n_out)
+        return NULL;
+    r = &w->out[e - 1];
+    if (r->shard != c->sh->id || r->kind != OUT_REPLY || strcmp(r->topic, KCHAT_TOPIC_ROOMS))
+        return NULL;   /* stale */
+    if (is_summary_of(r, c->sh->id, id))
+        return &w->out[e - 1];
+    for (size_t i = 0; i < w->n_out; i++)
+        if (is_summary_of(&w->out[i], c->sh->id, id))
+            return &w->out[i];
+    return NULL;
+}
+
+/* Replace the pending summary @p r by @p text: its outbox record deleted,
+ * the new one appended in the open transaction.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+static int summary_replace(struct ctx *c, struct out_rec *r, const char *text)
+{
+    size_t len = strlen(text);
+    kchat_outbox_rec rec = {
+        .topic = KCHAT_TOPIC_ROOMS, .partition = -1, .key = r->key, .key_len = r->key_len,
+        .value = text, .value_len = len, .kind = OUT_REPLY,
+    };
+    char *value = malloc(len ? len : 1);
+    uint64_t seq;
+    int rc;
+
+    if (value == NULL)
+        return KCHAT_ENOMEM;
+    if ((rc = kchat_store_outbox_del(c->txn, r->seq)) != KCHAT_OK ||
+        (rc = kchat_store_outbox_append(c->txn, &rec, &seq)) != KCHAT_OK) {
+        free(value);
+        return rc;
+    }
+    memcpy(value, text, len);
+    free(r->value);
+    r->value = value;
+    r->value_len = len;
+    r->seq = seq;
+    return KCHAT_OK;
+}
+
+int kchat__room_summary_publish(struct ctx *c, const json_t *room)
+{
+    json_t *sum;
+    char *text;
+    const char *id;
+    struct out_rec *old;
+    int rc = summary_of(room, &sum, &text);
+
+    if (rc != KCHAT_OK)
+        return rc;
+    id = summary_id(sum);
+    if ((old = summary_pending(c, id)) != NULL) {
+        rc = summary_replace(c, old, text);
+    } else {
+        rc = kchat__out_append(c, OUT_REPLY, 0, KCHAT_TOPIC_ROOMS, -1, id, strlen(id), text,
+                               strlen(text), NULL, 0);
+        if (rc == KCHAT_OK)
+            c->w->room_sum_slot[slot_of(id)] = (uint32_t)c->w->n_out;
+    }
+    json_decref(sum);
+    free(text);
+    return rc;
+}
+
+/* ---- the replica ---- */
+
+/* kchat__room_summary_apply() in the replica's write transaction @p t. */
+KCHAT_MUST_CHECK
+static int summary_apply_in(kchat_txn *t, const json_t *sum)
+{
+    const char *id = json_string_value(json_object_get(sum, "roomId"));
+    json_t *seq = json_object_get(sum, "lastSeq"), *old;
+    json_int_t have;
+
+    if (id == NULL || !kchat_valid_id(id, strlen(id)) || !json_is_integer(seq) ||
+        json_integer_value(seq) < 0)
+        return KCHAT_EINVAL;
+    old = kchat__get_json(t, KCHAT_TBL_ROOMS, id, strlen(id));
+    have = old ? json_integer_value(json_object_get(old, "lastSeq")) : -1;
+    json_decref(old);
+    if (have >= json_integer_value(seq))
+        return KCHAT_OK;   /* as new or newer already */
+    return kchat__put_json(t, KCHAT_TBL_ROOMS, id, strlen(id), sum);
+}
+
+int kchat__room_summary_apply(kchat_backend *be, const json_t *sum)
+{
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+        return rc;
+    if ((rc = summary_apply_in(t, sum)) != KCHAT_OK) {
+        kchat_txn_abort(t);
+        return rc;
+    }
+    return kchat_txn_commit(t);
+}
+
+void kchat__room_summary_take(kchat_backend *be, const void *value, size_t len)
+{
+    json_t *sum = json_loadb(value, len, 0, NULL);
+    int rc;
+
+    if (sum == NULL)
+        return;   /* not a summary: skipped */
+    rc = kchat__room_summary_apply(be, sum);
+    /* EINVAL: not a room's summary (no valid roomId or lastSeq), skipped */
+    if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
+        fprintf(stderr, "kchat: room summaries replica: %s\n", kchat_strerror(rc));
+    json_decref(sum);
+}
+
+json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id)
+{
+    json_t *sum = kchat__get_json(t, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
+    json_int_t seq = json_integer_value(json_object_get(sum, "lastSeq"));
+
+    json_decref(sum);
+    return seq;
+}
+
+/* ---- start-up: summaries of rooms made before kchat-rooms ---- */
+
+struct upgrade {
+    kchat_txn *shard;      /* the shard's write transaction: its outbox */
+    kchat_txn *replica;    /* the replica's write transaction */
+    size_t n;              /* summaries published */
+};
+
+/* One stored room: its summary to the shard's outbox and to the replica.
+ * Rooms that do not decode are left alone (user-search-room skips them too).
+ * @locality the thread in kchat_backend_start() */
+static int upgrade_one(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    struct upgrade *u = arg;
+    json_t *room = json_loadb(v, vl, 0, NULL), *sum;
+    kchat_outbox_rec rec = {.topic = KCHAT_TOPIC_ROOMS, .partition = -1, .kind = OUT_REPLY};
+    char *text;
+    uint64_t seq;
+    int rc;
+
+    (void)k;
+    (void)kl;
+    rc = room ? summary_of(room, &sum, &text) : KCHAT_EINVAL;
+    json_decref(room);
+    if (rc != KCHAT_OK)
+        return rc == KCHAT_EINVAL ? 0 : rc;
+    rec.key = summary_id(sum);
+    rec.key_len = strlen(rec.key);
+    rec.value = text;
+    rec.value_len = strlen(text);
+    if ((rc = kchat_store_outbox_append(u->shard, &rec, &seq)) == KCHAT_OK &&
+        (rc = summary_apply_in(u->replica, sum)) == KCHAT_EINVAL)
+        rc = KCHAT_OK;   /* an id the replica refuses: published all the same */
+    json_decref(sum);
+    free(text);
+    u->n += rc == KCHAT_OK;
+    return rc;
+}
+
+/* Publish the summary of every room of shard @p sh (one transaction of the
+ * shard, one of the replica); the count in @p n.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int upgrade_shard(kchat_backend *be, struct shard *sh, size_t *n)
+{
+    struct upgrade u = {0};
+    int rc;
+
+    if ((rc = kchat_txn_begin(sh->store, true, &u.shard)) != KCHAT_OK)
+        return rc;
+    if ((rc = kchat_txn_begin(be->directory, true, &u.replica)) != KCHAT_OK)
+        goto err_abort_shard;
+    if ((rc = kchat_txn_scan(u.shard, KCHAT_TBL_ROOMS, NULL, 0, false, upgrade_one, &u)) < 0)
+        goto err_abort_replica;
+    /* The shard first: should the replica's commit fail, the records are
+     * in the outbox, and the directory thread brings them back from Kafka. */
+    rc = kchat_txn_commit(u.shard);
+    u.shard = NULL;
+    if (rc != KCHAT_OK)
+        goto err_abort_replica;
+    *n = u.n;
+    return kchat_txn_commit(u.replica);
+
+err_abort_replica:
+    kchat_txn_abort(u.replica);
+err_abort_shard:
+    kchat_txn_abort(u.shard);
+    return rc;
+}
+
+int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len)
+{
+    char buf[8];
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(be->directory, false, &t)) != KCHAT_OK)
+        goto err_say;
+    rc = kchat_store_meta_get(t, META_FILLED, buf, sizeof(buf));
+    kchat_txn_abort(t);
+    if (rc == KCHAT_OK)
+        return KCHAT_OK;
+    for (int p = 0; p < be->partitions; p++) {
+        size_t n = 0;
+
+        if ((rc = upgrade_shard(be, &be->shards[p], &n)) != KCHAT_OK) {
+            snprintf(errstr, len, "shard %d: publishing its room summaries: %s", p,
+                     kchat_strerror(rc));
+            return rc;
+        }
+        if (n > 0)
+            fprintf(stderr, "kchat: shard %d: %zu room summaries published to %s (rooms made "
+                    "before it, or a new replica)\n", p, n, KCHAT_TOPIC_ROOMS);
+    }
+    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+        goto err_say;
+    if ((rc = kchat_store_meta_set(t, META_FILLED, "1")) != KCHAT_OK) {
+        kchat_txn_abort(t);
+        goto err_say;
+    }
+    if ((rc = kchat_txn_commit(t)) == KCHAT_OK)
+        return KCHAT_OK;
+err_say:
+    snprintf(errstr, len, "%s/directory: room summaries: %s", be->cfg->data_dir,
+             kchat_strerror(rc));
+    return rc;
+}
