@@ -21,6 +21,10 @@
 /* Meta of the replica: set once every shard has published all its rooms. */
 #define META_FILLED "room_summaries"
 
+/* A write that found the map full is tried again this often (each failure
+ * doubles the map: "A full map" in store.h). */
+#define MAPFULL_TRIES 8
+
 /* The summary of stored room @p room (a new reference) and its compact
  * JSON in @p *text (malloc'd). KCHAT_EINVAL: the room has no roomId, name
  * or participants; KCHAT_ENOMEM. */
@@ -166,16 +170,19 @@ static int summary_apply_in(kchat_txn *t, const json_t *sum)
 
 int kchat__room_summary_apply(kchat_backend *be, const json_t *sum)
 {
-    kchat_txn *t;
-    int rc;
+    int rc = KCHAT_EMAPFULL;
 
-    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
-        return rc;
-    if ((rc = summary_apply_in(t, sum)) != KCHAT_OK) {
-        kchat_txn_abort(t);
-        return rc;
+    for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++) {
+        kchat_txn *t;
+
+        if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+            return rc;
+        if ((rc = summary_apply_in(t, sum)) != KCHAT_OK)
+            kchat_txn_abort(t);
+        else
+            rc = kchat_txn_commit(t);
     }
-    return kchat_txn_commit(t);
+    return rc;
 }
 
 void kchat__room_summary_take(kchat_backend *be, const void *value, size_t len)
@@ -255,14 +262,15 @@ static int upgrade_shard(kchat_backend *be, struct shard *sh, size_t *n)
         goto err_abort_shard;
     if ((rc = kchat_txn_scan(u.shard, KCHAT_TBL_ROOMS, NULL, 0, false, upgrade_one, &u)) < 0)
         goto err_abort_replica;
-    /* The shard first: should the replica's commit fail, the records are
-     * in the outbox, and the directory thread brings them back from Kafka. */
-    rc = kchat_txn_commit(u.shard);
-    u.shard = NULL;
+    /* The replica first: when the shard's commit then fails (and the whole
+     * is tried again, or at the next start), taking them again is a no-op,
+     * whereas the other order would leave the shard's outbox a second copy. */
+    rc = kchat_txn_commit(u.replica);
+    u.replica = NULL;
     if (rc != KCHAT_OK)
-        goto err_abort_replica;
+        goto err_abort_shard;
     *n = u.n;
-    return kchat_txn_commit(u.replica);
+    return kchat_txn_commit(u.shard);
 
 err_abort_replica:
     kchat_txn_abort(u.replica);
@@ -286,7 +294,10 @@ int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len)
     for (int p = 0; p < be->partitions; p++) {
         size_t n = 0;
 
-        if ((rc = upgrade_shard(be, &be->shards[p], &n)) != KCHAT_OK) {
+        rc = KCHAT_EMAPFULL;
+        for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++)
+            rc = upgrade_shard(be, &be->shards[p], &n);
+        if (rc != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: publishing its room summaries: %s", p,
                      kchat_strerror(rc));
             return rc;
