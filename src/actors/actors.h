@@ -182,9 +182,10 @@ struct kchat_backend {
     kchat_fmt events_fmt;
     char dummy_hash[128];       /* verified against for unknown users (even timing) */
     char dataset[33];           /* this data directory's data set id (32 hex digits):
-                                   tags its commands and directory records */
+                                   tags its commands, directory records and room
+                                   summaries */
     bool dataset_legacy;        /* made before data set ids: also take untagged
-                                   directory records as ours */
+                                   directory records (not room summaries) as ours */
     atomic_bool foreign_logged[3]; /* a foreign command [0], directory record [1], room
                                       summary [2] was logged */
     kchat_hist commit_seconds;  /* shard commit latency */
