@@ -124,20 +124,13 @@ static json_int_t searched_last_seq(kc_client *c, const kc_user *u, const char *
 /* A start on @p data with an embedded broker, and a client reading it. */
 static kc_client *start(const char *data)
 {
-    g_srv = kc_serve_start("serve-rooms", data, KC_EMBEDDED, PARTITIONS, NULL);
-    assert_non_null(g_srv);
-    g_client = kc_client_new(kc_proc_bootstrap(g_srv), KC_FROM_BEGINNING);
-    assert_non_null(g_client);
+    assert_true(kc_embedded_up("serve-rooms", data, PARTITIONS, &g_srv, &g_client));
     return g_client;
 }
 
 static void stop(void)
 {
-    kc_client_free(g_client);
-    g_client = NULL;
-    assert_true(kc_proc_stop_clean(g_srv, 30));
-    kc_proc_free(g_srv);
-    g_srv = NULL;
+    assert_true(kc_embedded_down(&g_srv, &g_client, 30));
 }
 
 static void test_summaries_through_kafka(void **state)
