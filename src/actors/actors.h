@@ -310,8 +310,8 @@ int kchat__room_summary_publish(struct ctx *c, const json_t *room);
 
 /* Apply one room summary (from Kafka or write-through) to the replica if
  * it is newer: a room not yet known, or a higher lastSeq; an equal or lower
- * one is ignored (KCHAT_OK). Errors: KCHAT_EINVAL (no valid roomId or no
- * lastSeq), store errors.
+ * one is ignored (KCHAT_OK, nothing committed). Errors: KCHAT_EINVAL (no
+ * valid roomId or no lastSeq), store errors.
  * @locality any thread: the directory thread and the workers (LMDB
  *           serialises their write transactions) */
 KCHAT_MUST_CHECK
@@ -321,6 +321,12 @@ int kchat__room_summary_apply(kchat_backend *be, const json_t *sum);
  * a failure is logged, a value that is not a summary skipped.
  * @locality any thread, as kchat__room_summary_apply() */
 void kchat__room_summary_take(kchat_backend *be, const void *value, size_t len);
+
+/* After a commit: every room summary among w's records into the replica, in
+ * one transaction of the replica (committed only if one was newer); a
+ * failure is logged (the directory thread takes them again from Kafka).
+ * @locality worker @p w */
+void kchat__room_summaries_write_through(kchat_backend *be, const struct worker *w);
 
 /* The lastSeq of @p room_id in the replica, read in @p t (a transaction of
  * be->directory); 0 when the replica does not know the room.

@@ -109,6 +109,7 @@ void kchat__produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
 
 void kchat__worker_flush_out(kchat_backend *be, struct worker *w)
 {
+    kchat__room_summaries_write_through(be, w);
     for (size_t i = 0; i < w->n_out; i++) {
         struct out_rec *r = &w->out[i];
         kchat_outbox_rec rec = {
@@ -125,8 +126,6 @@ void kchat__worker_flush_out(kchat_backend *be, struct worker *w)
             }
             json_decref(e);
         }
-        if (!strcmp(r->topic, KCHAT_TOPIC_ROOMS))
-            kchat__room_summary_take(be, r->value, r->value_len);
         if (r->kind == OUT_COMMAND) {
             int rc = kchat__streams_pending_add(be, &be->shards[r->shard], r->seq, r->target,
                                                 r->cseq);

@@ -149,9 +149,10 @@ int kchat__room_summary_publish(struct ctx *c, const json_t *room)
 
 /* ---- the replica ---- */
 
-/* kchat__room_summary_apply() in the replica's write transaction @p t. */
+/* kchat__room_summary_apply() in the replica's write transaction @p t;
+ * @p *wrote becomes true when it stored @p sum (it is left alone otherwise). */
 KCHAT_MUST_CHECK
-static int summary_apply_in(kchat_txn *t, const json_t *sum)
+static int summary_apply_in(kchat_txn *t, const json_t *sum, bool *wrote)
 {
     const char *id = json_string_value(json_object_get(sum, "roomId"));
     json_t *seq = json_object_get(sum, "lastSeq"), *old;
@@ -165,38 +166,89 @@ static int summary_apply_in(kchat_txn *t, const json_t *sum)
     json_decref(old);
     if (have >= json_integer_value(seq))
         return KCHAT_OK;   /* as new or newer already */
+    *wrote = true;
     return kchat__put_json(t, KCHAT_TBL_ROOMS, id, strlen(id), sum);
 }
 
-int kchat__room_summary_apply(kchat_backend *be, const json_t *sum)
+/* Apply the summaries @p sums[0..n) (NULL entries skipped) in one
+ * transaction of the replica, committed only when one of them was newer;
+ * one that is not a summary is skipped (KCHAT_EINVAL when that is all
+ * there was to do). A full map is tried again.
+ * @locality any thread (LMDB serialises the writers) */
+KCHAT_MUST_CHECK
+static int summaries_apply(kchat_backend *be, json_t *const *sums, size_t n)
 {
     int rc = KCHAT_EMAPFULL;
 
     for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++) {
+        bool wrote = false;
         kchat_txn *t;
 
         if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
             return rc;
-        if ((rc = summary_apply_in(t, sum)) != KCHAT_OK)
+        for (size_t i = 0; i < n && (rc == KCHAT_OK || rc == KCHAT_EINVAL); i++)
+            if (sums[i] != NULL)
+                rc = summary_apply_in(t, sums[i], &wrote);
+        if ((rc == KCHAT_OK || rc == KCHAT_EINVAL) && wrote) {
+            int crc = kchat_txn_commit(t);
+            rc = crc != KCHAT_OK ? crc : rc;
+        } else {
             kchat_txn_abort(t);
-        else
-            rc = kchat_txn_commit(t);
+        }
     }
     return rc;
+}
+
+int kchat__room_summary_apply(kchat_backend *be, const json_t *sum)
+{
+    json_t *one = (json_t *)sum;
+
+    return summaries_apply(be, &one, 1);
+}
+
+/* Log a failure of the replica that is not a record's fault.
+ * @locality any thread */
+static void replica_failed(int rc)
+{
+    /* EINVAL: not a room's summary (no valid roomId or lastSeq), skipped */
+    if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
+        fprintf(stderr, "kchat: room summaries replica: %s\n", kchat_strerror(rc));
 }
 
 void kchat__room_summary_take(kchat_backend *be, const void *value, size_t len)
 {
     json_t *sum = json_loadb(value, len, 0, NULL);
-    int rc;
 
     if (sum == NULL)
         return;   /* not a summary: skipped */
-    rc = kchat__room_summary_apply(be, sum);
-    /* EINVAL: not a room's summary (no valid roomId or lastSeq), skipped */
-    if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
-        fprintf(stderr, "kchat: room summaries replica: %s\n", kchat_strerror(rc));
+    replica_failed(kchat__room_summary_apply(be, sum));
     json_decref(sum);
+}
+
+void kchat__room_summaries_write_through(kchat_backend *be, const struct worker *w)
+{
+    json_t **sums = NULL;
+    size_t n = 0;
+
+    for (size_t i = 0; i < w->n_out; i++) {
+        const struct out_rec *r = &w->out[i];
+
+        if (r->kind != OUT_REPLY || strcmp(r->topic, KCHAT_TOPIC_ROOMS))
+            continue;
+        if (sums == NULL && (sums = calloc(w->n_out - i, sizeof(*sums))) == NULL) {
+            /* no memory for the list: one by one */
+            for (; i < w->n_out; i++)
+                if (w->out[i].kind == OUT_REPLY && !strcmp(w->out[i].topic, KCHAT_TOPIC_ROOMS))
+                    kchat__room_summary_take(be, w->out[i].value, w->out[i].value_len);
+            return;
+        }
+        sums[n++] = json_loadb(r->value, r->value_len, 0, NULL);
+    }
+    if (n > 0)
+        replica_failed(summaries_apply(be, sums, n));
+    for (size_t i = 0; i < n; i++)
+        json_decref(sums[i]);
+    free(sums);
 }
 
 json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id)
@@ -213,6 +265,7 @@ json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id)
 struct upgrade {
     kchat_txn *shard;      /* the shard's write transaction: its outbox */
     kchat_txn *replica;    /* the replica's write transaction */
+    bool wrote;            /* something was stored in it */
     size_t n;              /* summaries published */
 };
 
@@ -239,7 +292,7 @@ static int upgrade_one(void *arg, const void *k, size_t kl, const void *v, size_
     rec.value = text;
     rec.value_len = strlen(text);
     if ((rc = kchat_store_outbox_append(u->shard, &rec, &seq)) == KCHAT_OK &&
-        (rc = summary_apply_in(u->replica, sum)) == KCHAT_EINVAL)
+        (rc = summary_apply_in(u->replica, sum, &u->wrote)) == KCHAT_EINVAL)
         rc = KCHAT_OK;   /* an id the replica refuses: published all the same */
     json_decref(sum);
     free(text);

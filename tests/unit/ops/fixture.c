@@ -114,6 +114,7 @@ static void take_out(struct fx *f)
 {
     struct worker *w = &f->w;
 
+    kchat__room_summaries_write_through(&f->be, w);
     for (size_t i = 0; i < w->n_out; i++) {
         struct out_rec *r = &w->out[i];
 
@@ -121,12 +122,6 @@ static void take_out(struct fx *f)
             json_t *e = json_loadb(r->value, r->value_len, 0, NULL);
             assert_non_null(e);
             assert_int_equal(kchat__directory_apply(&f->be, e), KCHAT_OK);
-            json_decref(e);
-        }
-        if (!strcmp(r->topic, KCHAT_TOPIC_ROOMS)) {
-            json_t *e = json_loadb(r->value, r->value_len, 0, NULL);
-            assert_non_null(e);
-            assert_int_equal(kchat__room_summary_apply(&f->be, e), KCHAT_OK);
             json_decref(e);
         }
         if (r->kind == OUT_COMMAND) {
