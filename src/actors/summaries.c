@@ -149,25 +149,64 @@ int kchat__room_summary_publish(struct ctx *c, const json_t *room)
 
 /* ---- the replica ---- */
 
+/* Whether @p sum is newer than what transaction @p t of the replica holds
+ * (in @p *newer). KCHAT_EINVAL: no valid roomId or lastSeq. */
+KCHAT_MUST_CHECK
+static int summary_newer(kchat_txn *t, const json_t *sum, bool *newer)
+{
+    const char *id = json_string_value(json_object_get(sum, "roomId"));
+    json_t *seq = json_object_get(sum, "lastSeq"), *old;
+
+    if (id == NULL || !kchat_valid_id(id, strlen(id)) || !json_is_integer(seq) ||
+        json_integer_value(seq) < 0)
+        return KCHAT_EINVAL;
+    old = kchat__get_json(t, KCHAT_TBL_ROOMS, id, strlen(id));
+    *newer = old == NULL || json_integer_value(json_object_get(old, "lastSeq")) <
+                                json_integer_value(seq);
+    json_decref(old);
+    return KCHAT_OK;
+}
+
 /* kchat__room_summary_apply() in the replica's write transaction @p t;
  * @p *wrote becomes true when it stored @p sum (it is left alone otherwise). */
 KCHAT_MUST_CHECK
 static int summary_apply_in(kchat_txn *t, const json_t *sum, bool *wrote)
 {
     const char *id = json_string_value(json_object_get(sum, "roomId"));
-    json_t *seq = json_object_get(sum, "lastSeq"), *old;
-    json_int_t have;
+    bool newer;
+    int rc = summary_newer(t, sum, &newer);
 
-    if (id == NULL || !kchat_valid_id(id, strlen(id)) || !json_is_integer(seq) ||
-        json_integer_value(seq) < 0)
-        return KCHAT_EINVAL;
-    old = kchat__get_json(t, KCHAT_TBL_ROOMS, id, strlen(id));
-    have = old ? json_integer_value(json_object_get(old, "lastSeq")) : -1;
-    json_decref(old);
-    if (have >= json_integer_value(seq))
-        return KCHAT_OK;   /* as new or newer already */
+    if (rc != KCHAT_OK || !newer)
+        return rc;   /* as new or newer already, or no summary */
     *wrote = true;
     return kchat__put_json(t, KCHAT_TBL_ROOMS, id, strlen(id), sum);
+}
+
+/* Whether one of @p sums[0..n) (NULL entries skipped) is newer than the
+ * replica holds, read without taking the replica's writer lock: most
+ * summaries a process reads from kchat-rooms are its own, taken already.
+ * KCHAT_EINVAL when none is a summary.
+ * @locality any thread */
+KCHAT_MUST_CHECK
+static int summaries_any_newer(kchat_backend *be, json_t *const *sums, size_t n, bool *newer)
+{
+    int rc = KCHAT_EINVAL;
+    kchat_txn *t;
+
+    *newer = true;   /* unless the replica says otherwise */
+    if (kchat_txn_begin(be->directory, false, &t) != KCHAT_OK)
+        return KCHAT_OK;   /* the write transaction will tell */
+    *newer = false;
+    for (size_t i = 0; i < n && !*newer; i++) {
+        bool one = false;
+
+        if (sums[i] != NULL && summary_newer(t, sums[i], &one) == KCHAT_OK) {
+            rc = KCHAT_OK;
+            *newer = one;
+        }
+    }
+    kchat_txn_abort(t);
+    return rc;
 }
 
 /* Apply the summaries @p sums[0..n) (NULL entries skipped) in one
@@ -178,8 +217,12 @@ static int summary_apply_in(kchat_txn *t, const json_t *sum, bool *wrote)
 KCHAT_MUST_CHECK
 static int summaries_apply(kchat_backend *be, json_t *const *sums, size_t n)
 {
-    int rc = KCHAT_EMAPFULL;
+    bool newer;
+    int rc = summaries_any_newer(be, sums, n, &newer);
 
+    if (rc != KCHAT_OK || !newer)
+        return rc;
+    rc = KCHAT_EMAPFULL;
     for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++) {
         bool wrote = false;
         kchat_txn *t;
