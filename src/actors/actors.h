@@ -317,10 +317,12 @@ int kchat__room_summary_publish(struct ctx *c, const json_t *room);
 KCHAT_MUST_CHECK
 int kchat__room_summary_apply(kchat_backend *be, const json_t *sum);
 
-/* kchat__room_summary_apply() of a record's value (@p len bytes of JSON);
- * a failure is logged, a value that is not a summary skipped.
+/* Apply the summaries @p sums[0..n) (stolen; NULL entries, records that
+ * did not parse, are skipped) as kchat__room_summary_apply() does, in one
+ * transaction of the replica, committed only if one was newer; a failure is
+ * logged, one that is not a summary skipped.
  * @locality any thread, as kchat__room_summary_apply() */
-void kchat__room_summary_take(kchat_backend *be, const void *value, size_t len);
+void kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n);
 
 /* After a commit: every room summary among w's records into the replica, in
  * one transaction of the replica (committed only if one was newer); a

@@ -81,11 +81,18 @@ int kchat__directory_apply(kchat_backend *be, const json_t *entry)
 
 /* ---- the replica's reader ---- */
 
-/* One record of kchat-rooms or kchat-directory into the replica, if it is
- * of this data set. Room summaries are always tagged (every kchat that
- * writes kchat-rooms tags them), so an untagged one is never ours.
+/* Most records the directory thread takes at once: the room summaries
+ * among them go to the replica in one transaction. */
+#define DIR_BATCH 256
+
+/* One record of kchat-rooms or kchat-directory, if it is of this data set:
+ * a user's profile into the replica, a room summary (parsed; NULL when it
+ * does not parse) onto @p sums for the batch's transaction. Room summaries
+ * are always tagged (every kchat that writes kchat-rooms tags them), so an
+ * untagged one is never ours.
  * @locality the directory thread */
-static void directory_record(kchat_backend *be, const rd_kafka_message_t *m)
+static void directory_record(kchat_backend *be, const rd_kafka_message_t *m, json_t **sums,
+                             size_t *n)
 {
     const void *value = m->payload ? m->payload : "";
     json_t *e;
@@ -94,7 +101,7 @@ static void directory_record(kchat_backend *be, const rd_kafka_message_t *m)
         if (!kchat__dataset_ours(be, m, false, 2))
             atomic_fetch_add(&be->stats.foreign_rooms, 1);
         else
-            kchat__room_summary_take(be, value, m->len);
+            sums[(*n)++] = json_loadb(value, m->len, 0, NULL);
     } else if (!kchat__dataset_ours(be, m, be->dataset_legacy, 1)) {
         atomic_fetch_add(&be->stats.foreign_directory, 1);
     } else if ((e = json_loadb(value, m->len, 0, NULL)) != NULL) {
@@ -113,15 +120,20 @@ static void directory_record(kchat_backend *be, const rd_kafka_message_t *m)
 static void *directory_main(void *arg)
 {
     kchat_backend *be = arg;
+    json_t *sums[DIR_BATCH];
 
     while (!atomic_load(&be->stopping)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(be->dir_consumer, 100);
+        size_t n = 0;
 
-        if (m == NULL)
-            continue;
-        if (!m->err)
-            directory_record(be, m);
-        rd_kafka_message_destroy(m);
+        /* that one, then what has arrived meanwhile, up to DIR_BATCH */
+        for (size_t taken = 1; m != NULL; taken++) {
+            if (!m->err)
+                directory_record(be, m, sums, &n);
+            rd_kafka_message_destroy(m);
+            m = taken < DIR_BATCH ? rd_kafka_consumer_poll(be->dir_consumer, 0) : NULL;
+        }
+        kchat__room_summaries_take(be, sums, n);
     }
     return NULL;
 }

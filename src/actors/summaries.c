@@ -258,40 +258,42 @@ static void replica_failed(int rc)
         fprintf(stderr, "kchat: room summaries replica: %s\n", kchat_strerror(rc));
 }
 
-void kchat__room_summary_take(kchat_backend *be, const void *value, size_t len)
+void kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n)
 {
-    json_t *sum = json_loadb(value, len, 0, NULL);
-
-    if (sum == NULL)
-        return;   /* not a summary: skipped */
-    replica_failed(kchat__room_summary_apply(be, sum));
-    json_decref(sum);
+    if (n > 0)
+        replica_failed(summaries_apply(be, sums, n));
+    for (size_t i = 0; i < n; i++)
+        json_decref(sums[i]);
 }
 
 void kchat__room_summaries_write_through(kchat_backend *be, const struct worker *w)
 {
-    json_t **sums = NULL;
-    size_t n = 0;
+    json_t *some[16], **sums = some;
+    size_t n = 0, cap = sizeof(some) / sizeof(some[0]);
 
     for (size_t i = 0; i < w->n_out; i++) {
         const struct out_rec *r = &w->out[i];
 
         if (r->kind != OUT_REPLY || strcmp(r->topic, KCHAT_TOPIC_ROOMS))
             continue;
-        if (sums == NULL && (sums = calloc(w->n_out - i, sizeof(*sums))) == NULL) {
-            /* no memory for the list: one by one */
-            for (; i < w->n_out; i++)
-                if (w->out[i].kind == OUT_REPLY && !strcmp(w->out[i].topic, KCHAT_TOPIC_ROOMS))
-                    kchat__room_summary_take(be, w->out[i].value, w->out[i].value_len);
-            return;
+        if (n == cap) {
+            /* many rooms: the rest on the heap, else in several transactions */
+            json_t **more = sums == some ? calloc(w->n_out, sizeof(*more)) : NULL;
+
+            if (more != NULL) {
+                memcpy(more, some, n * sizeof(*more));
+                sums = more;
+                cap = w->n_out;
+            } else {
+                kchat__room_summaries_take(be, sums, n);
+                n = 0;
+            }
         }
         sums[n++] = json_loadb(r->value, r->value_len, 0, NULL);
     }
-    if (n > 0)
-        replica_failed(summaries_apply(be, sums, n));
-    for (size_t i = 0; i < n; i++)
-        json_decref(sums[i]);
-    free(sums);
+    kchat__room_summaries_take(be, sums, n);
+    if (sums != some)
+        free(sums);
 }
 
 json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id)

@@ -87,10 +87,23 @@ static void test_apply_newer_wins(void **state)
     apply_text(f, KCHAT_EINVAL, "{\"roomId\":\"r1\",\"lastSeq\":-1}");
     apply_text(f, KCHAT_EINVAL, "{\"roomId\":\"bad id\",\"lastSeq\":9}");
     assert_int_equal(replica_last_seq(f, "r1"), 7);
-    /* the raw form the directory thread uses skips what does not parse */
-    kchat__room_summary_take(&f->be, "{not json", 9);
-    kchat__room_summary_take(&f->be, "{\"roomId\":\"r1\",\"lastSeq\":8}", 27);
-    assert_int_equal(replica_last_seq(f, "r1"), 8);
+    /* several in one transaction, as the directory thread and the
+     * write-through take them: records that did not parse (NULL) and ones
+     * that are not summaries skipped, the highest lastSeq kept */
+    {
+        json_t *batch[] = {
+            NULL,
+            json_loads("{\"roomId\":\"r1\",\"lastSeq\":9}", 0, NULL),
+            json_loads("{\"roomId\":\"r1\",\"lastSeq\":8}", 0, NULL),
+            json_loads("{\"roomId\":\"r3\"}", 0, NULL),
+            json_loads("{\"roomId\":\"r3\",\"lastSeq\":2}", 0, NULL),
+            json_loads("{\"roomId\":\"r2\",\"lastSeq\":0}", 0, NULL),
+        };
+        kchat__room_summaries_take(&f->be, batch, sizeof(batch) / sizeof(batch[0]));
+    }
+    assert_int_equal(replica_last_seq(f, "r1"), 9);
+    assert_int_equal(replica_last_seq(f, "r2"), 0);
+    assert_int_equal(replica_last_seq(f, "r3"), 2);
 }
 
 /* user-search-room answers a room of another shard with the replica's
