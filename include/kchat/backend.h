@@ -3,7 +3,7 @@
  * @brief `kchat serve`: the backend process. It owns the LMDB shards, runs
  *        the actor workers behind the consumer pipeline, produces responses,
  *        events and commands from each shard's outbox, and keeps the local
- *        replica of the user directory.
+ *        replica of the user directory and of the room summaries.
  *
  * Life cycle: kchat_backend_start() connects (or starts the embedded broker),
  * creates the topics, opens the shards, re-sends every outbox and starts
@@ -55,6 +55,8 @@ typedef struct kchat_backend kchat_backend;
       "Internal commands of another data set (or untagged), ignored.", NULL)               \
     X(foreign_directory, "kchat_foreign_directory_records_total",                          \
       "kchat-directory records of another data set, ignored.", NULL)                       \
+    X(foreign_rooms, "kchat_foreign_room_records_total",                                   \
+      "kchat-rooms records of another data set (or untagged), ignored.", NULL)             \
     X(commits, "kchat_commits_total",                                                      \
       "Shard write transactions committed.", ", %llu commits")                             \
     X(commit_failures, "kchat_commit_failures_total",                                      \

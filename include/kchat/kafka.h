@@ -30,6 +30,9 @@
  *  co-partitioned with the request topics): key = table byte + store key,
  *  value = the key's value, or none (a tombstone) when it was deleted. */
 #define KCHAT_TOPIC_CHANGELOG "kchat-changelog"
+/** Room summaries (roomId, roomName, participants, lastSeq) published by
+ *  the room's shard (a compacted topic, keyed by roomId). */
+#define KCHAT_TOPIC_ROOMS     "kchat-rooms"
 
 /** Header names of PROTOCOL.md §1 and kchat's internal headers. */
 #define KCHAT_HDR_CID         "kchat-cid"
@@ -46,8 +49,9 @@
  *  saw it. A target behind that (its data restored from an older copy)
  *  carries on from there instead of waiting for commands that are gone. */
 #define KCHAT_HDR_CMD_BASE    "kchat-cmd-base"
-/** The data set (data directory) that wrote an internal command or a
- *  directory record; readers ignore those of another data set. */
+/** The data set (data directory) that wrote an internal command, a
+ *  directory record or a room summary; readers ignore those of another
+ *  data set. */
 #define KCHAT_HDR_DATASET     "kchat-dataset"
 /** A changelog record's changelog seq, and the seq of the last change of
  *  the transaction it belongs to (a restore applies whole transactions). */

@@ -132,7 +132,7 @@ typedef enum kchat_table {
     KCHAT_TBL_SESSIONS,   /**< sessions */
     KCHAT_TBL_FRIENDS,    /**< friend relations */
     KCHAT_TBL_MEMBERS,    /**< room memberships */
-    KCHAT_TBL_ROOMS,      /**< rooms */
+    KCHAT_TBL_ROOMS,      /**< rooms (in the directory replica: room summaries) */
     KCHAT_TBL_MESSAGES,   /**< chat messages */
     KCHAT_TBL_IDEM,       /**< idempotency records */
     KCHAT_TBL_OUTBOX,     /**< private: records to produce (kchat_store_outbox_*) */

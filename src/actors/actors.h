@@ -13,7 +13,10 @@
  *   commands.c   internal commands between shards: numbered streams,
  *                acknowledgement, re-sends, applying one in its target
  *   directory.c  the user directory: published by a user's shard, read
- *                into every backend's replica by its own thread
+ *                into every backend's replica by its own thread (which
+ *                reads the room summaries of summaries.c too)
+ *   summaries.c  room summaries (lastSeq for user-search-room): published
+ *                by the room's shard, kept in the same replica
  *   datadir.c    the data directory: shard count, shards, data set id,
  *                the cluster the stored offsets belong to
  *   backend.c    start-up in steps, stop, counters and metrics
@@ -44,7 +47,8 @@
 
 /* Outbox record kinds: what happens once Kafka has the record. */
 enum {
-    OUT_REPLY = 1,     /* response, event, directory record, dead letter: delete on delivery */
+    OUT_REPLY = 1,     /* response, event, directory record, room summary, dead letter:
+                          delete on delivery */
     OUT_COMMAND = 2,   /* internal command: delete once the target shard applied it */
     OUT_CHANGELOG = 3, /* a change (changelog.c): not an outbox record, trimmed once acked */
 };
@@ -103,12 +107,7 @@ struct out_rec {
     char *hdr_buf;            /* owns the header names and values */
 };
 
-/* An outbox record of a committed transaction held back until Kafka has
- * the transaction's changes (changelog.c). */
-struct held_rec {
-    uint64_t gate;             /* the seq of the transaction's last change */
-    struct out_rec rec;        /* owns what it points to */
-};
+
 
 /* Failed logins of one shard's user ids (throttle.c): a fixed table of
  * KCHAT_THROTTLE_SETS sets of KCHAT_THROTTLE_WAYS slots, in memory only, so
@@ -156,9 +155,15 @@ struct shard {
     uint64_t cl_trimmed;        /* worker: kept changes up to here trimmed (a hint) */
     uint64_t cl_replayed;       /* start-up: the last change produced again */
     uint64_t cl_produced;       /* worker: the last change handed to the producer */
-    struct held_rec *held;      /* worker: held back, in commit order, from held_head */
+    struct out_rec *held;       /* worker: records of committed transactions held back
+                                   until Kafka has their changes, in commit order, from
+                                   held_head (each owns what it points to) */
+    uint64_t *held_gate;        /* worker: [i]: the last change of held[i]'s transaction */
     size_t held_head, n_held, cap_held;
 };
+
+/* Slots of struct worker's room_sum_slot (a power of two). */
+#define KCHAT__ROOM_SUM_SLOTS 256
 
 /* Per-worker scratch, reused across batches; only its worker thread uses
  * it (the starting or stopping thread when there are no workers). */
@@ -172,6 +177,11 @@ struct worker {
     bool *done;                 /* [max_batch]: records already grouped */
     struct cl_rec *cl;          /* the changes of the transaction being committed */
     size_t n_cl, cap_cl;
+    /* summaries.c: 1 + the index in `out` of a room summary of the open
+     * transaction, by a hash of its roomId (0: none). Entries left by an
+     * earlier transaction are stale: every use checks that the record at
+     * that index is a summary of this shard for that room. */
+    uint32_t room_sum_slot[KCHAT__ROOM_SUM_SLOTS];
 };
 
 struct kchat_backend {
@@ -182,7 +192,8 @@ struct kchat_backend {
     unsigned n_workers;
     struct shard *shards;       /* [partitions] */
     struct worker *workers;     /* [n_workers] */
-    kchat_store *directory;     /* replica of kchat-directory */
+    kchat_store *directory;     /* replica of kchat-directory (table DIRECTORY) and of
+                                   kchat-rooms (table ROOMS) */
     rd_kafka_t *producer;       /* used under producer_lock (shared); replaced by the
                                    poller under it (exclusive) after a fatal error;
                                    the poller itself reads it without the lock */
@@ -205,10 +216,12 @@ struct kchat_backend {
     kchat_fmt events_fmt;
     char dummy_hash[128];       /* verified against for unknown users (even timing) */
     char dataset[33];           /* this data directory's data set id (32 hex digits):
-                                   tags its commands and directory records */
+                                   tags its commands, directory records and room
+                                   summaries */
     bool dataset_legacy;        /* made before data set ids: also take untagged
-                                   directory records as ours */
-    atomic_bool foreign_logged[2]; /* a foreign command [0], directory record [1] was logged */
+                                   directory records (not room summaries) as ours */
+    atomic_bool foreign_logged[3]; /* a foreign command [0], directory record [1], room
+                                      summary [2] was logged */
     kchat_hist commit_seconds;  /* shard commit latency */
     kchat_hist batch_records;   /* records per shard transaction */
     struct {                    /* one per row of KCHAT_BACKEND_COUNTERS (backend.h) */
@@ -304,8 +317,9 @@ json_t *kchat__directory_get(kchat_backend *be, const char *user_id);
 KCHAT_MUST_CHECK
 int kchat__directory_apply(kchat_backend *be, const json_t *entry);
 
-/* Start the thread that reads kchat-directory from its beginning into the
- * replica. On error nothing is left running (errstr says why).
+/* Start the thread that reads kchat-directory and kchat-rooms from their
+ * beginning into the replica. On error nothing is left running (errstr
+ * says why).
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
@@ -314,6 +328,59 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
  * consumer; what kchat__directory_start() did not start is skipped.
  * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
 void kchat__directory_stop(kchat_backend *be);
+
+/* ---- summaries.c: room summaries and this backend's replica of them ---- */
+
+/* Publish the summary of @p room (its stored record: roomId, roomName,
+ * participants, lastSeq) to kchat-rooms through the outbox, in the open
+ * transaction of the room's shard c->sh; the local replica takes it once
+ * the transaction has committed. At most one per room per transaction: a
+ * later call for the same room replaces the earlier record (its outbox
+ * record is deleted, the new one appended). Errors: store errors,
+ * KCHAT_ENOMEM, KCHAT_EINVAL (no roomId).
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__room_summary_publish(struct ctx *c, const json_t *room);
+
+/* Apply one room summary (from Kafka or write-through) to the replica if
+ * it is newer: a room not yet known, or a higher lastSeq; an equal or lower
+ * one is ignored (KCHAT_OK, nothing committed). Errors: KCHAT_EINVAL (no
+ * valid roomId or no lastSeq), store errors.
+ * @locality any thread: the directory thread and the workers (LMDB
+ *           serialises their write transactions) */
+KCHAT_MUST_CHECK
+int kchat__room_summary_apply(kchat_backend *be, const json_t *sum);
+
+/* Apply the summaries @p sums[0..n) (stolen; NULL entries, records that
+ * did not parse, are skipped) as kchat__room_summary_apply() does, in one
+ * transaction of the replica, committed only if one was newer; a failure is
+ * logged, one that is not a summary skipped.
+ * @locality any thread, as kchat__room_summary_apply() */
+void kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n);
+
+/* Records of a committed transaction about to be produced (right after
+ * the commit, or once Kafka has its changes: changelog.c): every room
+ * summary among @p recs[0..n) into the replica, in one transaction of the
+ * replica (committed only if one was newer); a failure is logged (the
+ * directory thread takes them again from Kafka).
+ * @locality the worker that owns the records' shard */
+void kchat__room_summaries_write_through(kchat_backend *be, const struct out_rec *recs,
+                                         size_t n);
+
+/* The lastSeq of @p room_id in the replica, read in @p t (a transaction of
+ * be->directory); 0 when the replica does not know the room.
+ * @locality the thread holding @p t */
+json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id);
+
+/* Start-up: when the replica has never been filled with room summaries (a
+ * data directory of an older kchat, or a replica made anew), every shard
+ * appends the summary of each room it holds to its outbox (produced by
+ * kchat__outbox_replay()) and the replica takes them at once; then the
+ * replica remembers it. Errors: store errors (errstr names the shard).
+ * @locality the thread in kchat_backend_start(), before the outboxes are
+ *           replayed and before the directory thread starts */
+KCHAT_MUST_CHECK
+int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len);
 
 /* ---- helpers shared by the operations ---- */
 
@@ -493,8 +560,9 @@ int kchat__producer_start(kchat_backend *be, char *errstr, size_t len);
  * @locks takes be->producer_lock (shared) and the shard's lock */
 void kchat__produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat_outbox_rec *r);
 
-/* After a commit: apply w's directory records to the replica, list its
- * commands as pending, produce every record, and forget them.
+/* After a commit: apply w's directory records and room summaries to the
+ * replica, list its commands as pending, produce every record, and forget
+ * them.
  * @locality worker @p w */
 void kchat__worker_flush_out(kchat_backend *be, struct worker *w);
 
@@ -784,8 +852,8 @@ void kchat__datadir_close(kchat_backend *be);
 
 /* Whether @p m was written by this data set (its kchat-dataset header);
  * untagged records count as ours only if @p untagged_ok. Logs the first
- * foreign record of each kind (@p kind 0: command, 1: directory record) of
- * the run.
+ * foreign record of each kind (@p kind 0: command, 1: directory record,
+ * 2: room summary) of the run.
  * @locality any thread */
 bool kchat__dataset_ours(kchat_backend *be, const rd_kafka_message_t *m, bool untagged_ok,
                          int kind);

@@ -185,7 +185,8 @@ static int shards_replay(kchat_backend *be, char *errstr, size_t len)
 
 /* The shards, ready to consume: the data directory open, the stored
  * offsets checked against the cluster (its id in be->cluster_id), the
- * workers' scratch allocated, every outbox produced again. On error what
+ * workers' scratch allocated, the room summaries published once if the
+ * replica never had them, every outbox produced again. On error what
  * was done stays for producer_and_shards_stop().
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
@@ -195,7 +196,8 @@ static int shards_start(kchat_backend *be, char *errstr, size_t len)
 
     if ((rc = kchat__datadir_open(be, errstr, len)) != KCHAT_OK ||
         (rc = kchat__workers_new(be)) != KCHAT_OK ||
-        (rc = kchat__datadir_check_cluster(be, be->cluster_id, errstr, len)) != KCHAT_OK)
+        (rc = kchat__datadir_check_cluster(be, be->cluster_id, errstr, len)) != KCHAT_OK ||
+        (rc = kchat__room_summaries_upgrade(be, errstr, len)) != KCHAT_OK)
         return rc;
     return shards_replay(be, errstr, len);
 }

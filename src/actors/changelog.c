@@ -73,27 +73,33 @@ static bool hold(kchat_backend *be, struct worker *w, struct shard *sh, uint64_t
 {
     if (sh->held_head > 0 && sh->held_head == sh->n_held)
         sh->held_head = sh->n_held = 0;
+    if (sh->n_held + w->n_out > sh->cap_held && sh->held_head > 0) {
+        /* slide the live ones down first */
+        size_t live = sh->n_held - sh->held_head;
+        memmove(sh->held, sh->held + sh->held_head, live * sizeof(*sh->held));
+        memmove(sh->held_gate, sh->held_gate + sh->held_head, live * sizeof(*sh->held_gate));
+        sh->n_held = live;
+        sh->held_head = 0;
+    }
     if (sh->n_held + w->n_out > sh->cap_held) {
         size_t cap = sh->cap_held ? sh->cap_held : 64;
-        struct held_rec *nv;
+        struct out_rec *nr;
+        uint64_t *ng;
 
-        if (sh->held_head > 0) {   /* slide the live ones down first */
-            memmove(sh->held, sh->held + sh->held_head,
-                    (sh->n_held - sh->held_head) * sizeof(*sh->held));
-            sh->n_held -= sh->held_head;
-            sh->held_head = 0;
-        }
         while (cap < sh->n_held + w->n_out)
             cap *= 2;
-        if (cap > sh->cap_held) {
-            if ((nv = realloc(sh->held, cap * sizeof(*nv))) == NULL)
-                return false;
-            sh->held = nv;
-            sh->cap_held = cap;
-        }
+        if ((nr = realloc(sh->held, cap * sizeof(*nr))) == NULL)
+            return false;
+        sh->held = nr;
+        if ((ng = realloc(sh->held_gate, cap * sizeof(*ng))) == NULL)
+            return false;   /* held grew, which is harmless */
+        sh->held_gate = ng;
+        sh->cap_held = cap;
     }
-    for (size_t i = 0; i < w->n_out; i++)
-        sh->held[sh->n_held++] = (struct held_rec){.gate = gate, .rec = w->out[i]};
+    for (size_t i = 0; i < w->n_out; i++) {
+        sh->held[sh->n_held] = w->out[i];
+        sh->held_gate[sh->n_held++] = gate;
+    }
     atomic_fetch_add(&be->stats.held_records, w->n_out);
     w->n_out = 0;
     return true;
@@ -190,8 +196,13 @@ void kchat__changelog_release(kchat_backend *be, struct shard *sh)
     if (resend)
         resend_kept(be, sh, acked);
     for (;;) {
-        while (sh->held_head < sh->n_held && sh->held[sh->held_head].gate <= acked)
-            kchat__out_rec_flush(be, &sh->held[sh->held_head++].rec);
+        size_t end = sh->held_head;
+
+        while (end < sh->n_held && sh->held_gate[end] <= acked)
+            end++;
+        kchat__room_summaries_write_through(be, sh->held + sh->held_head, end - sh->held_head);
+        while (sh->held_head < end)
+            kchat__out_rec_flush(be, &sh->held[sh->held_head++]);
         if (sh->held_head == sh->n_held) {
             sh->held_head = sh->n_held = 0;
             atomic_store(&sh->cl_wake_at, 0);
@@ -199,8 +210,8 @@ void kchat__changelog_release(kchat_backend *be, struct shard *sh)
         }
         /* Say what to wake us for, then look again: an ack that came in
          * between saw the old value and woke nobody. */
-        atomic_store(&sh->cl_wake_at, sh->held[sh->held_head].gate);
-        if ((acked = acked_now(sh)) < sh->held[sh->held_head].gate)
+        atomic_store(&sh->cl_wake_at, sh->held_gate[sh->held_head]);
+        if ((acked = acked_now(sh)) < sh->held_gate[sh->held_head])
             return;
     }
 }
@@ -230,9 +241,11 @@ int kchat__changelog_trim(struct shard *sh, kchat_txn *t)
 void kchat__changelog_free(struct shard *sh)
 {
     for (size_t i = sh->held_head; i < sh->n_held; i++)
-        kchat__out_rec_release(&sh->held[i].rec);
+        kchat__out_rec_release(&sh->held[i]);
     free(sh->held);
+    free(sh->held_gate);
     sh->held = NULL;
+    sh->held_gate = NULL;
     sh->held_head = sh->n_held = sh->cap_held = 0;
 }
 

@@ -1,7 +1,8 @@
 /* Chat messages and history. The writer's shard checks the session, then the
  * room's shard (directly when it is the same shard, else through an internal
  * command) checks the room and membership, assigns the next seq, stores the
- * message and fans the `chat` event out to every participant. */
+ * message, publishes the room's new lastSeq (summaries.c) and fans the
+ * `chat` event out to every participant. */
 #include <stdio.h>
 #include <string.h>
 
@@ -112,6 +113,8 @@ int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
                          msg);
     if (rc == KCHAT_OK)
         rc = kchat__put_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id), room);
+    if (rc == KCHAT_OK)
+        rc = kchat__room_summary_publish(c, room);
     if (rc == KCHAT_OK && il) {
         kchat_store_be64((uint64_t)seq, (unsigned char *)seqbuf);
         rc = kchat_txn_put(c->txn, KCHAT_TBL_IDEM, ikey, il, seqbuf, 8);

@@ -1,9 +1,9 @@
 /*
  * The data directory (docs/operations.md): one LMDB environment per shard
  * and the directory replica. It remembers its shard count (fixed for its
- * life), its data set id (which tags its commands and directory records,
- * docs/design.md "Data sets") and, per shard, the cluster its stored input
- * offsets belong to.
+ * life), its data set id (which tags its commands, directory records and
+ * room summaries, docs/design.md "Data sets") and, per shard, the cluster
+ * its stored input offsets belong to.
  */
 #include <inttypes.h>
 #include <sodium.h>

@@ -4,7 +4,8 @@
  * read back into a replica (DATA/directory) that any shard can look users
  * up in. The replica takes a shard's own records at once when they are
  * committed (producer.c) and everyone's from Kafka on its own thread;
- * the newest version wins.
+ * the newest version wins. The same thread reads kchat-rooms into the
+ * room summaries of the same replica (summaries.c).
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -80,31 +81,59 @@ int kchat__directory_apply(kchat_backend *be, const json_t *entry)
 
 /* ---- the replica's reader ---- */
 
-/* The directory thread's main: apply every kchat-directory record of this
- * data set to the replica until the backend stops.
+/* Most records the directory thread takes at once: the room summaries
+ * among them go to the replica in one transaction. */
+#define DIR_BATCH 256
+
+/* One record of kchat-rooms or kchat-directory, if it is of this data set:
+ * a user's profile into the replica, a room summary (parsed; NULL when it
+ * does not parse) onto @p sums for the batch's transaction. Room summaries
+ * are always tagged (every kchat that writes kchat-rooms tags them), so an
+ * untagged one is never ours.
+ * @locality the directory thread */
+static void directory_record(kchat_backend *be, const rd_kafka_message_t *m, json_t **sums,
+                             size_t *n)
+{
+    const void *value = m->payload ? m->payload : "";
+    json_t *e;
+
+    if (!strcmp(rd_kafka_topic_name(m->rkt), KCHAT_TOPIC_ROOMS)) {
+        if (!kchat__dataset_ours(be, m, false, 2))
+            atomic_fetch_add(&be->stats.foreign_rooms, 1);
+        else
+            sums[(*n)++] = json_loadb(value, m->len, 0, NULL);
+    } else if (!kchat__dataset_ours(be, m, be->dataset_legacy, 1)) {
+        atomic_fetch_add(&be->stats.foreign_directory, 1);
+    } else if ((e = json_loadb(value, m->len, 0, NULL)) != NULL) {
+        int rc = kchat__directory_apply(be, e);
+
+        /* EINVAL: not a user's profile (no valid userId), skipped */
+        if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
+            fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
+        json_decref(e);
+    }
+}
+
+/* The directory thread's main: apply every kchat-directory and kchat-rooms
+ * record of this data set to the replica until the backend stops.
  * @locality the directory thread */
 static void *directory_main(void *arg)
 {
     kchat_backend *be = arg;
+    json_t *sums[DIR_BATCH];
 
     while (!atomic_load(&be->stopping)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(be->dir_consumer, 100);
-        json_t *e;
+        size_t n = 0;
 
-        if (m == NULL)
-            continue;
-        if (!m->err && !kchat__dataset_ours(be, m, be->dataset_legacy, 1)) {
-            atomic_fetch_add(&be->stats.foreign_directory, 1);
-        } else if (!m->err &&
-                   (e = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL))) {
-            int rc = kchat__directory_apply(be, e);
-
-            /* EINVAL: not a user's profile (no valid userId), skipped */
-            if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
-                fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
-            json_decref(e);
+        /* that one, then what has arrived meanwhile, up to DIR_BATCH */
+        for (size_t taken = 1; m != NULL; taken++) {
+            if (!m->err)
+                directory_record(be, m, sums, &n);
+            rd_kafka_message_destroy(m);
+            m = taken < DIR_BATCH ? rd_kafka_consumer_poll(be->dir_consumer, 0) : NULL;
         }
-        rd_kafka_message_destroy(m);
+        kchat__room_summaries_take(be, sums, n);
     }
     return NULL;
 }
@@ -127,15 +156,18 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
         return KCHAT_EKAFKA;
     }
     rd_kafka_poll_set_consumer(be->dir_consumer);
-    parts = rd_kafka_topic_partition_list_new(be->partitions);
-    for (int p = 0; p < be->partitions; p++)
+    parts = rd_kafka_topic_partition_list_new(2 * be->partitions);
+    for (int p = 0; p < be->partitions; p++) {
         rd_kafka_topic_partition_list_add(parts, KCHAT_TOPIC_DIRECTORY, p)->offset =
             RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_topic_partition_list_add(parts, KCHAT_TOPIC_ROOMS, p)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    }
     err = rd_kafka_assign(be->dir_consumer, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(errstr, len, "cannot assign %s: %s", KCHAT_TOPIC_DIRECTORY,
-                 rd_kafka_err2str(err));
+        snprintf(errstr, len, "cannot assign %s and %s: %s", KCHAT_TOPIC_DIRECTORY,
+                 KCHAT_TOPIC_ROOMS, rd_kafka_err2str(err));
         kchat__directory_stop(be);
         return KCHAT_EKAFKA;
     }

@@ -36,8 +36,8 @@ static void opaque_unpack(void *op, uint8_t *kind, uint32_t *shard, uint64_t *se
 /* ---- producing ---- */
 
 /* The headers of outbox record @p r as produced: its own, then for a
- * command its source shard, outbox seq and stream base, and for a command
- * or directory record the data set.
+ * command its source shard, outbox seq and stream base, and for a command,
+ * directory record or room summary the data set.
  * @locality worker that owns shard @p shard */
 static rd_kafka_headers_t *produce_headers(kchat_backend *be, uint32_t shard, uint64_t seq,
                                            const kchat_outbox_rec *r)
@@ -62,7 +62,8 @@ static rd_kafka_headers_t *produce_headers(kchat_backend *be, uint32_t shard, ui
     }
     /* Tagged when produced, so records an older kchat left in the outbox
      * leave tagged too (see dataset_open() in datadir.c). */
-    if (r->kind == OUT_COMMAND || !strcmp(r->topic, KCHAT_TOPIC_DIRECTORY))
+    if (r->kind == OUT_COMMAND || !strcmp(r->topic, KCHAT_TOPIC_DIRECTORY) ||
+        !strcmp(r->topic, KCHAT_TOPIC_ROOMS))
         rd_kafka_header_add(hdrs, KCHAT_HDR_DATASET, -1, be->dataset, -1);
     return hdrs;
 }
@@ -175,6 +176,7 @@ void kchat__produce_change(kchat_backend *be, uint32_t shard, const kchat_change
 
 void kchat__worker_flush_out(kchat_backend *be, struct worker *w)
 {
+    kchat__room_summaries_write_through(be, w->out, w->n_out);
     for (size_t i = 0; i < w->n_out; i++)
         kchat__out_rec_flush(be, &w->out[i]);
     w->n_out = 0;

@@ -1,7 +1,10 @@
 /* Rooms. A room lives in the shard of murmur2(roomId); the server picks room
  * ids that hash to the creator's shard, so creating a room is one local
- * transaction. Each participant's membership lives in that participant's
- * shard and is added there, by an internal command when it is another shard. */
+ * transaction, which also publishes the room's summary (summaries.c). Each
+ * participant's membership lives in that participant's shard and is added
+ * there, by an internal command when it is another shard. A search answers
+ * from the memberships of the asking user's shard and the lastSeq of the
+ * room summaries replica. */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -93,6 +96,8 @@ int kchat__op_add_room(struct ctx *c)
     }
     rc = kchat__put_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id), room);
     if (rc == KCHAT_OK)
+        rc = kchat__room_summary_publish(c, room);
+    if (rc == KCHAT_OK)
         rc = kchat__reply_ok(c, json_pack("{s:s, s:O, s:O, s:s}", "roomId", room_id,
                                           "roomName", json_object_get(room, "roomName"),
                                           "friendId", friends, "createdAt", ts));
@@ -123,29 +128,30 @@ int kchat__cmd_member(struct ctx *c, const json_t *cmd)
     return member_add(c, user_id, room);
 }
 
-/* lastSeq of a room, read from the room's shard.
- * @locality worker that owns c->sh */
-static json_int_t room_last_seq(struct ctx *c, const char *room_id)
-{
-    uint32_t s = kchat__shard_of(c->be, room_id);
-    kchat_txn *t = c->txn;
-    json_int_t seq = 0;
-    json_t *room;
-
-    if (s != c->sh->id && kchat_txn_begin(c->be->shards[s].store, false, &t) != KCHAT_OK)
-        return 0;
-    room = kchat__get_json(t, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
-    seq = json_integer_value(json_object_get(room, "lastSeq"));
-    json_decref(room);
-    if (t != c->txn)
-        kchat_txn_abort(t);
-    return seq;
-}
-
 struct room_scan {
     struct ctx *c;
+    kchat_txn *replica;   /* a read transaction of the replica; NULL: none could begin */
     json_t *rooms;
 };
+
+/* lastSeq of a room: a room of this shard from its own open transaction
+ * (which may have moved it in this very batch, before the replica took
+ * it), any other from the room summaries replica, never from another
+ * shard's environment; 0 when unknown.
+ * @locality worker that owns rs->c->sh */
+static json_int_t room_last_seq(const struct room_scan *rs, const char *room_id)
+{
+    struct ctx *c = rs->c;
+    json_t *room;
+    json_int_t seq;
+
+    if (kchat__shard_of(c->be, room_id) != c->sh->id)
+        return rs->replica ? kchat__room_summary_last_seq(rs->replica, room_id) : 0;
+    room = kchat__get_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
+    seq = json_integer_value(json_object_get(room, "lastSeq"));
+    json_decref(room);
+    return seq;
+}
 
 static int room_scan_one(void *arg, const void *k, size_t kl, const void *v, size_t vl)
 {
@@ -163,14 +169,14 @@ static int room_scan_one(void *arg, const void *k, size_t kl, const void *v, siz
         json_pack("{s:s, s:O, s:O, s:I}", "roomId", room_id,
                   "roomName", json_object_get(room, "roomName"),
                   "participants", json_object_get(room, "participants"),
-                  "lastSeq", room_last_seq(rs->c, room_id)));
+                  "lastSeq", room_last_seq(rs, room_id)));
     json_decref(room);
     return 0;
 }
 
 int kchat__op_search_room(struct ctx *c)
 {
-    struct room_scan rs = {c, json_array()};
+    struct room_scan rs = {c, NULL, json_array()};
     char prefix[66];
     size_t pl = strlen(c->user_id) + 1;
     int rc;
@@ -180,7 +186,11 @@ int kchat__op_search_room(struct ctx *c)
         return rc;
     }
     memcpy(prefix, c->user_id, pl);
-    if ((rc = kchat_txn_scan(c->txn, KCHAT_TBL_MEMBERS, prefix, pl, false, room_scan_one, &rs))) {
+    if (kchat_txn_begin(c->be->directory, false, &rs.replica) != KCHAT_OK)
+        rs.replica = NULL;   /* rooms of other shards then show lastSeq 0, as unknown */
+    rc = kchat_txn_scan(c->txn, KCHAT_TBL_MEMBERS, prefix, pl, false, room_scan_one, &rs);
+    kchat_txn_abort(rs.replica);
+    if (rc != KCHAT_OK) {
         json_decref(rs.rooms);
         return rc;
     }

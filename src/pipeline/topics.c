@@ -18,7 +18,7 @@ struct kchat_embedded {
 
 static const char *const extra_topics[] = {
     KCHAT_TOPIC_EVENTS, KCHAT_TOPIC_DLQ, KCHAT_TOPIC_INTERNAL, KCHAT_TOPIC_DIRECTORY,
-    KCHAT_TOPIC_CHANGELOG,
+    KCHAT_TOPIC_ROOMS, KCHAT_TOPIC_CHANGELOG,
 };
 #define N_EXTRA (sizeof(extra_topics) / sizeof(extra_topics[0]))
 
@@ -151,7 +151,8 @@ static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int 
             rc = KCHAT_ECONFIG;
             goto out_destroy;
         }
-        if (!strcmp(name, KCHAT_TOPIC_DIRECTORY) || !strcmp(name, KCHAT_TOPIC_CHANGELOG))
+        if (!strcmp(name, KCHAT_TOPIC_DIRECTORY) || !strcmp(name, KCHAT_TOPIC_ROOMS) ||
+            !strcmp(name, KCHAT_TOPIC_CHANGELOG))
             rd_kafka_NewTopic_set_config(nt[n], "cleanup.policy", "compact");
         if (!strcmp(name, kchat_op_request_topic(KCHAT_OP_LOGIN)) ||
             !strcmp(name, kchat_op_request_topic(KCHAT_OP_USER_ADD)))

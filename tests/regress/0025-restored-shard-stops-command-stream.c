@@ -54,20 +54,13 @@ static void run_ok(const char *cmd)
 
 static kc_client *emb_start(const char *data)
 {
-    g_srv = kc_serve_start("serve-rst", data, KC_EMBEDDED, PARTITIONS, NULL);
-    assert_non_null(g_srv);
-    g_client = kc_client_new(kc_proc_bootstrap(g_srv), KC_FROM_BEGINNING);
-    assert_non_null(g_client);
+    assert_true(kc_embedded_up("serve-rst", data, PARTITIONS, &g_srv, &g_client));
     return g_client;
 }
 
 static void emb_stop(void)
 {
-    kc_client_free(g_client);
-    g_client = NULL;
-    assert_true(kc_proc_stop_clean(g_srv, 20));
-    kc_proc_free(g_srv);
-    g_srv = NULL;
+    assert_true(kc_embedded_down(&g_srv, &g_client, 20));
 }
 
 /* One shard of an embedded install restored from a copy taken after b's

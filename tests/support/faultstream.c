@@ -337,7 +337,8 @@ void fs_mock_start(void)
     snprintf(g.brokers, sizeof(g.brokers), "%s", rd_kafka_mock_cluster_bootstraps(g.mock));
     /* the mock answers no CreateTopics: make kchat's topics as `kchat broker` does */
     static const char *const fixed[] = { "chat-events", "kchat-internal", "kchat-dlq",
-                                         "kchat-directory", "kchat-changelog" };
+                                         "kchat-directory", "kchat-rooms",
+                                         "kchat-changelog" };
     char name[96];
     for (int i = 0; i < KC_OP_COUNT; i++) {
         snprintf(name, sizeof(name), "%s-request", kc_ops[i]);
@@ -353,7 +354,7 @@ void fs_mock_start(void)
 static void mock_leaders_except_internal(int32_t broker)
 {
     static const char *const fixed[] = { "chat-events", "kchat-dlq", "kchat-directory",
-                                         "kchat-changelog" };
+                                         "kchat-rooms", "kchat-changelog" };
     char name[96];
     for (int p = 0; p < PARTITIONS; p++) {
         for (int i = 0; i < KC_OP_COUNT; i++) {

@@ -575,6 +575,31 @@ kc_proc *kc_serve_start(const char *name, const char *data_dir, const char *brok
     return kc_serve_start_ex(name, data_dir, brokers, partitions, extra, 30);
 }
 
+bool kc_embedded_up(const char *name, const char *data_dir, int partitions, kc_proc **srv,
+                    kc_client **client)
+{
+    *client = NULL;
+    if ((*srv = kc_serve_start(name, data_dir, KC_EMBEDDED, partitions, NULL)) == NULL)
+        return false;
+    if ((*client = kc_client_new(kc_proc_bootstrap(*srv), KC_FROM_BEGINNING)) == NULL) {
+        fprintf(stderr, "kclient: no client on %s\n", kc_proc_bootstrap(*srv));
+        return false;
+    }
+    return true;
+}
+
+bool kc_embedded_down(kc_proc **srv, kc_client **client, int timeout_s)
+{
+    bool clean;
+
+    kc_client_free(*client);
+    *client = NULL;
+    clean = kc_proc_stop_clean(*srv, timeout_s);
+    kc_proc_free(*srv);
+    *srv = NULL;
+    return clean;
+}
+
 const char *kc_test_brokers(void)
 {
     const char *b = getenv("KCHAT_TEST_BROKERS");

@@ -353,6 +353,23 @@ kc_client *kc_client_new(const char *bootstrap, kc_start start);
 /** @brief Stop the consumer thread, destroy the Kafka handles, free every record. */
 void kc_client_free(kc_client *c);
 
+/**
+ * @brief An embedded install on @p data_dir (kc_serve_start() with
+ *        KC_EMBEDDED and no extra arguments) and a client reading it from
+ *        the beginning, into @p *srv and @p *client: the caller's, so that
+ *        its teardown frees whatever a failed test left there.
+ * @return true when both are up; false (after a diagnostic) otherwise.
+ */
+bool kc_embedded_up(const char *name, const char *data_dir, int partitions, kc_proc **srv,
+                    kc_client **client);
+
+/**
+ * @brief Free @p *client, stop @p *srv with kc_proc_stop_clean() within
+ *        @p timeout_s and free it; both become NULL.
+ * @return whether the stop was clean.
+ */
+bool kc_embedded_down(kc_proc **srv, kc_client **client, int timeout_s);
+
 /** @brief Default body encoding of kc_call() and the helpers (initially JSON). */
 void kc_client_set_fmt(kc_client *c, kc_fmt fmt);
 kc_fmt kc_client_fmt(const kc_client *c);

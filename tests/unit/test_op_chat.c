@@ -62,7 +62,12 @@ static void test_chat_local(void **state)
                       "\"clientMsgId\":\"\"}", c.carol, c.room, c.carol, ts);
     json_decref(a);
     assert_int_equal(fx_count(f, KCHAT_TOPIC_INTERNAL), 0);
-    assert_int_equal(fx_count(f, NULL), 4);   /* the answer, three events */
+    assert_int_equal(fx_count(f, NULL), 5);   /* the answer, three events, the summary */
+    assert_int_equal(fx_count(f, KCHAT_TOPIC_ROOMS), 1);
+    a = fx_records(f, KCHAT_TOPIC_ROOMS);
+    fx_assert_json(a, "[{\"roomId\":\"%s\",\"roomName\":\"\",\"participants\":"
+                      "[\"alice\",\"%s\",\"%s\"],\"lastSeq\":1}]", c.room, c.bob, c.carol);
+    json_decref(a);
     assert_chat_events(f, &c, 1, c.carol, "hello \xe2\x98\x83", "", f->now_ms);
     room = room_stored(f, &c);
     assert_int_equal(fx_int(room, "lastSeq"), 1);

@@ -57,8 +57,24 @@ static void test_add_room(void **state)
         free(h);
     }
     assert_int_equal(fx_count(f, KCHAT_TOPIC_EVENTS), 3);
-    assert_int_equal(fx_count(f, NULL), 5);   /* answer, command, three events */
+    /* answer, command, three events, the room's summary */
+    assert_int_equal(fx_count(f, NULL), 6);
     snprintf(parts, sizeof(parts), "[\"alice\",\"%s\",\"%s\"]", c.bob, c.carol);
+    /* the summary: from the room's shard, keyed by the room, in the replica */
+    a = fx_records(f, KCHAT_TOPIC_ROOMS);
+    fx_assert_json(a, "[{\"roomId\":\"%s\",\"roomName\":\"Team \xe2\x98\x83\","
+                      "\"participants\":%s,\"lastSeq\":0}]", room, parts);
+    json_decref(a);
+    for (size_t i = 0; i < f->n_recs; i++) {
+        const struct out_rec *r = &f->recs[i];
+        if (strcmp(r->topic, KCHAT_TOPIC_ROOMS))
+            continue;
+        assert_int_equal(r->shard, c.home);
+        assert_int_equal(r->kind, OUT_REPLY);
+        assert_int_equal(r->partition, -1);   /* murmur2 of the key: the room's shard */
+        assert_int_equal(r->key_len, strlen(room));
+        assert_memory_equal(r->key, room, r->key_len);
+    }
     users[0] = "alice";
     users[1] = c.bob;
     users[2] = c.carol;

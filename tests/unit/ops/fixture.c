@@ -108,12 +108,13 @@ int fx_teardown(void **state)
 
 /* ---- after a commit: what the producer's worker flush (src/actors/producer.c) does ---- */
 
-/* Move the worker's records into f->recs; apply directory records to the
- * replica; queue internal commands. */
+/* Move the worker's records into f->recs; apply directory records and room
+ * summaries to the replica; queue internal commands. */
 static void take_out(struct fx *f)
 {
     struct worker *w = &f->w;
 
+    kchat__room_summaries_write_through(&f->be, w->out, w->n_out);
     for (size_t i = 0; i < w->n_out; i++) {
         struct out_rec *r = &w->out[i];
 
@@ -590,6 +591,7 @@ char *fx_state(struct fx *f)
             dump_table(out, f->be.shards[p].store, name, tables[i]);
     }
     dump_table(out, f->be.directory, "directory", KCHAT_TBL_DIRECTORY);
+    dump_table(out, f->be.directory, "directory", KCHAT_TBL_ROOMS);
     assert_int_equal(fclose(out), 0);
     return buf;
 }

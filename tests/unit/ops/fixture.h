@@ -10,8 +10,9 @@
  * kchat_request_parse(), then the kchat__op_* function, in one write
  * transaction of the key's shard, committed. What the operation appended to
  * the worker's outbox records is then kept in fx->recs (answers, chat-events,
- * directory records, internal commands), directory records are applied to
- * the replica (as kchat__worker_flush_out() does) and internal commands are
+ * directory records, room summaries, internal commands), directory records
+ * and room summaries are applied to the replica (as
+ * kchat__worker_flush_out() does) and internal commands are
  * applied at once in their target shard (as kchat__command_apply() does), so
  * a room or a chat across shards runs end to end in this one thread.
  *
@@ -179,7 +180,7 @@ json_t *fx_records(const struct fx *f, const char *topic);
 
 /* Every key and value of the operations' tables (users, sessions, friends,
  * members, rooms, messages, idempotency) of every shard, and of the
- * replica's directory table, as text (malloc'd). */
+ * replica's directory and room summaries tables, as text (malloc'd). */
 char *fx_state(struct fx *f);
 /* The number of keys in table @p tb of all shards. */
 size_t fx_rows(struct fx *f, kchat_table tb);
