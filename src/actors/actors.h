@@ -6,6 +6,9 @@
  *                record applied by an operation (users.c, friends.c,
  *                rooms.c, chat.c), whose answers, events and commands go
  *                to the shard's outbox (reply.c); one commit
+ *   changelog.c  the commit's changes to kchat-changelog; its records held
+ *                until Kafka has them (restore.c: shards restored from it
+ *                at start)
  *   producer.c   the committed outbox records handed to Kafka; delivery
  *                reports; a failed producer replaced
  *   outbox.c     what Kafka confirmed deleted from the outbox, what it

@@ -6,7 +6,8 @@
  * transaction that creates the room or moves its lastSeq, at most once per
  * room per transaction. Every backend keeps them in table ROOMS of its
  * replica environment (DATA/directory, beside the user directory): a
- * shard's own summaries right after its commit (producer.c), everyone's
+ * shard's own summaries when its committed records are produced (producer.c,
+ * changelog.c: once Kafka has the transaction's changes), everyone's
  * from Kafka on the directory thread (directory.c). The higher lastSeq
  * wins, so the two paths, repeats and replays commute.
  */
