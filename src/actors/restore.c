@@ -29,7 +29,7 @@
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 
-#define RESTORE_TIMEOUT_MS 10000  /* one Kafka call (metadata, watermarks, a fetch) */
+#define RESTORE_TIMEOUT_MS 30000  /* Kafka's answer to one step (watermarks, a fetch) */
 #define RESTORE_COMMIT_CHANGES 20000  /* changes per LMDB commit while restoring */
 
 /* A transaction's changes, read but not applied until its last one came. */
@@ -171,8 +171,12 @@ static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t 
     *end = 0;
     *seq = 0;
     rs->dataset[0] = '\0';
-    err = rd_kafka_query_watermark_offsets(rs->rk, KCHAT_TOPIC_CHANGELOG, p, &lo, &hi,
-                                           RESTORE_TIMEOUT_MS);
+    /* A topic just created may have no leader yet: ask again until the
+     * deadline. */
+    while ((err = rd_kafka_query_watermark_offsets(rs->rk, KCHAT_TOPIC_CHANGELOG, p, &lo, &hi,
+                                                   RESTORE_TIMEOUT_MS)) != 0 &&
+           kchat__monotonic_us() / 1000 < deadline)
+        kchat__sleep_ms(200);
     if (err) {
         snprintf(errstr, len, "shard %d: cannot read the end of %s: %s", p,
                  KCHAT_TOPIC_CHANGELOG, rd_kafka_err2str(err));
