@@ -9,19 +9,13 @@
  *   kchat-changelog partition p from the beginning onto an empty store,
  *   then the changes shard p still keeps (committed after Kafka last
  *   confirmed, e.g. at the stop), gives back every table of shard p.
- * - test_lost_data_directory_restored: `kill -9`, the data directory
- *   deleted, `kchat serve` again with an empty one on the same cluster:
- *   every shard is restored from kchat-changelog (its offsets too, so no
- *   request topic is read again from the beginning); sessions issued before
- *   still work, every message is in the history once with seqs 1..n, the
- *   next send gets n + 1, friends and rooms are there.
+ * (Restoring a lost data directory from it: test_restore.c.)
  * - test_answers_wait_for_changelog: while the broker that leads every
  *   kchat-changelog partition refuses produce requests (a retriable
  *   error, answered late), a request is applied but not answered; once the
  *   refusals end, it is answered, once.
  */
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -302,61 +296,6 @@ static void test_changelog_rebuilds_shards(void **state)
     free(data);
 }
 
-/* ---- a lost data directory comes back from the changelog ---- */
-
-static void test_lost_data_directory_restored(void **state)
-{
-    char *data = kc_tmppath("lost"), room[65];
-    kc_user u[4];
-    json_t *r, *hist;
-    int status;
-    const int sends = 30;
-
-    (void)state;
-    mock_start();
-    g_srv = kc_serve_start("lost-serve", data, g_brokers, PARTITIONS, NULL);
-    assert_non_null(g_srv);
-    g_client = kc_client_new(g_brokers, KC_FROM_END);
-    for (int i = 0; i < 4; i++)
-        user_in(&u[i], "lost", i);   /* one user per shard */
-    const char *friends[] = {u[1].id, u[2].id, u[3].id, NULL};
-    assert_true(kc_add_friends(g_client, &u[0], friends));
-    assert_true(kc_create_room(g_client, &u[0], friends, "lost room", room));
-    for (int i = 0; i < sends; i++)
-        assert_true(kc_chat(g_client, &u[i % 4], room, "before", NULL) == i + 1);
-
-    assert_int_equal(kc_proc_stop(g_srv, SIGKILL, 10, &status), 0);
-    kc_proc_free(g_srv);
-    kc_rm_rf(data);
-    g_srv = kc_serve_start_ex("lost-serve", data, g_brokers, PARTITIONS, NULL, 60);
-    assert_non_null(g_srv);
-    assert_true(kc_file_contains(kc_proc_log(g_srv), "restored from kchat-changelog", 29));
-
-    /* the sessions of before, the room, its history once each, seqs 1..n */
-    for (int i = 0; i < 4; i++) {
-        r = kc_call(g_client, "user-search-room", u[i].id, u[i].session,
-                    json_pack("{s:s}", "userId", u[i].id));
-        assert_true(kc_check_ok(r, u[i].id));
-        assert_int_equal(json_array_size(json_object_get(r, "rooms")), 1);
-        assert_int_equal(kc_int(json_array_get(json_object_get(r, "rooms"), 0), "lastSeq", -1),
-                         sends);
-        json_decref(r);
-    }
-    assert_non_null(hist = kc_history_all(g_client, &u[2], room));
-    assert_int_equal(json_array_size(hist), sends);
-    for (int i = 0; i < sends; i++)
-        assert_int_equal(kc_int(json_array_get(hist, (size_t)i), "seq", -1), i + 1);
-    json_decref(hist);
-    r = kc_call(g_client, "user-search-friend", u[0].id, u[0].session,
-                json_pack("{s:s}", "userId", u[0].id));
-    assert_true(kc_check_ok(r, u[0].id));
-    assert_int_equal(json_array_size(json_object_get(r, "friend")), 3);
-    json_decref(r);
-    /* and it goes on from there */
-    assert_true(kc_chat(g_client, &u[3], room, "after", NULL) == sends + 1);
-    free(data);
-}
-
 /* ---- answers wait for the changelog ---- */
 
 /* Every partition of kchat-changelog led by broker 3, everything else by 1. */
@@ -416,7 +355,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_changelog_rebuilds_shards, teardown),
-        cmocka_unit_test_teardown(test_lost_data_directory_restored, teardown),
         cmocka_unit_test_teardown(test_answers_wait_for_changelog, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
