@@ -42,6 +42,15 @@
  *  saw it. A target behind that (its data restored from an older copy)
  *  carries on from there instead of waiting for commands that are gone. */
 #define KCHAT_HDR_CMD_BASE    "kchat-cmd-base"
+/** Marks a record of kchat-internal as an acknowledgement, not a command:
+ *  its value is the shard that sends it (the target of a command stream),
+ *  in the partition of the stream's source. With it: */
+#define KCHAT_HDR_ACK         "kchat-ack"
+/** ... the last seq of the stream it applied (kchat_store_cmdseq_get()), */
+#define KCHAT_HDR_ACK_SEQ     "kchat-ack-seq"
+/** ... and its outbox-seq watermark for the source (older kchat's commands,
+ *  kchat_store_applied_get()). */
+#define KCHAT_HDR_ACK_LEGACY  "kchat-ack-legacy"
 /** The data set (data directory) that wrote an internal command or a
  *  directory record; readers ignore those of another data set. */
 #define KCHAT_HDR_DATASET     "kchat-dataset"

@@ -147,8 +147,7 @@ static int topics_ensure(kchat_backend *be, char *errstr, size_t len)
     return KCHAT_OK;
 }
 
-/* Before consuming: every shard numbers its command streams on past what
- * their targets applied, then produces its outbox again.
+/* Before consuming: every shard produces its outbox again.
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 static int shards_replay(kchat_backend *be, char *errstr, size_t len)
@@ -156,8 +155,7 @@ static int shards_replay(kchat_backend *be, char *errstr, size_t len)
     int rc;
 
     for (int p = 0; p < be->partitions; p++)
-        if ((rc = kchat__streams_catch_up(be, &be->shards[p])) != KCHAT_OK ||
-            (rc = kchat__outbox_replay(be, &be->shards[p])) != KCHAT_OK) {
+        if ((rc = kchat__outbox_replay(be, &be->shards[p])) != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: outbox replay: %s", p, kchat_strerror(rc));
             return rc;
         }
