@@ -111,6 +111,8 @@ struct fork_cmd {
     uint64_t cseq;     /* its stream seq, as numbered before the fork was seen */
 };
 
+/* What fork_collect() gathers: with v NULL it only counts (n); then, in a
+ * second pass, it fills v, which has room for cap. */
 struct fork_scan {
     uint32_t target;
     struct fork_cmd *v;
@@ -127,16 +129,11 @@ static int fork_collect(void *arg, uint64_t seq, const kchat_outbox_rec *r)
     if (r->kind != OUT_COMMAND || r->partition != (int32_t)fs->target ||
         (cseq = kchat__streams_cseq(r)) == 0)
         return 0;
-    if (fs->n == fs->cap) {
-        size_t cap = fs->cap ? 2 * fs->cap : 16;
-        struct fork_cmd *nv = realloc(fs->v, cap * sizeof(*nv));
-
-        if (nv == NULL)
-            return KCHAT_ENOMEM;
-        fs->v = nv;
-        fs->cap = cap;
-    }
-    fs->v[fs->n++] = (struct fork_cmd){.seq = seq, .cseq = cseq};
+    if (fs->v != NULL && fs->n == fs->cap)
+        return 1;   /* (the second pass sees what the first counted: one transaction) */
+    if (fs->v != NULL)
+        fs->v[fs->n] = (struct fork_cmd){.seq = seq, .cseq = cseq};
+    fs->n++;
     return 0;
 }
 
@@ -268,8 +265,16 @@ static int stream_fork(struct ctx *c, uint32_t target, uint64_t acked, uint64_t 
     int rc;
 
     if ((rc = kchat_store_outbox_scan(c->txn, 0, fork_collect, &fs)) != KCHAT_OK)
-        goto out_free;
-    qsort(fs.v, fs.n, sizeof(*fs.v), fork_cmd_by_cseq);
+        return rc;
+    if (fs.n > 0 && (fs.v = malloc(fs.n * sizeof(*fs.v))) == NULL)
+        return KCHAT_ENOMEM;
+    fs.cap = fs.n;
+    fs.n = 0;
+    if (fs.v != NULL) {
+        if ((rc = kchat_store_outbox_scan(c->txn, 0, fork_collect, &fs)) != KCHAT_OK)
+            goto out_free;
+        qsort(fs.v, fs.n, sizeof(*fs.v), fork_cmd_by_cseq);
+    }
     /* room to list them as pending after the commit, as kchat__command() */
     if ((rc = kchat__streams_reserve(c->be, c->sh, c->w->n_out + fs.n)) != KCHAT_OK)
         goto out_free;
