@@ -607,6 +607,8 @@ typedef enum kchat_cmdseq_end {
     KCHAT_CMDSEQ_APPLIED = 'a',  /**< in the target: the last seq applied, keyed by source */
     KCHAT_CMDSEQ_ACKED = 'k',    /**< in the source: the highest seq its target said it
                                       applied (an acknowledgement), keyed by target */
+    KCHAT_CMDSEQ_APPLIED_RUN = 'r', /**< in the target: the run of the source that
+                                      numbered the last command applied, keyed by source */
 } kchat_cmdseq_end;
 
 /**

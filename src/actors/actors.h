@@ -74,6 +74,10 @@ struct cmd_link {
                                   command went pending) */
     int64_t backoff_ms;        /* wait before the next re-send */
     bool resend_now;           /* Kafka refused one of them: re-send at the next check */
+    bool run_from_set;         /* run_from is set: this run numbered for it */
+    uint64_t run_from;         /* the seq this run numbered on from (kchat-cmd-run-from):
+                                  the counter when it first numbered, or the ack a fork
+                                  renumbered past */
 };
 
 /* A record appended to a shard's outbox in the open transaction, kept in
@@ -88,7 +92,7 @@ struct out_rec {
     int32_t partition;
     char *key; size_t key_len;
     char *value; size_t value_len;
-    kchat_header hdr[4];
+    kchat_header hdr[KCHAT_STORE_MAX_HEADERS];
     size_t n_hdr;
     char *hdr_buf;            /* owns the header names and values */
 };
@@ -174,6 +178,8 @@ struct kchat_backend {
     bool dir_running;
     kchat_fmt events_fmt;
     char dummy_hash[128];       /* verified against for unknown users (even timing) */
+    uint64_t run_id;            /* drawn at each start, never 0 (0: none, in tests):
+                                   tags the commands numbered in this run */
     char dataset[33];           /* this data directory's data set id (32 hex digits):
                                    tags its commands and directory records */
     bool dataset_legacy;        /* made before data set ids: also take untagged
@@ -641,16 +647,19 @@ void kchat__acks_forget(struct worker *w);
 void kchat__acks_free(struct worker *w);
 
 /* The source's side, in c->sh's transaction: shard @p target says it has
- * applied our commands up to stream seq @p seq and outbox seq @p legacy.
- * Keeps the highest seq (KCHAT_CMDSEQ_ACKED) and legacy mark seen, for
- * kchat__streams_check() to prune by. A seq above the highest c->sh ever
- * numbered for @p target (c->sh restored from an older copy) first numbers
- * its pending commands to it again past @p seq, as new outbox records of
- * this transaction (logged, counted). Errors: KCHAT_EINVAL (@p target is
- * no other shard), store errors, KCHAT_ENOMEM.
+ * applied our commands up to stream seq @p seq, the last one numbered by
+ * run @p run (0: unknown), and outbox seq @p legacy. Keeps the highest seq
+ * (KCHAT_CMDSEQ_ACKED) and legacy mark seen, for kchat__streams_check() to
+ * prune by. When @p target applied commands c->sh never numbered (c->sh
+ * restored from an older copy): a seq above the highest c->sh numbered for
+ * it, or whose run is not the one of c->sh's own command @p seq, it first
+ * numbers its pending commands to it again past @p seq, as new outbox
+ * records of this transaction (logged, counted). Errors: KCHAT_EINVAL
+ * (@p target is no other shard), store errors, KCHAT_ENOMEM.
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
-int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t legacy);
+int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t legacy,
+                     uint64_t run);
 
 /* kchat__acks_take() for ack record @p m (a record of kchat-internal with
  * a kchat-ack header, of our data set); one that does not decode, or comes

@@ -225,6 +225,9 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     }
     if ((rc = backend_new(cfg, &be, errstr, errstr_size)) != KCHAT_OK)
         return rc;
+    do   /* this run's tag on the commands it numbers (commands_acks.c) */
+        randombytes_buf(&be->run_id, sizeof(be->run_id));
+    while (be->run_id == 0);
     if ((rc = broker_connect(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_free_backend;
     if ((rc = kchat__producer_start(be, errstr, errstr_size)) != KCHAT_OK)

@@ -318,6 +318,51 @@ static bool command_is_next(struct ctx *c, const rd_kafka_message_t *m, uint64_t
     return true;
 }
 
+/* The run that numbered command @p m and the seq it numbered on from
+ * (kchat-cmd-run, kchat-cmd-run-from); 0 and 0 when it says none.
+ * @locality any thread */
+static void command_run_of(const rd_kafka_message_t *m, uint64_t *run, uint64_t *from)
+{
+    const void *v;
+    size_t vl;
+
+    *run = *from = 0;
+    if (kchat_header_get(m, KCHAT_HDR_CMD_RUN, &v, &vl) || kchat__parse_u64(v, vl, run) ||
+        kchat_header_get(m, KCHAT_HDR_CMD_RUN_FROM, &v, &vl) ||
+        kchat__parse_u64(v, vl, from))
+        *run = *from = 0;
+}
+
+/* Whether command @p m, the next of @p src's stream after @p applied, comes
+ * from a timeline we did not follow: its run numbered on from a seq below
+ * @p applied, whose command came from another run. Every number given
+ * before a run began is at most where it numbered on from, so a command
+ * we applied above that, of another run, is one its source does not know
+ * (restored from an older copy). It is not applied; the ack tells the
+ * source, which numbers it again (commands_acks.c). The result lands in
+ * @p rc (store errors).
+ * @locality worker that owns c->sh */
+static bool command_forked(struct ctx *c, const rd_kafka_message_t *m, uint64_t src,
+                           uint64_t applied, int *rc)
+{
+    uint64_t run, from, last_run = 0;
+
+    command_run_of(m, &run, &from);
+    *rc = KCHAT_OK;
+    if (run == 0 || from >= applied)
+        return false;
+    if ((*rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, (uint32_t)src,
+                                      &last_run)) != KCHAT_OK ||
+        last_run == 0 || last_run == run)
+        return false;
+    if (atomic_fetch_add(&c->be->stats.command_forks, 1) < 20)
+        fprintf(stderr, "kchat: shard %u: command %" PRIu64 " from shard %" PRIu64 " numbers "
+                "on from %" PRIu64 ", but we applied up to %" PRIu64 " from another of its "
+                "runs (it was restored from an older copy?); not applied until it numbers "
+                "its stream again\n", c->sh->id, applied + 1, src, from, applied);
+    return true;
+}
+
 bool kchat__command_open(struct ctx *c, const json_t *cmd, char userbuf[66])
 {
     const char *op = json_string_value(json_object_get(cmd, "op"));
@@ -419,12 +464,23 @@ int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
     }
     if (streamed && !command_is_next(c, m, src, cseq, applied))
         return KCHAT_OK;
+    if (streamed && command_forked(c, m, src, applied, &rc))
+        return rc;
+    if (rc != KCHAT_OK)
+        return rc;
     if (!command_run(c, m, &rc))
         return rc;   /* dead-lettered; the stream's applied mark stays */
     if (rc == KCHAT_EDECODE)
         rc = kchat__dead_letter(c, m, "internal command does not decode");
-    if (rc == KCHAT_OK)
-        rc = streamed ? kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, cseq)
-                      : kchat_store_applied_set(c->txn, (uint32_t)src, seq);
+    if (rc == KCHAT_OK && streamed) {
+        uint64_t run, from;
+
+        command_run_of(m, &run, &from);
+        rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, cseq);
+        if (rc == KCHAT_OK)
+            rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, (uint32_t)src, run);
+    } else if (rc == KCHAT_OK) {
+        rc = kchat_store_applied_set(c->txn, (uint32_t)src, seq);
+    }
     return rc;
 }

@@ -56,24 +56,28 @@ int kchat__acks_note(struct ctx *c, uint32_t source)
 KCHAT_MUST_CHECK
 static int ack_append(struct ctx *c, uint32_t source)
 {
-    uint64_t applied = 0, legacy = 0;
-    char from[12], seq[24], leg[24];
-    kchat_header hdrs[4];
+    uint64_t applied = 0, legacy = 0, run = 0;
+    char from[12], seq[24], leg[24], rn[24];
+    kchat_header hdrs[5];
     int rc;
 
     if ((rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED, source, &applied)) !=
+            KCHAT_OK ||
+        (rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, source, &run)) !=
             KCHAT_OK ||
         (rc = kchat_store_applied_get(c->txn, source, &legacy)) != KCHAT_OK)
         return rc;
     snprintf(from, sizeof(from), "%" PRIu32, c->sh->id);
     snprintf(seq, sizeof(seq), "%" PRIu64, applied);
     snprintf(leg, sizeof(leg), "%" PRIu64, legacy);
+    snprintf(rn, sizeof(rn), "%" PRIu64, run);
     hdrs[0] = (kchat_header){KCHAT_HDR_ACK, from, strlen(from)};
     hdrs[1] = (kchat_header){KCHAT_HDR_ACK_SEQ, seq, strlen(seq)};
     hdrs[2] = (kchat_header){KCHAT_HDR_ACK_LEGACY, leg, strlen(leg)};
-    hdrs[3] = (kchat_header){KCHAT_HDR_DATASET, c->be->dataset, strlen(c->be->dataset)};
+    hdrs[3] = (kchat_header){KCHAT_HDR_ACK_RUN, rn, strlen(rn)};
+    hdrs[4] = (kchat_header){KCHAT_HDR_DATASET, c->be->dataset, strlen(c->be->dataset)};
     return kchat__out_append(c, OUT_REPLY, 0, KCHAT_TOPIC_INTERNAL, (int32_t)source, NULL, 0,
-                             "", 0, hdrs, 4);
+                             "", 0, hdrs, 5);
 }
 
 int kchat__acks_flush(struct ctx *c)
@@ -186,29 +190,42 @@ static int rec_copy_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
 }
 
 /* Append outbox command @p seq of c->sh to @p target again as stream seq
- * @p cseq, in c->txn, and delete the old copy. Errors: store errors,
- * KCHAT_ENOMEM, KCHAT_EDECODE (not a record kchat__command() wrote).
+ * @p cseq of this run, numbered on from @p from, in c->txn, and delete the
+ * old copy. Errors: store errors, KCHAT_ENOMEM, KCHAT_EDECODE (not a record
+ * kchat__command() wrote).
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
-static int renumber_one(struct ctx *c, uint32_t target, uint64_t seq, uint64_t cseq)
+static int renumber_one(struct ctx *c, uint32_t target, uint64_t seq, uint64_t cseq,
+                        uint64_t from)
 {
     struct rec_copy old = {0};
-    kchat_header hdrs[4];
-    char num[24];
+    kchat_header hdrs[KCHAT_STORE_MAX_HEADERS];
+    char num[24], run[24], fr[24];
+    size_t n = 0;
     int rc;
 
     if ((rc = kchat_store_outbox_scan(c->txn, seq, rec_copy_one, &old)) != KCHAT_OK)
         goto out_free;
     rc = KCHAT_EDECODE;
-    if (old.buf == NULL || old.r.n_headers > 4)
+    if (old.buf == NULL)
+        goto out_free;
+    for (size_t i = 0; i < old.r.n_headers; i++)
+        if (strcmp(old.hdrs[i].name, KCHAT_HDR_CMD_SEQ) &&
+            strcmp(old.hdrs[i].name, KCHAT_HDR_CMD_RUN) &&
+            strcmp(old.hdrs[i].name, KCHAT_HDR_CMD_RUN_FROM))
+            hdrs[n++] = old.hdrs[i];
+    if (n + 3 > KCHAT_STORE_MAX_HEADERS)
         goto out_free;
     snprintf(num, sizeof(num), "%" PRIu64, cseq);
-    for (size_t i = 0; i < old.r.n_headers; i++)
-        hdrs[i] = strcmp(old.hdrs[i].name, KCHAT_HDR_CMD_SEQ)
-                      ? old.hdrs[i]
-                      : (kchat_header){KCHAT_HDR_CMD_SEQ, num, strlen(num)};
+    snprintf(run, sizeof(run), "%" PRIu64, c->be->run_id);
+    snprintf(fr, sizeof(fr), "%" PRIu64, from);
+    hdrs[n++] = (kchat_header){KCHAT_HDR_CMD_SEQ, num, strlen(num)};
+    if (c->be->run_id != 0) {
+        hdrs[n++] = (kchat_header){KCHAT_HDR_CMD_RUN, run, strlen(run)};
+        hdrs[n++] = (kchat_header){KCHAT_HDR_CMD_RUN_FROM, fr, strlen(fr)};
+    }
     rc = kchat__out_append(c, OUT_COMMAND, target, old.r.topic, old.r.partition, old.r.key,
-                           old.r.key_len, old.r.value, old.r.value_len, hdrs, old.r.n_headers);
+                           old.r.key_len, old.r.value, old.r.value_len, hdrs, n);
     if (rc != KCHAT_OK)
         goto out_free;
     c->w->out[c->w->n_out - 1].cseq = cseq;
@@ -252,7 +269,8 @@ static void fork_forget(struct ctx *c, uint32_t target, const struct fork_cmd *o
 }
 
 /* The stream of c->sh to @p target forked: @p target applied up to
- * @p acked, more than this shard ever numbered (@p sent). Number every
+ * @p acked commands c->sh did not number, more than it ever numbered
+ * (@p sent) or under its own numbers. Number every
  * pending command to it again from acked + 1, in their order, as new
  * outbox records of this transaction (produced and listed pending after
  * its commit), and number on from there. Errors: store errors,
@@ -280,25 +298,79 @@ static int stream_fork(struct ctx *c, uint32_t target, uint64_t acked, uint64_t 
         goto out_free;
     fork_forget(c, target, fs.v, fs.n);
     for (size_t i = 0; rc == KCHAT_OK && i < fs.n; i++)
-        rc = renumber_one(c, target, fs.v[i].seq, acked + 1 + i);
+        rc = renumber_one(c, target, fs.v[i].seq, acked + 1 + i, acked);
     if (rc == KCHAT_OK)
         rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_SENT, target, acked + fs.n);
     if (rc != KCHAT_OK)
         goto out_free;
+    c->sh->links[target].run_from = acked;   /* what this run numbers next follows it */
+    c->sh->links[target].run_from_set = true;
     atomic_fetch_add(&c->be->stats.stream_renumbers, 1);
-    fprintf(stderr, "kchat: shard %u: shard %" PRIu32 " applied our commands up to %" PRIu64
-            " but we numbered only %" PRIu64 " (this shard restored from an older copy?); "
-            "numbering on from %" PRIu64 ", %zu pending commands numbered again\n",
-            c->sh->id, target, acked, sent, acked + 1, fs.n);
+    if (acked > sent)
+        fprintf(stderr, "kchat: shard %u: shard %" PRIu32 " applied our commands up to %"
+                PRIu64 " but we numbered only %" PRIu64 " (this shard restored from an older "
+                "copy?); numbering on from %" PRIu64 ", %zu pending commands numbered again\n",
+                c->sh->id, target, acked, sent, acked + 1, fs.n);
+    else
+        fprintf(stderr, "kchat: shard %u: shard %" PRIu32 " applied up to %" PRIu64 " commands "
+                "another run of ours numbered, not ours (this shard restored from an older "
+                "copy?); numbering on from %" PRIu64 ", %zu pending commands numbered again\n",
+                c->sh->id, target, acked, acked + 1, fs.n);
 out_free:
     free(fs.v);
     return rc;
 }
 
-int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t legacy)
+struct run_find {
+    uint32_t target;
+    uint64_t cseq;
+    uint64_t run;      /* out: the run of that command, 0: none or not found */
+};
+
+/* The run of the command to rf->target numbered rf->cseq, if any.
+ * @locality worker that owns the shard scanned */
+static int run_find_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
+{
+    struct run_find *rf = arg;
+
+    (void)seq;
+    if (r->kind != OUT_COMMAND || r->partition != (int32_t)rf->target ||
+        kchat__streams_cseq(r) != rf->cseq)
+        return 0;
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (!strcmp(r->headers[i].name, KCHAT_HDR_CMD_RUN) &&
+            kchat__parse_u64(r->headers[i].value, r->headers[i].len, &rf->run))
+            rf->run = 0;
+    return 1;
+}
+
+/* Whether our command @p seq to @p target was numbered by another run than
+ * @p run, the one whose command @p target applied under that number: then
+ * @p target applied one we never numbered. Our own run's numbers are ours
+ * alone, and an unknown run (0) tells nothing. The result in @p fork.
+ * Errors: store errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+static int run_differs(struct ctx *c, uint32_t target, uint64_t seq, uint64_t run, bool *fork)
+{
+    struct run_find rf = {.target = target, .cseq = seq};
+    int rc;
+
+    *fork = false;
+    if (run == 0 || run == c->be->run_id)
+        return KCHAT_OK;
+    if ((rc = kchat_store_outbox_scan(c->txn, 0, run_find_one, &rf)) != KCHAT_OK)
+        return rc;
+    *fork = rf.run != 0 && rf.run != run;
+    return KCHAT_OK;
+}
+
+int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t legacy,
+                     uint64_t run)
 {
     struct shard *sh = c->sh;
     uint64_t sent = 0, acked = 0;
+    bool fork = false;
     int rc;
 
     if (target >= (uint32_t)c->be->partitions || target == sh->id)
@@ -311,7 +383,9 @@ int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t lega
     /* Acks come late, twice, or from a target restored from an older copy
      * (lower): only a higher one says anything new. */
     if (seq > acked) {
-        if (seq > sent && (rc = stream_fork(c, target, seq, sent)) != KCHAT_OK)
+        if (seq <= sent && (rc = run_differs(c, target, seq, run, &fork)) != KCHAT_OK)
+            return rc;
+        if ((seq > sent || fork) && (rc = stream_fork(c, target, seq, sent)) != KCHAT_OK)
             return rc;
         if ((rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_ACKED, target, seq)) != KCHAT_OK)
             return rc;
@@ -326,7 +400,7 @@ int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t lega
 
 int kchat__acks_take_record(struct ctx *c, const rd_kafka_message_t *m)
 {
-    uint64_t from, seq, legacy;
+    uint64_t from, seq, legacy, run;
     const void *v;
     size_t vl;
     int rc;
@@ -334,9 +408,10 @@ int kchat__acks_take_record(struct ctx *c, const rd_kafka_message_t *m)
     if (kchat_header_get(m, KCHAT_HDR_ACK, &v, &vl) || kchat__parse_u64(v, vl, &from) ||
         kchat_header_get(m, KCHAT_HDR_ACK_SEQ, &v, &vl) || kchat__parse_u64(v, vl, &seq) ||
         kchat_header_get(m, KCHAT_HDR_ACK_LEGACY, &v, &vl) ||
-        kchat__parse_u64(v, vl, &legacy) || from > UINT32_MAX)
+        kchat__parse_u64(v, vl, &legacy) || kchat_header_get(m, KCHAT_HDR_ACK_RUN, &v, &vl) ||
+        kchat__parse_u64(v, vl, &run) || from > UINT32_MAX)
         return kchat__dead_letter(c, m, "command acknowledgement does not decode");
-    rc = kchat__acks_take(c, (uint32_t)from, seq, legacy);
+    rc = kchat__acks_take(c, (uint32_t)from, seq, legacy, run);
     if (rc == KCHAT_EINVAL)
         return kchat__dead_letter(c, m, "command acknowledgement from no other shard");
     return rc;

@@ -78,11 +78,12 @@ static void side_open_store(fx *f, struct side *s)
     assert_int_equal(kchat_store_open(path, &o, &s->sh->store), KCHAT_OK);
 }
 
-/* A backend of 2 shards with only shard @p own open. */
-static void side_init(fx *f, struct side *s, uint32_t own)
+/* A backend of 2 shards with only shard @p own open, its run @p run. */
+static void side_init(fx *f, struct side *s, uint32_t own, uint64_t run)
 {
     s->be = calloc(1, sizeof(*s->be));
     assert_non_null(s->be);
+    s->be->run_id = run;
     s->be->shards = calloc(2, sizeof(*s->be->shards));
     assert_non_null(s->be->shards);
     s->be->partitions = 2;
@@ -148,8 +149,8 @@ static int setup(void **state)
     snprintf(f->bootstraps, sizeof(f->bootstraps), "%s",
              rd_kafka_mock_cluster_bootstraps(f->mc));
     f->consumer = client(f, RD_KAFKA_CONSUMER);
-    side_init(f, &f->src, 0);
-    side_init(f, &f->dst, 1);
+    side_init(f, &f->src, 0, 11);
+    side_init(f, &f->dst, 1, 22);
     *state = f;
     return 0;
 }
@@ -273,7 +274,7 @@ static void src_take(fx *f, uint64_t seq)
     struct ctx c = {.be = f->src.be, .w = &f->src.w, .sh = f->src.sh};
 
     assert_int_equal(kchat_txn_begin(f->src.sh->store, true, &c.txn), KCHAT_OK);
-    assert_int_equal(kchat__acks_take(&c, 1, seq, 0), KCHAT_OK);
+    assert_int_equal(kchat__acks_take(&c, 1, seq, 0, 0), KCHAT_OK);
     assert_int_equal(kchat_txn_commit(c.txn), KCHAT_OK);
     side_flush_out(&f->src);
 }
@@ -412,15 +413,21 @@ static void test_fork_renumbers(void **state)
     assert_int_equal(kchat_txn_begin(f->src.sh->store, true, &c.txn), KCHAT_OK);
     assert_int_equal(kchat__command(&c, 1, "u2", json_pack("{s:s, s:s}", "op", "member",
                                                            "userId", "u2")), KCHAT_OK);
-    assert_int_equal(kchat__acks_take(&c, 1, 5, 0), KCHAT_OK);
+    assert_int_equal(kchat__acks_take(&c, 1, 5, 0, 0), KCHAT_OK);
     /* only the renumbered copies are left to produce, in stream order */
     assert_int_equal(f->src.w.n_out, 3);
     for (size_t i = 0; i < 3; i++) {
-        assert_int_equal(f->src.w.out[i].kind, OUT_COMMAND);
-        assert_int_equal(f->src.w.out[i].cseq, 6 + i);
-        assert_int_equal(f->src.w.out[i].n_hdr, 1);
-        assert_string_equal(f->src.w.out[i].hdr[0].name, KCHAT_HDR_CMD_SEQ);
-        assert_memory_equal(f->src.w.out[i].hdr[0].value, want[i], 1);
+        const struct out_rec *r = &f->src.w.out[i];
+
+        assert_int_equal(r->kind, OUT_COMMAND);
+        assert_int_equal(r->cseq, 6 + i);
+        assert_int_equal(r->n_hdr, 3);   /* its seq, run, and where the run numbered on from */
+        assert_string_equal(r->hdr[0].name, KCHAT_HDR_CMD_SEQ);
+        assert_memory_equal(r->hdr[0].value, want[i], 1);
+        assert_string_equal(r->hdr[1].name, KCHAT_HDR_CMD_RUN);
+        assert_memory_equal(r->hdr[1].value, "11", 2);
+        assert_string_equal(r->hdr[2].name, KCHAT_HDR_CMD_RUN_FROM);
+        assert_memory_equal(r->hdr[2].value, "5", 1);
     }
     assert_int_equal(kchat_txn_commit(c.txn), KCHAT_OK);
     side_flush_out(&f->src);
@@ -447,7 +454,7 @@ static void test_fork_aborted_then_redone(void **state)
 
     src_commands(f, 2);
     assert_int_equal(kchat_txn_begin(f->src.sh->store, true, &c.txn), KCHAT_OK);
-    assert_int_equal(kchat__acks_take(&c, 1, 4, 0), KCHAT_OK);
+    assert_int_equal(kchat__acks_take(&c, 1, 4, 0, 0), KCHAT_OK);
     kchat_txn_abort(c.txn);
     kchat__worker_discard_out(&f->src.w);
     assert_int_equal(outbox_commands(&f->src), 2);
@@ -490,6 +497,90 @@ static void test_fork_through_kafka(void **state)
     assert_int_equal(outbox_commands(&f->src), 0);
 }
 
+/* What the target applied, as if another run of the source (run 99, the
+ * lost timeline) had numbered it: its marks for shard 0 set directly; and
+ * the source's counter, as a copy taken earlier left it. */
+static void restored_source(fx *f, uint64_t target_applied, uint64_t source_sent)
+{
+    kchat_txn *t;
+
+    assert_int_equal(kchat_txn_begin(f->dst.sh->store, true, &t), KCHAT_OK);
+    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_APPLIED, 0, target_applied),
+                     KCHAT_OK);
+    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_APPLIED_RUN, 0, 99), KCHAT_OK);
+    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+    assert_int_equal(kchat_txn_begin(f->src.sh->store, true, &t), KCHAT_OK);
+    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_SENT, 1, source_sent), KCHAT_OK);
+    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+}
+
+/* The restored source numbers as far as the lost timeline went (2 and 3,
+ * where the target applied 3 of run 99) before the target's ack comes: the
+ * ack equals the highest numbered, yet our command 3 is of run 11, not 99,
+ * so the target applied none of ours; both are numbered again. */
+static void test_fork_at_equal_ack(void **state)
+{
+    fx *f = *state;
+
+    restored_source(f, 3, 1);
+    src_commands(f, 2);
+    assert_int_equal(side_apply(f, &f->dst), 2);
+    assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 2);
+    assert_int_equal(side_apply(f, &f->src), 1);   /* ack 3 of run 99 = our counter */
+    assert_int_equal(atomic_load(&f->src.be->stats.stream_renumbers), 1);
+    assert_int_equal(side_apply(f, &f->dst), 2);
+    assert_int_equal(atomic_load(&f->dst.be->stats.commands), 2);
+    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED, 0), 5);
+    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED_RUN, 0), 11);
+    assert_int_equal(side_apply(f, &f->src), 1);
+    src_check(f);
+    assert_int_equal(f->src.sh->n_cmds, 0);
+}
+
+/* Past it (2, 3, 4 against 3 applied): the target drops 2 and 3 and does
+ * not apply 4, whose run numbered on from 1 while it applied 3 of another
+ * run; its ack tells the source, which numbers all three again. */
+static void test_fork_past_ack_refused(void **state)
+{
+    fx *f = *state;
+
+    restored_source(f, 3, 1);
+    src_commands(f, 3);
+    assert_int_equal(side_apply(f, &f->dst), 3);
+    assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 2);
+    assert_int_equal(atomic_load(&f->dst.be->stats.command_forks), 1);
+    assert_int_equal(atomic_load(&f->dst.be->stats.commands), 0);
+    assert_int_equal(side_apply(f, &f->src), 1);
+    assert_int_equal(atomic_load(&f->src.be->stats.stream_renumbers), 1);
+    assert_int_equal(side_apply(f, &f->dst), 3);
+    assert_int_equal(atomic_load(&f->dst.be->stats.commands), 3);
+    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED, 0), 6);
+    assert_int_equal(side_apply(f, &f->src), 1);
+    src_check(f);
+    assert_int_equal(f->src.sh->n_cmds, 0);
+}
+
+/* A new run after an ordinary restart numbers on from its counter, at or
+ * above all the target applied: nothing is refused or renumbered. */
+static void test_new_run_not_a_fork(void **state)
+{
+    fx *f = *state;
+
+    src_commands(f, 2);
+    assert_int_equal(side_apply(f, &f->dst), 2);
+    assert_int_equal(side_apply(f, &f->src), 1);
+    f->src.be->run_id = 12;   /* the next start */
+    side_forget(&f->src);
+    src_commands(f, 2);
+    assert_int_equal(side_apply(f, &f->dst), 2);
+    assert_int_equal(atomic_load(&f->dst.be->stats.commands), 4);
+    assert_int_equal(atomic_load(&f->dst.be->stats.command_forks), 0);
+    assert_int_equal(side_apply(f, &f->src), 1);
+    assert_int_equal(atomic_load(&f->src.be->stats.stream_renumbers), 0);
+    src_check(f);
+    assert_int_equal(f->src.sh->n_cmds, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -500,6 +591,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fork_renumbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_aborted_then_redone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_through_kafka, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_at_equal_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_past_ack_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_run_not_a_fork, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("command acknowledgements", tests, NULL, NULL);
