@@ -467,30 +467,16 @@ static void test_fork_aborted_then_redone(void **state)
     assert_true(f->src.sh->cmds[0].cseq >= 5 && f->src.sh->cmds[1].cseq >= 5);
 }
 
-/* The fork end to end (regression 0025's writer-shard case, in units): the
- * target applied 3 from the old timeline; the restored source numbers its
- * next command 2, which the target drops and acknowledges with 3; the
- * source numbers it again as 4, which the target applies. */
-static void test_fork_through_kafka(void **state)
+/* The target's ack reaches the source, which renumbers its @p n commands;
+ * the target applies them, up to @p applied, and acknowledges them. */
+static void renumbered_then_applied(fx *f, size_t n, uint64_t applied)
 {
-    fx *f = *state;
-    kchat_txn *t;
-
-    assert_int_equal(kchat_txn_begin(f->dst.sh->store, true, &t), KCHAT_OK);
-    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_APPLIED, 0, 3), KCHAT_OK);
-    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
-    assert_int_equal(kchat_txn_begin(f->src.sh->store, true, &t), KCHAT_OK);
-    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_SENT, 1, 1), KCHAT_OK);
-    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
-
-    src_commands(f, 1);
-    assert_int_equal(side_apply(f, &f->dst), 1);
-    assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 1);
-    assert_int_equal(side_apply(f, &f->src), 1);   /* the ack: 3 > 2 numbered */
+    assert_int_equal(side_apply(f, &f->src), 1);
     assert_int_equal(atomic_load(&f->src.be->stats.stream_renumbers), 1);
-    assert_int_equal(side_apply(f, &f->dst), 1);   /* the renumbered one */
-    assert_int_equal(atomic_load(&f->dst.be->stats.commands), 1);
-    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED, 0), 4);
+    assert_int_equal(side_apply(f, &f->dst), n);
+    assert_int_equal(atomic_load(&f->dst.be->stats.commands), n);
+    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED, 0), applied);
+    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED_RUN, 0), 11);
     assert_int_equal(side_apply(f, &f->src), 1);
     src_check(f);
     assert_int_equal(f->src.sh->n_cmds, 0);
@@ -514,6 +500,21 @@ static void restored_source(fx *f, uint64_t target_applied, uint64_t source_sent
     assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
 }
 
+/* The fork end to end (regression 0025's writer-shard case, in units): the
+ * target applied 3 from the old timeline; the restored source numbers its
+ * next command 2, which the target drops and acknowledges with 3; the
+ * source numbers it again as 4, which the target applies. */
+static void test_fork_through_kafka(void **state)
+{
+    fx *f = *state;
+
+    restored_source(f, 3, 1);
+    src_commands(f, 1);
+    assert_int_equal(side_apply(f, &f->dst), 1);
+    assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 1);
+    renumbered_then_applied(f, 1, 4);   /* by ack 3, above the 2 numbered */
+}
+
 /* The restored source numbers as far as the lost timeline went (2 and 3,
  * where the target applied 3 of run 99) before the target's ack comes: the
  * ack equals the highest numbered, yet our command 3 is of run 11, not 99,
@@ -526,15 +527,7 @@ static void test_fork_at_equal_ack(void **state)
     src_commands(f, 2);
     assert_int_equal(side_apply(f, &f->dst), 2);
     assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 2);
-    assert_int_equal(side_apply(f, &f->src), 1);   /* ack 3 of run 99 = our counter */
-    assert_int_equal(atomic_load(&f->src.be->stats.stream_renumbers), 1);
-    assert_int_equal(side_apply(f, &f->dst), 2);
-    assert_int_equal(atomic_load(&f->dst.be->stats.commands), 2);
-    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED, 0), 5);
-    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED_RUN, 0), 11);
-    assert_int_equal(side_apply(f, &f->src), 1);
-    src_check(f);
-    assert_int_equal(f->src.sh->n_cmds, 0);
+    renumbered_then_applied(f, 2, 5);   /* by ack 3 of run 99, = our counter */
 }
 
 /* Past it (2, 3, 4 against 3 applied): the target drops 2 and 3 and does
@@ -550,14 +543,7 @@ static void test_fork_past_ack_refused(void **state)
     assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 2);
     assert_int_equal(atomic_load(&f->dst.be->stats.command_forks), 1);
     assert_int_equal(atomic_load(&f->dst.be->stats.commands), 0);
-    assert_int_equal(side_apply(f, &f->src), 1);
-    assert_int_equal(atomic_load(&f->src.be->stats.stream_renumbers), 1);
-    assert_int_equal(side_apply(f, &f->dst), 3);
-    assert_int_equal(atomic_load(&f->dst.be->stats.commands), 3);
-    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED, 0), 6);
-    assert_int_equal(side_apply(f, &f->src), 1);
-    src_check(f);
-    assert_int_equal(f->src.sh->n_cmds, 0);
+    renumbered_then_applied(f, 3, 6);
 }
 
 /* A new run after an ordinary restart numbers on from its counter, at or
