@@ -322,21 +322,18 @@ out_free:
 }
 
 struct run_find {
-    uint32_t target;
-    uint64_t cseq;
-    uint64_t run;      /* out: the run of that command, 0: none or not found */
+    uint64_t seq;      /* the outbox seq of the command */
+    uint64_t run;      /* out: its run, 0: none, or no such record */
 };
 
-/* The run of the command to rf->target numbered rf->cseq, if any.
+/* The run of outbox record rf->seq, the first one visited if it is there.
  * @locality worker that owns the shard scanned */
 static int run_find_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
 {
     struct run_find *rf = arg;
 
-    (void)seq;
-    if (r->kind != OUT_COMMAND || r->partition != (int32_t)rf->target ||
-        kchat__streams_cseq(r) != rf->cseq)
-        return 0;
+    if (seq != rf->seq)
+        return 1;
     for (size_t i = 0; i < r->n_headers; i++)
         if (!strcmp(r->headers[i].name, KCHAT_HDR_CMD_RUN) &&
             kchat__parse_u64(r->headers[i].value, r->headers[i].len, &rf->run))
@@ -346,20 +343,31 @@ static int run_find_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
 
 /* Whether our command @p seq to @p target was numbered by another run than
  * @p run, the one whose command @p target applied under that number: then
- * @p target applied one we never numbered. Our own run's numbers are ours
- * alone, and an unknown run (0) tells nothing. The result in @p fork.
- * Errors: store errors.
+ * @p target applied one we never numbered. An unknown run (0), or our own
+ * run's command, tells nothing. The result in @p fork. Errors: store errors.
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
 static int run_differs(struct ctx *c, uint32_t target, uint64_t seq, uint64_t run, bool *fork)
 {
-    struct run_find rf = {.target = target, .cseq = seq};
+    const struct cmd_link *l = &c->sh->links[target];
+    struct run_find rf = {0};
     int rc;
 
     *fork = false;
     if (run == 0 || run == c->be->run_id)
         return KCHAT_OK;
-    if ((rc = kchat_store_outbox_scan(c->txn, 0, run_find_one, &rf)) != KCHAT_OK)
+    if (l->run_from_set && seq > l->run_from) {   /* this run numbered it */
+        *fork = c->be->run_id != 0;
+        return KCHAT_OK;
+    }
+    /* An earlier run's, still pending (nothing above the ack mark is
+     * deleted): its run is in its outbox copy. */
+    for (size_t i = 0; i < c->sh->n_cmds && rf.seq == 0; i++)
+        if (c->sh->cmds[i].target == target && c->sh->cmds[i].cseq == seq)
+            rf.seq = c->sh->cmds[i].seq;
+    if (rf.seq == 0)
+        return KCHAT_OK;
+    if ((rc = kchat_store_outbox_scan(c->txn, rf.seq, run_find_one, &rf)) != KCHAT_OK)
         return rc;
     *fork = rf.run != 0 && rf.run != run;
     return KCHAT_OK;

@@ -530,6 +530,27 @@ static void test_fork_at_equal_ack(void **state)
     renumbered_then_applied(f, 2, 5);   /* by ack 3 of run 99, = our counter */
 }
 
+/* The same, but the source restarted (a new run) before the ack came: its
+ * command 3 is now an earlier run's, looked up in its outbox. */
+static void test_fork_at_equal_ack_after_restart(void **state)
+{
+    fx *f = *state;
+
+    restored_source(f, 3, 1);
+    src_commands(f, 2);
+    f->src.be->run_id = 12;
+    side_forget(&f->src);
+    assert_int_equal(kchat__outbox_replay(f->src.be, f->src.sh), KCHAT_OK);
+    assert_int_equal(rd_kafka_flush(f->src.be->producer, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(side_apply(f, &f->dst), 4);   /* both, twice */
+    assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 4);
+    assert_int_equal(side_apply(f, &f->src), 1);
+    assert_int_equal(atomic_load(&f->src.be->stats.stream_renumbers), 1);
+    assert_int_equal(side_apply(f, &f->dst), 2);
+    assert_int_equal(atomic_load(&f->dst.be->stats.commands), 2);
+    assert_int_equal(cmdseq(&f->dst, KCHAT_CMDSEQ_APPLIED_RUN, 0), 12);
+}
+
 /* Past it (2, 3, 4 against 3 applied): the target drops 2 and 3 and does
  * not apply 4, whose run numbered on from 1 while it applied 3 of another
  * run; its ack tells the source, which numbers all three again. */
@@ -578,6 +599,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fork_aborted_then_redone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_through_kafka, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_at_equal_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_at_equal_ack_after_restart, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_fork_past_ack_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_run_not_a_fork, setup, teardown),
     };
