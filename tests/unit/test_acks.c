@@ -500,6 +500,16 @@ static void restored_source(fx *f, uint64_t target_applied, uint64_t source_sent
     assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
 }
 
+/* The target applied 3 (run 99), the restored source numbered only 1 and
+ * now sends @p n (at most 2) more, which the target drops as repeats. */
+static void restored_sends_dropped(fx *f, int n)
+{
+    restored_source(f, 3, 1);
+    src_commands(f, n);
+    assert_int_equal(side_apply(f, &f->dst), n);
+    assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), n);
+}
+
 /* The fork end to end (regression 0025's writer-shard case, in units): the
  * target applied 3 from the old timeline; the restored source numbers its
  * next command 2, which the target drops and acknowledges with 3; the
@@ -508,10 +518,7 @@ static void test_fork_through_kafka(void **state)
 {
     fx *f = *state;
 
-    restored_source(f, 3, 1);
-    src_commands(f, 1);
-    assert_int_equal(side_apply(f, &f->dst), 1);
-    assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 1);
+    restored_sends_dropped(f, 1);
     renumbered_then_applied(f, 1, 4);   /* by ack 3, above the 2 numbered */
 }
 
@@ -523,10 +530,7 @@ static void test_fork_at_equal_ack(void **state)
 {
     fx *f = *state;
 
-    restored_source(f, 3, 1);
-    src_commands(f, 2);
-    assert_int_equal(side_apply(f, &f->dst), 2);
-    assert_int_equal(atomic_load(&f->dst.be->stats.duplicates), 2);
+    restored_sends_dropped(f, 2);
     renumbered_then_applied(f, 2, 5);   /* by ack 3 of run 99, = our counter */
 }
 
