@@ -51,6 +51,14 @@ typedef struct kchat_backend kchat_backend;
       "older than its source saw (a restore).", NULL)                                      \
     X(command_resends, "kchat_command_resends_total",                                      \
       "Internal commands produced again because their target had not applied them.", NULL) \
+    X(acks, "kchat_command_acks_total",                                                    \
+      "Acknowledgements of internal commands taken from their target shards.", NULL)       \
+    X(stream_renumbers, "kchat_command_streams_renumbered_total",                          \
+      "Command streams renumbered because their target had applied commands this shard "   \
+      "never numbered (this shard restored from an older copy).", NULL)                    \
+    X(command_forks, "kchat_commands_forked_total",                                        \
+      "Internal commands not applied because their target had applied another run's "      \
+      "commands past the point their run numbered on from (a restored source).", NULL)     \
     X(foreign_commands, "kchat_foreign_commands_total",                                    \
       "Internal commands of another data set (or untagged), ignored.", NULL)               \
     X(foreign_directory, "kchat_foreign_directory_records_total",                          \

@@ -49,6 +49,26 @@
  *  saw it. A target behind that (its data restored from an older copy)
  *  carries on from there instead of waiting for commands that are gone. */
 #define KCHAT_HDR_CMD_BASE    "kchat-cmd-base"
+/** The run (a random number a backend draws at each start) that numbered an
+ *  internal command, and the seq of its stream the run numbered on from
+ *  (every number given before, by any run, is at most that one). A target
+ *  whose last command applied came from another run, beyond that seq, has
+ *  applied a timeline the command's source does not know (the source was
+ *  restored from an older copy): it does not apply it. */
+#define KCHAT_HDR_CMD_RUN      "kchat-cmd-run"
+#define KCHAT_HDR_CMD_RUN_FROM "kchat-cmd-run-from"
+/** Marks a record of kchat-internal as an acknowledgement, not a command:
+ *  its value is the shard that sends it (the target of a command stream),
+ *  in the partition of the stream's source. With it: */
+#define KCHAT_HDR_ACK         "kchat-ack"
+/** ... the last seq of the stream it applied (kchat_store_cmdseq_get()), */
+#define KCHAT_HDR_ACK_SEQ     "kchat-ack-seq"
+/** ... and its outbox-seq watermark for the source (older kchat's commands,
+ *  kchat_store_applied_get()). */
+#define KCHAT_HDR_ACK_LEGACY  "kchat-ack-legacy"
+/** ... and the run of the source that numbered the last command it
+ *  applied (0: unknown), */
+#define KCHAT_HDR_ACK_RUN     "kchat-ack-run"
 /** The data set (data directory) that wrote an internal command, a
  *  directory record or a room summary; readers ignore those of another
  *  data set. */

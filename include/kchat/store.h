@@ -610,6 +610,10 @@ int kchat_store_applied_set(kchat_txn *t, uint32_t source, uint64_t seq);
 typedef enum kchat_cmdseq_end {
     KCHAT_CMDSEQ_SENT = 's',     /**< in the source: the last seq given, keyed by target */
     KCHAT_CMDSEQ_APPLIED = 'a',  /**< in the target: the last seq applied, keyed by source */
+    KCHAT_CMDSEQ_ACKED = 'k',    /**< in the source: the highest seq its target said it
+                                      applied (an acknowledgement), keyed by target */
+    KCHAT_CMDSEQ_APPLIED_RUN = 'r', /**< in the target: the run of the source that
+                                      numbered the last command applied, keyed by source */
 } kchat_cmdseq_end;
 
 /**

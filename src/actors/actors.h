@@ -14,7 +14,8 @@
  *   outbox.c     what Kafka confirmed deleted from the outbox, what it
  *                refused produced again; every outbox produced at start
  *   commands.c   internal commands between shards: numbered streams,
- *                acknowledgement, re-sends, applying one in its target
+ *                re-sends, applying one in its target
+ *   commands_acks.c  targets acknowledge what they applied, through Kafka
  *   directory.c  the user directory: published by a user's shard, read
  *                into every backend's replica by its own thread (which
  *                reads the room summaries of summaries.c too)
@@ -85,12 +86,17 @@ struct pending_cmd {
 struct cmd_link {
     size_t n_pending;          /* commands to it not yet known applied */
     uint64_t low;              /* the lowest stream seq among them; 0: none */
-    uint64_t applied;          /* its watermark for us, as last read */
-    uint64_t legacy_applied;   /* its outbox-seq watermark for us (older commands) */
+    uint64_t applied;          /* its watermark for us, as it last acknowledged */
+    uint64_t legacy_applied;   /* its outbox-seq watermark for us (older commands), as
+                                  acknowledged in this run (not stored) */
     int64_t since_ms;          /* when that watermark last moved (or the first
                                   command went pending) */
     int64_t backoff_ms;        /* wait before the next re-send */
     bool resend_now;           /* Kafka refused one of them: re-send at the next check */
+    bool run_from_set;         /* run_from is set: this run numbered for it */
+    uint64_t run_from;         /* the seq this run numbered on from (kchat-cmd-run-from):
+                                  the counter when it first numbered, or the ack a fork
+                                  renumbered past */
 };
 
 /* A record appended to a shard's outbox in the open transaction, kept in
@@ -105,7 +111,7 @@ struct out_rec {
     int32_t partition;
     char *key; size_t key_len;
     char *value; size_t value_len;
-    kchat_header hdr[4];
+    kchat_header hdr[KCHAT_STORE_MAX_HEADERS];
     size_t n_hdr;
     char *hdr_buf;            /* owns the header names and values */
 };
@@ -185,6 +191,10 @@ struct worker {
      * earlier transaction are stale: every use checks that the record at
      * that index is a summary of this shard for that room. */
     uint32_t room_sum_slot[KCHAT__ROOM_SUM_SLOTS];
+    uint32_t *ack_to;           /* [partitions] or NULL: sources to acknowledge at the end
+                                   of the open transaction (commands_acks.c) */
+    size_t n_ack_to;
+    bool *ack_noted;            /* [partitions] or NULL: source s is in ack_to */
 };
 
 struct kchat_backend {
@@ -218,6 +228,8 @@ struct kchat_backend {
     bool dir_running;
     kchat_fmt events_fmt;
     char dummy_hash[128];       /* verified against for unknown users (even timing) */
+    uint64_t run_id;            /* drawn at each start, never 0 (0: none, in tests):
+                                   tags the commands numbered in this run */
     char dataset[33];           /* this data directory's data set id (32 hex digits):
                                    tags its commands, directory records and room
                                    summaries */
@@ -792,16 +804,6 @@ KCHAT_MUST_CHECK
 int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq,
                                uint32_t target, uint64_t cseq);
 
-/* Shard @p target's marks for commands from @p source: the last stream seq
- * it applied and its outbox-seq watermark (older kchat's commands), 0 when
- * none. Its own read transaction: the caller holds none on @p target's
- * environment. Errors as kchat_txn_begin() and the getters; the outputs
- * are then 0.
- * @locality any thread */
-KCHAT_MUST_CHECK
-int kchat__streams_applied(kchat_backend *be, uint32_t target, uint32_t source,
-                           uint64_t *stream, uint64_t *legacy);
-
 /* Whether @p sh's pending commands are due for a check (kchat__streams_check()).
  * @locality worker that owns @p sh */
 bool kchat__streams_due(const struct shard *sh);
@@ -819,13 +821,58 @@ int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t);
  * @locality worker that owns @p sh */
 bool kchat__streams_refused(struct shard *sh, uint64_t seq);
 
-/* Start-up, before anything is produced: a target that applied more of
- * @p sh's commands than @p sh remembers numbering (@p sh restored from an
- * older copy) would drop the next ones as repeats; number on from there.
- * Errors: store errors.
- * @locality the thread in kchat_backend_start(), before the consumer runs */
+/* Parse the decimal number of @p len bytes at @p v (a header value) into
+ * @p out. Returns 0, or -1 when it is not one (empty, too long, not all
+ * digits, out of range).
+ * @locality any thread */
+int kchat__parse_u64(const void *v, size_t len, uint64_t *out);
+
+/* ---- commands_acks.c: acknowledgements of commands, through Kafka ---- */
+
+/* The target's side: c->sh received a command from shard @p source in this
+ * transaction; kchat__acks_flush() will acknowledge it. Errors:
+ * KCHAT_EINVAL (no such shard), KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
-int kchat__streams_catch_up(kchat_backend *be, struct shard *sh);
+int kchat__acks_note(struct ctx *c, uint32_t source);
+
+/* At the end of c->sh's transaction: one ack record per source noted since
+ * the last flush (in the outbox, a reply on kchat-internal in the source's
+ * partition) with c->sh's marks for it as read in c->txn; then forget the
+ * sources (also on error). Errors: store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__acks_flush(struct ctx *c);
+
+/* Forget the sources noted in @p w (their transaction did not commit).
+ * @locality worker @p w */
+void kchat__acks_forget(struct worker *w);
+
+/* Free what kchat__acks_note() allocated in @p w.
+ * @locality worker @p w, or the thread in kchat_backend_stop() */
+void kchat__acks_free(struct worker *w);
+
+/* The source's side, in c->sh's transaction: shard @p target says it has
+ * applied our commands up to stream seq @p seq, the last one numbered by
+ * run @p run (0: unknown), and outbox seq @p legacy. Keeps the highest seq
+ * (KCHAT_CMDSEQ_ACKED) and legacy mark seen, for kchat__streams_check() to
+ * prune by. When @p target applied commands c->sh never numbered (c->sh
+ * restored from an older copy): a seq above the highest c->sh numbered for
+ * it, or whose run is not the one of c->sh's own command @p seq, it first
+ * numbers its pending commands to it again past @p seq, as new outbox
+ * records of this transaction (logged, counted). Errors: KCHAT_EINVAL
+ * (@p target is no other shard), store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t legacy,
+                     uint64_t run);
+
+/* kchat__acks_take() for ack record @p m (a record of kchat-internal with
+ * a kchat-ack header, of our data set); one that does not decode, or comes
+ * from no other shard, is dead-lettered. Errors: store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__acks_take_record(struct ctx *c, const rd_kafka_message_t *m);
 
 /* ---- datadir.c: the data directory ---- */
 

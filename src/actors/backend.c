@@ -153,8 +153,7 @@ static int topics_ensure(kchat_backend *be, char *errstr, size_t len)
 }
 
 /* Before consuming: every shard produces its kept changes again and waits
- * until Kafka has them; then numbers its command streams on past what
- * their targets applied, and produces its outbox again.
+ * until Kafka has them; then produces its outbox again.
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 static int shards_replay(kchat_backend *be, char *errstr, size_t len)
@@ -169,12 +168,11 @@ static int shards_replay(kchat_backend *be, char *errstr, size_t len)
     if ((rc = kchat__changelog_wait(be, errstr, len)) != KCHAT_OK)
         return rc;
     for (int p = 0; p < be->partitions; p++)
-        if ((rc = kchat__streams_catch_up(be, &be->shards[p])) != KCHAT_OK ||
-            (rc = kchat__outbox_replay(be, &be->shards[p])) != KCHAT_OK) {
+        if ((rc = kchat__outbox_replay(be, &be->shards[p])) != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: outbox replay: %s", p, kchat_strerror(rc));
             return rc;
         }
-    /* what those two changed (counters, applied commands deleted) */
+    /* what the replay changed (applied commands deleted) */
     for (int p = 0; p < be->partitions; p++)
         if ((rc = kchat__changelog_produce_rest(be, &be->shards[p])) != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: changelog: %s", p, kchat_strerror(rc));
@@ -260,6 +258,9 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     }
     if ((rc = backend_new(cfg, &be, errstr, errstr_size)) != KCHAT_OK)
         return rc;
+    do   /* this run's tag on the commands it numbers (commands_acks.c) */
+        randombytes_buf(&be->run_id, sizeof(be->run_id));
+    while (be->run_id == 0);
     if ((rc = broker_connect(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_free_backend;
     if ((rc = kchat__producer_start(be, errstr, errstr_size)) != KCHAT_OK)

@@ -237,6 +237,8 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
         for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
             rc = apply_record(&c, msgs[idx[i]]);
         if (rc == KCHAT_OK)
+            rc = kchat__acks_flush(&c);
+        if (rc == KCHAT_OK)
             rc = store_offsets(c.txn, msgs, idx, n);
         if (rc == KCHAT_OK) {
             int64_t t0 = kchat__monotonic_us();
@@ -255,6 +257,7 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
         kchat_txn_abort(c.txn);
         kchat__worker_discard_out(w);
         kchat__changelog_discard(w);
+        kchat__acks_forget(w);
         kchat__outbox_unprune(sh, &taken);
         atomic_fetch_add(&be->stats.commit_failures, 1);
         log_commit_failure(be, sh, n, rc);
@@ -445,6 +448,7 @@ void kchat__workers_free(kchat_backend *be)
         free(be->workers[w].out);
         free(be->workers[w].idx);
         free(be->workers[w].done);
+        kchat__acks_free(&be->workers[w]);
     }
     free(be->workers);
     be->workers = NULL;

@@ -3,12 +3,11 @@
  *
  * Each (source, target) pair is a stream numbered 1, 2, 3, ... by the
  * source (kchat__command() in reply.c). The source keeps every command in
- * its outbox, listed as pending, until the target's stored "last seq
- * applied from source" covers it; it reads that mark straight from the
- * target's LMDB environment (one process holds every shard). A target
- * applies only the next seq of a stream; when it stops moving, or Kafka
- * refused one of the commands, the source produces the whole stream again
- * ("go back N").
+ * its outbox, listed as pending, until the target's "last seq applied from
+ * source" covers it; it learns that mark from the target's acknowledgements
+ * (commands_acks.c), which it keeps in its own store. A target applies only
+ * the next seq of a stream; when it stops moving, or Kafka refused one of
+ * the commands, the source produces the whole stream again ("go back N").
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -25,7 +24,7 @@
 #define CMD_RESEND_MS 2000       /* a target stuck this long below our commands: produce them again */
 #define CMD_RESEND_MAX_MS 30000  /* ... doubling up to this while it stays stuck */
 
-static int parse_u64(const void *v, size_t len, uint64_t *out)
+int kchat__parse_u64(const void *v, size_t len, uint64_t *out)
 {
     char buf[24];
     char *end;
@@ -47,7 +46,7 @@ uint64_t kchat__streams_cseq(const kchat_outbox_rec *r)
 
     for (size_t i = 0; i < r->n_headers; i++)
         if (!strcmp(r->headers[i].name, KCHAT_HDR_CMD_SEQ) &&
-            parse_u64(r->headers[i].value, r->headers[i].len, &cseq))
+            kchat__parse_u64(r->headers[i].value, r->headers[i].len, &cseq))
             cseq = 0;
     return cseq;
 }
@@ -103,21 +102,6 @@ int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq
     return KCHAT_OK;
 }
 
-int kchat__streams_applied(kchat_backend *be, uint32_t target, uint32_t source, uint64_t *stream,
-                           uint64_t *legacy)
-{
-    kchat_txn *t;
-    int rc;
-
-    *stream = *legacy = 0;
-    if ((rc = kchat_txn_begin(be->shards[target].store, false, &t)) != KCHAT_OK)
-        return rc;
-    if ((rc = kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, source, stream)) == KCHAT_OK)
-        rc = kchat_store_applied_get(t, source, legacy);
-    kchat_txn_abort(t);
-    return rc;
-}
-
 static int cmd_by_cseq(const void *a, const void *b)
 {
     const struct pending_cmd *x = a, *y = b;
@@ -162,25 +146,30 @@ static int cmds_resend(kchat_backend *be, struct shard *sh, kchat_txn *t, uint32
     return rc;
 }
 
-/* Read each target's marks for us, once per check (commands never target
- * their own shard); a mark that moved restarts its stream's clock.
+/* Take each target's acknowledged mark for us from this shard's own store
+ * (commands_acks.c keeps it), once per check; a mark that moved restarts
+ * its stream's clock. Errors: store errors.
  * @locality worker that owns @p sh */
-static void links_read(kchat_backend *be, struct shard *sh, int64_t now)
+KCHAT_MUST_CHECK
+static int links_read(kchat_backend *be, struct shard *sh, kchat_txn *t, int64_t now)
 {
     for (int p = 0; p < be->partitions; p++) {
         struct cmd_link *l = &sh->links[p];
-        uint64_t applied = 0;
+        uint64_t acked = 0;
+        int rc;
 
-        if (l->n_pending == 0 || (uint32_t)p == sh->id ||
-            kchat__streams_applied(be, (uint32_t)p, sh->id, &applied, &l->legacy_applied) !=
-                KCHAT_OK)
+        if (l->n_pending == 0)
             continue;
-        if (applied != l->applied) {
-            l->applied = applied;
+        if ((rc = kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_ACKED, (uint32_t)p, &acked)) !=
+            KCHAT_OK)
+            return rc;
+        if (acked != l->applied) {
+            l->applied = acked;
             l->since_ms = now;
             l->backoff_ms = CMD_RESEND_MS;
         }
     }
+    return KCHAT_OK;
 }
 
 /* Delete, in @p t, the pending commands their targets applied, then take
@@ -228,8 +217,8 @@ int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t)
     if (sh->n_cmds == 0 || now - sh->last_ack_check_ms < ACK_CHECK_MS)
         return KCHAT_OK;
     sh->last_ack_check_ms = now;
-    links_read(be, sh, now);
-    if ((rc = cmds_delete_applied(be, sh, t)) != KCHAT_OK)
+    if ((rc = links_read(be, sh, t, now)) != KCHAT_OK ||
+        (rc = cmds_delete_applied(be, sh, t)) != KCHAT_OK)
         return rc;
     for (int p = 0; p < be->partitions; p++) {
         struct cmd_link *l = &sh->links[p];
@@ -262,36 +251,6 @@ bool kchat__streams_refused(struct shard *sh, uint64_t seq)
     return false;
 }
 
-int kchat__streams_catch_up(kchat_backend *be, struct shard *sh)
-{
-    kchat_txn *t;
-    int rc;
-
-    if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
-        return rc;
-    for (int p = 0; rc == KCHAT_OK && p < be->partitions; p++) {
-        uint64_t sent = 0, applied = 0, legacy;
-
-        if ((uint32_t)p == sh->id)
-            continue;
-        if ((rc = kchat__streams_applied(be, (uint32_t)p, sh->id, &applied, &legacy)) ==
-            KCHAT_OK)
-            rc = kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_SENT, (uint32_t)p, &sent);
-        if (rc != KCHAT_OK || applied <= sent)
-            continue;
-        fprintf(stderr, "kchat: shard %u: shard %d applied our commands up to %" PRIu64
-                " but we numbered only %" PRIu64 " (this shard restored from an older "
-                "copy?); numbering on from %" PRIu64 "\n", sh->id, p, applied, sent,
-                applied + 1);
-        rc = kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_SENT, (uint32_t)p, applied);
-    }
-    if (rc != KCHAT_OK) {
-        kchat_txn_abort(t);
-        return rc;
-    }
-    return kchat_txn_commit(t);
-}
-
 /* ---- the target's side: applying one ---- */
 
 /* Where a command comes from: its source shard and outbox seq, and its
@@ -305,15 +264,15 @@ static bool command_origin(struct ctx *c, const rd_kafka_message_t *m, uint64_t 
     const void *v;
     size_t vl;
 
-    if (kchat_header_get(m, KCHAT_HDR_SRC_SHARD, &v, &vl) || parse_u64(v, vl, src) ||
-        kchat_header_get(m, KCHAT_HDR_SRC_SEQ, &v, &vl) || parse_u64(v, vl, seq) ||
+    if (kchat_header_get(m, KCHAT_HDR_SRC_SHARD, &v, &vl) || kchat__parse_u64(v, vl, src) ||
+        kchat_header_get(m, KCHAT_HDR_SRC_SEQ, &v, &vl) || kchat__parse_u64(v, vl, seq) ||
         *src >= (uint64_t)c->be->partitions) {
         *rc = kchat__dead_letter(c, m, "internal command without a valid source");
         return false;
     }
     *cseq = 0;
     *streamed = kchat_header_get(m, KCHAT_HDR_CMD_SEQ, &v, &vl) == 0;
-    if (*streamed && (parse_u64(v, vl, cseq) || *cseq == 0)) {
+    if (*streamed && (kchat__parse_u64(v, vl, cseq) || *cseq == 0)) {
         *rc = kchat__dead_letter(c, m, "internal command with a bad kchat-cmd-seq");
         return false;
     }
@@ -340,7 +299,7 @@ static bool command_is_next(struct ctx *c, const rd_kafka_message_t *m, uint64_t
      * applied here once, by data this shard no longer has (restored from
      * an older copy). Waiting would stop the stream for good. */
     if (cseq > applied + 1 && kchat_header_get(m, KCHAT_HDR_CMD_BASE, &v, &vl) == 0 &&
-        parse_u64(v, vl, &base) == 0 && base == cseq) {
+        kchat__parse_u64(v, vl, &base) == 0 && base == cseq) {
         fprintf(stderr, "kchat: shard %u: commands %" PRIu64 "..%" PRIu64 " from shard %" PRIu64
                 " are gone: it saw them applied, but this shard's data has applied only up to "
                 "%" PRIu64 " (restored from an older copy?); their effects are lost here, "
@@ -356,6 +315,51 @@ static bool command_is_next(struct ctx *c, const rd_kafka_message_t *m, uint64_t
                     "them again in order\n", c->sh->id, cseq, src, applied + 1);
         return false;
     }
+    return true;
+}
+
+/* The run that numbered command @p m and the seq it numbered on from
+ * (kchat-cmd-run, kchat-cmd-run-from); 0 and 0 when it says none.
+ * @locality any thread */
+static void command_run_of(const rd_kafka_message_t *m, uint64_t *run, uint64_t *from)
+{
+    const void *v;
+    size_t vl;
+
+    *run = *from = 0;
+    if (kchat_header_get(m, KCHAT_HDR_CMD_RUN, &v, &vl) || kchat__parse_u64(v, vl, run) ||
+        kchat_header_get(m, KCHAT_HDR_CMD_RUN_FROM, &v, &vl) ||
+        kchat__parse_u64(v, vl, from))
+        *run = *from = 0;
+}
+
+/* Whether command @p m, the next of @p src's stream after @p applied, comes
+ * from a timeline we did not follow: its run numbered on from a seq below
+ * @p applied, whose command came from another run. Every number given
+ * before a run began is at most where it numbered on from, so a command
+ * we applied above that, of another run, is one its source does not know
+ * (restored from an older copy). It is not applied; the ack tells the
+ * source, which numbers it again (commands_acks.c). The result lands in
+ * @p rc (store errors).
+ * @locality worker that owns c->sh */
+static bool command_forked(struct ctx *c, const rd_kafka_message_t *m, uint64_t src,
+                           uint64_t applied, int *rc)
+{
+    uint64_t run, from, last_run = 0;
+
+    command_run_of(m, &run, &from);
+    *rc = KCHAT_OK;
+    if (run == 0 || from >= applied)
+        return false;
+    if ((*rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, (uint32_t)src,
+                                      &last_run)) != KCHAT_OK ||
+        last_run == 0 || last_run == run)
+        return false;
+    if (atomic_fetch_add(&c->be->stats.command_forks, 1) < 20)
+        fprintf(stderr, "kchat: shard %u: command %" PRIu64 " from shard %" PRIu64 " numbers "
+                "on from %" PRIu64 ", but we applied up to %" PRIu64 " from another of its "
+                "runs (it was restored from an older copy?); not applied until it numbers "
+                "its stream again\n", c->sh->id, applied + 1, src, from, applied);
     return true;
 }
 
@@ -423,6 +427,8 @@ static bool command_run(struct ctx *c, const rd_kafka_message_t *m, int *rc)
 int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
 {
     uint64_t src, seq, cseq, applied = 0;
+    const void *v;
+    size_t vl;
     bool streamed;
     int rc;
 
@@ -434,7 +440,14 @@ int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
         atomic_fetch_add(&c->be->stats.foreign_commands, 1);
         return KCHAT_OK;
     }
+    if (kchat_header_get(m, KCHAT_HDR_ACK, &v, &vl) == 0)
+        return kchat__acks_take_record(c, m);   /* a target's word on our commands */
     if (!command_origin(c, m, &src, &seq, &cseq, &streamed, &rc))
+        return rc;
+    /* Applied, a repeat or early: the source hears where we stand, once
+     * per transaction (a repeat means it lacks our word, e.g. the ack was
+     * lost with the broker's records). */
+    if ((rc = kchat__acks_note(c, (uint32_t)src)) != KCHAT_OK)
         return rc;
     /* A command with a stream seq is applied only as the next one from its
      * source: an earlier one may still be on its way again (a refused or
@@ -451,12 +464,23 @@ int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
     }
     if (streamed && !command_is_next(c, m, src, cseq, applied))
         return KCHAT_OK;
+    if (streamed && command_forked(c, m, src, applied, &rc))
+        return rc;
+    if (rc != KCHAT_OK)
+        return rc;
     if (!command_run(c, m, &rc))
         return rc;   /* dead-lettered; the stream's applied mark stays */
     if (rc == KCHAT_EDECODE)
         rc = kchat__dead_letter(c, m, "internal command does not decode");
-    if (rc == KCHAT_OK)
-        rc = streamed ? kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, cseq)
-                      : kchat_store_applied_set(c->txn, (uint32_t)src, seq);
+    if (rc == KCHAT_OK && streamed) {
+        uint64_t run, from;
+
+        command_run_of(m, &run, &from);
+        rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, cseq);
+        if (rc == KCHAT_OK)
+            rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, (uint32_t)src, run);
+    } else if (rc == KCHAT_OK) {
+        rc = kchat_store_applied_set(c->txn, (uint32_t)src, seq);
+    }
     return rc;
 }

@@ -207,6 +207,7 @@ void kchat__outbox_resend(kchat_backend *be, struct shard *sh)
 struct replay_arg {
     kchat_backend *be;
     struct shard *sh;
+    kchat_txn *t;              /* the shard's read transaction */
     struct seqlist applied;    /* commands their targets already applied */
     size_t produced;
 };
@@ -218,12 +219,17 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
     uint32_t target = r->partition >= 0 ? (uint32_t)r->partition : 0;
 
     if (r->kind == OUT_COMMAND && target < (uint32_t)ra->be->partitions) {
-        uint64_t stream = 0, legacy = 0, cseq = kchat__streams_cseq(r);
+        uint64_t acked = 0, cseq = kchat__streams_cseq(r);
         int rc;
 
-        /* marks unknown (0): produced again; the target drops a repeat */
-        kchat_ignore(kchat__streams_applied(ra->be, target, ra->sh->id, &stream, &legacy));
-        if (cseq > 0 ? stream >= cseq : legacy >= seq)
+        /* What the target acknowledged (commands_acks.c), as this shard
+         * stored it. An older kchat's command (no stream seq), or one whose
+         * ack was lost, is produced again: the target drops the repeat and
+         * acknowledges it. */
+        if (cseq > 0 &&
+            (rc = kchat_store_cmdseq_get(ra->t, KCHAT_CMDSEQ_ACKED, target, &acked)) != KCHAT_OK)
+            return rc;
+        if (cseq > 0 && acked >= cseq)
             return seqlist_push(&ra->applied, seq);
         if ((rc = kchat__streams_pending_add(ra->be, ra->sh, seq, target, cseq)) != KCHAT_OK)
             return rc;
@@ -241,6 +247,7 @@ int kchat__outbox_replay(kchat_backend *be, struct shard *sh)
 
     if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
         return rc;
+    ra.t = t;
     rc = kchat_store_outbox_scan(t, 0, replay_one, &ra);
     kchat_txn_abort(t);
     if (rc == KCHAT_OK && ra.applied.n) {

@@ -71,7 +71,7 @@ int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *
     uint64_t seq;
     int rc;
 
-    if (n_hdrs > 4)
+    if (n_hdrs > KCHAT_STORE_MAX_HEADERS)
         return KCHAT_EINVAL;
     if (w->n_out == w->cap_out) {
         size_t cap = w->cap_out ? 2 * w->cap_out : 64;
@@ -230,9 +230,10 @@ int kchat__event(struct ctx *c, const char *user_id, json_t *event)
 
 int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
 {
-    kchat_header hdr;
+    kchat_header hdr[3];
     uint64_t cseq = 0;
-    char num[24], *s;
+    char num[24], run[24], from[24], *s;
+    struct cmd_link *l;
     int rc;
 
     json_object_set_new(cmd, "fmt", json_integer(c->fmt));
@@ -258,10 +259,22 @@ int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
     if (rc == KCHAT_OK)
         rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_SENT, target, ++cseq);
     if (rc == KCHAT_OK) {
+        /* The run that numbers it, and where this run's numbering began:
+         * every number given before, by any run, is at most that. */
+        l = &c->sh->links[target];
+        if (!l->run_from_set) {
+            l->run_from = cseq - 1;
+            l->run_from_set = true;
+        }
         snprintf(num, sizeof(num), "%" PRIu64, cseq);
-        hdr = (kchat_header){KCHAT_HDR_CMD_SEQ, num, strlen(num)};
+        snprintf(run, sizeof(run), "%" PRIu64, c->be->run_id);
+        snprintf(from, sizeof(from), "%" PRIu64, l->run_from);
+        hdr[0] = (kchat_header){KCHAT_HDR_CMD_SEQ, num, strlen(num)};
+        hdr[1] = (kchat_header){KCHAT_HDR_CMD_RUN, run, strlen(run)};
+        hdr[2] = (kchat_header){KCHAT_HDR_CMD_RUN_FROM, from, strlen(from)};
         rc = kchat__out_append(c, OUT_COMMAND, target, KCHAT_TOPIC_INTERNAL, (int32_t)target,
-                               key, strlen(key), s, strlen(s), &hdr, 1);
+                               key, strlen(key), s, strlen(s), hdr,
+                               c->be->run_id != 0 ? 3 : 1);
     }
     if (rc == KCHAT_OK)
         c->w->out[c->w->n_out - 1].cseq = cseq;

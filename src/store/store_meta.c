@@ -250,7 +250,8 @@ int kchat_store_applied_set(kchat_txn *t, uint32_t source, uint64_t seq)
 KCHAT_MUST_CHECK
 static int cmdseq_key(kchat_cmdseq_end end, uint32_t shard, unsigned char key[5])
 {
-    if (end != KCHAT_CMDSEQ_SENT && end != KCHAT_CMDSEQ_APPLIED)
+    if (end != KCHAT_CMDSEQ_SENT && end != KCHAT_CMDSEQ_APPLIED && end != KCHAT_CMDSEQ_ACKED &&
+        end != KCHAT_CMDSEQ_APPLIED_RUN)
         return KCHAT_EINVAL;
     key[0] = (unsigned char)end;
     kchat__store_be32(shard, key + 1);

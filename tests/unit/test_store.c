@@ -1235,6 +1235,7 @@ static void test_cmdseq(void **state)
     assert_int_equal(seq, 0);
     assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_SENT, 1, 7), KCHAT_OK);
     assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_APPLIED, 1, 3), KCHAT_OK);
+    assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_ACKED, 1, 5), KCHAT_OK);
     assert_int_equal(kchat_store_cmdseq_set(t, KCHAT_CMDSEQ_APPLIED, UINT32_MAX, UINT64_MAX),
                      KCHAT_OK);
     assert_int_equal(kchat_store_applied_set(t, 1, 500), KCHAT_OK);
@@ -1250,6 +1251,8 @@ static void test_cmdseq(void **state)
     assert_int_equal(seq, 7);
     assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, 1, &seq), KCHAT_OK);
     assert_int_equal(seq, 3);
+    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_ACKED, 1, &seq), KCHAT_OK);
+    assert_int_equal(seq, 5);
     assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, UINT32_MAX, &seq),
                      KCHAT_OK);
     assert_true(seq == UINT64_MAX);
