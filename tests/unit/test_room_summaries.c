@@ -240,6 +240,10 @@ static json_t *pending_summaries(struct fx *f)
  * the outbox, one per room. Commits; the records are then dropped. */
 static void sends_in_one_txn(struct fx *f, uint32_t shard, const char *writer,
                              const char *const *rooms, size_t n, const char *expect_fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void sends_in_one_txn(struct fx *f, uint32_t shard, const char *writer,
+                             const char *const *rooms, size_t n, const char *expect_fmt, ...)
 {
     struct ctx c = {.be = &f->be, .w = &f->w, .sh = &f->be.shards[shard], .fmt = KCHAT_FMT_JSON,
                     .user_id = writer, .now_ms = f->now_ms, .req = &f->w.req};
