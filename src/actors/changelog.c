@@ -332,7 +332,6 @@ int kchat__changelog_replay(kchat_backend *be, struct shard *sh)
 int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh)
 {
     void *arg[2] = {be, sh};
-    uint64_t next;
     kchat_txn *t;
     int rc;
 
@@ -340,9 +339,7 @@ int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh)
         return KCHAT_OK;
     if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
         return rc;
-    rc = kchat_store_changelog_next(t, &next);
-    if (rc == KCHAT_OK && next - 1 > sh->cl_produced)
-        rc = kchat_store_changelog_scan(t, sh->cl_produced + 1, produce_kept, arg);
+    rc = kchat_store_changelog_scan(t, sh->cl_produced + 1, produce_kept, arg);
     kchat_txn_abort(t);
     return rc;
 }
