@@ -25,6 +25,11 @@
  *                the cluster the stored offsets belong to
  *   backend.c    start-up in steps, stop, counters and metrics
  *
+ * This header holds the shared structs and most files' interfaces; three
+ * concepts have headers of their own, which include this one: changelog.h
+ * (changelog.c, restore.c), streams.h (commands.c, commands_acks.c) and
+ * replicas.h (directory.c, summaries.c).
+ *
  * Threading: a shard belongs to exactly one worker (shard mod W); everything
  * reached through a `struct shard` is touched only by that worker, except the
  * fields under `lock`, which the producer's delivery-report thread also uses.
@@ -312,91 +317,6 @@ int kchat__event(struct ctx *c, const char *user_id, json_t *event);
 KCHAT_MUST_CHECK
 int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd);
 
-/* ---- directory.c: the user directory and this backend's replica of it ---- */
-
-/* Publish the profile of a user to kchat-directory, through the outbox; the
- * local replica takes it once the transaction has committed.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__directory_publish(struct ctx *c, const json_t *user);
-
-/* Look a user up in the directory replica: a new reference to
- * {userId, userName, userStatus, ver}, or NULL when unknown.
- * @locality any thread (its own read transaction) */
-json_t *kchat__directory_get(kchat_backend *be, const char *user_id);
-
-/* Apply one directory record (from Kafka or write-through) if newer.
- * Errors: KCHAT_EINVAL (no valid userId), store errors.
- * @locality any thread: the directory thread and the workers (LMDB
- *           serialises their write transactions) */
-KCHAT_MUST_CHECK
-int kchat__directory_apply(kchat_backend *be, const json_t *entry);
-
-/* Start the thread that reads kchat-directory and kchat-rooms from their
- * beginning into the replica. On error nothing is left running (errstr
- * says why).
- * @locality the thread in kchat_backend_start() */
-KCHAT_MUST_CHECK
-int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
-
-/* Join the directory thread (be->stopping must be set) and close its
- * consumer; what kchat__directory_start() did not start is skipped.
- * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
-void kchat__directory_stop(kchat_backend *be);
-
-/* ---- summaries.c: room summaries and this backend's replica of them ---- */
-
-/* Publish the summary of @p room (its stored record: roomId, roomName,
- * participants, lastSeq) to kchat-rooms through the outbox, in the open
- * transaction of the room's shard c->sh; the local replica takes it once
- * the transaction has committed. At most one per room per transaction: a
- * later call for the same room replaces the earlier record (its outbox
- * record is deleted, the new one appended). Errors: store errors,
- * KCHAT_ENOMEM, KCHAT_EINVAL (no roomId).
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__room_summary_publish(struct ctx *c, const json_t *room);
-
-/* Apply one room summary (from Kafka or write-through) to the replica if
- * it is newer: a room not yet known, or a higher lastSeq; an equal or lower
- * one is ignored (KCHAT_OK, nothing committed). Errors: KCHAT_EINVAL (no
- * valid roomId or no lastSeq), store errors.
- * @locality any thread: the directory thread and the workers (LMDB
- *           serialises their write transactions) */
-KCHAT_MUST_CHECK
-int kchat__room_summary_apply(kchat_backend *be, const json_t *sum);
-
-/* Apply the summaries @p sums[0..n) (stolen; NULL entries, records that
- * did not parse, are skipped) as kchat__room_summary_apply() does, in one
- * transaction of the replica, committed only if one was newer; a failure is
- * logged, one that is not a summary skipped.
- * @locality any thread, as kchat__room_summary_apply() */
-void kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n);
-
-/* Records of a committed transaction about to be produced (right after
- * the commit, or once Kafka has its changes: changelog.c): every room
- * summary among @p recs[0..n) into the replica, in one transaction of the
- * replica (committed only if one was newer); a failure is logged (the
- * directory thread takes them again from Kafka).
- * @locality the worker that owns the records' shard */
-void kchat__room_summaries_write_through(kchat_backend *be, const struct out_rec *recs,
-                                         size_t n);
-
-/* The lastSeq of @p room_id in the replica, read in @p t (a transaction of
- * be->directory); 0 when the replica does not know the room.
- * @locality the thread holding @p t */
-json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id);
-
-/* Start-up: when the replica has never been filled with room summaries (a
- * data directory of an older kchat, or a replica made anew), every shard
- * appends the summary of each room it holds to its outbox (produced by
- * kchat__outbox_replay()) and the replica takes them at once; then the
- * replica remembers it. Errors: store errors (errstr names the shard).
- * @locality the thread in kchat_backend_start(), before the outboxes are
- *           replayed and before the directory thread starts */
-KCHAT_MUST_CHECK
-int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len);
-
 /* ---- helpers shared by the operations ---- */
 
 /* Shard of a user or room id. */
@@ -609,91 +529,6 @@ void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r);
  * @locks takes be->producer_lock (shared) and the shard's lock on refusal */
 void kchat__produce_change(kchat_backend *be, uint32_t shard, const kchat_change *ch);
 
-/* ---- changelog.c: every committed change also in Kafka, before answers ---- */
-
-/* The kchat_change_fn a shard's write transaction calls at commit: copies
- * the change into worker @p arg's list. Errors: KCHAT_ENOMEM (the commit
- * fails and is retried).
- * @locality the worker committing (its transaction's thread) */
-int kchat__changelog_collect(void *arg, const kchat_change *ch);
-
-/* After @p sh's commit: produce w's changes, then hold w's outbox records
- * until Kafka has them (flush at once when there are none, or the store
- * keeps no changelog).
- * @locality worker @p w, which owns @p sh */
-void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct shard *sh);
-
-/* Forget w's collected changes (their commit failed).
- * @locality worker @p w */
-void kchat__changelog_discard(struct worker *w);
-
-/* Produce again the kept changes when one was refused, then flush the held
- * records whose changes Kafka has, in commit order.
- * @locality worker that owns @p sh
- * @locks takes sh->lock */
-void kchat__changelog_release(kchat_backend *be, struct shard *sh);
-
-/* Whether @p sh has changelog upkeep for its worker's idle tick: changes
- * to trim or to produce again.
- * @locality worker that owns @p sh
- * @locks takes sh->lock */
-bool kchat__changelog_due(struct shard *sh);
-
-/* In @p sh's write transaction @p t: delete the kept changes Kafka has.
- * Errors: store errors.
- * @locality worker that owns @p sh
- * @locks takes sh->lock */
-KCHAT_MUST_CHECK
-int kchat__changelog_trim(struct shard *sh, kchat_txn *t);
-
-/* Kafka has change @p seq of @p sh: move cl_acked when it is the next one;
- * wake the worker when records wait for it.
- * @locality the thread serving the producer's delivery reports
- * @locks takes sh->lock, then be->wake_lock */
-void kchat__changelog_acked(kchat_backend *be, struct shard *sh, uint64_t seq);
-
-/* A change of @p sh was refused: its worker produces the kept ones again.
- * @locality any thread
- * @locks takes sh->lock, then be->wake_lock */
-void kchat__changelog_refused(kchat_backend *be, struct shard *sh);
-
-/* Start-up: produce the changes @p sh kept (committed, not known in Kafka)
- * and set its marks. Errors: store errors.
- * @locality the thread in kchat_backend_start(), before the consumer runs */
-KCHAT_MUST_CHECK
-int kchat__changelog_replay(kchat_backend *be, struct shard *sh);
-
-/* Start-up, after the last write transaction the start makes itself
- * (command catch-up, outbox replay), whose changes no worker collected:
- * produce every change @p sh committed after the last one produced. Errors:
- * store errors.
- * @locality the thread in kchat_backend_start(), before the consumer runs */
-KCHAT_MUST_CHECK
-int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh);
-
-/* Start-up, after kchat__changelog_replay() of every shard: wait (up to a
- * minute, saying why every 10 s) until Kafka has every kept change, so
- * that the outbox replay answers nothing Kafka could still lose.
- * Errors: KCHAT_EKAFKA (errstr says which shards wait).
- * @locality the thread in kchat_backend_start(), before the consumer runs */
-KCHAT_MUST_CHECK
-int kchat__changelog_wait(kchat_backend *be, char *errstr, size_t len);
-
-/* Start-up, before the data set is settled (kchat__datadir_open()):
- * restore every shard whose kchat-changelog partition holds changes after
- * its own, from the beginning of the partition (restore.c). Nothing when
- * the backend keeps no changelog. Errors: KCHAT_EKAFKA (Kafka did not
- * answer), KCHAT_ECONFIG (a shard of another data set than the changelog's:
- * refused, untouched), store errors; errstr says which shard.
- * @locality the thread in kchat_backend_start(), before the consumer runs */
-KCHAT_MUST_CHECK
-int kchat__changelog_restore(kchat_backend *be, char *errstr, size_t len);
-
-/* Free @p sh's held records (at close: their outbox copies stay for the
- * next start).
- * @locality the thread in kchat_backend_stop(), once no worker runs */
-void kchat__changelog_free(struct shard *sh);
-
 /* ---- outbox.c: the outbox after the commit ---- */
 
 /* Kafka confirmed outbox record @p seq of @p sh: delete it at the worker's
@@ -757,122 +592,6 @@ extern atomic_int kchat__test_alloc_failures;
 /* Whether this growth is to fail (kchat__test_alloc_failures), counting it.
  * @locality any thread */
 bool kchat__test_alloc_fails(void);
-
-/* ---- commands.c: internal command streams ---- */
-
-/* Read the envelope of decoded command @p cmd into @p c: acting user (copied
- * into @p userbuf, which must outlive the command's use of @p c), answer
- * format, correlation id. False when it names no operation or user.
- * @locality worker that owns c->sh */
-bool kchat__command_open(struct ctx *c, const json_t *cmd, char userbuf[66]);
-
-/* Run the command half of the operation @p cmd names, in the open
- * transaction of c->sh (after kchat__command_open()). Errors: KCHAT_EDECODE
- * for an unknown operation or fields that do not decode, store errors.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__command_dispatch(struct ctx *c, const json_t *cmd);
-
-/* Apply the internal command @p m in its target shard c->sh: only the next
- * seq of its stream, once; another data set's are skipped. Errors: store
- * errors.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m);
-
-/* The stream seq of outbox command @p r, 0 if it has none (an older kchat's).
- * @locality any thread */
-uint64_t kchat__streams_cseq(const kchat_outbox_rec *r);
-
-/* The kchat-cmd-base of command @p r: the lowest seq of its stream @p sh
- * still holds (it holds every one it has not seen applied), 0 if unknown.
- * @locality worker that owns @p sh */
-uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
-                             const kchat_outbox_rec *r);
-
-/* Make room to list @p n more pending commands of @p sh, so that listing
- * them after their commit cannot fail. Errors: KCHAT_ENOMEM.
- * @locality worker that owns @p sh */
-KCHAT_MUST_CHECK
-int kchat__streams_reserve(kchat_backend *be, struct shard *sh, size_t n);
-
-/* List outbox command @p seq (stream seq @p cseq, 0: none) to @p target as
- * pending: kept until @p target has applied it. Errors: KCHAT_ENOMEM, never
- * after kchat__streams_reserve() made room.
- * @locality worker that owns @p sh */
-KCHAT_MUST_CHECK
-int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq,
-                               uint32_t target, uint64_t cseq);
-
-/* Whether @p sh's pending commands are due for a check (kchat__streams_check()).
- * @locality worker that owns @p sh */
-bool kchat__streams_due(const struct shard *sh);
-
-/* When due, in @p sh's write transaction @p t: delete the commands their
- * targets applied, and produce again the streams a target is stuck on or
- * had a command refused. Errors: store errors.
- * @locality worker that owns @p sh */
-KCHAT_MUST_CHECK
-int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t);
-
-/* Outbox seq @p seq was refused: if it is a pending command, mark its
- * stream to be produced again, in order, at the next check, and return
- * true; false when it is not one (any more).
- * @locality worker that owns @p sh */
-bool kchat__streams_refused(struct shard *sh, uint64_t seq);
-
-/* Parse the decimal number of @p len bytes at @p v (a header value) into
- * @p out. Returns 0, or -1 when it is not one (empty, too long, not all
- * digits, out of range).
- * @locality any thread */
-int kchat__parse_u64(const void *v, size_t len, uint64_t *out);
-
-/* ---- commands_acks.c: acknowledgements of commands, through Kafka ---- */
-
-/* The target's side: c->sh received a command from shard @p source in this
- * transaction; kchat__acks_flush() will acknowledge it. Errors:
- * KCHAT_EINVAL (no such shard), KCHAT_ENOMEM.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__acks_note(struct ctx *c, uint32_t source);
-
-/* At the end of c->sh's transaction: one ack record per source noted since
- * the last flush (in the outbox, a reply on kchat-internal in the source's
- * partition) with c->sh's marks for it as read in c->txn; then forget the
- * sources (also on error). Errors: store errors, KCHAT_ENOMEM.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__acks_flush(struct ctx *c);
-
-/* Forget the sources noted in @p w (their transaction did not commit).
- * @locality worker @p w */
-void kchat__acks_forget(struct worker *w);
-
-/* Free what kchat__acks_note() allocated in @p w.
- * @locality worker @p w, or the thread in kchat_backend_stop() */
-void kchat__acks_free(struct worker *w);
-
-/* The source's side, in c->sh's transaction: shard @p target says it has
- * applied our commands up to stream seq @p seq, the last one numbered by
- * run @p run (0: unknown), and outbox seq @p legacy. Keeps the highest seq
- * (KCHAT_CMDSEQ_ACKED) and legacy mark seen, for kchat__streams_check() to
- * prune by. When @p target applied commands c->sh never numbered (c->sh
- * restored from an older copy): a seq above the highest c->sh numbered for
- * it, or whose run is not the one of c->sh's own command @p seq, it first
- * numbers its pending commands to it again past @p seq, as new outbox
- * records of this transaction (logged, counted). Errors: KCHAT_EINVAL
- * (@p target is no other shard), store errors, KCHAT_ENOMEM.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t legacy,
-                     uint64_t run);
-
-/* kchat__acks_take() for ack record @p m (a record of kchat-internal with
- * a kchat-ack header, of our data set); one that does not decode, or comes
- * from no other shard, is dead-lettered. Errors: store errors, KCHAT_ENOMEM.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__acks_take_record(struct ctx *c, const rd_kafka_message_t *m);
 
 /* ---- datadir.c: the data directory ---- */
 

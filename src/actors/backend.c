@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "actors.h"
+#include "changelog.h"
+#include "replicas.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 

@@ -18,6 +18,8 @@
 #include <sys/statvfs.h>
 
 #include "actors.h"
+#include "changelog.h"
+#include "streams.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 

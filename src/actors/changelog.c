@@ -23,6 +23,8 @@
 #include <string.h>
 
 #include "actors.h"
+#include "changelog.h"
+#include "replicas.h"
 #include "kchat/error.h"
 
 #define WAIT_LOG_MS 10000   /* start-up: say who waits for Kafka this often */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "replicas.h"
 #include "kchat/error.h"
 
 #define ROOM_KEY_MAX 65

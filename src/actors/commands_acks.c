@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "streams.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 

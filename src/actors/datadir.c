@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "changelog.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "actors.h"
+#include "replicas.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "replicas.h"
 #include "kchat/error.h"
 
 static int cmp_str(const void *a, const void *b)

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 
 #include "actors.h"
+#include "replicas.h"
+#include "streams.h"
 #include "kchat/error.h"
 
 atomic_int kchat__test_alloc_failures;

@@ -11,6 +11,9 @@
 #include <string.h>
 
 #include "actors.h"
+#include "changelog.h"
+#include "replicas.h"
+#include "streams.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "actors.h"
+#include "streams.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "replicas.h"
 #include "kchat/error.h"
 
 #define MEMBER_KEY_MAX (64 + 1 + 64)

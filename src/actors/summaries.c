@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "replicas.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 

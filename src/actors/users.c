@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "replicas.h"
 #include "kchat/error.h"
 
 #define SESSION_BYTES 16             /* 128 random bits, sent as 32 hex digits */

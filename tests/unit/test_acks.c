@@ -23,6 +23,8 @@
 #include <cmocka.h>
 
 #include "actors/actors.h"
+#include "actors/replicas.h"
+#include "actors/streams.h"
 #include "kchat/kafka.h"
 #include <librdkafka/rdkafka_mock.h>   /* after rdkafka.h (actors.h) */
 

@@ -41,6 +41,8 @@
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "actors/replicas.h"
+#include "actors/streams.h"
 #include "kchat/config.h"
 #include "kchat/kafka.h"
 

@@ -1,0 +1,98 @@
+/*
+ * Private to src/actors: the replicas every backend keeps of what
+ * other shards publish: the user directory (directory.c) and the room
+ * summaries (summaries.c).
+ * Declared apart from actors.h (its structs and the other files'
+ * interfaces), which it includes.
+ */
+#ifndef KCHAT_ACTORS_REPLICAS_H
+#define KCHAT_ACTORS_REPLICAS_H
+
+#include "actors.h"
+
+/* ---- directory.c: the user directory and this backend's replica of it ---- */
+
+/* Publish the profile of a user to kchat-directory, through the outbox; the
+ * local replica takes it once the transaction has committed.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__directory_publish(struct ctx *c, const json_t *user);
+
+/* Look a user up in the directory replica: a new reference to
+ * {userId, userName, userStatus, ver}, or NULL when unknown.
+ * @locality any thread (its own read transaction) */
+json_t *kchat__directory_get(kchat_backend *be, const char *user_id);
+
+/* Apply one directory record (from Kafka or write-through) if newer.
+ * Errors: KCHAT_EINVAL (no valid userId), store errors.
+ * @locality any thread: the directory thread and the workers (LMDB
+ *           serialises their write transactions) */
+KCHAT_MUST_CHECK
+int kchat__directory_apply(kchat_backend *be, const json_t *entry);
+
+/* Start the thread that reads kchat-directory and kchat-rooms from their
+ * beginning into the replica. On error nothing is left running (errstr
+ * says why).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
+
+/* Join the directory thread (be->stopping must be set) and close its
+ * consumer; what kchat__directory_start() did not start is skipped.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
+void kchat__directory_stop(kchat_backend *be);
+
+/* ---- summaries.c: room summaries and this backend's replica of them ---- */
+
+/* Publish the summary of @p room (its stored record: roomId, roomName,
+ * participants, lastSeq) to kchat-rooms through the outbox, in the open
+ * transaction of the room's shard c->sh; the local replica takes it once
+ * the transaction has committed. At most one per room per transaction: a
+ * later call for the same room replaces the earlier record (its outbox
+ * record is deleted, the new one appended). Errors: store errors,
+ * KCHAT_ENOMEM, KCHAT_EINVAL (no roomId).
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__room_summary_publish(struct ctx *c, const json_t *room);
+
+/* Apply one room summary (from Kafka or write-through) to the replica if
+ * it is newer: a room not yet known, or a higher lastSeq; an equal or lower
+ * one is ignored (KCHAT_OK, nothing committed). Errors: KCHAT_EINVAL (no
+ * valid roomId or no lastSeq), store errors.
+ * @locality any thread: the directory thread and the workers (LMDB
+ *           serialises their write transactions) */
+KCHAT_MUST_CHECK
+int kchat__room_summary_apply(kchat_backend *be, const json_t *sum);
+
+/* Apply the summaries @p sums[0..n) (stolen; NULL entries, records that
+ * did not parse, are skipped) as kchat__room_summary_apply() does, in one
+ * transaction of the replica, committed only if one was newer; a failure is
+ * logged, one that is not a summary skipped.
+ * @locality any thread, as kchat__room_summary_apply() */
+void kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n);
+
+/* Records of a committed transaction about to be produced (right after
+ * the commit, or once Kafka has its changes: changelog.c): every room
+ * summary among @p recs[0..n) into the replica, in one transaction of the
+ * replica (committed only if one was newer); a failure is logged (the
+ * directory thread takes them again from Kafka).
+ * @locality the worker that owns the records' shard */
+void kchat__room_summaries_write_through(kchat_backend *be, const struct out_rec *recs,
+                                         size_t n);
+
+/* The lastSeq of @p room_id in the replica, read in @p t (a transaction of
+ * be->directory); 0 when the replica does not know the room.
+ * @locality the thread holding @p t */
+json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id);
+
+/* Start-up: when the replica has never been filled with room summaries (a
+ * data directory of an older kchat, or a replica made anew), every shard
+ * appends the summary of each room it holds to its outbox (produced by
+ * kchat__outbox_replay()) and the replica takes them at once; then the
+ * replica remembers it. Errors: store errors (errstr names the shard).
+ * @locality the thread in kchat_backend_start(), before the outboxes are
+ *           replayed and before the directory thread starts */
+KCHAT_MUST_CHECK
+int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len);
+
+#endif /* KCHAT_ACTORS_REPLICAS_H */

@@ -1,0 +1,129 @@
+/*
+ * Private to src/actors: internal commands between shards: numbered
+ * streams (commands.c) and their acknowledgements through Kafka
+ * (commands_acks.c).
+ * Declared apart from actors.h (its structs and the other files'
+ * interfaces), which it includes.
+ */
+#ifndef KCHAT_ACTORS_STREAMS_H
+#define KCHAT_ACTORS_STREAMS_H
+
+#include "actors.h"
+
+/* ---- commands.c: internal command streams ---- */
+
+/* Read the envelope of decoded command @p cmd into @p c: acting user (copied
+ * into @p userbuf, which must outlive the command's use of @p c), answer
+ * format, correlation id. False when it names no operation or user.
+ * @locality worker that owns c->sh */
+bool kchat__command_open(struct ctx *c, const json_t *cmd, char userbuf[66]);
+
+/* Run the command half of the operation @p cmd names, in the open
+ * transaction of c->sh (after kchat__command_open()). Errors: KCHAT_EDECODE
+ * for an unknown operation or fields that do not decode, store errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__command_dispatch(struct ctx *c, const json_t *cmd);
+
+/* Apply the internal command @p m in its target shard c->sh: only the next
+ * seq of its stream, once; another data set's are skipped. Errors: store
+ * errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m);
+
+/* The stream seq of outbox command @p r, 0 if it has none (an older kchat's).
+ * @locality any thread */
+uint64_t kchat__streams_cseq(const kchat_outbox_rec *r);
+
+/* The kchat-cmd-base of command @p r: the lowest seq of its stream @p sh
+ * still holds (it holds every one it has not seen applied), 0 if unknown.
+ * @locality worker that owns @p sh */
+uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
+                             const kchat_outbox_rec *r);
+
+/* Make room to list @p n more pending commands of @p sh, so that listing
+ * them after their commit cannot fail. Errors: KCHAT_ENOMEM.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+int kchat__streams_reserve(kchat_backend *be, struct shard *sh, size_t n);
+
+/* List outbox command @p seq (stream seq @p cseq, 0: none) to @p target as
+ * pending: kept until @p target has applied it. Errors: KCHAT_ENOMEM, never
+ * after kchat__streams_reserve() made room.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+int kchat__streams_pending_add(kchat_backend *be, struct shard *sh, uint64_t seq,
+                               uint32_t target, uint64_t cseq);
+
+/* Whether @p sh's pending commands are due for a check (kchat__streams_check()).
+ * @locality worker that owns @p sh */
+bool kchat__streams_due(const struct shard *sh);
+
+/* When due, in @p sh's write transaction @p t: delete the commands their
+ * targets applied, and produce again the streams a target is stuck on or
+ * had a command refused. Errors: store errors.
+ * @locality worker that owns @p sh */
+KCHAT_MUST_CHECK
+int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t);
+
+/* Outbox seq @p seq was refused: if it is a pending command, mark its
+ * stream to be produced again, in order, at the next check, and return
+ * true; false when it is not one (any more).
+ * @locality worker that owns @p sh */
+bool kchat__streams_refused(struct shard *sh, uint64_t seq);
+
+/* Parse the decimal number of @p len bytes at @p v (a header value) into
+ * @p out. Returns 0, or -1 when it is not one (empty, too long, not all
+ * digits, out of range).
+ * @locality any thread */
+int kchat__parse_u64(const void *v, size_t len, uint64_t *out);
+
+/* ---- commands_acks.c: acknowledgements of commands, through Kafka ---- */
+
+/* The target's side: c->sh received a command from shard @p source in this
+ * transaction; kchat__acks_flush() will acknowledge it. Errors:
+ * KCHAT_EINVAL (no such shard), KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__acks_note(struct ctx *c, uint32_t source);
+
+/* At the end of c->sh's transaction: one ack record per source noted since
+ * the last flush (in the outbox, a reply on kchat-internal in the source's
+ * partition) with c->sh's marks for it as read in c->txn; then forget the
+ * sources (also on error). Errors: store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__acks_flush(struct ctx *c);
+
+/* Forget the sources noted in @p w (their transaction did not commit).
+ * @locality worker @p w */
+void kchat__acks_forget(struct worker *w);
+
+/* Free what kchat__acks_note() allocated in @p w.
+ * @locality worker @p w, or the thread in kchat_backend_stop() */
+void kchat__acks_free(struct worker *w);
+
+/* The source's side, in c->sh's transaction: shard @p target says it has
+ * applied our commands up to stream seq @p seq, the last one numbered by
+ * run @p run (0: unknown), and outbox seq @p legacy. Keeps the highest seq
+ * (KCHAT_CMDSEQ_ACKED) and legacy mark seen, for kchat__streams_check() to
+ * prune by. When @p target applied commands c->sh never numbered (c->sh
+ * restored from an older copy): a seq above the highest c->sh numbered for
+ * it, or whose run is not the one of c->sh's own command @p seq, it first
+ * numbers its pending commands to it again past @p seq, as new outbox
+ * records of this transaction (logged, counted). Errors: KCHAT_EINVAL
+ * (@p target is no other shard), store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__acks_take(struct ctx *c, uint32_t target, uint64_t seq, uint64_t legacy,
+                     uint64_t run);
+
+/* kchat__acks_take() for ack record @p m (a record of kchat-internal with
+ * a kchat-ack header, of our data set); one that does not decode, or comes
+ * from no other shard, is dead-lettered. Errors: store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__acks_take_record(struct ctx *c, const rd_kafka_message_t *m);
+
+#endif /* KCHAT_ACTORS_STREAMS_H */
