@@ -70,8 +70,11 @@ clang_step() {
 # 100) at ~11 s each; every kill is the same scenario at a random moment,
 # with a new seed every run, so CI samples 8 moments a run here, 3 under
 # TSan and 5 on Kafka, and the soak goes deep.
+# test_changelog (the changelog rebuilds every shard; answers wait for it)
+# and test_restore (a lost data directory restored) run under ASan+UBSan,
+# the first under TSan too, the second on real Kafka.
 step plain env KCHAT_CRASH_KILLS="${KCHAT_CRASH_KILLS:-8}" \
-  make -s -j2 check SKIP_TESTS="test_restart test_security"
+  make -s -j2 check SKIP_TESTS="test_restart test_security test_changelog test_restore"
 
 step clang clang_step
 
@@ -95,6 +98,8 @@ step asan+ubsan make -s -j2 SANITIZE=address,undefined check \
 # operation (test_ops), the gateway's threads (test_http), pause/resume under
 # overload. Not here: the fuzz replays (one thread), test_badinput and
 # test_msgpack (codecs: ASan's; their threads are test_ops's), test_restart,
+# test_restore and the integration test_room_summaries (restarts and
+# recovery: ASan's; their threads are test_restart's and test_changelog's),
 # test_security, test_startup and test_storage (ASan's: recovery, passwords,
 # option parsing and ENOSPC paths, on threads that test_crash and
 # test_overload already drive). Of the regression programs TSan runs 0019
@@ -103,7 +108,7 @@ step asan+ubsan make -s -j2 SANITIZE=address,undefined check \
 # the plain and ASan+UBSan runs cover; 0035 (librdkafka's threads only)
 # is plain only.
 step tsan make -s -j2 SANITIZE=thread check \
-  SKIP_TESTS="fuzz_ test_badinput test_msgpack test_restart test_security test_startup test_storage 0001- 0002- 0008- 0009- 0010- 0011- 0012- 0013- 0014- 0021- 0023- 0025- 0029- 0035-"
+  SKIP_TESTS="fuzz_ test_badinput test_msgpack test_restart test_restore integration/test_room_summaries test_security test_startup test_storage 0001- 0002- 0008- 0009- 0010- 0011- 0012- 0013- 0014- 0021- 0023- 0025- 0029- 0035-"
 
 # Real Kafka, a fresh single-node broker per program (4-6 s each, ~45 s in
 # all): one shared broker is not worth it, as kchat's topic names are fixed,
