@@ -845,7 +845,10 @@ static void test_no_password_in_records_logs_metrics(void **state)
     user_new_in(&u, "last", -1, true);   /* every earlier answer is in by now */
     size_t n = 0;
     const char *const *pws = kc_passwords(&n);
-    assert_true(n >= 20);
+    /* at least one per identity the tests above made (more when an id was
+     * drawn again for its shard: how many is random, so this bound is the
+     * sure part only; it was 20, which failed once on Kafka in CI) */
+    assert_true(n >= 12);
     assert_true(kc_record_count(g_c) > 100);
     for (size_t i = 0; i < n; i++) {
         const kc_record *first = NULL;
