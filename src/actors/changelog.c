@@ -163,20 +163,31 @@ static int produce_kept(void *arg, const kchat_change *ch)
     return 0;
 }
 
-/* Produce every kept change after @p acked again, in order.
+/* Produce every kept change from @p from on, in order. Errors: store errors.
  * @locality worker that owns @p sh (at start: the starting thread) */
-static void resend_kept(kchat_backend *be, struct shard *sh, uint64_t acked)
+KCHAT_MUST_CHECK
+static int produce_kept_from(kchat_backend *be, struct shard *sh, uint64_t from)
 {
     void *arg[2] = {be, sh};
     kchat_txn *t;
     int rc;
 
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_changelog_scan(t, from, produce_kept, arg);
+    kchat_txn_abort(t);
+    return rc;
+}
+
+/* Produce every kept change after @p acked again, in order; when they
+ * cannot be read, try again at the next release.
+ * @locality worker that owns @p sh (at start: the starting thread) */
+static void resend_kept(kchat_backend *be, struct shard *sh, uint64_t acked)
+{
+    int rc;
+
     atomic_fetch_add(&be->stats.changelog_resends, 1);
-    if ((rc = kchat_txn_begin(sh->store, false, &t)) == KCHAT_OK) {
-        rc = kchat_store_changelog_scan(t, acked + 1, produce_kept, arg);
-        kchat_txn_abort(t);
-    }
-    if (rc != KCHAT_OK) {
+    if ((rc = produce_kept_from(be, sh, acked + 1)) != KCHAT_OK) {
         fprintf(stderr, "kchat: shard %u: cannot read its kept changes (%s); trying again\n",
                 sh->id, kchat_strerror(rc));
         pthread_mutex_lock(&sh->lock);
@@ -333,17 +344,7 @@ int kchat__changelog_replay(kchat_backend *be, struct shard *sh)
 
 int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh)
 {
-    void *arg[2] = {be, sh};
-    kchat_txn *t;
-    int rc;
-
-    if (!be->changelog)
-        return KCHAT_OK;
-    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
-        return rc;
-    rc = kchat_store_changelog_scan(t, sh->cl_produced + 1, produce_kept, arg);
-    kchat_txn_abort(t);
-    return rc;
+    return be->changelog ? produce_kept_from(be, sh, sh->cl_produced + 1) : KCHAT_OK;
 }
 
 int kchat__changelog_wait(kchat_backend *be, char *errstr, size_t len)
