@@ -85,6 +85,13 @@ static void serve_metrics(void *arg, FILE *out)
     kchat_backend_metrics(arg, out);
 }
 
+/* /readyz of serve: 503 while shards given to it are being taken over.
+ * @locality the ops HTTP server's thread */
+static bool serve_ready(void *arg)
+{
+    return kchat_backend_ready(arg);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     kchat_config cfg;
@@ -104,7 +111,7 @@ static int cmd_serve(int argc, char **argv)
         goto out_release;
     }
     if (cfg.metrics_http[0] &&
-        kchat_ops_http_start(cfg.metrics_http, serve_metrics, NULL, be, &ops, errstr,
+        kchat_ops_http_start(cfg.metrics_http, serve_metrics, serve_ready, be, &ops, errstr,
                              sizeof(errstr)) != KCHAT_OK) {
         fprintf(stderr, "kchat serve: %s\n", errstr);
         kchat_backend_stop(be, NULL);

@@ -13,6 +13,7 @@
 #ifndef KCHAT_BACKEND_H
 #define KCHAT_BACKEND_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include "kchat/config.h"
@@ -92,7 +93,17 @@ typedef struct kchat_backend kchat_backend;
       "Changes applied from kchat-changelog to restore shards at start.", NULL)            \
     X(held_records, "kchat_changelog_held_records_total",                                  \
       "Answers, events and commands held back until Kafka had the changes they report.",   \
-      NULL)
+      NULL)                                                                                \
+    X(handovers_in, "kchat_shards_acquired_total",                                         \
+      "Shards this process took over at an assignment (restored as needed first).", NULL)  \
+    X(handovers_out, "kchat_shards_released_total",                                        \
+      "Shards this process gave up at a revocation.", NULL)                                \
+    X(warm_acquires, "kchat_shards_acquired_warm_total",                                   \
+      "Acquired shards whose local copy was current (nothing to restore or replay).",      \
+      NULL)                                                                                \
+    X(diverged, "kchat_shards_diverged_total",                                             \
+      "Local shard copies set aside at an assignment: changes Kafka never had, while "     \
+      "another owner wrote on.", NULL)
 
 /** Counters of one backend, read with kchat_backend_get_stats(): one
  *  member per row of #KCHAT_BACKEND_COUNTERS, named by its first column. */
@@ -115,6 +126,14 @@ typedef struct kchat_backend_stats {
 KCHAT_MUST_CHECK
 int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
                         char *errstr, size_t errstr_size);
+
+/**
+ * @brief Whether the backend serves every shard it was given: false while
+ *        its consumer waits for an assignment or restores shards it was
+ *        given (`/readyz` of serve answers 503 then).
+ * @locality any thread
+ */
+bool kchat_backend_ready(kchat_backend *be);
 
 /** @brief Bootstrap servers in use (the embedded broker's when started);
  *  owned by the backend. @locality any thread */

@@ -11,9 +11,9 @@
  * Threads (T = number of topics, W = number of workers):
  * - **poll thread** (1): serves the consumer's main queue with
  *   rd_kafka_consumer_poll(): rebalances, errors. On an assignment it asks
- *   `start_offset()` for every partition, forwards each partition's queue to
- *   its topic's queue and calls rd_kafka_assign(). The `start_offset`,
- *   `assigned` and `revoked` callbacks run here.
+ *   `prepare()`, then `start_offset()` for every partition, forwards each
+ *   partition's queue to its topic's queue and calls rd_kafka_assign(). The
+ *   `prepare`, `start_offset`, `assigned` and `revoked` callbacks run here.
  * - **topic threads** (T): each polls its topic's queue and pushes every
  *   message into the ring (topic, partition % W).
  * - **workers** (W): worker w drains its T rings round-robin into batches of
@@ -122,6 +122,16 @@ typedef struct kchat_consumer_conf {
      *  passed since the last idle(). May be NULL.
      *  @locality worker thread `worker`, never during its process() */
     void (*idle)(void *opaque, unsigned worker);
+
+    /** During an assignment, before `start_offset()` is asked for any
+     *  partition of @p parts and before any of them is fetched: the caller
+     *  makes ready what those partitions need (e.g. restores the state
+     *  their start offsets are stored in). It may take long: librdkafka's
+     *  background thread keeps the member's heartbeats going, and the topic
+     *  threads stay parked meanwhile (the workers run, without input).
+     *  Also called for an empty assignment. May be NULL.
+     *  @locality poll thread */
+    void (*prepare)(void *opaque, const rd_kafka_topic_partition_list_t *parts);
 
     /** After the partitions in @p parts were assigned (with their start
      *  offsets filled in), before any of their messages is processed. Also

@@ -30,6 +30,9 @@
  *  co-partitioned with the request topics): key = table byte + store key,
  *  value = the key's value, or none (a tombstone) when it was deleted. */
 #define KCHAT_TOPIC_CHANGELOG "kchat-changelog"
+/** The deployment's data set claims (one partition, compacted): the claim
+ *  at the lowest offset names the data set every node serves. */
+#define KCHAT_TOPIC_META      "kchat-meta"
 /** Room summaries (roomId, roomName, participants, lastSeq) published by
  *  the room's shard (a compacted topic, keyed by roomId). */
 #define KCHAT_TOPIC_ROOMS     "kchat-rooms"

@@ -43,6 +43,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
@@ -145,6 +146,17 @@ struct login_throttle {
 struct shard {
     uint32_t id;
     kchat_store *store;
+    /* ownership (ownership.c): set and cleared by the consumer's poll thread
+     * at assignments, read by the shard's worker before each upkeep */
+    atomic_bool owned;          /* this process serves the shard; its worker touches
+                                   it only while set */
+    atomic_bool releasing;      /* the poll thread gives it up: the worker reports... */
+    atomic_bool quiet;          /* ...here when all it produced is confirmed */
+    bool warm;                  /* poll thread: given up gracefully, everything it
+                                   produced confirmed: current unless another owner
+                                   wrote since */
+    uint64_t run_id;            /* drawn at each acquisition, never 0 (0: none, in
+                                   tests): tags the commands numbered meanwhile */
     /* worker only */
     struct pending_cmd *cmds;
     size_t n_cmds, cap_cmds;
@@ -186,6 +198,7 @@ struct worker {
     struct out_rec *out;
     size_t n_out, cap_out;
     atomic_int_fast64_t last_progress_ms; /* last time this worker finished a batch or tick */
+    atomic_uint_fast64_t idle_passes; /* idle() calls finished (ownership.c waits on it) */
     kchat_request req;          /* big: kept here rather than on the stack */
     size_t *idx;                /* [max_batch]: one shard's records of a batch */
     bool *done;                 /* [max_batch]: records already grouped */
@@ -234,7 +247,10 @@ struct kchat_backend {
     kchat_fmt events_fmt;
     char dummy_hash[128];       /* verified against for unknown users (even timing) */
     uint64_t run_id;            /* drawn at each start, never 0 (0: none, in tests):
-                                   tags the commands numbered in this run */
+                                   the shards draw theirs only when it is not 0 */
+    atomic_int restoring;       /* shards being acquired right now (ownership.c) */
+    atomic_bool closing;        /* kchat_backend_stop() began: an acquisition retrying
+                                   gives up */
     char dataset[33];           /* this data directory's data set id (32 hex digits):
                                    tags its commands, directory records and room
                                    summaries */
@@ -266,6 +282,14 @@ struct ctx {
     int64_t now_ms;
     kchat_request *req;
 };
+
+/* The run tag of the commands c->sh numbers now (commands_acks.c): the
+ * shard's, drawn when this process acquired it, else the backend's. */
+static inline uint64_t kchat__run_id(const struct ctx *c)
+{
+    return c->sh->run_id != 0 ? c->sh->run_id : c->be->run_id;
+}
+
 
 /* Every function declared below that takes a `struct ctx *` runs on the
  * worker that owns c->sh, inside c->txn (@locality worker that owns c->sh);
@@ -619,6 +643,23 @@ int kchat__datadir_check_cluster(kchat_backend *be, const char *cluster_id, char
  *           after the producer is closed (delivery reports use the shards) */
 void kchat__datadir_close(kchat_backend *be);
 
+/* Acquiring @p sh (ownership.c), once it is caught up with the changelog:
+ * give it the data set id if it has none yet (a shard new to the
+ * deployment) and make its stored offsets the current cluster's. Errors:
+ * store errors (errstr names the shard).
+ * @locality the thread acquiring @p sh, no worker touching it */
+KCHAT_MUST_CHECK
+int kchat__datadir_shard_settle(kchat_backend *be, struct shard *sh, char *errstr, size_t len);
+
+/* Set @p sh's copy aside (it diverged, or is another data set's): its
+ * environment is closed, its directory renamed `shard-NNNN.aside-TIME`
+ * (kept for the operator, logged) and an empty one opened in its place.
+ * Errors: KCHAT_EIO, store errors (errstr says which).
+ * @locality the thread acquiring @p sh, no worker touching it */
+KCHAT_MUST_CHECK
+int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, char *errstr,
+                                   size_t len);
+
 /* Whether @p m was written by this data set (its kchat-dataset header);
  * untagged records count as ours only if @p untagged_ok. Logs the first
  * foreign record of each kind (@p kind 0: command, 1: directory record,
@@ -626,6 +667,37 @@ void kchat__datadir_close(kchat_backend *be);
  * @locality any thread */
 bool kchat__dataset_ours(kchat_backend *be, const rd_kafka_message_t *m, bool untagged_ok,
                          int kind);
+
+/* ---- ownership.c: the shards this process serves ---- */
+
+/* The consumer's prepare(): acquire every shard of @p parts not owned yet
+ * (caught up with the changelog, kept changes confirmed, outbox produced
+ * again), retrying one that fails until it succeeds or the backend stops.
+ * Nothing without a changelog (every shard is owned throughout).
+ * @locality the consumer's poll thread */
+void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *parts);
+
+/* The consumer's revoked(): give up every owned shard of @p parts once what
+ * it produced is confirmed (a bounded wait), and wait until no worker is
+ * inside an upkeep of one of them.
+ * @locality the consumer's poll thread */
+void kchat__shards_revoked(void *opaque, const rd_kafka_topic_partition_list_t *parts);
+
+/* At start: every shard owned when the backend keeps no changelog (one
+ * process serves its data directory), none otherwise (the assignment
+ * decides).
+ * @locality the thread in kchat_backend_start(), before the consumer runs */
+void kchat__shards_own_all(kchat_backend *be);
+
+/* Whether everything @p sh produced is confirmed and nothing of it waits:
+ * no held record, no delivery to prune, nothing to produce again.
+ * @locality worker that owns @p sh
+ * @locks takes sh->lock, the producer lock (shared) */
+bool kchat__shard_quiet(kchat_backend *be, struct shard *sh);
+
+/* The shards-owned and restoring gauges for /metrics.
+ * @locality any thread */
+void kchat__ownership_metrics(kchat_backend *be, FILE *out);
 
 /* ---- backend.c: helpers of the files above ---- */
 

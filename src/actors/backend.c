@@ -154,30 +154,19 @@ static int topics_ensure(kchat_backend *be, char *errstr, size_t len)
     return KCHAT_OK;
 }
 
-/* Before consuming: every shard produces its kept changes again and waits
- * until Kafka has them; then produces its outbox again.
+/* Before consuming, without a changelog: every shard (all owned) produces
+ * its outbox again. With one, each shard does so when acquired
+ * (ownership.c).
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 static int shards_replay(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
-    for (int p = 0; p < be->partitions; p++)
-        if ((rc = kchat__changelog_replay(be, &be->shards[p])) != KCHAT_OK) {
-            snprintf(errstr, len, "shard %d: changelog replay: %s", p, kchat_strerror(rc));
-            return rc;
-        }
-    if ((rc = kchat__changelog_wait(be, errstr, len)) != KCHAT_OK)
-        return rc;
-    for (int p = 0; p < be->partitions; p++)
+    kchat__shards_own_all(be);
+    for (int p = 0; !be->changelog && p < be->partitions; p++)
         if ((rc = kchat__outbox_replay(be, &be->shards[p])) != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: outbox replay: %s", p, kchat_strerror(rc));
-            return rc;
-        }
-    /* what the replay changed (applied commands deleted) */
-    for (int p = 0; p < be->partitions; p++)
-        if ((rc = kchat__changelog_produce_rest(be, &be->shards[p])) != KCHAT_OK) {
-            snprintf(errstr, len, "shard %d: changelog: %s", p, kchat_strerror(rc));
             return rc;
         }
     return KCHAT_OK;
@@ -186,7 +175,8 @@ static int shards_replay(kchat_backend *be, char *errstr, size_t len)
 /* The shards, ready to consume: the data directory open, the stored
  * offsets checked against the cluster (its id in be->cluster_id), the
  * workers' scratch allocated, the room summaries published once if the
- * replica never had them, every outbox produced again. On error what
+ * replica never had them, every outbox produced again (without a
+ * changelog; with one, each shard's when it is acquired). On error what
  * was done stays for producer_and_shards_stop().
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
@@ -219,11 +209,14 @@ static void consumer_stop(kchat_backend *be)
 KCHAT_MUST_CHECK
 static int consumer_wait_ready(kchat_backend *be, char *errstr, size_t len)
 {
-    for (int i = 0; i < 600 && !kchat_consumer_ready(be->consumer); i++)
+    /* With a changelog the first assignment restores what it gives. */
+    int limit_s = be->changelog ? 600 : 30;
+
+    for (int i = 0; i < limit_s * 20 && !kchat_consumer_ready(be->consumer); i++)
         kchat__sleep_ms(50);
     if (kchat_consumer_ready(be->consumer))
         return KCHAT_OK;
-    snprintf(errstr, len, "no partitions were assigned within 30 s (group %s)",
+    snprintf(errstr, len, "no partitions were assigned within %d s (group %s)", limit_s,
              be->cfg->group_id);
     return KCHAT_EKAFKA;
 }
@@ -283,6 +276,7 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     return KCHAT_OK;
 
 err_stop_consumer:
+    atomic_store(&be->closing, true);
     consumer_stop(be);
 err_stop_directory:
     atomic_store(&be->stopping, true);
@@ -365,6 +359,7 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
 #undef COUNTER_WRITE
     if (be->consumer)
         kchat_consumer_get_stats(be->consumer, &cs);
+    kchat__ownership_metrics(be, out);
     kchat_metric_write(out, "kchat_consumed_total", "counter",
                        "Records read from the request topics.", (double)cs.consumed);
     kchat_metric_write(out, "kchat_partition_pauses_total", "counter",
@@ -394,6 +389,7 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
     if (be == NULL)
         return;
     /* 1. stop reading; the workers apply and commit what is in the rings */
+    atomic_store(&be->closing, true);
     consumer_stop(be);
     atomic_store(&be->stopping, true);
     kchat__directory_stop(be);

@@ -282,7 +282,7 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
 
     memset(done, 0, n * sizeof(*done));
     for (int s = (int)worker; s < be->partitions; s += (int)be->n_workers)
-        if (atomic_load(&be->shards[s].cl_wake_at) != 0)
+        if (atomic_load(&be->shards[s].owned) && atomic_load(&be->shards[s].cl_wake_at) != 0)
             kchat__changelog_release(be, &be->shards[s]);
     for (size_t i = 0; i < n; i++) {
         int32_t p = msgs[i]->partition;
@@ -300,6 +300,8 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
                     p, be->partitions);
             continue;
         }
+        if (!atomic_load(&be->shards[p].owned))
+            continue;   /* never acquired (the backend stops): read again by its owner */
         apply_shard_batch(be, w, &be->shards[p], msgs, idx, k);
     }
     atomic_store(&w->last_progress_ms, kchat__monotonic_us() / 1000);
@@ -324,6 +326,10 @@ static void on_idle(void *opaque, unsigned worker)
         bool work;
         int rc;
 
+        if (!atomic_load(&sh->owned))
+            continue;   /* another process's, or being acquired (ownership.c) */
+        if (atomic_load(&sh->releasing) && kchat__shard_quiet(be, sh))
+            atomic_store(&sh->quiet, true);
         if (!atomic_load(&be->stopping)) {
             /* at exit the outbox keeps them for the next start */
             kchat__changelog_release(be, sh);
@@ -352,6 +358,7 @@ static void on_idle(void *opaque, unsigned worker)
             kchat__changelog_discard(w);
         }
     }
+    atomic_fetch_add(&w->idle_passes, 1);
 }
 
 /* The consumer's start_offset(): the offset @p partition's shard stored for
@@ -383,7 +390,8 @@ int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len
         .topics = topics, .n_topics = KCHAT_OP__COUNT + 1, .n_workers = be->n_workers,
         .ring_capacity = (size_t)be->cfg->ring_capacity, .max_batch = (size_t)be->cfg->max_batch,
         .tick_ms = 20, .start_offset = on_start_offset, .process = on_process,
-        .idle = on_idle, .opaque = be,
+        .idle = on_idle, .prepare = kchat__shards_prepare, .revoked = kchat__shards_revoked,
+        .opaque = be,
         .keep_fetch_wait = true,   /* set below, or by -X: either way chosen */
     };
     int rc;

@@ -347,32 +347,26 @@ int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh)
     return be->changelog ? produce_kept_from(be, sh, sh->cl_produced + 1) : KCHAT_OK;
 }
 
-int kchat__changelog_wait(kchat_backend *be, char *errstr, size_t len)
+int kchat__changelog_wait_shard(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
 {
     int64_t start = kchat__monotonic_us() / 1000, logged = start;
 
     if (!be->changelog)
         return KCHAT_OK;
     for (;;) {
-        int waiting = 0, first = -1;
         int64_t now = kchat__monotonic_us() / 1000;
 
-        for (int p = 0; p < be->partitions; p++) {
-            struct shard *sh = &be->shards[p];
-            kchat__changelog_release(be, sh);   /* produces again what was refused */
-            if (acked_now(sh) < sh->cl_replayed && waiting++ == 0)
-                first = p;
-        }
-        if (waiting == 0)
+        kchat__changelog_release(be, sh);   /* produces again what was refused */
+        if (acked_now(sh) >= sh->cl_replayed)
             return KCHAT_OK;
         if (now - start >= WAIT_MAX_MS) {
-            snprintf(errstr, len, "Kafka did not confirm the kept changes of %d shards "
-                     "(shard %d first) within %d s", waiting, first, WAIT_MAX_MS / 1000);
+            snprintf(errstr, len, "Kafka did not confirm the kept changes of shard %u within "
+                     "%d s", sh->id, WAIT_MAX_MS / 1000);
             return KCHAT_EKAFKA;
         }
         if (now - logged >= WAIT_LOG_MS) {
-            fprintf(stderr, "kchat: waiting for Kafka to confirm the kept changes of %d "
-                    "shards (shard %d first)\n", waiting, first);
+            fprintf(stderr, "kchat: shard %u: waiting for Kafka to confirm its kept changes\n",
+                    sh->id);
             logged = now;
         }
         kchat__sleep_ms(5);

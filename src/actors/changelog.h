@@ -58,41 +58,67 @@ void kchat__changelog_acked(kchat_backend *be, struct shard *sh, uint64_t seq);
  * @locks takes sh->lock, then be->wake_lock */
 void kchat__changelog_refused(kchat_backend *be, struct shard *sh);
 
-/* Start-up: produce the changes @p sh kept (committed, not known in Kafka)
- * and set its marks. Errors: store errors.
- * @locality the thread in kchat_backend_start(), before the consumer runs */
+/* Acquiring @p sh: produce the changes it kept (committed, not known in
+ * Kafka) and set its marks. Errors: store errors.
+ * @locality the thread acquiring @p sh (ownership.c), no worker touching it */
 KCHAT_MUST_CHECK
 int kchat__changelog_replay(kchat_backend *be, struct shard *sh);
 
-/* Start-up, after the last write transaction the start makes itself
- * (command catch-up, outbox replay), whose changes no worker collected:
- * produce every change @p sh committed after the last one produced. Errors:
- * store errors.
- * @locality the thread in kchat_backend_start(), before the consumer runs */
+/* Acquiring @p sh, after the last write transaction the acquisition makes
+ * itself (outbox replay), whose changes no worker collected: produce every
+ * change @p sh committed after the last one produced. Errors: store errors.
+ * @locality the thread acquiring @p sh (ownership.c), no worker touching it */
 KCHAT_MUST_CHECK
 int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh);
 
-/* Start-up, after kchat__changelog_replay() of every shard: wait (up to a
- * minute, saying why every 10 s) until Kafka has every kept change, so
- * that the outbox replay answers nothing Kafka could still lose.
- * Errors: KCHAT_EKAFKA (errstr says which shards wait).
- * @locality the thread in kchat_backend_start(), before the consumer runs */
+/* After kchat__changelog_replay() of @p sh: wait (up to a minute, saying
+ * why every 10 s) until Kafka has every change @p sh kept. Errors:
+ * KCHAT_EKAFKA (errstr says which shard).
+ * @locality the thread acquiring @p sh (ownership.c), no worker touching it */
 KCHAT_MUST_CHECK
-int kchat__changelog_wait(kchat_backend *be, char *errstr, size_t len);
+int kchat__changelog_wait_shard(kchat_backend *be, struct shard *sh, char *errstr, size_t len);
 
-/* Start-up, before the data set is settled (kchat__datadir_open()):
- * restore every shard whose kchat-changelog partition holds changes after
- * its own, from the beginning of the partition (restore.c). Nothing when
- * the backend keeps no changelog. Errors: KCHAT_EKAFKA (Kafka did not
- * answer), KCHAT_ECONFIG (a shard of another data set than the changelog's:
- * refused, untouched), store errors; errstr says which shard.
- * @locality the thread in kchat_backend_start(), before the consumer runs */
+/* ---- restore.c: shards restored from kchat-changelog ---- */
+
+/* Bring shard @p sh up to its kchat-changelog partition before this process
+ * serves it (docs/design.md, "Changelog"): nothing when its copy is current
+ * or only ahead (changes of its own, still to produce); the changes after
+ * its own, in whole transactions, when it is behind; the whole partition
+ * when its copy diverged (it kept changes Kafka never confirmed, and
+ * another owner wrote on) or belongs to another data set: that copy is set
+ * aside first (kchat__datadir_shard_set_aside()). @p restored: whether
+ * anything was applied or set aside. Nothing when the backend keeps no
+ * changelog. Errors: KCHAT_EKAFKA (Kafka did not answer; errstr says which
+ * shard), store errors.
+ * @locality the consumer's poll thread acquiring @p sh (ownership.c), or
+ *           the thread in kchat_backend_start(); no worker touches @p sh */
 KCHAT_MUST_CHECK
-int kchat__changelog_restore(kchat_backend *be, char *errstr, size_t len);
+int kchat__changelog_catch_up(kchat_backend *be, struct shard *sh, bool *restored, char *errstr,
+                              size_t len);
+
+/* The data set kchat-changelog belongs to (its first non-empty partition's
+ * last record's), in @p dataset; "" when it is empty or the backend keeps
+ * no changelog. Errors: KCHAT_EKAFKA.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__changelog_dataset(kchat_backend *be, char dataset[33], char *errstr, size_t len);
 
 /* Free @p sh's held records (at close: their outbox copies stay for the
  * next start).
  * @locality the thread in kchat_backend_stop(), once no worker runs */
 void kchat__changelog_free(struct shard *sh);
+
+/* ---- deployment.c: the deployment's data set, kept in Kafka ---- */
+
+/* The data set of this cluster's deployment, in @p out: the first claim in
+ * kchat-meta; when there is none, a claim is written first (the
+ * changelog's data set, else @p local, this data directory's, else a new
+ * id) and the first claim read again, so that nodes starting together
+ * agree. "" when the backend keeps no changelog (each data directory is
+ * its own data set). Errors: KCHAT_EKAFKA, KCHAT_ECONFIG (errstr says why).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__deployment_dataset(kchat_backend *be, const char *local, char out[33], char *errstr,
+                              size_t len);
 
 #endif /* KCHAT_ACTORS_CHANGELOG_H */

@@ -218,10 +218,10 @@ static int renumber_one(struct ctx *c, uint32_t target, uint64_t seq, uint64_t c
     if (n + 3 > KCHAT_STORE_MAX_HEADERS)
         goto out_free;
     snprintf(num, sizeof(num), "%" PRIu64, cseq);
-    snprintf(run, sizeof(run), "%" PRIu64, c->be->run_id);
+    snprintf(run, sizeof(run), "%" PRIu64, kchat__run_id(c));
     snprintf(fr, sizeof(fr), "%" PRIu64, from);
     hdrs[n++] = (kchat_header){KCHAT_HDR_CMD_SEQ, num, strlen(num)};
-    if (c->be->run_id != 0) {
+    if (kchat__run_id(c) != 0) {
         hdrs[n++] = (kchat_header){KCHAT_HDR_CMD_RUN, run, strlen(run)};
         hdrs[n++] = (kchat_header){KCHAT_HDR_CMD_RUN_FROM, fr, strlen(fr)};
     }
@@ -355,10 +355,10 @@ static int run_differs(struct ctx *c, uint32_t target, uint64_t seq, uint64_t ru
     int rc;
 
     *fork = false;
-    if (run == 0 || run == c->be->run_id)
+    if (run == 0 || run == kchat__run_id(c))
         return KCHAT_OK;
     if (l->run_from_set && seq > l->run_from) {   /* this run numbered it */
-        *fork = c->be->run_id != 0;
+        *fork = kchat__run_id(c) != 0;
         return KCHAT_OK;
     }
     /* An earlier run's, still pending (nothing above the ack mark is

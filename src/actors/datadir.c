@@ -5,11 +5,13 @@
  * room summaries, docs/design.md "Data sets") and, per shard, the cluster
  * its stored input offsets belong to.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "actors.h"
 #include "changelog.h"
@@ -49,13 +51,31 @@ static int data_dir_check(kchat_backend *be, char *errstr, size_t len)
     return kchat_txn_commit(t);
 }
 
-/* @locality the thread in kchat_backend_start() */
+static void shard_path(const kchat_backend *be, const struct shard *sh, char *path, size_t len)
+{
+    snprintf(path, len, "%s/shard-%04u", be->cfg->data_dir, sh->id);
+}
+
+/* Open @p sh's environment.
+ * @locality the thread in kchat_backend_start(), or the one acquiring @p sh */
 KCHAT_MUST_CHECK
-static int shards_open(kchat_backend *be, char *errstr, size_t len)
+static int shard_open(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
 {
     kchat_store_opts o = {.map_size = (size_t)be->cfg->map_size_mb << 20,
                           .changelog = be->changelog};
     char path[4096];
+    int rc;
+
+    shard_path(be, sh, path, sizeof(path));
+    if ((rc = kchat_store_open(path, &o, &sh->store)) != KCHAT_OK)
+        snprintf(errstr, len, "cannot open shard %s: %s", path, kchat_strerror(rc));
+    return rc;
+}
+
+/* @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int shards_open(kchat_backend *be, char *errstr, size_t len)
+{
     int rc;
 
     be->shards = calloc((size_t)be->partitions, sizeof(*be->shards));
@@ -65,11 +85,8 @@ static int shards_open(kchat_backend *be, char *errstr, size_t len)
         struct shard *sh = &be->shards[p];
         sh->id = (uint32_t)p;
         pthread_mutex_init(&sh->lock, NULL);
-        snprintf(path, sizeof(path), "%s/shard-%04d", be->cfg->data_dir, p);
-        if ((rc = kchat_store_open(path, &o, &sh->store)) != KCHAT_OK) {
-            snprintf(errstr, len, "cannot open shard %s: %s", path, kchat_strerror(rc));
+        if ((rc = shard_open(be, sh, errstr, len)) != KCHAT_OK)
             return rc;
-        }
     }
     return KCHAT_OK;
 }
@@ -130,20 +147,33 @@ static int dataset_read(kchat_backend *be, char found[33], bool *legacy, bool *u
 
 /* The data set id (docs/design.md, "Data sets"): 16 random bytes in hex,
  * made when a data directory is first used and kept in the meta of every
- * shard and of the directory replica. A data directory an older kchat made
+ * shard and of the directory replica. With a changelog, the deployment's,
+ * kept in Kafka (deployment.c): an empty data directory joins it, one of
+ * another data set is refused. A data directory an older kchat made
  * gets one at its first start here and is marked legacy. Environments of
  * two data sets in one data directory are refused.
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 static int dataset_open(kchat_backend *be, char *errstr, size_t len)
 {
-    char id[sizeof(be->dataset)], found[sizeof(be->dataset)], name[32];
+    char id[sizeof(be->dataset)], found[sizeof(be->dataset)], kept[sizeof(be->dataset)];
+    char name[32];
     bool legacy = false, used = false;
     kchat_txn *t;
     int rc;
 
-    if ((rc = dataset_read(be, found, &legacy, &used, errstr, len)) != KCHAT_OK)
+    if ((rc = dataset_read(be, found, &legacy, &used, errstr, len)) != KCHAT_OK ||
+        (rc = kchat__deployment_dataset(be, found, kept, errstr, len)) != KCHAT_OK)
         return rc;
+    if (kept[0] != '\0' && found[0] != '\0' && strcmp(found, kept) != 0) {
+        snprintf(errstr, len, "data directory %s belongs to data set %s but this cluster's "
+                 "deployment (%s) is data set %s: move the data directory aside to restore "
+                 "it from Kafka, or give this one a cluster of its own", be->cfg->data_dir,
+                 found, KCHAT_TOPIC_META, kept);
+        return KCHAT_ECONFIG;
+    }
+    if (kept[0] != '\0' && found[0] == '\0')   /* joining the deployment */
+        memcpy(found, kept, sizeof(found));
     if (found[0] == '\0') {
         unsigned char raw[16];
 
@@ -153,8 +183,9 @@ static int dataset_open(kchat_backend *be, char *errstr, size_t len)
         fprintf(stderr, "kchat: data set %s%s\n", found,
                 legacy ? " given to a data directory made before data set ids" : " (new)");
     }
-    /* Shards first, the replica last. */
-    for (int i = 0; i <= be->partitions; i++) {
+    /* Shards first, the replica last. With a changelog a shard is written
+     * only while owned (it gets the id when acquired: ownership.c). */
+    for (int i = be->changelog ? be->partitions : 0; i <= be->partitions; i++) {
         kchat_store *st = data_env(be, i, name, sizeof(name));
 
         if ((rc = kchat_txn_begin(st, true, &t)) != KCHAT_OK)
@@ -226,10 +257,62 @@ int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len)
 
     if ((rc = data_dir_check(be, errstr, len)) != KCHAT_OK ||
         (rc = shards_open(be, errstr, len)) != KCHAT_OK ||
-        (rc = shards_upgrade(be, errstr, len)) != KCHAT_OK ||
-        (rc = kchat__changelog_restore(be, errstr, len)) != KCHAT_OK)
+        (rc = shards_upgrade(be, errstr, len)) != KCHAT_OK)
         return rc;
     return dataset_open(be, errstr, len);
+}
+
+int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, char *errstr,
+                                   size_t len)
+{
+    char path[4096], aside[4200];
+
+    shard_path(be, sh, path, sizeof(path));
+    snprintf(aside, sizeof(aside), "%s.aside-%lld", path, (long long)time(NULL));
+    kchat_store_close(sh->store);
+    sh->store = NULL;
+    if (rename(path, aside) != 0) {
+        snprintf(errstr, len, "shard %u: cannot set %s aside: %s", sh->id, path,
+                 strerror(errno));
+        int rc = shard_open(be, sh, errstr + strlen(errstr), len - strlen(errstr));
+        return rc != KCHAT_OK ? rc : KCHAT_EIO;
+    }
+    fprintf(stderr, "kchat: shard %u: its copy diverged from %s (or is another data set's): "
+            "moved to %s, restoring the shard whole\n", sh->id, KCHAT_TOPIC_CHANGELOG, aside);
+    return shard_open(be, sh, errstr, len);
+}
+
+KCHAT_MUST_CHECK
+static int shard_check_cluster(kchat_backend *be, struct shard *sh, const char *cluster_id);
+
+int kchat__datadir_shard_settle(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
+{
+    char id[sizeof(be->dataset)];
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
+        goto err_say;
+    rc = kchat_store_meta_get(t, "dataset", id, sizeof(id));
+    if (rc == KCHAT_ENOTFOUND) {
+        rc = kchat_store_meta_set(t, "dataset", be->dataset);
+        if (rc == KCHAT_OK && be->dataset_legacy)
+            rc = kchat_store_meta_set(t, "dataset_legacy", "1");
+        if (rc == KCHAT_OK) {
+            rc = kchat_txn_commit(t);
+            t = NULL;
+        }
+    }
+    kchat_txn_abort(t);
+    if (rc != KCHAT_OK)
+        goto err_say;
+    if ((rc = shard_check_cluster(be, sh, be->cluster_id)) != KCHAT_OK)
+        goto err_say;
+    return KCHAT_OK;
+err_say:
+    snprintf(errstr, len, "shard %u: settling its data set and cluster: %s", sh->id,
+             kchat_strerror(rc));
+    return rc;
 }
 
 /* ---- the cluster ---- */
@@ -265,6 +348,8 @@ int kchat__datadir_check_cluster(kchat_backend *be, const char *cluster_id, char
 {
     int rc;
 
+    if (be->changelog)
+        return KCHAT_OK;   /* each shard when acquired (kchat__datadir_shard_settle()) */
     for (int p = 0; p < be->partitions; p++)
         if ((rc = shard_check_cluster(be, &be->shards[p], cluster_id)) != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: %s", p, kchat_strerror(rc));

@@ -268,14 +268,14 @@ int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
             l->run_from_set = true;
         }
         snprintf(num, sizeof(num), "%" PRIu64, cseq);
-        snprintf(run, sizeof(run), "%" PRIu64, c->be->run_id);
+        snprintf(run, sizeof(run), "%" PRIu64, kchat__run_id(c));
         snprintf(from, sizeof(from), "%" PRIu64, l->run_from);
         hdr[0] = (kchat_header){KCHAT_HDR_CMD_SEQ, num, strlen(num)};
         hdr[1] = (kchat_header){KCHAT_HDR_CMD_RUN, run, strlen(run)};
         hdr[2] = (kchat_header){KCHAT_HDR_CMD_RUN_FROM, from, strlen(from)};
         rc = kchat__out_append(c, OUT_COMMAND, target, KCHAT_TOPIC_INTERNAL, (int32_t)target,
                                key, strlen(key), s, strlen(s), hdr,
-                               c->be->run_id != 0 ? 3 : 1);
+                               kchat__run_id(c) != 0 ? 3 : 1);
     }
     if (rc == KCHAT_OK)
         c->w->out[c->w->n_out - 1].cseq = cseq;

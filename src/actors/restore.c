@@ -1,10 +1,12 @@
 /*
- * Restoring shards from kchat-changelog at start (docs/design.md,
- * "Changelog"; docs/scaling.md, step 3).
+ * Restoring shards from kchat-changelog (docs/design.md, "Changelog";
+ * docs/scaling.md, "Hand-over"): when this process is given a shard
+ * (ownership.c), and, without a consumer group's say, at start for the
+ * data set.
  *
- * Before the data set is settled, each shard compares its own changelog
- * position (the last change it committed) with the last record of its
- * kchat-changelog partition. When Kafka holds later changes (the data
+ * A shard being acquired compares its own changelog position (the last
+ * change it committed) with the last record of its kchat-changelog
+ * partition. When Kafka holds later changes (the data
  * directory was lost, or is a copy older than the changelog), the shard
  * reads its partition from the beginning and applies, in log order, every
  * change after its own, whole transactions at a time: a transaction is
@@ -17,8 +19,18 @@
  * serves on from where its last owner stopped, and an empty data directory
  * joins the deployment instead of starting a new one.
  *
- * A shard whose own copy belongs to another data set than the changelog is
- * refused (never served, never overwritten): the operator moves it aside.
+ * A local copy that committed changes Kafka never confirmed (its node died
+ * before their acknowledgement) is current only if nobody wrote after it:
+ * when the partition's last record is not the copy's own change of that
+ * number, another owner wrote on, and the copy has diverged. It is set
+ * aside (renamed, kept for the operator) and the shard is restored whole.
+ *
+ * So is a copy of another data set (datadir.c refuses, at start, a data
+ * directory of another data set than the changelog's: this meets only a
+ * shard that data directory had never written).
+ *
+ * kchat__changelog_dataset() reads, at start, the data set the changelog
+ * belongs to.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -45,6 +57,7 @@ struct restore {
     struct shard *sh;
     rd_kafka_t *rk;
     char dataset[33];            /* the changelog's data set (its last record's) */
+    rd_kafka_message_t *tail;    /* the partition's last record (partition_tail()) */
     uint64_t local;              /* the shard's last committed change */
     uint64_t applied_to;         /* the highest change applied */
     kchat_txn *t;                /* open while applying */
@@ -85,7 +98,7 @@ static void pending_drop(struct restore *rs, struct pending_txn *pt)
 
 /* Apply the complete transaction @p pt to the shard (committing every
  * RESTORE_COMMIT_CHANGES changes, always between transactions).
- * @locality the thread in kchat_backend_start() */
+ * @locality the thread acquiring the shard (ownership.c) */
 KCHAT_MUST_CHECK
 static int pending_apply(struct restore *rs, struct pending_txn *pt)
 {
@@ -126,7 +139,7 @@ static int pending_apply(struct restore *rs, struct pending_txn *pt)
 
 /* One record of the partition, in log order: kept for its transaction,
  * which is applied once its last change is read. Takes @p m.
- * @locality the thread in kchat_backend_start() */
+ * @locality the thread acquiring the shard */
 KCHAT_MUST_CHECK
 static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_message_t *m)
 {
@@ -157,9 +170,10 @@ static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_m
     return seq == last ? pending_apply(rs, pt) : KCHAT_OK;
 }
 
-/* The last record of partition @p p (its seq, data set) and the end offset.
- * @p end is 0 for an empty partition.
- * @locality the thread in kchat_backend_start() */
+/* The last record of partition @p p (kept in rs->tail, its data set in
+ * rs->dataset, its seq in @p seq) and the end offset. @p end is 0 for an
+ * empty partition.
+ * @locality the thread acquiring the shard, or starting */
 KCHAT_MUST_CHECK
 static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t *seq,
                           char *errstr, size_t len)
@@ -172,6 +186,9 @@ static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t 
     *end = 0;
     *seq = 0;
     rs->dataset[0] = '\0';
+    if (rs->tail != NULL)
+        rd_kafka_message_destroy(rs->tail);
+    rs->tail = NULL;
     /* A topic just created may have no leader yet: ask again until the
      * deadline. */
     while ((err = rd_kafka_query_watermark_offsets(rs->rk, KCHAT_TOPIC_CHANGELOG, p, &lo, &hi,
@@ -200,7 +217,7 @@ static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t 
                 memcpy(rs->dataset, v, vl);
                 rs->dataset[vl] = '\0';
             }
-            rd_kafka_message_destroy(m);
+            rs->tail = m;
             *end = hi;
             break;
         }
@@ -218,7 +235,7 @@ static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t 
 
 /* Read partition @p p from the beginning up to @p end and apply what the
  * shard does not have.
- * @locality the thread in kchat_backend_start() */
+ * @locality the thread acquiring the shard */
 KCHAT_MUST_CHECK
 static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *errstr,
                              size_t len)
@@ -275,45 +292,113 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     return rc;
 }
 
-/* The shard's last committed change and its data set ("" when none).
- * @locality the thread in kchat_backend_start() */
+/* A shard's own position: its last committed change, the first change it
+ * keeps for Kafka (0: none kept), its data set ("" when none). */
+struct position {
+    uint64_t last, first_kept;
+    char dataset[33];
+};
+
+/* kchat_store_changelog_scan() callback: the first kept change's seq. */
+static int first_kept(void *arg, const kchat_change *ch)
+{
+    *(uint64_t *)arg = ch->seq;
+    return 1;
+}
+
+/* @p sh's position.
+ * @locality the thread acquiring the shard, or starting */
 KCHAT_MUST_CHECK
-static int shard_position(struct shard *sh, uint64_t *last, char dataset[33])
+static int shard_position(struct shard *sh, struct position *pos)
 {
     uint64_t next;
     kchat_txn *t;
     int rc;
 
-    dataset[0] = '\0';
+    memset(pos, 0, sizeof(*pos));
     if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
         return rc;
     rc = kchat_store_changelog_next(t, &next);
+    if (rc == KCHAT_OK)
+        rc = kchat_store_changelog_scan(t, 0, first_kept, &pos->first_kept);
     if (rc == KCHAT_OK) {
-        int drc = kchat_store_meta_get(t, "dataset", dataset, 33);
-        if (drc != KCHAT_OK && drc != KCHAT_ENOTFOUND)
+        int drc = kchat_store_meta_get(t, "dataset", pos->dataset, sizeof(pos->dataset));
+        if (drc == KCHAT_ENOTFOUND)
+            pos->dataset[0] = '\0';
+        else if (drc != KCHAT_OK)
             rc = drc;
-        else if (drc == KCHAT_ENOTFOUND)
-            dataset[0] = '\0';
     }
     kchat_txn_abort(t);
-    *last = next - 1;
+    pos->last = next - 1;
     return rc;
 }
 
-/* Restore shard @p sh when its partition of the changelog is ahead of it.
- * @locality the thread in kchat_backend_start() */
-KCHAT_MUST_CHECK
-static int shard_restore(struct restore *rs, struct shard *sh, char *errstr, size_t len)
+/* Whether the kept change of @p t numbered like record @p m is @p m. */
+struct same_arg {
+    const rd_kafka_message_t *m;
+    bool same;
+};
+
+static int same_change(void *arg, const kchat_change *ch)
 {
-    char own[33];
+    struct same_arg *sa = arg;
+    const rd_kafka_message_t *m = sa->m;
+    const unsigned char *k = m->key;
+
+    sa->same = ch->seq == header_u64(m, KCHAT_HDR_CL_SEQ) && m->key_len == ch->key_len + 1 &&
+               k[0] == (unsigned char)ch->table && memcmp(k + 1, ch->key, ch->key_len) == 0 &&
+               (ch->deleted ? m->payload == NULL
+                            : m->payload != NULL && m->len == ch->value_len &&
+                                  memcmp(m->payload, ch->value, ch->value_len) == 0);
+    return 1;
+}
+
+/* Whether @p sh's copy diverged from the changelog: it keeps changes Kafka
+ * never confirmed, and the partition's last record (@p tail_seq) is not
+ * one of them as the copy has it.
+ * @locality the thread acquiring the shard */
+KCHAT_MUST_CHECK
+static int diverged(struct restore *rs, struct shard *sh, const struct position *pos,
+                    uint64_t tail_seq, bool *out)
+{
+    struct same_arg sa = {.m = rs->tail};
+    kchat_txn *t;
+    int rc;
+
+    *out = false;
+    if (pos->first_kept == 0 || tail_seq < pos->first_kept)
+        return KCHAT_OK;   /* nothing unconfirmed, or Kafka stops before it */
+    if (tail_seq > pos->last) {
+        *out = true;       /* someone numbered past every change of ours */
+        return KCHAT_OK;
+    }
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_changelog_scan(t, tail_seq, same_change, &sa);
+    kchat_txn_abort(t);
+    *out = !sa.same;
+    return rc;
+}
+
+/* Bring @p sh up to its changelog partition: nothing when it is current
+ * (or ahead, with changes of its own to produce); the changes after its
+ * own when it is behind; the whole partition, after setting the copy
+ * aside, when it diverged or belongs to another data set.
+ * @locality the thread acquiring the shard, which no worker touches */
+KCHAT_MUST_CHECK
+static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, char *errstr,
+                          size_t len)
+{
+    struct position pos;
     uint64_t tail_seq;
     int64_t end, t0 = kchat__monotonic_us();
     int32_t p = (int32_t)sh->id;
+    bool bad = false;
     int rc;
 
     rs->sh = sh;
     rs->changes = rs->records = rs->dropped = 0;
-    if ((rc = shard_position(sh, &rs->local, own)) != KCHAT_OK) {
+    if ((rc = shard_position(sh, &pos)) != KCHAT_OK) {
         snprintf(errstr, len, "shard %d: %s", p, kchat_strerror(rc));
         return rc;
     }
@@ -321,16 +406,24 @@ static int shard_restore(struct restore *rs, struct shard *sh, char *errstr, siz
         return rc;
     if (end == 0 || rs->dataset[0] == '\0')
         return KCHAT_OK;   /* nothing in Kafka (a new deployment, or an older kchat's) */
-    if (own[0] != '\0' && strcmp(own, rs->dataset) != 0) {
-        snprintf(errstr, len, "shard %d of %s belongs to data set %s but %s holds data set "
-                 "%s: move the data directory aside to restore it from Kafka, or give this "
-                 "one a cluster of its own", p, rs->be->cfg->data_dir, own,
-                 KCHAT_TOPIC_CHANGELOG, rs->dataset);
-        return KCHAT_ECONFIG;
+    if (pos.dataset[0] != '\0' && strcmp(pos.dataset, rs->dataset) != 0) {
+        bad = true;   /* another deployment's copy (the start refuses most of these) */
+    } else if ((rc = diverged(rs, sh, &pos, tail_seq, &bad)) != KCHAT_OK) {
+        snprintf(errstr, len, "shard %d: %s", p, kchat_strerror(rc));
+        return rc;
     }
-    if (tail_seq <= rs->local)
-        return KCHAT_OK;   /* up to date (or ahead: its kept changes go out at start) */
-    rs->applied_to = rs->local;
+    if (bad) {
+        *restored = true;
+        if ((rc = kchat__datadir_shard_set_aside(rs->be, sh, errstr, len)) != KCHAT_OK)
+            return rc;
+        atomic_fetch_add(&rs->be->stats.diverged, 1);
+        memset(&pos, 0, sizeof(pos));
+    } else if (tail_seq <= pos.last) {
+        return KCHAT_OK;   /* up to date (or ahead: its kept changes go out next) */
+    }
+    rs->local = pos.last;
+    rs->applied_to = pos.last;
+    *restored = true;
     if ((rc = partition_restore(rs, p, end, errstr, len)) != KCHAT_OK)
         return rc;
     atomic_fetch_add(&rs->be->stats.restored_changes, rs->changes);
@@ -342,29 +435,66 @@ static int shard_restore(struct restore *rs, struct shard *sh, char *errstr, siz
     return KCHAT_OK;
 }
 
-int kchat__changelog_restore(kchat_backend *be, char *errstr, size_t len)
+/* A consumer for reading kchat-changelog partitions by hand (no group
+ * membership: offsets are never committed).
+ * @locality any thread */
+static rd_kafka_t *restore_consumer(kchat_backend *be, char *errstr, size_t len)
 {
     rd_kafka_conf_t *conf;
-    struct restore rs = {.be = be};
-    int rc = KCHAT_OK;
+    rd_kafka_t *rk;
 
-    if (!be->changelog)
-        return KCHAT_OK;
     if ((conf = kchat__kafka_conf(be, errstr, len)) == NULL)
-        return KCHAT_ECONFIG;
+        return NULL;
     if (rd_kafka_conf_set(conf, "group.id", "kchat-restore", errstr, len) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, len) ||
         rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, len)) {
         rd_kafka_conf_destroy(conf);
-        return KCHAT_ECONFIG;
+        return NULL;
     }
-    if ((rs.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, len)) == NULL) {
+    if ((rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, len)) == NULL)
         rd_kafka_conf_destroy(conf);
-        return KCHAT_EKAFKA;
-    }
+    return rk;
+}
+
+int kchat__changelog_catch_up(kchat_backend *be, struct shard *sh, bool *restored, char *errstr,
+                              size_t len)
+{
+    struct restore rs = {.be = be};
+    int rc;
+
+    *restored = false;
+    if (!be->changelog)
+        return KCHAT_OK;
     errstr[0] = '\0';
-    for (int p = 0; rc == KCHAT_OK && p < be->partitions; p++)
-        rc = shard_restore(&rs, &be->shards[p], errstr, len);
+    if ((rs.rk = restore_consumer(be, errstr, len)) == NULL)
+        return KCHAT_EKAFKA;
+    rc = shard_catch_up(&rs, sh, restored, errstr, len);
+    if (rs.tail != NULL)
+        rd_kafka_message_destroy(rs.tail);
+    rd_kafka_destroy(rs.rk);
+    return rc;
+}
+
+int kchat__changelog_dataset(kchat_backend *be, char dataset[33], char *errstr, size_t len)
+{
+    struct restore rs = {.be = be};
+    int rc = KCHAT_OK;
+
+    dataset[0] = '\0';
+    if (!be->changelog)
+        return KCHAT_OK;
+    errstr[0] = '\0';
+    if ((rs.rk = restore_consumer(be, errstr, len)) == NULL)
+        return KCHAT_EKAFKA;
+    for (int p = 0; rc == KCHAT_OK && dataset[0] == '\0' && p < be->partitions; p++) {
+        int64_t end;
+        uint64_t seq;
+
+        if ((rc = partition_tail(&rs, p, &end, &seq, errstr, len)) == KCHAT_OK)
+            memcpy(dataset, rs.dataset, sizeof(rs.dataset));
+    }
+    if (rs.tail != NULL)
+        rd_kafka_message_destroy(rs.tail);
     rd_kafka_destroy(rs.rk);
     return rc;
 }

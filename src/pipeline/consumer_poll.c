@@ -4,7 +4,7 @@
  * rd_kafka_consumer_poll(), which runs the rebalance callback here, so every
  * change of the assignment happens on this thread:
  *
- * - Assignment: ask `start_offset()` for every partition, forward each
+ * - Assignment: `prepare()`, ask `start_offset()` for every partition, forward each
  *   partition's queue to its topic's queue, rd_kafka_assign(), `assigned()`.
  * - Revocation is a barrier: park the topic threads (they flush their
  *   stashes into the rings and wait), drain the workers (they process
@@ -180,6 +180,8 @@ static void on_assign(kchat_consumer *c, rd_kafka_topic_partition_list_t *parts)
     park_all(c);
     if (c->assignment)   /* eager protocol revokes first; be safe anyway */
         revoke_parked(c);
+    if (c->conf.prepare)
+        c->conf.prepare(c->conf.opaque, parts);
 
     for (int i = 0; i < parts->cnt; i++)
         part_assign(c, &parts->elems[i]);

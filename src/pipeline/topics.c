@@ -18,7 +18,7 @@ struct kchat_embedded {
 
 static const char *const extra_topics[] = {
     KCHAT_TOPIC_EVENTS, KCHAT_TOPIC_DLQ, KCHAT_TOPIC_INTERNAL, KCHAT_TOPIC_DIRECTORY,
-    KCHAT_TOPIC_ROOMS, KCHAT_TOPIC_CHANGELOG,
+    KCHAT_TOPIC_ROOMS, KCHAT_TOPIC_CHANGELOG, KCHAT_TOPIC_META,
 };
 #define N_EXTRA (sizeof(extra_topics) / sizeof(extra_topics[0]))
 
@@ -70,8 +70,8 @@ int kchat_embedded_start(int brokers, int partitions, kchat_embedded **out,
     }
     for (size_t i = 0; i < kchat_topic_count(); i++) {
         const char *name = kchat_topic_name(i);
-        rd_kafka_resp_err_t err =
-            rd_kafka_mock_topic_create(e->cluster, name, partitions, replication);
+        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
+            e->cluster, name, strcmp(name, KCHAT_TOPIC_META) ? partitions : 1, replication);
         if (err) {
             snprintf(errstr, errstr_size, "embedded broker: cannot create topic %s: %s",
                      name, rd_kafka_err2str(err));
@@ -146,13 +146,14 @@ static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int 
         const char *name = kchat_topic_name(i);
         if (counts[i] >= 0)
             continue;
-        nt[n] = rd_kafka_NewTopic_new(name, partitions, replication, errstr, errstr_size);
+        nt[n] = rd_kafka_NewTopic_new(name, strcmp(name, KCHAT_TOPIC_META) ? partitions : 1,
+                                      replication, errstr, errstr_size);
         if (nt[n] == NULL) {
             rc = KCHAT_ECONFIG;
             goto out_destroy;
         }
         if (!strcmp(name, KCHAT_TOPIC_DIRECTORY) || !strcmp(name, KCHAT_TOPIC_ROOMS) ||
-            !strcmp(name, KCHAT_TOPIC_CHANGELOG))
+            !strcmp(name, KCHAT_TOPIC_CHANGELOG) || !strcmp(name, KCHAT_TOPIC_META))
             rd_kafka_NewTopic_set_config(nt[n], "cleanup.policy", "compact");
         if (!strcmp(name, kchat_op_request_topic(KCHAT_OP_LOGIN)) ||
             !strcmp(name, kchat_op_request_topic(KCHAT_OP_USER_ADD)))

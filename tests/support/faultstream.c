@@ -338,7 +338,7 @@ void fs_mock_start(void)
     /* the mock answers no CreateTopics: make kchat's topics as `kchat broker` does */
     static const char *const fixed[] = { "chat-events", "kchat-internal", "kchat-dlq",
                                          "kchat-directory", "kchat-rooms",
-                                         "kchat-changelog" };
+                                         "kchat-changelog", "kchat-meta" };
     char name[96];
     for (int i = 0; i < KC_OP_COUNT; i++) {
         snprintf(name, sizeof(name), "%s-request", kc_ops[i]);
@@ -347,7 +347,9 @@ void fs_mock_start(void)
         assert_int_equal(rd_kafka_mock_topic_create(g.mock, name, PARTITIONS, 3), 0);
     }
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        assert_int_equal(rd_kafka_mock_topic_create(g.mock, fixed[i], PARTITIONS, 3), 0);
+        assert_int_equal(rd_kafka_mock_topic_create(g.mock, fixed[i],
+                                                    strcmp(fixed[i], "kchat-meta") ? PARTITIONS : 1,
+                                                    3), 0);
 }
 
 /* Every partition of every topic but kchat-internal led by @p broker. */

@@ -1,0 +1,264 @@
+/*
+ * Which shards this process serves (docs/design.md, "Ownership";
+ * docs/scaling.md). A shard is served by the member of the consumer group
+ * that was assigned its partitions (all topics are co-partitioned, the
+ * `range` assignor gives partition p of each to one member). Its worker
+ * touches it only while `owned` is set:
+ *
+ * - Acquisition, in the consumer's prepare() (before the start offsets are
+ *   read, before anything is fetched): the shard is caught up with its
+ *   kchat-changelog partition (restore.c), its kept changes are produced
+ *   and confirmed, its outbox is produced again (what the last owner
+ *   committed but may not have sent), and only then is it owned. A shard
+ *   this process gave up cleanly and that nobody wrote since is taken back
+ *   as it is ("warm").
+ * - Release, in the consumer's revoked() (every request already applied,
+ *   nothing being processed): the shard's worker keeps up its upkeep until
+ *   everything it produced is confirmed (at most RELEASE_WAIT_MS), then the
+ *   shard stops being owned and the worker is seen to have finished a pass
+ *   without it.
+ *
+ * Without a changelog (the embedded broker, or --changelog off) a process
+ * owns every shard of its data directory from start to stop, as it always
+ * did: there is nothing to hand over.
+ */
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors.h"
+#include "changelog.h"
+#include "kchat/error.h"
+
+#define RELEASE_WAIT_MS 5000    /* revoked(): how long a shard may take to quiesce */
+#define ACQUIRE_RETRY_MS 1000   /* prepare(): wait before trying a failed acquisition again */
+#define ACQUIRE_LOG_MS 10000    /* ... saying so this often */
+
+/* The shards named by @p parts, in @p want ([be->partitions]).
+ * @locality any thread */
+static void shards_of(kchat_backend *be, const rd_kafka_topic_partition_list_t *parts,
+                      bool *want)
+{
+    memset(want, 0, (size_t)be->partitions * sizeof(*want));
+    for (int i = 0; parts != NULL && i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p >= 0 && p < be->partitions)
+            want[p] = true;
+    }
+}
+
+/* Wait until every worker has finished one more idle() pass than now: a
+ * worker that was inside an upkeep of a shard when its `owned` was cleared
+ * is out of it then.
+ * @locality the consumer's poll thread */
+static void workers_pass(kchat_backend *be)
+{
+    uint64_t *seen = calloc(be->n_workers, sizeof(*seen));
+    int64_t deadline = kchat__monotonic_us() / 1000 + RELEASE_WAIT_MS;
+
+    if (seen == NULL) {   /* no room to count: wait as long as a pass can take */
+        kchat__sleep_ms(RELEASE_WAIT_MS / 10);
+        return;
+    }
+    for (unsigned w = 0; w < be->n_workers; w++)
+        seen[w] = atomic_load(&be->workers[w].idle_passes);
+    for (unsigned w = 0; w < be->n_workers; w++)
+        while (atomic_load(&be->workers[w].idle_passes) < seen[w] + 2 &&
+               kchat__monotonic_us() / 1000 < deadline)
+            kchat__sleep_ms(2);
+    free(seen);
+}
+
+/* Forget what this process held in memory about @p sh from an earlier
+ * ownership: after a restore it describes another state. Records still in
+ * the producer are waited for (a bounded while) so that their delivery
+ * reports do not land on the new state's outbox numbers.
+ * @locality the consumer's poll thread, @p sh not owned */
+static void shard_forget(kchat_backend *be, struct shard *sh)
+{
+    int64_t deadline = kchat__monotonic_us() / 1000 + RELEASE_WAIT_MS;
+
+    for (;;) {
+        int queued;
+        pthread_rwlock_rdlock(&be->producer_lock);
+        queued = be->producer ? rd_kafka_outq_len(be->producer) : 0;
+        pthread_rwlock_unlock(&be->producer_lock);
+        if (queued == 0 || kchat__monotonic_us() / 1000 >= deadline)
+            break;
+        kchat__sleep_ms(5);
+    }
+    kchat__changelog_free(sh);
+    free(sh->cmds);
+    free(sh->links);
+    sh->cmds = NULL;
+    sh->links = NULL;
+    sh->n_cmds = sh->cap_cmds = 0;
+    sh->last_ack_check_ms = 0;
+    memset(&sh->throttle, 0, sizeof(sh->throttle));
+    sh->fail_since_ms = sh->fail_logged_ms = 0;
+    sh->fail_count = 0;
+    pthread_mutex_lock(&sh->lock);
+    sh->delivered.n = 0;
+    sh->resend.n = 0;
+    sh->resend_all = false;
+    sh->cl_acked = 0;
+    sh->cl_resend = false;
+    pthread_mutex_unlock(&sh->lock);
+    atomic_store(&sh->cl_wake_at, 0);
+    sh->cl_trimmed = sh->cl_replayed = sh->cl_produced = 0;
+}
+
+/* Make @p sh ready to serve: caught up with the changelog, its kept changes
+ * confirmed by Kafka, its outbox produced again; then owned.
+ * @locality the consumer's poll thread (or the starting thread), @p sh not
+ *           owned: no worker touches it */
+KCHAT_MUST_CHECK
+static int shard_acquire(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
+{
+    int64_t t0 = kchat__monotonic_us();
+    bool restored = false;
+    int rc;
+
+    if ((rc = kchat__changelog_catch_up(be, sh, &restored, errstr, len)) != KCHAT_OK)
+        return rc;
+    if (sh->warm && !restored) {   /* given up cleanly, nobody wrote since */
+        sh->warm = false;
+        atomic_fetch_add(&be->stats.warm_acquires, 1);
+        goto out_owned;
+    }
+    sh->warm = false;
+    shard_forget(be, sh);
+    if (be->run_id != 0)
+        do
+            randombytes_buf(&sh->run_id, sizeof(sh->run_id));
+        while (sh->run_id == 0);
+    if ((rc = kchat__datadir_shard_settle(be, sh, errstr, len)) != KCHAT_OK)
+        return rc;
+    if ((rc = kchat__changelog_replay(be, sh)) != KCHAT_OK ||
+        (rc = kchat__changelog_wait_shard(be, sh, errstr, len)) != KCHAT_OK ||
+        (rc = kchat__outbox_replay(be, sh)) != KCHAT_OK ||
+        (rc = kchat__changelog_produce_rest(be, sh)) != KCHAT_OK) {
+        if (errstr[0] == '\0')
+            snprintf(errstr, len, "shard %u: %s", sh->id, kchat_strerror(rc));
+        return rc;
+    }
+    fprintf(stderr, "kchat: shard %u: acquired in %.2f s%s\n", sh->id,
+            (double)(kchat__monotonic_us() - t0) / 1e6, restored ? " (restored)" : "");
+out_owned:
+    atomic_fetch_add(&be->stats.handovers_in, 1);
+    atomic_store(&sh->owned, true);
+    return KCHAT_OK;
+}
+
+/* Give up @p sh: let its worker finish what it produced, then stop it.
+ * @locality the consumer's poll thread */
+static void shard_release(kchat_backend *be, struct shard *sh)
+{
+    int64_t deadline = kchat__monotonic_us() / 1000 + RELEASE_WAIT_MS;
+
+    atomic_store(&sh->quiet, false);
+    atomic_store(&sh->releasing, true);
+    while (!atomic_load(&sh->quiet) && kchat__monotonic_us() / 1000 < deadline)
+        kchat__sleep_ms(2);
+    sh->warm = atomic_load(&sh->quiet);
+    atomic_store(&sh->owned, false);
+    atomic_store(&sh->releasing, false);
+    atomic_fetch_add(&be->stats.handovers_out, 1);
+}
+
+void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *parts)
+{
+    kchat_backend *be = opaque;
+    bool want[KCHAT__MAX_SHARDS];
+    char errstr[512];
+
+    if (!be->changelog)
+        return;   /* every shard owned from start to stop */
+    shards_of(be, parts, want);
+    for (int p = 0; p < be->partitions; p++)
+        if (want[p] && !atomic_load(&be->shards[p].owned))
+            atomic_fetch_add(&be->restoring, 1);
+    for (int p = 0; p < be->partitions; p++) {
+        struct shard *sh = &be->shards[p];
+        int64_t logged = 0;
+
+        if (!want[p] || atomic_load(&sh->owned))
+            continue;
+        /* Until it is acquired the shard cannot be served; its partitions
+         * are not read meanwhile. A member that takes too long is put out
+         * of the group by Kafka, and the shard goes to another. */
+        while (!atomic_load(&be->closing)) {
+            errstr[0] = '\0';
+            if (shard_acquire(be, sh, errstr, sizeof(errstr)) == KCHAT_OK)
+                break;
+            if (kchat__monotonic_us() / 1000 - logged >= ACQUIRE_LOG_MS) {
+                fprintf(stderr, "kchat: shard %d: cannot take it over yet: %s\n", p, errstr);
+                logged = kchat__monotonic_us() / 1000;
+            }
+            kchat__sleep_ms(ACQUIRE_RETRY_MS);
+        }
+        atomic_fetch_sub(&be->restoring, 1);
+    }
+}
+
+void kchat__shards_revoked(void *opaque, const rd_kafka_topic_partition_list_t *parts)
+{
+    kchat_backend *be = opaque;
+    bool want[KCHAT__MAX_SHARDS];
+    bool any = false;
+
+    if (!be->changelog)
+        return;
+    shards_of(be, parts, want);
+    for (int p = 0; p < be->partitions; p++)
+        if (want[p] && atomic_load(&be->shards[p].owned)) {
+            shard_release(be, &be->shards[p]);
+            any = true;
+        }
+    if (any)
+        workers_pass(be);
+}
+
+void kchat__shards_own_all(kchat_backend *be)
+{
+    for (int p = 0; p < be->partitions; p++)
+        atomic_store(&be->shards[p].owned, !be->changelog);
+}
+
+bool kchat__shard_quiet(kchat_backend *be, struct shard *sh)
+{
+    bool quiet;
+    int queued;
+
+    pthread_mutex_lock(&sh->lock);
+    quiet = sh->delivered.n == 0 && sh->resend.n == 0 && !sh->resend_all && !sh->cl_resend &&
+            sh->cl_acked >= sh->cl_produced;
+    pthread_mutex_unlock(&sh->lock);
+    if (!quiet || sh->held_head < sh->n_held)
+        return false;
+    pthread_rwlock_rdlock(&be->producer_lock);
+    queued = be->producer ? rd_kafka_outq_len(be->producer) : 0;
+    pthread_rwlock_unlock(&be->producer_lock);
+    return queued == 0;
+}
+
+bool kchat_backend_ready(kchat_backend *be)
+{
+    return be->consumer != NULL && kchat_consumer_ready(be->consumer) &&
+           atomic_load(&be->restoring) == 0;
+}
+
+void kchat__ownership_metrics(kchat_backend *be, FILE *out)
+{
+    int owned = 0;
+
+    for (int p = 0; be->shards && p < be->partitions; p++)
+        owned += atomic_load(&be->shards[p].owned);
+    kchat_metric_write(out, "kchat_shards_owned", "gauge",
+                       "Shards this process serves now.", (double)owned);
+    kchat_metric_write(out, "kchat_shards_restoring", "gauge",
+                       "Shards given to this process and being taken over (restored, "
+                       "replayed) now.", (double)atomic_load(&be->restoring));
+}
