@@ -120,7 +120,9 @@ step tsan make -s -j2 SANITIZE=thread check \
   SKIP_TESTS="fuzz_ test_badinput test_msgpack test_restart test_restore integration/test_room_summaries test_changelog test_acks test_security test_startup test_storage 0001- 0002- 0008- 0009- 0010- 0011- 0012- 0013- 0014- 0021- 0023- 0025- 0029- 0035-"
 
 # Real Kafka, a fresh single-node broker per program (4-6 s each, ~45 s in
-# all): one shared broker is not worth it, as kchat's topic names are fixed,
+# all), and a 3-broker cluster (10 s) for test_multinode (kafka-nodes=3,
+# about 2.5 minutes: several kchat serve through kill -9, SIGTERM and
+# rolling restarts): one shared broker is not worth it, as kchat's topic names are fixed,
 # so each program's fresh data directory would serve every earlier program's
 # requests again, test_security makes topics of 1, 2 and 4 partitions, and
 # test_faults stops and restarts the broker.

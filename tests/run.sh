@@ -60,14 +60,19 @@ run_one() {
 }
 
 # KAFKA=1 (make check-kafka): only the integration programs marked
-# `kchat-test: kafka` in their source, each against a fresh single-node
-# Apache Kafka that scripts/kafka starts on loopback and removes afterwards.
+# `kchat-test: kafka` in their source (kafka-only ones too), each against a
+# fresh Apache Kafka that scripts/kafka starts on loopback and removes
+# afterwards: one broker, or N for a program also marked
+# `kchat-test: kafka-nodes=N` (1 or 3, what scripts/kafka starts).
 run_on_kafka() {
-  local t=$1 dir boot
+  local t=$1 src=$2 dir boot nodes
+  nodes=$(grep -om1 'kchat-test: kafka-nodes=[0-9]*' "$src" | cut -d= -f2)
+  nodes=${nodes:-1}
   dir=$(mktemp -d "$KCHAT_TEST_TMP/kafka.XXXXXX")
-  echo "=== [kafka] starting a broker for $(basename "$t")"
+  echo "=== [kafka] starting $nodes broker(s) for $(basename "$t")"
   # --secure: also a SASL_SSL listener, for test_security's SASL/TLS test
-  if ! boot=$(timeout 300 scripts/kafka start --nodes 1 --partitions 4 --secure --dir "$dir"); then
+  if ! boot=$(timeout 300 scripts/kafka start --nodes "$nodes" --partitions 4 --secure \
+                --dir "$dir"); then
     echo "*** scripts/kafka start failed"
     failed=$((failed + 1)); failed_names+=("$t (no Kafka broker)")
     scripts/kafka stop --dir "$dir" --clean >/dev/null 2>&1
@@ -81,8 +86,9 @@ run_on_kafka() {
 if [ "${KAFKA:-0}" = 1 ]; then
   for t in "$BUILD"/tests/integration/* "$BUILD"/tests/regress/*; do
     [ -x "$t" ] && selected "$t" || continue
-    grep -q 'kchat-test: kafka' "tests/${t#"$BUILD"/tests/}.c" 2>/dev/null || continue
-    run_on_kafka "$t"
+    src="tests/${t#"$BUILD"/tests/}.c"
+    grep -q 'kchat-test: kafka' "$src" 2>/dev/null || continue
+    run_on_kafka "$t" "$src"
   done
 else
   # docs/configuration.md is generated from the option table: it must match.
