@@ -165,8 +165,11 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ) $(FLAG
 
 # Integration programs drive bin/kchat from outside and link no kchat code,
 # but for these, which also read its data directory with the store's API
-# (the changelog must give back every shard's tables).
-INT_WHITEBOX := $(BUILD)/tests/integration/test_changelog
+# (the changelog must give back every shard's tables; a killed node's copy
+# keeps changes Kafka never had) and make kchat's topics on a mock cluster
+# of their own.
+INT_WHITEBOX := $(BUILD)/tests/integration/test_changelog \
+                $(BUILD)/tests/integration/test_handover
 $(INT_WHITEBOX): $(BUILD)/tests/integration/%: tests/integration/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
