@@ -157,6 +157,12 @@ struct shard {
                                    wrote since */
     uint64_t run_id;            /* drawn at each acquisition, never 0 (0: none, in
                                    tests): tags the commands numbered meanwhile */
+    /* the local copy while not owned (standby.c, restore.c) */
+    pthread_mutex_t copy_lock;  /* held by whoever writes the copy without owning the
+                                   shard: an acquisition, a standby's catch-up */
+    int64_t follow_from;        /* under copy_lock: the changelog offset the next
+                                   catch-up reads from (0: the beginning) */
+    atomic_bool standby;        /* this process keeps the copy warm for its owner */
     /* worker only */
     struct pending_cmd *cmds;
     size_t n_cmds, cap_cmds;
@@ -250,7 +256,12 @@ struct kchat_backend {
                                    the shards draw theirs only when it is not 0 */
     atomic_int restoring;       /* shards being acquired right now (ownership.c) */
     atomic_bool closing;        /* kchat_backend_stop() began: an acquisition retrying
-                                   gives up */
+                                   gives up, the standby thread ends */
+    pthread_t standby_thread;   /* standby.c, with --standby-replicas */
+    bool standby_running;
+    atomic_bool standby_logged; /* a standby failure was logged */
+    char node_id[33];           /* this data directory's node id (32 hex digits): the
+                                   consumer's group.instance.id with a changelog */
     char dataset[33];           /* this data directory's data set id (32 hex digits):
                                    tags its commands, directory records and room
                                    summaries */
@@ -698,6 +709,21 @@ bool kchat__shard_quiet(kchat_backend *be, struct shard *sh);
 /* The shards-owned and restoring gauges for /metrics.
  * @locality any thread */
 void kchat__ownership_metrics(kchat_backend *be, FILE *out);
+
+/* ---- standby.c: warm copies of shards owned by other nodes ---- */
+
+/* Start the standby thread when the backend keeps a changelog and
+ * --standby-replicas is above 0: every 2 s it reads the group's members
+ * and assignments and catches up the copies of the shards this process is
+ * a standby of. Errors: KCHAT_ENOMEM (errstr says why).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+int kchat__standby_start(kchat_backend *be, char *errstr, size_t len);
+
+/* Stop and join the standby thread (sets be->closing); nothing when it
+ * does not run.
+ * @locality the thread in kchat_backend_start() or kchat_backend_stop() */
+void kchat__standby_stop(kchat_backend *be);
 
 /* ---- backend.c: helpers of the files above ---- */
 

@@ -267,7 +267,8 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
         goto err_stop_producer;
     if ((rc = kchat__consumer_start(be, be->mock_broker, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop_directory;
-    if ((rc = consumer_wait_ready(be, errstr, errstr_size)) != KCHAT_OK)
+    if ((rc = consumer_wait_ready(be, errstr, errstr_size)) != KCHAT_OK ||
+        (rc = kchat__standby_start(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop_consumer;
     if (!cfg->session_check)
         fprintf(stderr, "kchat: WARNING: session check is OFF: any client can act as any "
@@ -390,6 +391,7 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
         return;
     /* 1. stop reading; the workers apply and commit what is in the rings */
     atomic_store(&be->closing, true);
+    kchat__standby_stop(be);
     consumer_stop(be);
     atomic_store(&be->stopping, true);
     kchat__directory_stop(be);

@@ -407,6 +407,17 @@ int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len
         rd_kafka_conf_destroy(conf);
         return KCHAT_ECONFIG;
     }
+    /* Static membership with a changelog: a node restarted on its data
+     * directory within the session timeout keeps its shards, so a rolling
+     * restart moves none (docs/scaling.md). */
+    if (be->changelog && be->node_id[0] != '\0') {
+        char instance[64];
+        snprintf(instance, sizeof(instance), "kchat-node-%s", be->node_id);
+        if (rd_kafka_conf_set(conf, "group.instance.id", instance, errstr, len)) {
+            rd_kafka_conf_destroy(conf);
+            return KCHAT_ECONFIG;
+        }
+    }
     snprintf(wait, sizeof(wait), "%d", wait_ms);
     if (wait_ms >= 0 && rd_kafka_conf_set(conf, "fetch.wait.max.ms", wait, errstr, len)) {
         rd_kafka_conf_destroy(conf);

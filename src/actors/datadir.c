@@ -85,6 +85,7 @@ static int shards_open(kchat_backend *be, char *errstr, size_t len)
         struct shard *sh = &be->shards[p];
         sh->id = (uint32_t)p;
         pthread_mutex_init(&sh->lock, NULL);
+        pthread_mutex_init(&sh->copy_lock, NULL);
         if ((rc = shard_open(be, sh, errstr, len)) != KCHAT_OK)
             return rc;
     }
@@ -251,13 +252,46 @@ static int shards_upgrade(kchat_backend *be, char *errstr, size_t len)
     return KCHAT_OK;
 }
 
+/* This data directory's node id (docs/scaling.md, "Static membership"):
+ * 16 random bytes in hex, made at its first start and kept in the replica;
+ * the consumer's group.instance.id, so that a node restarted on its data
+ * directory gets its shards back without a rebalance.
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int node_id_open(kchat_backend *be, char *errstr, size_t len)
+{
+    kchat_txn *t;
+    int rc;
+
+    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+        goto err_say;
+    rc = kchat_store_meta_get(t, "node_id", be->node_id, sizeof(be->node_id));
+    if (rc == KCHAT_ENOTFOUND) {
+        unsigned char raw[16];
+
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(be->node_id, sizeof(be->node_id), raw, sizeof(raw));
+        if ((rc = kchat_store_meta_set(t, "node_id", be->node_id)) == KCHAT_OK) {
+            rc = kchat_txn_commit(t);
+            t = NULL;
+        }
+    }
+    kchat_txn_abort(t);
+    if (rc == KCHAT_OK)
+        return KCHAT_OK;
+err_say:
+    snprintf(errstr, len, "%s/directory: node id: %s", be->cfg->data_dir, kchat_strerror(rc));
+    return rc;
+}
+
 int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
     if ((rc = data_dir_check(be, errstr, len)) != KCHAT_OK ||
         (rc = shards_open(be, errstr, len)) != KCHAT_OK ||
-        (rc = shards_upgrade(be, errstr, len)) != KCHAT_OK)
+        (rc = shards_upgrade(be, errstr, len)) != KCHAT_OK ||
+        (rc = node_id_open(be, errstr, len)) != KCHAT_OK)
         return rc;
     return dataset_open(be, errstr, len);
 }
@@ -364,6 +398,7 @@ void kchat__datadir_close(kchat_backend *be)
         struct shard *sh = &be->shards[p];
         kchat_store_close(sh->store);
         pthread_mutex_destroy(&sh->lock);
+        pthread_mutex_destroy(&sh->copy_lock);
         free(sh->cmds);
         free(sh->links);
         free(sh->delivered.v);

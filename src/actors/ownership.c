@@ -10,8 +10,9 @@
  *   kchat-changelog partition (restore.c), its kept changes are produced
  *   and confirmed, its outbox is produced again (what the last owner
  *   committed but may not have sent), and only then is it owned. A shard
- *   this process gave up cleanly and that nobody wrote since is taken back
- *   as it is ("warm").
+ *   this process gave up cleanly at the last revocation and is given back
+ *   at the assignment right after it ("warm": no other member owned it in
+ *   between) is taken back as it is.
  * - Release, in the consumer's revoked() (every request already applied,
  *   nothing being processed): the shard's worker keeps up its upkeep until
  *   everything it produced is confirmed (at most RELEASE_WAIT_MS), then the
@@ -112,8 +113,9 @@ static void shard_forget(kchat_backend *be, struct shard *sh)
 
 /* Make @p sh ready to serve: caught up with the changelog, its kept changes
  * confirmed by Kafka, its outbox produced again; then owned.
- * @locality the consumer's poll thread (or the starting thread), @p sh not
- *           owned: no worker touches it */
+ * @locality the consumer's poll thread, @p sh not owned (no worker touches
+ *           it)
+ * @locks sh->copy_lock must be held */
 KCHAT_MUST_CHECK
 static int shard_acquire(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
 {
@@ -121,14 +123,13 @@ static int shard_acquire(kchat_backend *be, struct shard *sh, char *errstr, size
     bool restored = false;
     int rc;
 
-    if ((rc = kchat__changelog_catch_up(be, sh, &restored, errstr, len)) != KCHAT_OK)
-        return rc;
-    if (sh->warm && !restored) {   /* given up cleanly, nobody wrote since */
+    if (sh->warm) {   /* given up cleanly at the last revocation, given back now */
         sh->warm = false;
         atomic_fetch_add(&be->stats.warm_acquires, 1);
         goto out_owned;
     }
-    sh->warm = false;
+    if ((rc = kchat__changelog_catch_up(be, sh, &restored, errstr, len)) != KCHAT_OK)
+        return rc;
     shard_forget(be, sh);
     if (be->run_id != 0)
         do
@@ -153,8 +154,10 @@ out_owned:
 }
 
 /* Give up @p sh: let its worker finish what it produced, then stop it.
+ * @p lost: the group took it away already (this member was put out):
+ * another may own it now, so its copy is not kept warm.
  * @locality the consumer's poll thread */
-static void shard_release(kchat_backend *be, struct shard *sh)
+static void shard_release(kchat_backend *be, struct shard *sh, bool lost)
 {
     int64_t deadline = kchat__monotonic_us() / 1000 + RELEASE_WAIT_MS;
 
@@ -162,7 +165,7 @@ static void shard_release(kchat_backend *be, struct shard *sh)
     atomic_store(&sh->releasing, true);
     while (!atomic_load(&sh->quiet) && kchat__monotonic_us() / 1000 < deadline)
         kchat__sleep_ms(2);
-    sh->warm = atomic_load(&sh->quiet);
+    sh->warm = atomic_load(&sh->quiet) && !lost;
     atomic_store(&sh->owned, false);
     atomic_store(&sh->releasing, false);
     atomic_fetch_add(&be->stats.handovers_out, 1);
@@ -177,9 +180,12 @@ void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *
     if (!be->changelog)
         return;   /* every shard owned from start to stop */
     shards_of(be, parts, want);
-    for (int p = 0; p < be->partitions; p++)
-        if (want[p] && !atomic_load(&be->shards[p].owned))
+    for (int p = 0; p < be->partitions; p++) {
+        if (!want[p])   /* another member's in this generation: it may write */
+            be->shards[p].warm = false;
+        else if (!atomic_load(&be->shards[p].owned))
             atomic_fetch_add(&be->restoring, 1);
+    }
     for (int p = 0; p < be->partitions; p++) {
         struct shard *sh = &be->shards[p];
         int64_t logged = 0;
@@ -190,8 +196,13 @@ void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *
          * are not read meanwhile. A member that takes too long is put out
          * of the group by Kafka, and the shard goes to another. */
         while (!atomic_load(&be->closing)) {
+            int rc;
+
             errstr[0] = '\0';
-            if (shard_acquire(be, sh, errstr, sizeof(errstr)) == KCHAT_OK)
+            pthread_mutex_lock(&sh->copy_lock);   /* a standby catch-up may be on it */
+            rc = shard_acquire(be, sh, errstr, sizeof(errstr));
+            pthread_mutex_unlock(&sh->copy_lock);
+            if (rc == KCHAT_OK)
                 break;
             if (kchat__monotonic_us() / 1000 - logged >= ACQUIRE_LOG_MS) {
                 fprintf(stderr, "kchat: shard %d: cannot take it over yet: %s\n", p, errstr);
@@ -207,14 +218,21 @@ void kchat__shards_revoked(void *opaque, const rd_kafka_topic_partition_list_t *
 {
     kchat_backend *be = opaque;
     bool want[KCHAT__MAX_SHARDS];
-    bool any = false;
+    bool any = false, lost;
 
     if (!be->changelog)
         return;
+    /* be->wake is the consumer while it runs (NULL at the stop's revocation,
+     * which loses nothing); be->consumer itself is written by the starting
+     * thread without a lock this thread takes. */
+    pthread_mutex_lock(&be->wake_lock);
+    lost = be->wake != NULL &&
+           rd_kafka_assignment_lost(kchat_consumer_handle(be->wake)) == 1;
+    pthread_mutex_unlock(&be->wake_lock);
     shards_of(be, parts, want);
     for (int p = 0; p < be->partitions; p++)
         if (want[p] && atomic_load(&be->shards[p].owned)) {
-            shard_release(be, &be->shards[p]);
+            shard_release(be, &be->shards[p], lost);
             any = true;
         }
     if (any)
@@ -233,8 +251,10 @@ bool kchat__shard_quiet(kchat_backend *be, struct shard *sh)
     int queued;
 
     pthread_mutex_lock(&sh->lock);
+    /* ...and the kept changes trimmed: a copy that keeps none is plainly a
+     * prefix of the changelog when it is acquired again */
     quiet = sh->delivered.n == 0 && sh->resend.n == 0 && !sh->resend_all && !sh->cl_resend &&
-            sh->cl_acked >= sh->cl_produced;
+            sh->cl_acked >= sh->cl_produced && sh->cl_trimmed >= sh->cl_acked;
     pthread_mutex_unlock(&sh->lock);
     if (!quiet || sh->held_head < sh->n_held)
         return false;
@@ -252,12 +272,17 @@ bool kchat_backend_ready(kchat_backend *be)
 
 void kchat__ownership_metrics(kchat_backend *be, FILE *out)
 {
-    int owned = 0;
+    int owned = 0, standby = 0;
 
-    for (int p = 0; be->shards && p < be->partitions; p++)
+    for (int p = 0; be->shards && p < be->partitions; p++) {
         owned += atomic_load(&be->shards[p].owned);
+        standby += atomic_load(&be->shards[p].standby);
+    }
     kchat_metric_write(out, "kchat_shards_owned", "gauge",
                        "Shards this process serves now.", (double)owned);
+    kchat_metric_write(out, "kchat_shards_standby", "gauge",
+                       "Shards of other nodes whose copy this process keeps warm "
+                       "(--standby-replicas).", (double)standby);
     kchat_metric_write(out, "kchat_shards_restoring", "gauge",
                        "Shards given to this process and being taken over (restored, "
                        "replayed) now.", (double)atomic_load(&be->restoring));

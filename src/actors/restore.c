@@ -62,6 +62,9 @@ struct restore {
     uint64_t applied_to;         /* the highest change applied */
     kchat_txn *t;                /* open while applying */
     size_t in_txn;               /* changes applied in t */
+    uint64_t check_from;         /* the shard's first kept change (0: none): records
+                                    numbered check_from..local must be its own */
+    bool diverged;               /* one was not: the copy diverged */
     uint64_t changes, records, dropped;
 };
 
@@ -137,6 +140,47 @@ static int pending_apply(struct restore *rs, struct pending_txn *pt)
     return rc;
 }
 
+/* kchat_store_changelog_scan() callback: whether the kept change numbered
+ * like record sa->m is sa->m. */
+struct same_arg {
+    const rd_kafka_message_t *m;
+    bool same;
+};
+
+static int same_change(void *arg, const kchat_change *ch)
+{
+    struct same_arg *sa = arg;
+    const rd_kafka_message_t *m = sa->m;
+    const unsigned char *k = m->key;
+
+    sa->same = ch->seq == header_u64(m, KCHAT_HDR_CL_SEQ) && m->key_len == ch->key_len + 1 &&
+               k[0] == (unsigned char)ch->table && memcmp(k + 1, ch->key, ch->key_len) == 0 &&
+               (ch->deleted ? m->payload == NULL
+                            : m->payload != NULL && m->len == ch->value_len &&
+                                  memcmp(m->payload, ch->value, ch->value_len) == 0);
+    return 1;
+}
+
+/* Whether record @p m is the shard's own kept change of its number; sets
+ * @p *diverged when it is not. Errors: store errors.
+ * @locality the thread acquiring the shard */
+KCHAT_MUST_CHECK
+static int kept_matches(struct restore *rs, const rd_kafka_message_t *m, bool *diverged)
+{
+    struct same_arg sa = {.m = m};
+    kchat_txn *t = rs->t;   /* a write transaction reads too */
+    int rc;
+
+    if (t == NULL && (rc = kchat_txn_begin(rs->sh->store, false, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_changelog_scan(t, header_u64(m, KCHAT_HDR_CL_SEQ), same_change, &sa);
+    if (t != rs->t)
+        kchat_txn_abort(t);
+    if (rc == KCHAT_OK && !sa.same)
+        *diverged = true;
+    return rc;
+}
+
 /* One record of the partition, in log order: kept for its transaction,
  * which is applied once its last change is read. Takes @p m.
  * @locality the thread acquiring the shard */
@@ -148,10 +192,16 @@ static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_m
 
     rs->records++;
     if (seq == 0 || last < seq || m->key_len < 2 || k[0] >= KCHAT_TBL__COUNT ||
-        k[0] == KCHAT_TBL_CHANGELOG || !header_is(m, KCHAT_HDR_DATASET, rs->dataset) ||
-        seq <= rs->local) {
-        rd_kafka_message_destroy(m);   /* not ours, not a change, or ours already */
+        k[0] == KCHAT_TBL_CHANGELOG || !header_is(m, KCHAT_HDR_DATASET, rs->dataset)) {
+        rd_kafka_message_destroy(m);   /* not ours, or not a change */
         return KCHAT_OK;
+    }
+    if (seq <= rs->local) {   /* the copy has it: as this record says? */
+        int rc = KCHAT_OK;
+        if (rs->check_from != 0 && seq >= rs->check_from)
+            rc = kept_matches(rs, m, &rs->diverged);
+        rd_kafka_message_destroy(m);
+        return rc;
     }
     if (pt->last != 0 && pt->last != last)
         pending_drop(rs, pt);   /* its writer stopped before the end of it */
@@ -243,16 +293,16 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     struct pending_txn pt = {0};
     rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
     rd_kafka_resp_err_t err;
-    int64_t idle_since = kchat__monotonic_us() / 1000;
+    int64_t idle_since = kchat__monotonic_us() / 1000, open_at = -1;
     int rc = KCHAT_OK;
 
     rd_kafka_topic_partition_list_add(tp, KCHAT_TOPIC_CHANGELOG, p)->offset =
-        RD_KAFKA_OFFSET_BEGINNING;
+        rs->sh->follow_from > 0 ? rs->sh->follow_from : RD_KAFKA_OFFSET_BEGINNING;
     err = rd_kafka_assign(rs->rk, tp);
     rd_kafka_topic_partition_list_destroy(tp);
     if (err)
         rc = KCHAT_EKAFKA;
-    while (rc == KCHAT_OK) {
+    while (rc == KCHAT_OK && !rs->diverged) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rs->rk, 100);
         int64_t offset;
 
@@ -270,15 +320,22 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
             continue;
         }
         offset = m->offset;
+        if (pt.n == 0)
+            open_at = offset;   /* where a transaction left open would begin */
         rc = restore_record(rs, &pt, m);
         if (offset >= end - 1)
             break;
     }
     rd_kafka_assign(rs->rk, NULL);
+    /* The next catch-up reads on from here: the first record of a
+     * transaction cut off at the end (it may end later), else the end. */
+    if (rc == KCHAT_OK)
+        rs->sh->follow_from = pt.n > 0 && open_at >= 0 ? open_at : end;
     pending_drop(rs, &pt);   /* a transaction cut off at the end */
     free(pt.msgs);
     if (rs->t != NULL) {
-        if (rc == KCHAT_OK && (rc = kchat_store_changelog_restored(rs->t, rs->applied_to)) ==
+        if (rc == KCHAT_OK && !rs->diverged &&
+            (rc = kchat_store_changelog_restored(rs->t, rs->applied_to)) ==
                                   KCHAT_OK)
             rc = kchat_txn_commit(rs->t);
         else
@@ -333,29 +390,31 @@ static int shard_position(struct shard *sh, struct position *pos)
     return rc;
 }
 
-/* Whether the kept change of @p t numbered like record @p m is @p m. */
-struct same_arg {
-    const rd_kafka_message_t *m;
-    bool same;
-};
-
-static int same_change(void *arg, const kchat_change *ch)
+/* The copy's kept changes up to @p upto are in Kafka (the read found each
+ * there as the copy has it) and later writers' changes follow them: they
+ * must not be produced again, after those (a restore would apply the older
+ * values last). Delete them.
+ * @locality the thread acquiring the shard */
+KCHAT_MUST_CHECK
+static int kept_forget(struct shard *sh, uint64_t upto)
 {
-    struct same_arg *sa = arg;
-    const rd_kafka_message_t *m = sa->m;
-    const unsigned char *k = m->key;
+    kchat_txn *t;
+    int rc;
 
-    sa->same = ch->seq == header_u64(m, KCHAT_HDR_CL_SEQ) && m->key_len == ch->key_len + 1 &&
-               k[0] == (unsigned char)ch->table && memcmp(k + 1, ch->key, ch->key_len) == 0 &&
-               (ch->deleted ? m->payload == NULL
-                            : m->payload != NULL && m->len == ch->value_len &&
-                                  memcmp(m->payload, ch->value, ch->value_len) == 0);
-    return 1;
+    if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
+        return rc;
+    if ((rc = kchat_store_changelog_trim(t, upto)) != KCHAT_OK) {
+        kchat_txn_abort(t);
+        return rc;
+    }
+    return kchat_txn_commit(t);
 }
 
-/* Whether @p sh's copy diverged from the changelog: it keeps changes Kafka
- * never confirmed, and the partition's last record (@p tail_seq) is not
- * one of them as the copy has it.
+/* Whether @p sh's copy diverged from the changelog, as far as the
+ * partition's last record (@p tail_seq) tells: it falls among the changes
+ * the copy keeps unconfirmed, and is not the copy's own. (When Kafka holds
+ * later changes, the read of the partition checks every record numbered
+ * among the kept ones: kept_matches().)
  * @locality the thread acquiring the shard */
 KCHAT_MUST_CHECK
 static int diverged(struct restore *rs, struct shard *sh, const struct position *pos,
@@ -366,12 +425,8 @@ static int diverged(struct restore *rs, struct shard *sh, const struct position 
     int rc;
 
     *out = false;
-    if (pos->first_kept == 0 || tail_seq < pos->first_kept)
-        return KCHAT_OK;   /* nothing unconfirmed, or Kafka stops before it */
-    if (tail_seq > pos->last) {
-        *out = true;       /* someone numbered past every change of ours */
-        return KCHAT_OK;
-    }
+    if (pos->first_kept == 0 || tail_seq < pos->first_kept || tail_seq > pos->last)
+        return KCHAT_OK;   /* nothing unconfirmed, before it, or read through below */
     if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
         return rc;
     rc = kchat_store_changelog_scan(t, tail_seq, same_change, &sa);
@@ -414,6 +469,7 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
     }
     if (bad) {
         *restored = true;
+        sh->follow_from = 0;
         if ((rc = kchat__datadir_shard_set_aside(rs->be, sh, errstr, len)) != KCHAT_OK)
             return rc;
         atomic_fetch_add(&rs->be->stats.diverged, 1);
@@ -423,9 +479,25 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
     }
     rs->local = pos.last;
     rs->applied_to = pos.last;
+    rs->check_from = pos.first_kept;
+    rs->diverged = false;
     *restored = true;
     if ((rc = partition_restore(rs, p, end, errstr, len)) != KCHAT_OK)
         return rc;
+    if (rs->diverged) {   /* another writer numbered among our unconfirmed changes */
+        sh->follow_from = 0;
+        if ((rc = kchat__datadir_shard_set_aside(rs->be, sh, errstr, len)) != KCHAT_OK)
+            return rc;
+        atomic_fetch_add(&rs->be->stats.diverged, 1);
+        rs->local = rs->applied_to = rs->check_from = 0;
+        rs->diverged = false;
+        rs->changes = rs->records = rs->dropped = 0;
+        if ((rc = partition_restore(rs, p, end, errstr, len)) != KCHAT_OK)
+            return rc;
+    } else if (rs->check_from != 0 && (rc = kept_forget(sh, rs->local)) != KCHAT_OK) {
+        snprintf(errstr, len, "shard %d: %s", p, kchat_strerror(rc));
+        return rc;
+    }
     atomic_fetch_add(&rs->be->stats.restored_changes, rs->changes);
     fprintf(stderr, "kchat: shard %d: restored from %s: %" PRIu64 " records read, %" PRIu64
             " changes applied (%" PRIu64 "..%" PRIu64 "), %" PRIu64 " of unfinished "
@@ -445,7 +517,10 @@ static rd_kafka_t *restore_consumer(kchat_backend *be, char *errstr, size_t len)
 
     if ((conf = kchat__kafka_conf(be, errstr, len)) == NULL)
         return NULL;
+    /* fetch.wait.max.ms: the last record of a partition is asked for alone,
+     * and the default (500 ms) would be waited for each shard. */
     if (rd_kafka_conf_set(conf, "group.id", "kchat-restore", errstr, len) ||
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", errstr, len) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, len) ||
         rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, len)) {
         rd_kafka_conf_destroy(conf);

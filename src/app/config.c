@@ -64,6 +64,10 @@ static const struct opt opts[] = {
      "auto): an answer is then produced only once Kafka has the changes it reports, "
      "so they outlive the node's disk (docs/design.md, \"Changelog\"). auto: on with "
      "--brokers, off on the embedded broker, whose records die with the process."},
+    {"standby-replicas", OPT_INT, O(standby_replicas), "0", 0, 8,
+     "With a changelog: how many other nodes keep a warm copy of each shard by following "
+     "its kchat-changelog partition, so that taking it over applies only the last changes "
+     "(docs/scaling.md, \"Standby replicas\")."},
     {"map-size-mb", OPT_INT, O(map_size_mb), "1024", 1, 1 << 22,
      "LMDB map size of each shard, in MiB (address space, not disk)."},
     {"pwhash-ops", OPT_LONG, O(pwhash_ops), "2", 1, 1L << 30,
