@@ -152,7 +152,7 @@ struct shard {
                                    it only while set */
     atomic_bool releasing;      /* the poll thread gives it up: the worker reports... */
     atomic_bool quiet;          /* ...here when all it produced is confirmed */
-    bool warm;                  /* poll thread: given up gracefully, everything it
+    atomic_bool warm;           /* given up gracefully, everything it
                                    produced confirmed: current unless another owner
                                    wrote since */
     uint64_t run_id;            /* drawn at each acquisition, never 0 (0: none, in

@@ -123,8 +123,7 @@ static int shard_acquire(kchat_backend *be, struct shard *sh, char *errstr, size
     bool restored = false;
     int rc;
 
-    if (sh->warm) {   /* given up cleanly at the last revocation, given back now */
-        sh->warm = false;
+    if (atomic_exchange(&sh->warm, false)) {   /* given up cleanly, given back now */
         atomic_fetch_add(&be->stats.warm_acquires, 1);
         goto out_owned;
     }
@@ -165,7 +164,7 @@ static void shard_release(kchat_backend *be, struct shard *sh, bool lost)
     atomic_store(&sh->releasing, true);
     while (!atomic_load(&sh->quiet) && kchat__monotonic_us() / 1000 < deadline)
         kchat__sleep_ms(2);
-    sh->warm = atomic_load(&sh->quiet) && !lost;
+    atomic_store(&sh->warm, atomic_load(&sh->quiet) && !lost);
     atomic_store(&sh->owned, false);
     atomic_store(&sh->releasing, false);
     atomic_fetch_add(&be->stats.handovers_out, 1);
@@ -182,7 +181,7 @@ void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *
     shards_of(be, parts, want);
     for (int p = 0; p < be->partitions; p++) {
         if (!want[p])   /* another member's in this generation: it may write */
-            be->shards[p].warm = false;
+            atomic_store(&be->shards[p].warm, false);
         else if (!atomic_load(&be->shards[p].owned))
             atomic_fetch_add(&be->restoring, 1);
     }

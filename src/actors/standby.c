@@ -135,7 +135,7 @@ static void follow_shards(kchat_backend *be, const bool *follow)
                 !atomic_exchange(&be->standby_logged, true))
                 fprintf(stderr, "kchat: standby: %s\n", errstr);
             if (restored)
-                sh->warm = false;   /* another owner wrote: memory describes the old state */
+                atomic_store(&sh->warm, false);   /* another owner wrote since */
         }
         pthread_mutex_unlock(&sh->copy_lock);
     }
