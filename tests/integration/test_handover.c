@@ -45,9 +45,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -244,19 +241,6 @@ static uint64_t changelog_last_seq(int p)
 
 /* ---- the nodes ---- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void node_init(struct node *n, const char *name, const char *data)
 {
     n->name = name;
@@ -271,7 +255,7 @@ static void node_start(struct node *n)
     char addr[32];
     const char *extra[] = {"--metrics-http", addr, NULL};
 
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", kc_free_port());
     snprintf(n->metrics, sizeof(n->metrics), "http://%s", addr);
     n->proc = kc_serve_start_ex(n->name, n->data, g.brokers, PARTITIONS, extra, START_S);
     assert_non_null(n->proc);

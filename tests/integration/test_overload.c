@@ -20,9 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -61,18 +58,6 @@ static long rss_anon_kb(pid_t pid)
     long kb = p != NULL ? strtol(p + 8, NULL, 10) : -1;
     free(buf);
     return kb;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 static void collect(void)
@@ -171,7 +156,7 @@ static void test_burst_is_bounded(void **state)
     const char *brokers = kc_proc_bootstrap(g.broker);
     char *data = kc_tmppath("overload-data");
     char metrics[64], ring[16];
-    snprintf(metrics, sizeof(metrics), "127.0.0.1:%d", free_port());
+    snprintf(metrics, sizeof(metrics), "127.0.0.1:%d", kc_free_port());
     snprintf(ring, sizeof(ring), "%d", RING);
     const char *extra[] = { "--ring-capacity", ring, "--metrics-http", metrics, NULL };
     g.srv = kc_serve_start("overload-serve", data, brokers, PARTITIONS, extra);

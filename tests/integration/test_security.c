@@ -71,20 +71,6 @@ static char g_ghost[65];       /* an id that was throttled and never registered 
 /* ======================================================================== */
 
 /* A port on 127.0.0.1 that was free a moment ago. */
-static int free_port(void)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* Strip the trailing '/' (and blanks) of a URL into @p out. */
 static void base_of(const char *url, char *out, size_t size)
 {
@@ -275,7 +261,7 @@ static int group_setup(void **state)
     char lockout[16], addr[64];
     (void)state;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    int port = free_port();
+    int port = kc_free_port();
     if (port <= 0)
         return -1;
     snprintf(lockout, sizeof(lockout), "%d", LOCKOUT_S);
@@ -952,7 +938,7 @@ static void test_x_reaches_every_client(void **state)
 {
     (void)state;
     char closed[32], xbs[1100], base[256];
-    int port = free_port();
+    int port = kc_free_port();
     assert_true(port > 0);
     snprintf(closed, sizeof(closed), "127.0.0.1:%d", port);
     kc_proc *broker = kc_mock_broker_start("x-broker", 2);

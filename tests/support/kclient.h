@@ -122,6 +122,9 @@ void kc_remember_password(const char *pw);
  */
 const char *const *kc_passwords(size_t *count);
 
+/** @brief A loopback TCP port free a moment ago (bound, read, closed), or -1. */
+int kc_free_port(void);
+
 /** @brief CLOCK_MONOTONIC in milliseconds. */
 int64_t kc_now_ms(void);
 
