@@ -103,9 +103,10 @@ int kchat__changelog_catch_up(kchat_backend *be, struct shard *sh, bool *restore
 KCHAT_MUST_CHECK
 int kchat__changelog_dataset(kchat_backend *be, char dataset[33], char *errstr, size_t len);
 
-/* Free @p sh's held records (at close: their outbox copies stay for the
- * next start).
- * @locality the thread in kchat_backend_stop(), once no worker runs */
+/* Free @p sh's held records (their outbox copies stay in the shard: they
+ * are produced again by whoever acquires it next).
+ * @locality the thread in kchat_backend_stop(), once no worker runs, or
+ *           the consumer's poll thread for a shard not owned (ownership.c) */
 void kchat__changelog_free(struct shard *sh);
 
 /* ---- deployment.c: the deployment's data set, kept in Kafka ---- */

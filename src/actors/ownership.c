@@ -161,8 +161,10 @@ static void shard_release(kchat_backend *be, struct shard *sh, bool lost)
     int64_t deadline = kchat__monotonic_us() / 1000 + RELEASE_WAIT_MS;
 
     atomic_store(&sh->quiet, false);
-    atomic_store(&sh->releasing, true);
-    while (!atomic_load(&sh->quiet) && kchat__monotonic_us() / 1000 < deadline)
+    atomic_store(&sh->releasing, !lost);
+    /* Lost: another member may serve it already; what is still held here
+     * is not let out (its next owner answers from the changelog). */
+    while (!lost && !atomic_load(&sh->quiet) && kchat__monotonic_us() / 1000 < deadline)
         kchat__sleep_ms(2);
     atomic_store(&sh->warm, atomic_load(&sh->quiet) && !lost);
     atomic_store(&sh->owned, false);
@@ -234,8 +236,13 @@ void kchat__shards_revoked(void *opaque, const rd_kafka_topic_partition_list_t *
             shard_release(be, &be->shards[p], lost);
             any = true;
         }
-    if (any)
-        workers_pass(be);
+    if (!any)
+        return;
+    workers_pass(be);
+    if (lost)   /* no worker touches them now: drop what they held back */
+        for (int p = 0; p < be->partitions; p++)
+            if (want[p] && !atomic_load(&be->shards[p].owned))
+                kchat__changelog_free(&be->shards[p]);
 }
 
 void kchat__shards_own_all(kchat_backend *be)
