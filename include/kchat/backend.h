@@ -90,7 +90,13 @@ typedef struct kchat_backend kchat_backend;
     X(changelog_resends, "kchat_changelog_resends_total",                                  \
       "Times a shard produced its kept changes again after one was refused.", NULL)        \
     X(restored_changes, "kchat_changelog_restored_total",                                  \
-      "Changes applied from kchat-changelog to restore shards at start.", NULL)            \
+      "Changes applied from kchat-changelog to shards being caught up (acquired or "       \
+      "followed as a standby).", NULL)                                                     \
+    X(restore_records, "kchat_changelog_restore_records_total",                            \
+      "Records of kchat-changelog read while catching shards up.", NULL)                   \
+    X(restore_ms, "kchat_changelog_restore_milliseconds_total",                            \
+      "Time spent reading kchat-changelog to catch shards up, in ms (the restore rate is " \
+      "the records counter divided by this).", NULL)                                       \
     X(held_records, "kchat_changelog_held_records_total",                                  \
       "Answers, events and commands held back until Kafka had the changes they report.",   \
       NULL)                                                                                \

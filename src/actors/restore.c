@@ -499,6 +499,8 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
         return rc;
     }
     atomic_fetch_add(&rs->be->stats.restored_changes, rs->changes);
+    atomic_fetch_add(&rs->be->stats.restore_records, rs->records);
+    atomic_fetch_add(&rs->be->stats.restore_ms, (uint64_t)(kchat__monotonic_us() - t0) / 1000);
     fprintf(stderr, "kchat: shard %d: restored from %s: %" PRIu64 " records read, %" PRIu64
             " changes applied (%" PRIu64 "..%" PRIu64 "), %" PRIu64 " of unfinished "
             "transactions dropped, in %.2f s\n", p, KCHAT_TOPIC_CHANGELOG, rs->records,
