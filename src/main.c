@@ -3,6 +3,7 @@
  * docs/configuration.md. */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,16 +81,30 @@ static int parse_config(kchat_config *cfg, int argc, char **argv, const char *co
     return -1;
 }
 
+/* The backend the ops server of serve reports on: NULL until its start
+ * (which waits for the first assignment and takes its shards over) returns,
+ * so /readyz answers 503 during it. */
+static _Atomic(kchat_backend *) serve_backend;
+
+/* /metrics of serve (nothing until the backend runs).
+ * @locality the ops HTTP server's thread */
 static void serve_metrics(void *arg, FILE *out)
 {
-    kchat_backend_metrics(arg, out);
+    kchat_backend *be = atomic_load(&serve_backend);
+
+    (void)arg;
+    if (be != NULL)
+        kchat_backend_metrics(be, out);
 }
 
-/* /readyz of serve: 503 while shards given to it are being taken over.
+/* /readyz of serve: 503 while it starts or takes shards over.
  * @locality the ops HTTP server's thread */
 static bool serve_ready(void *arg)
 {
-    return kchat_backend_ready(arg);
+    kchat_backend *be = atomic_load(&serve_backend);
+
+    (void)arg;
+    return be != NULL && kchat_backend_ready(be);
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -105,19 +120,22 @@ static int cmd_serve(int argc, char **argv)
     if ((rc = parse_config(&cfg, argc, argv, "serve")) >= 0)
         goto out_release;
     signals_block(&set);
-    if (kchat_backend_start(&cfg, &be, errstr, sizeof(errstr)) != KCHAT_OK) {
-        fprintf(stderr, "kchat serve: %s\n", errstr);
-        rc = 1;
-        goto out_release;
-    }
+    /* The ops server first: /healthz answers and /readyz says 503 while the
+     * backend starts (with a changelog, restoring the shards it is given). */
     if (cfg.metrics_http[0] &&
-        kchat_ops_http_start(cfg.metrics_http, serve_metrics, serve_ready, be, &ops, errstr,
+        kchat_ops_http_start(cfg.metrics_http, serve_metrics, serve_ready, NULL, &ops, errstr,
                              sizeof(errstr)) != KCHAT_OK) {
         fprintf(stderr, "kchat serve: %s\n", errstr);
-        kchat_backend_stop(be, NULL);
         rc = 1;
         goto out_release;
     }
+    if (kchat_backend_start(&cfg, &be, errstr, sizeof(errstr)) != KCHAT_OK) {
+        fprintf(stderr, "kchat serve: %s\n", errstr);
+        kchat_ops_http_stop(ops);
+        rc = 1;
+        goto out_release;
+    }
+    atomic_store(&serve_backend, be);
     if (cfg.brokers[0] == '\0')
         printf("embedded broker: %s\n", kchat_backend_bootstraps(be));
     printf("kchat serve: consuming from %s, data in %s\n", kchat_backend_bootstraps(be),
@@ -132,6 +150,7 @@ static int cmd_serve(int argc, char **argv)
     sigwait(&set, &sig);
     fprintf(stderr, "kchat serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     kchat_ops_http_stop(ops);
+    atomic_store(&serve_backend, NULL);
     kchat_backend_stop(be, &st);
     kchat_backend_stats_line(&st, line, sizeof(line));
     fprintf(stderr, "kchat serve: stopped: %s\n", line);

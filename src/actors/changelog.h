@@ -81,7 +81,8 @@ int kchat__changelog_wait_shard(kchat_backend *be, struct shard *sh, char *errst
 /* ---- restore.c: shards restored from kchat-changelog ---- */
 
 /* Bring shard @p sh up to its kchat-changelog partition before this process
- * serves it (docs/design.md, "Changelog"): nothing when its copy is current
+ * serves it or as its standby (docs/design.md, "Changelog"), reading with
+ * @p rk (kchat__restore_consumer()): nothing when its copy is current
  * or only ahead (changes of its own, still to produce); the changes after
  * its own, in whole transactions, when it is behind; the whole partition
  * when its copy diverged (it kept changes Kafka never confirmed, and
@@ -93,8 +94,16 @@ int kchat__changelog_wait_shard(kchat_backend *be, struct shard *sh, char *errst
  * @locality the consumer's poll thread acquiring @p sh (ownership.c), or
  *           the thread in kchat_backend_start(); no worker touches @p sh */
 KCHAT_MUST_CHECK
-int kchat__changelog_catch_up(kchat_backend *be, struct shard *sh, bool *restored, char *errstr,
-                              size_t len);
+int kchat__changelog_catch_up(kchat_backend *be, rd_kafka_t *rk, struct shard *sh,
+                              bool *restored, char *errstr, size_t len);
+
+/* A consumer for reading kchat-changelog partitions by hand (no group
+ * membership, offsets never committed, read_committed) for
+ * kchat__changelog_catch_up(), which borrows it: one caller at a time.
+ * The caller destroys it with rd_kafka_destroy(). NULL when Kafka or the
+ * -X settings refuse it (errstr says why).
+ * @locality any thread */
+rd_kafka_t *kchat__restore_consumer(kchat_backend *be, char *errstr, size_t len);
 
 /* The data set kchat-changelog belongs to (its first non-empty partition's
  * last record's), in @p dataset; "" when it is empty or the backend keeps

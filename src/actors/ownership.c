@@ -111,13 +111,15 @@ static void shard_forget(kchat_backend *be, struct shard *sh)
     sh->cl_trimmed = sh->cl_replayed = sh->cl_produced = 0;
 }
 
-/* Make @p sh ready to serve: caught up with the changelog, its kept changes
- * confirmed by Kafka, its outbox produced again; then owned.
+/* Make @p sh ready to serve: caught up with the changelog (read with *@p rk,
+ * made here when NULL), its kept changes confirmed by Kafka, its outbox
+ * produced again; then owned.
  * @locality the consumer's poll thread, @p sh not owned (no worker touches
  *           it)
  * @locks sh->copy_lock must be held */
 KCHAT_MUST_CHECK
-static int shard_acquire(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
+static int shard_acquire(kchat_backend *be, rd_kafka_t **rk, struct shard *sh, char *errstr,
+                         size_t len)
 {
     int64_t t0 = kchat__monotonic_us();
     bool restored = false;
@@ -127,7 +129,9 @@ static int shard_acquire(kchat_backend *be, struct shard *sh, char *errstr, size
         atomic_fetch_add(&be->stats.warm_acquires, 1);
         goto out_owned;
     }
-    if ((rc = kchat__changelog_catch_up(be, sh, &restored, errstr, len)) != KCHAT_OK)
+    if (*rk == NULL && (*rk = kchat__restore_consumer(be, errstr, len)) == NULL)
+        return KCHAT_EKAFKA;
+    if ((rc = kchat__changelog_catch_up(be, *rk, sh, &restored, errstr, len)) != KCHAT_OK)
         return rc;
     shard_forget(be, sh);
     if (be->run_id != 0)
@@ -177,6 +181,7 @@ void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *
     kchat_backend *be = opaque;
     bool want[KCHAT__MAX_SHARDS];
     char errstr[512];
+    rd_kafka_t *rk = NULL;   /* reads the changelog for every shard of this call */
 
     if (!be->changelog)
         return;   /* every shard owned from start to stop */
@@ -201,7 +206,7 @@ void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *
 
             errstr[0] = '\0';
             pthread_mutex_lock(&sh->copy_lock);   /* a standby catch-up may be on it */
-            rc = shard_acquire(be, sh, errstr, sizeof(errstr));
+            rc = shard_acquire(be, &rk, sh, errstr, sizeof(errstr));
             pthread_mutex_unlock(&sh->copy_lock);
             if (rc == KCHAT_OK)
                 break;
@@ -213,6 +218,8 @@ void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *
         }
         atomic_fetch_sub(&be->restoring, 1);
     }
+    if (rk != NULL)
+        rd_kafka_destroy(rk);
 }
 
 void kchat__shards_revoked(void *opaque, const rd_kafka_topic_partition_list_t *parts)

@@ -258,7 +258,7 @@ static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t 
     rd_kafka_topic_partition_list_destroy(tp);
     while (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rs->rk, 100);
-        if (m != NULL && !m->err && m->offset == hi - 1) {
+        if (m != NULL && !m->err && m->partition == p && m->offset == hi - 1) {
             const void *v;
             size_t vl;
             *seq = header_u64(m, KCHAT_HDR_CL_SEQ);
@@ -296,6 +296,8 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     int64_t idle_since = kchat__monotonic_us() / 1000, open_at = -1;
     int rc = KCHAT_OK;
 
+    if (rs->sh->follow_from >= end)   /* the partition is shorter than we knew it */
+        rs->sh->follow_from = 0;
     rd_kafka_topic_partition_list_add(tp, KCHAT_TOPIC_CHANGELOG, p)->offset =
         rs->sh->follow_from > 0 ? rs->sh->follow_from : RD_KAFKA_OFFSET_BEGINNING;
     err = rd_kafka_assign(rs->rk, tp);
@@ -315,7 +317,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
             continue;
         }
         idle_since = kchat__monotonic_us() / 1000;
-        if (m->err) {
+        if (m->err || m->partition != p) {   /* or left from the reader's last use */
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -509,10 +511,7 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
     return KCHAT_OK;
 }
 
-/* A consumer for reading kchat-changelog partitions by hand (no group
- * membership: offsets are never committed).
- * @locality any thread */
-static rd_kafka_t *restore_consumer(kchat_backend *be, char *errstr, size_t len)
+rd_kafka_t *kchat__restore_consumer(kchat_backend *be, char *errstr, size_t len)
 {
     rd_kafka_conf_t *conf;
     rd_kafka_t *rk;
@@ -523,6 +522,7 @@ static rd_kafka_t *restore_consumer(kchat_backend *be, char *errstr, size_t len)
      * and the default (500 ms) would be waited for each shard. */
     if (rd_kafka_conf_set(conf, "group.id", "kchat-restore", errstr, len) ||
         rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", errstr, len) ||
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, len) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, len) ||
         rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, len)) {
         rd_kafka_conf_destroy(conf);
@@ -533,22 +533,19 @@ static rd_kafka_t *restore_consumer(kchat_backend *be, char *errstr, size_t len)
     return rk;
 }
 
-int kchat__changelog_catch_up(kchat_backend *be, struct shard *sh, bool *restored, char *errstr,
-                              size_t len)
+int kchat__changelog_catch_up(kchat_backend *be, rd_kafka_t *rk, struct shard *sh,
+                              bool *restored, char *errstr, size_t len)
 {
-    struct restore rs = {.be = be};
+    struct restore rs = {.be = be, .rk = rk};
     int rc;
 
     *restored = false;
     if (!be->changelog)
         return KCHAT_OK;
     errstr[0] = '\0';
-    if ((rs.rk = restore_consumer(be, errstr, len)) == NULL)
-        return KCHAT_EKAFKA;
     rc = shard_catch_up(&rs, sh, restored, errstr, len);
     if (rs.tail != NULL)
         rd_kafka_message_destroy(rs.tail);
-    rd_kafka_destroy(rs.rk);
     return rc;
 }
 
@@ -561,7 +558,7 @@ int kchat__changelog_dataset(kchat_backend *be, char dataset[33], char *errstr, 
     if (!be->changelog)
         return KCHAT_OK;
     errstr[0] = '\0';
-    if ((rs.rk = restore_consumer(be, errstr, len)) == NULL)
+    if ((rs.rk = kchat__restore_consumer(be, errstr, len)) == NULL)
         return KCHAT_EKAFKA;
     for (int p = 0; rc == KCHAT_OK && dataset[0] == '\0' && p < be->partitions; p++) {
         int64_t end;

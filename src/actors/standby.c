@@ -116,7 +116,7 @@ static void describe(kchat_backend *be, rd_kafka_t *rk, rd_kafka_queue_t *q, boo
 /* Catch up the copies of the shards in @p follow that this process does
  * not own.
  * @locality the standby thread */
-static void follow_shards(kchat_backend *be, const bool *follow)
+static void follow_shards(kchat_backend *be, rd_kafka_t *rk, const bool *follow)
 {
     char errstr[512];
 
@@ -130,7 +130,7 @@ static void follow_shards(kchat_backend *be, const bool *follow)
         pthread_mutex_lock(&sh->copy_lock);
         if (!atomic_load(&sh->owned)) {
             errstr[0] = '\0';
-            if (kchat__changelog_catch_up(be, sh, &restored, errstr, sizeof(errstr)) !=
+            if (kchat__changelog_catch_up(be, rk, sh, &restored, errstr, sizeof(errstr)) !=
                     KCHAT_OK &&
                 !atomic_exchange(&be->standby_logged, true))
                 fprintf(stderr, "kchat: standby: %s\n", errstr);
@@ -150,23 +150,27 @@ static void *standby_main(void *arg)
     rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, sizeof(errstr));
     rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
     rd_kafka_queue_t *q = rk ? rd_kafka_queue_new(rk) : NULL;
+    rd_kafka_t *reader = rk ? kchat__restore_consumer(be, errstr, sizeof(errstr)) : NULL;
     bool *follow = calloc((size_t)be->partitions, sizeof(*follow));
 
     if (rk == NULL && conf != NULL)
         rd_kafka_conf_destroy(conf);
-    if (q == NULL || follow == NULL) {
-        fprintf(stderr, "kchat: standby: cannot start: %s\n", rk ? "out of memory" : errstr);
+    if (q == NULL || reader == NULL || follow == NULL) {
+        fprintf(stderr, "kchat: standby: cannot start: %s\n",
+                rk && reader ? "out of memory" : errstr);
         goto out_free;
     }
     while (!atomic_load(&be->closing)) {
         describe(be, rk, q, follow);
-        follow_shards(be, follow);
+        follow_shards(be, reader, follow);
         for (int slept = 0; slept < STANDBY_PERIOD_MS && !atomic_load(&be->closing);
              slept += 50)
             kchat__sleep_ms(50);
     }
 out_free:
     free(follow);
+    if (reader != NULL)
+        rd_kafka_destroy(reader);
     if (q != NULL)
         rd_kafka_queue_destroy(q);
     if (rk != NULL)

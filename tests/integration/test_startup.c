@@ -145,6 +145,46 @@ static void test_serve_metrics_http(void **state)
     free(data);
 }
 
+/* The ops server of serve answers before the backend has started: /healthz
+ * 200, /readyz 503 until it serves (with a changelog the start includes
+ * restoring the shards it is given). A broker that refuses connections
+ * holds the start until it gives up. */
+static void test_serve_not_ready_while_starting(void **state)
+{
+    char *data = kc_tmppath("unready-data"), addr[64], base[80];
+    const char *args[] = {"serve", "--brokers", "127.0.0.1:1", "--data", data,
+                          "--metrics-http", addr, NULL};
+    kh_browser b;
+    kh_resp *r = NULL;
+    kc_proc *p;
+    int port = kc_free_port();
+
+    (void)state;
+    assert_true(port > 0);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    snprintf(base, sizeof(base), "http://%s", addr);
+    p = kc_proc_start("unready", args, NULL, 0);
+    assert_non_null(p);
+    kh_browser_init(&b, "ops", base);
+    for (int i = 0; i < 100; i++) {   /* the listener starts first */
+        r = kh_do(&b, "GET", "/healthz", NULL);
+        if (r->status == 200)
+            break;
+        kh_resp_free(r);
+        r = NULL;
+        kc_sleep_ms(50);
+    }
+    assert_non_null(r);
+    assert_int_equal(r->status, 200);
+    kh_resp_free(r);
+    r = kh_do(&b, "GET", "/readyz", NULL);
+    assert_int_equal(r->status, 503);
+    kh_resp_free(r);
+    kc_proc_stop(p, SIGKILL, 10, NULL);
+    kc_proc_free(p);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_help_lists_every_option),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_serve_metrics_http),
+        cmocka_unit_test(test_serve_not_ready_while_starting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
