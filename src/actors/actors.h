@@ -22,7 +22,11 @@
  *   summaries.c  room summaries (lastSeq for user-search-room): published
  *                by the room's shard, kept in the same replica
  *   datadir.c    the data directory: shard count, shards, data set id,
- *                the cluster the stored offsets belong to
+ *                node id, the cluster the stored offsets belong to
+ *   deployment.c the deployment's data set id, claimed in kchat-meta
+ *   ownership.c  with a changelog: the shards this process serves, taken
+ *                over at an assignment, given up at a revocation
+ *   standby.c    warm copies of other nodes' shards (--standby-replicas)
  *   backend.c    start-up in steps, stop, counters and metrics
  *
  * This header holds the shared structs and most files' interfaces; three
