@@ -41,6 +41,20 @@ int kchat__directory_publish(struct ctx *c, const json_t *user)
     return rc;
 }
 
+void kchat__directory_write_through(kchat_backend *be, const char *topic, const void *value,
+                                    size_t len)
+{
+    json_t *e;
+    int rc;
+
+    if (strcmp(topic, KCHAT_TOPIC_DIRECTORY) != 0 ||
+        (e = json_loadb(value ? value : "", len, 0, NULL)) == NULL)
+        return;
+    if ((rc = kchat__directory_apply(be, e)) != KCHAT_OK)
+        fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
+    json_decref(e);
+}
+
 json_t *kchat__directory_get(kchat_backend *be, const char *user_id)
 {
     kchat_txn *t;

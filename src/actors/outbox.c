@@ -236,6 +236,7 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
         if ((rc = kchat__streams_pending_add(ra->be, ra->sh, seq, target, cseq)) != KCHAT_OK)
             return rc;
     }
+    kchat__directory_write_through(ra->be, r->topic, r->value, r->value_len);
     kchat__produce(ra->be, ra->sh->id, seq, r);
     ra->produced++;
     return 0;

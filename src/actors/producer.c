@@ -118,15 +118,7 @@ void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r)
         .headers = r->hdr, .n_headers = r->n_hdr, .kind = r->kind,
     };
 
-    if (!strcmp(r->topic, KCHAT_TOPIC_DIRECTORY)) {
-        json_t *e = json_loadb(r->value, r->value_len, 0, NULL);
-        if (e != NULL) {
-            int rc = kchat__directory_apply(be, e);
-            if (rc != KCHAT_OK)
-                fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
-        }
-        json_decref(e);
-    }
+    kchat__directory_write_through(be, r->topic, r->value, r->value_len);
     if (r->kind == OUT_COMMAND) {
         int rc = kchat__streams_pending_add(be, &be->shards[r->shard], r->seq, r->target,
                                             r->cseq);

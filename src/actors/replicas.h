@@ -18,6 +18,16 @@
 KCHAT_MUST_CHECK
 int kchat__directory_publish(struct ctx *c, const json_t *user);
 
+/* A shard's own directory record (@p topic kchat-directory; anything else
+ * is ignored) into the local replica as it is handed to the producer, so
+ * that this node knows the user before the answers that report it leave
+ * (kchat__out_rec_flush(), and the outbox replay of an acquisition, whose
+ * answers would otherwise go out before the replica read the record back
+ * from Kafka). Failures are logged.
+ * @locality any thread (the replica's own write transaction) */
+void kchat__directory_write_through(kchat_backend *be, const char *topic, const void *value,
+                                    size_t len);
+
 /* Look a user up in the directory replica: a new reference to
  * {userId, userName, userStatus, ver}, or NULL when unknown.
  * @locality any thread (its own read transaction) */
