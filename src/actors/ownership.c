@@ -50,6 +50,19 @@ static void shards_of(kchat_backend *be, const rd_kafka_topic_partition_list_t *
     }
 }
 
+/* Records in the producer, not yet confirmed or refused (all shards').
+ * @locality any thread
+ * @locks takes the producer lock (shared) */
+static int producer_queued(kchat_backend *be)
+{
+    int queued;
+
+    pthread_rwlock_rdlock(&be->producer_lock);
+    queued = be->producer ? rd_kafka_outq_len(be->producer) : 0;
+    pthread_rwlock_unlock(&be->producer_lock);
+    return queued;
+}
+
 /* Wait until every worker has finished one more idle() pass than now: a
  * worker that was inside an upkeep of a shard when its `owned` was cleared
  * is out of it then.
@@ -82,11 +95,7 @@ static void shard_forget(kchat_backend *be, struct shard *sh)
     int64_t deadline = kchat__monotonic_us() / 1000 + RELEASE_WAIT_MS;
 
     for (;;) {
-        int queued;
-        pthread_rwlock_rdlock(&be->producer_lock);
-        queued = be->producer ? rd_kafka_outq_len(be->producer) : 0;
-        pthread_rwlock_unlock(&be->producer_lock);
-        if (queued == 0 || kchat__monotonic_us() / 1000 >= deadline)
+        if (producer_queued(be) == 0 || kchat__monotonic_us() / 1000 >= deadline)
             break;
         kchat__sleep_ms(5);
     }
@@ -261,7 +270,6 @@ void kchat__shards_own_all(kchat_backend *be)
 bool kchat__shard_quiet(kchat_backend *be, struct shard *sh)
 {
     bool quiet;
-    int queued;
 
     pthread_mutex_lock(&sh->lock);
     /* ...and the kept changes trimmed: a copy that keeps none is plainly a
@@ -269,12 +277,7 @@ bool kchat__shard_quiet(kchat_backend *be, struct shard *sh)
     quiet = sh->delivered.n == 0 && sh->resend.n == 0 && !sh->resend_all && !sh->cl_resend &&
             sh->cl_acked >= sh->cl_produced && sh->cl_trimmed >= sh->cl_acked;
     pthread_mutex_unlock(&sh->lock);
-    if (!quiet || sh->held_head < sh->n_held)
-        return false;
-    pthread_rwlock_rdlock(&be->producer_lock);
-    queued = be->producer ? rd_kafka_outq_len(be->producer) : 0;
-    pthread_rwlock_unlock(&be->producer_lock);
-    return queued == 0;
+    return quiet && sh->held_head == sh->n_held && producer_queued(be) == 0;
 }
 
 bool kchat_backend_ready(kchat_backend *be)
