@@ -109,7 +109,18 @@ typedef struct kchat_backend kchat_backend;
       NULL)                                                                                \
     X(diverged, "kchat_shards_diverged_total",                                             \
       "Local shard copies set aside at an assignment: changes Kafka never had, while "     \
-      "another owner wrote on.", NULL)
+      "another owner wrote on.", NULL)                                                     \
+    X(fenced, "kchat_shards_fenced_total",                                                 \
+      "Shards this process stopped serving because a newer owner fenced its changelog "    \
+      "producer (it had been paused or cut off).", NULL)                                   \
+    X(cl_txns, "kchat_changelog_transactions_total",                                       \
+      "Kafka transactions committed to kchat-changelog (one per shard and commit round).", \
+      NULL)                                                                                \
+    X(cl_txn_us, "kchat_changelog_transaction_microseconds_total",                         \
+      "Time from the start of a kchat-changelog transaction to its commit, summed, in "   \
+      "microseconds (divided by the transactions counter: the mean).", NULL)               \
+    X(cl_txn_aborts, "kchat_changelog_transaction_aborts_total",                           \
+      "kchat-changelog transactions aborted and tried again.", NULL)
 
 /** Counters of one backend, read with kchat_backend_get_stats(): one
  *  member per row of #KCHAT_BACKEND_COUNTERS, named by its first column. */

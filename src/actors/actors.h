@@ -64,7 +64,6 @@ enum {
     OUT_REPLY = 1,     /* response, event, directory record, room summary, dead letter:
                           delete on delivery */
     OUT_COMMAND = 2,   /* internal command: delete once the target shard applied it */
-    OUT_CHANGELOG = 3, /* a change (changelog.c): not an outbox record, trimmed once acked */
 };
 
 /* A change of a committed transaction, copied for producing (changelog.c). */
@@ -159,6 +158,12 @@ struct shard {
     atomic_bool warm;           /* given up gracefully, everything it
                                    produced confirmed: current unless another owner
                                    wrote since */
+    atomic_bool fenced;         /* its changelog producer was fenced (a newer owner) or
+                                   failed for good: the worker leaves it alone until
+                                   it is released (changelog_txn.c) */
+    struct cl_txn *txn;         /* its transactional changelog producer, with a
+                                   changelog: set before `owned`, cleared after the
+                                   release (the poll thread) */
     uint64_t run_id;            /* drawn at each acquisition, never 0 (0: none, in
                                    tests): tags the commands numbered meanwhile */
     /* the local copy while not owned (standby.c, restore.c) */
@@ -561,11 +566,13 @@ void kchat__producer_close(kchat_backend *be);
  *           when no worker runs) */
 void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r);
 
-/* Hand change @p ch of shard @p shard to the producer (kchat-changelog,
- * partition @p shard); a refusal marks the shard's kept changes to be
+/* Hand change @p ch of shard @p shard to the shard's changelog committer
+ * (kchat-changelog, partition @p shard, in its next Kafka transaction:
+ * changelog_txn.c); when it cannot be queued, the shard's kept changes are
  * produced again (kchat__changelog_refused()).
- * @locality the worker that owns shard @p shard (at start: the starting thread)
- * @locks takes be->producer_lock (shared) and the shard's lock on refusal */
+ * @locality the worker that owns shard @p shard (at acquisition: the
+ *           consumer's poll thread)
+ * @locks takes the committer's lock, and the shard's lock on refusal */
 void kchat__produce_change(kchat_backend *be, uint32_t shard, const kchat_change *ch);
 
 /* ---- outbox.c: the outbox after the commit ---- */

@@ -232,6 +232,8 @@ static void producer_and_shards_stop(kchat_backend *be, kchat_backend_stats *fin
     atomic_store(&be->stopping, true);
     kchat__producer_flush(be);
     kchat__workers_idle(be);
+    for (int p = 0; be->shards != NULL && p < be->partitions; p++)
+        kchat__cl_txn_close(be, &be->shards[p]);   /* those the consumer did not release */
     if (final != NULL)
         kchat_backend_get_stats(be, final);
     kchat__producer_close(be);

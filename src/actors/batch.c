@@ -300,8 +300,8 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
                     p, be->partitions);
             continue;
         }
-        if (!atomic_load(&be->shards[p].owned))
-            continue;   /* never acquired (the backend stops): read again by its owner */
+        if (!atomic_load(&be->shards[p].owned) || atomic_load(&be->shards[p].fenced))
+            continue;   /* never acquired (the backend stops), or fenced: its owner's */
         apply_shard_batch(be, w, &be->shards[p], msgs, idx, k);
     }
     atomic_store(&w->last_progress_ms, kchat__monotonic_us() / 1000);
@@ -326,8 +326,8 @@ static void on_idle(void *opaque, unsigned worker)
         bool work;
         int rc;
 
-        if (!atomic_load(&sh->owned))
-            continue;   /* another process's, or being acquired (ownership.c) */
+        if (!atomic_load(&sh->owned) || atomic_load(&sh->fenced))
+            continue;   /* another process's, being acquired or fenced (ownership.c) */
         if (atomic_load(&sh->releasing) && kchat__shard_quiet(be, sh))
             atomic_store(&sh->quiet, true);
         if (!atomic_load(&be->stopping)) {

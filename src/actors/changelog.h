@@ -49,7 +49,7 @@ int kchat__changelog_trim(struct shard *sh, kchat_txn *t);
 
 /* Kafka has change @p seq of @p sh: move cl_acked when it is the next one;
  * wake the worker when records wait for it.
- * @locality the thread serving the producer's delivery reports
+ * @locality the shard's committer thread (changelog_txn.c)
  * @locks takes sh->lock, then be->wake_lock */
 void kchat__changelog_acked(kchat_backend *be, struct shard *sh, uint64_t seq);
 
@@ -77,6 +77,34 @@ int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh);
  * @locality the thread acquiring @p sh (ownership.c), no worker touching it */
 KCHAT_MUST_CHECK
 int kchat__changelog_wait_shard(kchat_backend *be, struct shard *sh, char *errstr, size_t len);
+
+/* ---- changelog_txn.c: each owned shard's transactional changelog producer ---- */
+
+/* Acquiring @p sh: start its transactional changelog producer
+ * (transactional.id kchat-<data set>-shard-<id>) and its committer thread.
+ * Kafka then refuses every later write of an earlier owner's producer and
+ * aborts what it left open: call before reading the changelog to catch up.
+ * Nothing when the backend keeps no changelog, or the producer runs
+ * already. Errors: KCHAT_EKAFKA (Kafka did not answer; errstr says so),
+ * KCHAT_ECONFIG (the -X settings refuse it), KCHAT_ENOMEM.
+ * @locality the consumer's poll thread acquiring @p sh (ownership.c) */
+KCHAT_MUST_CHECK
+int kchat__cl_txn_open(kchat_backend *be, struct shard *sh, char *errstr, size_t len);
+
+/* Stop @p sh's committer and producer; changes not yet committed stay kept
+ * in the shard (its next owner produces them). Nothing when there is none.
+ * @locality the consumer's poll thread once no worker touches @p sh
+ *           (ownership.c), or the thread in kchat_backend_stop() */
+void kchat__cl_txn_close(kchat_backend *be, struct shard *sh);
+
+/* Queue a copy of change @p ch for @p sh's next changelog transaction;
+ * its commit acknowledges it (kchat__changelog_acked()), which opens the
+ * gate of the records that report it. Errors: KCHAT_ENOMEM,
+ * KCHAT_ESHUTDOWN (@p sh has no producer: not owned).
+ * @locality the worker that owns @p sh (at acquisition: the poll thread)
+ * @locks takes the committer's lock */
+KCHAT_MUST_CHECK
+int kchat__cl_txn_enqueue(struct shard *sh, const kchat_change *ch);
 
 /* ---- restore.c: shards restored from kchat-changelog ---- */
 

@@ -134,6 +134,10 @@ static int shard_acquire(kchat_backend *be, rd_kafka_t **rk, struct shard *sh, c
     bool restored = false;
     int rc;
 
+    /* First of all: from here on Kafka refuses every write of an earlier
+     * owner (changelog_txn.c), so what is read next is all it ever wrote. */
+    if ((rc = kchat__cl_txn_open(be, sh, errstr, len)) != KCHAT_OK)
+        return rc;
     if (atomic_exchange(&sh->warm, false)) {   /* given up cleanly, given back now */
         atomic_fetch_add(&be->stats.warm_acquires, 1);
         goto out_owned;
@@ -172,6 +176,8 @@ out_owned:
 static void shard_release(kchat_backend *be, struct shard *sh, bool lost)
 {
     int64_t deadline = kchat__monotonic_us() / 1000 + RELEASE_WAIT_MS;
+
+    lost |= atomic_load(&sh->fenced);   /* another owner has it already */
 
     atomic_store(&sh->quiet, false);
     atomic_store(&sh->releasing, !lost);
@@ -219,6 +225,8 @@ void kchat__shards_prepare(void *opaque, const rd_kafka_topic_partition_list_t *
             pthread_mutex_unlock(&sh->copy_lock);
             if (rc == KCHAT_OK)
                 break;
+            if (atomic_load(&be->closing))
+                kchat__cl_txn_close(be, sh);   /* no more tries */
             if (kchat__monotonic_us() / 1000 - logged >= ACQUIRE_LOG_MS) {
                 fprintf(stderr, "kchat: shard %d: cannot take it over yet: %s\n", p, errstr);
                 logged = kchat__monotonic_us() / 1000;
@@ -255,10 +263,18 @@ void kchat__shards_revoked(void *opaque, const rd_kafka_topic_partition_list_t *
     if (!any)
         return;
     workers_pass(be);
-    if (lost)   /* no worker touches them now: drop what they held back */
-        for (int p = 0; p < be->partitions; p++)
-            if (want[p] && !atomic_load(&be->shards[p].owned))
-                kchat__changelog_free(&be->shards[p]);
+    /* No worker touches them now: stop their changelog producers; drop what
+     * they held back when another owner may serve them already. */
+    for (int p = 0; p < be->partitions; p++) {
+        struct shard *sh = &be->shards[p];
+
+        if (!want[p] || atomic_load(&sh->owned))
+            continue;
+        if (lost || atomic_load(&sh->fenced))
+            kchat__changelog_free(sh);
+        kchat__cl_txn_close(be, sh);
+        atomic_store(&sh->fenced, false);
+    }
 }
 
 void kchat__shards_own_all(kchat_backend *be)

@@ -133,40 +133,13 @@ void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r)
 
 void kchat__produce_change(kchat_backend *be, uint32_t shard, const kchat_change *ch)
 {
-    unsigned char key[KCHAT_CHANGE_KEY_MAX];
-    size_t kl = kchat_store_change_key(ch, key);
-    char seq[24], last[24];
-    rd_kafka_resp_err_t err;
+    int rc = kchat__cl_txn_enqueue(&be->shards[shard], ch);
 
-    snprintf(seq, sizeof(seq), "%" PRIu64, ch->seq);
-    snprintf(last, sizeof(last), "%" PRIu64, ch->last);
-    pthread_rwlock_rdlock(&be->producer_lock);
-    for (;;) {
-        err = rd_kafka_producev(be->producer, RD_KAFKA_V_TOPIC(KCHAT_TOPIC_CHANGELOG),
-                                RD_KAFKA_V_PARTITION((int32_t)shard),
-                                RD_KAFKA_V_KEY(key, kl),
-                                RD_KAFKA_V_VALUE(ch->deleted ? NULL : (void *)ch->value,
-                                                 ch->deleted ? 0 : ch->value_len),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_HEADER(KCHAT_HDR_DATASET, be->dataset, -1),
-                                RD_KAFKA_V_HEADER(KCHAT_HDR_CL_SEQ, seq, -1),
-                                RD_KAFKA_V_HEADER(KCHAT_HDR_CL_LAST, last, -1),
-                                RD_KAFKA_V_OPAQUE(opaque_pack(OUT_CHANGELOG, shard, ch->seq)),
-                                RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            break;
-        kchat__sleep_ms(1);   /* the poller thread drains the queue */
-    }
-    pthread_rwlock_unlock(&be->producer_lock);
-    if (err == RD_KAFKA_RESP_ERR__FATAL)
-        atomic_store(&be->producer_fatal, true);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        fprintf(stderr, "kchat: shard %u: cannot produce change %" PRIu64 " to %s: %s; "
-                "produced again\n", shard, ch->seq, KCHAT_TOPIC_CHANGELOG, rd_kafka_err2str(err));
+    if (rc != KCHAT_OK) {
+        fprintf(stderr, "kchat: shard %u: cannot queue change %" PRIu64 " for %s: %s; "
+                "produced again\n", shard, ch->seq, KCHAT_TOPIC_CHANGELOG, kchat_strerror(rc));
         kchat__changelog_refused(be, &be->shards[shard]);
-        return;
     }
-    atomic_fetch_add(&be->stats.changes_produced, 1);
 }
 
 void kchat__worker_flush_out(kchat_backend *be, struct worker *w)
@@ -205,21 +178,10 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     if ((int)shard >= be->partitions)
         return;
     sh = &be->shards[shard];
-    if (m->err && kind == OUT_CHANGELOG) {
-        fprintf(stderr, "kchat: shard %u: change %" PRIu64 " not delivered to %s (%s); "
-                "produced again\n", shard, seq, rd_kafka_topic_name(m->rkt),
-                rd_kafka_err2str(m->err));
-        kchat__changelog_refused(be, sh);
-        return;
-    }
     if (m->err) {
         fprintf(stderr, "kchat: delivery to %s failed (%s); will retry\n",
                 rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
         kchat__outbox_refused(sh, seq);
-        return;
-    }
-    if (kind == OUT_CHANGELOG) {
-        kchat__changelog_acked(be, sh, seq);
         return;
     }
     atomic_fetch_add(&be->stats.delivered, 1);

@@ -220,9 +220,62 @@ static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_m
     return seq == last ? pending_apply(rs, pt) : KCHAT_OK;
 }
 
+/* Read partition @p p from @p from to its end (the end of what is
+ * committed: control records of transactions are never delivered, so the
+ * end is known by the consumer's end-of-partition event, not by an
+ * offset); the last record read in *@p last (NULL: none), its offset + 1
+ * or the end in *@p next. Errors: KCHAT_EKAFKA (errstr says why).
+ * @locality the thread acquiring the shard, or starting */
+KCHAT_MUST_CHECK
+static int read_to_end(struct restore *rs, int32_t p, int64_t from, rd_kafka_message_t **last,
+                       char *errstr, size_t len)
+{
+    rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
+    int64_t deadline = kchat__monotonic_us() / 1000 + RESTORE_TIMEOUT_MS;
+    rd_kafka_resp_err_t err;
+
+    *last = NULL;
+    rd_kafka_topic_partition_list_add(tp, KCHAT_TOPIC_CHANGELOG, p)->offset = from;
+    err = rd_kafka_assign(rs->rk, tp);
+    rd_kafka_topic_partition_list_destroy(tp);
+    while (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rs->rk, 100);
+
+        if (m == NULL) {
+            if (kchat__monotonic_us() / 1000 > deadline) {
+                snprintf(errstr, len, "shard %d: cannot read the end of %s", p,
+                         KCHAT_TOPIC_CHANGELOG);
+                err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+            }
+            continue;
+        }
+        if (m->partition != p) {   /* left from the reader's last use */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (*last != NULL)
+            rd_kafka_message_destroy(*last);
+        *last = m;
+    }
+    rd_kafka_assign(rs->rk, NULL);
+    if (err && *last != NULL) {
+        rd_kafka_message_destroy(*last);
+        *last = NULL;
+    }
+    return err ? KCHAT_EKAFKA : KCHAT_OK;
+}
+
 /* The last record of partition @p p (kept in rs->tail, its data set in
- * rs->dataset, its seq in @p seq) and the end offset. @p end is 0 for an
- * empty partition.
+ * rs->dataset, its seq in @p seq) and the end offset. @p end is 0 for a
+ * partition without records (empty, or only aborted transactions).
  * @locality the thread acquiring the shard, or starting */
 KCHAT_MUST_CHECK
 static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t *seq,
@@ -230,7 +283,6 @@ static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t 
 {
     int64_t lo, hi;
     rd_kafka_resp_err_t err;
-    rd_kafka_topic_partition_list_t *tp;
     int64_t deadline = kchat__monotonic_us() / 1000 + RESTORE_TIMEOUT_MS;
 
     *end = 0;
@@ -250,37 +302,32 @@ static int partition_tail(struct restore *rs, int32_t p, int64_t *end, uint64_t 
                  KCHAT_TOPIC_CHANGELOG, rd_kafka_err2str(err));
         return KCHAT_EKAFKA;
     }
-    if (hi <= lo)
-        return KCHAT_OK;
-    tp = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(tp, KCHAT_TOPIC_CHANGELOG, p)->offset = hi - 1;
-    err = rd_kafka_assign(rs->rk, tp);
-    rd_kafka_topic_partition_list_destroy(tp);
-    while (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rs->rk, 100);
-        if (m != NULL && !m->err && m->partition == p && m->offset == hi - 1) {
-            const void *v;
-            size_t vl;
-            *seq = header_u64(m, KCHAT_HDR_CL_SEQ);
-            if (kchat_header_get(m, KCHAT_HDR_DATASET, &v, &vl) == 0 &&
-                vl < sizeof(rs->dataset)) {
-                memcpy(rs->dataset, v, vl);
-                rs->dataset[vl] = '\0';
-            }
-            rs->tail = m;
-            *end = hi;
-            break;
+    /* The last offsets may be transaction markers: read a window before
+     * the end, wider until it holds a record. */
+    for (int64_t window = 16; hi > lo; window *= 16) {
+        int64_t from = hi - window > lo ? hi - window : lo;
+        rd_kafka_message_t *m;
+        const void *v;
+        size_t vl;
+        int rc;
+
+        if ((rc = read_to_end(rs, p, from, &m, errstr, len)) != KCHAT_OK)
+            return rc;
+        if (m == NULL) {
+            if (from == lo)
+                break;   /* no record at all */
+            continue;
         }
-        if (m != NULL)
-            rd_kafka_message_destroy(m);
-        if (kchat__monotonic_us() / 1000 > deadline) {
-            snprintf(errstr, len, "shard %d: cannot read the last record of %s", p,
-                     KCHAT_TOPIC_CHANGELOG);
-            err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        *seq = header_u64(m, KCHAT_HDR_CL_SEQ);
+        if (kchat_header_get(m, KCHAT_HDR_DATASET, &v, &vl) == 0 && vl < sizeof(rs->dataset)) {
+            memcpy(rs->dataset, v, vl);
+            rs->dataset[vl] = '\0';
         }
+        rs->tail = m;
+        *end = hi;
+        break;
     }
-    rd_kafka_assign(rs->rk, NULL);
-    return err ? KCHAT_EKAFKA : KCHAT_OK;
+    return KCHAT_OK;
 }
 
 /* Read partition @p p from the beginning up to @p end and apply what the
@@ -293,7 +340,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     struct pending_txn pt = {0};
     rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
     rd_kafka_resp_err_t err;
-    int64_t idle_since = kchat__monotonic_us() / 1000, open_at = -1;
+    int64_t idle_since = kchat__monotonic_us() / 1000, open_at = -1, next = end;
     int rc = KCHAT_OK;
 
     if (rs->sh->follow_from >= end)   /* the partition is shorter than we knew it */
@@ -317,7 +364,18 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
             continue;
         }
         idle_since = kchat__monotonic_us() / 1000;
-        if (m->err || m->partition != p) {   /* or left from the reader's last use */
+        if (m->partition != p) {   /* left from the reader's last use */
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* the end of what is committed (transaction markers are not
+             * delivered: the last offset is not a record's) */
+            next = m->offset;
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (m->err) {
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -325,6 +383,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
         if (pt.n == 0)
             open_at = offset;   /* where a transaction left open would begin */
         rc = restore_record(rs, &pt, m);
+        next = offset + 1;
         if (offset >= end - 1)
             break;
     }
@@ -332,7 +391,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     /* The next catch-up reads on from here: the first record of a
      * transaction cut off at the end (it may end later), else the end. */
     if (rc == KCHAT_OK)
-        rs->sh->follow_from = pt.n > 0 && open_at >= 0 ? open_at : end;
+        rs->sh->follow_from = pt.n > 0 && open_at >= 0 ? open_at : next;
     pending_drop(rs, &pt);   /* a transaction cut off at the end */
     free(pt.msgs);
     if (rs->t != NULL) {
@@ -523,6 +582,8 @@ rd_kafka_t *kchat__restore_consumer(kchat_backend *be, char *errstr, size_t len)
     if (rd_kafka_conf_set(conf, "group.id", "kchat-restore", errstr, len) ||
         rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", errstr, len) ||
         rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, len) ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", errstr, len) ||
+        rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, len) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, len) ||
         rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, len)) {
         rd_kafka_conf_destroy(conf);

@@ -325,9 +325,10 @@ static void test_answers_wait_for_changelog(void **state)
     g_client = kc_client_new(g_brokers, KC_FROM_END);
     user_in(&u, "gate", -1);
 
-    /* 10 refusals, each answered 150 ms late, then retried: some seconds
-     * in which no change of any shard reaches Kafka */
-    for (int i = 0; i < 10; i++)
+    /* 40 refusals, each answered 150 ms late, then retried: more than
+     * 6 s in which no change of any shard reaches Kafka (the changelog's
+     * transactional producer retries after 100 ms) */
+    for (int i = 0; i < 40; i++)
         assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
                              g_mock, 3, 0 /* Produce */, 1,
                              RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 150), 0);

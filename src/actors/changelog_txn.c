@@ -1,0 +1,386 @@
+/*
+ * Fencing (docs/design.md, "Fencing"): each owned shard writes its
+ * kchat-changelog partition through a transactional producer of its own,
+ * transactional.id `kchat-<data set>-shard-<p>`.
+ *
+ * Acquiring a shard opens its producer first: init_transactions() makes
+ * Kafka abort whatever transaction an earlier owner left open and refuse
+ * every later write of that owner (its producer epoch is older). Only then
+ * is the partition read to catch up (read_committed), so the copy this
+ * node serves from holds every change an earlier owner ever had accepted,
+ * and nothing that owner writes later can be accepted.
+ *
+ * The worker hands a committed shard transaction's changes to the shard's
+ * committer thread (kchat__cl_txn_enqueue()), which writes what has
+ * queued since its last round in one Kafka transaction and commits it.
+ * A commit moves the shard's cl_acked, which opens the gate its answers,
+ * events and commands wait behind (changelog.c): nothing reports a change
+ * before Kafka committed it, and a fenced owner's commits fail, so none of
+ * its late answers, events or commands is ever produced. A fenced shard is
+ * no longer served here (its worker skips it) until the group assigns it
+ * again; what it held is dropped at the revocation, and its copy, which
+ * kept changes Kafka never had, is set aside at its next acquisition
+ * (restore.c).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors.h"
+#include "changelog.h"
+#include "kchat/error.h"
+#include "kchat/kafka.h"
+
+#define TXN_INIT_TIMEOUT_MS 30000   /* init_transactions(): Kafka's answer */
+#define TXN_COMMIT_TIMEOUT_MS 10000 /* one commit_transaction() call */
+#define TXN_TIMEOUT_MS "10000"      /* transaction.timeout.ms: Kafka aborts a
+                                       transaction left open this long */
+#define TXN_RETRY_MS 100            /* after an aborted transaction */
+#define TXN_LOG_MS 10000            /* a failing shard says so this often */
+
+struct cl_txn {
+    kchat_backend *be;
+    struct shard *sh;
+    rd_kafka_t *rk;               /* the shard's transactional producer: the
+                                     committer thread's alone once started */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct cl_rec *q;             /* under lock: changes to write, in seq order */
+    size_t n_q, cap_q;
+    bool stop;                    /* under lock: the committer ends */
+};
+
+static void recs_free(struct cl_rec *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(r[i].key);
+}
+
+/* What became of one transaction (txn_write()). */
+enum txn_result {
+    TXN_COMMITTED,   /* Kafka has its changes */
+    TXN_ABORTED,     /* not written: try again */
+    TXN_FENCED,      /* a newer owner's producer fenced this one: never again */
+    TXN_FAILED,      /* the producer failed for good otherwise */
+};
+
+/* What a failed transactional call's @p err means for the transaction. */
+static enum txn_result txn_result_of(const rd_kafka_error_t *err)
+{
+    if (!rd_kafka_error_is_fatal(err))
+        return TXN_ABORTED;
+    return rd_kafka_error_code(err) == RD_KAFKA_RESP_ERR__FENCED ? TXN_FENCED : TXN_FAILED;
+}
+
+/* Abort the open transaction after @p err (consumed), saying in @p errstr
+ * why it failed.
+ * @locality the shard's committer thread */
+static enum txn_result txn_undo(struct cl_txn *tx, rd_kafka_error_t *err, char *errstr,
+                                size_t len)
+{
+    if (err != NULL) {
+        enum txn_result r = txn_result_of(err);
+
+        snprintf(errstr, len, "%s", rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+        if (r != TXN_ABORTED)
+            return r;
+    }
+    if ((err = rd_kafka_abort_transaction(tx->rk, TXN_COMMIT_TIMEOUT_MS)) != NULL) {
+        enum txn_result r = txn_result_of(err);
+
+        snprintf(errstr, len, "%s", rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+        if (r != TXN_ABORTED)
+            return r;
+    }
+    atomic_fetch_add(&tx->be->stats.cl_txn_aborts, 1);
+    return TXN_ABORTED;
+}
+
+/* Write @p n changes in one transaction and commit it; errstr says why
+ * when it was not committed.
+ * @locality the shard's committer thread */
+static enum txn_result txn_write(struct cl_txn *tx, const struct cl_rec *r, size_t n,
+                                 char *errstr, size_t len)
+{
+    kchat_backend *be = tx->be;
+    rd_kafka_error_t *err;
+    int64_t deadline;
+
+    if ((err = rd_kafka_begin_transaction(tx->rk)) != NULL)
+        return txn_undo(tx, err, errstr, len);   /* e.g. an abort that timed out: again */
+    for (size_t i = 0; i < n; i++) {
+        kchat_change ch = {
+            .seq = r[i].seq, .last = r[i].last, .table = r[i].table, .key = r[i].key,
+            .key_len = r[i].key_len, .value = r[i].value, .value_len = r[i].value_len,
+            .deleted = r[i].value == NULL,
+        };
+        unsigned char key[KCHAT_CHANGE_KEY_MAX];
+        size_t kl = kchat_store_change_key(&ch, key);
+        char seq[24], last[24];
+        rd_kafka_resp_err_t perr;
+
+        snprintf(seq, sizeof(seq), "%" PRIu64, ch.seq);
+        snprintf(last, sizeof(last), "%" PRIu64, ch.last);
+        for (;;) {
+            perr = rd_kafka_producev(
+                tx->rk, RD_KAFKA_V_TOPIC(KCHAT_TOPIC_CHANGELOG),
+                RD_KAFKA_V_PARTITION((int32_t)tx->sh->id), RD_KAFKA_V_KEY(key, kl),
+                RD_KAFKA_V_VALUE(ch.deleted ? NULL : (void *)ch.value,
+                                 ch.deleted ? 0 : ch.value_len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_HEADER(KCHAT_HDR_DATASET, be->dataset, -1),
+                RD_KAFKA_V_HEADER(KCHAT_HDR_CL_SEQ, seq, -1),
+                RD_KAFKA_V_HEADER(KCHAT_HDR_CL_LAST, last, -1), RD_KAFKA_V_END);
+            if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                break;
+            rd_kafka_poll(tx->rk, 1);
+        }
+        if (perr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            /* Refused (a fenced or failed producer refuses here): never
+             * commit a part of the changes. */
+            char why[512];
+            rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(tx->rk, why, sizeof(why));
+            if (ferr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                snprintf(errstr, len, "%s", why);
+                return ferr == RD_KAFKA_RESP_ERR__FENCED ||
+                       ferr == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+                       ferr == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH ? TXN_FENCED
+                                                                         : TXN_FAILED;
+            }
+            enum txn_result res = txn_undo(tx, NULL, errstr, len);
+            if (res == TXN_ABORTED)
+                snprintf(errstr, len, "%s", rd_kafka_err2str(perr));
+            return res;
+        }
+    }
+    atomic_fetch_add(&be->stats.changes_produced, n);
+    deadline = kchat__monotonic_us() / 1000 + 3 * TXN_COMMIT_TIMEOUT_MS;
+    while ((err = rd_kafka_commit_transaction(tx->rk, TXN_COMMIT_TIMEOUT_MS)) != NULL &&
+           rd_kafka_error_is_retriable(err) && kchat__monotonic_us() / 1000 < deadline)
+        rd_kafka_error_destroy(err);   /* the same commit may be asked for again */
+    return err == NULL ? TXN_COMMITTED : txn_undo(tx, err, errstr, len);
+}
+
+/* The committer thread's main: every round, write what queued since the
+ * last one in one transaction; on its commit, acknowledge its changes.
+ * @locality the shard's committer thread, from kchat__cl_txn_open() to
+ *           kchat__cl_txn_close() */
+static void *committer_main(void *arg)
+{
+    struct cl_txn *tx = arg;
+    kchat_backend *be = tx->be;
+    struct shard *sh = tx->sh;
+    struct cl_rec *batch = NULL;
+    size_t n = 0, cap = 0;
+    int64_t logged = 0;
+    char errstr[512];
+
+    for (;;) {
+        enum txn_result res;
+        int64_t t0;
+
+        pthread_mutex_lock(&tx->lock);
+        while (tx->n_q == 0 && n == 0 && !tx->stop)
+            pthread_cond_wait(&tx->cond, &tx->lock);
+        if (tx->stop) {
+            pthread_mutex_unlock(&tx->lock);
+            break;
+        }
+        if (n == 0) {   /* take the queue as it is */
+            struct cl_rec *swap = batch;
+            size_t swap_cap = cap;
+            batch = tx->q;
+            cap = tx->cap_q;
+            n = tx->n_q;
+            tx->q = swap;
+            tx->cap_q = swap_cap;
+            tx->n_q = 0;
+        } else if (tx->n_q > 0 && n + tx->n_q <= cap) {   /* a retry: take what came too */
+            memcpy(batch + n, tx->q, tx->n_q * sizeof(*batch));
+            n += tx->n_q;
+            tx->n_q = 0;
+        }
+        pthread_mutex_unlock(&tx->lock);
+
+        t0 = kchat__monotonic_us();
+        errstr[0] = '\0';
+        res = txn_write(tx, batch, n, errstr, sizeof(errstr));
+        if (res == TXN_COMMITTED) {
+            atomic_fetch_add(&be->stats.cl_txns, 1);
+            atomic_fetch_add(&be->stats.cl_txn_us, (uint64_t)(kchat__monotonic_us() - t0));
+            for (size_t i = 0; i < n; i++)
+                kchat__changelog_acked(be, sh, batch[i].seq);
+            recs_free(batch, n);
+            n = 0;
+            continue;
+        }
+        if (res != TXN_ABORTED) {
+            /* Fenced: a newer owner took the shard, and Kafka refuses this
+             * producer from now on. Failed for good otherwise: the shard
+             * cannot be written from here either. Its held records are
+             * never let out; the worker leaves it alone. */
+            atomic_store(&sh->fenced, true);
+            atomic_fetch_add(&be->stats.fenced, 1);
+            fprintf(stderr, "kchat: shard %u: %s (%s); it is not served here until it is "
+                    "assigned again\n", sh->id,
+                    res == TXN_FENCED ? "fenced: another node owns it now" :
+                                        "its changelog producer failed for good", errstr);
+            break;
+        }
+        if (kchat__monotonic_us() / 1000 - logged >= TXN_LOG_MS) {
+            fprintf(stderr, "kchat: shard %u: a changelog transaction was aborted (%s); "
+                    "trying again\n", sh->id, errstr);
+            logged = kchat__monotonic_us() / 1000;
+        }
+        kchat__sleep_ms(TXN_RETRY_MS);
+    }
+    recs_free(batch, n);
+    free(batch);
+    return NULL;
+}
+
+/* The configuration of @p sh's transactional producer; NULL when refused
+ * (errstr says why).
+ * @locality any thread */
+static rd_kafka_conf_t *txn_conf(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
+{
+    rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, len);
+    char id[96];
+
+    if (conf == NULL)
+        return NULL;
+    snprintf(id, sizeof(id), "kchat-%s-shard-%u", be->dataset, sh->id);
+    if (rd_kafka_conf_set(conf, "transactional.id", id, errstr, len) ||
+        rd_kafka_conf_set(conf, "transaction.timeout.ms", TXN_TIMEOUT_MS, errstr, len) ||
+        rd_kafka_conf_set(conf, "linger.ms", "0", errstr, len) ||
+        /* see kchat__producer_conf(): the mock cluster and skipped sequences */
+        (be->mock_broker &&
+         rd_kafka_conf_set(conf, "max.in.flight.requests.per.connection", "1", errstr, len))) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+int kchat__cl_txn_open(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
+{
+    struct cl_txn *tx;
+    rd_kafka_conf_t *conf;
+    rd_kafka_error_t *err;
+    rd_kafka_topic_t *rkt;
+    const struct rd_kafka_metadata *md;
+    int rc = KCHAT_EKAFKA;
+
+    if (!be->changelog || sh->txn != NULL)
+        return KCHAT_OK;
+    if ((tx = calloc(1, sizeof(*tx))) == NULL)
+        return KCHAT_ENOMEM;
+    tx->be = be;
+    tx->sh = sh;
+    if ((conf = txn_conf(be, sh, errstr, len)) == NULL) {
+        rc = KCHAT_ECONFIG;
+        goto out_free;
+    }
+    if ((tx->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, len)) == NULL) {
+        rd_kafka_conf_destroy(conf);
+        goto out_free;
+    }
+    /* Fences every earlier owner of the shard (and aborts what it left open). */
+    if ((err = rd_kafka_init_transactions(tx->rk, TXN_INIT_TIMEOUT_MS)) != NULL) {
+        snprintf(errstr, len, "shard %u: cannot start its changelog producer: %s", sh->id,
+                 rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+        goto out_destroy;
+    }
+    /* Ask for the topic's leaders now: the first transaction would wait for
+     * the next metadata refresh (a second) otherwise. */
+    if ((rkt = rd_kafka_topic_new(tx->rk, KCHAT_TOPIC_CHANGELOG, NULL)) != NULL) {
+        if (rd_kafka_metadata(tx->rk, 0, rkt, &md, TXN_INIT_TIMEOUT_MS) == 0)
+            rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(rkt);
+    }
+    pthread_mutex_init(&tx->lock, NULL);
+    pthread_cond_init(&tx->cond, NULL);
+    atomic_store(&sh->fenced, false);
+    if (pthread_create(&tx->thread, NULL, committer_main, tx) != 0) {
+        snprintf(errstr, len, "shard %u: cannot start its changelog committer", sh->id);
+        rc = KCHAT_ENOMEM;
+        goto out_sync;
+    }
+    sh->txn = tx;
+    return KCHAT_OK;
+
+out_sync:
+    pthread_cond_destroy(&tx->cond);
+    pthread_mutex_destroy(&tx->lock);
+out_destroy:
+    rd_kafka_destroy(tx->rk);
+out_free:
+    free(tx);
+    return rc;
+}
+
+void kchat__cl_txn_close(kchat_backend *be, struct shard *sh)
+{
+    struct cl_txn *tx = sh->txn;
+    rd_kafka_error_t *err;
+
+    (void)be;
+    if (tx == NULL)
+        return;
+    pthread_mutex_lock(&tx->lock);
+    tx->stop = true;
+    pthread_cond_signal(&tx->cond);
+    pthread_mutex_unlock(&tx->lock);
+    pthread_join(tx->thread, NULL);
+    /* A transaction the stop cut off is not committed: its changes stay
+     * kept in the shard, for whoever owns it next. */
+    if ((err = rd_kafka_abort_transaction(tx->rk, 1000)) != NULL)
+        rd_kafka_error_destroy(err);   /* none open, or fenced: nothing to undo */
+    rd_kafka_destroy(tx->rk);
+    recs_free(tx->q, tx->n_q);
+    free(tx->q);
+    pthread_cond_destroy(&tx->cond);
+    pthread_mutex_destroy(&tx->lock);
+    free(tx);
+    sh->txn = NULL;
+}
+
+int kchat__cl_txn_enqueue(struct shard *sh, const kchat_change *ch)
+{
+    struct cl_txn *tx = sh->txn;
+    struct cl_rec *r;
+    unsigned char *buf;
+    size_t vl = ch->deleted ? 0 : ch->value_len;
+
+    if (tx == NULL)
+        return KCHAT_ESHUTDOWN;
+    if ((buf = malloc(ch->key_len + vl + 1)) == NULL)
+        return KCHAT_ENOMEM;
+    memcpy(buf, ch->key, ch->key_len);
+    if (vl)
+        memcpy(buf + ch->key_len, ch->value, vl);
+    pthread_mutex_lock(&tx->lock);
+    if (tx->n_q == tx->cap_q) {
+        size_t cap = tx->cap_q ? 2 * tx->cap_q : 256;
+        struct cl_rec *nv = realloc(tx->q, cap * sizeof(*nv));
+        if (nv == NULL) {
+            pthread_mutex_unlock(&tx->lock);
+            free(buf);
+            return KCHAT_ENOMEM;
+        }
+        tx->q = nv;
+        tx->cap_q = cap;
+    }
+    r = &tx->q[tx->n_q++];
+    *r = (struct cl_rec){.seq = ch->seq, .last = ch->last, .table = ch->table, .key = buf,
+                         .key_len = ch->key_len,
+                         .value = ch->deleted ? NULL : buf + ch->key_len, .value_len = vl};
+    pthread_cond_signal(&tx->cond);
+    pthread_mutex_unlock(&tx->lock);
+    return KCHAT_OK;
+}
