@@ -12,6 +12,7 @@
 
 #include "kchat/backend.h"
 #include "kchat/config.h"
+#include "kchat/deployment.h"
 #include "kchat/error.h"
 #include "kchat/ops_http.h"
 #include "kchat/gateway.h"
@@ -76,6 +77,11 @@ static int parse_config(kchat_config *cfg, int argc, char **argv, const char *co
     }
     if (rc != KCHAT_OK) {
         fprintf(stderr, "kchat %s: %s\n", command, errstr[0] ? errstr : kchat_strerror(rc));
+        return 2;
+    }
+    if (kchat_deployment_set(cfg->deployment) != KCHAT_OK) {
+        fprintf(stderr, "kchat %s: --deployment %s: 1 to %d letters, digits, _ or -\n",
+                command, cfg->deployment, KCHAT_DEPLOYMENT_MAX);
         return 2;
     }
     return -1;

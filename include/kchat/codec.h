@@ -127,7 +127,8 @@ typedef enum kchat_op {
 } kchat_op;
 
 /**
- * @brief The request topic of an operation, e.g. "user-add-request".
+ * @brief The request topic of an operation in this process's deployment,
+ *        e.g. "user-add-request" (include/kchat/deployment.h).
  * @param[in] op an operation.
  * @return a static string, or NULL if @p op is outside the enum.
  * @locality any thread
@@ -135,7 +136,8 @@ typedef enum kchat_op {
 const char *kchat_op_request_topic(kchat_op op);
 
 /**
- * @brief The response topic of an operation, e.g. "user-add-response".
+ * @brief The response topic of an operation in this process's deployment,
+ *        e.g. "user-add-response".
  * @param[in] op an operation.
  * @return a static string, or NULL if @p op is outside the enum.
  * @locality any thread
@@ -143,7 +145,8 @@ const char *kchat_op_request_topic(kchat_op op);
 const char *kchat_op_response_topic(kchat_op op);
 
 /**
- * @brief The operation whose request topic is @p topic.
+ * @brief The operation whose request topic (in this process's deployment)
+ *        is @p topic.
  * @param[in] topic a NUL-terminated topic name; compared exactly
  *            (case-sensitive, as Kafka topic names are).
  * @param[out] out the operation; untouched on error.

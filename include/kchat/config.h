@@ -30,7 +30,8 @@ typedef struct kchat_config {
     char *brokers;          /**< bootstrap servers; "" = start the embedded broker */
     char *data_dir;         /**< LMDB shards and the directory replica live here */
     char *bootstrap_file;   /**< "" = none; else the bootstrap is written here when ready */
-    char *group_id;         /**< consumer group of the backend */
+    char *deployment;       /**< the deployment (include/kchat/deployment.h) */
+    char *group_id;         /**< consumer group of the backend; "": kchat_config_group() */
     char *events_format;    /**< "json" or "msgpack" for chat-events */
     char *changelog;        /**< "on", "off" or "auto" (on unless on the embedded broker) */
     int standby_replicas;   /**< warm copies kept of each shard by other nodes */
@@ -119,6 +120,14 @@ void kchat_config_markdown(FILE *out);
 /** ... and on a Kafka cluster, which answers a waiting fetch at once when
  *  a record arrives (fetch.min.bytes 1). */
 #define KCHAT_FETCH_WAIT_KAFKA_MS 100
+
+/**
+ * @brief The backend's consumer group: `--group-id`, or when that is
+ *        empty, the deployment's name (`--deployment`).
+ * @return a string owned by @p c.
+ * @locality any thread
+ */
+const char *kchat_config_group(const kchat_config *c);
 
 /**
  * @brief The fetch.wait.max.ms kchat's consumers (the backend's request

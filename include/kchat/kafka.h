@@ -1,7 +1,8 @@
 /**
  * @file kafka.h
  * @brief Small Kafka helpers shared by the backend, the gateway and the tools:
- *        kchat's fixed topic names, the Java-compatible murmur2 partitioner,
+ *        kchat's topic names (in this process's deployment:
+ *        include/kchat/deployment.h), the Java-compatible murmur2 partitioner,
  *        header look-up and `-X key=value` configuration passthrough.
  *
  * Nothing here keeps state; every function may be called on any thread
@@ -16,26 +17,27 @@
 #include <stdint.h>
 #include <librdkafka/rdkafka.h>
 
+#include "kchat/deployment.h"
 #include "kchat/error.h"
 
 /** Delivery events for browsers and other readers (PROTOCOL.md §6). */
-#define KCHAT_TOPIC_EVENTS    "chat-events"
+#define KCHAT_TOPIC_EVENTS (kchat_topic(KCHAT_T_EVENTS))
 /** Records that could not be answered at all (PROTOCOL.md §5). */
-#define KCHAT_TOPIC_DLQ       "kchat-dlq"
+#define KCHAT_TOPIC_DLQ (kchat_topic(KCHAT_T_DLQ))
 /** Cross-shard commands, co-partitioned with the request topics. */
-#define KCHAT_TOPIC_INTERNAL  "kchat-internal"
+#define KCHAT_TOPIC_INTERNAL (kchat_topic(KCHAT_T_INTERNAL))
 /** User profiles published by their owning shard (a compacted topic). */
-#define KCHAT_TOPIC_DIRECTORY "kchat-directory"
+#define KCHAT_TOPIC_DIRECTORY (kchat_topic(KCHAT_T_DIRECTORY))
 /** Every change a shard commits (a compacted topic, partition = shard,
  *  co-partitioned with the request topics): key = table byte + store key,
  *  value = the key's value, or none (a tombstone) when it was deleted. */
-#define KCHAT_TOPIC_CHANGELOG "kchat-changelog"
+#define KCHAT_TOPIC_CHANGELOG (kchat_topic(KCHAT_T_CHANGELOG))
 /** The deployment's data set claims (one partition, compacted): the claim
  *  at the lowest offset names the data set every node serves. */
-#define KCHAT_TOPIC_META      "kchat-meta"
+#define KCHAT_TOPIC_META (kchat_topic(KCHAT_T_META))
 /** Room summaries (roomId, roomName, participants, lastSeq) published by
  *  the room's shard (a compacted topic, keyed by roomId). */
-#define KCHAT_TOPIC_ROOMS     "kchat-rooms"
+#define KCHAT_TOPIC_ROOMS (kchat_topic(KCHAT_T_ROOMS))
 
 /** Header names of PROTOCOL.md §1 and kchat's internal headers. */
 #define KCHAT_HDR_CID         "kchat-cid"

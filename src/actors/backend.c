@@ -217,7 +217,7 @@ static int consumer_wait_ready(kchat_backend *be, char *errstr, size_t len)
     if (kchat_consumer_ready(be->consumer))
         return KCHAT_OK;
     snprintf(errstr, len, "no partitions were assigned within %d s (group %s)", limit_s,
-             be->cfg->group_id);
+             kchat_config_group(be->cfg));
     return KCHAT_EKAFKA;
 }
 

@@ -401,7 +401,7 @@ int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len
     for (int i = 0; i < KCHAT_OP__COUNT; i++)
         topics[i] = kchat_op_request_topic((kchat_op)i);
     topics[KCHAT_OP__COUNT] = KCHAT_TOPIC_INTERNAL;
-    if (rd_kafka_conf_set(conf, "group.id", be->cfg->group_id, errstr, len) ||
+    if (rd_kafka_conf_set(conf, "group.id", kchat_config_group(be->cfg), errstr, len) ||
         rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errstr, len) ||
         rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", errstr, len)) {
         rd_kafka_conf_destroy(conf);

@@ -64,7 +64,7 @@ static void choose(kchat_backend *be, const struct member *m, size_t n, size_t s
  * @locality the standby thread */
 static void describe(kchat_backend *be, rd_kafka_t *rk, rd_kafka_queue_t *q, bool *follow)
 {
-    const char *groups[] = {be->cfg->group_id};
+    const char *groups[] = {kchat_config_group(be->cfg)};
     char self_id[64];
     rd_kafka_event_t *ev;
     const rd_kafka_DescribeConsumerGroups_result_t *res;
@@ -81,7 +81,7 @@ static void describe(kchat_backend *be, rd_kafka_t *rk, rd_kafka_queue_t *q, boo
     if (rd_kafka_event_error(ev) || ng != 1 || rd_kafka_ConsumerGroupDescription_error(gs[0])) {
         if (!atomic_exchange(&be->standby_logged, true))
             fprintf(stderr, "kchat: standby: cannot describe group %s: %s\n",
-                    be->cfg->group_id, rd_kafka_event_error(ev)
+                    kchat_config_group(be->cfg), rd_kafka_event_error(ev)
                                            ? rd_kafka_event_error_string(ev)
                                            : "no description");
         rd_kafka_event_destroy(ev);

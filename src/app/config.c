@@ -30,8 +30,13 @@ static const struct opt opts[] = {
     {"bootstrap-file", OPT_STR, O(bootstrap_file), "", 0, 0,
      "When set, the bootstrap servers are written to this file (one line) once "
      "the topics exist and the process is consuming."},
-    {"group-id", OPT_STR, O(group_id), "kchat", 0, 0,
-     "Consumer group of the backend processes."},
+    {"deployment", OPT_STR, O(deployment), "kchat", 0, 0,
+     "The deployment this process belongs to (1 to 40 letters, digits, _ or -). Nodes "
+     "and gateways of one deployment share its topics; every deployment but the "
+     "default `kchat` prefixes every topic name with `NAME.`, so that several "
+     "deployments share one Kafka cluster and stay apart."},
+    {"group-id", OPT_STR, O(group_id), "", 0, 0,
+     "Consumer group of the backend processes. Empty: the deployment name."},
     {"events-format", OPT_STR, O(events_format), "json", 0, 0,
      "Encoding of chat-events records: json or msgpack."},
     {"partitions", OPT_INT, O(partitions), "8", 1, 1024,
@@ -206,6 +211,11 @@ static int config_validate(const kchat_config *c, char *errstr, size_t errstr_si
         return KCHAT_ECONFIG;
     }
     return KCHAT_OK;
+}
+
+const char *kchat_config_group(const kchat_config *c)
+{
+    return c->group_id[0] != '\0' ? c->group_id : c->deployment;
 }
 
 int kchat_config_fetch_wait_ms(const kchat_config *c, bool mock)

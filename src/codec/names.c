@@ -6,6 +6,7 @@
 
 #include "kchat/codec.h"
 #include "kchat/error.h"
+#include "names_int.h"
 
 /* Row n of PROTOCOL.md section 3, indexed by kchat_op. */
 static const struct op_topics {
@@ -59,14 +60,21 @@ const char *kchat_wire_err_name(kchat_wire_err e)
     return wire_err_names[e];
 }
 
+const char *kchat__op_plain_topic(kchat_op op, bool response)
+{
+    if ((unsigned)op >= KCHAT_OP__COUNT)
+        return NULL;
+    return response ? op_topics[op].response : op_topics[op].request;
+}
+
 const char *kchat_op_request_topic(kchat_op op)
 {
-    return (unsigned)op < KCHAT_OP__COUNT ? op_topics[op].request : NULL;
+    return kchat__op_topic(op, false);
 }
 
 const char *kchat_op_response_topic(kchat_op op)
 {
-    return (unsigned)op < KCHAT_OP__COUNT ? op_topics[op].response : NULL;
+    return kchat__op_topic(op, true);
 }
 
 int kchat_op_from_request_topic(const char *topic, kchat_op *out)
@@ -76,7 +84,7 @@ int kchat_op_from_request_topic(const char *topic, kchat_op *out)
     if (!topic)
         return KCHAT_ENOTFOUND;
     for (unsigned op = 0; op < KCHAT_OP__COUNT; op++) {
-        if (strcmp(topic, op_topics[op].request) == 0) {
+        if (strcmp(topic, kchat__op_topic((kchat_op)op, false)) == 0) {
             *out = (kchat_op)op;
             return KCHAT_OK;
         }

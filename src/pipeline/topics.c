@@ -16,9 +16,9 @@ struct kchat_embedded {
     rd_kafka_mock_cluster_t *cluster;
 };
 
-static const char *const extra_topics[] = {
-    KCHAT_TOPIC_EVENTS, KCHAT_TOPIC_DLQ, KCHAT_TOPIC_INTERNAL, KCHAT_TOPIC_DIRECTORY,
-    KCHAT_TOPIC_ROOMS, KCHAT_TOPIC_CHANGELOG, KCHAT_TOPIC_META,
+static const kchat_topic_id extra_topics[] = {
+    KCHAT_T_EVENTS, KCHAT_T_DLQ, KCHAT_T_INTERNAL, KCHAT_T_DIRECTORY,
+    KCHAT_T_ROOMS, KCHAT_T_CHANGELOG, KCHAT_T_META,
 };
 #define N_EXTRA (sizeof(extra_topics) / sizeof(extra_topics[0]))
 
@@ -35,7 +35,7 @@ const char *kchat_topic_name(size_t i)
     if (i < (size_t)KCHAT_OP__COUNT)
         return kchat_op_response_topic((kchat_op)i);
     i -= KCHAT_OP__COUNT;
-    return i < N_EXTRA ? extra_topics[i] : NULL;
+    return i < N_EXTRA ? kchat_topic(extra_topics[i]) : NULL;
 }
 
 /* Request topics, kchat-internal and kchat-changelog must share one

@@ -1102,6 +1102,7 @@ struct kc_client {
     size_t n, cap;
     kc_fmt fmt;
     char bootstrap[1024];
+    char prefix[48];    /* "" for the default deployment, else "NAME." */
     int errors_logged;
 };
 
@@ -1167,8 +1168,20 @@ static void *consumer_main(void *arg)
     return NULL;
 }
 
-static bool wanted_topic(const char *t)
+/* Whether @p t is topic @p plain of @p c's deployment. */
+static bool topic_is(const kc_client *c, const char *t, const char *plain)
 {
+    size_t pl = strlen(c->prefix);
+    return strncmp(t, c->prefix, pl) == 0 && strcmp(t + pl, plain) == 0;
+}
+
+static bool wanted_topic(const kc_client *c, const char *t)
+{
+    size_t pl = strlen(c->prefix);
+
+    if (strncmp(t, c->prefix, pl) != 0)
+        return false;   /* another deployment's */
+    t += pl;
     if (strcmp(t, KC_TOPIC_EVENTS) == 0 || strcmp(t, KC_TOPIC_DLQ) == 0)
         return true;
     for (int i = 0; i < KC_OP_COUNT; i++) {
@@ -1183,11 +1196,18 @@ static bool wanted_topic(const char *t)
 
 kc_client *kc_client_new(const char *bootstrap, kc_start start)
 {
+    return kc_client_new_in(bootstrap, start, NULL);
+}
+
+kc_client *kc_client_new_in(const char *bootstrap, kc_start start, const char *deployment)
+{
     static atomic_int clients;
     kc_client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     snprintf(c->bootstrap, sizeof(c->bootstrap), "%s", bootstrap);
+    if (deployment != NULL && strcmp(deployment, "kchat") != 0)
+        snprintf(c->prefix, sizeof(c->prefix), "%s.", deployment);
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1254,7 +1274,7 @@ kc_client *kc_client_new(const char *bootstrap, kc_start start)
             tpl = rd_kafka_topic_partition_list_new(KC_WANTED_TOPICS * 16);
             for (int i = 0; i < md->topic_cnt; i++) {
                 const struct rd_kafka_metadata_topic *t = &md->topics[i];
-                if (!wanted_topic(t->topic) || t->err || t->partition_cnt <= 0)
+                if (!wanted_topic(c, t->topic) || t->err || t->partition_cnt <= 0)
                     continue;
                 found++;
                 for (int p = 0; p < t->partition_cnt; p++)
@@ -1498,7 +1518,7 @@ const kc_record *kc_wait_cid(kc_client *c, const char *op, const char *cid, int 
     char topic[96];
     struct cid_match m = { NULL, cid };
     if (op != NULL) {
-        snprintf(topic, sizeof(topic), "%s-response", op);
+        snprintf(topic, sizeof(topic), "%s%s-response", c->prefix, op);
         m.topic = topic;
     }
     return kc_wait_record(c, 0, match_cid, &m, timeout_ms);
@@ -1605,8 +1625,8 @@ json_t *kc_call_req(kc_client *c, const kc_req *req, const kc_record **rec_out,
         hs[hn++] = req->extra[i];
 
     char topic[96], rtopic[96];
-    snprintf(topic, sizeof(topic), "%s-request", req->op);
-    snprintf(rtopic, sizeof(rtopic), "%s-response", req->op);
+    snprintf(topic, sizeof(topic), "%s%s-request", c->prefix, req->op);
+    snprintf(rtopic, sizeof(rtopic), "%s%s-response", c->prefix, req->op);
     size_t mark = kc_record_count(c);
     bool sent = kc_send_raw(c, topic, -1, req->key, req->key ? strlen(req->key) : 0, value,
                             value_len, hs, hn);
@@ -1699,7 +1719,7 @@ bool kc_send_req(kc_client *c, const char *op, const char *key, const char *sess
         hs[hn++] = (kc_header){ KC_HDR_SESSION, session, strlen(session) };
     hs[hn++] = (kc_header){ KC_HDR_CTYPE, ct, strlen(ct) };
     char topic[96];
-    snprintf(topic, sizeof(topic), "%s-request", op);
+    snprintf(topic, sizeof(topic), "%s%s-request", c->prefix, op);
     bool ok = kc_send_raw(c, topic, -1, key, key ? strlen(key) : 0, enc, len, hs, hn);
     free(enc);
     return ok;
@@ -1718,7 +1738,7 @@ json_t *kc_wait_events(kc_client *c, const char *user, const char *type, const c
     for (;;) {
         for (; i < c->n; i++) {
             const kc_record *r = c->recs[i];
-            if (strcmp(r->topic, KC_TOPIC_EVENTS) != 0 || !kc_record_key_is(r, user))
+            if (!topic_is(c, r->topic, KC_TOPIC_EVENTS) || !kc_record_key_is(r, user))
                 continue;
             if (r->body == NULL) {
                 kc_record_dump(r, "undecodable chat-events record");
@@ -1748,6 +1768,7 @@ json_t *kc_wait_events(kc_client *c, const char *user, const char *type, const c
 }
 
 struct dlq_match {
+    const kc_client *c;
     const void *value;
     size_t len;
 };
@@ -1755,13 +1776,13 @@ struct dlq_match {
 static bool match_dlq(const kc_record *r, void *arg)
 {
     const struct dlq_match *m = arg;
-    return strcmp(r->topic, KC_TOPIC_DLQ) == 0 && r->has_value == (m->value != NULL) &&
+    return topic_is(m->c, r->topic, KC_TOPIC_DLQ) && r->has_value == (m->value != NULL) &&
            r->value_len == m->len && (m->len == 0 || memcmp(r->value, m->value, m->len) == 0);
 }
 
 const kc_record *kc_wait_dlq(kc_client *c, const void *value, size_t len, int timeout_ms)
 {
-    struct dlq_match m = { value, len };
+    struct dlq_match m = { c, value, len };
     return kc_wait_record(c, 0, match_dlq, &m, timeout_ms);
 }
 

@@ -353,6 +353,13 @@ typedef struct kc_client kc_client;
  */
 kc_client *kc_client_new(const char *bootstrap, kc_start start);
 
+/**
+ * @brief kc_client_new() for deployment @p deployment (`kchat serve
+ *        --deployment NAME`): its topics are named `NAME.<topic>` unless it
+ *        is NULL or "kchat"; the client reads and writes only those.
+ */
+kc_client *kc_client_new_in(const char *bootstrap, kc_start start, const char *deployment);
+
 /** @brief Stop the consumer thread, destroy the Kafka handles, free every record. */
 void kc_client_free(kc_client *c);
 
