@@ -113,6 +113,9 @@ typedef struct kchat_backend kchat_backend;
     X(fenced, "kchat_shards_fenced_total",                                                 \
       "Shards this process stopped serving because a newer owner fenced its changelog "    \
       "producer (it had been paused or cut off).", NULL)                                   \
+    X(fenced_changes, "kchat_changelog_fenced_changes_total",                              \
+      "Changes a fenced changelog producer could not write: they and the answers, events " \
+      "and commands that report them are never let out.", NULL)                            \
     X(cl_txns, "kchat_changelog_transactions_total",                                       \
       "Kafka transactions committed to kchat-changelog (one per shard and commit round).", \
       NULL)                                                                                \

@@ -172,6 +172,8 @@ struct shard {
     int64_t follow_from;        /* under copy_lock: the changelog offset the next
                                    catch-up reads from (0: the beginning) */
     atomic_bool standby;        /* this process keeps the copy warm for its owner */
+    atomic_int_fast64_t restore_lag; /* records of its changelog partition a catch-up
+                                   running now has still to read (0: none runs) */
     /* worker only */
     struct pending_cmd *cmds;
     size_t n_cmds, cap_cmds;

@@ -225,6 +225,7 @@ static void *committer_main(void *arg)
              * never let out; the worker leaves it alone. */
             atomic_store(&sh->fenced, true);
             atomic_fetch_add(&be->stats.fenced, 1);
+            atomic_fetch_add(&be->stats.fenced_changes, n);
             fprintf(stderr, "kchat: shard %u: %s (%s); it is not served here until it is "
                     "assigned again\n", sh->id,
                     res == TXN_FENCED ? "fenced: another node owns it now" :

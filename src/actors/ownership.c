@@ -305,10 +305,12 @@ bool kchat_backend_ready(kchat_backend *be)
 void kchat__ownership_metrics(kchat_backend *be, FILE *out)
 {
     int owned = 0, standby = 0;
+    int64_t lag = 0;
 
     for (int p = 0; be->shards && p < be->partitions; p++) {
         owned += atomic_load(&be->shards[p].owned);
         standby += atomic_load(&be->shards[p].standby);
+        lag += atomic_load_explicit(&be->shards[p].restore_lag, memory_order_relaxed);
     }
     kchat_metric_write(out, "kchat_shards_owned", "gauge",
                        "Shards this process serves now.", (double)owned);
@@ -318,4 +320,7 @@ void kchat__ownership_metrics(kchat_backend *be, FILE *out)
     kchat_metric_write(out, "kchat_shards_restoring", "gauge",
                        "Shards given to this process and being taken over (restored, "
                        "replayed) now.", (double)atomic_load(&be->restoring));
+    kchat_metric_write(out, "kchat_changelog_restore_lag_records", "gauge",
+                       "Records of kchat-changelog the catch-ups running now (taking a shard "
+                       "over, or a standby following one) have still to read.", (double)lag);
 }

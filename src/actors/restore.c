@@ -384,10 +384,13 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
             open_at = offset;   /* where a transaction left open would begin */
         rc = restore_record(rs, &pt, m);
         next = offset + 1;
+        atomic_store_explicit(&rs->sh->restore_lag, end - next > 0 ? end - next : 0,
+                              memory_order_relaxed);
         if (offset >= end - 1)
             break;
     }
     rd_kafka_assign(rs->rk, NULL);
+    atomic_store_explicit(&rs->sh->restore_lag, 0, memory_order_relaxed);
     /* The next catch-up reads on from here: the first record of a
      * transaction cut off at the end (it may end later), else the end. */
     if (rc == KCHAT_OK)
