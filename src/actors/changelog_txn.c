@@ -276,6 +276,8 @@ int kchat__cl_txn_open(kchat_backend *be, struct shard *sh, char *errstr, size_t
     const struct rd_kafka_metadata *md;
     int rc = KCHAT_EKAFKA;
 
+    if (sh->txn != NULL && atomic_load(&sh->fenced))
+        kchat__cl_txn_close(be, sh);   /* useless now: a new one fences the other owner */
     if (!be->changelog || sh->txn != NULL)
         return KCHAT_OK;
     if ((tx = calloc(1, sizeof(*tx))) == NULL)
