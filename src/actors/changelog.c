@@ -127,16 +127,12 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
     }
     gate = w->cl[w->n_cl - 1].last;
     sh->cl_produced = gate;
-    for (size_t i = 0; i < w->n_cl; i++) {
-        struct cl_rec *r = &w->cl[i];
-        kchat_change ch = {
-            .seq = r->seq, .last = r->last, .table = r->table, .key = r->key,
-            .key_len = r->key_len, .value = r->value, .value_len = r->value_len,
-            .deleted = r->value == NULL,
-        };
-        kchat__produce_change(be, sh->id, &ch);
+    if (kchat__cl_txn_give(sh, w->cl, w->n_cl) == KCHAT_OK) {
+        w->n_cl = 0;   /* the committer owns them now */
+    } else {
+        kchat__changelog_discard(w);
+        kchat__changelog_refused(be, sh);   /* the kept changes go out again */
     }
-    kchat__changelog_discard(w);
     if (w->n_out > 0 && !hold(be, w, sh, gate)) {
         /* No memory to hold them: wait here instead (the gate holds). */
         while (acked_now(sh) < gate && !atomic_load(&be->stopping)) {

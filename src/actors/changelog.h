@@ -97,6 +97,14 @@ int kchat__cl_txn_open(kchat_backend *be, struct shard *sh, char *errstr, size_t
  *           (ownership.c), or the thread in kchat_backend_stop() */
 void kchat__cl_txn_close(kchat_backend *be, struct shard *sh);
 
+/* Queue @p n changes of a committed transaction, @p r, for @p sh's next
+ * changelog transaction, taking what they own (their keys) when it
+ * succeeds; see kchat__cl_txn_enqueue(). Errors: as it.
+ * @locality the worker that owns @p sh
+ * @locks takes the committer's lock */
+KCHAT_MUST_CHECK
+int kchat__cl_txn_give(struct shard *sh, struct cl_rec *r, size_t n);
+
 /* Queue a copy of change @p ch for @p sh's next changelog transaction;
  * its commit acknowledges it (kchat__changelog_acked()), which opens the
  * gate of the records that report it. Errors: KCHAT_ENOMEM,

@@ -50,12 +50,61 @@ struct cl_txn {
     struct cl_rec *q;             /* under lock: changes to write, in seq order */
     size_t n_q, cap_q;
     bool stop;                    /* under lock: the committer ends */
+    struct cl_rec *batch;         /* the committer's: the changes of the transaction
+                                     being written; the producer refers to their values
+                                     (not copied) until it commits, aborts or is
+                                     destroyed */
+    size_t n_batch, cap_batch;
 };
 
 static void recs_free(struct cl_rec *r, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         free(r[i].key);
+}
+
+/* jemalloc's control interface, when jemalloc is the allocator (not in
+ * sanitizer builds, where this is NULL). */
+extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
+    __attribute__((weak));
+
+/* Turn off the allocator's cache of freed blocks for the calling thread.
+ * The threads of a shard's changelog (its committer, its producer's) free
+ * what workers allocated and allocate little: a per-thread cache would only
+ * hold on to memory, times the shards a node owns (test_overload's bound
+ * on memory growth failed without this).
+ * @locality any thread, about itself */
+static void thread_cache_off(void)
+{
+    bool off = false;
+
+    if (mallctl != NULL)
+        kchat_ignore(mallctl("thread.tcache.enabled", NULL, NULL, &off, sizeof(off)));
+}
+
+/* on_thread_start() interceptor of a shard's producer.
+ * @locality each thread librdkafka starts for it */
+static rd_kafka_resp_err_t on_thread_start(rd_kafka_t *rk, rd_kafka_thread_type_t type,
+                                           const char *name, void *opaque)
+{
+    (void)rk;
+    (void)type;
+    (void)name;
+    (void)opaque;
+    thread_cache_off();
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* on_new() interceptor of a shard's producer: adds on_thread_start().
+ * @locality the thread in rd_kafka_new() */
+static rd_kafka_resp_err_t on_new(rd_kafka_t *rk, const rd_kafka_conf_t *conf, void *opaque,
+                                  char *errstr, size_t len)
+{
+    (void)conf;
+    (void)errstr;
+    (void)len;
+    return rd_kafka_interceptor_add_on_thread_start(rk, "kchat-cache-off", on_thread_start,
+                                                    opaque);
 }
 
 /* What became of one transaction (txn_write()). */
@@ -131,7 +180,8 @@ static enum txn_result txn_write(struct cl_txn *tx, const struct cl_rec *r, size
                 RD_KAFKA_V_PARTITION((int32_t)tx->sh->id), RD_KAFKA_V_KEY(key, kl),
                 RD_KAFKA_V_VALUE(ch.deleted ? NULL : (void *)ch.value,
                                  ch.deleted ? 0 : ch.value_len),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                /* not copied: the batch outlives the transaction */
+                RD_KAFKA_V_MSGFLAGS(0),
                 RD_KAFKA_V_HEADER(KCHAT_HDR_DATASET, be->dataset, -1),
                 RD_KAFKA_V_HEADER(KCHAT_HDR_CL_SEQ, seq, -1),
                 RD_KAFKA_V_HEADER(KCHAT_HDR_CL_LAST, last, -1), RD_KAFKA_V_END);
@@ -174,58 +224,59 @@ static void *committer_main(void *arg)
     struct cl_txn *tx = arg;
     kchat_backend *be = tx->be;
     struct shard *sh = tx->sh;
-    struct cl_rec *batch = NULL;
-    size_t n = 0, cap = 0;
     int64_t logged = 0;
     char errstr[512];
 
+    thread_cache_off();
     for (;;) {
         enum txn_result res;
         int64_t t0;
 
         pthread_mutex_lock(&tx->lock);
-        while (tx->n_q == 0 && n == 0 && !tx->stop)
+        while (tx->n_q == 0 && tx->n_batch == 0 && !tx->stop)
             pthread_cond_wait(&tx->cond, &tx->lock);
         if (tx->stop) {
             pthread_mutex_unlock(&tx->lock);
             break;
         }
-        if (n == 0) {   /* take the queue as it is */
-            struct cl_rec *swap = batch;
-            size_t swap_cap = cap;
-            batch = tx->q;
-            cap = tx->cap_q;
-            n = tx->n_q;
+        if (tx->n_batch == 0) {   /* take the queue as it is */
+            struct cl_rec *swap = tx->batch;
+            size_t swap_cap = tx->cap_batch;
+            tx->batch = tx->q;
+            tx->cap_batch = tx->cap_q;
+            tx->n_batch = tx->n_q;
             tx->q = swap;
             tx->cap_q = swap_cap;
             tx->n_q = 0;
-        } else if (tx->n_q > 0 && n + tx->n_q <= cap) {   /* a retry: take what came too */
-            memcpy(batch + n, tx->q, tx->n_q * sizeof(*batch));
-            n += tx->n_q;
+        } else if (tx->n_q > 0 && tx->n_batch + tx->n_q <= tx->cap_batch) {
+            /* a retry: take what came meanwhile too */
+            memcpy(tx->batch + tx->n_batch, tx->q, tx->n_q * sizeof(*tx->batch));
+            tx->n_batch += tx->n_q;
             tx->n_q = 0;
         }
         pthread_mutex_unlock(&tx->lock);
 
         t0 = kchat__monotonic_us();
         errstr[0] = '\0';
-        res = txn_write(tx, batch, n, errstr, sizeof(errstr));
+        res = txn_write(tx, tx->batch, tx->n_batch, errstr, sizeof(errstr));
         if (res == TXN_COMMITTED) {
             atomic_fetch_add(&be->stats.cl_txns, 1);
             atomic_fetch_add(&be->stats.cl_txn_us, (uint64_t)(kchat__monotonic_us() - t0));
-            for (size_t i = 0; i < n; i++)
-                kchat__changelog_acked(be, sh, batch[i].seq);
-            recs_free(batch, n);
-            n = 0;
+            for (size_t i = 0; i < tx->n_batch; i++)
+                kchat__changelog_acked(be, sh, tx->batch[i].seq);
+            recs_free(tx->batch, tx->n_batch);
+            tx->n_batch = 0;
             continue;
         }
         if (res != TXN_ABORTED) {
             /* Fenced: a newer owner took the shard, and Kafka refuses this
              * producer from now on. Failed for good otherwise: the shard
              * cannot be written from here either. Its held records are
-             * never let out; the worker leaves it alone. */
+             * never let out; the worker leaves it alone. The batch is freed
+             * with the producer (kchat__cl_txn_close()). */
             atomic_store(&sh->fenced, true);
             atomic_fetch_add(&be->stats.fenced, 1);
-            atomic_fetch_add(&be->stats.fenced_changes, n);
+            atomic_fetch_add(&be->stats.fenced_changes, tx->n_batch);
             fprintf(stderr, "kchat: shard %u: %s (%s); it is not served here until it is "
                     "assigned again\n", sh->id,
                     res == TXN_FENCED ? "fenced: another node owns it now" :
@@ -239,8 +290,6 @@ static void *committer_main(void *arg)
         }
         kchat__sleep_ms(TXN_RETRY_MS);
     }
-    recs_free(batch, n);
-    free(batch);
     return NULL;
 }
 
@@ -258,6 +307,7 @@ static rd_kafka_conf_t *txn_conf(kchat_backend *be, struct shard *sh, char *errs
     if (rd_kafka_conf_set(conf, "transactional.id", id, errstr, len) ||
         rd_kafka_conf_set(conf, "transaction.timeout.ms", TXN_TIMEOUT_MS, errstr, len) ||
         rd_kafka_conf_set(conf, "linger.ms", "0", errstr, len) ||
+        rd_kafka_conf_interceptor_add_on_new(conf, "kchat-cache-off", on_new, NULL) ||
         /* see kchat__producer_conf(): the mock cluster and skipped sequences */
         (be->mock_broker &&
          rd_kafka_conf_set(conf, "max.in.flight.requests.per.connection", "1", errstr, len))) {
@@ -344,13 +394,42 @@ void kchat__cl_txn_close(kchat_backend *be, struct shard *sh)
      * kept in the shard, for whoever owns it next. */
     if ((err = rd_kafka_abort_transaction(tx->rk, 1000)) != NULL)
         rd_kafka_error_destroy(err);   /* none open, or fenced: nothing to undo */
-    rd_kafka_destroy(tx->rk);
+    rd_kafka_destroy(tx->rk);   /* refers to the batch's values no more */
+    recs_free(tx->batch, tx->n_batch);
+    free(tx->batch);
     recs_free(tx->q, tx->n_q);
     free(tx->q);
     pthread_cond_destroy(&tx->cond);
     pthread_mutex_destroy(&tx->lock);
     free(tx);
     sh->txn = NULL;
+}
+
+int kchat__cl_txn_give(struct shard *sh, struct cl_rec *r, size_t n)
+{
+    struct cl_txn *tx = sh->txn;
+
+    if (tx == NULL)
+        return KCHAT_ESHUTDOWN;
+    pthread_mutex_lock(&tx->lock);
+    if (tx->n_q + n > tx->cap_q) {
+        size_t cap = tx->cap_q ? tx->cap_q : 256;
+        struct cl_rec *nv;
+
+        while (cap < tx->n_q + n)
+            cap *= 2;
+        if ((nv = realloc(tx->q, cap * sizeof(*nv))) == NULL) {
+            pthread_mutex_unlock(&tx->lock);
+            return KCHAT_ENOMEM;
+        }
+        tx->q = nv;
+        tx->cap_q = cap;
+    }
+    memcpy(tx->q + tx->n_q, r, n * sizeof(*r));
+    tx->n_q += n;
+    pthread_cond_signal(&tx->cond);
+    pthread_mutex_unlock(&tx->lock);
+    return KCHAT_OK;
 }
 
 int kchat__cl_txn_enqueue(struct shard *sh, const kchat_change *ch)
