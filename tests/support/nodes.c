@@ -18,8 +18,16 @@
 
 #include <cmocka.h>
 
+#include "http.h"
 #include "kassert.h"
 #include "nodes.h"
+
+/* A burst of chat sends nd_stream_burst() asks the stream thread for. */
+struct burst {
+    int sends;
+    void (*then)(void *arg); /* called on the stream thread after the last send */
+    void *arg;
+};
 
 /* The stream thread: chat sends and probes at ND_TICK_MS until stopped. */
 struct stream {
@@ -28,6 +36,8 @@ struct stream {
     atomic_int done;         /* ticks sent so far */
     atomic_bool stop;
     atomic_int lost;         /* requests Kafka did not take */
+    struct burst burst;      /* written by the main thread before it sets ... */
+    atomic_bool burst_asked; /* ... this, which the stream thread clears when done */
     pthread_t thread;
     bool running;
 };
@@ -37,6 +47,8 @@ static struct nd_world *g_w;
 static struct stream g_stream;
 static kc_proc *g_node[ND_MAX_NODES];
 static char *g_data[ND_MAX_NODES];
+static char g_metrics[ND_MAX_NODES][64]; /* http://127.0.0.1:PORT, "" without */
+static bool g_use_metrics;
 static const char *g_case = "";
 static int64_t g_case_t0;
 static const char *const node_letter[ND_MAX_NODES] = {"a", "b", "c"};
@@ -45,9 +57,15 @@ static const char *const node_letter[ND_MAX_NODES] = {"a", "b", "c"};
 /* Nodes                                                                    */
 /* ------------------------------------------------------------------------ */
 
+void nd_use_metrics(bool on)
+{
+    g_use_metrics = on;
+}
+
 void nd_node_start(int k, bool fresh)
 {
-    char name[64];
+    char name[64], addr[32];
+    const char *extra[] = {"--metrics-http", addr, NULL};
     int64_t t0 = kc_now_ms();
 
     snprintf(name, sizeof(name), "%s-node-%s", g_case, node_letter[k]);
@@ -58,7 +76,13 @@ void nd_node_start(int k, bool fresh)
     }
     bool empty = access(g_data[k], F_OK) != 0;
     assert_null(g_node[k]);
-    g_node[k] = kc_serve_start_ex(name, g_data[k], NULL, ND_PARTITIONS, NULL, ND_START_S);
+    g_metrics[k][0] = '\0';
+    if (g_use_metrics) {   /* a fresh port each start */
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", kc_free_port());
+        snprintf(g_metrics[k], sizeof(g_metrics[k]), "http://%s", addr);
+    }
+    g_node[k] = kc_serve_start_ex(name, g_data[k], NULL, ND_PARTITIONS,
+                                  g_use_metrics ? extra : NULL, ND_START_S);
     assert_non_null(g_node[k]);
     fprintf(stderr, "%s: node %s ready after %lld ms (%s data directory)\n", g_case,
             node_letter[k], (long long)(kc_now_ms() - t0), empty ? "an empty" : "its old");
@@ -87,7 +111,7 @@ int64_t nd_node_kill(int k)
     return at;
 }
 
-void nd_node_term(int k)
+bool nd_node_stop(int k)
 {
     int64_t t0 = kc_now_ms();
     assert_non_null(g_node[k]);
@@ -97,12 +121,36 @@ void nd_node_term(int k)
     g_node[k] = NULL;
     fprintf(stderr, "%s: node %s stopped by SIGTERM after %lld ms (%s)\n", g_case,
             node_letter[k], (long long)(kc_now_ms() - t0), clean ? "exit 0" : "NOT clean");
-    assert_true(clean);
+    return clean;
+}
+
+void nd_node_term(int k)
+{
+    assert_true(nd_node_stop(k));
+}
+
+kc_proc *nd_node(int k)
+{
+    return g_node[k];
+}
+
+const char *nd_node_name(int k)
+{
+    return node_letter[k];
 }
 
 const char *nd_node_data(int k)
 {
     return g_data[k];
+}
+
+double nd_metric(int k, const char *name)
+{
+    double v;
+    assert_non_null(g_node[k]);
+    assert_true(g_metrics[k][0] != '\0');
+    assert_true(kh_metric(g_metrics[k], name, &v));
+    return v;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -302,6 +350,20 @@ static void stream_tick(struct stream *s, int i)
     }
 }
 
+/* The burst asked for: chat sends of every writer to every room (32 cover
+ * each pair once), then its callback. Runs on the stream thread. */
+static void stream_burst(struct stream *s)
+{
+    for (int b = 0; b < s->burst.sends; b++) {
+        struct nd_req *q = nd_chat_send(s->w, b % ND_USERS, (b + b / ND_USERS) % ND_ROOMS);
+        if (q == NULL || q->sent_ms == 0)
+            atomic_fetch_add(&s->lost, 1);
+    }
+    if (s->burst.then != NULL)
+        s->burst.then(s->burst.arg);
+    atomic_store(&s->burst_asked, false);
+}
+
 static void *stream_main(void *arg)
 {
     struct stream *s = arg;
@@ -311,6 +373,8 @@ static void *stream_main(void *arg)
         if (wait > 0)
             kc_sleep_ms((int)wait);
         stream_tick(s, i);
+        if (atomic_load(&s->burst_asked))
+            stream_burst(s);
         atomic_store(&s->done, i + 1);
     }
     atomic_store(&s->stop, true);
@@ -326,6 +390,7 @@ void nd_stream_start(struct nd_world *w, int max)
     atomic_store(&s->done, 0);
     atomic_store(&s->stop, false);
     atomic_store(&s->lost, 0);
+    atomic_store(&s->burst_asked, false);
     assert_int_equal(pthread_create(&s->thread, NULL, stream_main, s), 0);
     s->running = true;
 }
@@ -339,6 +404,57 @@ void nd_stream_wait(int ticks)
 int nd_stream_done(void)
 {
     return atomic_load(&g_stream.done);
+}
+
+void nd_stream_burst(int sends, void (*then)(void *arg), void *arg)
+{
+    struct stream *s = &g_stream;
+    int64_t deadline = kc_now_ms() + 30000;
+    assert_true(s->running);
+    assert_false(atomic_load(&s->burst_asked));
+    s->burst = (struct burst){sends, then, arg};
+    atomic_store(&s->burst_asked, true);
+    while (atomic_load(&s->burst_asked) && kc_now_ms() < deadline)
+        kc_sleep_ms(5);
+    assert_false(atomic_load(&s->burst_asked));
+}
+
+/* What nd_wait_every_shard() waits for: an answer to a probe of @c shard
+ * created at or after @c since. */
+struct shard_answer {
+    const char *prefix;
+    size_t pl;
+    int shard;
+    int64_t since;
+};
+
+/* Runs with the client's lock held: no kc_* call that takes the client. */
+static bool is_shard_answer(const kc_record *r, void *arg)
+{
+    const struct shard_answer *m = arg;
+    return r->cid != NULL && strncmp(r->cid, m->prefix, m->pl) == 0 && r->cid[m->pl] == 'p' &&
+           r->timestamp >= m->since && r->has_key &&
+           strcmp(r->topic, "user-search-room-response") == 0 &&
+           kc_partition_for(r->key, ND_PARTITIONS) == m->shard;
+}
+
+int64_t nd_wait_every_shard(struct nd_world *w, int64_t since_ms, int timeout_ms)
+{
+    int64_t deadline = kc_now_ms() + timeout_ms, worst = 0;
+    for (int shard = 0; shard < ND_PARTITIONS; shard++) {
+        struct shard_answer m = {w->prefix, strlen(w->prefix), shard, since_ms};
+        int64_t left = deadline - kc_now_ms();
+        const kc_record *r = kc_wait_record(w->c, 0, is_shard_answer, &m,
+                                            left > 0 ? (int)left : 0);
+        int64_t after = r != NULL ? r->timestamp - since_ms : -1;
+        fprintf(stderr, "%s: shard %d: first probe answer %lld ms after the mark%s\n", g_case,
+                shard, (long long)after, r != NULL ? "" : " (none)");
+        if (r == NULL)
+            worst = -1;
+        else if (worst >= 0 && after > worst)
+            worst = after;
+    }
+    return worst;
 }
 
 void nd_stream_end(void)
@@ -541,6 +657,9 @@ int nd_teardown(void **state)
     free(g_w);
     g_w = NULL;
     for (int k = 0; k < ND_MAX_NODES; k++) {
+        /* a node a failed case left paused (SIGSTOP) would hold SIGTERM */
+        if (g_node[k] != NULL && kc_proc_pid(g_node[k]) > 0)
+            kill(kc_proc_pid(g_node[k]), SIGCONT);
         if (g_node[k] != NULL && kc_proc_stop_clean(g_node[k], 30))
             node_print_stats(k);
         kc_proc_free(g_node[k]);
@@ -548,6 +667,7 @@ int nd_teardown(void **state)
         free(g_data[k]);
         g_data[k] = NULL;
     }
+    g_use_metrics = false;
     fprintf(stderr, "case %s: %.1f s\n", g_case, (double)(kc_now_ms() - g_case_t0) / 1000.0);
     return 0;
 }

@@ -2,7 +2,7 @@
  * @file nodes.h
  * @brief A world of users and rooms on several `kchat serve` nodes of one
  *        real Kafka cluster, a stream of requests kept going while the test
- *        stops, kills and starts nodes, and the checks that every
+ *        stops, kills, pauses and starts nodes, and the checks that every
  *        answer the stream got is still true. Include after <cmocka.h>.
  *
  * Moved out of tests/integration/test_multinode.c so that other tests of
@@ -104,8 +104,9 @@ int nd_setup(void **state);
 
 /**
  * @brief cmocka teardown: ends a running stream, frees the world and its
- *        client, stops every node (SIGTERM, 30 s, then SIGKILL), forgets
- *        the data directories and prints the case's duration.
+ *        client, stops every node (SIGCONT first, for one left paused;
+ *        SIGTERM, 30 s, then SIGKILL), forgets the data directories and
+ *        nd_use_metrics(), and prints the case's duration.
  */
 int nd_teardown(void **state);
 
@@ -120,6 +121,12 @@ const char *nd_case_name(void);
 /* ------------------------------------------------------------------------ */
 
 /**
+ * @brief Give every node started from now on `--metrics-http` on a free
+ *        loopback port, for nd_metric(). Off by default.
+ */
+void nd_use_metrics(bool on);
+
+/**
  * @brief Start node @p k and wait (ND_START_S) until it is ready (assigned
  *        its partitions). @p fresh: on a new, empty data directory;
  *        otherwise on its last one.
@@ -130,15 +137,30 @@ void nd_node_start(int k, bool fresh);
 int64_t nd_node_kill(int k);
 
 /**
- * @brief SIGTERM node @p k and wait up to 60 s: it must exit 0 (README.md);
- *        prints its closing counts and forgets the process (its data
- *        directory stays).
+ * @brief SIGTERM node @p k and wait up to 60 s; prints its closing counts
+ *        and forgets the process (its data directory stays).
+ * @return whether it exited 0 (README.md: it must).
  */
+bool nd_node_stop(int k);
+
+/** @brief nd_node_stop() and assert that the stop was clean. */
 void nd_node_term(int k);
+
+/** @brief Node @p k's process, NULL when not running. */
+kc_proc *nd_node(int k);
+
+/** @brief "a", "b" or "c": node @p k's name in logs and diagnostics. */
+const char *nd_node_name(int k);
 
 /** @brief Node @p k's data directory (NULL before its first start). */
 const char *nd_node_data(int k);
 
+/**
+ * @brief Sample @p name of node @p k's /metrics (nd_use_metrics()), -1 when
+ *        absent. Node @p k must be running and not paused (the request
+ *        would wait 15 s).
+ */
+double nd_metric(int k, const char *name);
 
 /* ------------------------------------------------------------------------ */
 /** @name The world                                                          */
@@ -224,6 +246,26 @@ void nd_stream_wait(int ticks);
 /** @brief During a stream: the ticks it made so far. */
 int nd_stream_done(void);
 
+/**
+ * @brief During a stream: have the stream thread, at once (between two
+ *        ticks), send @p sends more chat sends back to back (writers and
+ *        rooms of every shard, each waiting only for Kafka's
+ *        acknowledgement), then call @p then (@p arg) on the stream thread
+ *        right after the last one, e.g. to pause a node while the burst is
+ *        in flight; @p then must assert nothing. Returns once @p then
+ *        returned (at most 30 s).
+ */
+void nd_stream_burst(int sends, void (*then)(void *arg), void *arg);
+
+/**
+ * @brief During a stream: wait up to @p timeout_ms until, for every shard,
+ *        some probe of the world has an answer created at or after the wall
+ *        clock @p since_ms, and print per shard how long after @p since_ms
+ *        the first came. Reads the client's records, not the world's tables.
+ * @return the largest of those delays (ms), or -1 when a shard had none.
+ */
+int64_t nd_wait_every_shard(struct nd_world *w, int64_t since_ms, int timeout_ms);
+
 /** @brief Stop the stream after its current tick, join it, assert Kafka took every request. */
 void nd_stream_end(void);
 
@@ -237,5 +279,15 @@ void nd_stream_end(void);
  *        is wrong (and the server log tails when something is).
  */
 void nd_check_world(struct nd_world *w, const char *label);
+
+/**
+ * @brief Every `chat` event of the world's rooms received so far, repeats
+ *        included (nd_check_world() reads one event per (room, seq) and
+ *        drops later repeats unread), is the send acknowledged with its
+ *        (room, seq): its clientMsgId and writer. Prints the first few that
+ *        are not; false also when two sends were acknowledged with one seq.
+ *        Main thread, no stream running.
+ */
+bool nd_check_event_repeats(struct nd_world *w);
 
 #endif /* KCHAT_TESTS_NODES_H */

@@ -365,3 +365,49 @@ void nd_check_world(struct nd_world *w, const char *label)
     assert_true(events);
 }
 
+/* Counts, for nd_check_event_repeats(), the chat events of the world's
+ * rooms that are not the send acknowledged with their (room, seq). Runs
+ * with the client's lock held: no kc_* call that takes the client. */
+struct contradictions {
+    const struct nd_world *w;
+    int shown;
+};
+
+static bool event_contradicts(const kc_record *r, void *arg)
+{
+    struct contradictions *x = arg;
+    const struct nd_world *w = x->w;
+    char cmid[32] = "";
+    int room = 0;
+
+    if (strcmp(r->topic, KC_TOPIC_EVENTS) != 0 || r->body == NULL ||
+        strcmp(nd_str_of(r->body, "type"), "chat") != 0)
+        return false;
+    while (room < ND_ROOMS && strcmp(nd_str_of(r->body, "roomId"), w->room[room]) != 0)
+        room++;
+    if (room == ND_ROOMS)
+        return false;   /* a room of another world */
+    int64_t seq = kc_int(r->body, "seq", -1);
+    int i = seq >= 1 && seq <= ND_MAX_SENDS ? w->by_seq[room][seq] : -1;
+    if (i >= 0)
+        nd_chat_cmid(i, cmid, sizeof(cmid));
+    bool right = i >= 0 && strcmp(nd_str_of(r->body, "clientMsgId"), cmid) == 0 &&
+                 strcmp(nd_str_of(r->body, "writerId"), w->u[w->send[i].user].id) == 0;
+    if (!right && x->shown++ < SHOW_MAX)
+        fprintf(stderr, "  chat event at partition %d offset %lld: room %d seq %lld should be "
+                "%s: %s\n", r->partition, (long long)r->offset, room, (long long)seq,
+                i >= 0 ? cmid : "no acknowledged send", kc_dumps(r->body));
+    return !right;
+}
+
+bool nd_check_event_repeats(struct nd_world *w)
+{
+    struct contradictions x = {w, 0};
+    bool indexed = true;
+    for (int r = 0; r < ND_ROOMS; r++)
+        indexed = index_room(w, r) && indexed;
+    size_t bad = kc_count_records(w->c, 0, event_contradicts, &x);
+    fprintf(stderr, "%s: %zu chat events (repeats included) contradict the acknowledged "
+            "sends\n", nd_case_name(), bad);
+    return indexed && bad == 0;
+}
