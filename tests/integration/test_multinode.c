@@ -17,7 +17,7 @@
  * probe per shard (a user-search-room with the session the user got at the
  * start) while the main thread stops and starts nodes. After every stream,
  * nd_check_world() asks, within bounded waits (the world, the stream and
- * the checks are tests/support/nodes.h's):
+ * the checks are tests/support/nodes.h's, shared with test_paused.c):
  *  - every request the stream sent was answered (within 60 s), and every
  *    answer is a success: no session issued earlier refused, no room lost;
  *    repeated answers (same kchat-cid) agree;

@@ -5,8 +5,8 @@
  *        stops, kills, pauses and starts nodes, and the checks that every
  *        answer the stream got is still true. Include after <cmocka.h>.
  *
- * Moved out of tests/integration/test_multinode.c so that other tests of
- * several nodes share one copy. Everything is black-box:
+ * Moved out of tests/integration/test_multinode.c so that it and
+ * tests/integration/test_paused.c share one copy. Everything is black-box:
  * the nodes are `kchat serve` processes (kc_serve_start_ex()) on the
  * suite's Kafka (kc_test_brokers()), in the default consumer group, each
  * with its own data directory; the test speaks docs/protocol.md to them.
