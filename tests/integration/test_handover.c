@@ -287,22 +287,8 @@ static void node_free(struct node *n)
 /* Sample @p name of @p n's /metrics, -1 when absent. */
 static double metric(const struct node *n, const char *name)
 {
-    kh_browser b;
-    kh_resp *r;
-    size_t nl = strlen(name);
-    double v = -1;
-
-    kh_browser_init(&b, n->name, n->metrics);
-    r = kh_do(&b, "GET", "/metrics", NULL);
-    if (r->status != 200)
-        kh_resp_dump(r, "metrics");
-    assert_int_equal(r->status, 200);
-    for (const char *p = r->body; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, name, nl) == 0 && p[nl] == ' ') {
-            v = strtod(p + nl + 1, NULL);
-            break;
-        }
-    kh_resp_free(r);
+    double v;
+    assert_true(kh_metric(n->metrics, name, &v));
     return v;
 }
 

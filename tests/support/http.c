@@ -396,6 +396,26 @@ kh_resp *kh_do(kh_browser *b, const char *method, const char *path, json_t *body
     return r;
 }
 
+bool kh_metric(const char *base, const char *name, double *value)
+{
+    kh_browser b;
+    size_t nl = strlen(name);
+
+    *value = -1;
+    kh_browser_init(&b, "metrics", base);
+    kh_resp *r = kh_do(&b, "GET", "/metrics", NULL);
+    bool ok = r->status == 200;
+    if (!ok)
+        kh_resp_dump(r, "metrics");
+    for (const char *p = r->body; ok && p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, name, nl) == 0 && p[nl] == ' ') {
+            *value = strtod(p + nl + 1, NULL);
+            break;
+        }
+    kh_resp_free(r);
+    return ok;
+}
+
 void kh_resp_free(kh_resp *r)
 {
     if (r == NULL)

@@ -105,6 +105,13 @@ kh_resp *kh_do(kh_browser *b, const char *method, const char *path, json_t *body
 
 void kh_resp_free(kh_resp *r);
 
+/**
+ * @brief Sample @p name of `GET @p base/metrics` (a line `name value`).
+ * @param[out] value the value, -1 when the page has no such line.
+ * @return false (after kh_resp_dump()) when the page was not answered 200.
+ */
+bool kh_metric(const char *base, const char *name, double *value);
+
 /** @brief Value of the @p nth (0-based) header @p name (any case), or NULL. */
 const char *kh_header_get(const kh_resp *r, const char *name, size_t nth);
 

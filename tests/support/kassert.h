@@ -10,7 +10,7 @@
 #ifndef KCHAT_TESTS_KASSERT_H
 #define KCHAT_TESTS_KASSERT_H
 
-#include "support/kclient.h"
+#include "kclient.h"   /* beside this file: tests/support/ needs no -Itests */
 
 /** The response expression @p expr is a success for @p user (NULL: any). */
 #define KC_EXPECT_OK(expr, user)                                               \
