@@ -6,16 +6,17 @@
  * per key the transaction touched, numbered 1, 2, 3, ... per shard and kept
  * in the store until Kafka has it (include/kchat/store.h). The worker
  * copies them while its transaction commits (kchat__changelog_collect()),
- * produces them to kchat-changelog, partition = shard, right after the
- * commit, and holds the transaction's answers, events and commands back
- * until the delivery reports say Kafka has every change up to the
- * transaction's last: an answer never reports a change that only one
- * node's disk holds. The idempotent producer keeps a partition's order, so
- * "acked up to n" moves one change at a time; a refused change stops it
- * there, and the worker produces every kept change after it again, in
- * order. Kept changes Kafka has are trimmed in the shard's next
- * transaction. At start the kept changes are produced again, and the
- * outbox replay waits until Kafka has them.
+ * hands them to the shard's committer right after the commit
+ * (changelog_txn.c: one Kafka transaction per round, partition = shard),
+ * and holds the transaction's answers, events and commands back until
+ * Kafka committed every change up to the transaction's last: an answer
+ * never reports a change that only one node's disk holds. Commits come in
+ * seq order, so "committed up to n" (cl_acked) moves one change at a time;
+ * a change that could not be queued stops it there, and the worker
+ * produces every kept change after it again, in order. Kept changes Kafka
+ * has are trimmed in the shard's next transaction. At an acquisition the
+ * kept changes are produced again, and the outbox replay waits until Kafka
+ * has them.
  */
 #include <inttypes.h>
 #include <stdio.h>
