@@ -751,4 +751,7 @@ int64_t kchat__monotonic_us(void);
 /* Sleep @p ms milliseconds. */
 void kchat__sleep_ms(int ms);
 
+/* Sleep @p us microseconds. */
+void kchat__sleep_us(int64_t us);
+
 #endif /* KCHAT_ACTORS_H */

@@ -32,7 +32,12 @@ int64_t kchat__monotonic_us(void)
 
 void kchat__sleep_ms(int ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    kchat__sleep_us((int64_t)ms * 1000);
+}
+
+void kchat__sleep_us(int64_t us)
+{
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000L};
     nanosleep(&ts, NULL);
 }
 
