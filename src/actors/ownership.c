@@ -31,6 +31,7 @@
 
 #include "actors.h"
 #include "changelog.h"
+#include "replicas.h"
 #include "kchat/error.h"
 
 #define RELEASE_WAIT_MS 5000    /* revoked(): how long a shard may take to quiesce */
@@ -151,7 +152,8 @@ static int shard_acquire(kchat_backend *be, rd_kafka_t **rk, struct shard *sh, c
         do
             randombytes_buf(&sh->run_id, sizeof(sh->run_id));
         while (sh->run_id == 0);
-    if ((rc = kchat__datadir_shard_settle(be, sh, errstr, len)) != KCHAT_OK)
+    if ((rc = kchat__datadir_shard_settle(be, sh, errstr, len)) != KCHAT_OK ||
+        (rc = kchat__room_summaries_upgrade_shard(be, sh, errstr, len)) != KCHAT_OK)
         return rc;
     if ((rc = kchat__changelog_replay(be, sh)) != KCHAT_OK ||
         (rc = kchat__changelog_wait_shard(be, sh, errstr, len)) != KCHAT_OK ||

@@ -95,14 +95,28 @@ void kchat__room_summaries_write_through(kchat_backend *be, const struct out_rec
  * @locality the thread holding @p t */
 json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id);
 
-/* Start-up: when the replica has never been filled with room summaries (a
- * data directory of an older kchat, or a replica made anew), every shard
- * appends the summary of each room it holds to its outbox (produced by
- * kchat__outbox_replay()) and the replica takes them at once; then the
- * replica remembers it. Errors: store errors (errstr names the shard).
+/* Start-up, without a changelog (one process owns every shard): when the
+ * replica has never been filled with room summaries (a data directory of
+ * an older kchat, or a replica made anew), every shard appends the summary
+ * of each room it holds to its outbox (produced by kchat__outbox_replay())
+ * and the replica takes them at once; then the replica remembers it.
+ * Nothing with a changelog: a process may not touch a shard it does not
+ * own, so each shard does it at its acquisition
+ * (kchat__room_summaries_upgrade_shard()). Errors: store errors (errstr
+ * names the shard).
  * @locality the thread in kchat_backend_start(), before the outboxes are
  *           replayed and before the directory thread starts */
 KCHAT_MUST_CHECK
 int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len);
+
+/* With a changelog, acquiring @p sh (caught up, before its kept changes are
+ * produced again and its outbox replayed): once in the shard's life (a mark
+ * in its own meta table, which its changelog carries), append the summary
+ * of each room it holds to its outbox and give them to the replica. Errors:
+ * store errors (errstr names the shard).
+ * @locality the consumer's poll thread acquiring @p sh (ownership.c) */
+KCHAT_MUST_CHECK
+int kchat__room_summaries_upgrade_shard(kchat_backend *be, struct shard *sh, char *errstr,
+                                        size_t len);
 
 #endif /* KCHAT_ACTORS_REPLICAS_H */

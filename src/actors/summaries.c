@@ -22,6 +22,7 @@
 
 /* Meta of the replica: set once every shard has published all its rooms. */
 #define META_FILLED "room_summaries"
+#define META_SHARD_PUBLISHED "room_summaries_published"   /* a shard's own mark */
 
 /* A write that found the map full is tried again this often (each failure
  * doubles the map: "A full map" in store.h). */
@@ -352,13 +353,24 @@ static int upgrade_one(void *arg, const void *k, size_t kl, const void *v, size_
  * shard, one of the replica); the count in @p n.
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
-static int upgrade_shard(kchat_backend *be, struct shard *sh, size_t *n)
+static int upgrade_shard(kchat_backend *be, struct shard *sh, bool mark, size_t *n)
 {
     struct upgrade u = {0};
+    char buf[8];
     int rc;
 
     if ((rc = kchat_txn_begin(sh->store, true, &u.shard)) != KCHAT_OK)
         return rc;
+    if (mark) {
+        if ((rc = kchat_store_meta_get(u.shard, META_SHARD_PUBLISHED, buf, sizeof(buf))) ==
+            KCHAT_OK) {   /* done once already */
+            kchat_txn_abort(u.shard);
+            return KCHAT_OK;
+        }
+        if (rc != KCHAT_ENOTFOUND ||
+            (rc = kchat_store_meta_set(u.shard, META_SHARD_PUBLISHED, "1")) != KCHAT_OK)
+            goto err_abort_shard;
+    }
     if ((rc = kchat_txn_begin(be->directory, true, &u.replica)) != KCHAT_OK)
         goto err_abort_shard;
     if ((rc = kchat_txn_scan(u.shard, KCHAT_TBL_ROOMS, NULL, 0, false, upgrade_one, &u)) < 0)
@@ -386,6 +398,8 @@ int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len)
     kchat_txn *t;
     int rc;
 
+    if (be->changelog)
+        return KCHAT_OK;   /* each shard at its acquisition */
     if ((rc = kchat_txn_begin(be->directory, false, &t)) != KCHAT_OK)
         goto err_say;
     rc = kchat_store_meta_get(t, META_FILLED, buf, sizeof(buf));
@@ -397,7 +411,7 @@ int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len)
 
         rc = KCHAT_EMAPFULL;
         for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++)
-            rc = upgrade_shard(be, &be->shards[p], &n);
+            rc = upgrade_shard(be, &be->shards[p], false, &n);
         if (rc != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: publishing its room summaries: %s", p,
                      kchat_strerror(rc));
@@ -419,4 +433,23 @@ err_say:
     snprintf(errstr, len, "%s/directory: room summaries: %s", be->cfg->data_dir,
              kchat_strerror(rc));
     return rc;
+}
+
+int kchat__room_summaries_upgrade_shard(kchat_backend *be, struct shard *sh, char *errstr,
+                                        size_t len)
+{
+    size_t n = 0;
+    int rc = KCHAT_EMAPFULL;
+
+    for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++)
+        rc = upgrade_shard(be, sh, true, &n);
+    if (rc != KCHAT_OK) {
+        snprintf(errstr, len, "shard %u: publishing its room summaries: %s", sh->id,
+                 kchat_strerror(rc));
+        return rc;
+    }
+    if (n > 0)
+        fprintf(stderr, "kchat: shard %u: %zu room summaries published to %s (rooms made "
+                "before it)\n", sh->id, n, KCHAT_TOPIC_ROOMS);
+    return KCHAT_OK;
 }
