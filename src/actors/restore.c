@@ -39,6 +39,7 @@
 
 #include "actors.h"
 #include "changelog.h"
+#include "streams.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 
@@ -68,17 +69,16 @@ struct restore {
     uint64_t changes, records, dropped;
 };
 
+/* Header @p name of @p m as a number; 0 when absent or not a number. */
 static uint64_t header_u64(const rd_kafka_message_t *m, const char *name)
 {
     const void *v;
     size_t len;
-    char buf[24];
+    uint64_t n;
 
-    if (kchat_header_get(m, name, &v, &len) != 0 || len == 0 || len >= sizeof(buf))
+    if (kchat_header_get(m, name, &v, &len) != 0 || kchat__parse_u64(v, len, &n) != 0)
         return 0;
-    memcpy(buf, v, len);
-    buf[len] = '\0';
-    return strtoull(buf, NULL, 10);
+    return n;
 }
 
 static bool header_is(const rd_kafka_message_t *m, const char *name, const char *want)
