@@ -568,15 +568,6 @@ void kchat__producer_close(kchat_backend *be);
  *           when no worker runs) */
 void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r);
 
-/* Hand change @p ch of shard @p shard to the shard's changelog committer
- * (kchat-changelog, partition @p shard, in its next Kafka transaction:
- * changelog_txn.c); when it cannot be queued, the shard's kept changes are
- * produced again (kchat__changelog_refused()).
- * @locality the worker that owns shard @p shard (at acquisition: the
- *           consumer's poll thread)
- * @locks takes the committer's lock, and the shard's lock on refusal */
-void kchat__produce_change(kchat_backend *be, uint32_t shard, const kchat_change *ch);
-
 /* ---- outbox.c: the outbox after the commit ---- */
 
 /* Kafka confirmed outbox record @p seq of @p sh: delete it at the worker's

@@ -27,6 +27,7 @@
 #include "changelog.h"
 #include "replicas.h"
 #include "kchat/error.h"
+#include "kchat/kafka.h"
 
 #define WAIT_LOG_MS 10000   /* start-up: say who waits for Kafka this often */
 #define WAIT_MAX_MS 60000   /* ... and give up after this */
@@ -152,8 +153,13 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
 static int produce_kept(void *arg, const kchat_change *ch)
 {
     struct shard *sh = ((void **)arg)[1];
+    int rc = kchat__cl_txn_enqueue(sh, ch);
 
-    kchat__produce_change(((void **)arg)[0], sh->id, ch);
+    if (rc != KCHAT_OK) {   /* the kept changes are produced again at the next release */
+        fprintf(stderr, "kchat: shard %u: cannot queue change %" PRIu64 " for %s: %s; "
+                "produced again\n", sh->id, ch->seq, KCHAT_TOPIC_CHANGELOG, kchat_strerror(rc));
+        kchat__changelog_refused(((void **)arg)[0], sh);
+    }
     sh->cl_replayed = ch->seq;
     if (ch->seq > sh->cl_produced)
         sh->cl_produced = ch->seq;

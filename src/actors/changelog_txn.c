@@ -456,35 +456,22 @@ int kchat__cl_txn_give(struct shard *sh, struct cl_rec *r, size_t n)
 
 int kchat__cl_txn_enqueue(struct shard *sh, const kchat_change *ch)
 {
-    struct cl_txn *tx = sh->txn;
-    struct cl_rec *r;
-    unsigned char *buf;
     size_t vl = ch->deleted ? 0 : ch->value_len;
+    struct cl_rec r;
+    unsigned char *buf;
+    int rc;
 
-    if (tx == NULL)
+    if (sh->txn == NULL)
         return KCHAT_ESHUTDOWN;
     if ((buf = malloc(ch->key_len + vl + 1)) == NULL)
         return KCHAT_ENOMEM;
     memcpy(buf, ch->key, ch->key_len);
     if (vl)
         memcpy(buf + ch->key_len, ch->value, vl);
-    pthread_mutex_lock(&tx->lock);
-    if (tx->n_q == tx->cap_q) {
-        size_t cap = tx->cap_q ? 2 * tx->cap_q : 256;
-        struct cl_rec *nv = realloc(tx->q, cap * sizeof(*nv));
-        if (nv == NULL) {
-            pthread_mutex_unlock(&tx->lock);
-            free(buf);
-            return KCHAT_ENOMEM;
-        }
-        tx->q = nv;
-        tx->cap_q = cap;
-    }
-    r = &tx->q[tx->n_q++];
-    *r = (struct cl_rec){.seq = ch->seq, .last = ch->last, .table = ch->table, .key = buf,
-                         .key_len = ch->key_len,
-                         .value = ch->deleted ? NULL : buf + ch->key_len, .value_len = vl};
-    pthread_cond_signal(&tx->cond);
-    pthread_mutex_unlock(&tx->lock);
-    return KCHAT_OK;
+    r = (struct cl_rec){.seq = ch->seq, .last = ch->last, .table = ch->table, .key = buf,
+                        .key_len = ch->key_len,
+                        .value = ch->deleted ? NULL : buf + ch->key_len, .value_len = vl};
+    if ((rc = kchat__cl_txn_give(sh, &r, 1)) != KCHAT_OK)
+        free(buf);
+    return rc;
 }

@@ -131,17 +131,6 @@ void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r)
     kchat__out_rec_release(r);
 }
 
-void kchat__produce_change(kchat_backend *be, uint32_t shard, const kchat_change *ch)
-{
-    int rc = kchat__cl_txn_enqueue(&be->shards[shard], ch);
-
-    if (rc != KCHAT_OK) {
-        fprintf(stderr, "kchat: shard %u: cannot queue change %" PRIu64 " for %s: %s; "
-                "produced again\n", shard, ch->seq, KCHAT_TOPIC_CHANGELOG, kchat_strerror(rc));
-        kchat__changelog_refused(be, &be->shards[shard]);
-    }
-}
-
 void kchat__worker_flush_out(kchat_backend *be, struct worker *w)
 {
     kchat__room_summaries_write_through(be, w->out, w->n_out);
