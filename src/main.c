@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "kchat/auth.h"
 #include "kchat/backend.h"
 #include "kchat/config.h"
 #include "kchat/deployment.h"
@@ -29,6 +31,8 @@ static void usage(FILE *out)
             "  gateway      the HTTP gateway (API, event streams, chat page) for --brokers\n"
             "  dev          embedded broker + backend + gateway in one process: open the\n"
             "               printed URL in a browser\n"
+            "  keygen FILE  write a new deployment secret to FILE (mode 0600) for\n"
+            "               --secret-file (docs/security.md)\n"
             "  config-doc   print the configuration reference (docs/configuration.md)\n\n"
             "`kchat COMMAND --help` lists the options of a command.\n");
 }
@@ -96,9 +100,9 @@ static _Atomic(kchat_backend *) serve_backend;
  * @locality the ops HTTP server's thread */
 static void serve_metrics(void *arg, FILE *out)
 {
-    kchat_backend *be = atomic_load(&serve_backend);
+    /* arg: the backend of `kchat dev` (kchat_gateway_set_metrics()) */
+    kchat_backend *be = arg != NULL ? arg : atomic_load(&serve_backend);
 
-    (void)arg;
     if (be != NULL)
         kchat_backend_metrics(be, out);
 }
@@ -252,6 +256,57 @@ out_release:
     return rc;
 }
 
+static int cmd_keygen(int argc, char **argv)
+{
+    char errstr[512] = "";
+    int rc;
+
+    if (argc != 3 || argv[2][0] == '-') {
+        fprintf(stderr, "usage: kchat keygen FILE\n"
+                        "Writes a new deployment secret (64 hex digits) to FILE, which must not "
+                        "exist, with mode 0600.\nGive the same FILE to every `kchat serve` and "
+                        "`kchat gateway` of the deployment with --secret-file.\n");
+        return 2;
+    }
+    if ((rc = kchat_auth_keygen(argv[2], errstr, sizeof(errstr))) != KCHAT_OK) {
+        fprintf(stderr, "kchat keygen: %s\n", errstr[0] ? errstr : kchat_strerror(rc));
+        return 1;
+    }
+    printf("kchat keygen: wrote a deployment secret to %s\n", argv[2]);
+    return 0;
+}
+
+/* `kchat dev` without --secret-file: DATA/secret, made on the first run.
+ * @return 0, or the exit status after saying why on stderr */
+static int dev_secret(kchat_config *cfg)
+{
+    char path[4096], errstr[512] = "", *dup;
+    int rc;
+
+    if (cfg->secret_file[0] != '\0')
+        return 0;
+    if (snprintf(path, sizeof(path), "%s/secret", cfg->data_dir) >= (int)sizeof(path)) {
+        fprintf(stderr, "kchat dev: --data is too long\n");
+        return 2;
+    }
+    if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "kchat dev: cannot make %s: %s\n", cfg->data_dir, strerror(errno));
+        return 1;
+    }
+    rc = kchat_auth_keygen(path, errstr, sizeof(errstr));
+    if (rc != KCHAT_OK && rc != KCHAT_EEXIST) {
+        fprintf(stderr, "kchat dev: %s\n", errstr);
+        return 1;
+    }
+    if ((dup = strdup(path)) == NULL) {
+        fprintf(stderr, "kchat dev: %s\n", kchat_strerror(KCHAT_ENOMEM));
+        return 1;
+    }
+    free(cfg->secret_file);
+    cfg->secret_file = dup;
+    return 0;
+}
+
 static int cmd_dev(int argc, char **argv)
 {
     kchat_config cfg;
@@ -261,7 +316,7 @@ static int cmd_dev(int argc, char **argv)
     sigset_t set;
     int sig = 0, rc;
 
-    if ((rc = parse_config(&cfg, argc, argv, "dev")) >= 0)
+    if ((rc = parse_config(&cfg, argc, argv, "dev")) >= 0 || (rc = dev_secret(&cfg)) > 0)
         goto out_release;
     signals_block(&set);
     if (kchat_backend_start(&cfg, &be, errstr, sizeof(errstr)) != KCHAT_OK) {
@@ -316,6 +371,8 @@ int main(int argc, char **argv)
         return cmd_gateway(argc, argv);
     if (!strcmp(argv[1], "dev"))
         return cmd_dev(argc, argv);
+    if (!strcmp(argv[1], "keygen"))
+        return cmd_keygen(argc, argv);
     if (!strcmp(argv[1], "config-doc")) {
         kchat_config_markdown(stdout);
         return 0;

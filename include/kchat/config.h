@@ -32,6 +32,7 @@ typedef struct kchat_config {
     char *bootstrap_file;   /**< "" = none; else the bootstrap is written here when ready */
     char *deployment;       /**< the deployment (include/kchat/deployment.h) */
     char *group_id;         /**< consumer group of the backend; "": kchat_config_group() */
+    char *secret_file;      /**< "" = none (dev: DATA/secret); else the deployment secret */
     char *events_format;    /**< "json" or "msgpack" for chat-events */
     char *changelog;        /**< "on", "off" or "auto" (on unless on the embedded broker) */
     int standby_replicas;   /**< warm copies kept of each shard by other nodes */

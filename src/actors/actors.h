@@ -51,6 +51,7 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
+#include "kchat/auth.h"
 #include "kchat/backend.h"
 #include "kchat/codec.h"
 #include "kchat/consumer.h"
@@ -262,6 +263,7 @@ struct kchat_backend {
     pthread_t dir_thread;
     bool dir_running;
     kchat_fmt events_fmt;
+    kchat_auth *auth;           /* --secret-file's keys, or NULL: no MACs, no seals */
     char dummy_hash[128];       /* verified against for unknown users (even timing) */
     uint64_t run_id;            /* drawn at each start, never 0 (0: none, in tests):
                                    the shards draw theirs only when it is not 0 */
@@ -301,6 +303,8 @@ struct ctx {
     char cid[65]; size_t cid_len;  /* 0 = the request had none */
     const char *user_id;           /* key of the answer: the acting user */
     const char *session; size_t session_len;
+    bool sealed;                   /* the request came sealed: its answer is sealed too */
+    char sealed_sid[129];          /* the session id opened from a sealed kchat-session */
     int64_t now_ms;
     kchat_request *req;
 };

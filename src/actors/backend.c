@@ -91,6 +91,14 @@ static int backend_new(const kchat_config *cfg, kchat_backend **out, char *errst
         free(be);
         return KCHAT_ECONFIG;
     }
+    if (cfg->secret_file[0] != '\0') {
+        int rc = kchat_auth_load(cfg->secret_file, &be->auth, errstr, len);
+        if (rc != KCHAT_OK) {
+            pthread_rwlock_destroy(&be->producer_lock);
+            free(be);
+            return rc;
+        }
+    }
     pthread_mutex_init(&be->wake_lock, NULL);
     /* Records of the embedded broker die with the process: a changelog
      * there would restore nothing. */
@@ -277,6 +285,10 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
     if ((rc = consumer_wait_ready(be, errstr, errstr_size)) != KCHAT_OK ||
         (rc = kchat__standby_start(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop_consumer;
+    if (be->auth == NULL)
+        fprintf(stderr, "kchat: WARNING: no --secret-file: records are neither signed nor "
+                        "checked, and anyone who can write kchat's topics can forge its "
+                        "commands, answers and events (docs/security.md)\n");
     if (!cfg->session_check)
         fprintf(stderr, "kchat: WARNING: session check is OFF: any client can act as any "
                         "user. Use this only for the original front end.\n");
@@ -296,6 +308,7 @@ err_disconnect_broker:
 err_free_backend:
     pthread_rwlock_destroy(&be->producer_lock);
     pthread_mutex_destroy(&be->wake_lock);
+    kchat_auth_free(be->auth);
     free(be);
     return rc;
 }
@@ -386,6 +399,10 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                        "Longest time any worker went without finishing a batch or a tick; "
                        "above a few seconds a worker is stuck.",
                        (double)workers_stalled_ms(be) / 1000);
+    kchat_metric_write(out, "kchat_records_refused_total", "counter",
+                       "Records dropped because their kchat-mac is missing or wrong, and sealed "
+                       "requests or sessions that did not open (--secret-file).",
+                       (double)kchat_auth_rejected(be->auth));
     kchat_hist_write(out, "kchat_commit_seconds", "Latency of one shard commit (fsync).", NULL,
                      &be->commit_seconds);
     kchat_hist_write(out, "kchat_batch_records", "Records applied per shard transaction.", NULL,
@@ -409,5 +426,6 @@ void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)
     broker_disconnect(be);
     pthread_rwlock_destroy(&be->producer_lock);
     pthread_mutex_destroy(&be->wake_lock);
+    kchat_auth_free(be->auth);
     free(be);
 }

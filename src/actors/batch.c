@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <sodium.h>
 
 #include "actors.h"
 #include "changelog.h"
@@ -78,6 +79,57 @@ int kchat__op_dispatch(struct ctx *c)
     return KCHAT_EINVAL;
 }
 
+/* A request a gateway sealed (include/kchat/auth.h): its value opened, its
+ * kchat-session opened into c->sealed_sid, then parsed and applied as any;
+ * the answer is sealed in turn. A sealed request that does not open is
+ * answered in the clear, with nothing of it repeated.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+static int apply_sealed(struct ctx *c, const rd_kafka_message_t *m, kchat_op op)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    unsigned char *plain = NULL;
+    size_t plen = 0, vl;
+    const void *v;
+    char errmsg[256];
+    kchat_wire_err werr;
+    int rc;
+
+    if (c->be->auth == NULL)
+        return kchat__reply_err(c, KCHAT_WIRE_BAD_REQUEST, "This backend has no deployment "
+                                "secret (--secret-file): it cannot open a sealed request.");
+    rc = kchat_auth_open(c->be->auth, KCHAT_SEAL_REQUEST, topic, m->key, m->key_len, c->cid,
+                         c->cid_len, m->payload ? m->payload : "", m->len, &plain, &plen);
+    if (rc == KCHAT_ENOMEM)
+        return rc;
+    if (rc != KCHAT_OK)
+        return kchat__reply_err(c, KCHAT_WIRE_UNAUTHENTICATED, "The sealed request does not "
+                                "open with this deployment's secret.");
+    c->session = NULL;
+    c->session_len = 0;
+    if (kchat_header_get(m, KCHAT_HDR_SESSION, &v, &vl) == 0 && vl > 0) {
+        if (kchat_auth_open_session(c->be->auth, topic, m->key, m->key_len, m->payload, m->len,
+                                    v, vl, c->now_ms, c->sealed_sid) != KCHAT_OK) {
+            sodium_memzero(plain, plen);
+            free(plain);
+            return kchat__reply_err(c, KCHAT_WIRE_UNAUTHENTICATED, "The sealed session of "
+                                    "this request does not open, or is too old.");
+        }
+        c->session = c->sealed_sid;
+        c->session_len = strlen(c->sealed_sid);
+    }
+    c->sealed = true;
+    errmsg[0] = '\0';
+    werr = kchat_request_parse(op, c->fmt, m->key, m->key_len, (const char *)plain, plen, c->req,
+                               errmsg, sizeof(errmsg));
+    sodium_memzero(plain, plen);
+    free(plain);
+    if (werr != KCHAT_WIRE_OK)
+        return kchat__reply_err(c, werr, "%s", errmsg[0] ? errmsg : "The request is invalid.");
+    c->user_id = c->req->user_id;
+    return kchat__op_dispatch(c);
+}
+
 /* A request record of operation @p op: its headers, its key (the acting
  * user, in this shard), its body; then the operation answers it.
  * @locality worker that owns c->sh */
@@ -121,6 +173,8 @@ static int apply_request(struct ctx *c, const rd_kafka_message_t *m, kchat_op op
                                 "%u: produce with the murmur2 partitioner "
                                 "(librdkafka: partitioner=murmur2_random).",
                                 (int)m->partition, kchat__shard_of(c->be, key));
+    if (kchat_header_get(m, KCHAT_HDR_SEALED, &v, &vl) == 0)
+        return apply_sealed(c, m, op);
     errmsg[0] = '\0';
     werr = kchat_request_parse(op, c->fmt, m->key, m->key_len, m->payload ? m->payload : "",
                                m->len, c->req, errmsg, sizeof(errmsg));
@@ -142,10 +196,16 @@ static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
     c->cid_len = 0;
     c->session = NULL;
     c->session_len = 0;
+    c->sealed = false;
+    c->sealed_sid[0] = '\0';
     c->user_id = "";
     c->now_ms = kchat__now_ms();
-    if (!strcmp(topic, KCHAT_TOPIC_INTERNAL))
+    if (!strcmp(topic, KCHAT_TOPIC_INTERNAL)) {
+        /* Only a node of this deployment can command a shard. */
+        if (c->be->auth != NULL && !kchat_auth_verify(c->be->auth, m, "commands"))
+            return KCHAT_OK;
         return kchat__command_apply(c, m);
+    }
     atomic_fetch_add(&c->be->stats.requests, 1);
     if (kchat_op_from_request_topic(topic, &op) != KCHAT_OK)
         return kchat__dead_letter(c, m, "record on a topic kchat does not serve");

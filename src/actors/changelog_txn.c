@@ -167,6 +167,26 @@ static enum txn_result txn_undo(struct cl_txn *tx, rd_kafka_error_t *err, char *
     return TXN_ABORTED;
 }
 
+/* The headers of change @p ch as written to kchat-changelog: its data set,
+ * seq and last seq, and with a deployment secret their MAC.
+ * @locality the shard's committer thread */
+static rd_kafka_headers_t *change_headers(kchat_backend *be, const kchat_change *ch,
+                                          const unsigned char *key, size_t kl, const char *seq,
+                                          const char *last)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+
+    rd_kafka_header_add(hdrs, KCHAT_HDR_DATASET, -1, be->dataset, -1);
+    rd_kafka_header_add(hdrs, KCHAT_HDR_CL_SEQ, -1, seq, -1);
+    rd_kafka_header_add(hdrs, KCHAT_HDR_CL_LAST, -1, last, -1);
+    if (be->auth != NULL &&
+        kchat_auth_sign(be->auth, KCHAT_TOPIC_CHANGELOG, key, kl, ch->deleted ? NULL : ch->value,
+                        ch->deleted ? 0 : ch->value_len, hdrs) != KCHAT_OK)
+        fprintf(stderr, "kchat: cannot sign a change for %s: restores will drop it\n",
+                KCHAT_TOPIC_CHANGELOG);
+    return hdrs;
+}
+
 /* Write @p n changes in one transaction and commit it; errstr says why
  * when it was not committed.
  * @locality the shard's committer thread */
@@ -193,16 +213,17 @@ static enum txn_result txn_write(struct cl_txn *tx, const struct cl_rec *r, size
         snprintf(seq, sizeof(seq), "%" PRIu64, ch.seq);
         snprintf(last, sizeof(last), "%" PRIu64, ch.last);
         for (;;) {
+            rd_kafka_headers_t *hdrs = change_headers(be, &ch, key, kl, seq, last);
+
             perr = rd_kafka_producev(
                 tx->rk, RD_KAFKA_V_TOPIC(KCHAT_TOPIC_CHANGELOG),
                 RD_KAFKA_V_PARTITION((int32_t)tx->sh->id), RD_KAFKA_V_KEY(key, kl),
                 RD_KAFKA_V_VALUE(ch.deleted ? NULL : (void *)ch.value,
                                  ch.deleted ? 0 : ch.value_len),
                 /* not copied: the batch outlives the transaction */
-                RD_KAFKA_V_MSGFLAGS(0),
-                RD_KAFKA_V_HEADER(KCHAT_HDR_DATASET, be->dataset, -1),
-                RD_KAFKA_V_HEADER(KCHAT_HDR_CL_SEQ, seq, -1),
-                RD_KAFKA_V_HEADER(KCHAT_HDR_CL_LAST, last, -1), RD_KAFKA_V_END);
+                RD_KAFKA_V_MSGFLAGS(0), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+            if (perr != RD_KAFKA_RESP_ERR_NO_ERROR)
+                rd_kafka_headers_destroy(hdrs);   /* taken only on success */
             if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
                 break;
             rd_kafka_poll(tx->rk, 1);

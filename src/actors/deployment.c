@@ -91,7 +91,9 @@ static int first_claim(kchat_backend *be, char id[33], char *errstr, size_t len)
         if (m != NULL) {
             if (!m->err)
                 at_end = m->offset >= hi - 1;
-            if (claim_of(m, id))
+            /* A claim without the deployment's MAC is no claim. */
+            if ((be->auth == NULL || m->err || kchat_auth_verify(be->auth, m, "data set claims")) &&
+                claim_of(m, id))
                 at_end = true;
             rd_kafka_message_destroy(m);
         }
@@ -116,6 +118,7 @@ static int claim_write(kchat_backend *be, const char *id, char *errstr, size_t l
 {
     rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, len);
     rd_kafka_t *rk;
+    rd_kafka_headers_t *hdrs;
     char key[64];
     rd_kafka_resp_err_t err;
 
@@ -130,10 +133,21 @@ static int claim_write(kchat_backend *be, const char *id, char *errstr, size_t l
         return KCHAT_EKAFKA;
     }
     snprintf(key, sizeof(key), CLAIM_PREFIX "%s", id);
+    hdrs = rd_kafka_headers_new(1);
+    if (be->auth != NULL && kchat_auth_sign(be->auth, KCHAT_TOPIC_META, key, strlen(key), id,
+                                            strlen(id), hdrs) != KCHAT_OK) {
+        rd_kafka_headers_destroy(hdrs);
+        rd_kafka_destroy(rk);
+        snprintf(errstr, len, "cannot sign the data set claim");
+        return KCHAT_EKAFKA;
+    }
     err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(KCHAT_TOPIC_META), RD_KAFKA_V_PARTITION(0),
                             RD_KAFKA_V_KEY(key, strlen(key)),
                             RD_KAFKA_V_VALUE((void *)id, strlen(id)),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+                            RD_KAFKA_V_END);
+    if (err)
+        rd_kafka_headers_destroy(hdrs);   /* taken only on success */
     if (!err)
         err = rd_kafka_flush(rk, META_TIMEOUT_MS);
     rd_kafka_destroy(rk);

@@ -143,7 +143,7 @@ static void *directory_main(void *arg)
 
         /* that one, then what has arrived meanwhile, up to DIR_BATCH */
         for (size_t taken = 1; m != NULL; taken++) {
-            if (!m->err)
+            if (!m->err && (be->auth == NULL || kchat_auth_verify(be->auth, m, "directory")))
                 directory_record(be, m, sums, &n);
             rd_kafka_message_destroy(m);
             m = taken < DIR_BATCH ? rd_kafka_consumer_poll(be->dir_consumer, 0) : NULL;

@@ -40,7 +40,8 @@ static void opaque_unpack(void *op, uint8_t *kind, uint32_t *shard, uint64_t *se
 
 /* The headers of outbox record @p r as produced: its own, then for a
  * command its source shard, outbox seq and stream base, and for a command,
- * directory record or room summary the data set.
+ * directory record or room summary the data set; last, with a deployment
+ * secret, the MAC of all of it (include/kchat/auth.h).
  * @locality worker that owns shard @p shard */
 static rd_kafka_headers_t *produce_headers(kchat_backend *be, uint32_t shard, uint64_t seq,
                                            const kchat_outbox_rec *r)
@@ -68,6 +69,11 @@ static rd_kafka_headers_t *produce_headers(kchat_backend *be, uint32_t shard, ui
     if (r->kind == OUT_COMMAND || !strcmp(r->topic, KCHAT_TOPIC_DIRECTORY) ||
         !strcmp(r->topic, KCHAT_TOPIC_ROOMS))
         rd_kafka_header_add(hdrs, KCHAT_HDR_DATASET, -1, be->dataset, -1);
+    if (be->auth != NULL &&
+        kchat_auth_sign(be->auth, r->topic, r->key, r->key_len, r->value, r->value_len, hdrs) !=
+            KCHAT_OK)
+        fprintf(stderr, "kchat: cannot sign a record for %s: its readers will drop it\n",
+                r->topic);
     return hdrs;
 }
 

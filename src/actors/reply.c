@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sodium.h>
 
 #include "actors.h"
 #include "streams.h"
@@ -130,7 +131,8 @@ KCHAT_MUST_CHECK
 static int reply_send(struct ctx *c, json_t *body)
 {
     const char *ct = kchat_fmt_content_type(c->fmt);
-    kchat_header hdrs[2];
+    const char *topic = kchat_op_response_topic(c->op);
+    kchat_header hdrs[3];
     size_t n = 0, len;
     char *buf;
     int rc;
@@ -140,8 +142,24 @@ static int reply_send(struct ctx *c, json_t *body)
     if (c->cid_len)
         hdrs[n++] = (kchat_header){KCHAT_HDR_CID, c->cid, c->cid_len};
     hdrs[n++] = (kchat_header){KCHAT_HDR_CTYPE, ct, strlen(ct)};
-    rc = kchat__out_append(c, OUT_REPLY, 0, kchat_op_response_topic(c->op), -1,
-                           c->user_id, strlen(c->user_id), buf, len, hdrs, n);
+    if (c->sealed && c->be->auth != NULL) {
+        /* Sealed for the gateway that asked: a login's sessionId is
+         * readable neither on Kafka nor in the outbox. */
+        unsigned char *sealed;
+        size_t sl;
+
+        rc = kchat_auth_seal(c->be->auth, KCHAT_SEAL_RESPONSE, topic, c->user_id,
+                             strlen(c->user_id), c->cid, c->cid_len, buf, len, &sealed, &sl);
+        sodium_memzero(buf, len);
+        free(buf);
+        if (rc != KCHAT_OK)
+            return rc;
+        buf = (char *)sealed;
+        len = sl;
+        hdrs[n++] = (kchat_header){KCHAT_HDR_SEALED, "1", 1};
+    }
+    rc = kchat__out_append(c, OUT_REPLY, 0, topic, -1, c->user_id, strlen(c->user_id), buf, len,
+                           hdrs, n);
     free(buf);
     return rc;
 }

@@ -220,6 +220,14 @@ static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_m
     return seq == last ? pending_apply(rs, pt) : KCHAT_OK;
 }
 
+/* Whether changelog record @p m carries the deployment's MAC (always, with
+ * no secret): a forged change is never applied.
+ * @locality the thread acquiring the shard, or the standby thread */
+static bool record_authentic(struct restore *rs, const rd_kafka_message_t *m)
+{
+    return rs->be->auth == NULL || kchat_auth_verify(rs->be->auth, m, "changelog restore");
+}
+
 /* Read partition @p p from @p from to its end (the end of what is
  * committed: control records of transactions are never delivered, so the
  * end is known by the consumer's end-of-partition event, not by an
@@ -257,7 +265,7 @@ static int read_to_end(struct restore *rs, int32_t p, int64_t from, rd_kafka_mes
             rd_kafka_message_destroy(m);
             break;
         }
-        if (m->err) {
+        if (m->err || !record_authentic(rs, m)) {
             rd_kafka_message_destroy(m);
             continue;
         }
@@ -375,7 +383,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
             rd_kafka_message_destroy(m);
             break;
         }
-        if (m->err) {
+        if (m->err || !record_authentic(rs, m)) {
             rd_kafka_message_destroy(m);
             continue;
         }

@@ -37,6 +37,14 @@ static const struct opt opts[] = {
      "deployments share one Kafka cluster and stay apart."},
     {"group-id", OPT_STR, O(group_id), "", 0, 0,
      "Consumer group of the backend processes. Empty: the deployment name."},
+    {"secret-file", OPT_STR, O(secret_file), "", 0, 0,
+     "The deployment secret, written by `kchat keygen FILE` (mode 0600, 64 hex digits); "
+     "every backend and gateway of a deployment reads the same one. Every record kchat "
+     "writes then carries a MAC keyed by it, and readers drop (and count) what does not "
+     "verify; a gateway's requests (passwords included), its kchat-session headers and "
+     "the answers to them cross Kafka sealed by it (docs/security.md). Empty: `kchat dev` "
+     "makes and uses DATA/secret; serve and gateway run without one and say loudly that "
+     "anyone who can write kchat's topics can then forge answers and events."},
     {"events-format", OPT_STR, O(events_format), "json", 0, 0,
      "Encoding of chat-events records: json or msgpack."},
     {"partitions", OPT_INT, O(partitions), "8", 1, 1024,

@@ -84,6 +84,7 @@ static bool catchup_read(const struct catchup *c, rd_kafka_t *rk, double deadlin
             return true;
         }
         if (m->key_len == ulen && !memcmp(m->key, c->user, ulen) &&
+            kchat__gw_record_authentic(gw, m) &&
             (it = kchat__gw_event_item(m, GW_ITEM_CATCHUP)) != NULL) {
             it->stream_id = c->stream_id;
             kchat__gw_push(gw, it);

@@ -239,6 +239,14 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
         (gw->pending = calloc((size_t)cfg->max_pending, sizeof(gw_pending))) == NULL)
         goto err_stop;
     gw->n_pending = 0;
+    if (cfg->secret_file[0] != '\0' &&
+        (rc = kchat_auth_load(cfg->secret_file, &gw->auth, errstr, errstr_size)) != KCHAT_OK)
+        goto err_stop;
+    if (gw->auth == NULL)
+        fprintf(stderr, "kchat gateway: WARNING: no --secret-file: passwords and sessions "
+                        "cross Kafka in the clear, and anyone who can write kchat's topics can "
+                        "forge answers and events (docs/security.md)\n");
+    rc = KCHAT_ENOMEM;
     snprintf(errstr, errstr_size, "cannot set up libevent");
     if (!loop_setup(gw))
         goto err_stop;
@@ -333,6 +341,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
     free(gw->pending);
     free(gw->events_next);
     free(gw->brokers);
+    kchat_auth_free(gw->auth);
     pthread_mutex_destroy(&gw->lock);
     pthread_cond_destroy(&gw->ready_cond);
     free(gw);

@@ -51,6 +51,7 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
+#include "kchat/auth.h"
 #include "kchat/codec.h"
 #include "kchat/config.h"
 #include "kchat/error.h"
@@ -107,6 +108,7 @@ struct kchat_gateway {
     int sse_max_total;           /**< cfg->sse_max_total, lowered to fit RLIMIT_NOFILE */
     char *brokers;
     char url[160];
+    kchat_auth *auth;            /**< --secret-file's keys, or NULL: nothing signed or sealed */
     _Atomic(kchat_metrics_fn) metrics_fn; /**< extra metrics (the backend's in `kchat dev`) */
     _Atomic(void *) metrics_arg;
 
@@ -155,6 +157,12 @@ struct kchat_gateway {
 
 /** Monotonic seconds. @locality any thread */
 double kchat__gw_now(void);
+
+/* Whether record @p m (a response or an event) carries this deployment's
+ * MAC; always true without --secret-file. A record that does not is
+ * counted and logged (kchat_auth_verify()).
+ * @locality the Kafka thread or a catch-up thread */
+bool kchat__gw_record_authentic(kchat_gateway *gw, const rd_kafka_message_t *m);
 
 /* ---- kafka.c ------------------------------------------------------------- */
 

@@ -204,6 +204,42 @@ gw_item *kchat__gw_event_item(const rd_kafka_message_t *m, int kind)
     return it;
 }
 
+bool kchat__gw_record_authentic(kchat_gateway *gw, const rd_kafka_message_t *m)
+{
+    return gw->auth == NULL || kchat_auth_verify(gw->auth, m, "gateway");
+}
+
+/* The value of response @p m into it->data (NUL-terminated): opened when
+ * the backend sealed it (a sealed response that does not open is dropped:
+ * its call times out), else as it is.
+ * @locality the Kafka thread */
+static int response_value(kchat_gateway *gw, const rd_kafka_message_t *m, gw_item *it)
+{
+    unsigned char *plain;
+    const void *v;
+    size_t vl, plen;
+    int rc;
+
+    if (kchat_header_get(m, KCHAT_HDR_SEALED, &v, &vl) != 0) {
+        if ((it->data = malloc(m->len + 1)) == NULL)
+            return KCHAT_ENOMEM;
+        memcpy(it->data, m->payload, m->len);
+        it->data[m->len] = '\0';
+        it->len = m->len;
+        return KCHAT_OK;
+    }
+    if (gw->auth == NULL)
+        return KCHAT_ECRYPTO;
+    rc = kchat_auth_open(gw->auth, KCHAT_SEAL_RESPONSE, rd_kafka_topic_name(m->rkt), m->key,
+                         m->key_len, it->cid, strlen(it->cid), m->payload ? m->payload : "",
+                         m->len, &plain, &plen);
+    if (rc != KCHAT_OK)
+        return rc;
+    it->data = (char *)plain;
+    it->len = plen;
+    return KCHAT_OK;
+}
+
 /* Hand one record to the loop: a chat-events record as an event, a
  * response carrying one of our kchat-cids as it is.
  * @locality the Kafka thread */
@@ -215,14 +251,15 @@ static void handle_record(kchat_gateway *gw, rd_kafka_message_t *m)
     size_t len;
 
     if (!strcmp(topic, KCHAT_TOPIC_EVENTS)) {
-        if ((it = kchat__gw_event_item(m, GW_ITEM_EVENT)) != NULL)
+        if (kchat__gw_record_authentic(gw, m) &&
+            (it = kchat__gw_event_item(m, GW_ITEM_EVENT)) != NULL)
             kchat__gw_push(gw, it);
         return;
     }
     if (kchat_header_get(m, KCHAT_HDR_CID, &v, &len) != 0 || len == 0 || len >= sizeof(it->cid))
         return;
     /* Only our own cids ("g..."), cheaply filtered before copying. */
-    if (((const char *)v)[0] != 'g')
+    if (((const char *)v)[0] != 'g' || !kchat__gw_record_authentic(gw, m))
         return;
     if ((it = calloc(1, sizeof(*it))) == NULL)
         return;
@@ -232,13 +269,10 @@ static void handle_record(kchat_gateway *gw, rd_kafka_message_t *m)
     for (int op = 0; op < KCHAT_OP__COUNT; op++)
         if (!strcmp(topic, kchat_op_response_topic((kchat_op)op)))
             it->op = op;
-    if ((it->data = malloc(m->len + 1)) == NULL) {
+    if (response_value(gw, m, it) != KCHAT_OK) {
         free(it);
         return;
     }
-    memcpy(it->data, m->payload, m->len);
-    it->data[m->len] = '\0';
-    it->len = m->len;
     kchat__gw_push(gw, it);
 }
 

@@ -184,6 +184,11 @@ void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double sta
     metric_head(b, "kchat_gateway_pending_replies", "Calls waiting for the backend.", "gauge");
     evbuffer_add_printf(b, "kchat_gateway_pending_replies %d\n", gw->n_pending);
     write_counters(gw, b);
+    metric_head(b, "kchat_gateway_records_refused_total", "Responses and events dropped because "
+                "their kchat-mac is missing or wrong, and sealed answers that did not open "
+                "(--secret-file).", "counter");
+    evbuffer_add_printf(b, "kchat_gateway_records_refused_total %" PRIu64 "\n",
+                        kchat_auth_rejected(gw->auth));
     metric_head(b, "kchat_gateway_ready", "1 once Kafka is reachable and the topics exist.",
                 "gauge");
     evbuffer_add_printf(b, "kchat_gateway_ready %d\n", ready ? 1 : 0);

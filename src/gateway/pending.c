@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/keyvalq_struct.h>
 #include <sodium.h>
@@ -82,6 +83,61 @@ static void pending_timeout_cb(evutil_socket_t fd, short what, void *arg)
         pending_answer_error(gw, p, 504, "TIMEOUT", "The backend did not answer in time.");
 }
 
+/* Milliseconds since the epoch: when a session proof was sealed. */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The headers of call @p p's request record, whose value is *@p buf: with a
+ * deployment secret the value is replaced by its seal (the password in it
+ * included), the session by a sealed proof bound to that value, and a MAC
+ * covers it all (include/kchat/auth.h); without one, as PROTOCOL.md says.
+ * NULL when it cannot be sealed (*@p buf is then freed).
+ * @locality the loop thread */
+static rd_kafka_headers_t *request_headers(kchat_gateway *gw, kchat_op op, const gw_pending *p,
+                                           const char *user, char **buf, size_t *len)
+{
+    const char *topic = kchat_op_request_topic(op);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(5);
+    char proof[KCHAT_SEALED_SESSION_MAX];
+    unsigned char *sealed;
+    size_t sl;
+
+    rd_kafka_header_add(hdrs, KCHAT_HDR_CID, -1, p->cid, -1);
+    rd_kafka_header_add(hdrs, KCHAT_HDR_CTYPE, -1, "application/json", -1);
+    if (gw->auth == NULL) {
+        rd_kafka_header_add(hdrs, KCHAT_HDR_SESSION, -1, p->session, -1);
+        return hdrs;
+    }
+    if (kchat_auth_seal(gw->auth, KCHAT_SEAL_REQUEST, topic, user, strlen(user), p->cid,
+                        strlen(p->cid), *buf, *len, &sealed, &sl) != KCHAT_OK)
+        goto err_free;
+    sodium_memzero(*buf, *len);
+    free(*buf);
+    *buf = (char *)sealed;
+    *len = sl;
+    if (p->session[0] != '\0') {
+        if (kchat_auth_seal_session(gw->auth, topic, user, strlen(user), sealed, sl, p->session,
+                                    wall_ms(), proof) != KCHAT_OK)
+            goto err_free;
+        rd_kafka_header_add(hdrs, KCHAT_HDR_SESSION, -1, proof, -1);
+    }
+    rd_kafka_header_add(hdrs, KCHAT_HDR_SEALED, -1, "1", 1);
+    if (kchat_auth_sign(gw->auth, topic, user, strlen(user), *buf, *len, hdrs) != KCHAT_OK)
+        goto err_free;
+    return hdrs;
+
+err_free:
+    rd_kafka_headers_destroy(hdrs);
+    free(*buf);
+    *buf = NULL;
+    return NULL;
+}
+
 /* A free slot; there is one when gw->n_pending < cfg->max_pending.
  * @locality loop thread */
 static int pending_free_slot(kchat_gateway *gw)
@@ -103,6 +159,7 @@ void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int r
     char *buf = NULL;
     size_t len = 0;
     uint64_t rnd;
+    rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t err;
     int slot;
 
@@ -146,14 +203,17 @@ void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int r
         if (lei)
             snprintf(p->last_event_id, sizeof(p->last_event_id), "%s", lei);
     }
+    if ((hdrs = request_headers(gw, op, p, user, &buf, &len)) == NULL) {
+        kchat__gw_reply_error(gw, req, route, 500, "INTERNAL", "The request cannot be sealed.",
+                              started);
+        return;
+    }
     err = rd_kafka_producev(gw->producer, RD_KAFKA_V_TOPIC(kchat_op_request_topic(op)),
                             RD_KAFKA_V_KEY(user, strlen(user)),
                             RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                            RD_KAFKA_V_HEADER(KCHAT_HDR_CID, p->cid, -1),
-                            RD_KAFKA_V_HEADER(KCHAT_HDR_SESSION, p->session, -1),
-                            RD_KAFKA_V_HEADER(KCHAT_HDR_CTYPE, "application/json", -1),
-                            RD_KAFKA_V_END);
+                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_headers_destroy(hdrs);   /* taken only on success */
         free(buf);
         kchat__gw_reply_error(gw, req, route, 503, "UNAVAILABLE", rd_kafka_err2str(err), started);
         return;

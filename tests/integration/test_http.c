@@ -207,7 +207,8 @@ static void base_of(const char *url, char *out, size_t size)
         out[--l] = '\0';
 }
 
-/* `kchat gateway --brokers BS --http 127.0.0.1:0 --url-file F [--http-timeout-ms N]`,
+/* `kchat gateway --brokers BS --http 127.0.0.1:0 --url-file F --secret-file S
+ * [--http-timeout-ms N]` (S: kc_secret_file(), the dev server's too),
  * waiting up to 60 s for F; @p base gets the URL without the trailing '/'. */
 static kc_proc *gateway_start(const char *name, const char *brokers, const char *timeout_ms,
                               char *base, size_t size)
@@ -216,7 +217,7 @@ static kc_proc *gateway_start(const char *name, const char *brokers, const char 
     snprintf(fname, sizeof(fname), "%s.url", name);
     char *url_file = kc_tmppath(fname);
     const char *args[] = { "gateway", "--brokers", brokers, "--http", "127.0.0.1:0",
-                           "--url-file", url_file,
+                           "--url-file", url_file, "--secret-file", kc_secret_file(),
                            timeout_ms ? "--http-timeout-ms" : NULL, timeout_ms, NULL };
     kc_proc *p = kc_proc_start(name, args, url_file, 60);
     free(url_file);
@@ -243,6 +244,7 @@ static int group_setup(void **state)
     const char *real = kc_test_brokers();
     const char *args[] = { "dev", "--http", "127.0.0.1:0", "--url-file", url_file,
                            "--bootstrap-file", bs_file, "--data", data,
+                           "--secret-file", kc_secret_file(),
                            "--pwhash-ops", "1", "--pwhash-mem", "8192",
                            real != NULL ? "--brokers" : NULL, real, NULL };
     (void)state;

@@ -80,7 +80,8 @@ static void base_of(const char *url, char *out, size_t size)
         out[--l] = '\0';
 }
 
-/* `kchat gateway --http 127.0.0.1:0 --url-file F ARGS...`, waiting for F. */
+/* `kchat gateway --http 127.0.0.1:0 --url-file F --secret-file S ARGS...`
+ * (S: kc_secret_file(), as the servers'), waiting for F. */
 static kc_proc *gateway_start(const char *name, const char *const *extra, char *base,
                               size_t size)
 {
@@ -95,6 +96,8 @@ static kc_proc *gateway_start(const char *name, const char *const *extra, char *
     args[n++] = "127.0.0.1:0";
     args[n++] = "--url-file";
     args[n++] = url_file;
+    args[n++] = "--secret-file";
+    args[n++] = kc_secret_file();
     for (size_t i = 0; extra[i] != NULL && n < 31; i++)
         args[n++] = extra[i];
     args[n] = NULL;

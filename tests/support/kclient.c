@@ -78,6 +78,29 @@ char *kc_tmppath(const char *name)
     return p;
 }
 
+const char *kc_secret_file(void)
+{
+    static char *path;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    unsigned char raw[32];
+    FILE *f;
+
+    pthread_mutex_lock(&lock);
+    if (path == NULL) {
+        path = kc_tmppath("deployment.secret");
+        if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw) ||
+            (f = fopen(path, "w")) == NULL || chmod(path, 0600) != 0)
+            abort();
+        for (size_t i = 0; i < sizeof(raw); i++)
+            fprintf(f, "%02x", raw[i]);
+        fputc('\n', f);
+        if (fclose(f) != 0)
+            abort();
+    }
+    pthread_mutex_unlock(&lock);
+    return path;
+}
+
 const char *kc_bin(void)
 {
     const char *b = getenv("KCHAT_BIN");
@@ -649,6 +672,8 @@ kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *b
     args[n++] = "1";
     args[n++] = "--pwhash-mem";
     args[n++] = "8192";
+    args[n++] = "--secret-file";
+    args[n++] = kc_secret_file();
     for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 63; i++)
         args[n++] = extra[i];
     args[n] = NULL;

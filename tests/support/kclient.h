@@ -91,6 +91,12 @@ const char *kc_tmpdir(void);
  */
 char *kc_tmppath(const char *name);
 
+/** @brief The deployment secret of this test program's servers (made on
+ *  the first call, mode 0600, in kc_tmpdir()): kc_serve_start_ex() passes it
+ *  as `--secret-file`, and so should every gateway of the same servers.
+ *  Static string; aborts when it cannot be written. Any thread. */
+const char *kc_secret_file(void);
+
 /** @brief The kchat binary: `$KCHAT_BIN` or `bin/kchat`. Static string. */
 const char *kc_bin(void);
 
