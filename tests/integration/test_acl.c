@@ -92,9 +92,7 @@ static rd_kafka_t *user_handle(const char *user, rd_kafka_type_t type, const cha
 /* what an attacker tries                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* The result of producing one record to @p topic as @p user: the delivery
- * report's error (RD_KAFKA_RESP_ERR__TIMED_OUT when none came within
- * REFUSAL_WAIT_MS). */
+/* the last delivery report of produce_as() (its thread only) */
 static rd_kafka_resp_err_t delivered;
 static int reports;
 
@@ -106,6 +104,9 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     reports++;
 }
 
+/* The result of producing one record to @p topic as @p user: the delivery
+ * report's error (RD_KAFKA_RESP_ERR__TIMED_OUT when none came within
+ * REFUSAL_WAIT_MS). */
 static rd_kafka_resp_err_t produce_as(const char *user, const char *topic, const char *key,
                                       const char *value)
 {
@@ -399,6 +400,8 @@ static void test_nobody_forges_responses(void **state)
                RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     assert_err(produce_as("stranger", "login-response", g_alice, v),
                RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    assert_err(produce_as("gateway", "login-response", g_alice, v),
+               RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     assert_err(produce_as("client", "kchat-internal", g_alice, v),
                RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     assert_err(produce_as("stranger", "login-request", g_alice, v),
@@ -438,18 +441,18 @@ static int group_setup(void **state)
     int rc = -1;
 
     if (b == NULL)
-        goto out;
+        goto out_free;
     base_of(b, g_boot, sizeof(g_boot));
     const char *sx[] = { "--config", be, NULL };
     if ((g_srv = kc_serve_start("acl-serve", data, g_boot, PARTS, sx)) == NULL)
-        goto out;
+        goto out_free;
     const char *gx[] = { "gateway", "--config", gw, "--brokers", g_boot, "--http",
                          "127.0.0.1:0", "--url-file", url_file, NULL };
     if ((g_gw = kc_proc_start("acl-gateway", gx, url_file, 60)) == NULL)
-        goto out;
+        goto out_free;
     base_of(kc_proc_bootstrap(g_gw), g_base, sizeof(g_base));
     rc = 0;
-out:
+out_free:
     if (rc != 0)
         fprintf(stderr, "test_acl: serve or gateway did not start on %s (see above)\n", g_boot);
     free(b);
