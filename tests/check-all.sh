@@ -123,7 +123,9 @@ step tsan make -s -j2 SANITIZE=thread check \
 # Real Kafka, a fresh single-node broker per program (4-6 s each, ~45 s in
 # all), and a 3-broker cluster (10 s) for test_multinode (kafka-nodes=3,
 # about 2.5 minutes: several kchat serve through kill -9, SIGTERM and
-# rolling restarts): one shared broker is not worth it, as kchat's topic names are fixed,
+# rolling restarts), and a single-node cluster with ACLs for test_acl
+# (kafka-secure: its 12 kafka-acls runs make the start ~14 s, the program ~3 s):
+# one shared broker is not worth it, as kchat's topic names are fixed,
 # so each program's fresh data directory would serve every earlier program's
 # requests again, test_security makes topics of 1, 2 and 4 partitions, and
 # test_faults stops and restarts the broker.

@@ -63,15 +63,19 @@ run_one() {
 # `kchat-test: kafka` in their source (kafka-only ones too), each against a
 # fresh Apache Kafka that scripts/kafka starts on loopback and removes
 # afterwards: one broker, or N for a program also marked
-# `kchat-test: kafka-nodes=N` (1 or 3, what scripts/kafka starts).
+# `kchat-test: kafka-nodes=N` (1 or 3, what scripts/kafka starts). A program
+# marked `kchat-test: kafka-secure` gets a cluster with ACLs (`start
+# --secure`: SASL only, the users' settings in $KCHAT_TEST_KAFKA_DIR/clients),
+# every other one a plaintext listener plus a SASL_SSL one (`--sasl-ssl`).
 run_on_kafka() {
-  local t=$1 src=$2 dir boot nodes
+  local t=$1 src=$2 dir boot nodes mode=--sasl-ssl
   nodes=$(grep -om1 'kchat-test: kafka-nodes=[0-9]*' "$src" | cut -d= -f2)
   nodes=${nodes:-1}
+  grep -q 'kchat-test: kafka-secure' "$src" && mode=--secure
   dir=$(mktemp -d "$KCHAT_TEST_TMP/kafka.XXXXXX")
-  echo "=== [kafka] starting $nodes broker(s) for $(basename "$t")"
-  # --secure: also a SASL_SSL listener, for test_security's SASL/TLS test
-  if ! boot=$(timeout 300 scripts/kafka start --nodes "$nodes" --partitions 4 --secure \
+  echo "=== [kafka] starting $nodes broker(s) ($mode) for $(basename "$t")"
+  # --sasl-ssl: also a SASL_SSL listener, for test_security's SASL/TLS test
+  if ! boot=$(timeout 300 scripts/kafka start --nodes "$nodes" --partitions 4 "$mode" \
                 --dir "$dir"); then
     echo "*** scripts/kafka start failed"
     failed=$((failed + 1)); failed_names+=("$t (no Kafka broker)")

@@ -1253,7 +1253,7 @@ static void test_login_retention(void **state)
 }
 
 /* ======================================================================== */
-/* SASL_SSL to a real Kafka (make check-kafka: scripts/kafka start --secure) */
+/* SASL_SSL to a real Kafka (make check-kafka: scripts/kafka start --sasl-ssl) */
 /* ======================================================================== */
 
 /* Writes a kchat --config file (mode 0600) at @p path with the cluster's
@@ -1377,7 +1377,7 @@ int main(void)
     char path[4200];
     const char *dir = getenv("KCHAT_TEST_KAFKA_DIR");
     int rc = cmocka_run_group_tests_name("kchat security", tests, group_setup, group_teardown);
-    /* only a real cluster started with `scripts/kafka start --secure` has a
+    /* only a real cluster started with `scripts/kafka start --sasl-ssl` has a
      * SASL_SSL listener (make check-kafka starts its clusters so) */
     snprintf(path, sizeof(path), "%s/bootstrap-secure", dir != NULL ? dir : "");
     if (kc_test_brokers() != NULL && dir != NULL && access(path, R_OK) == 0)
