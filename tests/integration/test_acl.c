@@ -447,7 +447,8 @@ static int group_setup(void **state)
     if ((g_srv = kc_serve_start("acl-serve", data, g_boot, PARTS, sx)) == NULL)
         goto out_free;
     const char *gx[] = { "gateway", "--config", gw, "--brokers", g_boot, "--http",
-                         "127.0.0.1:0", "--url-file", url_file, NULL };
+                         "127.0.0.1:0", "--url-file", url_file, "--secret-file",
+                         kc_secret_file(), NULL };
     if ((g_gw = kc_proc_start("acl-gateway", gx, url_file, 60)) == NULL)
         goto out_free;
     base_of(kc_proc_bootstrap(g_gw), g_base, sizeof(g_base));
