@@ -134,12 +134,18 @@ broker_stop() {
 serve_start() {
     local parts=$1 workers=$2 data=$3
     shift 3
-    local rf=$TMP/serve-ready wopt=()
+    local rf=$TMP/serve-ready wopt=() sopt=()
     rm -f "$rf"
     [ "$workers" != 0 ] && wopt=(--workers "$workers")
+    # signed records, as a deployment runs (BENCH_NO_SECRET=1: without, for a
+    # kchat from before --secret-file)
+    if [ "${BENCH_NO_SECRET:-}" != 1 ]; then
+        [ -f "$TMP/secret" ] || "$KCHAT_BIN" keygen "$TMP/secret" >/dev/null || return 1
+        sopt=(--secret-file "$TMP/secret")
+    fi
     LOG=$OUT/serve-$BROKER_KIND-p$parts-w$workers.log
     local cmd=("$KCHAT_BIN" serve --brokers "$BOOT" --data "$data" --partitions "$parts"
-               --pwhash-ops 1 --pwhash-mem 8192 ${wopt[@]+"${wopt[@]}"}
+               --pwhash-ops 1 --pwhash-mem 8192 ${wopt[@]+"${wopt[@]}"} ${sopt[@]+"${sopt[@]}"}
                --bootstrap-file "$rf" "$@")
     show_cmd "${cmd[*]}"
     "${cmd[@]}" >>"$LOG" 2>&1 &

@@ -46,7 +46,9 @@
 #   --out DIR           results directory (default bench/results/<timestamp>)
 # Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build: where bench/load and
 # bench/echo are built), BENCH_TMP (parent of the scratch directory), KEEP=1
-# keeps the scratch directory, LOG_LINES (30), NO_BUILD=1 skips make.
+# keeps the scratch directory, LOG_LINES (30), NO_BUILD=1 skips make,
+# BENCH_NO_SECRET=1 runs kchat serve without --secret-file (by default it
+# signs its records with a secret made for the run, as a deployment does).
 # Exit status: 0 every run clean; 1 some load run failed (missing or bad
 # answers); 4 a process did not start or stop cleanly; 2 usage.
 set -u
