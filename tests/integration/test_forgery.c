@@ -150,12 +150,10 @@ static void buser_new(buser *u, const char *tag)
     json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "userId", u->id, "userPw", u->pw,
                              "email", "x@example.com", "userName", u->id);
     kh_resp *r = kh_do(&u->b, "POST", "/api/users", body);
-    json_decref(body);
     CHECK(r->status == 201, "register %s: %ld", u->id, r->status);
     kh_resp_free(r);
     body = json_pack("{s:s, s:s}", "userId", u->id, "userPw", u->pw);
     r = kh_do(&u->b, "POST", "/api/login", body);
-    json_decref(body);
     CHECK(r->status == 200, "login %s: %ld", u->id, r->status);
     kh_resp_free(r);
     CHECK(kh_cookie_get(&u->b, "kchat_session") != NULL, "no session cookie for %s", u->id);
@@ -407,7 +405,6 @@ static void test_forged_login_answer_gets_no_session(void **state)
     kh_browser_init(&intruder, "intruder", g_base);
     json_t *body = json_pack("{s:s, s:s}", "userId", carol.id, "userPw", "wrong password!");
     kh_resp *r = kh_do(&intruder, "POST", "/api/login", body);
-    json_decref(body);
     pthread_join(t, NULL);
     kill(kc_proc_pid(g_srv), SIGCONT);
 
@@ -425,7 +422,6 @@ static void test_forged_login_answer_gets_no_session(void **state)
     /* the backend answers again, and carol still logs in */
     body = json_pack("{s:s, s:s}", "userId", carol.id, "userPw", carol.pw);
     r = kh_do(&carol.b, "POST", "/api/login", body);
-    json_decref(body);
     CHECK(r->status == 200, "carol's own login after the attack: %ld", r->status);
     kh_resp_free(r);
 }

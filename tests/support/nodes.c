@@ -574,7 +574,7 @@ void nd_friends_add(struct nd_world *w)
 void nd_rooms_add(struct nd_world *w)
 {
     for (int r = 0; r < ND_ROOMS; r++) {
-        char name[16];
+        char name[24];
         snprintf(name, sizeof(name), "room %d", r);
         json_t *r_ = nd_call_until_known(w, "user-add-room", r,
                                       json_pack("{ss so ss}", "userId", w->u[r].id, "friendId",
