@@ -239,6 +239,9 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
         (gw->pending = calloc((size_t)cfg->max_pending, sizeof(gw_pending))) == NULL)
         goto err_stop;
     gw->n_pending = 0;
+    if ((rc = kchat__gw_guard_new(cfg, &gw->guard, errstr, errstr_size)) != KCHAT_OK)
+        goto err_stop;
+    rc = KCHAT_ENOMEM;
     snprintf(errstr, errstr_size, "cannot set up libevent");
     if (!loop_setup(gw))
         goto err_stop;
@@ -331,6 +334,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
     if (gw->base)
         event_base_free(gw->base);
     free(gw->pending);
+    kchat__gw_guard_free(gw->guard);
     free(gw->events_next);
     free(gw->brokers);
     pthread_mutex_destroy(&gw->lock);

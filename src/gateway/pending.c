@@ -96,13 +96,14 @@ static int pending_free_slot(kchat_gateway *gw)
 
 void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int route, int kind,
                             kchat_op op, const char *user, const char *session,
-                            const json_t *body, double started)
+                            const gw_login *login, const json_t *body, double started)
 {
     struct timeval tv = {gw->cfg->http_timeout_ms / 1000, (gw->cfg->http_timeout_ms % 1000) * 1000};
     gw_pending *p = NULL;
     char *buf = NULL;
     size_t len = 0;
     uint64_t rnd;
+    rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t err;
     int slot;
 
@@ -140,20 +141,32 @@ void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int r
     snprintf(p->user, sizeof(p->user), "%s", user);
     snprintf(p->session, sizeof(p->session), "%s", session ? session : "");
     p->last_event_id[0] = '\0';
+    if (login != NULL)
+        p->login = *login;
+    else
+        memset(&p->login, 0, sizeof(p->login));
     if (kind == GW_PEND_SSE) {
         const char *lei = evhttp_find_header(evhttp_request_get_input_headers(req),
                                              "Last-Event-ID");
         if (lei)
             snprintf(p->last_event_id, sizeof(p->last_event_id), "%s", lei);
     }
+    if ((hdrs = rd_kafka_headers_new(4)) == NULL) {
+        free(buf);
+        kchat__gw_reply_error(gw, req, route, 503, "UNAVAILABLE", "Out of memory.", started);
+        return;
+    }
+    rd_kafka_header_add(hdrs, KCHAT_HDR_CID, -1, p->cid, -1);
+    rd_kafka_header_add(hdrs, KCHAT_HDR_SESSION, -1, p->session, -1);
+    rd_kafka_header_add(hdrs, KCHAT_HDR_CTYPE, -1, "application/json", -1);
+    if (p->login.device[0] != '\0')   /* a login naming its device (guard.c) */
+        rd_kafka_header_add(hdrs, KCHAT_HDR_DEVICE, -1, p->login.device, -1);
     err = rd_kafka_producev(gw->producer, RD_KAFKA_V_TOPIC(kchat_op_request_topic(op)),
                             RD_KAFKA_V_KEY(user, strlen(user)),
                             RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                            RD_KAFKA_V_HEADER(KCHAT_HDR_CID, p->cid, -1),
-                            RD_KAFKA_V_HEADER(KCHAT_HDR_SESSION, p->session, -1),
-                            RD_KAFKA_V_HEADER(KCHAT_HDR_CTYPE, "application/json", -1),
-                            RD_KAFKA_V_END);
+                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_headers_destroy(hdrs);   /* kept by librdkafka only on success */
         free(buf);
         kchat__gw_reply_error(gw, req, route, 503, "UNAVAILABLE", rd_kafka_err2str(err), started);
         return;
