@@ -211,6 +211,25 @@ static void client_address(const gw_guard *g, struct evhttp_request *req, char *
         snprintf(out, size, "%s", peer);
 }
 
+/* The key @p client is counted under, into @p out: an IPv4 address as it
+ * is, an IPv6 one as its /64 (one subscriber's usual allocation: counting
+ * single IPv6 addresses would give one client 2^64 budgets). */
+static void addr_key(const char *client, char *out, size_t size)
+{
+    unsigned char a[16];
+    char text[INET6_ADDRSTRLEN];
+    int family;
+
+    if (!addr_parse(client, &family, a)) {
+        snprintf(out, size, "%s", client);
+        return;
+    }
+    if (family == AF_INET6)
+        memset(a + 8, 0, 8);
+    inet_ntop(family, a, text, sizeof(text));
+    snprintf(out, size, "%s%s", text, family == AF_INET6 ? "/64" : "");
+}
+
 /* ---- the address table ---- */
 
 static struct addr_slot *addr_slot(gw_guard *g, const char *client, bool take, int64_t now)
@@ -311,13 +330,15 @@ bool kchat__gw_guard_login(kchat_gateway *gw, struct evhttp_request *req, gw_log
 {
     static const unsigned char domain[] = "kchat device digest v1";
     gw_guard *g = gw->guard;
-    char cookie[2 * DEVICE_BYTES + 1];
+    char cookie[2 * DEVICE_BYTES + 1], peer[64];
     unsigned char h[32];
     struct addr_slot *s;
     int64_t now = now_ms();
 
     memset(out, 0, sizeof(*out));
-    client_address(g, req, out->client, sizeof(out->client));
+    client_address(g, req, peer, sizeof(peer));
+    if (peer[0] != '\0')
+        addr_key(peer, out->client, sizeof(out->client));
     if (out->client[0] != '\0' && (s = addr_slot(g, out->client, false, now)) != NULL &&
         s->failures >= (uint32_t)g->cfg->login_addr_max_failures) {
         int64_t left = s->first_ms + (int64_t)g->cfg->login_addr_window * 1000 - now;

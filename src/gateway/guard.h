@@ -12,7 +12,8 @@
  *    failures within --login-addr-window seconds, then 429
  *    TOO_MANY_REQUESTS with Retry-After until the window ends. The address
  *    is the TCP peer's, or, when the peer is one of the --trusted-proxy
- *    ranges, the nearest untrusted hop of X-Forwarded-For (else Forwarded).
+ *    ranges, the nearest untrusted hop of X-Forwarded-For (else Forwarded);
+ *    IPv6 clients are counted per /64.
  *
  * Everything here runs on the gateway's loop thread: no lock.
  */
@@ -34,7 +35,7 @@ typedef struct gw_guard gw_guard;
 /** What a login carries from its request to its answer. */
 typedef struct gw_login {
     char device[65];   /**< hex digest of the device cookie; "" = none */
-    char client[64];   /**< the client address counted; "" = none */
+    char client[64];   /**< the client address counted (IPv6: its /64); "" = none */
 } gw_login;
 
 /**
