@@ -53,6 +53,11 @@ typedef struct kchat_config {
     int login_max_failures; /**< failed logins of one user id within login_window that lock it */
     int login_window;       /**< seconds over which failed logins are counted */
     int login_lockout;      /**< seconds a locked user id is refused; 0 = no throttling */
+    int login_addr_max_failures; /**< gateway: failed logins of one client address within
+                                      login_addr_window that bring 429 */
+    int login_addr_window;  /**< gateway: seconds over which they are counted */
+    char *trusted_proxy;    /**< gateway: comma-separated ADDRESS[/BITS] of proxies whose
+                                 X-Forwarded-For / Forwarded is believed; "" = none */
     long login_retention_ms; /**< retention.ms of login-request and user-add-request when
                                   kchat creates them (their records carry passwords) */
     /* gateway (`kchat gateway`, `kchat dev`) */

@@ -42,6 +42,10 @@
 /** Header names of PROTOCOL.md §1 and kchat's internal headers. */
 #define KCHAT_HDR_CID         "kchat-cid"
 #define KCHAT_HDR_SESSION     "kchat-session"
+/** Optional on a login request: a digest naming the device (browser) that
+ *  logs in (the gateway's device cookie, never the cookie itself). A known
+ *  device has its own failure budget (docs/security.md, "Login throttling"). */
+#define KCHAT_HDR_DEVICE      "kchat-device"
 #define KCHAT_HDR_CTYPE       "content-type"
 #define KCHAT_HDR_ERROR       "kchat-error"
 #define KCHAT_HDR_SRC_SHARD   "kchat-src-shard"

@@ -305,6 +305,7 @@ struct ctx {
     const char *session; size_t session_len;
     bool sealed;                   /* the request came sealed: its answer is sealed too */
     char sealed_sid[129];          /* the session id opened from a sealed kchat-session */
+    const char *device; size_t device_len; /* kchat-device header; NULL: none */
     int64_t now_ms;
     kchat_request *req;
 };
@@ -460,23 +461,46 @@ int64_t kchat__now_ms(void);
  * lengthen or end a lockout). */
 int64_t kchat__throttle_now_ms(void);
 
-/* Milliseconds @p user_id stays locked after @p now_ms; 0 when it is not
+/* The throttle counts failures per budget, a string: the user id alone (the
+ * id's shared "untrusted" budget: unknown devices, no device, unknown ids)
+ * or what kchat__login_budget() makes of the id and a device it knows. */
+
+/* Milliseconds @p budget stays locked after @p now_ms; 0 when it is not
  * (an ended lockout is forgotten here).
  * @locality worker that owns the shard of @p t */
-int64_t kchat__throttle_locked(struct login_throttle *t, const char *user_id, int64_t now_ms);
+int64_t kchat__throttle_locked(struct login_throttle *t, const char *budget, int64_t now_ms);
 
-/* Count a failed login of @p user_id (known or not); the failure that
+/* Count a failed login against @p budget (known id or not); the failure that
  * reaches cfg->login_max_failures within cfg->login_window locks it for
  * cfg->login_lockout seconds. Does nothing when login_lockout is 0. A new
- * id may evict another's slot: free, then ended, then the oldest unlocked,
- * then the lockout ending first.
+ * budget may evict another's slot: free, then ended, then the oldest
+ * unlocked, then the lockout ending first.
  * @locality worker that owns the shard of @p t */
 void kchat__throttle_fail(struct login_throttle *t, const kchat_config *cfg,
-                          const char *user_id, int64_t now_ms);
+                          const char *budget, int64_t now_ms);
 
-/* Forget @p user_id's failures (a successful login).
+/* Forget @p budget's failures (a successful login).
  * @locality worker that owns the shard of @p t */
-void kchat__throttle_reset(struct login_throttle *t, const char *user_id);
+void kchat__throttle_reset(struct login_throttle *t, const char *budget);
+
+/* ---- devices.c: the devices a user logged in from (login throttling) ---- */
+
+/* Room for a budget string: a user id, '/', a device tag. */
+#define KCHAT__BUDGET_LEN (64 + 1 + 32 + 1)
+
+/* The throttle budget of the login in @p c into @p out: "ID/TAG" when the
+ * request names (kchat-device) a device in @p user's list, else the bare id
+ * (@p user NULL: an unknown id). Takes no ownership. */
+void kchat__login_budget(const struct ctx *c, const json_t *user,
+                         char out[KCHAT__BUDGET_LEN]);
+
+/* After a successful login: put the request's device (if it names one) first
+ * in @p user's list ("devices", at most KCHAT__DEVICES_MAX, the oldest
+ * dropped); the caller stores @p user. Records without the list (an older
+ * kchat's) read as an empty one. Errors: KCHAT_ENOMEM. */
+#define KCHAT__DEVICES_MAX 16
+KCHAT_MUST_CHECK
+int kchat__device_remember(const struct ctx *c, json_t *user);
 
 /* friends.c: check the request's friendId list: not yourself (BAD_REQUEST),
  * every id a known user (USER_NOT_FOUND, "No user X; no <what>."). Answers

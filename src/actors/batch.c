@@ -154,6 +154,10 @@ static int apply_request(struct ctx *c, const rd_kafka_message_t *m, kchat_op op
         c->session = v;
         c->session_len = vl;
     }
+    if (kchat_header_get(m, KCHAT_HDR_DEVICE, &v, &vl) == 0) {
+        c->device = v;
+        c->device_len = vl;
+    }
     if (m->key == NULL || !kchat_valid_id(m->key, m->key_len))
         return kchat__dead_letter(c, m, m->key == NULL
                                             ? "record has no key: the asking user is unknown"
@@ -198,6 +202,8 @@ static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
     c->session_len = 0;
     c->sealed = false;
     c->sealed_sid[0] = '\0';
+    c->device = NULL;
+    c->device_len = 0;
     c->user_id = "";
     c->now_ms = kchat__now_ms();
     if (!strcmp(topic, KCHAT_TOPIC_INTERNAL)) {

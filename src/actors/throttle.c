@@ -1,6 +1,7 @@
-/* Login throttling (actors.h): failed logins counted per user id in a fixed
- * table per shard, owned by the shard's worker, so no lock is taken and a
- * flood of distinct ids cannot grow it. Nothing here is stored: a restart
+/* Login throttling (actors.h): failed logins counted per budget (a user
+ * id, or an id and a device it knows: devices.c) in a fixed table per
+ * shard, owned by the shard's worker, so no lock is taken and a flood of
+ * distinct ids cannot grow it. Nothing here is stored: a restart
  * starts every count over. */
 #include <sodium.h>
 #include <string.h>
@@ -15,9 +16,9 @@ int64_t kchat__throttle_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The tag of @p user_id (never 0) and its set; draws the key on first use.
+/* The tag of @p budget (never 0) and its set; draws the key on first use.
  * @locality worker that owns the shard of @p t */
-static uint64_t tag_of(struct login_throttle *t, const char *user_id, size_t *set)
+static uint64_t tag_of(struct login_throttle *t, const char *budget, size_t *set)
 {
     unsigned char h[crypto_shorthash_BYTES];
     uint64_t tag;
@@ -26,7 +27,7 @@ static uint64_t tag_of(struct login_throttle *t, const char *user_id, size_t *se
         crypto_shorthash_keygen(t->key);
         t->keyed = true;
     }
-    crypto_shorthash(h, (const unsigned char *)user_id, strlen(user_id), t->key);
+    crypto_shorthash(h, (const unsigned char *)budget, strlen(budget), t->key);
     memcpy(&tag, h, sizeof(tag));
     if (tag == 0)
         tag = 1;
@@ -35,10 +36,10 @@ static uint64_t tag_of(struct login_throttle *t, const char *user_id, size_t *se
 }
 
 /* @locality worker that owns the shard of @p t */
-static struct throttle_slot *slot_find(struct login_throttle *t, const char *user_id,
+static struct throttle_slot *slot_find(struct login_throttle *t, const char *budget,
                                        uint64_t *tag, size_t *set)
 {
-    *tag = tag_of(t, user_id, set);
+    *tag = tag_of(t, budget, set);
     for (size_t w = 0; w < KCHAT_THROTTLE_WAYS; w++)
         if (t->slot[*set][w].tag == *tag)
             return &t->slot[*set][w];
@@ -76,11 +77,11 @@ static struct throttle_slot *slot_victim(struct login_throttle *t, size_t set,
     return oldest ? oldest : soonest;
 }
 
-int64_t kchat__throttle_locked(struct login_throttle *t, const char *user_id, int64_t now_ms)
+int64_t kchat__throttle_locked(struct login_throttle *t, const char *budget, int64_t now_ms)
 {
     uint64_t tag;
     size_t set;
-    struct throttle_slot *s = slot_find(t, user_id, &tag, &set);
+    struct throttle_slot *s = slot_find(t, budget, &tag, &set);
 
     if (s == NULL || s->until_ms == 0)
         return 0;
@@ -91,7 +92,7 @@ int64_t kchat__throttle_locked(struct login_throttle *t, const char *user_id, in
 }
 
 void kchat__throttle_fail(struct login_throttle *t, const kchat_config *cfg,
-                          const char *user_id, int64_t now_ms)
+                          const char *budget, int64_t now_ms)
 {
     int64_t window_ms = (int64_t)cfg->login_window * 1000;
     uint64_t tag;
@@ -100,7 +101,7 @@ void kchat__throttle_fail(struct login_throttle *t, const kchat_config *cfg,
 
     if (cfg->login_lockout <= 0)
         return;
-    s = slot_find(t, user_id, &tag, &set);
+    s = slot_find(t, budget, &tag, &set);
     if (s != NULL && slot_stale(s, window_ms, now_ms))
         *s = (struct throttle_slot){.tag = tag, .first_ms = now_ms};   /* start over */
     if (s == NULL) {
@@ -113,11 +114,11 @@ void kchat__throttle_fail(struct login_throttle *t, const kchat_config *cfg,
         s->until_ms = now_ms + (int64_t)cfg->login_lockout * 1000;
 }
 
-void kchat__throttle_reset(struct login_throttle *t, const char *user_id)
+void kchat__throttle_reset(struct login_throttle *t, const char *budget)
 {
     uint64_t tag;
     size_t set;
-    struct throttle_slot *s = slot_find(t, user_id, &tag, &set);
+    struct throttle_slot *s = slot_find(t, budget, &tag, &set);
 
     if (s != NULL)
         memset(s, 0, sizeof(*s));

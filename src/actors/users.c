@@ -185,13 +185,12 @@ int kchat__op_user_add(struct ctx *c)
     return rc;
 }
 
-/* A failed login: counted against the id, then BAD_CREDENTIALS.
+/* A failed login: counted against @p budget, then BAD_CREDENTIALS.
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
-static int login_failed(struct ctx *c)
+static int login_failed(struct ctx *c, const char *budget)
 {
-    kchat__throttle_fail(&c->sh->throttle, c->be->cfg, c->req->user_id,
-                         kchat__throttle_now_ms());
+    kchat__throttle_fail(&c->sh->throttle, c->be->cfg, budget, kchat__throttle_now_ms());
     atomic_fetch_add(&c->be->stats.login_failures, 1);
     return kchat__reply_err(c, KCHAT_WIRE_BAD_CREDENTIALS, "Unknown user or wrong password.");
 }
@@ -201,22 +200,27 @@ int kchat__op_login(struct ctx *c)
     const kchat_request *r = c->req;
     unsigned char raw[SESSION_BYTES];
     char sid[2 * SESSION_BYTES + 1], key[KCHAT__SESSION_KEY_LEN + 1];
+    char budget[KCHAT__BUDGET_LEN];
     json_t *user, *sess, *body;
     const char *hash;
     int64_t wait_ms;
     int rc;
 
-    /* A locked id is refused before anything is read or hashed: guessing
-     * costs the attacker a round trip and the server no Argon2 run. */
-    wait_ms = kchat__throttle_locked(&c->sh->throttle, r->user_id, kchat__throttle_now_ms());
+    /* The budget: the (id, device) pair's for a device that logged in
+     * before, else the id's shared one. A locked budget is refused before
+     * anything is hashed: guessing costs the attacker a round trip and the
+     * server no Argon2 run. */
+    user = kchat__user_get(c->txn, r->user_id);
+    kchat__login_budget(c, user, budget);
+    wait_ms = kchat__throttle_locked(&c->sh->throttle, budget, kchat__throttle_now_ms());
     if (wait_ms > 0) {
+        json_decref(user);
         atomic_fetch_add(&c->be->stats.logins_throttled, 1);
         return kchat__reply_err_with(c, KCHAT_WIRE_BAD_CREDENTIALS,
                                      json_pack("{s:I}", "retryAfterMs", (json_int_t)wait_ms),
                                      "Too many failed login attempts for %s; try again in "
                                      "%lld s.", r->user_id, (long long)(wait_ms + 999) / 1000);
     }
-    user = kchat__user_get(c->txn, r->user_id);
     hash = user ? json_string_value(json_object_get(user, "pw")) : NULL;
     if (hash == NULL) {
         /* Same work as a real check, so timing does not reveal who exists. */
@@ -224,23 +228,22 @@ int kchat__op_login(struct ctx *c)
                                                  strlen(r->user_pw));
         (void)same_work;
         json_decref(user);
-        return login_failed(c);
+        return login_failed(c, budget);
     }
     if (crypto_pwhash_str_verify(hash, r->user_pw, strlen(r->user_pw)) != 0) {
         json_decref(user);
-        return login_failed(c);
+        return login_failed(c, budget);
     }
-    kchat__throttle_reset(&c->sh->throttle, r->user_id);
+    kchat__throttle_reset(&c->sh->throttle, budget);
     randombytes_buf(raw, sizeof(raw));
     sodium_bin2hex(sid, sizeof(sid), raw, sizeof(raw));
     kchat__session_key(sid, strlen(sid), key);
     sess = json_pack("{s:s, s:I}", "u", r->user_id, "t", (json_int_t)c->now_ms);
     json_object_set_new(user, "loginDate", now_string(c));
-    if (sess == NULL)
-        rc = KCHAT_ENOMEM;
-    else if ((rc = kchat__put_json(c->txn, KCHAT_TBL_SESSIONS, key, strlen(key), sess)) ==
-                 KCHAT_OK &&
-             (rc = user_put(c, user)) == KCHAT_OK) {
+    rc = sess == NULL ? KCHAT_ENOMEM : kchat__device_remember(c, user);
+    if (rc == KCHAT_OK &&
+        (rc = kchat__put_json(c->txn, KCHAT_TBL_SESSIONS, key, strlen(key), sess)) == KCHAT_OK &&
+        (rc = user_put(c, user)) == KCHAT_OK) {
         body = json_pack("{s:o, s:s}", "user", kchat__user_public(user), "sessionId", sid);
         rc = body ? kchat__reply_ok(c, body) : KCHAT_ENOMEM;
     }

@@ -8,7 +8,8 @@
 
 #include "kchat/error.h"
 
-enum opt_type { OPT_STR, OPT_INT, OPT_LONG, OPT_BOOL };
+/* OPT_LIST: a string to which every repeat of the option adds ",VALUE". */
+enum opt_type { OPT_STR, OPT_LIST, OPT_INT, OPT_LONG, OPT_BOOL };
 
 struct opt {
     const char *name;
@@ -96,15 +97,30 @@ static const struct opt opts[] = {
      "Failed logins of one user id within login-window seconds after which its logins "
      "are refused, even with the right password, for login-lockout seconds (answer "
      "BAD_CREDENTIALS with retryAfterMs; the gateway answers 401 with Retry-After). "
-     "Unknown user ids count too. Counted in memory by the user's shard: a restart "
-     "forgets the counts."},
+     "Unknown user ids count too. Each device that logged in before (the gateway's "
+     "kchat-device header; the user's 16 most recent are stored with the user) has its "
+     "own count; every other login of the id (unknown or no device) shares the id's "
+     "count. Counted in memory by the user's shard: a restart forgets the counts."},
     {"login-window", OPT_INT, O(login_window), "300", 1, 31536000,
      "Seconds over which failed logins of one user id are counted; the count starts "
      "with the first failure and starts over once the window has passed."},
     {"login-lockout", OPT_INT, O(login_lockout), "60", 0, 31536000,
-     "Seconds a user id stays locked after login-max-failures failures; the password is "
-     "not even checked meanwhile. A successful login resets the count. 0 turns login "
+     "Seconds a user id (or one of its known devices) stays locked after "
+     "login-max-failures failures; the password is not even checked meanwhile. A successful login resets the count. 0 turns login "
      "throttling off."},
+    {"login-addr-max-failures", OPT_INT, O(login_addr_max_failures), "20", 1, 1000000,
+     "Gateway: failed logins (any user id) from one client address within "
+     "login-addr-window seconds after which the gateway answers that address's logins "
+     "429 TOO_MANY_REQUESTS with Retry-After until the window ends. Counted in memory "
+     "in a fixed table of 4096 addresses (the oldest of a set evicted)."},
+    {"login-addr-window", OPT_INT, O(login_addr_window), "300", 1, 31536000,
+     "Gateway: seconds over which failed logins of one client address are counted; the "
+     "count starts with the first failure and starts over once the window has passed."},
+    {"trusted-proxy", OPT_LIST, O(trusted_proxy), "", 0, 0,
+     "Gateway: an address or range (ADDRESS/BITS, IPv4 or IPv6) of a reverse proxy "
+     "whose X-Forwarded-For (else Forwarded: for=) names the client for the per-address "
+     "login limit; repeatable, or a comma-separated list. From any other peer those "
+     "headers are ignored and the peer's address counts. Empty: trust none."},
     {"login-retention-ms", OPT_LONG, O(login_retention_ms), "3600000", 1000, 1L << 40,
      "retention.ms of the login-request and user-add-request topics (their records "
      "carry passwords) when kchat creates them; existing topics are left as they are "
@@ -166,6 +182,17 @@ static int opt_set(kchat_config *c, const struct opt *o, const char *val,
             return KCHAT_ENOMEM;
         free(*(char **)field);
         *(char **)field = dup;
+        return KCHAT_OK;
+    }
+    case OPT_LIST: {
+        const char *old = *(char **)field ? *(char **)field : "";
+        size_t len = strlen(old) + 1 + strlen(val) + 1;
+        char *cat = malloc(len);
+        if (cat == NULL)
+            return KCHAT_ENOMEM;
+        snprintf(cat, len, "%s%s%s", old, old[0] && val[0] ? "," : "", val);
+        free(*(char **)field);
+        *(char **)field = cat;
         return KCHAT_OK;
     }
     case OPT_BOOL:
@@ -256,7 +283,7 @@ int kchat_config_init(kchat_config *c)
 void kchat_config_release(kchat_config *c)
 {
     for (size_t i = 0; i < N_OPTS; i++)
-        if (opts[i].type == OPT_STR) {
+        if (opts[i].type == OPT_STR || opts[i].type == OPT_LIST) {
             char **field = (char **)((char *)c + opts[i].offset);
             free(*field);
             *field = NULL;
@@ -418,6 +445,7 @@ static const char *type_name(enum opt_type t)
 {
     switch (t) {
     case OPT_STR: return "string";
+    case OPT_LIST: return "list";
     case OPT_INT:
     case OPT_LONG: return "integer";
     case OPT_BOOL: return "bool";

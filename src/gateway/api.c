@@ -297,6 +297,7 @@ void kchat__gw_api_handle(kchat_gateway *gw, struct evhttp_request *req, const c
     char user[72] = "", session[136] = "";
     bool authed = session_from_cookie(req, user, sizeof(user), session, sizeof(session));
     api_route r;
+    gw_login login;
     json_t *body;
 
     route_match(path, evhttp_request_get_command(req), &r);
@@ -325,7 +326,10 @@ void kchat__gw_api_handle(kchat_gateway *gw, struct evhttp_request *req, const c
         goto out;
     if (r.kind == GW_PEND_SSE && !kchat__gw_stream_may_open(gw, req, user, started))
         goto out;
-    kchat__gw_pending_send(gw, req, r.route, r.kind, r.op, user, session, body, started);
+    if (r.op == KCHAT_OP_LOGIN && !kchat__gw_guard_login(gw, req, &login, started))
+        goto out;   /* guard.c: per-address limit, device cookie */
+    kchat__gw_pending_send(gw, req, r.route, r.kind, r.op, user, session,
+                           r.op == KCHAT_OP_LOGIN ? &login : NULL, body, started);
 out:
     json_decref(body);
 }
@@ -387,6 +391,8 @@ void kchat__gw_api_answer(kchat_gateway *gw, const gw_item *it)
         status = wire_status(json_is_string(code) ? json_string_value(code) : "");
     if (!ok && call.op == KCHAT_OP_LOGIN && json_is_integer(json_object_get(v, "retryAfterMs")))
         retry_after(req, v);
+    if (!ok && call.op == KCHAT_OP_LOGIN && status == 401)
+        kchat__gw_guard_login_failed(gw, &call.login);
     if (call.kind == GW_PEND_SSE) {
         if (ok)
             kchat__gw_stream_open(gw, &call, req);

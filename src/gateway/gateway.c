@@ -246,6 +246,8 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
         fprintf(stderr, "kchat gateway: WARNING: no --secret-file: passwords and sessions "
                         "cross Kafka in the clear, and anyone who can write kchat's topics can "
                         "forge answers and events (docs/security.md)\n");
+    if ((rc = kchat__gw_guard_new(cfg, &gw->guard, errstr, errstr_size)) != KCHAT_OK)
+        goto err_stop;
     rc = KCHAT_ENOMEM;
     snprintf(errstr, errstr_size, "cannot set up libevent");
     if (!loop_setup(gw))
@@ -339,6 +341,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
     if (gw->base)
         event_base_free(gw->base);
     free(gw->pending);
+    kchat__gw_guard_free(gw->guard);
     free(gw->events_next);
     free(gw->brokers);
     kchat_auth_free(gw->auth);

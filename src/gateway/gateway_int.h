@@ -54,6 +54,7 @@
 #include "kchat/auth.h"
 #include "kchat/codec.h"
 #include "kchat/config.h"
+#include "guard.h"
 #include "kchat/error.h"
 #include "kchat/gateway.h"
 #include "kchat/ops_http.h"
@@ -121,6 +122,7 @@ struct kchat_gateway {
     pthread_t loop_thread, kafka_thread;
     bool loop_started, kafka_started;
     struct gw_conn *conns;       /**< [loop] connections whose first request is still due */
+    gw_guard *guard;             /**< [loop] login guard: device cookies, per-address limit */
 
     /* Kafka; the handles are librdkafka's and thread-safe */
     rd_kafka_t *producer;
@@ -340,20 +342,22 @@ typedef struct gw_pending {
     char user[72];
     char session[136];
     char last_event_id[48];      /**< SSE: the request's Last-Event-ID */
+    gw_login login;              /**< a login's device digest and client address */
     struct event *timer;
     double started;              /**< monotonic seconds */
 } gw_pending;
 
 /**
  * @brief Produce @p body as the request of @p op, keyed by @p user, with a
- *        fresh kchat-cid and @p session, and wait for its answer (or
+ *        fresh kchat-cid and @p session (and, for a login, @p login's device
+ *        digest in kchat-device; NULL: none), and wait for its answer (or
  *        http-timeout-ms). Answers @p req itself when it cannot: not ready,
  *        table full, body not encodable or too large, produce refused.
  * @locality loop thread
  */
 void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int route, int kind,
                             kchat_op op, const char *user, const char *session,
-                            const json_t *body, double started);
+                            const gw_login *login, const json_t *body, double started);
 
 /**
  * @brief Take the call waiting for @p cid out of the table.

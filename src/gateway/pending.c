@@ -109,6 +109,8 @@ static rd_kafka_headers_t *request_headers(kchat_gateway *gw, kchat_op op, const
 
     rd_kafka_header_add(hdrs, KCHAT_HDR_CID, -1, p->cid, -1);
     rd_kafka_header_add(hdrs, KCHAT_HDR_CTYPE, -1, "application/json", -1);
+    if (p->login.device[0] != '\0')   /* a login naming its device (guard.c) */
+        rd_kafka_header_add(hdrs, KCHAT_HDR_DEVICE, -1, p->login.device, -1);
     if (gw->auth == NULL) {
         rd_kafka_header_add(hdrs, KCHAT_HDR_SESSION, -1, p->session, -1);
         return hdrs;
@@ -152,7 +154,7 @@ static int pending_free_slot(kchat_gateway *gw)
 
 void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int route, int kind,
                             kchat_op op, const char *user, const char *session,
-                            const json_t *body, double started)
+                            const gw_login *login, const json_t *body, double started)
 {
     struct timeval tv = {gw->cfg->http_timeout_ms / 1000, (gw->cfg->http_timeout_ms % 1000) * 1000};
     gw_pending *p = NULL;
@@ -197,6 +199,10 @@ void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int r
     snprintf(p->user, sizeof(p->user), "%s", user);
     snprintf(p->session, sizeof(p->session), "%s", session ? session : "");
     p->last_event_id[0] = '\0';
+    if (login != NULL)
+        p->login = *login;
+    else
+        memset(&p->login, 0, sizeof(p->login));
     if (kind == GW_PEND_SSE) {
         const char *lei = evhttp_find_header(evhttp_request_get_input_headers(req),
                                              "Last-Event-ID");

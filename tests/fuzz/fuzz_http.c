@@ -51,7 +51,8 @@
  *    it carries a non-empty errorCode and an errorMessage, below 400 no
  *    errorCode but "";
  *  - every Set-Cookie is the kchat_session cookie, HttpOnly, SameSite=Strict,
- *    Path=/;
+ *    Path=/, or the login guard's kchat_device cookie (32 hex digits,
+ *    HttpOnly, SameSite=Strict, Path=/api/login, Max-Age of a year);
  *  - in an event stream, every event has an `id: P-OFFSET` (offsets rising,
  *    so nothing is repeated), an `event:` of [A-Za-z0-9_-], and `data:` that
  *    is one JSON object.
@@ -64,6 +65,7 @@
  */
 #include "gateway/gateway_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stddef.h>
@@ -144,6 +146,10 @@ static void setup(void)
     gw->next_stream_id = 1;
     FUZZ_CHECK((gw->brokers = strdup("")) != NULL);
     FUZZ_CHECK((gw->pending = calloc((size_t)fz.cfg.max_pending, sizeof *gw->pending)) != NULL);
+    {
+        char err[256];
+        FUZZ_CHECK(kchat__gw_guard_new(&fz.cfg, &gw->guard, err, sizeof(err)) == KCHAT_OK);
+    }
     FUZZ_CHECK((gw->base = event_base_new()) != NULL);
     FUZZ_CHECK((gw->http = evhttp_new(gw->base)) != NULL);
     kchat__gw_http_setup(gw);
@@ -593,6 +599,16 @@ static size_t check_response(const char *p, const char *end)
         } else if (starts_with_ci(line, len, "Content-Type:")) {
             json = starts_with_ci(value, vlen, "application/json");
             sse = starts_with_ci(value, vlen, "text/event-stream");
+        } else if (starts_with_ci(line, len, "Set-Cookie:") &&
+                   starts_with_ci(value, vlen, "kchat_device=")) {
+            /* the login guard's device cookie: 32 hex digits, then exactly these */
+            static const char attrs[] =
+                "; HttpOnly; SameSite=Strict; Path=/api/login; Max-Age=31536000";
+            const size_t at = strlen("kchat_device=");
+            FUZZ_CHECK(vlen == at + 32 + strlen(attrs));
+            for (size_t i = at; i < at + 32; i++)
+                FUZZ_CHECK(isxdigit((unsigned char)value[i]));
+            FUZZ_CHECK(!strncmp(value + at + 32, attrs, strlen(attrs)));
         } else if (starts_with_ci(line, len, "Set-Cookie:")) {
             static const char attrs[] = "; HttpOnly; SameSite=Strict; Path=/";
             FUZZ_CHECK(starts_with_ci(value, vlen, "kchat_session="));

@@ -9,7 +9,11 @@
  *    another shard are not affected; unknown ids are throttled too and leave
  *    no stored state; a success resets the count; a locked login costs no
  *    Argon2 run; --login-lockout 0 turns it off; over HTTP a locked login is
- *    401 BAD_CREDENTIALS (PROTOCOL.md §8) with Retry-After;
+ *    401 BAD_CREDENTIALS (PROTOCOL.md §8) with Retry-After. These logins
+ *    name no device (no kchat-device header; over HTTP, each browser's first
+ *    login is from a new device), so they all count against the id's shared
+ *    "untrusted" budget; the devices' own budgets and the gateway's limit
+ *    per client address are tested by tests/regress/0045;
  *  - sessions: user A's session on every request of user B (same shard and
  *    another shard) is UNAUTHENTICATED and changes nothing; garbage session
  *    strings are refused; an idle session expires; over HTTP a cookie naming
