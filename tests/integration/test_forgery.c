@@ -466,7 +466,7 @@ static void test_forged_event_not_delivered(void **state)
     r = kh_do(&alice.b, "POST", path, json_pack("{s:s}", "message", "the first, genuine"));
     CHECK(r->status == 201, "first message: %ld", r->status);
     kh_resp_free(r);
-    CHECK(kh_sse_wait(s, 0, event_says, "the first, genuine", 10000) != NULL,
+    CHECK(kh_sse_wait(s, 0, event_says, (void *)"the first, genuine", 10000) != NULL,
           "bob did not get the genuine message");
     const kc_record *genuine = kc_wait_record(g_c, mark, is_chat_to, bob.id, 10000);
     CHECK(genuine != NULL, "bob's chat event not seen on Kafka");
@@ -497,10 +497,10 @@ static void test_forged_event_not_delivered(void **state)
     r = kh_do(&alice.b, "POST", path, json_pack("{s:s}", "message", "the second, genuine"));
     CHECK(r->status == 201, "second message: %ld", r->status);
     kh_resp_free(r);
-    CHECK(kh_sse_wait(s, 0, event_says, "the second, genuine", 10000) != NULL,
+    CHECK(kh_sse_wait(s, 0, event_says, (void *)"the second, genuine", 10000) != NULL,
           "bob did not get the second genuine message");
     kc_sleep_ms(500);
-    CHECK(kh_sse_wait(s, 0, event_says, "FORGED", 0) == NULL, "a forged event reached bob");
+    CHECK(kh_sse_wait(s, 0, event_says, (void *)"FORGED", 0) == NULL, "a forged event reached bob");
     kh_sse_close(s);
 }
 
