@@ -13,7 +13,8 @@
  *   sse.c       event streams (Server-Sent Events)
  *   static.c    the chat page's files
  *   metrics.c   GET /metrics, /healthz, /readyz and the counters
- *   deadline.c  the first-request deadline of every connection
+ *   deadline.c  the deadline of every request of every connection
+ *   origin.c    the Origin check of state-changing calls
  *
  * Threads, and what goes from one to another:
  *  - the loop thread (gateway.c, loop_main()) runs libevent: every HTTP
@@ -118,7 +119,7 @@ struct kchat_gateway {
     struct event *tick_ev;       /**< every few seconds: heartbeats */
     pthread_t loop_thread, kafka_thread;
     bool loop_started, kafka_started;
-    struct gw_conn *conns;       /**< [loop] connections whose first request is still due */
+    struct gw_conn *conns;       /**< [loop] connections under the request deadline */
 
     /* Kafka; the handles are librdkafka's and thread-safe */
     rd_kafka_t *producer;
@@ -205,6 +206,18 @@ struct gw_item *kchat__gw_event_item(const rd_kafka_message_t *m, int kind);
  * @locks takes gw->lock (must not be held) to publish gw->ready
  */
 void *kchat__gw_kafka_main(void *arg);
+
+/* ---- origin.c ------------------------------------------------------------ */
+
+/**
+ * @brief Whether @p req may change state as its origin asks: true for GET
+ *        and HEAD; for POST, PUT and DELETE true when its Origin is listed in
+ *        --allow-origin, or, unless Sec-Fetch-Site says cross-site, when it
+ *        has no Origin (not a browser's cross-origin call) or an Origin of
+ *        http:// or https:// and the request's own Host.
+ * @locality loop thread
+ */
+bool kchat__gw_origin_ok(kchat_gateway *gw, struct evhttp_request *req);
 
 /* ---- catchup.c ----------------------------------------------------------- */
 
@@ -446,7 +459,7 @@ void kchat__gw_readyz(kchat_gateway *gw, struct evhttp_request *req, double star
  *  @locality loop thread */
 void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double started);
 
-/* ---- deadline.c: every connection must deliver its first request within
+/* ---- deadline.c: every connection must deliver each request within
  * http-request-timeout seconds ---------------------------------------------- */
 
 /** @brief Give every new connection its deadline timer (evhttp's bufferevent
@@ -454,7 +467,9 @@ void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double sta
 void kchat__gw_deadline_setup(kchat_gateway *gw);
 
 /** @brief A request of @p req's connection reached the handler: its
- *         deadline no longer applies. @locality loop thread */
+ *         deadline no longer applies; it starts again with the first byte
+ *         after the answer (evhttp's on-complete callback of @p req is
+ *         taken for that). @locality loop thread */
 void kchat__gw_deadline_seen(kchat_gateway *gw, struct evhttp_request *req);
 
 /** @brief Free every deadline timer.
