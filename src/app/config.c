@@ -113,11 +113,17 @@ static const struct opt opts[] = {
      "line) once it listens and Kafka is ready."},
     {"web-dir", OPT_STR, O(web_dir), "./web", 0, 0,
      "Gateway: directory of the chat page; GET / serves index.html from it."},
+    {"allow-origin", OPT_STR, O(allow_origin), "", 0, 0,
+     "Gateway: other origins (scheme://host[:port], comma-separated) whose pages may make "
+     "state-changing calls (POST, PUT, DELETE). The gateway's own origin is always allowed, "
+     "and so is a call with no Origin header (curl, scripts); any other Origin, or "
+     "Sec-Fetch-Site: cross-site, gets 403 FORBIDDEN (docs/security.md)."},
     {"http-timeout-ms", OPT_INT, O(http_timeout_ms), "5000", 100, 600000,
      "Gateway: how long an HTTP call waits for the backend's answer before 504 TIMEOUT."},
     {"http-request-timeout", OPT_INT, O(http_request_timeout), "10", 1, 3600,
-     "Gateway: seconds a new connection has to deliver its whole first request, "
-     "however it trickles bytes; then it is closed."},
+     "Gateway: seconds a connection has to deliver each whole request (the first, and "
+     "each next one from the end of the previous answer), however it trickles bytes; "
+     "then it is closed."},
     {"http-idle-timeout", OPT_INT, O(http_idle_timeout), "30", 1, 3600,
      "Gateway: seconds an HTTP connection may stay silent, between requests or in "
      "the middle of one (a client trickling a request slower than that is dropped). "
