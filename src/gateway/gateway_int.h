@@ -87,7 +87,9 @@ enum gw_route {
     X(timeouts, "kchat_gateway_timeouts_total",                                 \
       "Calls the backend did not answer in time.")                              \
     X(request_deadline, "kchat_gateway_request_deadline_total",                 \
-      "Connections closed because their request did not arrive in time.")
+      "Connections closed because their request did not arrive in time.")      \
+    X(stream_resets, "kchat_gateway_stream_resets_total",                       \
+      "Streams resumed from a Last-Event-ID past the end of the log (reset).")
 
 /** The counters of GW_COUNTERS. [loop] */
 typedef struct gw_counters {
@@ -392,6 +394,8 @@ typedef struct gw_stream {
     int32_t partition;           /**< chat-events partition of the user */
     int64_t next_offset;         /**< deliver only records at or after it */
     bool catching_up;            /**< live records are held until the catch-up ends */
+    bool reset;                  /**< its Last-Event-ID was past the log's end: it
+                                      starts live with an `event: reset` */
     gw_item *held, *held_tail;
     size_t held_bytes;
     double last_write;
