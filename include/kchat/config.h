@@ -67,6 +67,7 @@ typedef struct kchat_config {
     int max_pending;        /**< most requests waiting for a backend answer (full: 503) */
     int sse_max_per_user;   /**< most open event streams per user */
     int sse_max_total;      /**< most open event streams in all */
+    int catchup_max;        /**< most catch-up readers (Kafka consumers) at once */
     int sse_buffer_kb;      /**< output buffer of one event stream; overflow closes it */
     char *x[KCHAT_CONFIG_MAX_X]; /**< `-X key=value` passthrough, in order */
     int n_x;

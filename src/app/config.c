@@ -134,6 +134,11 @@ static const struct opt opts[] = {
      "Gateway: most open event streams (GET /api/events) per user."},
     {"sse-max-total", OPT_INT, O(sse_max_total), "10000", 1, 1 << 20,
      "Gateway: most open event streams in all."},
+    {"catchup-max", OPT_INT, O(catchup_max), "4", 1, 256,
+     "Gateway: most catch-up readers at once (one Kafka consumer each) for event streams "
+     "resumed with a Last-Event-ID behind the live position. A reader serves every "
+     "resuming stream of one partition; streams of other partitions wait for a free "
+     "reader, and a stream not caught up within 10 s is closed (the browser resumes)."},
     {"sse-buffer-kb", OPT_INT, O(sse_buffer_kb), "256", 1, 1 << 20,
      "Gateway: output buffer of one event stream, in KiB; a stream whose client "
      "falls further behind is closed (the browser resumes with Last-Event-ID)."},

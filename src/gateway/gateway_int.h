@@ -5,7 +5,7 @@
  *   gateway.c   life cycle: start, stop, the loop thread, the listener
  *   kafka.c     the Kafka side: client settings, the producer's delivery
  *               reports, the Kafka thread that reads replies and events
- *   catchup.c   catch-up threads of resumed event streams
+ *   catchup.c   shared, capped catch-up readers of resumed event streams
  *   handoff.c   the queue from those threads to the loop thread
  *   http.c      evhttp set-up, dispatch by path, writing replies
  *   api.c       the API routes of PROTOCOL.md section 8
@@ -100,6 +100,8 @@ typedef struct gw_counters {
 
 /* ---- the gateway --------------------------------------------------------- */
 
+struct cu_job;
+struct cu_reader;
 struct gw_item;
 struct gw_pending;
 struct gw_stream;
@@ -129,7 +131,12 @@ struct kchat_gateway {
     atomic_bool stopping;
     atomic_bool ready;
     atomic_bool kafka_down;
-    atomic_int catchups;         /**< catch-up threads running */
+    atomic_int catchups;         /**< catch-up reader threads running */
+    atomic_int cu_consumers;     /**< their Kafka consumers (at most cfg->catchup_max) */
+    atomic_int cu_consumers_peak; /**< the most there ever were at once */
+    pthread_mutex_t cu_lock;     /**< guards cu_queue and cu_readers (catchup.c) */
+    struct cu_job *cu_queue;     /**< catch-ups waiting for a reader */
+    struct cu_reader *cu_readers; /**< cfg->catchup_max reader slots */
     int event_partitions;        /**< of chat-events; set before ready */
     int64_t *events_next;        /**< [loop after ready] next live offset per partition */
 
@@ -224,16 +231,28 @@ bool kchat__gw_origin_ok(kchat_gateway *gw, struct evhttp_request *req);
 /* ---- catchup.c ----------------------------------------------------------- */
 
 /**
- * @brief Start a catch-up thread for stream @p stream_id: it reads @p user's
- *        records of chat-events partition @p partition from @p from up to
- *        @p to and pushes them (GW_ITEM_CATCHUP), then GW_ITEM_CATCHUP_DONE.
+ * @brief Queue the catch-up of stream @p stream_id: a shared reader
+ *        (at most cfg->catchup_max at once, one partition each) reads @p
+ *        user's records of chat-events partition @p partition from @p from
+ *        up to @p to and pushes them (GW_ITEM_CATCHUP), then
+ *        GW_ITEM_CATCHUP_DONE (not ok if it did not get there within 10 s
+ *        of this call, waiting for a reader included).
  * @return KCHAT_OK; KCHAT_ENOMEM (no memory, no thread): then nothing is
  *         pushed.
  * @locality loop thread
+ * @locks takes gw->cu_lock
  */
 KCHAT_MUST_CHECK int kchat__gw_catchup_start(kchat_gateway *gw, uint64_t stream_id,
                                              const char *user, int32_t partition, int64_t from,
                                              int64_t to);
+
+/** @brief Make the cfg->catchup_max reader slots.
+ *  @return KCHAT_OK or KCHAT_ENOMEM. @locality the owner, at start */
+KCHAT_MUST_CHECK int kchat__gw_catchup_init(kchat_gateway *gw);
+
+/** @brief Free the catch-ups no reader took and the reader slots.
+ *  @locality the owner, once gw->catchups is 0 */
+void kchat__gw_catchup_free(kchat_gateway *gw);
 
 /* ---- handoff.c: from the Kafka and catch-up threads to the loop ---------- */
 
