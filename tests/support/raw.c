@@ -127,9 +127,9 @@ int kr_answers(const char *resp)
 {
     int n = 0;
 
+    /* a status line follows the previous answer's body directly */
     for (const char *p = resp; (p = strstr(p, "HTTP/1.")) != NULL; p++)
-        if (p == resp || p[-1] == '\n')
-            n++;
+        n++;
     return n;
 }
 

@@ -48,7 +48,8 @@ size_t kr_exchange(int port, const char *req, size_t len, char *out, size_t size
 /** @brief The status of the first answer in @p resp ("HTTP/1.1 NNN"), or 0. */
 int kr_status(const char *resp);
 
-/** @brief How many answers @p resp holds (lines starting "HTTP/1."). */
+/** @brief How many answers @p resp holds (status lines "HTTP/1.": the
+ *         bodies must not hold that text). */
 int kr_answers(const char *resp);
 
 /** @brief The value of header @p name of the first answer in @p resp
