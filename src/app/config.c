@@ -80,7 +80,8 @@ static const struct opt opts[] = {
     {"pwhash-mem", OPT_LONG, O(pwhash_mem), "67108864", 8192, 1L << 40,
      "Argon2id memlimit in bytes (67108864 = 64 MiB = INTERACTIVE)."},
     {"session-idle", OPT_LONG, O(session_idle), "604800", 1, 1L << 40,
-     "Seconds a session may stay unused before it expires (default 7 days)."},
+     "Seconds a session may stay unused before it expires (default 7 days). The gateway "
+     "uses it as the session cookie's Max-Age: give a separate gateway the same value."},
     {"session-check", OPT_BOOL, O(session_check), "true", 0, 0,
      "Require the kchat-session header. Turn off only for the original front "
      "end, which sends none; the server warns loudly at start when it is off."},
