@@ -41,6 +41,7 @@ static void test_resumed_streams_share_capped_readers(void **state)
     kc_user uu[N_USERS], bu;
     kh_sse *s[N_USERS * N_PER_USER];
     json_t *ids = json_array();
+    char last_text[] = "missed-2";
     double peak = -1;
     kh_resp *r;
     kc_proc *p = kr_dev_start("r0043", extra, base, sizeof(base), &port);
@@ -81,7 +82,7 @@ static void test_resumed_streams_share_capped_readers(void **state)
         assert_int_equal(kh_sse_status(s[i]), 200);
     }
     for (int i = 0; i < N_USERS * N_PER_USER; i++) {
-        const kh_event *e = kh_sse_wait(s[i], 0, is_last_chat, "missed-2", 20000);
+        const kh_event *e = kh_sse_wait(s[i], 0, is_last_chat, last_text, 20000);
         int seen = 0, rooms = 0;
         if (e == NULL)
             fail_msg("stream %d of %s did not get what it missed", i, uu[i / N_PER_USER].id);

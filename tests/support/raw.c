@@ -82,7 +82,7 @@ size_t kr_read(int fd, char *out, size_t size, int timeout_ms, bool *closed)
         ssize_t n = recv(fd, out + got, size - 1 - got, 0);
         if (n > 0) {
             got += (size_t)n;
-        } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
             if (closed)
                 *closed = true;
             break;
