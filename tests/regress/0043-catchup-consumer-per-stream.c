@@ -6,11 +6,12 @@
  * restart, say) started hundreds of consumers. Now at most --catchup-max
  * readers run, each serving every resuming stream of one partition.
  * Here 50 streams of 10 users resume at once from the start of their
- * partitions with --catchup-max 2: each must get every event it missed (the
+ * partitions at once (50 threads) with --catchup-max 2: each must get every event it missed (the
  * room and three messages, in order), and the gateway's gauge of catch-up
  * consumers must never have gone above 2. Before the fix there was no such
  * gauge and each stream had its own consumer (50 at once).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -27,6 +28,32 @@
 #define N_PER_USER 5
 #define N_MSGS 3
 
+/* One stream to open from its own thread, so that the catch-ups overlap. */
+typedef struct opener {
+    pthread_t t;
+    const kh_browser *b;
+    const char *last_id;
+    kh_sse *s;
+} opener;
+
+static void *open_main(void *arg)
+{
+    opener *o = arg;
+
+    o->s = kh_sse_open(o->b, "/api/events", o->last_id, 10000);
+    return NULL;
+}
+
+/* Closing a stream can take a while (its reader thread notices late):
+ * close them all at once too. */
+static void *close_main(void *arg)
+{
+    opener *o = arg;
+
+    kh_sse_close(o->s);
+    return NULL;
+}
+
 static bool is_last_chat(const kh_event *e, void *arg)
 {
     return !strcmp(e->event, "chat") && strstr(e->data, (const char *)arg) != NULL;
@@ -40,6 +67,7 @@ static void test_resumed_streams_share_capped_readers(void **state)
     kh_browser ub[N_USERS], bb;
     kc_user uu[N_USERS], bu;
     kh_sse *s[N_USERS * N_PER_USER];
+    opener op[N_USERS * N_PER_USER];
     json_t *ids = json_array();
     char last_text[] = "missed-2";
     double peak = -1;
@@ -65,7 +93,7 @@ static void test_resumed_streams_share_capped_readers(void **state)
     r = kh_do(&bb, "POST", "/api/friends", json_pack("{sO}", "friendId", ids));
     assert_int_equal(r->status, 200);
     kh_resp_free(r);
-    r = kh_do(&bb, "POST", "/api/rooms", json_pack("{so}", "friendId", ids));
+    r = kh_do(&bb, "POST", "/api/rooms", json_pack("{sO}", "friendId", ids));
     assert_int_equal(r->status, 201);
     snprintf(room, sizeof(room), "%s", json_string_value(json_object_get(r->json, "roomId")));
     kh_resp_free(r);
@@ -78,7 +106,13 @@ static void test_resumed_streams_share_capped_readers(void **state)
         kh_resp_free(r);
     }
     for (int i = 0; i < N_USERS * N_PER_USER; i++) {
-        s[i] = kh_sse_open(&ub[i / N_PER_USER], "/api/events", last_id[i / N_PER_USER], 5000);
+        op[i].b = &ub[i / N_PER_USER];
+        op[i].last_id = last_id[i / N_PER_USER];
+        assert_int_equal(pthread_create(&op[i].t, NULL, open_main, &op[i]), 0);
+    }
+    for (int i = 0; i < N_USERS * N_PER_USER; i++) {
+        pthread_join(op[i].t, NULL);
+        s[i] = op[i].s;
         assert_int_equal(kh_sse_status(s[i]), 200);
     }
     for (int i = 0; i < N_USERS * N_PER_USER; i++) {
@@ -104,7 +138,9 @@ static void test_resumed_streams_share_capped_readers(void **state)
         assert_true(rooms >= 1);
     }
     for (int i = 0; i < N_USERS * N_PER_USER; i++)
-        kh_sse_close(s[i]);
+        assert_int_equal(pthread_create(&op[i].t, NULL, close_main, &op[i]), 0);
+    for (int i = 0; i < N_USERS * N_PER_USER; i++)
+        pthread_join(op[i].t, NULL);
     if (!kh_metric(base, "kchat_gateway_catchup_consumers_peak", &peak))
         fail_msg("no kchat_gateway_catchup_consumers_peak on /metrics");
     fprintf(stderr, "r0043: catch-up consumers peaked at %g\n", peak);
