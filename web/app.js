@@ -953,6 +953,13 @@
       var d = parseEvent(ev);
       if (d) onRoomEvent(d);
     });
+    // The gateway could not resume from our Last-Event-ID (the log was reset
+    // or is behind it): the stream goes on live; re-read what we show.
+    es.addEventListener('reset', function () {
+      if (state.es !== es) return;
+      refreshRooms().catch(reportError);
+      if (state.currentRoomId) openRoom(state.currentRoomId);
+    });
   }
 
   function closeEvents() {

@@ -65,12 +65,15 @@ typedef struct kchat_config {
     char *metrics_http;     /**< serve: "" = off; else host:port of /healthz, /readyz, /metrics */
     char *url_file;         /**< "" = none; else the gateway's URL is written here when ready */
     char *web_dir;          /**< directory of the chat page's static files */
+    char *allow_origin;     /**< "" or comma-separated origins allowed to make
+                                 state-changing calls besides the gateway's own */
     int http_timeout_ms;    /**< wait for a backend answer before 504 */
     int http_idle_timeout;  /**< seconds an HTTP connection may stay idle between reads */
-    int http_request_timeout; /**< seconds a new connection has to deliver its first request */
+    int http_request_timeout; /**< seconds a connection has to deliver each request */
     int max_pending;        /**< most requests waiting for a backend answer (full: 503) */
     int sse_max_per_user;   /**< most open event streams per user */
     int sse_max_total;      /**< most open event streams in all */
+    int catchup_max;        /**< most catch-up readers (Kafka consumers) at once */
     int sse_buffer_kb;      /**< output buffer of one event stream; overflow closes it */
     char *x[KCHAT_CONFIG_MAX_X]; /**< `-X key=value` passthrough, in order */
     int n_x;

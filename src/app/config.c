@@ -89,7 +89,8 @@ static const struct opt opts[] = {
     {"pwhash-mem", OPT_LONG, O(pwhash_mem), "67108864", 8192, 1L << 40,
      "Argon2id memlimit in bytes (67108864 = 64 MiB = INTERACTIVE)."},
     {"session-idle", OPT_LONG, O(session_idle), "604800", 1, 1L << 40,
-     "Seconds a session may stay unused before it expires (default 7 days)."},
+     "Seconds a session may stay unused before it expires (default 7 days). The gateway "
+     "uses it as the session cookie's Max-Age: give a separate gateway the same value."},
     {"session-check", OPT_BOOL, O(session_check), "true", 0, 0,
      "Require the kchat-session header. Turn off only for the original front "
      "end, which sends none; the server warns loudly at start when it is off."},
@@ -137,11 +138,17 @@ static const struct opt opts[] = {
      "line) once it listens and Kafka is ready."},
     {"web-dir", OPT_STR, O(web_dir), "./web", 0, 0,
      "Gateway: directory of the chat page; GET / serves index.html from it."},
+    {"allow-origin", OPT_STR, O(allow_origin), "", 0, 0,
+     "Gateway: other origins (scheme://host[:port], comma-separated) whose pages may make "
+     "state-changing calls (POST, PUT, DELETE). The gateway's own origin is always allowed, "
+     "and so is a call with no Origin header (curl, scripts); any other Origin, or "
+     "Sec-Fetch-Site: cross-site, gets 403 FORBIDDEN (docs/security.md)."},
     {"http-timeout-ms", OPT_INT, O(http_timeout_ms), "5000", 100, 600000,
      "Gateway: how long an HTTP call waits for the backend's answer before 504 TIMEOUT."},
     {"http-request-timeout", OPT_INT, O(http_request_timeout), "10", 1, 3600,
-     "Gateway: seconds a new connection has to deliver its whole first request, "
-     "however it trickles bytes; then it is closed."},
+     "Gateway: seconds a connection has to deliver each whole request (the first, and "
+     "each next one from the end of the previous answer), however it trickles bytes; "
+     "then it is closed."},
     {"http-idle-timeout", OPT_INT, O(http_idle_timeout), "30", 1, 3600,
      "Gateway: seconds an HTTP connection may stay silent, between requests or in "
      "the middle of one (a client trickling a request slower than that is dropped). "
@@ -152,6 +159,11 @@ static const struct opt opts[] = {
      "Gateway: most open event streams (GET /api/events) per user."},
     {"sse-max-total", OPT_INT, O(sse_max_total), "10000", 1, 1 << 20,
      "Gateway: most open event streams in all."},
+    {"catchup-max", OPT_INT, O(catchup_max), "4", 1, 256,
+     "Gateway: most catch-up readers at once (one Kafka consumer each) for event streams "
+     "resumed with a Last-Event-ID behind the live position. A reader serves every "
+     "resuming stream of one partition; streams of other partitions wait for a free "
+     "reader, and a stream not caught up within 10 s is closed (the browser resumes)."},
     {"sse-buffer-kb", OPT_INT, O(sse_buffer_kb), "256", 1, 1 << 20,
      "Gateway: output buffer of one event stream, in KiB; a stream whose client "
      "falls further behind is closed (the browser resumes with Last-Event-ID)."},

@@ -63,13 +63,17 @@ static bool session_from_cookie(struct evhttp_request *req, char *user, size_t u
 
 /* Set the session cookie, or clear it when @p user is NULL.
  * @locality loop thread */
-static void set_cookie(struct evhttp_request *req, const char *user, const char *session)
+static void set_cookie(kchat_gateway *gw, struct evhttp_request *req, const char *user,
+                       const char *session)
 {
     char buf[512];
 
+    /* Max-Age: the session's idle time (--session-idle), so that the browser
+     * forgets the cookie when the backend would have expired the session */
     if (user)
-        snprintf(buf, sizeof(buf), "kchat_session=%s.%s; HttpOnly; SameSite=Strict; Path=/",
-                 user, session);
+        snprintf(buf, sizeof(buf),
+                 "kchat_session=%s.%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%ld", user,
+                 session, gw->cfg->session_idle);
     else
         snprintf(buf, sizeof(buf),
                  "kchat_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
@@ -314,6 +318,11 @@ void kchat__gw_api_handle(kchat_gateway *gw, struct evhttp_request *req, const c
         method_not_allowed(gw, req, r.route, started);
         return;
     }
+    if (!kchat__gw_origin_ok(gw, req)) {
+        kchat__gw_reply_error(gw, req, r.route, 403, "FORBIDDEN",
+                              "Calls from this origin are not allowed.", started);
+        return;
+    }
     if (!r.has_body)
         body = json_object();
     else if ((body = read_body(gw, req, r.route, r.body_optional, started)) == NULL)
@@ -403,10 +412,10 @@ void kchat__gw_api_answer(kchat_gateway *gw, const gw_item *it)
     }
     sid = json_object_get(v, "sessionId");
     if (call.op == KCHAT_OP_LOGIN && ok && json_is_string(sid))
-        set_cookie(req, call.user, json_string_value(sid));
+        set_cookie(gw, req, call.user, json_string_value(sid));
     json_object_del(v, "sessionId");   /* the cookie only (PROTOCOL.md section 8) */
     if (call.op == KCHAT_OP_LOGOUT) {
-        set_cookie(req, NULL, NULL);
+        set_cookie(gw, req, NULL, NULL);
         if (ok) /* that session's streams end with it */
             kchat__gw_streams_end_session(gw, call.user, call.session);
     }

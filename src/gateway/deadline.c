@@ -1,30 +1,44 @@
 /*
- * The request deadline: a connection must deliver a whole first request
- * within http-request-timeout seconds, however slowly it trickles bytes.
+ * The request deadline: a connection must deliver each whole request within
+ * http-request-timeout seconds, however slowly it trickles bytes: the first
+ * from the moment it connects, each next one from its first byte.
  *
  * evhttp's own timeout (http-idle-timeout) restarts with every byte read, so
  * a client sending one header byte a second would hold its connection for
  * ever. Every new connection gets a timer; if no request has reached the
  * handler when it fires, the socket is shut down and evhttp frees the
- * connection on the error that follows. A reference on the bufferevent keeps
- * it valid until the timer has run, whatever evhttp did meanwhile.
+ * connection on the error that follows. Once a request is answered the
+ * connection is idle (evhttp's idle timeout is in charge) until a byte of the
+ * next request arrives, which starts the deadline again (issue 12: the
+ * deadline used to cover only the first request). A reference on the
+ * bufferevent keeps it valid until a timer run finds that evhttp has let go
+ * of it (its callbacks are gone); while a request is in the handler or the
+ * connection is idle, the timer only comes back to look.
  *
  * Loop thread only.
  */
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 
 #include "gateway/gateway_int.h"
 
+enum conn_state {
+    CONN_DUE,        /* a request is due: the deadline runs */
+    CONN_SERVED,     /* a request is in the handler (a call, an event stream) */
+    CONN_IDLE,       /* answered; no byte of the next request yet */
+};
+
 struct gw_conn {
-    struct gw_conn *prev, *next;   /* gw->conns: connections still on the clock */
+    struct gw_conn *prev, *next;   /* gw->conns: connections still watched */
     kchat_gateway *gw;
-    struct bufferevent *bev;       /* referenced until the timer ran */
+    struct bufferevent *bev;       /* referenced until released */
     struct event *timer;
-    bool seen;                     /* a request reached the handler */
+    struct evbuffer_cb_entry *input_cb; /* on the input buffer: a byte came */
+    enum conn_state state;
 };
 
 /* Take @p c off gw->conns and free it.
@@ -37,12 +51,33 @@ static void conn_release(struct gw_conn *c)
         c->gw->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->input_cb)
+        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
     event_free(c->timer);
     bufferevent_decref(c->bev);
     free(c);
 }
 
-/* The deadline of @p arg's connection: shut it down if no request came.
+/* (Re)start @p c's timer: http-request-timeout seconds. */
+static void conn_arm(struct gw_conn *c)
+{
+    struct timeval tv = {c->gw->cfg->http_request_timeout, 0};
+
+    evtimer_add(c->timer, &tv);
+}
+
+/* Whether evhttp has let go of @p c's connection (bufferevent_free() clears
+ * the callbacks; our reference keeps the rest valid). */
+static bool conn_gone(const struct gw_conn *c)
+{
+    bufferevent_data_cb rd = NULL;
+
+    bufferevent_getcb(c->bev, &rd, NULL, NULL, NULL);
+    return rd == NULL;
+}
+
+/* The deadline of @p arg's connection: shut it down if its request did not
+ * come; forget it if evhttp has closed it; else look again later.
  * @locality loop thread (libevent timer callback) */
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -51,11 +86,42 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (!c->seen && sock >= 0) {
+    if (conn_gone(c) || sock < 0) {
+        conn_release(c);
+    } else if (c->state == CONN_DUE) {
         shutdown(sock, SHUT_RDWR);
         c->gw->counters.request_deadline++;
+        conn_release(c);
+    } else {
+        conn_arm(c);
     }
-    conn_release(c);
+}
+
+/* Bytes added to an idle connection's input: the next request started.
+ * @locality loop thread (evbuffer callback, while evhttp reads) */
+static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct gw_conn *c = arg;
+
+    (void)buf;
+    if (c->state == CONN_IDLE && info->n_added > 0) {
+        c->state = CONN_DUE;
+        conn_arm(c);
+    }
+}
+
+/* A request of @p arg's connection was answered: idle until the next byte.
+ * @locality loop thread (evhttp's on-complete callback) */
+static void request_done_cb(struct evhttp_request *req, void *arg)
+{
+    struct gw_conn *c = arg;
+
+    (void)req;
+    c->state = CONN_IDLE;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        c->state = CONN_DUE;   /* the next one is already here (pipelined) */
+        conn_arm(c);
+    }
 }
 
 /* evhttp's bufferevent callback: a new connection, with its deadline.
@@ -63,7 +129,6 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 static struct bufferevent *bev_new(struct event_base *base, void *arg)
 {
     kchat_gateway *gw = arg;
-    struct timeval tv = {gw->cfg->http_request_timeout, 0};
     struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     struct gw_conn *c;
 
@@ -76,12 +141,14 @@ static struct bufferevent *bev_new(struct event_base *base, void *arg)
     }
     c->gw = gw;
     c->bev = bev;
+    c->state = CONN_DUE;
+    c->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), input_cb, c);
     bufferevent_incref(bev);
     c->next = gw->conns;
     if (gw->conns)
         gw->conns->prev = c;
     gw->conns = c;
-    evtimer_add(c->timer, &tv);
+    conn_arm(c);
     return bev;
 }
 
@@ -97,7 +164,8 @@ void kchat__gw_deadline_seen(kchat_gateway *gw, struct evhttp_request *req)
 
     for (struct gw_conn *c = gw->conns; bev && c; c = c->next)
         if (c->bev == bev) {
-            c->seen = true;
+            c->state = CONN_SERVED;
+            evhttp_request_set_on_complete_cb(req, request_done_cb, c);
             return;
         }
 }

@@ -233,10 +233,12 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
         return KCHAT_ENOMEM;
     gw->cfg = cfg;
     pthread_mutex_init(&gw->lock, NULL);
+    pthread_mutex_init(&gw->cu_lock, NULL);
     pthread_cond_init(&gw->ready_cond, NULL);
     gw->next_stream_id = 1;
     if ((gw->brokers = strdup(brokers)) == NULL ||
-        (gw->pending = calloc((size_t)cfg->max_pending, sizeof(gw_pending))) == NULL)
+        (gw->pending = calloc((size_t)cfg->max_pending, sizeof(gw_pending))) == NULL ||
+        kchat__gw_catchup_init(gw) != KCHAT_OK)
         goto err_stop;
     gw->n_pending = 0;
     if (cfg->secret_file[0] != '\0' &&
@@ -327,6 +329,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
     if (atomic_load(&gw->catchups) > 0)
         return; /* a catch-up thread is stuck: leak rather than crash */
     kchat__gw_queue_free(gw);
+    kchat__gw_catchup_free(gw);
     if (!gw->loop_started && gw->http)
         kchat__gw_shutdown_http(gw);
     if (gw->http)
@@ -346,6 +349,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
     free(gw->brokers);
     kchat_auth_free(gw->auth);
     pthread_mutex_destroy(&gw->lock);
+    pthread_mutex_destroy(&gw->cu_lock);
     pthread_cond_destroy(&gw->ready_cond);
     free(gw);
 }

@@ -5,7 +5,7 @@
  *   gateway.c   life cycle: start, stop, the loop thread, the listener
  *   kafka.c     the Kafka side: client settings, the producer's delivery
  *               reports, the Kafka thread that reads replies and events
- *   catchup.c   catch-up threads of resumed event streams
+ *   catchup.c   shared, capped catch-up readers of resumed event streams
  *   handoff.c   the queue from those threads to the loop thread
  *   http.c      evhttp set-up, dispatch by path, writing replies
  *   api.c       the API routes of PROTOCOL.md section 8
@@ -13,7 +13,8 @@
  *   sse.c       event streams (Server-Sent Events)
  *   static.c    the chat page's files
  *   metrics.c   GET /metrics, /healthz, /readyz and the counters
- *   deadline.c  the first-request deadline of every connection
+ *   deadline.c  the deadline of every request of every connection
+ *   origin.c    the Origin check of state-changing calls
  *
  * Threads, and what goes from one to another:
  *  - the loop thread (gateway.c, loop_main()) runs libevent: every HTTP
@@ -88,7 +89,9 @@ enum gw_route {
     X(timeouts, "kchat_gateway_timeouts_total",                                 \
       "Calls the backend did not answer in time.")                              \
     X(request_deadline, "kchat_gateway_request_deadline_total",                 \
-      "Connections closed because their request did not arrive in time.")
+      "Connections closed because their request did not arrive in time.")      \
+    X(stream_resets, "kchat_gateway_stream_resets_total",                       \
+      "Streams resumed from a Last-Event-ID past the end of the log (reset).")
 
 /** The counters of GW_COUNTERS. [loop] */
 typedef struct gw_counters {
@@ -99,6 +102,8 @@ typedef struct gw_counters {
 
 /* ---- the gateway --------------------------------------------------------- */
 
+struct cu_job;
+struct cu_reader;
 struct gw_item;
 struct gw_pending;
 struct gw_stream;
@@ -121,7 +126,7 @@ struct kchat_gateway {
     struct event *tick_ev;       /**< every few seconds: heartbeats */
     pthread_t loop_thread, kafka_thread;
     bool loop_started, kafka_started;
-    struct gw_conn *conns;       /**< [loop] connections whose first request is still due */
+    struct gw_conn *conns;       /**< [loop] connections under the request deadline */
     gw_guard *guard;             /**< [loop] login guard: device cookies, per-address limit */
 
     /* Kafka; the handles are librdkafka's and thread-safe */
@@ -130,7 +135,12 @@ struct kchat_gateway {
     atomic_bool stopping;
     atomic_bool ready;
     atomic_bool kafka_down;
-    atomic_int catchups;         /**< catch-up threads running */
+    atomic_int catchups;         /**< catch-up reader threads running */
+    atomic_int cu_consumers;     /**< their Kafka consumers (at most cfg->catchup_max) */
+    atomic_int cu_consumers_peak; /**< the most there ever were at once */
+    pthread_mutex_t cu_lock;     /**< guards cu_queue and cu_readers (catchup.c) */
+    struct cu_job *cu_queue;     /**< catch-ups waiting for a reader */
+    struct cu_reader *cu_readers; /**< cfg->catchup_max reader slots */
     int event_partitions;        /**< of chat-events; set before ready */
     int64_t *events_next;        /**< [loop after ready] next live offset per partition */
 
@@ -216,19 +226,43 @@ struct gw_item *kchat__gw_event_item(const rd_kafka_message_t *m, int kind);
  */
 void *kchat__gw_kafka_main(void *arg);
 
+/* ---- origin.c ------------------------------------------------------------ */
+
+/**
+ * @brief Whether @p req may change state as its origin asks: true for GET
+ *        and HEAD; for POST, PUT and DELETE true when its Origin is listed in
+ *        --allow-origin, or, unless Sec-Fetch-Site says cross-site, when it
+ *        has no Origin (not a browser's cross-origin call) or an Origin of
+ *        http:// or https:// and the request's own Host.
+ * @locality loop thread
+ */
+bool kchat__gw_origin_ok(kchat_gateway *gw, struct evhttp_request *req);
+
 /* ---- catchup.c ----------------------------------------------------------- */
 
 /**
- * @brief Start a catch-up thread for stream @p stream_id: it reads @p user's
- *        records of chat-events partition @p partition from @p from up to
- *        @p to and pushes them (GW_ITEM_CATCHUP), then GW_ITEM_CATCHUP_DONE.
+ * @brief Queue the catch-up of stream @p stream_id: a shared reader
+ *        (at most cfg->catchup_max at once, one partition each) reads @p
+ *        user's records of chat-events partition @p partition from @p from
+ *        up to @p to and pushes them (GW_ITEM_CATCHUP), then
+ *        GW_ITEM_CATCHUP_DONE (not ok if it did not get there within 10 s
+ *        of this call, waiting for a reader included).
  * @return KCHAT_OK; KCHAT_ENOMEM (no memory, no thread): then nothing is
  *         pushed.
  * @locality loop thread
+ * @locks takes gw->cu_lock
  */
 KCHAT_MUST_CHECK int kchat__gw_catchup_start(kchat_gateway *gw, uint64_t stream_id,
                                              const char *user, int32_t partition, int64_t from,
                                              int64_t to);
+
+/** @brief Make the cfg->catchup_max reader slots.
+ *  @return KCHAT_OK or KCHAT_ENOMEM. @locality the owner, at start */
+KCHAT_MUST_CHECK int kchat__gw_catchup_init(kchat_gateway *gw);
+
+/** @brief Free the catch-ups no reader took and the reader slots.
+ *  @locality the owner, once gw->catchups is 0 */
+void kchat__gw_catchup_free(kchat_gateway *gw);
 
 /* ---- handoff.c: from the Kafka and catch-up threads to the loop ---------- */
 
@@ -391,6 +425,8 @@ typedef struct gw_stream {
     int32_t partition;           /**< chat-events partition of the user */
     int64_t next_offset;         /**< deliver only records at or after it */
     bool catching_up;            /**< live records are held until the catch-up ends */
+    bool reset;                  /**< its Last-Event-ID was past the log's end: it
+                                      starts live with an `event: reset` */
     gw_item *held, *held_tail;
     size_t held_bytes;
     double last_write;
@@ -458,7 +494,7 @@ void kchat__gw_readyz(kchat_gateway *gw, struct evhttp_request *req, double star
  *  @locality loop thread */
 void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double started);
 
-/* ---- deadline.c: every connection must deliver its first request within
+/* ---- deadline.c: every connection must deliver each request within
  * http-request-timeout seconds ---------------------------------------------- */
 
 /** @brief Give every new connection its deadline timer (evhttp's bufferevent
@@ -466,7 +502,9 @@ void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double sta
 void kchat__gw_deadline_setup(kchat_gateway *gw);
 
 /** @brief A request of @p req's connection reached the handler: its
- *         deadline no longer applies. @locality loop thread */
+ *         deadline no longer applies; it starts again with the first byte
+ *         after the answer (evhttp's on-complete callback of @p req is
+ *         taken for that). @locality loop thread */
 void kchat__gw_deadline_seen(kchat_gateway *gw, struct evhttp_request *req);
 
 /** @brief Free every deadline timer.

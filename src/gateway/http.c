@@ -9,12 +9,19 @@
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <jansson.h>
 
 #include "kchat/codec.h"
 #include "kchat/error.h"
 
 #define GW_READ_BODY_MAX (1024 * 1024)
+
+/* The chat page's policy: its own scripts, styles and calls only, and no
+ * page may frame it (clickjacking). */
+#define GW_CSP "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " \
+               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; " \
+               "frame-ancestors 'none'"
 
 static const char *reason(int code)
 {
@@ -31,6 +38,7 @@ static const char *reason(int code)
     case 415: return "Unsupported Media Type";
     case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
     default: return "Status";
@@ -45,6 +53,10 @@ void kchat__gw_reply(kchat_gateway *gw, struct evhttp_request *req, int route, i
     if (ctype)
         evhttp_add_header(h, "Content-Type", ctype);
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    /* On every reply, the page's files and the API alike (docs/security.md,
+     * "The gateway's edge"): a <meta> policy cannot say frame-ancestors. */
+    evhttp_add_header(h, "Content-Security-Policy", GW_CSP);
+    evhttp_add_header(h, "X-Frame-Options", "DENY");
     if (route != GW_ROUTE_static)
         evhttp_add_header(h, "Cache-Control", "no-store");
     /* A HEAD reply has no body, but libevent 2.1 writes the one it is
@@ -87,6 +99,53 @@ void kchat__gw_reply_error(kchat_gateway *gw, struct evhttp_request *req, int ro
     json_decref(v);
 }
 
+/* Whether @p v is 1*DIGIT (RFC 9110 section 8.6): no sign, no space. */
+static bool all_digits(const char *v)
+{
+    if (v == NULL || *v == '\0')
+        return false;
+    for (; *v; v++)
+        if (*v < '0' || *v > '9')
+            return false;
+    return true;
+}
+
+/* The framing of @p req as RFC 9112 section 6.3 wants it, or why not:
+ * every Content-Length 1*DIGIT and all of them the same, no
+ * Transfer-Encoding together with one, and a Transfer-Encoding only as the
+ * single word "chunked" (the one coding libevent decodes). evhttp framed
+ * the body by the first Content-Length, so a request failing this is
+ * answered and its connection closed before the rest is read as another
+ * request (request smuggling).
+ * @return NULL if the framing is sound, else the message of the 400/501;
+ *         *code the status.
+ * @locality loop thread */
+static const char *bad_framing(struct evhttp_request *req, int *code)
+{
+    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *cl = NULL;
+    int n_te = 0;
+
+    *code = 400;
+    for (const struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
+        if (!evutil_ascii_strcasecmp(kv->key, "Content-Length")) {
+            if (!all_digits(kv->value))
+                return "Content-Length must be digits only.";
+            if (cl && strcmp(cl, kv->value))
+                return "Two different Content-Length headers.";
+            cl = kv->value;
+        } else if (!evutil_ascii_strcasecmp(kv->key, "Transfer-Encoding")) {
+            if (++n_te > 1 || evutil_ascii_strcasecmp(kv->value, "chunked")) {
+                *code = 501;
+                return "Only Transfer-Encoding: chunked is implemented.";
+            }
+        }
+    }
+    if (cl && n_te)
+        return "Content-Length and Transfer-Encoding together.";
+    return NULL;
+}
+
 /* evhttp's callback for every request.
  * @locality loop thread (libevent callback) */
 static void gencb(struct evhttp_request *req, void *arg)
@@ -96,7 +155,16 @@ static void gencb(struct evhttp_request *req, void *arg)
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 
+    const char *why;
+    int code;
+
     kchat__gw_deadline_seen(gw, req);
+    if ((why = bad_framing(req, &code)) != NULL) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        kchat__gw_reply_error(gw, req, GW_ROUTE_not_found, code,
+                              code == 400 ? "BAD_REQUEST" : "NOT_IMPLEMENTED", why, started);
+        return;
+    }
     if (path == NULL || path[0] == '\0')
         path = "/";
     if (!strncmp(path, "/api/", 5) || !strcmp(path, "/api"))

@@ -183,6 +183,14 @@ void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double sta
     evbuffer_add_printf(b, "kchat_gateway_sse_streams %d\n", gw->n_streams);
     metric_head(b, "kchat_gateway_pending_replies", "Calls waiting for the backend.", "gauge");
     evbuffer_add_printf(b, "kchat_gateway_pending_replies %d\n", gw->n_pending);
+    metric_head(b, "kchat_gateway_catchup_consumers",
+                "Kafka consumers of catch-up readers now (at most --catchup-max).", "gauge");
+    evbuffer_add_printf(b, "kchat_gateway_catchup_consumers %d\n",
+                        atomic_load(&gw->cu_consumers));
+    metric_head(b, "kchat_gateway_catchup_consumers_peak",
+                "The most Kafka consumers of catch-up readers there were at once.", "gauge");
+    evbuffer_add_printf(b, "kchat_gateway_catchup_consumers_peak %d\n",
+                        atomic_load(&gw->cu_consumers_peak));
     write_counters(gw, b);
     metric_head(b, "kchat_gateway_records_refused_total", "Responses and events dropped because "
                 "their kchat-mac is missing or wrong, and sealed answers that did not open "

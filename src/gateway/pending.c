@@ -152,6 +152,31 @@ static int pending_free_slot(kchat_gateway *gw)
     return -1;
 }
 
+/* @p body with only the fields PROTOCOL.md section 2 names, encoded as JSON
+ * into a malloc()ed *out (the caller frees it).
+ * @return KCHAT_OK, KCHAT_ENOMEM or the codec's error. */
+static int encode_known(const json_t *body, char **out, size_t *len)
+{
+    static const char *const known[] = {"userId", "writerId", "roomId", "userPw", "userName",
+                                        "email", "userStatus", "status", "message", "roomName",
+                                        "friendId", "clientMsgId", "limit", "beforeSeq"};
+    json_t *slim = json_object();
+    int rc;
+
+    if (slim == NULL)
+        return KCHAT_ENOMEM;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        json_t *v = json_object_get(body, known[i]);
+        if (v && json_object_set(slim, known[i], v) != 0) {
+            json_decref(slim);
+            return KCHAT_ENOMEM;
+        }
+    }
+    rc = kchat_codec_encode(KCHAT_FMT_JSON, slim, out, len);
+    json_decref(slim);
+    return rc;
+}
+
 void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int route, int kind,
                             kchat_op op, const char *user, const char *session,
                             const gw_login *login, const json_t *body, double started)
@@ -181,10 +206,19 @@ void kchat__gw_pending_send(kchat_gateway *gw, struct evhttp_request *req, int r
         return;
     }
     if (len > KCHAT_MAX_VALUE) {
+        /* The client's body was at most 64 KiB (api.c); what the gateway
+         * added made the record larger. The backend ignores unknown fields:
+         * leave them out. If the record is still too large, a known field is
+         * over its own limit (PROTOCOL.md section 2), which the backend would
+         * refuse as BAD_REQUEST. */
         free(buf);
-        kchat__gw_reply_error(gw, req, route, 413, "TOO_LARGE", "The request is too large.",
-                              started);
-        return;
+        buf = NULL;
+        if (encode_known(body, &buf, &len) != KCHAT_OK || len > KCHAT_MAX_VALUE) {
+            free(buf);
+            kchat__gw_reply_error(gw, req, route, 400, "BAD_REQUEST",
+                                  "A field of the body is over its limit.", started);
+            return;
+        }
     }
     slot = pending_free_slot(gw);
     p = &gw->pending[slot];

@@ -11,7 +11,9 @@
  * (next_offset drops anything already sent). A stream whose client falls
  * behind by more than sse-buffer-kb is closed (the browser resumes with
  * Last-Event-ID); a stream idle for 10 s gets a comment line (the tick
- * that checks runs every 2 s).
+ * that checks runs every 2 s). A Last-Event-ID past the end of the log (the
+ * log was reset) cannot be resumed: the stream starts live and its first
+ * event is `event: reset`, on which the page re-reads its rooms.
  */
 #include "gateway/gateway_int.h"
 
@@ -199,6 +201,23 @@ static KCHAT_MUST_CHECK int stream_start_at(kchat_gateway *gw, gw_stream *s,
         part != s->partition || off < -1)
         return KCHAT_OK;
     live = s->next_offset;
+    if (off + 1 > live) {
+        /* Ahead of what this gateway has seen: another gateway may be a
+         * little ahead (then the records come soon), but an offset past the
+         * partition's end as the consumer last fetched it was never written
+         * (the embedded broker restarted, the topic was reset). Waiting for
+         * the log to reach it would silence the stream: start live and tell
+         * the page (issue 12, attack 7). */
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_get_watermark_offsets(gw->consumer, KCHAT_TOPIC_EVENTS, s->partition, &lo,
+                                           &hi) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            hi = live;
+        if (off + 1 > (hi > live ? hi : live)) {
+            s->reset = true;
+            gw->counters.stream_resets++;
+            return KCHAT_OK;
+        }
+    }
     s->next_offset = off + 1;
     if (off + 1 >= live)
         return KCHAT_OK;   /* nothing to catch up, nothing to repeat */
@@ -278,6 +297,9 @@ void kchat__gw_stream_open(kchat_gateway *gw, const gw_pending *call, struct evh
     bufferevent_set_timeouts(evhttp_connection_get_bufferevent(evcon), NULL, &wt);
     if ((b = evbuffer_new()) != NULL) {
         evbuffer_add_printf(b, "retry: 2000\n: stream open\n\n");
+        if (s->reset) /* the id moves the browser's Last-Event-ID to the live position */
+            evbuffer_add_printf(b, "event: reset\nid: %d-%" PRId64 "\ndata: {\"partition\":%d}\n\n",
+                                (int)s->partition, s->next_offset - 1, (int)s->partition);
         stream_write(gw, s, b);   /* false: closed on overflow */
         evbuffer_free(b);
     }

@@ -142,8 +142,10 @@ static void setup(void)
     gw->cfg = &fz.cfg;
     gw->sse_max_total = fz.cfg.sse_max_total;
     pthread_mutex_init(&gw->lock, NULL);
+    pthread_mutex_init(&gw->cu_lock, NULL);
     pthread_cond_init(&gw->ready_cond, NULL);
     gw->next_stream_id = 1;
+    FUZZ_CHECK(kchat__gw_catchup_init(gw) == KCHAT_OK);
     FUZZ_CHECK((gw->brokers = strdup("")) != NULL);
     FUZZ_CHECK((gw->pending = calloc((size_t)fz.cfg.max_pending, sizeof *gw->pending)) != NULL);
     {
