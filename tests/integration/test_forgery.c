@@ -46,29 +46,7 @@
 #define PARTS 4
 #define HTTP_TIMEOUT_MS "3000"
 
-static void failf_at(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-
-/* Print why and the tail of every server log, then fail at file:line. */
-static void failf_at(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fflush(stdout);
-    fprintf(stderr, "%s:%d: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    kc_diag_dump();
-    _fail(file, line);
-    abort();    /* _fail() does not return */
-}
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond))                                                           \
-            failf_at(__FILE__, __LINE__, __VA_ARGS__);                         \
-    } while (0)
+#define CHECK KC_CHECK
 
 static kc_proc *g_broker, *g_srv, *g_gw;
 static kc_client *g_c;
@@ -76,14 +54,6 @@ static char g_base[256], g_metrics[96];
 static char *g_data;
 
 /* ---- set-up ---- */
-
-static void base_of(const char *url, char *out, size_t size)
-{
-    snprintf(out, size, "%s", url);
-    size_t l = strlen(out);
-    while (l > 0 && (out[l - 1] == '/' || out[l - 1] == ' ' || out[l - 1] == '\n'))
-        out[--l] = '\0';
-}
 
 static int group_setup(void **state)
 {
@@ -104,15 +74,11 @@ static int group_setup(void **state)
     g_srv = kc_serve_start("forgery-serve", g_data, kc_proc_bootstrap(g_broker), PARTS, extra);
     if (g_srv == NULL)
         return -1;
-    char *url_file = kc_tmppath("forgery-gw.url");
-    const char *args[] = { "gateway", "--brokers", kc_proc_bootstrap(g_srv), "--http",
-                           "127.0.0.1:0", "--url-file", url_file, "--secret-file",
-                           kc_secret_file(), "--http-timeout-ms", HTTP_TIMEOUT_MS, NULL };
-    g_gw = kc_proc_start("forgery-gw", args, url_file, 60);
-    free(url_file);
+    const char *gx[] = { "--brokers", kc_proc_bootstrap(g_srv), "--http-timeout-ms",
+                         HTTP_TIMEOUT_MS, NULL };
+    g_gw = kc_gateway_start("forgery-gw", gx, g_base, sizeof(g_base));
     if (g_gw == NULL)
         return -1;
-    base_of(kc_proc_bootstrap(g_gw), g_base, sizeof(g_base));
     g_c = kc_client_new(kc_proc_bootstrap(g_srv), KC_FROM_BEGINNING);
     return g_c != NULL ? 0 : -1;
 }

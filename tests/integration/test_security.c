@@ -74,44 +74,6 @@ static char g_ghost[65];       /* an id that was throttled and never registered 
 /* Helpers                                                                  */
 /* ======================================================================== */
 
-/* A port on 127.0.0.1 that was free a moment ago. */
-/* Strip the trailing '/' (and blanks) of a URL into @p out. */
-static void base_of(const char *url, char *out, size_t size)
-{
-    snprintf(out, size, "%s", url);
-    size_t l = strlen(out);
-    while (l > 0 && (out[l - 1] == '/' || out[l - 1] == ' ' || out[l - 1] == '\n'))
-        out[--l] = '\0';
-}
-
-/* `kchat gateway --http 127.0.0.1:0 --url-file F --secret-file S ARGS...`
- * (S: kc_secret_file(), as the servers'), waiting for F. */
-static kc_proc *gateway_start(const char *name, const char *const *extra, char *base,
-                              size_t size)
-{
-    char fname[128];
-    const char *args[32];
-    size_t n = 0;
-
-    snprintf(fname, sizeof(fname), "%s.url", name);
-    char *url_file = kc_tmppath(fname);
-    args[n++] = "gateway";
-    args[n++] = "--http";
-    args[n++] = "127.0.0.1:0";
-    args[n++] = "--url-file";
-    args[n++] = url_file;
-    args[n++] = "--secret-file";
-    args[n++] = kc_secret_file();
-    for (size_t i = 0; extra[i] != NULL && n < 31; i++)
-        args[n++] = extra[i];
-    args[n] = NULL;
-    kc_proc *p = kc_proc_start(name, args, url_file, 60);
-    free(url_file);
-    if (p != NULL)
-        base_of(kc_proc_bootstrap(p), base, size);
-    return p;
-}
-
 /* A fresh identity whose shard is (@p same true) or is not (false) @p part;
  * @p part < 0: any. */
 static void user_init_in(kc_user *u, const char *tag, int32_t part, bool same)
@@ -281,7 +243,7 @@ static int group_setup(void **state)
     if (g_srv == NULL)
         return -1;
     const char *gw_extra[] = { "--brokers", kc_proc_bootstrap(g_srv), NULL };
-    g_gw = gateway_start("sec-gateway", gw_extra, g_gw_base, sizeof(g_gw_base));
+    g_gw = kc_gateway_start("sec-gateway", gw_extra, g_gw_base, sizeof(g_gw_base));
     if (g_gw == NULL || strncmp(g_gw_base, "http://", 7) != 0)
         return -1;
     g_c = kc_client_new(kc_proc_bootstrap(g_srv), KC_FROM_END);
@@ -956,7 +918,7 @@ static void test_x_reaches_every_client(void **state)
     kc_proc *srv = kc_serve_start("x-serve", data, closed, 2, extra);
     assert_non_null(srv);
     const char *gw_extra[] = { "--brokers", closed, "-X", xbs, NULL };
-    kc_proc *gw = gateway_start("x-gateway", gw_extra, base, sizeof(base));
+    kc_proc *gw = kc_gateway_start("x-gateway", gw_extra, base, sizeof(base));
     assert_non_null(gw);
     kc_client *c = kc_client_new(kc_proc_bootstrap(broker), KC_FROM_END);
     assert_non_null(c);

@@ -59,39 +59,6 @@ static char g_base[256], g_base2[256];   /* the gateways' URLs without the '/' *
 
 /* ---- helpers ---- */
 
-static void base_of(const char *url, char *out, size_t size)
-{
-    snprintf(out, size, "%s", url);
-    size_t l = strlen(out);
-    while (l > 0 && (out[l - 1] == '/' || out[l - 1] == ' ' || out[l - 1] == '\n'))
-        out[--l] = '\0';
-}
-
-static kc_proc *gateway_start(const char *name, const char *const *extra, char *base,
-                              size_t size)
-{
-    char fname[128];
-    const char *args[32];
-    size_t n = 0;
-
-    snprintf(fname, sizeof(fname), "%s.url", name);
-    char *url_file = kc_tmppath(fname);
-    args[n++] = "gateway";
-    args[n++] = "--http";
-    args[n++] = "127.0.0.1:0";
-    args[n++] = "--url-file";
-    args[n++] = url_file;
-    args[n++] = "--secret-file";   /* the servers' (kc_serve_start()) */
-    args[n++] = kc_secret_file();
-    for (size_t i = 0; extra[i] != NULL && n < 31; i++)
-        args[n++] = extra[i];
-    args[n] = NULL;
-    kc_proc *p = kc_proc_start(name, args, url_file, 60);
-    free(url_file);
-    if (p != NULL)
-        base_of(kc_proc_bootstrap(p), base, size);
-    return p;
-}
 
 /* A random device digest as a gateway would send it (64 hex digits). */
 static void new_device(char out[65])
@@ -201,13 +168,13 @@ static int group_setup(void **state)
     if ((g_srv = kc_serve_start("0045-serve", g_data, NULL, PARTS, extra)) == NULL)
         return -1;
     const char *gw[] = { "--brokers", kc_proc_bootstrap(g_srv), NULL };
-    g_gw = gateway_start("0045-gateway", gw, g_base, sizeof(g_base));
+    g_gw = kc_gateway_start("0045-gateway", gw, g_base, sizeof(g_base));
     char lim[16];
     snprintf(lim, sizeof(lim), "%d", ADDR_LIMIT);
     const char *gw2[] = { "--brokers", kc_proc_bootstrap(g_srv), "--login-addr-max-failures",
                           lim, "--login-addr-window", "60", "--trusted-proxy", "127.0.0.3",
                           "--trusted-proxy", "10.200.0.0/16", NULL };
-    g_gw2 = gateway_start("0045-gateway2", gw2, g_base2, sizeof(g_base2));
+    g_gw2 = kc_gateway_start("0045-gateway2", gw2, g_base2, sizeof(g_base2));
     if (g_gw == NULL || g_gw2 == NULL)
         return -1;
     g_c = kc_client_new(kc_proc_bootstrap(g_srv), KC_FROM_END);

@@ -2,13 +2,18 @@
  * @file kassert.h
  * @brief cmocka assertions over kclient.h checks. Include after <cmocka.h>.
  *
- * Each macro evaluates a response expression once, checks it with the
+ * KC_CHECK() fails with a sentence of the test's and the server logs. The
+ * other macros evaluate a response expression once, checks it with the
  * matching kc_check_*() (which prints the body and the server log tails on a
  * mismatch), releases the response and then asserts, so a failure names the
  * test file's line.
  */
 #ifndef KCHAT_TESTS_KASSERT_H
 #define KCHAT_TESTS_KASSERT_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "kclient.h"   /* beside this file: tests/support/ needs no -Itests */
 
@@ -50,6 +55,34 @@
                     (long long)(want), kc_dumps(obj));                         \
         assert_true(json_is_integer(kc_v_));                                   \
         assert_int_equal(json_integer_value(kc_v_), (want));                   \
+    } while (0)
+
+/* Print why (printf-style) and the tail of every server log, then fail the
+ * test at @p file:@p line. */
+static inline void kc_failf_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+
+static inline void kc_failf_at(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    fflush(stdout);
+    fprintf(stderr, "%s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    kc_diag_dump();
+    _fail(file, line);
+    abort();    /* _fail() does not return */
+}
+
+/** Fail the test, saying why (printf-style) with the server logs, unless
+ *  @p cond holds. */
+#define KC_CHECK(cond, ...)                                                    \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            kc_failf_at(__FILE__, __LINE__, __VA_ARGS__);                      \
     } while (0)
 
 #endif /* KCHAT_TESTS_KASSERT_H */

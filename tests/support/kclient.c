@@ -682,6 +682,35 @@ kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *b
     return p;
 }
 
+kc_proc *kc_gateway_start(const char *name, const char *const *extra, char *base, size_t size)
+{
+    char fname[128];
+    const char *args[40];
+    size_t n = 0;
+
+    snprintf(fname, sizeof(fname), "%s.url", name);
+    char *url_file = kc_tmppath(fname);
+    args[n++] = "gateway";
+    args[n++] = "--http";
+    args[n++] = "127.0.0.1:0";
+    args[n++] = "--url-file";
+    args[n++] = url_file;
+    args[n++] = "--secret-file";
+    args[n++] = kc_secret_file();
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 39; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    kc_proc *p = kc_proc_start(name, args, url_file, 60);
+    free(url_file);
+    if (p != NULL) {
+        snprintf(base, size, "%s", kc_proc_bootstrap(p));
+        size_t l = strlen(base);
+        while (l > 0 && (base[l - 1] == '/' || base[l - 1] == ' ' || base[l - 1] == '\n'))
+            base[--l] = '\0';
+    }
+    return p;
+}
+
 kc_proc *kc_broker_start(const char *name, int partitions)
 {
     const char *real = kc_test_brokers();

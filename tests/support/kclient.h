@@ -199,6 +199,15 @@ kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *b
                            int partitions, const char *const *extra, int timeout_s);
 
 /**
+ * @brief `kchat gateway --http 127.0.0.1:0 --url-file F --secret-file S
+ *        EXTRA...` (S: kc_secret_file(), as kc_serve_start()'s), waiting up
+ *        to 60 s for F.
+ * @param[out] base the gateway's URL without its trailing '/'.
+ * @return the process, or NULL as kc_proc_start().
+ */
+kc_proc *kc_gateway_start(const char *name, const char *const *extra, char *base, size_t size);
+
+/**
  * @brief The suite's standalone broker: with kc_test_brokers() set, a handle
  *        on that real cluster (no process: stopping it does nothing, its
  *        bootstrap is the list); otherwise kc_mock_broker_start().
