@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "support/http.h"
+#include "support/kassert.h"
 #include "support/kclient.h"
 
 #define COOKIE "kchat_session"
@@ -38,29 +39,9 @@ static char g_bootstrap[1024];  /* its Kafka bootstrap */
 /* Diagnostics and response checks                                          */
 /* ======================================================================== */
 
-static void failf_at(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-
-/* Print why, the tail of every server log, and fail the test at file:line. */
-static void failf_at(const char *file, int line, const char *fmt, ...)
-{
-    va_list ap;
-    fflush(stdout);
-    fprintf(stderr, "%s:%d: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    kc_diag_dump();
-    _fail(file, line);
-    abort();    /* _fail() does not return */
-}
-#define FAILF(...) failf_at(__FILE__, __LINE__, __VA_ARGS__)
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (!(cond))                                                           \
-            FAILF(__VA_ARGS__);                                                \
-    } while (0)
+/* Fail the test at this line, saying why, with the server logs (kassert.h). */
+#define FAILF(...) kc_failf_at(__FILE__, __LINE__, __VA_ARGS__)
+#define CHECK KC_CHECK
 
 /* No body leaks a session id or a password (§1, §8): no `sessionId` key at
  * any depth, neither the browser's session cookie value nor any password the
@@ -74,7 +55,7 @@ static void audit_at(const kh_browser *b, const kh_resp *r, const char *file, in
 
     if (r->json != NULL && kh_json_has_key(r->json, "sessionId")) {
         kh_resp_dump(r, "a body carries sessionId");
-        failf_at(file, line, "%s: the body has a sessionId field (§8: cookie only)", r->what);
+        kc_failf_at(file, line, "%s: the body has a sessionId field (§8: cookie only)", r->what);
     }
     /* the cookie value, and every run of 16+ [A-Za-z0-9] in it (a session id
      * the gateway wrapped into its cookie format; test user ids have no such run) */
@@ -90,7 +71,7 @@ static void audit_at(const kh_browser *b, const kh_resp *r, const char *file, in
             size_t n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789");
             if (n >= 16 && kc_memmem(r->body, r->body_len, p, n)) {
                 kh_resp_dump(r, "a body carries the session");
-                failf_at(file, line, "%s: the body contains (part of) the session cookie %.*s",
+                kc_failf_at(file, line, "%s: the body contains (part of) the session cookie %.*s",
                          r->what, (int)n, p);
             }
             p += n > 0 ? n : 1;
@@ -99,7 +80,7 @@ static void audit_at(const kh_browser *b, const kh_resp *r, const char *file, in
     for (size_t i = 0; i < npw; i++)
         if (kc_memmem(r->body, r->body_len, pws[i], strlen(pws[i]))) {
             kh_resp_dump(r, "a body carries a password");
-            failf_at(file, line, "%s: the body contains a password", r->what);
+            kc_failf_at(file, line, "%s: the body contains a password", r->what);
         }
 }
 
@@ -110,16 +91,16 @@ static void expect_ok_at(const kh_resp *r, long status, const char *user, const 
 {
     if (r->status != status || r->error[0] != '\0') {
         kh_resp_dump(r, "unexpected answer");
-        failf_at(file, line, "%s: status %ld%s%s, expected %ld", r->what, r->status,
+        kc_failf_at(file, line, "%s: status %ld%s%s, expected %ld", r->what, r->status,
                  r->error[0] ? ", " : "", r->error, status);
     }
     if (!json_is_object(r->json)) {
         kh_resp_dump(r, "not a JSON object");
-        failf_at(file, line, "%s: the success body is not a JSON object", r->what);
+        kc_failf_at(file, line, "%s: the success body is not a JSON object", r->what);
     }
     if (!kc_check_ok(r->json, user)) {
         kh_resp_dump(r, "not a success body");
-        failf_at(file, line, "%s: not a success body for %s", r->what, user ? user : "(any)");
+        kc_failf_at(file, line, "%s: not a success body for %s", r->what, user ? user : "(any)");
     }
 }
 
@@ -130,19 +111,19 @@ static void expect_err_at(const kh_resp *r, long status, const char *code, bool 
 {
     if (r->status != status || (r->error[0] != '\0' && !allow_reset)) {
         kh_resp_dump(r, "unexpected answer");
-        failf_at(file, line, "%s: status %ld%s%s, expected %ld %s", r->what, r->status,
+        kc_failf_at(file, line, "%s: status %ld%s%s, expected %ld %s", r->what, r->status,
                  r->error[0] ? ", " : "", r->error, status, code ? code : "");
     }
     const char *ec = kc_str(r->json, "errorCode"), *em = kc_str(r->json, "errorMessage");
     if (ec == NULL || ec[0] == '\0' || (code != NULL && strcmp(ec, code) != 0) || em == NULL ||
         em[0] == '\0') {
         kh_resp_dump(r, "not the expected error body");
-        failf_at(file, line, "%s: error body should be {errorCode: %s, errorMessage: non-empty}",
+        kc_failf_at(file, line, "%s: error body should be {errorCode: %s, errorMessage: non-empty}",
                  r->what, code ? code : "(any)");
     }
     if (json_is_true(json_object_get(r->json, "isSuccess"))) {
         kh_resp_dump(r, "error with isSuccess true");
-        failf_at(file, line, "%s: an error body says isSuccess true", r->what);
+        kc_failf_at(file, line, "%s: an error body says isSuccess true", r->what);
     }
 }
 
@@ -475,7 +456,7 @@ static void check_event_at(kh_sse *s, const kh_event *e, const char *recipient, 
     }
     if (why != NULL) {
         kh_sse_dump(s, why);
-        failf_at(file, line, "event %zu for %s: %s", e->index, recipient, why);
+        kc_failf_at(file, line, "event %zu for %s: %s", e->index, recipient, why);
     }
 }
 #define CHECK_EVENT(s, e, who) check_event_at((s), (e), (who), __FILE__, __LINE__)
@@ -488,7 +469,7 @@ static const kh_event *wait_ev_at(kh_sse *s, const char *who, const char *type, 
     const kh_event *e = kh_sse_wait(s, 0, ev_match, &m, EV_WAIT_MS);
     if (e == NULL) {
         kh_sse_dump(s, "missing event");
-        failf_at(file, line, "%s did not receive %s event room=%s seq=%lld within %d ms", who,
+        kc_failf_at(file, line, "%s did not receive %s event room=%s seq=%lld within %d ms", who,
                  type, room ? room : "*", (long long)seq, EV_WAIT_MS);
     }
     check_event_at(s, e, who, file, line);
@@ -502,7 +483,7 @@ static kh_sse *open_stream_at(const kh_browser *b, const char *last_id, const ch
     kh_sse *s = kh_sse_open(b, "/api/events", last_id, 10000);
     if (kh_sse_status(s) != 200 || strncmp(kh_sse_ctype(s), "text/event-stream", 17) != 0) {
         kh_sse_dump(s, "stream did not open");
-        failf_at(file, line, "GET /api/events for %s: status %ld, Content-Type \"%s\"; "
+        kc_failf_at(file, line, "GET /api/events for %s: status %ld, Content-Type \"%s\"; "
                  "expected 200 text/event-stream", b->name, kh_sse_status(s), kh_sse_ctype(s));
     }
     return s;
