@@ -149,6 +149,7 @@ static void rejected(kchat_auth *a, const char *reader, const char *what, const 
     uint64_t n = atomic_fetch_add(&a->rejected, 1) + 1;
     struct timespec ts;
     int64_t now, after;
+    char where[48] = "";
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     now = ts.tv_sec;
@@ -156,9 +157,11 @@ static void rejected(kchat_auth *a, const char *reader, const char *what, const 
     if (now < after || !atomic_compare_exchange_strong(&a->log_after_s, &after,
                                                        now + LOG_EVERY_S))
         return;
-    fprintf(stderr, "kchat: %s: dropped a record of %s [%" PRId32 "] @%" PRId64 ": %s "
-            "(%" PRIu64 " refused since the last such line, %" PRIu64 " in all)\n",
-            reader, topic, partition, offset, what, n - atomic_exchange(&a->logged, n), n);
+    if (partition >= 0)   /* a consumed record; the openers know no position */
+        snprintf(where, sizeof(where), " [%" PRId32 "] @%" PRId64, partition, offset);
+    fprintf(stderr, "kchat: %s: dropped a record of %s%s: %s (%" PRIu64 " refused since the "
+            "last such line, %" PRIu64 " in all)\n", reader, topic, where, what,
+            n - atomic_exchange(&a->logged, n), n);
 }
 
 /* ---- MACs ---- */
