@@ -123,6 +123,9 @@ typedef enum kchat_op {
     KCHAT_OP_SEARCH_ROOM,    /**< user-search-room */
     KCHAT_OP_ADD_CHAT,       /**< user-add-chat */
     KCHAT_OP_HISTORY,        /**< room-history */
+    KCHAT_OP_ROOM_READ,      /**< room-read (v1.1) */
+    KCHAT_OP_ROOM_INVITE,    /**< room-invite (v1.1) */
+    KCHAT_OP_ROOM_LEAVE,     /**< room-leave (v1.1) */
     KCHAT_OP__COUNT          /**< number of operations, not an operation */
 } kchat_op;
 
@@ -319,14 +322,18 @@ typedef struct kchat_request {
     char user_status[257];     /**< `userStatus` (or `status`), 0..256 bytes */
 
     /** @name Rooms and chat */
-    char room_id[65];          /**< `roomId` (user-add-chat, room-history) */
+    char room_id[65];          /**< `roomId` (user-add-chat, room-history,
+                                    room-read, room-invite, room-leave) */
     char room_name[129];       /**< `roomName`, 0..128 bytes (user-add-room) */
     bool has_room_name;        /**< whether the body carried `roomName` */
     char message[4097];        /**< `message`, 1..4096 bytes */
     size_t message_len;        /**< strlen(message) */
     char client_msg_id[65];    /**< `clientMsgId`, 0..64 bytes; "" = none */
 
-    /** @name Friends (user-add-friend, user-add-room) */
+    /** @name room-read */
+    int64_t read_seq;          /**< `readSeq`, >= 0 */
+
+    /** @name Friends (user-add-friend, user-add-room, room-invite) */
     char friend_ids[KCHAT_MAX_FRIENDS][65]; /**< valid ids, de-duplicated,
                                                  in first-seen order */
     size_t n_friends;          /**< 1..#KCHAT_MAX_FRIENDS for those ops */

@@ -39,6 +39,7 @@ typedef enum kchat_topic_id {
     KCHAT_T_CHANGELOG,   /**< kchat-changelog: every change of every shard */
     KCHAT_T_META,        /**< kchat-meta: the data set claims */
     KCHAT_T_ROOMS,       /**< kchat-rooms: room summaries */
+    KCHAT_T_PRESENCE,    /**< kchat-presence: gateways' open event streams */
     KCHAT_T__COUNT       /**< number of topics, not a topic */
 } kchat_topic_id;
 

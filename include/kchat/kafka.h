@@ -38,6 +38,11 @@
 /** Room summaries (roomId, roomName, participants, lastSeq) published by
  *  the room's shard (a compacted topic, keyed by roomId). */
 #define KCHAT_TOPIC_ROOMS (kchat_topic(KCHAT_T_ROOMS))
+/** What gateways say about open event streams (co-partitioned with the
+ *  request topics): a user's stream opening or closing, keyed by userId,
+ *  and each gateway's heartbeat to every partition. The user's shard reads
+ *  them to keep presence (docs/design.md "Presence"). */
+#define KCHAT_TOPIC_PRESENCE (kchat_topic(KCHAT_T_PRESENCE))
 
 /** Header names of PROTOCOL.md §1 and kchat's internal headers. */
 #define KCHAT_HDR_CID         "kchat-cid"

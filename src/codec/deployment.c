@@ -21,7 +21,7 @@ static const char *const plain[KCHAT_T__COUNT] = {
     [KCHAT_T_EVENTS] = "chat-events",       [KCHAT_T_DLQ] = "kchat-dlq",
     [KCHAT_T_INTERNAL] = "kchat-internal",  [KCHAT_T_DIRECTORY] = "kchat-directory",
     [KCHAT_T_CHANGELOG] = "kchat-changelog", [KCHAT_T_META] = "kchat-meta",
-    [KCHAT_T_ROOMS] = "kchat-rooms",
+    [KCHAT_T_ROOMS] = "kchat-rooms",        [KCHAT_T_PRESENCE] = "kchat-presence",
 };
 
 static char name[KCHAT_DEPLOYMENT_MAX + 1] = KCHAT_DEPLOYMENT_DEFAULT;

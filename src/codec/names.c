@@ -23,6 +23,9 @@ static const struct op_topics {
     [KCHAT_OP_SEARCH_ROOM]   = {"user-search-room-request", "user-search-room-response"},
     [KCHAT_OP_ADD_CHAT]      = {"user-add-chat-request", "user-add-chat-response"},
     [KCHAT_OP_HISTORY]       = {"room-history-request", "room-history-response"},
+    [KCHAT_OP_ROOM_READ]     = {"room-read-request", "room-read-response"},
+    [KCHAT_OP_ROOM_INVITE]   = {"room-invite-request", "room-invite-response"},
+    [KCHAT_OP_ROOM_LEAVE]    = {"room-leave-request", "room-leave-response"},
 };
 _Static_assert(sizeof op_topics / sizeof op_topics[0] == KCHAT_OP__COUNT,
                "one topic pair per operation");

@@ -301,6 +301,29 @@ static bool parse_history(parser *p, kchat_request *r)
     return true;
 }
 
+static bool parse_room_read(parser *p, kchat_request *r)
+{
+    bool present = false;
+
+    if (!take_id(p, "userId", r->user_id) || !take_id(p, "roomId", r->room_id) ||
+        !take_int(p, "readSeq", 0, INT64_MAX, "readSeq must be an integer of at least 0.",
+                  &r->read_seq, &present))
+        return false;
+    return present || fail(p, "readSeq is required.");
+}
+
+/* room-invite: the inviter may name themself (skipped as a participant). */
+static bool parse_room_invite(parser *p, kchat_request *r)
+{
+    return take_id(p, "userId", r->user_id) && take_id(p, "roomId", r->room_id) &&
+           take_friend_ids(p, r);
+}
+
+static bool parse_room_leave(parser *p, kchat_request *r)
+{
+    return take_id(p, "userId", r->user_id) && take_id(p, "roomId", r->room_id);
+}
+
 typedef bool (*op_parser)(parser *p, kchat_request *r);
 
 static const op_parser op_parsers[] = {
@@ -314,6 +337,9 @@ static const op_parser op_parsers[] = {
     [KCHAT_OP_SEARCH_ROOM] = parse_user_only,
     [KCHAT_OP_ADD_CHAT] = parse_add_chat,
     [KCHAT_OP_HISTORY] = parse_history,
+    [KCHAT_OP_ROOM_READ] = parse_room_read,
+    [KCHAT_OP_ROOM_INVITE] = parse_room_invite,
+    [KCHAT_OP_ROOM_LEAVE] = parse_room_leave,
 };
 _Static_assert(sizeof op_parsers / sizeof op_parsers[0] == KCHAT_OP__COUNT,
                "one parser per operation");

@@ -18,7 +18,7 @@ struct kchat_embedded {
 
 static const kchat_topic_id extra_topics[] = {
     KCHAT_T_EVENTS, KCHAT_T_DLQ, KCHAT_T_INTERNAL, KCHAT_T_DIRECTORY,
-    KCHAT_T_ROOMS, KCHAT_T_CHANGELOG, KCHAT_T_META,
+    KCHAT_T_ROOMS, KCHAT_T_CHANGELOG, KCHAT_T_META, KCHAT_T_PRESENCE,
 };
 #define N_EXTRA (sizeof(extra_topics) / sizeof(extra_topics[0]))
 
@@ -38,13 +38,14 @@ const char *kchat_topic_name(size_t i)
     return i < N_EXTRA ? kchat_topic(extra_topics[i]) : NULL;
 }
 
-/* Request topics, kchat-internal and kchat-changelog must share one
+/* Request topics, kchat-internal, kchat-changelog and kchat-presence must share one
  * partition count: partition p of each belongs to shard p. */
 static bool co_partitioned(const char *name)
 {
     kchat_op op;
     return kchat_op_from_request_topic(name, &op) == KCHAT_OK ||
-           !strcmp(name, KCHAT_TOPIC_INTERNAL) || !strcmp(name, KCHAT_TOPIC_CHANGELOG);
+           !strcmp(name, KCHAT_TOPIC_INTERNAL) || !strcmp(name, KCHAT_TOPIC_CHANGELOG) ||
+           !strcmp(name, KCHAT_TOPIC_PRESENCE);
 }
 
 int kchat_embedded_start(int brokers, int partitions, kchat_embedded **out,
@@ -158,6 +159,9 @@ static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int 
         if (!strcmp(name, kchat_op_request_topic(KCHAT_OP_LOGIN)) ||
             !strcmp(name, kchat_op_request_topic(KCHAT_OP_USER_ADD)))
             rd_kafka_NewTopic_set_config(nt[n], "retention.ms", retention);
+        /* Presence records matter for a minute at most (docs/design.md). */
+        if (!strcmp(name, KCHAT_TOPIC_PRESENCE))
+            rd_kafka_NewTopic_set_config(nt[n], "retention.ms", "3600000");
         n++;
     }
     if (n == 0)
