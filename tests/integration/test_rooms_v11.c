@@ -726,6 +726,10 @@ static void test_across_shards(void **state)
 
 int main(void)
 {
+    /* KCHAT_TEST_FILTER=test_leave runs only the matching tests */
+    const char *filter = getenv("KCHAT_TEST_FILTER");
+    if (filter != NULL && filter[0] != '\0')
+        cmocka_set_test_filter(filter);
     const struct CMUnitTest tests[] = {
         BOTH(test_read),
         BOTH(test_read_errors),
