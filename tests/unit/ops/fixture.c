@@ -579,7 +579,7 @@ char *fx_state(struct fx *f)
 {
     static const kchat_table tables[] = {KCHAT_TBL_USERS, KCHAT_TBL_SESSIONS, KCHAT_TBL_FRIENDS,
                                          KCHAT_TBL_MEMBERS, KCHAT_TBL_ROOMS, KCHAT_TBL_MESSAGES,
-                                         KCHAT_TBL_IDEM};
+                                         KCHAT_TBL_IDEM, KCHAT_TBL_FOLLOWERS};
     char *buf = NULL, name[32];
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);
