@@ -486,7 +486,7 @@ static void test_refusals(void **state)
     kh_resp_free(r);
     CHECK(be_count() == mark, "%zu refused calls reached Kafka", be_count() - mark);
 
-    char own[200];
+    char own[300];
     snprintf(own, sizeof(own), "Origin: http://%s", g_host);
     const char *same[] = { own, NULL };
     r = req(&b, "DELETE", "/api/rooms/r1/members/me", NULL, same);
