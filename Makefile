@@ -167,9 +167,11 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ) $(FLAG
 # but for these, which also read its data directory with the store's API
 # (the changelog must give back every shard's tables; a killed node's copy
 # keeps changes Kafka never had) and make kchat's topics on a mock cluster
-# of their own.
+# of their own; test_gw_presence checks kchat-presence's MACs with
+# kchat_auth_verify().
 INT_WHITEBOX := $(BUILD)/tests/integration/test_changelog \
-                $(BUILD)/tests/integration/test_handover
+                $(BUILD)/tests/integration/test_handover \
+                $(BUILD)/tests/integration/test_gw_presence
 $(INT_WHITEBOX): $(BUILD)/tests/integration/%: tests/integration/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
