@@ -134,6 +134,61 @@ int kchat__cmd_follow(struct ctx *c, const json_t *cmd)
     return kchat__follower_add(c, c->user_id, follower);
 }
 
+/* Friends stored before followers were (a data directory of an older
+ * kchat): each shard, once in its life (a mark in its meta, which its
+ * changelog carries), tells every followed user's shard of its followers.
+ * @locality worker that owns c->sh */
+#define META_FOLLOWERS "followers_indexed"
+
+static int friends_collect(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    json_t *pairs = arg, *list = json_loadb(v, vl, 0, NULL), *f;
+    char user[65];
+    size_t i;
+
+    if (kl == 0 || kl >= sizeof(user) || !json_is_array(list)) {
+        json_decref(list);
+        return 0;
+    }
+    memcpy(user, k, kl);
+    user[kl] = '\0';
+    json_array_foreach(list, i, f)
+        if (json_is_string(f))
+            json_array_append_new(pairs, json_pack("[s, O]", user, f));
+    json_decref(list);
+    return 0;
+}
+
+KCHAT_MUST_CHECK
+static int followers_upgrade(struct ctx *c)
+{
+    char buf[8];
+    json_t *pairs, *p;
+    size_t i;
+    int rc = kchat_store_meta_get(c->txn, META_FOLLOWERS, buf, sizeof(buf));
+
+    if (rc != KCHAT_ENOTFOUND)
+        return rc;   /* done once (KCHAT_OK), or a store error */
+    if ((pairs = json_array()) == NULL)
+        return KCHAT_ENOMEM;
+    rc = kchat_txn_scan(c->txn, KCHAT_TBL_FRIENDS, "", 0, false, friends_collect, pairs);
+    if (rc >= 0)
+        rc = KCHAT_OK;
+    json_array_foreach(pairs, i, p) {
+        if (rc != KCHAT_OK)
+            break;
+        rc = kchat__follow(c, json_string_value(json_array_get(p, 0)),
+                           json_string_value(json_array_get(p, 1)));
+    }
+    if (rc == KCHAT_OK)
+        rc = kchat_store_meta_set(c->txn, META_FOLLOWERS, "1");
+    if (rc == KCHAT_OK && json_array_size(pairs) > 0)
+        fprintf(stderr, "kchat: shard %u: %zu friendships of an older kchat sent to their "
+                "followed users' shards\n", c->sh->id, json_array_size(pairs));
+    json_decref(pairs);
+    return rc;
+}
+
 int kchat__follow(struct ctx *c, const char *follower, const char *user_id)
 {
     uint32_t target = kchat__shard_of(c->be, user_id);
@@ -350,6 +405,12 @@ int kchat__presence_sweep(struct ctx *c)
     json_t *v;
     void *tmp;
     int rc;
+
+    /* what is sent here answers no request */
+    c->cid_len = 0;
+    c->sealed = false;
+    if ((rc = followers_upgrade(c)) != KCHAT_OK)   /* a meta read, once done */
+        return rc;
 
     if (now - ps->last_sweep_ms < SWEEP_EVERY_MS)
         return json_object_size(ps->check) ? kchat__presence_settle_checked(c, c->now_ms)

@@ -258,6 +258,41 @@ static void test_grace(void **state)
     }
 }
 
+/* Friendships stored by an older kchat, without followers: the shard's
+ * first presence sweep sends them to the followed users' shards, once. */
+static void test_followers_upgrade(void **state)
+{
+    struct fx *f = *state;
+    struct fx_cast c;
+    char zed[65];
+    uint32_t zs;
+    kchat_txn *t;
+    json_t *list, *ev;
+
+    fx_cast_make(f, &c, false);
+    fx_id_on_shard(f, "zed", c.home, zed);
+    fx_register(f, zed);
+    zs = fx_shard_of(f, zed);
+    list = json_pack("[s]", c.bob);
+    assert_int_equal(kchat_txn_begin(f->be.shards[zs].store, true, &t), KCHAT_OK);
+    assert_int_equal(kchat__put_json(t, KCHAT_TBL_FRIENDS, zed, strlen(zed), list), KCHAT_OK);
+    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+    json_decref(list);
+    fx_presence_sweep(f, zs);
+    /* to bob's shard: zed's, and alice's again (stored in the same shard
+     * before its first sweep; a repeat changes nothing) */
+    assert_int_equal(fx_count(f, KCHAT_TOPIC_INTERNAL), 2);
+    list = fx_get(f, fx_shard_of(f, c.bob), KCHAT_TBL_FOLLOWERS, c.bob, strlen(c.bob));
+    fx_assert_json(list, "[\"alice\",\"%s\"]", zed);
+    json_decref(list);
+    fx_presence_sweep(f, zs);   /* once */
+    assert_int_equal(fx_count(f, KCHAT_TOPIC_INTERNAL), 0);
+    online(f, G1, c.bob);
+    ev = fx_events(f, zed);
+    assert_int_equal(json_array_size(ev), 1);
+    json_decref(ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +301,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gone, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_beat_and_junk, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_grace, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_followers_upgrade, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
