@@ -149,12 +149,13 @@ struct login_throttle {
 
 /* A shard's presence state (presence.c), on its worker, in memory only. */
 struct presence {
-    json_t *pairs;              /* "gateway/userId" -> last mention (monotonic ms) */
-    json_t *gws;                /* gateway id -> last beat (monotonic ms) */
+    json_t *pairs;              /* "gateway/userId" -> last mention (wall ms) */
+    json_t *gws;                /* gateway id -> last beat (wall ms) */
     json_t *check;              /* userId -> true: pairs went, no commit since */
     uint64_t run_id;            /* the shard's run_id these are for */
-    int64_t since_ms;           /* tracked since (monotonic ms) */
+    int64_t since_ms;           /* tracked since (wall ms) */
     int64_t last_sweep_ms;
+    int64_t last_due_ms;        /* kchat__presence_due() last looked through them */
     bool grace_done;            /* users stored online and unlisted were settled */
 };
 
@@ -536,8 +537,10 @@ int kchat__member_del(struct ctx *c, const char *user_id, const char *room_id);
 KCHAT_MUST_CHECK
 int kchat__presence_apply(struct ctx *c, const rd_kafka_message_t *m);
 
-/* Whether c->sh's presence wants a sweep (dead gateways, stale pairs, the
- * grace after an acquisition) now. @locality worker that owns @p sh */
+/* Whether @p sh's presence wants a transaction of its own now: dead
+ * gateways, stale pairs, users to settle, the grace after an acquisition
+ * (a look through the pairs at most once a second).
+ * @locality worker that owns @p sh */
 bool kchat__presence_due(struct shard *sh);
 
 /* In every transaction of a shard: the sweep when due, and the users whose

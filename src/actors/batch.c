@@ -313,8 +313,10 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             rc = kchat__changelog_trim(sh, c.txn);
         for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
             rc = apply_record(&c, msgs[idx[i]]);
-        if (rc == KCHAT_OK)
+        if (rc == KCHAT_OK) {
+            c.now_ms = kchat__now_ms();
             rc = kchat__presence_sweep(&c);
+        }
         if (rc == KCHAT_OK)
             rc = kchat__acks_flush(&c);
         if (rc == KCHAT_OK)

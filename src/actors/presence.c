@@ -3,8 +3,10 @@
  * `presence` events to the user's followers.
  *
  * In memory, per shard, on its worker: which gateway lists which of the
- * shard's users (the pair's last mention, monotonic ms) and each gateway's
- * last beat. In the store, per user: `online` and `lastSeen` in the user
+ * shard's users (the pair's last mention) and each gateway's last beat, by
+ * the worker's wall clock (the transaction's now_ms: a clock stepped
+ * forward can end pairs early, which the next beat mends within
+ * KCHAT_PRESENCE_BEAT_MS). In the store, per user: `online` and `lastSeen` in the user
  * record, published with the profile to the directory (user-search-friend
  * reads them there). A user is online while some pair names them. The
  * stored flag is compared with the pairs on every change, so a batch
@@ -33,11 +35,6 @@
 
 #define SWEEP_EVERY_MS 1000      /* stale pairs and dead gateways looked for this often */
 
-static int64_t mono_ms(void)
-{
-    return kchat__monotonic_us() / 1000;
-}
-
 static bool gw_id_ok(const char *g)
 {
     if (g == NULL || strlen(g) != KCHAT_PRESENCE_GW_LEN)
@@ -50,7 +47,7 @@ static bool gw_id_ok(const char *g)
 
 /* The shard's presence state, fresh after an acquisition.
  * @locality worker that owns @p sh */
-static struct presence *state_of(struct shard *sh)
+static struct presence *state_of(struct shard *sh, int64_t now_ms)
 {
     struct presence *ps = &sh->presence;
 
@@ -62,7 +59,7 @@ static struct presence *state_of(struct shard *sh)
         ps->gws = json_object();
         ps->check = json_object();
         ps->run_id = sh->run_id;
-        ps->since_ms = mono_ms();
+        ps->since_ms = now_ms;
         ps->grace_done = false;
         ps->last_sweep_ms = ps->since_ms;
     }
@@ -135,6 +132,61 @@ int kchat__cmd_follow(struct ctx *c, const json_t *cmd)
     if (follower == NULL || !kchat_valid_id(follower, strlen(follower)))
         return KCHAT_EDECODE;
     return kchat__follower_add(c, c->user_id, follower);
+}
+
+/* Friends stored before followers were (a data directory of an older
+ * kchat): each shard, once in its life (a mark in its meta, which its
+ * changelog carries), tells every followed user's shard of its followers.
+ * @locality worker that owns c->sh */
+#define META_FOLLOWERS "followers_indexed"
+
+static int friends_collect(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    json_t *pairs = arg, *list = json_loadb(v, vl, 0, NULL), *f;
+    char user[65];
+    size_t i;
+
+    if (kl == 0 || kl >= sizeof(user) || !json_is_array(list)) {
+        json_decref(list);
+        return 0;
+    }
+    memcpy(user, k, kl);
+    user[kl] = '\0';
+    json_array_foreach(list, i, f)
+        if (json_is_string(f))
+            json_array_append_new(pairs, json_pack("[s, O]", user, f));
+    json_decref(list);
+    return 0;
+}
+
+KCHAT_MUST_CHECK
+static int followers_upgrade(struct ctx *c)
+{
+    char buf[8];
+    json_t *pairs, *p;
+    size_t i;
+    int rc = kchat_store_meta_get(c->txn, META_FOLLOWERS, buf, sizeof(buf));
+
+    if (rc != KCHAT_ENOTFOUND)
+        return rc;   /* done once (KCHAT_OK), or a store error */
+    if ((pairs = json_array()) == NULL)
+        return KCHAT_ENOMEM;
+    rc = kchat_txn_scan(c->txn, KCHAT_TBL_FRIENDS, "", 0, false, friends_collect, pairs);
+    if (rc >= 0)
+        rc = KCHAT_OK;
+    json_array_foreach(pairs, i, p) {
+        if (rc != KCHAT_OK)
+            break;
+        rc = kchat__follow(c, json_string_value(json_array_get(p, 0)),
+                           json_string_value(json_array_get(p, 1)));
+    }
+    if (rc == KCHAT_OK)
+        rc = kchat_store_meta_set(c->txn, META_FOLLOWERS, "1");
+    if (rc == KCHAT_OK && json_array_size(pairs) > 0)
+        fprintf(stderr, "kchat: shard %u: %zu friendships of an older kchat sent to their "
+                "followed users' shards\n", c->sh->id, json_array_size(pairs));
+    json_decref(pairs);
+    return rc;
 }
 
 int kchat__follow(struct ctx *c, const char *follower, const char *user_id)
@@ -231,13 +283,13 @@ static void gateway_drop(struct presence *ps, const char *gw)
 
 int kchat__presence_apply(struct ctx *c, const rd_kafka_message_t *m)
 {
-    struct presence *ps = state_of(c->sh);
+    struct presence *ps = state_of(c->sh, c->now_ms);
     json_t *rec = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL);
     const char *kind = json_string_value(json_object_get(rec, "kind"));
     const char *gw = json_string_value(json_object_get(rec, "gateway"));
     const char *user = json_string_value(json_object_get(rec, "userId"));
     json_int_t at = json_integer_value(json_object_get(rec, "at"));
-    int64_t now = mono_ms();
+    int64_t now = c->now_ms;
     char k[KCHAT_PRESENCE_GW_LEN + 1 + 65];
     int rc = KCHAT_OK;
 
@@ -285,7 +337,7 @@ int kchat__presence_apply(struct ctx *c, const rd_kafka_message_t *m)
 
 int kchat__presence_settle_checked(struct ctx *c, int64_t at_ms)
 {
-    struct presence *ps = state_of(c->sh);
+    struct presence *ps = state_of(c->sh, c->now_ms);
     const char *user;
     json_t *v;
     int rc = KCHAT_OK;
@@ -308,10 +360,24 @@ void kchat__presence_committed(struct shard *sh)
 bool kchat__presence_due(struct shard *sh)
 {
     struct presence *ps = &sh->presence;
+    int64_t now = kchat__now_ms();
+    const char *k;
+    json_t *v;
 
-    return ps->pairs != NULL && mono_ms() - ps->last_sweep_ms >= SWEEP_EVERY_MS &&
-           (json_object_size(ps->gws) > 0 || json_object_size(ps->check) > 0 ||
-            !ps->grace_done);
+    if (ps->pairs == NULL || ps->run_id != sh->run_id || json_object_size(ps->check) > 0)
+        return true;   /* start the clock of the grace; users to settle */
+    if (!ps->grace_done)
+        return now - ps->since_ms > KCHAT_PRESENCE_DEAD_MS;
+    if (now - ps->last_due_ms < SWEEP_EVERY_MS)
+        return false;
+    ps->last_due_ms = now;
+    json_object_foreach(ps->gws, k, v)
+        if (now - json_integer_value(v) > KCHAT_PRESENCE_DEAD_MS)
+            return true;
+    json_object_foreach(ps->pairs, k, v)
+        if (now - json_integer_value(v) > KCHAT_PRESENCE_STALE_MS)
+            return true;
+    return false;
 }
 
 /* A user stored online whom no gateway lists, after the grace. */
@@ -333,12 +399,18 @@ static int grace_one(void *arg, const void *k, size_t kl, const void *v, size_t 
 
 int kchat__presence_sweep(struct ctx *c)
 {
-    struct presence *ps = state_of(c->sh);
-    int64_t now = mono_ms();
+    struct presence *ps = state_of(c->sh, c->now_ms);
+    int64_t now = c->now_ms;
     const char *k;
     json_t *v;
     void *tmp;
     int rc;
+
+    /* what is sent here answers no request */
+    c->cid_len = 0;
+    c->sealed = false;
+    if ((rc = followers_upgrade(c)) != KCHAT_OK)   /* a meta read, once done */
+        return rc;
 
     if (now - ps->last_sweep_ms < SWEEP_EVERY_MS)
         return json_object_size(ps->check) ? kchat__presence_settle_checked(c, c->now_ms)
