@@ -3,9 +3,10 @@
  * Crash test of PROTOCOL.md v1.1's room changes (§3.11-§3.13, §6, §7):
  * invites, leaves, read cursors and chat sends across shards while
  * `kchat serve` is killed with SIGKILL and restarted on its data directory,
- * once per phase; on real Kafka two nodes serve the shards and the one
- * killed is picked at random, so its shards move to the other (a hand-over)
- * and back.
+ * once per phase; on real Kafka two nodes (with their changelogs) serve
+ * the shards and the one killed is picked at random: its shards are served
+ * again when it is back (or by the other node, should the group rebalance
+ * first), rooms and users spread over both.
  *
  * Eight users, each a friend of every other, and four rooms (room r made by
  * user r with users r+1 and r+2). Each phase sends, without waiting, for
