@@ -73,14 +73,12 @@ static void topics_create(const char *name)
     static const char *const own[] = {"chat-events", "kchat-dlq", "kchat-internal",
                                       "kchat-directory", "kchat-changelog", "kchat-rooms",
                                       "kchat-presence"};
-    /* PROTOCOL.md v1.1's operations 11-13 (kc_ops has the first ten) */
-    static const char *const v11_ops[] = {"room-read", "room-invite", "room-leave"};
     char topic[128];
 
-    for (size_t i = 0; i < KC_OP_COUNT + sizeof(v11_ops) / sizeof(v11_ops[0]); i++)
+    for (int i = 0; i < KC_OP_COUNT + KC_OP_V11_COUNT; i++)   /* operations 1-13 */
         for (int resp = 0; resp < 2; resp++) {
             snprintf(topic, sizeof(topic), "%s.%s-%s", name,
-                     i < KC_OP_COUNT ? kc_ops[i] : v11_ops[i - KC_OP_COUNT],
+                     i < KC_OP_COUNT ? kc_ops[i] : kc_ops_v11[i - KC_OP_COUNT],
                      resp ? "response" : "request");
             assert_int_equal(rd_kafka_mock_topic_create(g_mock, topic, PARTITIONS, 3), 0);
         }
