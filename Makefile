@@ -204,12 +204,15 @@ docs: $(BIN)
 check-kafka: $(BIN) $(INT_BIN)
 	BUILD=$(BUILD) KCHAT_BIN=$(BIN) KCHAT_TEST_SKIP='$(SKIP_TESTS)' KAFKA=1 tests/run.sh $(TESTS)
 
-# The crash test at length: 100 kill -9 under load, more users (SOAK_ARGS
-# adds environment, e.g. SOAK_ARGS="KCHAT_TEST_BROKERS=host:port").
+# The crash tests at length: 100 kill -9 under load, more users; 40 phases
+# of room changes, each ended by a kill (SOAK_ARGS adds environment, e.g.
+# SOAK_ARGS="KCHAT_TEST_BROKERS=host:port").
 SOAK_KILLS ?= 100
-soak: $(BIN) $(BUILD)/tests/integration/test_crash
+soak: $(BIN) $(BUILD)/tests/integration/test_crash $(BUILD)/tests/integration/test_crash_rooms
 	KCHAT_CRASH_KILLS=$(SOAK_KILLS) KCHAT_CRASH_USERS=40 KCHAT_CRASH_RUN_MS=3000 \
 	  KCHAT_BIN=$(BIN) $(SOAK_ARGS) $(BUILD)/tests/integration/test_crash
+	KCHAT_CRASH_ROOMS_PHASES=40 KCHAT_BIN=$(BIN) $(SOAK_ARGS) \
+	  $(BUILD)/tests/integration/test_crash_rooms
 
 check-all:
 	tests/check-all.sh

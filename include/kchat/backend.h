@@ -78,6 +78,8 @@ typedef struct kchat_backend kchat_backend;
       "Users who came online or went offline (PROTOCOL.md section 6).", NULL)               \
     X(presence_refused, "kchat_presence_records_refused_total",                            \
       "kchat-presence records that do not decode, ignored.", NULL)                         \
+    X(presence_stale, "kchat_presence_records_stale_total",                                \
+      "kchat-presence online/offline records more than a minute old, ignored.", NULL)      \
     X(login_failures, "kchat_login_failures_total",                                        \
       "Logins answered BAD_CREDENTIALS after a password check (unknown user or wrong "     \
       "password).", NULL)                                                                  \

@@ -34,6 +34,7 @@
 #include "kchat/presence.h"
 
 #define SWEEP_EVERY_MS 1000      /* stale pairs and dead gateways looked for this often */
+#define STALE_RECORD_MS 60000    /* an online or offline record older than this is ignored */
 
 static bool gw_id_ok(const char *g)
 {
@@ -301,6 +302,15 @@ int kchat__presence_apply(struct ctx *c, const rd_kafka_message_t *m)
     /* The gateway's clock says when a stream closed; never a future time. */
     if (at <= 0 || at > c->now_ms)
         at = c->now_ms;
+    /* A user's record older than a minute says nothing the beats since have
+     * not said better: a copy replayed onto the topic, or a backlog read
+     * late. Beats name their gateway alive only as of their reading. */
+    if ((!strcmp(kind, "online") || !strcmp(kind, "offline")) &&
+        at < c->now_ms - STALE_RECORD_MS) {
+        atomic_fetch_add(&c->be->stats.presence_stale, 1);
+        json_decref(rec);
+        return KCHAT_OK;
+    }
     if (!strcmp(kind, "online") && ours(c, user)) {
         json_object_set_new(ps->gws, gw, json_integer(now));
         pair_key(k, sizeof(k), gw, user);

@@ -71,7 +71,7 @@ static void setup(void)
     if ((rc = kchat_txn_begin(sh.store, true, &t)) != KCHAT_OK)
         fail("begin", rc);
     for (int i = 0; i < N_USERS; i++) {
-        char id[8];
+        char id[16];
         json_t *user, *followers = json_array();
 
         snprintf(id, sizeof(id), "u%d", i);
@@ -96,7 +96,7 @@ static void setup(void)
 static void check_users(kchat_txn *t)
 {
     for (int i = 0; i < N_USERS; i++) {
-        char id[8];
+        char id[16];
         json_t *user;
         bool held = false;
         const char *k;

@@ -21,6 +21,8 @@
  *  - SIGTERM: `offline` for every user still online (at once), then `gone`
  *    to every partition after them, and a clean exit.
  *
+ * End to end with the backend's side of presence: test_gw_v11.c.
+ *
  * Linked with libkchat for kchat_auth_verify() only (Makefile INT_WHITEBOX).
  */
 #include <pthread.h>

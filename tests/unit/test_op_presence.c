@@ -220,6 +220,11 @@ static void test_beat_and_junk(void **state)
     free(after);
     /* the last: an offline of a user no shard has */
     assert_int_equal(atomic_load(&f->be.stats.presence_refused), 4);
+    /* an offline of a minute and more ago (a replayed copy): ignored */
+    say(f, c.bob, "{\"kind\":\"offline\",\"gateway\":\"%s\",\"userId\":\"%s\",\"at\":%lld}",
+        G1, c.bob, (long long)(f->now_ms - 61000));
+    expect_none(f);
+    assert_int_equal(atomic_load(&f->be.stats.presence_stale), 1);
 }
 
 /* After an acquisition the pairs are empty: users stored online that no
