@@ -1,5 +1,6 @@
 /*
- * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
+ * Embedded broker only (CI time): the records are the gateway's own; the
+ * backend reads them on real Kafka in test_acl.
  *
  * test_gw_presence: what a gateway writes to kchat-presence about its event
  * streams (include/kchat/presence.h; PROTOCOL.md section 6), read straight

@@ -1,5 +1,6 @@
 /*
- * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
+ * Embedded broker only (CI time): what presence adds on real Kafka, records
+ * on a co-partitioned topic, test_crash_rooms and test_rooms_v11 cover there.
  * Presence (PROTOCOL.md §6, the `presence` event; §3 user-search-friend's
  * `online` and `lastSeen`; §8 GET /api/friends and GET /api/events), written
  * from PROTOCOL.md alone and seen as a browser sees it: one broker, one

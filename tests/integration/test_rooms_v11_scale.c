@@ -1,5 +1,6 @@
 /*
- * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
+ * Embedded broker only (CI time): test_rooms_v11 and test_crash_rooms run the
+ * same operations on real Kafka.
  * Protocol v1.1's rooms at their limits, from PROTOCOL.md alone, against one
  * `kchat serve` (4 partitions), each test in JSON and in msgpack:
  *  - the cap of 256 participants (§3 operation 12): an invite that would
