@@ -66,14 +66,18 @@ static void conn_arm(struct gw_conn *c)
     evtimer_add(c->timer, &tv);
 }
 
-/* Whether evhttp has let go of @p c's connection (bufferevent_free() clears
- * the callbacks; our reference keeps the rest valid). */
+/* Whether evhttp has let go of @p c's connection: bufferevent_free() clears
+ * every callback (our reference keeps the rest valid). Not the read
+ * callback alone: evhttp clears that one while it writes a response, and an
+ * event stream writes for as long as it is open (regression 0051: a stream
+ * open past the deadline had its record freed under it). */
 static bool conn_gone(const struct gw_conn *c)
 {
-    bufferevent_data_cb rd = NULL;
+    bufferevent_data_cb rd = NULL, wr = NULL;
+    bufferevent_event_cb ev = NULL;
 
-    bufferevent_getcb(c->bev, &rd, NULL, NULL, NULL);
-    return rd == NULL;
+    bufferevent_getcb(c->bev, &rd, &wr, &ev, NULL);
+    return rd == NULL && wr == NULL && ev == NULL;
 }
 
 /* The deadline of @p arg's connection: shut it down if its request did not
