@@ -566,43 +566,58 @@
     if (notice) showNotice(notice.replace('%s', roomTitle(r)));
   }
 
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function buildRoomItem(roomId) {
+    var li = el('li', 'room');
+    li.dataset.roomId = roomId;
+    li.setAttribute('data-testid', 'room-item');
+    var btn = el('button', 'room-btn');
+    btn.type = 'button';
+    btn.dataset.roomId = roomId;
+    var badge = el('span', 'unread-dot');
+    badge.setAttribute('data-testid', 'unread-badge');
+    badge.setAttribute('aria-hidden', 'true');
+    btn.appendChild(el('span', 'room-name'));
+    btn.appendChild(badge);
+    btn.appendChild(el('span', 'room-participants'));
+    li.appendChild(btn);
+    return li;
+  }
+
+  /* The room list, updated in place: items are reused (a rebuild while the
+   * user clicks would swallow the click, and would lose focus). */
   function renderRooms() {
     var list = dom['room-list'];
-    var focusedId = document.activeElement && document.activeElement.closest &&
-      document.activeElement.closest('#room-list li') ?
-      document.activeElement.closest('#room-list li').dataset.roomId : null;
-    clear(list);
     var rooms = Array.from(state.rooms.values());
     rooms.sort(function (a, b) { return a.roomId < b.roomId ? -1 : a.roomId > b.roomId ? 1 : 0; });
-    rooms.forEach(function (r) {
+    var items = new Map();
+    Array.prototype.slice.call(list.children).forEach(function (li) {
+      if (state.rooms.has(li.dataset.roomId)) items.set(li.dataset.roomId, li);
+      else list.removeChild(li);
+    });
+    var total = 0;
+    rooms.forEach(function (r, i) {
       var unread = unreadOf(r);
-      var li = el('li', 'room' + (unread ? ' unread' : ''));
-      li.dataset.roomId = r.roomId;
+      total += unread;
+      var li = items.get(r.roomId) || buildRoomItem(r.roomId);
+      li.classList.toggle('unread', unread > 0);
       li.dataset.unread = String(unread);
-      li.setAttribute('data-testid', 'room-item');
-      var btn = el('button', 'room-btn');
-      btn.type = 'button';
-      btn.dataset.roomId = r.roomId;
+      var btn = li.firstChild;
       if (r.roomId === state.currentRoomId) btn.setAttribute('aria-current', 'true');
-      var name = el('span', 'room-name', roomTitle(r));
-      var parts = el('span', 'room-participants', participantNames(r));
-      var badge = el('span', 'unread-dot', unread > 99 ? '99+' : String(unread));
-      badge.setAttribute('data-testid', 'unread-badge');
-      badge.setAttribute('aria-hidden', 'true');
-      btn.appendChild(name);
-      btn.appendChild(badge);
-      btn.appendChild(parts);
+      else btn.removeAttribute('aria-current');
+      setText(btn.querySelector('.room-name'), roomTitle(r));
+      setText(btn.querySelector('.room-participants'), participantNames(r));
+      setText(btn.querySelector('.unread-dot'), unread > 99 ? '99+' : String(unread));
       btn.setAttribute('aria-label', roomTitle(r) +
         (unread ? ', ' + unread + ' unread message' + (unread === 1 ? '' : 's') : '') +
         '. Participants: ' + participantNames(r));
-      li.appendChild(btn);
-      list.appendChild(li);
-      if (focusedId === r.roomId) btn.focus();
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
     });
     dom['room-empty'].hidden = rooms.length > 0;
     if (state.currentRoomId) renderRoomHead();
-    var total = 0;
-    rooms.forEach(function (r) { total += unreadOf(r); });
     document.title = total ? '(' + total + ') kchat' : 'kchat';
   }
 
