@@ -240,7 +240,7 @@ async function expectUnread(page, id, n) {
 
 async function openRoomIn(page, id) {
   await roomItem(page, id).locator('.room-btn').click();
-  await page.locator(`${SEL.messageList}[data-room-id="${id}"]`).waitFor();
+  await page.locator(`${SEL.messageList}[data-room-id="${id}"]`).waitFor({ state: 'attached' });   // an empty list has no size
 }
 
 async function main() {
@@ -441,7 +441,7 @@ async function main() {
     assert(resp.status() === 201, `POST /api/rooms: ${resp.status()} ${await resp.text()}`);
     room2Id = ((await bodyOf(resp)) || {}).roomId;
     assert(room2Id, 'no roomId for the second room');
-    await a.page.locator(`${SEL.messageList}[data-room-id="${room2Id}"]`).waitFor();
+    await a.page.locator(`${SEL.messageList}[data-room-id="${room2Id}"]`).waitFor({ state: 'attached' });
     for (const p of [b.page, bob2.page]) await roomItem(p, room2Id).waitFor();
     await send(a.page, `unread test ${uniq}`);
     await expectMessage(a.page, `unread test ${uniq}`, 'mine');
