@@ -9,7 +9,8 @@
 // online and alice's friend dot turns green live (presence); an unread badge
 // appears in both of bob's tabs and clears when he reads the room in one;
 // alice sees "Seen by Bob"; carol, invited, sees the room and its history;
-// after leaving she receives nothing more; closing her page turns her
+// after leaving she receives nothing more, and a stale tab of hers opening
+// the room shows 403 NOT_A_MEMBER; closing her page turns her
 // "last seen". Screenshots go to ARTIFACT_DIR.
 //
 // Environment: KCHAT_URL (base URL, required), ARTIFACT_DIR (screenshots),
@@ -92,6 +93,8 @@ const users = [
 const carol = { tag: 'carol', id: `carol-${uniq}`, pw: `Pw-${uniq}-carol-secret`, name: 'Carol E2E' };
 for (const u of [...users, carol]) u.email = `${u.id}@example.com`;
 const bob2 = { tag: 'bob2' };
+// carol's second tab, cut off from live events: it still lists a room she left
+const carol2 = { tag: 'carol2', expectErrors: true };
 // the messages of the first room (carol, invited later, must see them all)
 const M1 = `hello bob from alice ${uniq}`;
 const M2 = `hi alice, bob here ${uniq}`;
@@ -105,7 +108,7 @@ let room2Id = '';
 const apiErrors = [];    // every /api/ answer >= 400 a page received
 
 async function diagnose(why) {
-  for (const u of [...users, carol, bob2]) {
+  for (const u of [...users, carol, bob2, carol2]) {
     if (!u.page || u.page.isClosed()) continue;
     try {
       const file = join(ARTIFACTS, `failure-${u.tag}-${why.replace(/[^a-z0-9]+/gi, '-')}.png`);
@@ -186,6 +189,7 @@ async function newPage(u, context) {
     const method = r.request().method();
     // the page's start-up session check answers 401 before anyone logged in
     if (method === 'GET' && path === '/api/friends' && r.status() === 401) return;
+    if (u.expectErrors) return;
     if (path.startsWith('/api/') && r.status() >= 400)
       apiErrors.push(`${u.tag}: ${method} ${path} -> ${r.status()}`);
   });
@@ -516,32 +520,51 @@ async function main() {
     assert(seqs.join(',') === '1,2,3', `carol's seqs ${seqs.join(',')}, want 1,2,3`);
   });
 
-  await step('leave: carol leaves; the room is gone for her and alice\'s next message does not reach her',
-    [inviteStep], async () => {
-      const [a, b] = users;
-      const c = carol.page;
-      await c.click('#room-leave');
-      const resp = await responseOf(c, 'DELETE', new RegExp(`^/api/rooms/${roomId}/members/me$`),
-        () => c.click('#room-leave-confirm'));
-      assert(resp.status() === 200, `DELETE members/me: ${resp.status()} ${await resp.text()}`);
-      await roomItem(c, roomId).waitFor({ state: 'detached' });
-      const title = await c.locator('#room-title').textContent();
-      assert(title === 'No room open', `carol's room view still shows ${JSON.stringify(title)}`);
-      await until('alice\'s participant line drops carol', async () =>
-        !((await a.page.locator('#room-participants').textContent()) || '').includes(carol.name));
-      // bob watches the room: his copy of the next message is the sync point
-      await openRoomIn(b.page, roomId);
-      const m4 = `after carol left ${uniq}`;
-      await send(a.page, m4);
-      await expectMessage(b.page, m4, 'theirs');
-      await c.waitForTimeout(1000);   // let a wrongly routed event arrive
-      const leak = await c.evaluate((t) => document.body.textContent.includes(t), m4);
-      assert(!leak, 'carol\'s page shows the message sent after she left');
-      assert(await roomItem(c, roomId).count() === 0, 'the room came back into carol\'s list');
-      const h = await carol.context.request.get(`${BASE}/api/rooms/${roomId}/messages`, { timeout: WAIT_MS });
-      const hb = await h.json().catch(() => null);
-      assert(h.status() === 403 && hb && hb.errorCode === 'NOT_A_MEMBER',
-        `carol's history after leaving: ${h.status()} ${JSON.stringify(hb)}, want 403 NOT_A_MEMBER`);
+  const leaveStep = 'leave: carol leaves; the room is gone for her and alice\'s next message does not reach her';
+  await step(leaveStep, [inviteStep], async () => {
+    const [a, b] = users;
+    const c = carol.page;
+    // a second tab of carol's that gets no live events keeps listing the room
+    carol2.page = await newPage(carol2, carol.context);
+    await carol2.page.route('**/api/events', (route) => route.abort());
+    await carol2.page.goto(`${BASE}/`, { waitUntil: 'domcontentloaded' });
+    await roomItem(carol2.page, roomId).waitFor();
+    await c.click('#room-leave');
+    const resp = await responseOf(c, 'DELETE', new RegExp(`^/api/rooms/${roomId}/members/me$`),
+      () => c.click('#room-leave-confirm'));
+    assert(resp.status() === 200, `DELETE members/me: ${resp.status()} ${await resp.text()}`);
+    await roomItem(c, roomId).waitFor({ state: 'detached' });
+    const title = await c.locator('#room-title').textContent();
+    assert(title === 'No room open', `carol's room view still shows ${JSON.stringify(title)}`);
+    await until('alice\'s participant line drops carol', async () =>
+      !((await a.page.locator('#room-participants').textContent()) || '').includes(carol.name));
+    // bob watches the room: his copy of the next message is the sync point
+    await openRoomIn(b.page, roomId);
+    const m4 = `after carol left ${uniq}`;
+    await send(a.page, m4);
+    await expectMessage(b.page, m4, 'theirs');
+    await c.waitForTimeout(1000);   // let a wrongly routed event arrive
+    const leak = await c.evaluate((t) => document.body.textContent.includes(t), m4);
+    assert(!leak, 'carol\'s page shows the message sent after she left');
+    assert(await roomItem(c, roomId).count() === 0, 'the room came back into carol\'s list');
+    const h = await carol.context.request.get(`${BASE}/api/rooms/${roomId}/messages`, { timeout: WAIT_MS });
+    const hb = await h.json().catch(() => null);
+    assert(h.status() === 403 && hb && hb.errorCode === 'NOT_A_MEMBER',
+      `carol's history after leaving: ${h.status()} ${JSON.stringify(hb)}, want 403 NOT_A_MEMBER`);
+  });
+
+  await step('errors: a stale tab opening a room carol left says 403 NOT_A_MEMBER and drops the room',
+    [leaveStep], async () => {
+      const p = carol2.page;
+      const resp = await responseOf(p, 'GET', new RegExp(`^/api/rooms/${roomId}/messages$`),
+        () => roomItem(p, roomId).locator('.room-btn').click());
+      assert(resp.status() === 403, `history in the stale tab: ${resp.status()}, want 403`);
+      const banner = p.locator(SEL.error);
+      await banner.waitFor();
+      const t = (await banner.textContent()) || '';
+      assert(t.includes('NOT_A_MEMBER') && /not a member/i.test(t), `error banner ${JSON.stringify(t)}`);
+      await roomItem(p, roomId).waitFor({ state: 'detached' });
+      await p.close();
     });
 
   await step('no failed API calls, dialogs or page errors in the v1.1 steps', [loginStep], async () => {
