@@ -904,6 +904,7 @@
 
   function hideInvite() {
     dom['invite-form'].hidden = true;
+    delete dom['invite-friends'].dataset.choices;
     dom['room-invite'].setAttribute('aria-expanded', 'false');
     Array.prototype.slice.call(dom['invite-friends'].querySelectorAll('label')).forEach(function (l) {
       l.parentNode.removeChild(l);
@@ -914,11 +915,15 @@
   function renderInviteChoices() {
     var fs = dom['invite-friends'];
     var r = state.rooms.get(state.currentRoomId);
+    var inRoom = new Set(r ? r.participants : []);
+    var choices = state.friends.filter(function (f) { return !inRoom.has(f.userId); });
+    // unchanged choices: leave the checkboxes (and the focus) alone
+    var key = choices.map(function (f) { return f.userId + '\n' + (f.userName || ''); }).join('\n');
+    if (fs.dataset.choices === key && fs.querySelector('label')) return;
+    fs.dataset.choices = key;
     var checked = new Set();
     fs.querySelectorAll('input[type=checkbox]:checked').forEach(function (c) { checked.add(c.dataset.userId); });
     Array.prototype.slice.call(fs.querySelectorAll('label')).forEach(function (l) { fs.removeChild(l); });
-    var inRoom = new Set(r ? r.participants : []);
-    var choices = state.friends.filter(function (f) { return !inRoom.has(f.userId); });
     choices.forEach(function (f) {
       var label = el('label', 'room-friend');
       var cb = document.createElement('input');
