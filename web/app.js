@@ -525,7 +525,11 @@
     if (typeof r.roomName === 'string') cur.roomName = r.roomName;
     if (Array.isArray(r.participants)) cur.participants = r.participants.slice();
     if (typeof r.lastSeq === 'number' && r.lastSeq > cur.lastSeq) cur.lastSeq = r.lastSeq;
-    if (typeof r.readSeq === 'number' && r.readSeq > cur.readSeq) cur.readSeq = r.readSeq;
+    var readSeq = r.readSeq;
+    if (typeof readSeq !== 'number' && typeof r.unread === 'number' && typeof r.lastSeq === 'number') {
+      readSeq = r.lastSeq - r.unread;   // a list with unread but no readSeq
+    }
+    if (typeof readSeq === 'number' && readSeq > cur.readSeq) cur.readSeq = readSeq;
     return cur;
   }
 
