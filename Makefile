@@ -167,9 +167,11 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ) $(FLAG
 # but for these, which also read its data directory with the store's API
 # (the changelog must give back every shard's tables; a killed node's copy
 # keeps changes Kafka never had) and make kchat's topics on a mock cluster
-# of their own.
+# of their own; test_gw_presence checks kchat-presence's MACs with
+# kchat_auth_verify().
 INT_WHITEBOX := $(BUILD)/tests/integration/test_changelog \
-                $(BUILD)/tests/integration/test_handover
+                $(BUILD)/tests/integration/test_handover \
+                $(BUILD)/tests/integration/test_gw_presence
 $(INT_WHITEBOX): $(BUILD)/tests/integration/%: tests/integration/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
@@ -202,12 +204,15 @@ docs: $(BIN)
 check-kafka: $(BIN) $(INT_BIN)
 	BUILD=$(BUILD) KCHAT_BIN=$(BIN) KCHAT_TEST_SKIP='$(SKIP_TESTS)' KAFKA=1 tests/run.sh $(TESTS)
 
-# The crash test at length: 100 kill -9 under load, more users (SOAK_ARGS
-# adds environment, e.g. SOAK_ARGS="KCHAT_TEST_BROKERS=host:port").
+# The crash tests at length: 100 kill -9 under load, more users; 40 phases
+# of room changes, each ended by a kill (SOAK_ARGS adds environment, e.g.
+# SOAK_ARGS="KCHAT_TEST_BROKERS=host:port").
 SOAK_KILLS ?= 100
-soak: $(BIN) $(BUILD)/tests/integration/test_crash
+soak: $(BIN) $(BUILD)/tests/integration/test_crash $(BUILD)/tests/integration/test_crash_rooms
 	KCHAT_CRASH_KILLS=$(SOAK_KILLS) KCHAT_CRASH_USERS=40 KCHAT_CRASH_RUN_MS=3000 \
 	  KCHAT_BIN=$(BIN) $(SOAK_ARGS) $(BUILD)/tests/integration/test_crash
+	KCHAT_CRASH_ROOMS_PHASES=40 KCHAT_BIN=$(BIN) $(SOAK_ARGS) \
+	  $(BUILD)/tests/integration/test_crash_rooms
 
 check-all:
 	tests/check-all.sh

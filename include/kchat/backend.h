@@ -74,6 +74,12 @@ typedef struct kchat_backend kchat_backend;
       "Outbox records handed to the producer.", ", %llu produced")                         \
     X(delivered, "kchat_outbox_delivered_total",                                           \
       "Outbox records confirmed by Kafka.", ", %llu delivered")                            \
+    X(presence_changes, "kchat_presence_changes_total",                                    \
+      "Users who came online or went offline (PROTOCOL.md section 6).", NULL)               \
+    X(presence_refused, "kchat_presence_records_refused_total",                            \
+      "kchat-presence records that do not decode, ignored.", NULL)                         \
+    X(presence_stale, "kchat_presence_records_stale_total",                                \
+      "kchat-presence online/offline records more than a minute old, ignored.", NULL)      \
     X(login_failures, "kchat_login_failures_total",                                        \
       "Logins answered BAD_CREDENTIALS after a password check (unknown user or wrong "     \
       "password).", NULL)                                                                  \

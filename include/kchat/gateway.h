@@ -13,7 +13,7 @@
  *  - the loop thread runs libevent: every HTTP connection, every timer, the
  *    pending table, the event streams and the metrics live there;
  *  - the Kafka thread makes sure the topics exist, then reads every
- *    partition of the ten response topics and of `chat-events` (manual
+ *    partition of the thirteen response topics and of `chat-events` (manual
  *    assign from the end, a unique group id, never committed, so several
  *    gateways side by side each see every reply) and hands each record to
  *    the loop thread through a locked queue and event_active();
@@ -25,6 +25,11 @@
  * `userId`/`writerId`; the backend checks that the session belongs to that
  * user on every request, and an event stream is opened only after a
  * session-checked request (user-search-friend) succeeded.
+ *
+ * Presence: the loop thread tells the backends on `kchat-presence` which
+ * users have event streams open here (include/kchat/presence.h: online,
+ * offline 5 s after the last close, a beat to every partition every 5 s,
+ * and offline + gone at kchat_gateway_stop()); docs/gateway.md "Presence".
  *
  * SSE event ids are `P-OFFSET`, the record's `chat-events` partition and
  * offset; a stream opened with `Last-Event-ID: P-OFFSET` first receives the
@@ -96,8 +101,10 @@ void kchat_gateway_set_metrics(kchat_gateway *gw, kchat_metrics_fn fn, void *arg
 
 /**
  * @brief Stop and free: stop listening, answer every waiting call with 503,
- *        end every event stream, stop the Kafka and catch-up threads, flush
- *        the producer (at most 2 s). NULL is ignored.
+ *        end every event stream, produce `offline` for every user online
+ *        here and `gone` to every partition of `kchat-presence`, stop the
+ *        Kafka and catch-up threads, flush the producer (at most 2 s).
+ *        NULL is ignored.
  * @locality the thread that called kchat_gateway_start(); never the loop
  *           thread (so never from a kchat_metrics_fn).
  */

@@ -139,6 +139,7 @@ typedef enum kchat_table {
     KCHAT_TBL_APPLIED,    /**< private: applied watermark per source shard */
     KCHAT_TBL_DIRECTORY,  /**< the directory replica */
     KCHAT_TBL_CHANGELOG,  /**< private: changes not yet confirmed by Kafka (kchat_store_changelog_*) */
+    KCHAT_TBL_FOLLOWERS,  /**< who follows a user (presence events go to them) */
     KCHAT_TBL__COUNT      /**< number of tables, not a table */
 } kchat_table;
 

@@ -147,6 +147,18 @@ struct login_throttle {
     struct throttle_slot slot[KCHAT_THROTTLE_SETS][KCHAT_THROTTLE_WAYS];
 };
 
+/* A shard's presence state (presence.c), on its worker, in memory only. */
+struct presence {
+    json_t *pairs;              /* "gateway/userId" -> last mention (wall ms) */
+    json_t *gws;                /* gateway id -> last beat (wall ms) */
+    json_t *check;              /* userId -> true: pairs went, no commit since */
+    uint64_t run_id;            /* the shard's run_id these are for */
+    int64_t since_ms;           /* tracked since (wall ms) */
+    int64_t last_sweep_ms;
+    int64_t last_due_ms;        /* kchat__presence_due() last looked through them */
+    bool grace_done;            /* users stored online and unlisted were settled */
+};
+
 struct shard {
     uint32_t id;
     kchat_store *store;
@@ -181,6 +193,7 @@ struct shard {
     struct cmd_link *links;     /* [partitions], by target shard; NULL until a command */
     int64_t last_ack_check_ms;
     struct login_throttle throttle; /* zeroed with the shard; needs no release */
+    struct presence presence;   /* kchat__presence_release() at the end */
     int64_t fail_since_ms;      /* first failed commit of the current run, 0: none */
     int64_t fail_logged_ms;     /* last time that run was logged */
     unsigned long fail_count;   /* failed commits in the current run */
@@ -432,6 +445,12 @@ KCHAT_MUST_CHECK
 int kchat__op_add_chat(struct ctx *c);
 KCHAT_MUST_CHECK
 int kchat__op_history(struct ctx *c);
+KCHAT_MUST_CHECK
+int kchat__op_room_read(struct ctx *c);
+KCHAT_MUST_CHECK
+int kchat__op_room_invite(struct ctx *c);
+KCHAT_MUST_CHECK
+int kchat__op_room_leave(struct ctx *c);
 
 /* Internal commands, applied in the target shard. KCHAT_EDECODE: the
  * command is malformed (the caller dead-letters it).
@@ -442,6 +461,16 @@ KCHAT_MUST_CHECK
 int kchat__cmd_chat(struct ctx *c, const json_t *cmd);
 KCHAT_MUST_CHECK
 int kchat__cmd_history(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
+int kchat__cmd_read(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
+int kchat__cmd_invite(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
+int kchat__cmd_leave(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
+int kchat__cmd_unmember(struct ctx *c, const json_t *cmd);
+KCHAT_MUST_CHECK
+int kchat__cmd_follow(struct ctx *c, const json_t *cmd);
 
 /* The chat/history work once the room's shard is reached (local or command).
  * @locality worker that owns c->sh (the room's shard) */
@@ -451,6 +480,93 @@ int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
 KCHAT_MUST_CHECK
 int kchat__room_history(struct ctx *c, const char *room_id, const char *user_id,
                         int64_t before_seq, int limit);
+/* room-read, room-invite and room-leave once the room's shard is reached
+ * (members.c). @p invitees: [{id, st}] as the inviter's shard found them
+ * ("ok", "unknown": no such user, "stranger": not the inviter's friend).
+ * @locality worker that owns c->sh (the room's shard) */
+KCHAT_MUST_CHECK
+int kchat__room_read(struct ctx *c, const char *room_id, const char *user_id, int64_t read_seq);
+KCHAT_MUST_CHECK
+int kchat__room_invite(struct ctx *c, const char *room_id, const char *inviter,
+                       const json_t *invitees);
+KCHAT_MUST_CHECK
+int kchat__room_leave(struct ctx *c, const char *room_id, const char *user_id);
+
+/* ---- rooms.c and members.c: shared room helpers ---- */
+
+/* Whether @p user_id is among @p room's participants. @locality any thread */
+bool kchat__is_participant(const json_t *room, const char *user_id);
+
+/* The stored room @p room_id of c->sh (a new reference), or NULL after
+ * answering ROOM_NOT_FOUND or NOT_A_MEMBER (@p user_id not a participant),
+ * the answer's result in @p rc.
+ * @locality worker that owns c->sh (the room's shard) */
+json_t *kchat__room_for_member(struct ctx *c, const char *room_id, const char *user_id, int *rc);
+
+/* Store changed room @p room in c->sh: its `ver` bumped, the record put,
+ * its summary published. Errors: store errors, KCHAT_ENOMEM, KCHAT_EINVAL
+ * (no roomId).
+ * @locality worker that owns c->sh (the room's shard) */
+KCHAT_MUST_CHECK
+int kchat__room_store(struct ctx *c, json_t *room);
+
+/* The read cursor of @p user_id in @p room (or a room summary): 0 when it
+ * has none. @locality any thread */
+json_int_t kchat__room_read_seq(const json_t *room, const char *user_id);
+
+/* Set the read cursor of @p user_id in @p room (not stored). KCHAT_ENOMEM.
+ * @locality any thread */
+KCHAT_MUST_CHECK
+int kchat__room_set_read(json_t *room, const char *user_id, json_int_t seq);
+
+/* Record in c->sh that @p user_id (its user) is in @p room, a copy of the
+ * room's record, and send them the `room` event; drop that record.
+ * Errors: store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh (the user's shard) */
+KCHAT_MUST_CHECK
+int kchat__member_add(struct ctx *c, const char *user_id, const json_t *room);
+KCHAT_MUST_CHECK
+int kchat__member_del(struct ctx *c, const char *user_id, const char *room_id);
+
+/* ---- presence.c: presence and followers ---- */
+
+/* Apply one kchat-presence record (its MAC already checked): online,
+ * offline, beat or gone (include/kchat/presence.h). A record that does not
+ * decode is counted and ignored. Errors: store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__presence_apply(struct ctx *c, const rd_kafka_message_t *m);
+
+/* Whether @p sh's presence wants a transaction of its own now: dead
+ * gateways, stale pairs, users to settle, the grace after an acquisition
+ * (a look through the pairs at most once a second).
+ * @locality worker that owns @p sh */
+bool kchat__presence_due(struct shard *sh);
+
+/* In every transaction of a shard: the sweep when due, and the users whose
+ * pairs went settled (offline at @p at_ms / now). Errors: store errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__presence_sweep(struct ctx *c);
+KCHAT_MUST_CHECK
+int kchat__presence_settle_checked(struct ctx *c, int64_t at_ms);
+
+/* The shard's transaction committed: the users settled in it are done.
+ * @locality worker that owns @p sh */
+void kchat__presence_committed(struct shard *sh);
+
+/* Free the presence state of @p sh. @locality whoever frees the shard */
+void kchat__presence_release(struct shard *sh);
+
+/* @p follower follows @p user_id (user-add-friend): recorded in the
+ * followed user's shard, here or by a `follow` command. Errors: store
+ * errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh (the follower's shard) */
+KCHAT_MUST_CHECK
+int kchat__follow(struct ctx *c, const char *follower, const char *user_id);
+/* The same in the followed user's own shard. @locality its worker */
+KCHAT_MUST_CHECK
+int kchat__follower_add(struct ctx *c, const char *user_id, const char *follower);
 
 /* Wall-clock milliseconds (timestamps, command re-send clocks). */
 int64_t kchat__now_ms(void);

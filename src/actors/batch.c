@@ -74,6 +74,9 @@ int kchat__op_dispatch(struct ctx *c)
     case KCHAT_OP_SEARCH_ROOM:   return kchat__op_search_room(c);
     case KCHAT_OP_ADD_CHAT:      return kchat__op_add_chat(c);
     case KCHAT_OP_HISTORY:       return kchat__op_history(c);
+    case KCHAT_OP_ROOM_READ:     return kchat__op_room_read(c);
+    case KCHAT_OP_ROOM_INVITE:   return kchat__op_room_invite(c);
+    case KCHAT_OP_ROOM_LEAVE:    return kchat__op_room_leave(c);
     case KCHAT_OP__COUNT:        break;
     }
     return KCHAT_EINVAL;
@@ -212,6 +215,12 @@ static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
             return KCHAT_OK;
         return kchat__command_apply(c, m);
     }
+    if (!strcmp(topic, KCHAT_TOPIC_PRESENCE)) {
+        /* Only a gateway of this deployment speaks for open streams. */
+        if (c->be->auth != NULL && !kchat_auth_verify(c->be->auth, m, "presence"))
+            return KCHAT_OK;
+        return kchat__presence_apply(c, m);
+    }
     atomic_fetch_add(&c->be->stats.requests, 1);
     if (kchat_op_from_request_topic(topic, &op) != KCHAT_OK)
         return kchat__dead_letter(c, m, "record on a topic kchat does not serve");
@@ -226,7 +235,7 @@ static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
 KCHAT_MUST_CHECK
 static int store_offsets(kchat_txn *t, rd_kafka_message_t **msgs, const size_t *idx, size_t n)
 {
-    const rd_kafka_topic_t *done[KCHAT_OP__COUNT + 1];
+    const rd_kafka_topic_t *done[KCHAT_OP__COUNT + 2];
     size_t n_done = 0;
     int rc = KCHAT_OK;
 
@@ -304,6 +313,10 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             rc = kchat__changelog_trim(sh, c.txn);
         for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
             rc = apply_record(&c, msgs[idx[i]]);
+        if (rc == KCHAT_OK) {
+            c.now_ms = kchat__now_ms();
+            rc = kchat__presence_sweep(&c);
+        }
         if (rc == KCHAT_OK)
             rc = kchat__acks_flush(&c);
         if (rc == KCHAT_OK)
@@ -319,6 +332,7 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             kchat_hist_observe(&be->batch_records, (double)n);
             atomic_fetch_add(&be->stats.commits, 1);
             kchat__changelog_after_commit(be, w, sh);
+            kchat__presence_committed(sh);
             log_commit_recovered(sh);
             return;
         }
@@ -396,6 +410,11 @@ static void on_idle(void *opaque, unsigned worker)
             continue;   /* another process's, being acquired or fenced (ownership.c) */
         if (atomic_load(&sh->releasing) && kchat__shard_quiet(be, sh))
             atomic_store(&sh->quiet, true);
+        if (!atomic_load(&be->stopping) && kchat__presence_due(sh)) {
+            /* a transaction of no records: the sweep, dead gateways' users */
+            apply_shard_batch(be, w, sh, NULL, NULL, 0);
+            continue;
+        }
         if (!atomic_load(&be->stopping)) {
             /* at exit the outbox keeps them for the next start */
             kchat__changelog_release(be, sh);
@@ -448,12 +467,12 @@ static int64_t on_start_offset(void *opaque, const char *topic, int32_t partitio
 
 int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len)
 {
-    const char *topics[KCHAT_OP__COUNT + 1];
+    const char *topics[KCHAT_OP__COUNT + 2];
     rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, len);
     int wait_ms = kchat_config_fetch_wait_ms(be->cfg, mock);
     char wait[16];
     kchat_consumer_conf cc = {
-        .topics = topics, .n_topics = KCHAT_OP__COUNT + 1, .n_workers = be->n_workers,
+        .topics = topics, .n_topics = KCHAT_OP__COUNT + 2, .n_workers = be->n_workers,
         .ring_capacity = (size_t)be->cfg->ring_capacity, .max_batch = (size_t)be->cfg->max_batch,
         .tick_ms = 20, .start_offset = on_start_offset, .process = on_process,
         .idle = on_idle, .prepare = kchat__shards_prepare, .revoked = kchat__shards_revoked,
@@ -467,6 +486,7 @@ int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len
     for (int i = 0; i < KCHAT_OP__COUNT; i++)
         topics[i] = kchat_op_request_topic((kchat_op)i);
     topics[KCHAT_OP__COUNT] = KCHAT_TOPIC_INTERNAL;
+    topics[KCHAT_OP__COUNT + 1] = KCHAT_TOPIC_PRESENCE;
     if (rd_kafka_conf_set(conf, "group.id", kchat_config_group(be->cfg), errstr, len) ||
         rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errstr, len) ||
         rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", errstr, len)) {

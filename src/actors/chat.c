@@ -4,6 +4,7 @@
  * message, publishes the room's new lastSeq (summaries.c) and fans the
  * `chat` event out to every participant. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "actors.h"
@@ -26,37 +27,6 @@ static size_t msg_key(unsigned char *out, const char *room_id, uint64_t seq)
 static size_t idem_key(char *out, const char *room_id, const char *writer_id, const char *cmid)
 {
     return (size_t)snprintf(out, IDEM_KEY_MAX + 1, "%s%c%s%c%s", room_id, 0, writer_id, 0, cmid);
-}
-
-static bool is_participant(const json_t *room, const char *user_id)
-{
-    json_t *parts = json_object_get(room, "participants"), *v;
-    size_t i;
-
-    json_array_foreach(parts, i, v)
-        if (!strcmp(json_string_value(v), user_id))
-            return true;
-    return false;
-}
-
-/* The room, or NULL after answering ROOM_NOT_FOUND / NOT_A_MEMBER.
- * @locality worker that owns c->sh */
-static json_t *room_for_member(struct ctx *c, const char *room_id, const char *user_id, int *rc)
-{
-    json_t *room = kchat__get_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
-
-    *rc = KCHAT_OK;
-    if (room == NULL) {
-        *rc = kchat__reply_err(c, KCHAT_WIRE_ROOM_NOT_FOUND, "No room %s.", room_id);
-        return NULL;
-    }
-    if (!is_participant(room, user_id)) {
-        json_decref(room);
-        *rc = kchat__reply_err(c, KCHAT_WIRE_NOT_A_MEMBER, "%s is not a participant of room %s.",
-                               user_id, room_id);
-        return NULL;
-    }
-    return room;
 }
 
 /* @locality worker that owns c->sh */
@@ -82,7 +52,7 @@ int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
     size_t vl;
     int rc;
 
-    if ((room = room_for_member(c, room_id, writer_id, &rc)) == NULL)
+    if ((room = kchat__room_for_member(c, room_id, writer_id, &rc)) == NULL)
         return rc;
     if (client_msg_id[0] != '\0') {
         il = idem_key(ikey, room_id, writer_id, client_msg_id);
@@ -110,12 +80,14 @@ int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
         return KCHAT_ENOMEM;
     }
     json_object_set_new(room, "lastSeq", json_integer(seq));
-    rc = kchat__put_json(c->txn, KCHAT_TBL_MESSAGES, mkey, msg_key(mkey, room_id, (uint64_t)seq),
-                         msg);
+    /* Storing a message moves its writer's read cursor to it (no `read`
+     * event: the `chat` event says as much). */
+    rc = kchat__room_set_read(room, writer_id, seq);
     if (rc == KCHAT_OK)
-        rc = kchat__put_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id), room);
+        rc = kchat__put_json(c->txn, KCHAT_TBL_MESSAGES, mkey,
+                             msg_key(mkey, room_id, (uint64_t)seq), msg);
     if (rc == KCHAT_OK)
-        rc = kchat__room_summary_publish(c, room);
+        rc = kchat__room_store(c, room);
     if (rc == KCHAT_OK && il) {
         kchat_store_be64((uint64_t)seq, (unsigned char *)seqbuf);
         rc = kchat_txn_put(c->txn, KCHAT_TBL_IDEM, ikey, il, seqbuf, 8);
@@ -183,30 +155,65 @@ static int history_one(void *arg, const void *k, size_t kl, const void *v, size_
     return (int)json_array_size(hs->messages) >= hs->limit ? 1 : 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* `reads` of room-history: {userId, readSeq} of every participant of
+ * @p room, sorted by userId (a new array; NULL: out of memory). */
+static json_t *room_reads(const json_t *room)
+{
+    json_t *parts = json_object_get(room, "participants"), *out;
+    size_t n = json_array_size(parts), i;
+    const char **ids = malloc((n ? n : 1) * sizeof(*ids));
+
+    if (ids == NULL || (out = json_array()) == NULL) {
+        free(ids);
+        return NULL;
+    }
+    for (i = 0; i < n; i++)
+        ids[i] = json_string_value(json_array_get(parts, i));
+    qsort(ids, n, sizeof(*ids), cmp_str);
+    for (i = 0; i < n; i++)
+        json_array_append_new(out, json_pack("{s:s, s:I}", "userId", ids[i], "readSeq",
+                                             kchat__room_read_seq(room, ids[i])));
+    free(ids);
+    return out;
+}
+
 int kchat__room_history(struct ctx *c, const char *room_id, const char *user_id,
                         int64_t before_seq, int limit)
 {
     struct history_scan hs = {json_array(), limit};
+    json_t *reads;
     unsigned char prefix[ROOM_KEY_MAX], bound[MSG_KEY_LEN(64)];
     size_t pl = strlen(room_id) + 1, bl = 0;
     json_t *room;
     int rc;
 
-    if ((room = room_for_member(c, room_id, user_id, &rc)) == NULL) {
+    if ((room = kchat__room_for_member(c, room_id, user_id, &rc)) == NULL) {
         json_decref(hs.messages);
         return rc;
     }
-    json_decref(room);
     memcpy(prefix, room_id, pl);
     if (before_seq > 0)
         bl = msg_key(bound, room_id, (uint64_t)before_seq);
     rc = kchat_txn_scan_range(c->txn, KCHAT_TBL_MESSAGES, prefix, pl, bl ? bound : NULL, bl,
                               true, history_one, &hs);
     if (rc < 0) {
+        json_decref(room);
         json_decref(hs.messages);
         return rc;
     }
-    return kchat__reply_ok(c, json_pack("{s:s, s:o}", "roomId", room_id, "messages", hs.messages));
+    reads = room_reads(room);
+    json_decref(room);
+    if (reads == NULL) {
+        json_decref(hs.messages);
+        return KCHAT_ENOMEM;
+    }
+    return kchat__reply_ok(c, json_pack("{s:s, s:o, s:o}", "roomId", room_id, "messages",
+                                        hs.messages, "reads", reads));
 }
 
 int kchat__op_history(struct ctx *c)

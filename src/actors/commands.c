@@ -401,6 +401,16 @@ int kchat__command_dispatch(struct ctx *c, const json_t *cmd)
     }
     if (!strcmp(op, "member"))
         return kchat__cmd_member(c, cmd);
+    if (!strcmp(op, "read"))
+        return kchat__cmd_read(c, cmd);
+    if (!strcmp(op, "invite"))
+        return kchat__cmd_invite(c, cmd);
+    if (!strcmp(op, "leave"))
+        return kchat__cmd_leave(c, cmd);
+    if (!strcmp(op, "unmember"))
+        return kchat__cmd_unmember(c, cmd);
+    if (!strcmp(op, "follow"))
+        return kchat__cmd_follow(c, cmd);
     return KCHAT_EDECODE;
 }
 

@@ -399,6 +399,7 @@ void kchat__datadir_close(kchat_backend *be)
         kchat_store_close(sh->store);
         pthread_mutex_destroy(&sh->lock);
         pthread_mutex_destroy(&sh->copy_lock);
+        kchat__presence_release(sh);
         free(sh->cmds);
         free(sh->links);
         free(sh->delivered.v);

@@ -20,11 +20,14 @@
 
 int kchat__directory_publish(struct ctx *c, const json_t *user)
 {
-    json_t *e = json_pack("{s:O, s:O, s:O, s:O}",
+    json_t *seen = json_object_get(user, "lastSeen");
+    json_t *e = json_pack("{s:O, s:O, s:O, s:O, s:b, s:s}",
                           "userId", json_object_get(user, "userId"),
                           "userName", json_object_get(user, "userName"),
                           "userStatus", json_object_get(user, "userStatus"),
-                          "ver", json_object_get(user, "ver"));
+                          "ver", json_object_get(user, "ver"),
+                          "online", json_is_true(json_object_get(user, "online")),
+                          "lastSeen", json_is_string(seen) ? json_string_value(seen) : "");
     const char *id = json_string_value(json_object_get(user, "userId"));
     char *s;
     int rc;

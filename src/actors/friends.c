@@ -1,5 +1,7 @@
-/* Friends: a directed, sorted list per user, kept in the user's shard.
- * Existence of the other users is checked against the directory replica. */
+/* Friends: a directed, sorted list per user, kept in the user's shard, and
+ * the reverse, who follows a user, in that user's shard (presence.c).
+ * Existence of the other users is checked against the directory replica,
+ * and so are a friend's presence fields. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,8 +81,14 @@ int kchat__op_add_friend(struct ctx *c)
                 have = true;
                 break;
             }
-        if (!have)
+        if (!have) {
             json_array_append_new(list, json_string(r->friend_ids[i]));
+            /* the friend's shard learns who follows them (presence.c) */
+            if ((rc = kchat__follow(c, r->user_id, r->friend_ids[i])) != KCHAT_OK) {
+                json_decref(list);
+                return rc;
+            }
+        }
     }
     /* keep the stored list sorted, so search answers need no sort */
     n = json_array_size(list);
@@ -123,9 +131,13 @@ int kchat__op_search_friend(struct ctx *c)
     json_array_foreach(list, i, v) {
         const char *id = json_string_value(v);
         json_t *d = kchat__directory_get(c->be, id);
-        json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "userId", id,
+        json_t *seen = json_object_get(d, "lastSeen");
+
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:b, s:s}", "userId", id,
             "userName", d ? json_string_value(json_object_get(d, "userName")) : "",
-            "userStatus", d ? json_string_value(json_object_get(d, "userStatus")) : ""));
+            "userStatus", d ? json_string_value(json_object_get(d, "userStatus")) : "",
+            "online", json_is_true(json_object_get(d, "online")),
+            "lastSeen", json_is_string(seen) ? json_string_value(seen) : ""));
         json_decref(d);
     }
     json_decref(list);

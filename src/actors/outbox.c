@@ -10,11 +10,13 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "actors.h"
 #include "replicas.h"
 #include "streams.h"
 #include "kchat/error.h"
+#include "kchat/kafka.h"
 
 atomic_int kchat__test_alloc_failures;
 
@@ -236,7 +238,13 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
         if ((rc = kchat__streams_pending_add(ra->be, ra->sh, seq, target, cseq)) != KCHAT_OK)
             return rc;
     }
+    /* The replica takes this shard's directory records and room summaries
+     * before the answers that depend on them leave, as after a commit. */
     kchat__directory_write_through(ra->be, r->topic, r->value, r->value_len);
+    if (!strcmp(r->topic, KCHAT_TOPIC_ROOMS)) {
+        json_t *sum = json_loadb(r->value ? r->value : "", r->value_len, 0, NULL);
+        kchat__room_summaries_take(ra->be, &sum, sum != NULL ? 1 : 0);
+    }
     kchat__produce(ra->be, ra->sh->id, seq, r);
     ra->produced++;
     return 0;

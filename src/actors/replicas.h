@@ -66,8 +66,8 @@ KCHAT_MUST_CHECK
 int kchat__room_summary_publish(struct ctx *c, const json_t *room);
 
 /* Apply one room summary (from Kafka or write-through) to the replica if
- * it is newer: a room not yet known, or a higher lastSeq; an equal or lower
- * one is ignored (KCHAT_OK, nothing committed). Errors: KCHAT_EINVAL (no
+ * it is newer: a room not yet known, or a later version
+ * (kchat__room_newer()); an equal or older one is ignored (KCHAT_OK, nothing committed). Errors: KCHAT_EINVAL (no
  * valid roomId or no lastSeq), store errors.
  * @locality any thread: the directory thread and the workers (LMDB
  *           serialises their write transactions) */
@@ -90,10 +90,16 @@ void kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n);
 void kchat__room_summaries_write_through(kchat_backend *be, const struct out_rec *recs,
                                          size_t n);
 
-/* The lastSeq of @p room_id in the replica, read in @p t (a transaction of
- * be->directory); 0 when the replica does not know the room.
+/* The summary of @p room_id in the replica, read in @p t (a transaction
+ * of be->directory): a new reference to {roomId, roomName, participants,
+ * lastSeq, ver, reads?}, or NULL when the replica does not know the room.
  * @locality the thread holding @p t */
-json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id);
+json_t *kchat__room_summary_get(kchat_txn *t, const char *room_id);
+
+/* Whether room (or summary) @p a is a later version than @p b: a higher
+ * `ver`, or, at equal ones, a higher lastSeq.
+ * @locality any thread */
+bool kchat__room_newer(const json_t *a, const json_t *b);
 
 /* Start-up, without a changelog (one process owns every shard): when the
  * replica has never been filled with room summaries (a data directory of

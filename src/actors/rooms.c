@@ -3,8 +3,9 @@
  * transaction, which also publishes the room's summary (summaries.c). Each
  * participant's membership lives in that participant's shard and is added
  * there, by an internal command when it is another shard. A search answers
- * from the memberships of the asking user's shard and the lastSeq of the
- * room summaries replica. */
+ * from the memberships of the asking user's shard and, for each room, its
+ * newest version this shard may read: lastSeq, participants and the read
+ * cursor of one version (members.c). */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,10 +25,7 @@ static size_t member_key(char *out, const char *user_id, const char *room_id)
     return ul + 1 + rl;
 }
 
-/* Record that @p user_id is in @p room and send them the `room` event.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-static int member_add(struct ctx *c, const char *user_id, const json_t *room)
+int kchat__member_add(struct ctx *c, const char *user_id, const json_t *room)
 {
     const char *room_id = json_string_value(json_object_get(room, "roomId"));
     char key[MEMBER_KEY_MAX + 1];
@@ -41,6 +39,15 @@ static int member_add(struct ctx *c, const char *user_id, const json_t *room)
                                               "roomName", json_object_get(room, "roomName"),
                                               "participants",
                                               json_object_get(room, "participants")));
+}
+
+int kchat__member_del(struct ctx *c, const char *user_id, const char *room_id)
+{
+    char key[MEMBER_KEY_MAX + 1];
+    size_t kl = member_key(key, user_id, room_id);
+    int rc = kchat_txn_del(c->txn, KCHAT_TBL_MEMBERS, key, kl);
+
+    return rc == KCHAT_ENOTFOUND ? KCHAT_OK : rc;
 }
 
 /* A fresh room id whose shard is this shard.
@@ -87,10 +94,10 @@ int kchat__op_add_room(struct ctx *c)
         json_array_append_new(parts, json_string(r->friend_ids[i]));
         json_array_append_new(friends, json_string(r->friend_ids[i]));
     }
-    room = json_pack("{s:s, s:s, s:o, s:s, s:i, s:s}", "roomId", room_id,
+    room = json_pack("{s:s, s:s, s:o, s:s, s:i, s:s, s:i, s:{}}", "roomId", room_id,
                      "roomName", r->has_room_name ? r->room_name : "",
                      "participants", parts, "createdAt", ts, "lastSeq", 0,
-                     "creator", r->user_id);
+                     "creator", r->user_id, "ver", 1, "reads");
     if (room == NULL) {
         json_decref(friends);
         return KCHAT_ENOMEM;
@@ -108,7 +115,7 @@ int kchat__op_add_room(struct ctx *c)
         uint32_t target = kchat__shard_of(c->be, p);
 
         if (target == c->sh->id)
-            rc = member_add(c, p, room);
+            rc = kchat__member_add(c, p, room);
         else
             rc = kchat__command(c, target, p, json_pack("{s:s, s:s, s:O}", "op", "member",
                                                         "userId", p, "room", room));
@@ -126,7 +133,7 @@ int kchat__cmd_member(struct ctx *c, const json_t *cmd)
     if (user_id == NULL || !json_is_object(room) ||
         !json_is_string(json_object_get(room, "roomId")))
         return KCHAT_EDECODE;
-    return member_add(c, user_id, room);
+    return kchat__member_add(c, user_id, room);
 }
 
 struct room_scan {
@@ -135,46 +142,57 @@ struct room_scan {
     json_t *rooms;
 };
 
-/* lastSeq of a room: a room of this shard from its own open transaction
- * (which may have moved it in this very batch, before the replica took
- * it), any other from the room summaries replica, never from another
- * shard's environment; 0 when unknown.
+/* The newest view of a room that @p rs->c may read: its own open
+ * transaction for a room of this shard (which may have changed it in this
+ * very batch); for any other, the later of the room summaries replica's
+ * and the copy the membership @p mine was stored with (the replica may not
+ * have the summary yet when the membership came by command). Never another
+ * shard's environment. A new reference, or NULL.
  * @locality worker that owns rs->c->sh */
-static json_int_t room_last_seq(const struct room_scan *rs, const char *room_id)
+static json_t *room_view(const struct room_scan *rs, const char *room_id, json_t *mine)
 {
     struct ctx *c = rs->c;
-    json_t *room;
-    json_int_t seq;
+    json_t *sum;
 
-    if (kchat__shard_of(c->be, room_id) != c->sh->id)
-        return rs->replica ? kchat__room_summary_last_seq(rs->replica, room_id) : 0;
-    room = kchat__get_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
-    seq = json_integer_value(json_object_get(room, "lastSeq"));
-    json_decref(room);
-    return seq;
+    if (kchat__shard_of(c->be, room_id) == c->sh->id)
+        return kchat__get_json(c->txn, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
+    sum = rs->replica ? kchat__room_summary_get(rs->replica, room_id) : NULL;
+    if (sum != NULL && !kchat__room_newer(mine, sum))
+        return sum;
+    json_decref(sum);
+    return json_incref(mine);
 }
 
 static int room_scan_one(void *arg, const void *k, size_t kl, const void *v, size_t vl)
 {
     struct room_scan *rs = arg;
-    json_t *room = json_loadb(v, vl, 0, NULL);
-    const char *room_id;
+    json_t *mine = json_loadb(v, vl, 0, NULL), *room;
+    const char *room_id, *me = rs->c->user_id;
+    json_int_t last, read;
 
     (void)k;
     (void)kl;
-    if (room == NULL || (room_id = json_string_value(json_object_get(room, "roomId"))) == NULL) {
-        json_decref(room);
+    if (mine == NULL || (room_id = json_string_value(json_object_get(mine, "roomId"))) == NULL ||
+        (room = room_view(rs, room_id, mine)) == NULL) {
+        json_decref(mine);
         return 0;
     }
-    json_array_append_new(rs->rooms,
-        json_pack("{s:s, s:O, s:O, s:I}", "roomId", room_id,
-                  "roomName", json_object_get(room, "roomName"),
-                  "participants", json_object_get(room, "participants"),
-                  "lastSeq", room_last_seq(rs, room_id)));
+    /* A leave answered by the room's shard may be ahead of this membership. */
+    if (kchat__is_participant(room, me)) {
+        last = json_integer_value(json_object_get(room, "lastSeq"));
+        read = kchat__room_read_seq(room, me);
+        if (read > last)
+            read = last;
+        json_array_append_new(rs->rooms,
+            json_pack("{s:s, s:O, s:O, s:I, s:I, s:I}", "roomId", room_id,
+                      "roomName", json_object_get(room, "roomName"),
+                      "participants", json_object_get(room, "participants"),
+                      "lastSeq", last, "readSeq", read, "unread", last - read));
+    }
     json_decref(room);
+    json_decref(mine);
     return 0;
 }
-
 int kchat__op_search_room(struct ctx *c)
 {
     struct room_scan rs = {c, NULL, json_array()};

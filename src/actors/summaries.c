@@ -3,13 +3,15 @@
  * (roomId, roomName, participants, lastSeq), so that user-search-room never
  * reads another shard's environment. The room's shard publishes the summary
  * to kchat-rooms (compacted, keyed by roomId) through its outbox, in the
- * transaction that creates the room or moves its lastSeq, at most once per
- * room per transaction. Every backend keeps them in table ROOMS of its
+ * transaction that changes the room (creation, a message, a read cursor,
+ * an invite, a leave), at most once per room per transaction. Every backend keeps them in table ROOMS of its
  * replica environment (DATA/directory, beside the user directory): a
  * shard's own summaries when its committed records are produced (producer.c,
  * changelog.c: once Kafka has the transaction's changes), everyone's
- * from Kafka on the directory thread (directory.c). The higher lastSeq
- * wins, so the two paths, repeats and replays commute.
+ * from Kafka on the directory thread (directory.c). The higher version
+ * wins (every change of a room bumps its `ver`; summaries of an older
+ * kchat have none, and then the higher lastSeq wins), so the two paths,
+ * repeats and replays commute.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,9 +41,12 @@ static int summary_of(const json_t *room, json_t **sum, char **text)
 
     if (id == NULL || name == NULL || parts == NULL)
         return KCHAT_EINVAL;
-    *sum = json_pack("{s:s, s:O, s:O, s:I}", "roomId", id, "roomName", name,
+    *sum = json_pack("{s:s, s:O, s:O, s:I, s:I}", "roomId", id, "roomName", name,
                      "participants", parts,
-                     "lastSeq", json_integer_value(json_object_get(room, "lastSeq")));
+                     "lastSeq", json_integer_value(json_object_get(room, "lastSeq")),
+                     "ver", json_integer_value(json_object_get(room, "ver")));
+    if (*sum != NULL && json_is_object(json_object_get(room, "reads")))
+        json_object_set(*sum, "reads", json_object_get(room, "reads"));
     if (*sum == NULL)
         return KCHAT_ENOMEM;
     if ((*text = json_dumps(*sum, JSON_COMPACT)) == NULL) {
@@ -164,8 +169,7 @@ static int summary_newer(kchat_txn *t, const json_t *sum, bool *newer)
         json_integer_value(seq) < 0)
         return KCHAT_EINVAL;
     old = kchat__get_json(t, KCHAT_TBL_ROOMS, id, strlen(id));
-    *newer = old == NULL || json_integer_value(json_object_get(old, "lastSeq")) <
-                                json_integer_value(seq);
+    *newer = old == NULL || kchat__room_newer(sum, old);
     json_decref(old);
     return KCHAT_OK;
 }
@@ -300,13 +304,20 @@ void kchat__room_summaries_write_through(kchat_backend *be, const struct out_rec
         free(sums);
 }
 
-json_int_t kchat__room_summary_last_seq(kchat_txn *t, const char *room_id)
+json_t *kchat__room_summary_get(kchat_txn *t, const char *room_id)
 {
-    json_t *sum = kchat__get_json(t, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
-    json_int_t seq = json_integer_value(json_object_get(sum, "lastSeq"));
+    return kchat__get_json(t, KCHAT_TBL_ROOMS, room_id, strlen(room_id));
+}
 
-    json_decref(sum);
-    return seq;
+bool kchat__room_newer(const json_t *a, const json_t *b)
+{
+    json_int_t va = json_integer_value(json_object_get(a, "ver"));
+    json_int_t vb = json_integer_value(json_object_get(b, "ver"));
+
+    if (va != vb)
+        return va > vb;
+    return json_integer_value(json_object_get(a, "lastSeq")) >
+           json_integer_value(json_object_get(b, "lastSeq"));
 }
 
 /* ---- start-up: summaries of rooms made before kchat-rooms ---- */

@@ -90,16 +90,19 @@ typedef struct api_route {
     bool method_ok;         /* the method is allowed on this path */
     bool needs_auth;        /* the cookie names the caller (else the body's userId) */
     bool has_body, body_optional;
-    char room[72];          /* messages: the room id of the path; "" if not valid */
+    char room[72];          /* /api/rooms/ID/...: the room id of the path; "" if not valid */
 } api_route;
 
-static bool is_messages(int route)
+/* Whether @p route names its room in the path (/api/rooms/ID/...). */
+static bool has_room(int route)
 {
-    return route == GW_ROUTE_messages_get || route == GW_ROUTE_messages_post;
+    return route == GW_ROUTE_messages_get || route == GW_ROUTE_messages_post ||
+           route == GW_ROUTE_room_read || route == GW_ROUTE_room_invite ||
+           route == GW_ROUTE_room_leave;
 }
 
-/* The room id of /api/rooms/ID/messages (@p id .. @p slash), decoded; ""
- * if it is not a valid id. */
+/* The room id of /api/rooms/ID/... (@p id .. @p slash), decoded; "" if it
+ * is not a valid id. */
 static void room_from_path(const char *id, const char *slash, char *room, size_t size)
 {
     char *dec;
@@ -122,6 +125,7 @@ static void room_from_path(const char *id, const char *slash, char *room, size_t
 static void route_match(const char *path, enum evhttp_cmd_type cmd, api_route *r)
 {
     bool get = cmd == EVHTTP_REQ_GET, post = cmd == EVHTTP_REQ_POST, put = cmd == EVHTTP_REQ_PUT;
+    bool del = cmd == EVHTTP_REQ_DELETE;
 
     memset(r, 0, sizeof(*r));
     r->route = GW_ROUTE_not_found, r->kind = GW_PEND_API, r->op = KCHAT_OP__COUNT;
@@ -152,12 +156,25 @@ static void route_match(const char *path, enum evhttp_cmd_type cmd, api_route *r
         r->kind = GW_PEND_SSE;
     } else if (!strncmp(path, "/api/rooms/", 11)) {
         const char *id = path + 11, *slash = strchr(id, '/');
-        if (slash && !strcmp(slash, "/messages") && slash > id) {
-            room_from_path(id, slash, r->room, sizeof(r->room));
+        if (slash == NULL || slash == id)
+            return;
+        if (!strcmp(slash, "/messages")) {
             r->route = get ? GW_ROUTE_messages_get : GW_ROUTE_messages_post;
             r->op = get ? KCHAT_OP_HISTORY : KCHAT_OP_ADD_CHAT;
             r->method_ok = get || post, r->has_body = post;
+        } else if (!strcmp(slash, "/read")) {           /* v1.1 */
+            r->route = GW_ROUTE_room_read, r->op = KCHAT_OP_ROOM_READ;
+            r->method_ok = post, r->has_body = true;
+        } else if (!strcmp(slash, "/members")) {
+            r->route = GW_ROUTE_room_invite, r->op = KCHAT_OP_ROOM_INVITE;
+            r->method_ok = post, r->has_body = true;
+        } else if (!strcmp(slash, "/members/me")) {     /* no body: the caller leaves */
+            r->route = GW_ROUTE_room_leave, r->op = KCHAT_OP_ROOM_LEAVE;
+            r->method_ok = del;
+        } else {
+            return;
         }
+        room_from_path(id, slash, r->room, sizeof(r->room));
     }
 }
 
@@ -167,8 +184,10 @@ static void method_not_allowed(kchat_gateway *gw, struct evhttp_request *req, in
 {
     const char *allow = route == GW_ROUTE_status ? "PUT"
                         : route == GW_ROUTE_events ? "GET"
+                        : route == GW_ROUTE_room_leave ? "DELETE"
                         : (route == GW_ROUTE_users || route == GW_ROUTE_login ||
-                           route == GW_ROUTE_logout) ? "POST" : "GET, POST";
+                           route == GW_ROUTE_logout || route == GW_ROUTE_room_read ||
+                           route == GW_ROUTE_room_invite) ? "POST" : "GET, POST";
 
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
     kchat__gw_reply_error(gw, req, route, 405, "METHOD_NOT_ALLOWED",
@@ -261,8 +280,8 @@ static bool history_query(struct evhttp_request *req, json_t *body)
 
 /* Who asks, into @p body: the body's userId for sign-up and login (then
  * also into @p user, with no session), else the cookie's user as userId
- * (writerId for a message), and the room and query of the messages
- * routes. False after answering the request.
+ * (writerId for a message), and the room of the /api/rooms/ID/... routes
+ * (and the query of the history). False after answering the request.
  * @locality loop thread */
 static bool fill_body(kchat_gateway *gw, struct evhttp_request *req, const api_route *r,
                       char *user, size_t ulen, char *session, json_t *body, double started)
@@ -283,8 +302,9 @@ static bool fill_body(kchat_gateway *gw, struct evhttp_request *req, const api_r
         json_object_set_new(body, "roomId", json_string(r->room));
     } else {
         json_object_set_new(body, "userId", json_string(user));
-        if (r->op == KCHAT_OP_HISTORY) {
+        if (has_room(r->route))
             json_object_set_new(body, "roomId", json_string(r->room));
+        if (r->op == KCHAT_OP_HISTORY) {
             if (!history_query(req, body)) {
                 kchat__gw_reply_error(gw, req, r->route, 400, "BAD_REQUEST",
                                       "beforeSeq and limit must be integers.", started);
@@ -305,7 +325,7 @@ void kchat__gw_api_handle(kchat_gateway *gw, struct evhttp_request *req, const c
     json_t *body;
 
     route_match(path, evhttp_request_get_command(req), &r);
-    if (is_messages(r.route) && r.room[0] == '\0' && r.method_ok) {
+    if (has_room(r.route) && r.room[0] == '\0' && r.method_ok) {
         kchat__gw_reply_error(gw, req, r.route, 400, "BAD_REQUEST", "The room id is not valid.",
                               started);
         return;

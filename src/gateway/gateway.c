@@ -45,7 +45,8 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* kchat_gateway_stop() asks the loop to end: hand over what was queued,
- * answer every call, end every stream, leave the loop.
+ * answer every call, end every stream, say so on kchat-presence, leave the
+ * loop (kchat_gateway_stop() then flushes the producer).
  * @locality loop thread (libevent callback) */
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -55,6 +56,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     kchat__gw_drain(gw);
     kchat__gw_shutdown_http(gw);
+    kchat__gw_presence_stop(gw);   /* offline for whoever is left, then gone */
     event_base_loopbreak(gw->base);
 }
 
@@ -212,6 +214,8 @@ static bool loop_setup(kchat_gateway *gw)
         (gw->tick_ev = event_new(gw->base, -1, EV_PERSIST, tick_cb, gw)) == NULL)
         return false;
     event_add(gw->tick_ev, &tick);
+    if (kchat__gw_presence_init(gw) != KCHAT_OK)
+        return false;
     kchat__gw_http_setup(gw);
     return true;
 }
@@ -335,6 +339,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
     if (gw->http)
         evhttp_free(gw->http);
     kchat__gw_deadline_release(gw);
+    kchat__gw_presence_free(gw);
     if (gw->notify_ev)
         event_free(gw->notify_ev);
     if (gw->stop_ev)

@@ -15,6 +15,7 @@
  *   metrics.c   GET /metrics, /healthz, /readyz and the counters
  *   deadline.c  the deadline of every request of every connection
  *   origin.c    the Origin check of state-changing calls
+ *   presence.c  the presence records of open event streams (kchat-presence)
  *
  * Threads, and what goes from one to another:
  *  - the loop thread (gateway.c, loop_main()) runs libevent: every HTTP
@@ -59,6 +60,7 @@
 #include "kchat/error.h"
 #include "kchat/gateway.h"
 #include "kchat/ops_http.h"
+#include "kchat/presence.h"
 
 /* ---- routes and counters (metrics.c) ------------------------------------ */
 
@@ -66,6 +68,7 @@
  *  kchat_gateway_http_requests_total. */
 #define GW_ROUTES(X) X(users) X(login) X(logout) X(status) X(friends_get) \
     X(friends_post) X(rooms_get) X(rooms_post) X(messages_get) X(messages_post) \
+    X(room_read) X(room_invite) X(room_leave) \
     X(events) X(static) X(healthz) X(readyz) X(metrics) X(not_found)
 enum gw_route {
 #define GW__R(n) GW_ROUTE_##n,
@@ -91,7 +94,9 @@ enum gw_route {
     X(request_deadline, "kchat_gateway_request_deadline_total",                 \
       "Connections closed because their request did not arrive in time.")      \
     X(stream_resets, "kchat_gateway_stream_resets_total",                       \
-      "Streams resumed from a Last-Event-ID past the end of the log (reset).")
+      "Streams resumed from a Last-Event-ID past the end of the log (reset).")   \
+    X(presence_records, "kchat_gateway_presence_records_total",                 \
+      "Presence records (online, offline, beat, gone) handed to the producer.")
 
 /** The counters of GW_COUNTERS. [loop] */
 typedef struct gw_counters {
@@ -107,6 +112,7 @@ struct cu_reader;
 struct gw_item;
 struct gw_pending;
 struct gw_stream;
+typedef struct gw_presence_user gw_presence_user;
 
 struct kchat_gateway {
     /* set by kchat_gateway_start(), read-only afterwards */
@@ -142,6 +148,7 @@ struct kchat_gateway {
     struct cu_job *cu_queue;     /**< catch-ups waiting for a reader */
     struct cu_reader *cu_readers; /**< cfg->catchup_max reader slots */
     int event_partitions;        /**< of chat-events; set before ready */
+    int presence_partitions;     /**< of kchat-presence; set before ready */
     int64_t *events_next;        /**< [loop after ready] next live offset per partition */
 
     /* the hand-off queue (handoff.c) */
@@ -156,6 +163,15 @@ struct kchat_gateway {
     struct gw_stream *streams;
     int n_streams;
     uint64_t next_stream_id;
+
+    /* presence (presence.c) [loop] */
+    char presence_id[KCHAT_PRESENCE_GW_LEN + 1]; /**< this start's gateway id (hex) */
+    gw_presence_user **presence_tab; /**< users online here, by murmur2 of the id */
+    size_t presence_buckets;     /**< a power of two */
+    int presence_users;          /**< in presence_tab: streams open or offline pending */
+    bool presence_stopped;       /**< gone was sent: no more records */
+    struct event *presence_beat_ev; /**< every KCHAT_PRESENCE_BEAT_MS */
+    atomic_uint_fast64_t presence_failed; /**< records Kafka did not take (any thread) */
 
     /* metrics [loop] */
     uint64_t requests[GW_ROUTE__COUNT][GW_N_STATUS];
@@ -237,6 +253,46 @@ void *kchat__gw_kafka_main(void *arg);
  * @locality loop thread
  */
 bool kchat__gw_origin_ok(kchat_gateway *gw, struct evhttp_request *req);
+
+/* ---- presence.c: what the backends learn of open event streams ---------- */
+
+/**
+ * @brief Pick this start's gateway id, make the user table and arm the beat
+ *        timer (it sends nothing before gw->ready).
+ * @return KCHAT_OK or KCHAT_ENOMEM (what was made stays for
+ *         kchat__gw_presence_free()).
+ * @locality the owner, before the loop thread starts (gw->base exists)
+ */
+KCHAT_MUST_CHECK int kchat__gw_presence_init(kchat_gateway *gw);
+
+/**
+ * @brief A stream of @p user opened: `online` if it is their first here and
+ *        no close of theirs is within the debounce (else nothing, and a
+ *        pending offline is called off).
+ * @locality loop thread
+ */
+void kchat__gw_presence_open(kchat_gateway *gw, const char *user);
+
+/**
+ * @brief A stream of @p user (one kchat__gw_presence_open() counted)
+ *        closed: if it was their last here, `offline` in
+ *        #KCHAT_PRESENCE_DEBOUNCE_MS unless one reopens before, with `at`
+ *        the time of this close.
+ * @locality loop thread
+ */
+void kchat__gw_presence_close(kchat_gateway *gw, const char *user);
+
+/**
+ * @brief The clean stop, once the streams have ended: `offline` for every
+ *        user still in the table (at once), then `gone` to every partition;
+ *        nothing is produced afterwards. kchat_gateway_stop() flushes.
+ * @locality loop thread (stop_cb()), before the producer is destroyed
+ */
+void kchat__gw_presence_stop(kchat_gateway *gw);
+
+/** @brief Free the table and the timers (nothing is produced).
+ *  @locality the owner, after the loop thread has ended */
+void kchat__gw_presence_free(kchat_gateway *gw);
 
 /* ---- catchup.c ----------------------------------------------------------- */
 
@@ -427,6 +483,7 @@ typedef struct gw_stream {
     bool catching_up;            /**< live records are held until the catch-up ends */
     bool reset;                  /**< its Last-Event-ID was past the log's end: it
                                       starts live with an `event: reset` */
+    bool present;                /**< counted by kchat__gw_presence_open() */
     gw_item *held, *held_tail;
     size_t held_bytes;
     double last_write;

@@ -39,7 +39,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 }
 
 /* The producer's delivery report: a request that could not be delivered
- * goes to the loop (GW_ITEM_DR_FAIL), which answers its call 503.
+ * goes to the loop (GW_ITEM_DR_FAIL), which answers its call 503; a
+ * presence record that could not is counted.
  * @locality the Kafka thread (rd_kafka_poll()), or the owner in
  *           kchat_gateway_stop() (rd_kafka_flush()) */
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -52,6 +53,10 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     (void)rk;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         atomic_store(&gw->kafka_down, false);
+        return;
+    }
+    if (m->rkt != NULL && !strcmp(rd_kafka_topic_name(m->rkt), KCHAT_TOPIC_PRESENCE)) {
+        atomic_fetch_add(&gw->presence_failed, 1);   /* presence.c: the backend's timeouts */
         return;
     }
     if (kchat_header_get(m, KCHAT_HDR_CID, &v, &len) != 0 || len >= sizeof(it->cid))
@@ -278,7 +283,8 @@ static void handle_record(kchat_gateway *gw, rd_kafka_message_t *m)
 
 /* Find every topic's partition count and its end offsets, then assign;
  * records chat-events' partition count and live positions (gw->events_next)
- * for the loop, which reads them once gw->ready is published.
+ * and kchat-presence's partition count for the loop, which reads them once
+ * gw->ready is published.
  * @locality the Kafka thread, before gw->ready */
 static KCHAT_MUST_CHECK int consumer_assign(kchat_gateway *gw, char *errstr, size_t len)
 {
@@ -327,6 +333,14 @@ static KCHAT_MUST_CHECK int consumer_assign(kchat_gateway *gw, char *errstr, siz
             if (!strcmp(topics[i], KCHAT_TOPIC_EVENTS))
                 gw->events_next[p] = hi;
         }
+    }
+    /* kchat-presence is only written (presence.c), to every partition */
+    for (int j = 0; j < md->topic_cnt; j++)
+        if (!strcmp(md->topics[j].topic, KCHAT_TOPIC_PRESENCE))
+            gw->presence_partitions = md->topics[j].partition_cnt;
+    if (gw->presence_partitions <= 0) {
+        snprintf(errstr, len, "topic %s is missing", KCHAT_TOPIC_PRESENCE);
+        goto out;
     }
     if ((err = rd_kafka_assign(gw->consumer, parts)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         snprintf(errstr, len, "assign: %s", rd_kafka_err2str(err));

@@ -191,7 +191,14 @@ void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double sta
                 "The most Kafka consumers of catch-up readers there were at once.", "gauge");
     evbuffer_add_printf(b, "kchat_gateway_catchup_consumers_peak %d\n",
                         atomic_load(&gw->cu_consumers_peak));
+    metric_head(b, "kchat_gateway_presence_users", "Users online at this gateway: a stream "
+                "open, or the last closed less than 5 s ago.", "gauge");
+    evbuffer_add_printf(b, "kchat_gateway_presence_users %d\n", gw->presence_users);
     write_counters(gw, b);
+    metric_head(b, "kchat_gateway_presence_failed_total",
+                "Presence records Kafka did not take (delivery failed).", "counter");
+    evbuffer_add_printf(b, "kchat_gateway_presence_failed_total %" PRIu64 "\n",
+                        (uint64_t)atomic_load(&gw->presence_failed));
     metric_head(b, "kchat_gateway_records_refused_total", "Responses and events dropped because "
                 "their kchat-mac is missing or wrong, and sealed answers that did not open "
                 "(--secret-file).", "counter");

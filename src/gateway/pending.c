@@ -159,7 +159,8 @@ static int encode_known(const json_t *body, char **out, size_t *len)
 {
     static const char *const known[] = {"userId", "writerId", "roomId", "userPw", "userName",
                                         "email", "userStatus", "status", "message", "roomName",
-                                        "friendId", "clientMsgId", "limit", "beforeSeq"};
+                                        "friendId", "clientMsgId", "limit", "beforeSeq",
+                                        "readSeq"};
     json_t *slim = json_object();
     int rc;
 

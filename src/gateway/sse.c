@@ -42,9 +42,12 @@ static void stream_free_held(gw_stream *s)
     s->held_bytes = 0;
 }
 
-/* Take @p s off gw->streams and free it. @locality loop thread */
+/* Take @p s off gw->streams and free it; its user may go offline
+ * (presence.c). @locality loop thread */
 static void stream_unlink(kchat_gateway *gw, gw_stream *s)
 {
+    if (s->present)
+        kchat__gw_presence_close(gw, s->user);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -294,6 +297,8 @@ void kchat__gw_stream_open(kchat_gateway *gw, const gw_pending *call, struct evh
         return;
     }
     evhttp_connection_set_closecb(evcon, stream_closed_cb, s);
+    s->present = true;   /* from here on, every end of the stream goes through stream_unlink() */
+    kchat__gw_presence_open(gw, s->user);
     bufferevent_set_timeouts(evhttp_connection_get_bufferevent(evcon), NULL, &wt);
     if ((b = evbuffer_new()) != NULL) {
         evbuffer_add_printf(b, "retry: 2000\n: stream open\n\n");

@@ -56,7 +56,7 @@ static const char *const table_names[] = {
     [KCHAT_TBL_ROOMS] = "rooms",         [KCHAT_TBL_MESSAGES] = "messages",
     [KCHAT_TBL_IDEM] = "idem",           [KCHAT_TBL_OUTBOX] = "outbox",
     [KCHAT_TBL_APPLIED] = "applied",     [KCHAT_TBL_DIRECTORY] = "directory",
-    [KCHAT_TBL_CHANGELOG] = "changelog",
+    [KCHAT_TBL_CHANGELOG] = "changelog", [KCHAT_TBL_FOLLOWERS] = "followers",
 };
 _Static_assert(sizeof table_names / sizeof table_names[0] == KCHAT_TBL__COUNT,
                "one name per table");

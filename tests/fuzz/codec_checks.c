@@ -101,13 +101,17 @@ static void check_request(const kchat_request *r, kchat_op op)
     FUZZ_CHECK(!r->has_before_seq || r->before_seq >= 1);
     FUZZ_CHECK(r->limit >= 1 && r->limit <= 100);
 
-    bool friends = op == KCHAT_OP_ADD_FRIEND || op == KCHAT_OP_ADD_ROOM;
+    bool friends = op == KCHAT_OP_ADD_FRIEND || op == KCHAT_OP_ADD_ROOM ||
+                   op == KCHAT_OP_ROOM_INVITE;
     FUZZ_CHECK(friends == (r->n_friends > 0));
     if (op == KCHAT_OP_ADD_FRIEND)
         for (size_t i = 0; i < r->n_friends; i++)
             FUZZ_CHECK(strcmp(r->friend_ids[i], r->user_id) != 0);
-    if (op == KCHAT_OP_ADD_CHAT || op == KCHAT_OP_HISTORY)
+    if (op == KCHAT_OP_ADD_CHAT || op == KCHAT_OP_HISTORY || op == KCHAT_OP_ROOM_READ ||
+        op == KCHAT_OP_ROOM_INVITE || op == KCHAT_OP_ROOM_LEAVE)
         check_id(r->room_id, sizeof r->room_id);
+    if (op == KCHAT_OP_ROOM_READ)
+        FUZZ_CHECK(r->read_seq >= 0);
     if (op == KCHAT_OP_ADD_CHAT)
         FUZZ_CHECK(r->message_len >= 1);
 }

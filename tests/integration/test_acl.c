@@ -14,8 +14,10 @@
  *    delivered on the event stream.
  *  - As an attacker, with librdkafka: the stranger reads no response topic,
  *    the client and the stranger read neither kchat-changelog nor
- *    kchat-internal, nobody but the backend writes chat-events, the client
- *    writes no response topic, and neither joins kchat's consumer group.
+ *    kchat-internal, nobody but the backend writes chat-events, nobody but
+ *    the gateway writes kchat-presence (which the backend reads and the
+ *    gateway does not), the client writes no response topic, and neither
+ *    joins kchat's consumer group.
  *    Every refusal is the broker's authorization error for that resource,
  *    not a timeout. What the client role may do (send a request, read its
  *    answer) is checked too, so that the refusals are not a broken client.
@@ -219,6 +221,37 @@ static rd_kafka_resp_err_t join_as(const char *user, const char *group, const ch
     return got;
 }
 
+/* Whether @p user (a role) reads, within REFUSAL_WAIT_MS, a record of
+ * kchat-presence keyed @p key whose value holds @p needle, in @p key's
+ * partition (the simple consumer: no group). */
+static bool presence_read_as(const char *user, const char *key, const char *needle)
+{
+    rd_kafka_t *rk = user_handle(user, RD_KAFKA_CONSUMER, NULL);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, "kchat-presence", NULL);
+    int32_t part = kc_partition_for(key, PARTS);
+    bool found = false;
+
+    assert_non_null(rkt);
+    assert_int_equal(rd_kafka_consume_start(rkt, part, RD_KAFKA_OFFSET_BEGINNING), 0);
+    int64_t deadline = kc_now_ms() + REFUSAL_WAIT_MS;
+    while (!found && kc_now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consume(rkt, part, 100);
+        if (m == NULL)
+            continue;
+        if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            fail_msg("%s reading kchat-presence: %s", user, rd_kafka_err2name(m->err));
+        found = !m->err && m->key_len == strlen(key) && !memcmp(m->key, key, m->key_len) &&
+                kc_memmem(m->payload, m->len, needle, strlen(needle));
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consume_stop(rkt, part);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    fprintf(stderr, "test_acl: %s reading kchat-presence: %s\n", user,
+            found ? "the gateway's record" : "nothing");
+    return found;
+}
+
 #define assert_err(got, want)                                                           \
     do {                                                                                \
         rd_kafka_resp_err_t got_ = (got);                                               \
@@ -279,6 +312,8 @@ static void test_round_through_gateway(void **state)
 
     kh_sse *s = kh_sse_open(&b, "/api/events", NULL, 10000);
     assert_int_equal(kh_sse_status(s), 200);
+    /* the gateway may write kchat-presence, the backend read it */
+    assert_true(presence_read_as("backend", bob, "\"kind\":\"online\""));
     snprintf(msg, sizeof(msg), "through the ACLs %lld", (long long)kc_wall_ms());
     kh_resp_free(call(&a, "POST", path, json_pack("{ss}", "message", msg), 201));
     const kh_event *e = kh_sse_wait(s, 0, is_chat, msg, 15000);
@@ -365,7 +400,7 @@ static void test_nobody_reads_internal_topics(void **state)
     (void)state;
     static const char *const users[] = { "client", "stranger" };
     static const char *const topics[] = { "kchat-changelog", "kchat-internal", "kchat-directory",
-                                          "kchat-meta", "chat-events" };
+                                          "kchat-meta", "chat-events", "kchat-presence" };
     for (size_t u = 0; u < 2; u++)
         for (size_t t = 0; t < sizeof(topics) / sizeof(topics[0]); t++)
             assert_err(read_as(users[u], topics[t]), RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
@@ -375,6 +410,8 @@ static void test_nobody_reads_internal_topics(void **state)
      * but reads none: the fetch is refused */
     assert_err(read_as("gateway", "kchat-changelog"), RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     assert_err(read_as("gateway", "login-request"), RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    /* it writes kchat-presence, but reads no one's records there */
+    assert_err(read_as("gateway", "kchat-presence"), RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
 }
 
 static void test_nobody_forges_events(void **state)
@@ -388,6 +425,13 @@ static void test_nobody_forges_events(void **state)
     assert_err(produce_as("client", "chat-events", g_alice, v),
                RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     assert_err(produce_as("gateway", "chat-events", g_alice, v),
+               RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    /* only gateways say who is online */
+    snprintf(v, sizeof(v), "{\"kind\":\"online\",\"gateway\":\"0123456789abcdef\","
+             "\"userId\":\"%s\",\"at\":1}", g_alice);
+    assert_err(produce_as("stranger", "kchat-presence", g_alice, v),
+               RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    assert_err(produce_as("client", "kchat-presence", g_alice, v),
                RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
 }
 

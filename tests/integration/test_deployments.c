@@ -71,12 +71,14 @@ static int teardown(void **state)
 static void topics_create(const char *name)
 {
     static const char *const own[] = {"chat-events", "kchat-dlq", "kchat-internal",
-                                      "kchat-directory", "kchat-changelog", "kchat-rooms"};
+                                      "kchat-directory", "kchat-changelog", "kchat-rooms",
+                                      "kchat-presence"};
     char topic[128];
 
-    for (int i = 0; i < KC_OP_COUNT; i++)
+    for (int i = 0; i < KC_OP_COUNT + KC_OP_V11_COUNT; i++)   /* operations 1-13 */
         for (int resp = 0; resp < 2; resp++) {
-            snprintf(topic, sizeof(topic), "%s.%s-%s", name, kc_ops[i],
+            snprintf(topic, sizeof(topic), "%s.%s-%s", name,
+                     i < KC_OP_COUNT ? kc_ops[i] : kc_ops_v11[i - KC_OP_COUNT],
                      resp ? "response" : "request");
             assert_int_equal(rd_kafka_mock_topic_create(g_mock, topic, PARTITIONS, 3), 0);
         }

@@ -426,7 +426,8 @@ static bool ev_match(const kh_event *e, void *arg)
 }
 
 /* Every event of §8: an id, data that is one JSON object whose type is the
- * event name and whose userId is the recipient, no sessionId. */
+ * event name and whose userId is the recipient, no sessionId, and the
+ * fields of its type (§6). */
 static void check_event_at(kh_sse *s, const kh_event *e, const char *recipient, const char *file,
                            int line)
 {
@@ -451,8 +452,24 @@ static void check_event_at(kh_sse *s, const kh_event *e, const char *recipient, 
         if (kc_str(e->json, "roomId") == NULL || kc_str(e->json, "roomName") == NULL ||
             !json_is_array(json_object_get(e->json, "participants")))
             why = "a room event needs roomId, roomName, participants";
+    } else if (strcmp(e->event, "presence") == 0) {   /* v1.1: a followed user's streams */
+        const char *seen = kc_str(e->json, "lastSeen");
+        if (kc_str(e->json, "friendId") == NULL ||
+            !json_is_boolean(json_object_get(e->json, "online")) || seen == NULL ||
+            (seen[0] != '\0' && kc_iso_to_ms(seen) < 0))
+            why = "a presence event needs friendId, online, lastSeen";
+    } else if (strcmp(e->event, "members") == 0) {
+        if (kc_str(e->json, "roomId") == NULL ||
+            !json_is_array(json_object_get(e->json, "participants")) ||
+            !json_is_array(json_object_get(e->json, "added")) ||
+            !json_is_array(json_object_get(e->json, "removed")))
+            why = "a members event needs roomId, participants, added, removed";
+    } else if (strcmp(e->event, "read") == 0) {
+        if (kc_str(e->json, "roomId") == NULL || kc_str(e->json, "readerId") == NULL ||
+            kc_int(e->json, "readSeq", -1) < 0)
+            why = "a read event needs roomId, readerId, readSeq";
     } else {
-        why = "the event is neither chat nor room";
+        why = "the event is none of PROTOCOL.md section 6";
     }
     if (why != NULL) {
         kh_sse_dump(s, why);

@@ -338,12 +338,14 @@ void fs_mock_start(void)
     /* the mock answers no CreateTopics: make kchat's topics as `kchat broker` does */
     static const char *const fixed[] = { "chat-events", "kchat-internal", "kchat-dlq",
                                          "kchat-directory", "kchat-rooms",
-                                         "kchat-changelog", "kchat-meta" };
+                                         "kchat-changelog", "kchat-meta", "kchat-presence" };
     char name[96];
-    for (int i = 0; i < KC_OP_COUNT; i++) {
-        snprintf(name, sizeof(name), "%s-request", kc_ops[i]);
+    for (int i = 0; i < KC_OP_COUNT + KC_OP_V11_COUNT; i++) {
+        const char *op = i < KC_OP_COUNT ? kc_ops[i] : kc_ops_v11[i - KC_OP_COUNT];
+
+        snprintf(name, sizeof(name), "%s-request", op);
         assert_int_equal(rd_kafka_mock_topic_create(g.mock, name, PARTITIONS, 3), 0);
-        snprintf(name, sizeof(name), "%s-response", kc_ops[i]);
+        snprintf(name, sizeof(name), "%s-response", op);
         assert_int_equal(rd_kafka_mock_topic_create(g.mock, name, PARTITIONS, 3), 0);
     }
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
@@ -356,13 +358,15 @@ void fs_mock_start(void)
 static void mock_leaders_except_internal(int32_t broker)
 {
     static const char *const fixed[] = { "chat-events", "kchat-dlq", "kchat-directory",
-                                         "kchat-rooms", "kchat-changelog" };
+                                         "kchat-rooms", "kchat-changelog", "kchat-presence" };
     char name[96];
     for (int p = 0; p < PARTITIONS; p++) {
-        for (int i = 0; i < KC_OP_COUNT; i++) {
-            snprintf(name, sizeof(name), "%s-request", kc_ops[i]);
+        for (int i = 0; i < KC_OP_COUNT + KC_OP_V11_COUNT; i++) {
+            const char *op = i < KC_OP_COUNT ? kc_ops[i] : kc_ops_v11[i - KC_OP_COUNT];
+
+            snprintf(name, sizeof(name), "%s-request", op);
             assert_int_equal(rd_kafka_mock_partition_set_leader(g.mock, name, p, broker), 0);
-            snprintf(name, sizeof(name), "%s-response", kc_ops[i]);
+            snprintf(name, sizeof(name), "%s-response", op);
             assert_int_equal(rd_kafka_mock_partition_set_leader(g.mock, name, p, broker), 0);
         }
         for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)

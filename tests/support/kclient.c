@@ -30,6 +30,8 @@ const char *const kc_ops[KC_OP_COUNT] = {
     "room-history",
 };
 
+const char *const kc_ops_v11[KC_OP_V11_COUNT] = { "room-read", "room-invite", "room-leave" };
+
 /* A diagnostic line on stderr, prefixed with the seconds since the first one. */
 static void klog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -1229,24 +1231,36 @@ static bool topic_is(const kc_client *c, const char *t, const char *plain)
     return strncmp(t, c->prefix, pl) == 0 && strcmp(t + pl, plain) == 0;
 }
 
-static bool wanted_topic(const kc_client *c, const char *t)
+/* Whether @p t is `<op>-response` for one of the @p n names of @p ops. */
+static bool is_response_of(const char *t, const char *const *ops, int n)
 {
-    size_t pl = strlen(c->prefix);
-
-    if (strncmp(t, c->prefix, pl) != 0)
-        return false;   /* another deployment's */
-    t += pl;
-    if (strcmp(t, KC_TOPIC_EVENTS) == 0 || strcmp(t, KC_TOPIC_DLQ) == 0)
-        return true;
-    for (int i = 0; i < KC_OP_COUNT; i++) {
-        size_t l = strlen(kc_ops[i]);
-        if (strncmp(t, kc_ops[i], l) == 0 && strcmp(t + l, "-response") == 0)
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(ops[i]);
+        if (strncmp(t, ops[i], l) == 0 && strcmp(t + l, "-response") == 0)
             return true;
     }
     return false;
 }
 
+/* 2: a topic every client needs (v1.0 responses, events, dlq); 1: a v1.1
+ * response topic, assigned when it exists; 0: none of the client's. */
+static int wanted_topic(const kc_client *c, const char *t)
+{
+    size_t pl = strlen(c->prefix);
+
+    if (strncmp(t, c->prefix, pl) != 0)
+        return 0;   /* another deployment's */
+    t += pl;
+    if (strcmp(t, KC_TOPIC_EVENTS) == 0 || strcmp(t, KC_TOPIC_DLQ) == 0 ||
+        is_response_of(t, kc_ops, KC_OP_COUNT))
+        return 2;
+    return is_response_of(t, kc_ops_v11, KC_OP_V11_COUNT) ? 1 : 0;
+}
+
 #define KC_WANTED_TOPICS (KC_OP_COUNT + 2)
+/* How long kc_client_new() waits for the v1.1 response topics once the
+ * others exist. */
+#define KC_V11_TOPICS_GRACE_MS 5000
 
 kc_client *kc_client_new(const char *bootstrap, kc_start start)
 {
@@ -1318,24 +1332,31 @@ kc_client *kc_client_new_in(const char *bootstrap, kc_start start, const char *d
     }
 
     /* wait for the topics */
-    int64_t deadline = kc_now_ms() + 30000;
+    int64_t deadline = kc_now_ms() + 30000, v11_deadline = -1;
     rd_kafka_topic_partition_list_t *tpl = NULL;
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
         rd_kafka_resp_err_t e = rd_kafka_metadata(c->cons, 1, NULL, &md, 3000);
-        int found = 0;
+        int found = 0, found_v11 = 0;
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            tpl = rd_kafka_topic_partition_list_new(KC_WANTED_TOPICS * 16);
+            tpl = rd_kafka_topic_partition_list_new((KC_WANTED_TOPICS + KC_OP_V11_COUNT) * 16);
             for (int i = 0; i < md->topic_cnt; i++) {
                 const struct rd_kafka_metadata_topic *t = &md->topics[i];
-                if (!wanted_topic(c, t->topic) || t->err || t->partition_cnt <= 0)
+                int w = wanted_topic(c, t->topic);
+                if (w == 0 || t->err || t->partition_cnt <= 0)
                     continue;
-                found++;
+                if (w == 2)
+                    found++;
+                else
+                    found_v11++;
                 for (int p = 0; p < t->partition_cnt; p++)
                     rd_kafka_topic_partition_list_add(tpl, t->topic, t->partitions[p].id);
             }
             rd_kafka_metadata_destroy(md);
-            if (found == KC_WANTED_TOPICS)
+            if (found == KC_WANTED_TOPICS && v11_deadline < 0)
+                v11_deadline = kc_now_ms() + KC_V11_TOPICS_GRACE_MS;
+            if (found == KC_WANTED_TOPICS &&
+                (found_v11 == KC_OP_V11_COUNT || kc_now_ms() >= v11_deadline))
                 break;
             rd_kafka_topic_partition_list_destroy(tpl);
             tpl = NULL;

@@ -62,6 +62,17 @@
 /** The ten operation names; topics are `<op>-request` / `<op>-response`. */
 extern const char *const kc_ops[KC_OP_COUNT];
 
+/** Number of the operations protocol v1.1 added (PROTOCOL.md §3, 11-13). */
+#define KC_OP_V11_COUNT 3
+/**
+ * The v1.1 operation names: `room-read`, `room-invite`, `room-leave`. Kept
+ * apart from kc_ops so that the loops over kc_ops (every operation's bad
+ * input, topic checks) are unchanged. A client also consumes their response
+ * topics: kc_client_new() assigns them when they exist, waiting up to 5 s
+ * more for them once every other topic is there (a v1.0 server has none).
+ */
+extern const char *const kc_ops_v11[KC_OP_V11_COUNT];
+
 #define KC_TOPIC_EVENTS "chat-events"
 #define KC_TOPIC_DLQ    "kchat-dlq"
 #define KC_HDR_CID      "kchat-cid"

@@ -239,7 +239,7 @@ static void test_op_topics(void **state)
     static const char *const stems[KCHAT_OP__COUNT] = {
         "user-add", "login", "logout", "user-status-change", "user-add-friend",
         "user-search-friend", "user-add-room", "user-search-room", "user-add-chat",
-        "room-history",
+        "room-history", "room-read", "room-invite", "room-leave",
     };
     for (unsigned op = 0; op < KCHAT_OP__COUNT; op++) {
         char req[64], resp[64];

@@ -66,7 +66,8 @@ static void test_chat_local(void **state)
     assert_int_equal(fx_count(f, KCHAT_TOPIC_ROOMS), 1);
     a = fx_records(f, KCHAT_TOPIC_ROOMS);
     fx_assert_json(a, "[{\"roomId\":\"%s\",\"roomName\":\"\",\"participants\":"
-                      "[\"alice\",\"%s\",\"%s\"],\"lastSeq\":1}]", c.room, c.bob, c.carol);
+                      "[\"alice\",\"%s\",\"%s\"],\"lastSeq\":1,\"ver\":2,"
+                      "\"reads\":{\"%s\":1}}]", c.room, c.bob, c.carol, c.carol);
     json_decref(a);
     assert_chat_events(f, &c, 1, c.carol, "hello \xe2\x98\x83", "", f->now_ms);
     room = room_stored(f, &c);
@@ -426,7 +427,7 @@ static json_t *history(struct fx *f, const char *user, const char *session, cons
     json_t *m = json_incref(json_object_get(a, "messages"));
 
     assert_string_equal(fx_str(a, "roomId"), room);
-    assert_int_equal(json_object_size(a), 6);
+    assert_int_equal(json_object_size(a), 7);   /* the common four, roomId, messages, reads */
     json_decref(a);
     return m;
 }
@@ -466,7 +467,10 @@ static void test_history(void **state)
     a = fx_ok(f, KCHAT_OP_HISTORY, "alice", c.sa, "{\"userId\":\"alice\",\"roomId\":\"%s\"}",
               c.room);
     fx_assert_json(a, "{\"userId\":\"alice\",\"isSuccess\":true,\"errorCode\":\"\","
-                      "\"errorMessage\":\"\",\"roomId\":\"%s\",\"messages\":[]}", c.room);
+                      "\"errorMessage\":\"\",\"roomId\":\"%s\",\"messages\":[],"
+                      "\"reads\":[{\"userId\":\"alice\",\"readSeq\":0},{\"userId\":\"%s\","
+                      "\"readSeq\":0},{\"userId\":\"%s\",\"readSeq\":0}]}", c.room, c.bob,
+                   c.carol);
     json_decref(a);
     fill(f, &c, 60);
     /* each message as stored */

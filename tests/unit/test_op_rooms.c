@@ -53,7 +53,7 @@ static void test_add_room(void **state)
         assert_int_equal(r->key_len, strlen(c.bob));
         assert_memory_equal(r->key, c.bob, r->key_len);
         h = fx_header(r, KCHAT_HDR_CMD_SEQ);
-        assert_string_equal(h, "1");
+        assert_string_equal(h, "2");   /* 1: the follow of alice's user-add-friend */
         free(h);
     }
     assert_int_equal(fx_count(f, KCHAT_TOPIC_EVENTS), 3);
@@ -63,7 +63,7 @@ static void test_add_room(void **state)
     /* the summary: from the room's shard, keyed by the room, in the replica */
     a = fx_records(f, KCHAT_TOPIC_ROOMS);
     fx_assert_json(a, "[{\"roomId\":\"%s\",\"roomName\":\"Team \xe2\x98\x83\","
-                      "\"participants\":%s,\"lastSeq\":0}]", room, parts);
+                      "\"participants\":%s,\"lastSeq\":0,\"ver\":1,\"reads\":{}}]", room, parts);
     json_decref(a);
     for (size_t i = 0; i < f->n_recs; i++) {
         const struct out_rec *r = &f->recs[i];
@@ -89,7 +89,7 @@ static void test_add_room(void **state)
     stored = fx_get(f, c.home, KCHAT_TBL_ROOMS, room, strlen(room));
     fx_assert_json(stored, "{\"roomId\":\"%s\",\"roomName\":\"Team \xe2\x98\x83\","
                            "\"participants\":%s,\"createdAt\":\"%s\",\"lastSeq\":0,"
-                           "\"creator\":\"alice\"}", room, parts, ts);
+                           "\"creator\":\"alice\",\"ver\":1,\"reads\":{}}", room, parts, ts);
     json_decref(stored);
     for (size_t i = 0; i < 3; i++) {
         size_t ul = strlen(users[i]);
@@ -105,7 +105,8 @@ static void test_add_room(void **state)
         const char *s = i == 0 ? c.sa : i == 1 ? c.sb : c.sc;
         rooms = search_rooms(f, users[i], s);
         fx_assert_json(rooms, "[{\"roomId\":\"%s\",\"roomName\":\"Team \xe2\x98\x83\","
-                              "\"participants\":%s,\"lastSeq\":0}]", room, parts);
+                              "\"participants\":%s,\"lastSeq\":0,\"readSeq\":0,"
+                              "\"unread\":0}]", room, parts);
         json_decref(rooms);
     }
     rooms = search_rooms(f, c.dave, c.sd);
@@ -254,12 +255,12 @@ static void test_add_room_member_command(void **state)
     assert_int_equal(json_array_size(rooms), 1);
     json_decref(rooms);
 
-    /* the next command from this shard to that one is number 2 */
+    /* the next command from this shard to that one is number 3 (1: a follow) */
     fx_room(f, "alice", c.sa, friends, room2);
     for (size_t i = 0; i < f->n_recs; i++)
         if (f->recs[i].kind == OUT_COMMAND) {
             h = fx_header(&f->recs[i], KCHAT_HDR_CMD_SEQ);
-            assert_string_equal(h, "2");
+            assert_string_equal(h, "3");
             free(h);
         }
     f->hold_commands = false;
@@ -323,7 +324,9 @@ static void test_search_room_last_seq(void **state)
         const char *s = who == 0 ? c.sa : who == 1 ? c.sb : c.sc;
         rooms = search_rooms(f, u, s);
         fx_assert_json(rooms, "[{\"roomId\":\"%s\",\"roomName\":\"\",\"participants\":"
-                              "[\"alice\",\"%s\",\"%s\"],\"lastSeq\":3}]", room, c.bob, c.carol);
+                              "[\"alice\",\"%s\",\"%s\"],\"lastSeq\":3,\"readSeq\":%d,"
+                              "\"unread\":%d}]", room, c.bob, c.carol, who == 1 ? 3 : 0,
+                       who == 1 ? 0 : 3);
         json_decref(rooms);
     }
     before = fx_state(f);
@@ -400,7 +403,8 @@ static void test_member_command(void **state)
     json_decref(ev);
     rooms = search_rooms(f, "zed", fx_user(f, "zed"));
     fx_assert_json(rooms, "[{\"roomId\":\"r1\",\"roomName\":\"n\",\"participants\":"
-                          "[\"amy\",\"zed\"],\"lastSeq\":0}]");   /* no room r1 anywhere: 0 */
+                          "[\"amy\",\"zed\"],\"lastSeq\":0,\"readSeq\":0,\"unread\":0}]");
+    /* no room r1 anywhere: the membership's copy */
     json_decref(rooms);
 }
 

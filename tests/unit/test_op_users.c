@@ -51,7 +51,7 @@ static void test_user_add(void **state)
     assert_int_equal(fx_count(f, KCHAT_TOPIC_DIRECTORY), 1);
     dir = fx_records(f, KCHAT_TOPIC_DIRECTORY);
     fx_assert_json(dir, "[{\"userId\":\"alice\",\"userName\":\"Alice\",\"userStatus\":\"\","
-                        "\"ver\":1}]");
+                        "\"ver\":1,\"online\":false,\"lastSeen\":\"\"}]");
     json_decref(dir);
     for (size_t i = 0; i < f->n_recs; i++)
         if (!strcmp(f->recs[i].topic, KCHAT_TOPIC_DIRECTORY))
@@ -59,7 +59,7 @@ static void test_user_add(void **state)
     /* the replica has it */
     dir = kchat__directory_get(&f->be, "alice");
     fx_assert_json(dir, "{\"userId\":\"alice\",\"userName\":\"Alice\",\"userStatus\":\"\","
-                        "\"ver\":1}");
+                        "\"ver\":1,\"online\":false,\"lastSeen\":\"\"}");
     json_decref(dir);
     /* the password leaves nothing behind but its Argon2id hash in the store */
     assert_nowhere(f, "secret-pw-1");
@@ -221,7 +221,7 @@ static void test_directory_replica(void **state)
     assert_int_equal(kchat__directory_apply(&f->be, old), KCHAT_OK);
     v = kchat__directory_get(&f->be, "alice");
     fx_assert_json(v, "{\"userId\":\"alice\",\"userName\":\"Name alice\",\"userStatus\":\"new\","
-                      "\"ver\":2}");
+                      "\"ver\":2,\"online\":false,\"lastSeen\":\"\"}");
     json_decref(v);
     json_object_set_new(old, "ver", json_integer(3));
     assert_int_equal(kchat__directory_apply(&f->be, old), KCHAT_OK);
@@ -474,7 +474,8 @@ static void test_status(void **state)
     /* published with the next version, to Kafka and the replica */
     v = fx_records(f, KCHAT_TOPIC_DIRECTORY);
     fx_assert_json(v, "[{\"userId\":\"alice\",\"userName\":\"Name alice\","
-                      "\"userStatus\":\"in a meeting\",\"ver\":2}]");
+                      "\"userStatus\":\"in a meeting\",\"ver\":2,\"online\":false,"
+                      "\"lastSeen\":\"\"}]");
     json_decref(v);
     v = kchat__directory_get(&f->be, "alice");
     assert_int_equal(fx_int(v, "ver"), 2);
@@ -483,7 +484,8 @@ static void test_status(void **state)
     a = fx_ok(f, KCHAT_OP_SEARCH_FRIEND, "bob", sb, "{\"userId\":\"bob\"}");
     fx_assert_json(json_object_get(a, "friend"),
                    "[{\"userId\":\"alice\",\"userName\":\"Name alice\","
-                                                 "\"userStatus\":\"in a meeting\"}]");
+                                                 "\"userStatus\":\"in a meeting\","
+                                                 "\"online\":false,\"lastSeen\":\"\"}]");
     json_decref(a);
 
     /* `status` for `userStatus`; userStatus wins when both are there */
@@ -496,7 +498,7 @@ static void test_status(void **state)
     json_decref(a);
     v = kchat__directory_get(&f->be, "alice");
     fx_assert_json(v, "{\"userId\":\"alice\",\"userName\":\"Name alice\",\"userStatus\":\"yes\","
-                      "\"ver\":4}");
+                      "\"ver\":4,\"online\":false,\"lastSeen\":\"\"}");
     json_decref(v);
     /* limits: 0..256 bytes of UTF-8 */
     json_decref(fx_ok(f, KCHAT_OP_STATUS, "alice", sa,

@@ -126,9 +126,10 @@ static void test_search_reads_replica(void **state)
     json_decref(rooms);
 
     /* a newer summary in the replica (as from Kafka): bob sees it ... */
-    text = fx_keep(f, malloc(256));
-    snprintf(text, 256, "{\"roomId\":\"%s\",\"roomName\":\"\",\"participants\":[],"
-                        "\"lastSeq\":42}", c.room);
+    text = fx_keep(f, malloc(512));
+    snprintf(text, 512, "{\"roomId\":\"%s\",\"roomName\":\"\",\"participants\":"
+                        "[\"alice\",\"%s\",\"%s\"],\"lastSeq\":42,\"ver\":9}", c.room, c.bob,
+             c.carol);
     apply_text(f, KCHAT_OK, text);
     rooms = search_rooms(f, c.bob, c.sb);
     assert_int_equal(fx_int(json_array_get(rooms, 0), "lastSeq"), 42);
@@ -397,8 +398,9 @@ static void test_upgrade_publishes_once(void **state)
         if (p == c.home) {
             last = json_array_get(v, json_array_size(v) - 1);
             fx_assert_json(last, "{\"roomId\":\"%s\",\"roomName\":\"\",\"participants\":"
-                                 "[\"alice\",\"%s\",\"%s\"],\"lastSeq\":2}",
-                           c.room, c.bob, c.carol);
+                                 "[\"alice\",\"%s\",\"%s\"],\"lastSeq\":2,\"ver\":3,"
+                                 "\"reads\":{\"%s\":2}}",
+                           c.room, c.bob, c.carol, c.bob);
         }
         json_decref(v);
         kchat_txn_abort(t);

@@ -97,6 +97,7 @@ int fx_teardown(void **state)
         pthread_mutex_destroy(&f->be.shards[p].lock);
         free(f->be.shards[p].cmds);
         free(f->be.shards[p].links);
+        kchat__presence_release(&f->be.shards[p]);
     }
     free(f->be.shards);
     kchat_store_close(f->be.directory);
@@ -215,6 +216,31 @@ int fx_command(struct fx *f, uint32_t target, const char *json)
     if (!f->hold_commands)
         fx_deliver(f);
     return KCHAT_OK;
+}
+
+void fx_presence(struct fx *f, uint32_t shard, const char *json)
+{
+    struct shard *sh = &f->be.shards[shard];
+    struct ctx c = {.be = &f->be, .w = &f->w, .sh = sh, .req = &f->w.req,
+                    .now_ms = f->now_ms, .user_id = ""};
+    rd_kafka_message_t m = {.payload = (void *)json, .len = json ? strlen(json) : 0,
+                            .partition = (int32_t)shard};
+
+    recs_clear(f);
+    assert_int_equal(kchat_txn_begin(sh->store, true, &c.txn), KCHAT_OK);
+    if (json != NULL)
+        assert_int_equal(kchat__presence_apply(&c, &m), KCHAT_OK);
+    assert_int_equal(kchat__presence_sweep(&c), KCHAT_OK);
+    assert_int_equal(kchat_txn_commit(c.txn), KCHAT_OK);
+    kchat__presence_committed(sh);
+    take_out(f);
+    if (!f->hold_commands)
+        fx_deliver(f);
+}
+
+void fx_presence_sweep(struct fx *f, uint32_t shard)
+{
+    fx_presence(f, shard, NULL);
 }
 
 void fx_deliver(struct fx *f)
@@ -579,7 +605,7 @@ char *fx_state(struct fx *f)
 {
     static const kchat_table tables[] = {KCHAT_TBL_USERS, KCHAT_TBL_SESSIONS, KCHAT_TBL_FRIENDS,
                                          KCHAT_TBL_MEMBERS, KCHAT_TBL_ROOMS, KCHAT_TBL_MESSAGES,
-                                         KCHAT_TBL_IDEM};
+                                         KCHAT_TBL_IDEM, KCHAT_TBL_FOLLOWERS};
     char *buf = NULL, name[32];
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);

@@ -127,6 +127,13 @@ void fx_deliver(struct fx *f);
  * function returned: KCHAT_OK (committed; its records in f->recs) or
  * KCHAT_EDECODE for a command that does not decode (nothing committed). */
 int fx_command(struct fx *f, uint32_t target, const char *json);
+/* Apply kchat-presence record @p json (its JSON text) in shard @p shard at
+ * f->now_ms, then the presence sweep, as the backend's batch does; commit;
+ * its records in f->recs (commands delivered unless held). */
+void fx_presence(struct fx *f, uint32_t shard, const char *json);
+/* The presence sweep alone in shard @p shard at f->now_ms (a transaction
+ * of no records, as the backend's idle upkeep runs one when due). */
+void fx_presence_sweep(struct fx *f, uint32_t shard);
 
 /* The decoded answer of @p op among f->recs (a new reference), NULL when
  * there is none; fails the test when there are several. */
