@@ -1,8 +1,10 @@
 /* kchat browser client.
  *
  * Plain JS, no build step, no external resources. Talks to the kchat gateway
- * (same origin) through the HTTP API of PROTOCOL.md section 8 and listens for
- * live `chat` / `room` events on the SSE stream /api/events.
+ * (same origin) through the HTTP API of PROTOCOL.md section 8 (v1.1) and
+ * listens for live `chat`, `room`, `members`, `read` and `presence` events on
+ * the SSE stream /api/events: unread counts, "seen by" receipts, friends'
+ * presence, inviting friends into a room and leaving it.
  *
  * Security rule for this file: every piece of text that comes from a user or
  * from the server is put into the page with textContent / createTextNode or as
@@ -20,11 +22,17 @@
 
   var state = {
     me: null,             // logged-in userId, null when signed out
-    friends: [],          // [{userId, userName, userStatus}]
-    rooms: new Map(),     // roomId -> {roomId, roomName, participants, lastSeq, unread}
+    friends: [],          // [{userId, userName, userStatus, online, lastSeen}]
+    // roomId -> {roomId, roomName, participants, lastSeq, readSeq, sentRead, epoch};
+    // unread = lastSeq - max(readSeq, sentRead) (sentRead: a read POST in flight)
+    rooms: new Map(),
+    roomEpoch: 0,         // bumped per room list fetch and per room learnt from an event
+    gone: new Map(),      // roomId -> epoch when we left it / were removed: stale lists must not revive it
     currentRoomId: null,
     roomGen: 0,           // bumped each time a room is opened; stale fetches compare it
-    view: null,           // per open room: {roomId, seqs:Set, minSeq, maxSeq, hasMore, loadingOlder}
+    // per open room: {roomId, seqs:Set, minSeq, maxSeq, hasMore, loadingOlder,
+    //                 loaded, reads: Map(userId -> readSeq), readBusy}
+    view: null,
     pending: new Map(),   // roomId -> Map(clientMsgId -> pending record)
     es: null,             // EventSource
     esManualRetry: null,  // timer for re-creating a closed EventSource
@@ -59,7 +67,9 @@
       'room-list', 'room-empty', 'room-refresh',
       'room-view', 'room-back', 'room-title', 'room-participants',
       'message-scroll', 'message-list', 'room-placeholder', 'load-older', 'history-state',
-      'message-form', 'message-input', 'message-send'
+      'message-form', 'message-input', 'message-send',
+      'room-actions', 'room-invite', 'room-leave', 'leave-confirm', 'room-leave-confirm', 'room-leave-cancel',
+      'invite-form', 'invite-friends', 'invite-empty', 'invite-submit', 'invite-cancel'
     ].forEach(function (id) { dom[id] = $(id); });
   }
 
@@ -134,14 +144,32 @@
     });
   }
 
-  function reportError(e) {
+  // Friendlier words for the codes of PROTOCOL.md section 5 (and the
+  // gateway's TIMEOUT / UNAVAILABLE); the server's sentence is kept too.
+  var ERROR_HINTS = {
+    NOT_A_MEMBER: 'You are not a member of this room (any more).',
+    ROOM_NOT_FOUND: 'This room does not exist.',
+    NOT_A_FRIEND: 'Only people on your friends list can be added.',
+    USER_NOT_FOUND: 'No such user.',
+    TIMEOUT: 'The server did not answer in time. Please try again.',
+    UNAVAILABLE: 'The server is unavailable right now. Please try again shortly.'
+  };
+
+  /* Shows an error in the banner. `what` (optional) says what failed, e.g.
+   * "Could not invite". ApiErrors show the server's sentence and its code. */
+  function reportError(e, what) {
+    var prefix = typeof what === 'string' && what ? what + ': ' : '';
     if (e instanceof ApiError) {
       if (e.status === 401 && state.me === null && e.errorCode === 'UNAUTHENTICATED') return;
-      showError(e.message);
+      var text = e.message || ERROR_HINTS[e.errorCode] || 'Request failed.';
+      var hint = ERROR_HINTS[e.errorCode];
+      if (hint && hint !== text) text = hint + ' ' + text;
+      if (e.errorCode && !/^HTTP_/.test(e.errorCode)) text += ' (' + e.status + ' ' + e.errorCode + ')';
+      showError(prefix + text);
     } else if (e instanceof NetworkError) {
-      showError(e.message);
+      showError(prefix + e.message);
     } else {
-      showError('Something went wrong: ' + (e && e.message ? e.message : String(e)));
+      showError(prefix + 'Something went wrong: ' + (e && e.message ? e.message : String(e)));
       if (window.console) console.error(e);
     }
   }
@@ -234,6 +262,7 @@
     state.me = null;
     state.friends = [];
     state.rooms = new Map();
+    state.gone = new Map();
     state.pending = new Map();
     state.currentRoomId = null;
     state.roomGen++;
@@ -352,19 +381,59 @@
       var li = el('li', 'friend');
       li.dataset.userId = f.userId;
       li.setAttribute('data-testid', 'friend-item');
+      var dot = el('span', 'presence-dot');
+      dot.setAttribute('data-testid', 'friend-dot');
       var name = el('span', 'friend-name', f.userName || f.userId);
       var id = el('span', 'friend-id', '@' + f.userId);
+      var seen = el('span', 'friend-presence');
+      seen.setAttribute('data-testid', 'friend-presence');
       var status = el('span', 'friend-status', f.userStatus || '');
       if (!f.userStatus) status.hidden = true;
+      li.appendChild(dot);
       li.appendChild(name);
       li.appendChild(id);
+      li.appendChild(seen);
       li.appendChild(status);
+      setFriendPresence(li, f);
       list.appendChild(li);
     });
     dom['friend-empty'].hidden = state.friends.length > 0;
     renderRoomFriendCheckboxes();
-    // friend names may make room titles nicer
+    if (!dom['invite-form'].hidden) renderInviteChoices();
+    // friend names may make room titles, participant lists and receipts nicer
     renderRooms();
+    renderSeenBy();
+  }
+
+  // The online dot and "online" / "last seen ..." text of one friend's item.
+  function setFriendPresence(li, f) {
+    var online = f.online === true;
+    li.classList.toggle('online', online);
+    li.dataset.online = online ? 'true' : 'false';
+    var dot = li.querySelector('.presence-dot');
+    var seen = li.querySelector('.friend-presence');
+    var text;
+    if (online) text = 'online';
+    else if (f.lastSeen) text = 'last seen ' + formatTime(f.lastSeen);
+    else text = 'offline';
+    seen.textContent = text;
+    seen.title = (!online && f.lastSeen) ? fullTime(f.lastSeen) : '';
+    dot.setAttribute('aria-label', online ? 'online' : 'offline');
+    dot.title = online ? 'online' : 'offline';
+  }
+
+  // presence event {type, userId, friendId, online, lastSeen}
+  function onPresenceEvent(d) {
+    if (!d.friendId || typeof d.online !== 'boolean') return;
+    var f = null;
+    for (var i = 0; i < state.friends.length; i++) {
+      if (state.friends[i].userId === d.friendId) { f = state.friends[i]; break; }
+    }
+    if (!f) { refreshFriends().catch(reportError); return; }  // a friend added in another tab
+    f.online = d.online;
+    if (typeof d.lastSeen === 'string') f.lastSeen = d.lastSeen;
+    var li = dom['friend-list'].querySelector('li[data-user-id="' + cssEscape(f.userId) + '"]');
+    if (li) setFriendPresence(li, f);
   }
 
   function clearRoomFriendCheckboxes() {
@@ -426,29 +495,61 @@
     return others.map(friendName).join(', ');
   }
 
-  function upsertRoom(r) {
+  // Participants as people read them: "You" first, then names (ids when no name is known).
+  function participantNames(r) {
+    var ps = r.participants || [];
+    var out = ps.indexOf(state.me) >= 0 ? ['You'] : [];
+    ps.forEach(function (p) { if (p !== state.me) out.push(friendName(p)); });
+    return out.join(', ');
+  }
+
+  function unreadOf(r) {
+    var n = r.lastSeq - Math.max(r.readSeq, r.sentRead);
+    return n > 0 ? n : 0;
+  }
+
+  /* Merge what the server told us about a room. Counters only move forward
+   * (a stale answer must not bring back a badge already cleared). `fromEvent`
+   * marks a room learnt live, which an older room list must not drop. */
+  function upsertRoom(r, fromEvent) {
     if (!r || !r.roomId) return null;
     var cur = state.rooms.get(r.roomId);
     if (!cur) {
-      cur = { roomId: r.roomId, roomName: '', participants: [], lastSeq: 0, unread: false };
+      cur = { roomId: r.roomId, roomName: '', participants: [], lastSeq: 0, readSeq: 0, sentRead: 0, epoch: 0 };
       state.rooms.set(r.roomId, cur);
+    }
+    if (fromEvent) {
+      cur.epoch = ++state.roomEpoch;
+      state.gone.delete(r.roomId);
     }
     if (typeof r.roomName === 'string') cur.roomName = r.roomName;
     if (Array.isArray(r.participants)) cur.participants = r.participants.slice();
     if (typeof r.lastSeq === 'number' && r.lastSeq > cur.lastSeq) cur.lastSeq = r.lastSeq;
+    var readSeq = r.readSeq;
+    if (typeof readSeq !== 'number' && typeof r.unread === 'number' && typeof r.lastSeq === 'number') {
+      readSeq = r.lastSeq - r.unread;   // a list with unread but no readSeq
+    }
+    if (typeof readSeq === 'number' && readSeq > cur.readSeq) cur.readSeq = readSeq;
     return cur;
   }
 
   function refreshRooms() {
+    var epoch = ++state.roomEpoch;
     return api('GET', '/api/rooms').then(function (data) {
       var seen = new Set();
       (Array.isArray(data.rooms) ? data.rooms : []).forEach(function (r) {
+        if (!r || !r.roomId) return;
+        // left (or removed) after this list was asked for: the list is stale
+        var goneAt = state.gone.get(r.roomId);
+        if (goneAt !== undefined && goneAt > epoch) return;
+        state.gone.delete(r.roomId);
         upsertRoom(r);
         seen.add(r.roomId);
       });
-      // the server list is authoritative for membership
-      Array.from(state.rooms.keys()).forEach(function (id) {
-        if (!seen.has(id)) state.rooms.delete(id);
+      // the server list is authoritative for membership, except for rooms
+      // learnt from events after it was asked for
+      Array.from(state.rooms.values()).forEach(function (r) {
+        if (!seen.has(r.roomId) && r.epoch < epoch) state.rooms.delete(r.roomId);
       });
       renderRooms();
       if (state.currentRoomId && !state.rooms.has(state.currentRoomId)) closeRoom();
@@ -456,38 +557,72 @@
     });
   }
 
+  /* We are no longer in the room (left it here or in another tab, or the
+   * server says NOT_A_MEMBER): forget it and close it if it is open. */
+  function dropRoom(roomId, notice) {
+    var r = state.rooms.get(roomId);
+    state.gone.set(roomId, ++state.roomEpoch);
+    state.pending.delete(roomId);
+    if (!r) return;
+    state.rooms.delete(roomId);
+    if (state.currentRoomId === roomId) closeRoom();
+    renderRooms();
+    if (notice) showNotice(notice.replace('%s', roomTitle(r)));
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function buildRoomItem(roomId) {
+    var li = el('li', 'room');
+    li.dataset.roomId = roomId;
+    li.setAttribute('data-testid', 'room-item');
+    var btn = el('button', 'room-btn');
+    btn.type = 'button';
+    btn.dataset.roomId = roomId;
+    var badge = el('span', 'unread-dot');
+    badge.setAttribute('data-testid', 'unread-badge');
+    badge.setAttribute('aria-hidden', 'true');
+    btn.appendChild(el('span', 'room-name'));
+    btn.appendChild(badge);
+    btn.appendChild(el('span', 'room-participants'));
+    li.appendChild(btn);
+    return li;
+  }
+
+  /* The room list, updated in place: items are reused (a rebuild while the
+   * user clicks would swallow the click, and would lose focus). */
   function renderRooms() {
     var list = dom['room-list'];
-    var focusedId = document.activeElement && document.activeElement.closest &&
-      document.activeElement.closest('#room-list li') ?
-      document.activeElement.closest('#room-list li').dataset.roomId : null;
-    clear(list);
     var rooms = Array.from(state.rooms.values());
     rooms.sort(function (a, b) { return a.roomId < b.roomId ? -1 : a.roomId > b.roomId ? 1 : 0; });
-    rooms.forEach(function (r) {
-      var li = el('li', 'room' + (r.unread ? ' unread' : ''));
-      li.dataset.roomId = r.roomId;
-      li.dataset.unread = r.unread ? 'true' : 'false';
-      li.setAttribute('data-testid', 'room-item');
-      var btn = el('button', 'room-btn');
-      btn.type = 'button';
-      btn.dataset.roomId = r.roomId;
+    var items = new Map();
+    Array.prototype.slice.call(list.children).forEach(function (li) {
+      if (state.rooms.has(li.dataset.roomId)) items.set(li.dataset.roomId, li);
+      else list.removeChild(li);
+    });
+    var total = 0;
+    rooms.forEach(function (r, i) {
+      var unread = unreadOf(r);
+      total += unread;
+      var li = items.get(r.roomId) || buildRoomItem(r.roomId);
+      li.classList.toggle('unread', unread > 0);
+      li.dataset.unread = String(unread);
+      var btn = li.firstChild;
       if (r.roomId === state.currentRoomId) btn.setAttribute('aria-current', 'true');
-      var name = el('span', 'room-name', roomTitle(r));
-      var parts = el('span', 'room-participants', (r.participants || []).join(', '));
-      var dot = el('span', 'unread-dot', 'new');
-      dot.setAttribute('aria-label', 'unread messages');
-      btn.appendChild(name);
-      btn.appendChild(dot);
-      btn.appendChild(parts);
-      btn.setAttribute('aria-label', roomTitle(r) + (r.unread ? ', unread messages' : '') +
-        '. Participants: ' + (r.participants || []).join(', '));
-      li.appendChild(btn);
-      list.appendChild(li);
-      if (focusedId === r.roomId) btn.focus();
+      else btn.removeAttribute('aria-current');
+      setText(btn.querySelector('.room-name'), roomTitle(r));
+      setText(btn.querySelector('.room-participants'), participantNames(r));
+      setText(btn.querySelector('.unread-dot'), unread > 99 ? '99+' : String(unread));
+      btn.setAttribute('aria-label', roomTitle(r) +
+        (unread ? ', ' + unread + ' unread message' + (unread === 1 ? '' : 's') : '') +
+        '. Participants: ' + participantNames(r));
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
     });
     dom['room-empty'].hidden = rooms.length > 0;
     if (state.currentRoomId) renderRoomHead();
+    document.title = total ? '(' + total + ') kchat' : 'kchat';
   }
 
   function onRoomListClick(ev) {
@@ -517,7 +652,7 @@
         roomId: data.roomId,
         roomName: typeof data.roomName === 'string' ? data.roomName : (name || ''),
         participants: participants
-      });
+      }, true);
       dom['room-name'].value = '';
       dom['room-friends'].querySelectorAll('input[type=checkbox]').forEach(function (c) { c.checked = false; });
       renderRooms();
@@ -531,7 +666,10 @@
     var r = state.rooms.get(state.currentRoomId);
     if (!r) return;
     dom['room-title'].textContent = roomTitle(r);
-    dom['room-participants'].textContent = (r.participants || []).join(', ');
+    dom['room-participants'].textContent = participantNames(r);
+    dom['room-participants'].title = (r.participants || []).join(', ');
+    dom['room-actions'].hidden = false;
+    if (!dom['invite-form'].hidden) renderInviteChoices();
   }
 
   function closeRoom() {
@@ -541,6 +679,10 @@
     clear(dom['message-list']);
     dom['room-title'].textContent = 'No room open';
     dom['room-participants'].textContent = '';
+    dom['room-participants'].title = '';
+    dom['room-actions'].hidden = true;
+    hideInvite();
+    hideLeaveConfirm();
     dom['room-placeholder'].hidden = false;
     dom['load-older'].hidden = true;
     dom['history-state'].textContent = '';
@@ -564,8 +706,10 @@
     clearError();
     state.currentRoomId = roomId;
     var gen = ++state.roomGen;
-    state.view = { roomId: roomId, seqs: new Set(), minSeq: 0, maxSeq: 0, hasMore: false, loadingOlder: false };
-    r.unread = false;
+    state.view = { roomId: roomId, seqs: new Set(), minSeq: 0, maxSeq: 0, hasMore: false, loadingOlder: false,
+                   loaded: false, reads: new Map(), readBusy: false };
+    hideInvite();
+    hideLeaveConfirm();
     clear(dom['message-list']);
     dom['message-list'].dataset.roomId = roomId;
     dom['room-placeholder'].hidden = true;
@@ -586,12 +730,21 @@
       var msgs = Array.isArray(data.messages) ? data.messages : [];
       msgs.forEach(function (m) { addMessage(roomId, m, { noScroll: true }); });
       state.view.hasMore = msgs.length >= HISTORY_PAGE && state.view.minSeq > 1;
+      mergeReads(state.view, data.reads);
+      state.view.loaded = true;
       updateHistoryUi();
       scrollToBottom();
+      renderSeenBy();
       fillViewport(gen);
+      maybeMarkRead();
     }).catch(function (e) {
       if (gen !== state.roomGen) return;
       dom['history-state'].textContent = '';
+      if (isNotMember(e)) {
+        dropRoom(roomId, '');
+        reportError(e, 'Cannot open this room');
+        return;
+      }
       reportError(e);
     });
   }
@@ -635,8 +788,12 @@
       // keep the message the user was looking at in place
       sc.scrollTop = top + (sc.scrollHeight - before);
       v.hasMore = msgs.length >= HISTORY_PAGE && v.minSeq > 1;
+      mergeReads(v, data.reads);
+      renderSeenBy();
     }).catch(function (e) {
-      if (gen === state.roomGen) reportError(e);
+      if (gen !== state.roomGen) return;
+      if (isNotMember(e)) dropRoom(roomId, '');
+      reportError(e);
     }).then(function () {
       if (gen !== state.roomGen) return;
       v.loadingOlder = false;
@@ -650,6 +807,211 @@
     var sc = dom['message-scroll'];
     stuckToBottom = isNearBottom();
     if (sc.scrollTop < 60) loadOlder();
+    if (stuckToBottom) maybeMarkRead();
+  }
+
+  function isNotMember(e) {
+    return e instanceof ApiError && (e.errorCode === 'NOT_A_MEMBER' || e.errorCode === 'ROOM_NOT_FOUND');
+  }
+
+  // ---------- read cursors: marking read, "seen by" ----------
+
+  // reads: [{userId, readSeq}] from a history answer; cursors only move forward.
+  function mergeReads(v, reads) {
+    if (!v || !Array.isArray(reads)) return;
+    reads.forEach(function (x) {
+      if (!x || typeof x.userId !== 'string' || typeof x.readSeq !== 'number') return;
+      if (!(v.reads.get(x.userId) >= x.readSeq)) v.reads.set(x.userId, x.readSeq);
+    });
+  }
+
+  /* The open room shows its newest message and the tab is visible: move our
+   * read cursor there (POST .../read). One request at a time per view; a
+   * failed one is not retried until a newer message is shown. */
+  function maybeMarkRead() {
+    var v = state.view;
+    if (!v || !v.loaded || v.readBusy || state.me === null) return;
+    if (document.visibilityState === 'hidden') return;
+    var r = state.rooms.get(v.roomId);
+    var target = v.maxSeq;
+    if (!r || !target || target <= r.readSeq || target <= (v.readFailedSeq || 0)) return;
+    if (!isNearBottom()) return;
+    var roomId = v.roomId;
+    v.readBusy = true;
+    r.sentRead = target;
+    renderRooms();
+    api('POST', '/api/rooms/' + encodeURIComponent(roomId) + '/read', { readSeq: target }).then(function (data) {
+      var rs = (data && typeof data.readSeq === 'number') ? data.readSeq : target;
+      if (rs > r.readSeq) r.readSeq = rs;
+    }, function (e) {
+      v.readFailedSeq = target;
+      if (e instanceof ApiError && e.status === 401) return;
+      if (isNotMember(e)) dropRoom(roomId, '');
+      reportError(e, 'Could not mark messages as read');
+    }).then(function () {
+      r.sentRead = 0;
+      v.readBusy = false;
+      renderRooms();
+      if (state.view === v) maybeMarkRead();
+    });
+  }
+
+  /* "Seen by NAME, NAME" under the newest shown message each other
+   * participant has read (not counting messages they wrote themselves). */
+  function renderSeenBy() {
+    var list = dom['message-list'];
+    Array.prototype.slice.call(list.querySelectorAll('.seen')).forEach(function (n) {
+      n.parentNode.removeChild(n);
+    });
+    var v = state.view;
+    if (!v) return;
+    var r = state.rooms.get(v.roomId);
+    var members = (r && r.participants.length) ? new Set(r.participants) : null;
+    var items = list.querySelectorAll('li[data-seq]');
+    if (!items.length) return;
+    var under = new Map();   // li -> [userId]
+    v.reads.forEach(function (readSeq, uid) {
+      if (uid === state.me || (members && !members.has(uid))) return;
+      for (var i = items.length - 1; i >= 0; i--) {
+        var li = items[i];
+        if (Number(li.dataset.seq) > readSeq || li.dataset.writerId === uid) continue;
+        if (!under.has(li)) under.set(li, []);
+        under.get(li).push(uid);
+        break;
+      }
+    });
+    under.forEach(function (uids, li) {
+      uids.sort(function (a, b) {
+        var x = friendName(a), y = friendName(b);
+        return x < y ? -1 : x > y ? 1 : 0;
+      });
+      var d = el('div', 'seen', 'Seen by ' + uids.map(friendName).join(', '));
+      d.setAttribute('data-testid', 'seen-by');
+      d.dataset.readers = uids.join(' ');
+      d.title = 'Seen by ' + uids.join(', ');
+      li.appendChild(d);
+    });
+  }
+
+  // ---------- invite and leave ----------
+
+  function showInvite() {
+    if (!state.currentRoomId) return;
+    clearError();
+    hideLeaveConfirm();
+    dom['invite-form'].hidden = false;
+    dom['room-invite'].setAttribute('aria-expanded', 'true');
+    renderInviteChoices();
+    var first = dom['invite-friends'].querySelector('input[type=checkbox]');
+    if (first) first.focus();
+  }
+
+  function hideInvite() {
+    dom['invite-form'].hidden = true;
+    delete dom['invite-friends'].dataset.choices;
+    dom['room-invite'].setAttribute('aria-expanded', 'false');
+    Array.prototype.slice.call(dom['invite-friends'].querySelectorAll('label')).forEach(function (l) {
+      l.parentNode.removeChild(l);
+    });
+  }
+
+  // Checkboxes for the friends not yet in the open room (checks kept across re-renders).
+  function renderInviteChoices() {
+    var fs = dom['invite-friends'];
+    var r = state.rooms.get(state.currentRoomId);
+    var inRoom = new Set(r ? r.participants : []);
+    var choices = state.friends.filter(function (f) { return !inRoom.has(f.userId); });
+    // unchanged choices: leave the checkboxes (and the focus) alone
+    var key = choices.map(function (f) { return f.userId + '\n' + (f.userName || ''); }).join('\n');
+    if (fs.dataset.choices === key && fs.querySelector('label')) return;
+    fs.dataset.choices = key;
+    var checked = new Set();
+    fs.querySelectorAll('input[type=checkbox]:checked').forEach(function (c) { checked.add(c.dataset.userId); });
+    Array.prototype.slice.call(fs.querySelectorAll('label')).forEach(function (l) { fs.removeChild(l); });
+    choices.forEach(function (f) {
+      var label = el('label', 'room-friend');
+      var cb = document.createElement('input');
+      cb.type = 'checkbox';
+      cb.name = 'inviteId';
+      cb.value = f.userId;
+      cb.dataset.userId = f.userId;
+      cb.checked = checked.has(f.userId);
+      label.appendChild(cb);
+      label.appendChild(document.createTextNode((f.userName || f.userId) + ' (' + f.userId + ')'));
+      fs.appendChild(label);
+    });
+    dom['invite-empty'].textContent = state.friends.length ?
+      'All your friends are already in this room.' : 'Add friends first.';
+    dom['invite-empty'].hidden = choices.length > 0;
+    dom['invite-submit'].disabled = choices.length === 0;
+  }
+
+  function onInvite(ev) {
+    ev.preventDefault();
+    clearError();
+    var roomId = state.currentRoomId;
+    if (!roomId) return;
+    var ids = [];
+    dom['invite-friends'].querySelectorAll('input[type=checkbox]:checked').forEach(function (c) {
+      ids.push(c.dataset.userId);
+    });
+    if (ids.length === 0) {
+      showError('Pick at least one friend to invite.');
+      return;
+    }
+    busy(dom['invite-submit'], true);
+    api('POST', '/api/rooms/' + encodeURIComponent(roomId) + '/members', { friendId: ids }).then(function (data) {
+      var r = state.rooms.get(roomId);
+      if (r && Array.isArray(data.participants)) {
+        var before = new Set(r.participants);
+        upsertRoom({ roomId: roomId, participants: data.participants });
+        noteNewMembers(roomId, data.participants.filter(function (p) { return !before.has(p); }));
+      }
+      if (state.currentRoomId === roomId) hideInvite();
+      renderRooms();
+      showNotice('Invited ' + ids.map(friendName).join(', ') + '.');
+    }).catch(function (e) {
+      if (isNotMember(e)) dropRoom(roomId, '');
+      reportError(e, 'Could not invite');
+    }).then(function () {
+      busy(dom['invite-submit'], false);
+      if (!dom['invite-form'].hidden) renderInviteChoices();
+    });
+  }
+
+  // A new participant's read cursor starts at the room's lastSeq (no read event says so).
+  function noteNewMembers(roomId, ids) {
+    var v = state.view;
+    var r = state.rooms.get(roomId);
+    if (!v || v.roomId !== roomId || !r) return;
+    ids.forEach(function (id) { if (!v.reads.has(id)) v.reads.set(id, r.lastSeq); });
+    renderSeenBy();
+  }
+
+  function showLeaveConfirm() {
+    if (!state.currentRoomId) return;
+    hideInvite();
+    dom['leave-confirm'].hidden = false;
+    dom['room-leave-confirm'].focus();
+  }
+
+  function hideLeaveConfirm() {
+    dom['leave-confirm'].hidden = true;
+  }
+
+  function onLeave() {
+    var roomId = state.currentRoomId;
+    if (!roomId) return;
+    clearError();
+    busy(dom['room-leave-confirm'], true);
+    api('DELETE', '/api/rooms/' + encodeURIComponent(roomId) + '/members/me').then(function () {
+      dropRoom(roomId, 'You left %s.');
+    }).catch(function (e) {
+      if (isNotMember(e)) dropRoom(roomId, '');
+      reportError(e, 'Could not leave the room');
+    }).then(function () {
+      busy(dom['room-leave-confirm'], false);
+    });
   }
 
   // Banners appearing or the composer growing shrink the message area; keep
@@ -728,6 +1090,8 @@
     if (!m || typeof m.seq !== 'number') return;
     var r = state.rooms.get(roomId);
     if (r && m.seq > r.lastSeq) r.lastSeq = m.seq;
+    // storing a message moves its writer's read cursor to it (no read event)
+    if (r && m.writerId === state.me && m.seq > r.readSeq) r.readSeq = m.seq;
 
     var pend = state.pending.get(roomId);
     var p = (pend && m.clientMsgId && m.writerId === state.me) ? pend.get(m.clientMsgId) : null;
@@ -751,6 +1115,7 @@
     v.seqs.add(m.seq);
     if (!v.minSeq || m.seq < v.minSeq) v.minSeq = m.seq;
     if (m.seq > v.maxSeq) v.maxSeq = m.seq;
+    if (m.writerId && !(v.reads.get(m.writerId) >= m.seq)) v.reads.set(m.writerId, m.seq);
 
     var li;
     if (p) {
@@ -766,6 +1131,11 @@
     insertBySeq(li, m.seq);
     if (v.seqs.size === 1 && !v.loadingOlder) updateHistoryUi();
     if (stick) scrollToBottom();
+    // history pages call these once for the whole page
+    if (!opts.noScroll) {
+      renderSeenBy();
+      maybeMarkRead();
+    }
   }
 
   // ---------- sending ----------
@@ -953,6 +1323,21 @@
       var d = parseEvent(ev);
       if (d) onRoomEvent(d);
     });
+    es.addEventListener('members', function (ev) {
+      if (state.es !== es) return;
+      var d = parseEvent(ev);
+      if (d) onMembersEvent(d);
+    });
+    es.addEventListener('read', function (ev) {
+      if (state.es !== es) return;
+      var d = parseEvent(ev);
+      if (d) onReadEvent(d);
+    });
+    es.addEventListener('presence', function (ev) {
+      if (state.es !== es) return;
+      var d = parseEvent(ev);
+      if (d) onPresenceEvent(d);
+    });
     // The gateway could not resume from our Last-Event-ID (the log was reset
     // or is behind it): the stream goes on live; re-read what we show.
     es.addEventListener('reset', function () {
@@ -979,25 +1364,68 @@
 
   function onChatEvent(d) {
     if (!d.roomId || typeof d.seq !== 'number') return;
+    if (state.gone.has(d.roomId)) return;   // sent before we left
     var r = state.rooms.get(d.roomId);
     var known = !!r;
     if (!r) {
       // a room we have not heard of (its room event may still be coming)
-      r = upsertRoom({ roomId: d.roomId, roomName: '', participants: [] });
+      r = upsertRoom({ roomId: d.roomId, roomName: '', participants: [] }, true);
       refreshRooms().catch(reportError);
     }
-    var wasUnread = r.unread;
-    var isNew = d.seq > r.lastSeq;
-    // shows it when the room is open, settles our own pending send, updates lastSeq
+    var before = unreadOf(r);
+    // shows it when the room is open, settles our own pending send, moves
+    // lastSeq (and our cursor for our own message), marks it read if in view
     addMessage(d.roomId, d);
-    if (d.roomId !== state.currentRoomId && isNew && d.writerId !== state.me) r.unread = true;
-    if (!known || r.unread !== wasUnread) renderRooms();
+    if (!known || unreadOf(r) !== before) renderRooms();
   }
 
+  // room event: a room we are in was created, or we were invited
   function onRoomEvent(d) {
     if (!d.roomId) return;
-    upsertRoom({ roomId: d.roomId, roomName: d.roomName, participants: d.participants });
+    var known = state.rooms.has(d.roomId);
+    upsertRoom({ roomId: d.roomId, roomName: d.roomName, participants: d.participants }, true);
     renderRooms();
+    // an invitee's cursor starts at the room's lastSeq: learn both
+    if (!known) refreshRooms().catch(reportError);
+  }
+
+  // members event {roomId, participants, added, removed}
+  function onMembersEvent(d) {
+    if (!d.roomId) return;
+    var removed = Array.isArray(d.removed) ? d.removed : [];
+    if (removed.indexOf(state.me) >= 0) {
+      dropRoom(d.roomId, 'You left %s.');   // only we can take ourselves out
+      return;
+    }
+    var r = state.rooms.get(d.roomId);
+    if (!r) {
+      if (!state.gone.has(d.roomId)) refreshRooms().catch(reportError);
+      return;
+    }
+    if (Array.isArray(d.participants)) r.participants = d.participants.slice();
+    var v = state.view;
+    if (v && v.roomId === d.roomId) removed.forEach(function (id) { v.reads.delete(id); });
+    renderRooms();
+    noteNewMembers(d.roomId, Array.isArray(d.added) ? d.added : []);
+    renderSeenBy();
+  }
+
+  // read event {roomId, readerId, readSeq}: our own cursor (from any tab) or a receipt
+  function onReadEvent(d) {
+    if (!d.roomId || !d.readerId || typeof d.readSeq !== 'number') return;
+    var r = state.rooms.get(d.roomId);
+    if (d.readerId === state.me) {
+      if (r && d.readSeq > r.readSeq) {
+        r.readSeq = d.readSeq;
+        renderRooms();
+      }
+      return;
+    }
+    var v = state.view;
+    if (v && v.roomId === d.roomId && !(v.reads.get(d.readerId) >= d.readSeq)) {
+      v.reads.set(d.readerId, d.readSeq);
+      renderSeenBy();
+    }
   }
 
   // ---------- start ----------
@@ -1023,6 +1451,16 @@
     watchMessageArea();
     dom['load-older'].addEventListener('click', function () { loadOlder(); });
     dom['message-form'].addEventListener('submit', onSendSubmit);
+    dom['room-invite'].addEventListener('click', function () {
+      if (dom['invite-form'].hidden) showInvite(); else hideInvite();
+    });
+    dom['invite-form'].addEventListener('submit', onInvite);
+    dom['invite-cancel'].addEventListener('click', function () { hideInvite(); dom['room-invite'].focus(); });
+    dom['room-leave'].addEventListener('click', showLeaveConfirm);
+    dom['room-leave-confirm'].addEventListener('click', onLeave);
+    dom['room-leave-cancel'].addEventListener('click', function () { hideLeaveConfirm(); dom['room-leave'].focus(); });
+    document.addEventListener('visibilitychange', maybeMarkRead);
+    window.addEventListener('focus', maybeMarkRead);
     dom['message-input'].addEventListener('keydown', onComposerKey);
     dom['message-input'].addEventListener('input', onComposerInput);
     dom.error.addEventListener('click', clearError);
