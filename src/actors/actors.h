@@ -4,8 +4,9 @@
  *
  *   batch.c      a worker's batch: one write transaction per shard, each
  *                record applied by an operation (users.c, friends.c,
- *                rooms.c, chat.c), whose answers, events and commands go
- *                to the shard's outbox (reply.c); one commit
+ *                rooms.c, chat.c, members.c) or a gateway's word on open
+ *                streams (presence.c), whose answers, events and commands
+ *                go to the shard's outbox (reply.c); one commit
  *   changelog.c  the commit's changes to kchat-changelog; its records held
  *                until Kafka has them (restore.c: shards restored from it
  *                at start)
