@@ -30,10 +30,11 @@
  *   standby.c    warm copies of other nodes' shards (--standby-replicas)
  *   backend.c    start-up in steps, stop, counters and metrics
  *
- * This header holds the shared structs and most files' interfaces; three
+ * This header holds the shared structs and most files' interfaces; five
  * concepts have headers of their own, which include this one: changelog.h
- * (changelog.c, restore.c), streams.h (commands.c, commands_acks.c) and
- * replicas.h (directory.c, summaries.c).
+ * (changelog.c, restore.c), streams.h (commands.c, commands_acks.c),
+ * replicas.h (directory.c, summaries.c), rooms.h (rooms.c, members.c,
+ * chat.c) and logins.h (throttle.c, devices.c, users.c).
  *
  * Threading: a shard belongs to exactly one worker (shard mod W); everything
  * reached through a `struct shard` is touched only by that worker, except the
@@ -493,42 +494,6 @@ int kchat__room_invite(struct ctx *c, const char *room_id, const char *inviter,
 KCHAT_MUST_CHECK
 int kchat__room_leave(struct ctx *c, const char *room_id, const char *user_id);
 
-/* ---- rooms.c and members.c: shared room helpers ---- */
-
-/* Whether @p user_id is among @p room's participants. @locality any thread */
-bool kchat__is_participant(const json_t *room, const char *user_id);
-
-/* The stored room @p room_id of c->sh (a new reference), or NULL after
- * answering ROOM_NOT_FOUND or NOT_A_MEMBER (@p user_id not a participant),
- * the answer's result in @p rc.
- * @locality worker that owns c->sh (the room's shard) */
-json_t *kchat__room_for_member(struct ctx *c, const char *room_id, const char *user_id, int *rc);
-
-/* Store changed room @p room in c->sh: its `ver` bumped, the record put,
- * its summary published. Errors: store errors, KCHAT_ENOMEM, KCHAT_EINVAL
- * (no roomId).
- * @locality worker that owns c->sh (the room's shard) */
-KCHAT_MUST_CHECK
-int kchat__room_store(struct ctx *c, json_t *room);
-
-/* The read cursor of @p user_id in @p room (or a room summary): 0 when it
- * has none. @locality any thread */
-json_int_t kchat__room_read_seq(const json_t *room, const char *user_id);
-
-/* Set the read cursor of @p user_id in @p room (not stored). KCHAT_ENOMEM.
- * @locality any thread */
-KCHAT_MUST_CHECK
-int kchat__room_set_read(json_t *room, const char *user_id, json_int_t seq);
-
-/* Record in c->sh that @p user_id (its user) is in @p room, a copy of the
- * room's record, and send them the `room` event; drop that record.
- * Errors: store errors, KCHAT_ENOMEM.
- * @locality worker that owns c->sh (the user's shard) */
-KCHAT_MUST_CHECK
-int kchat__member_add(struct ctx *c, const char *user_id, const json_t *room);
-KCHAT_MUST_CHECK
-int kchat__member_del(struct ctx *c, const char *user_id, const char *room_id);
-
 /* ---- presence.c: presence and followers ---- */
 
 /* Apply one kchat-presence record (its MAC already checked): online,
@@ -571,53 +536,6 @@ int kchat__follower_add(struct ctx *c, const char *user_id, const char *follower
 
 /* Wall-clock milliseconds (timestamps, command re-send clocks). */
 int64_t kchat__now_ms(void);
-
-/* ---- throttle.c: login throttling, on the worker that owns the shard ---- */
-
-/* Monotonic milliseconds: the clock of the throttle (wall-clock steps do not
- * lengthen or end a lockout). */
-int64_t kchat__throttle_now_ms(void);
-
-/* The throttle counts failures per budget, a string: the user id alone (the
- * id's shared "untrusted" budget: unknown devices, no device, unknown ids)
- * or what kchat__login_budget() makes of the id and a device it knows. */
-
-/* Milliseconds @p budget stays locked after @p now_ms; 0 when it is not
- * (an ended lockout is forgotten here).
- * @locality worker that owns the shard of @p t */
-int64_t kchat__throttle_locked(struct login_throttle *t, const char *budget, int64_t now_ms);
-
-/* Count a failed login against @p budget (known id or not); the failure that
- * reaches cfg->login_max_failures within cfg->login_window locks it for
- * cfg->login_lockout seconds. Does nothing when login_lockout is 0. A new
- * budget may evict another's slot: free, then ended, then the oldest
- * unlocked, then the lockout ending first.
- * @locality worker that owns the shard of @p t */
-void kchat__throttle_fail(struct login_throttle *t, const kchat_config *cfg,
-                          const char *budget, int64_t now_ms);
-
-/* Forget @p budget's failures (a successful login).
- * @locality worker that owns the shard of @p t */
-void kchat__throttle_reset(struct login_throttle *t, const char *budget);
-
-/* ---- devices.c: the devices a user logged in from (login throttling) ---- */
-
-/* Room for a budget string: a user id, '/', a device tag. */
-#define KCHAT__BUDGET_LEN (64 + 1 + 32 + 1)
-
-/* The throttle budget of the login in @p c into @p out: "ID/TAG" when the
- * request names (kchat-device) a device in @p user's list, else the bare id
- * (@p user NULL: an unknown id). Takes no ownership. */
-void kchat__login_budget(const struct ctx *c, const json_t *user,
-                         char out[KCHAT__BUDGET_LEN]);
-
-/* After a successful login: put the request's device (if it names one) first
- * in @p user's list ("devices", at most KCHAT__DEVICES_MAX, the oldest
- * dropped); the caller stores @p user. Records without the list (an older
- * kchat's) read as an empty one. Errors: KCHAT_ENOMEM. */
-#define KCHAT__DEVICES_MAX 16
-KCHAT_MUST_CHECK
-int kchat__device_remember(const struct ctx *c, json_t *user);
 
 /* friends.c: check the request's friendId list: not yourself (BAD_REQUEST),
  * every id a known user (USER_NOT_FOUND, "No user X; no <what>."). Answers

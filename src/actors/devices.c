@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "logins.h"
 #include "kchat/error.h"
 
 #define DEVICE_MIN 16     /* shortest kchat-device value taken as a device */

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "actors.h"
+#include "logins.h"
 
 int64_t kchat__throttle_now_ms(void)
 {

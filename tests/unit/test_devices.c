@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "actors/logins.h"
 #include "kchat/error.h"
 
 static kchat_request g_req;

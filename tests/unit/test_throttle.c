@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "actors/actors.h"
+#include "actors/logins.h"
 
 static kchat_config cfg(int max_failures, int window_s, int lockout_s)
 {
