@@ -275,7 +275,10 @@ static void test_read(void **state)
     count_ev(&b, "read", room, reader_any(&b), 2);
     count_ev(&a, "read", room, reader_any(&a), 0);   /* sends move silently */
     count_ev(&b, "read", room, reader_any(&a), 0);
-    json_t *ev = krm_events(g_c, b.id, "read", room, reader_is(&b, 5));
+    json_t *want = reader_is(&b, 5);
+    json_t *ev = krm_events(g_c, b.id, "read", room, want);
+
+    json_decref(want);
     KC_ASSERT_STR(json_array_get(ev, 0), "userId", b.id);
     KC_ASSERT_STR(json_array_get(ev, 0), "roomId", room);
     json_decref(ev);
