@@ -30,11 +30,12 @@
  *   standby.c    warm copies of other nodes' shards (--standby-replicas)
  *   backend.c    start-up in steps, stop, counters and metrics
  *
- * This header holds the shared structs and most files' interfaces; five
+ * This header holds the shared structs and most files' interfaces; six
  * concepts have headers of their own, which include this one: changelog.h
  * (changelog.c, restore.c), streams.h (commands.c, commands_acks.c),
  * replicas.h (directory.c, summaries.c), rooms.h (rooms.c, members.c,
- * chat.c) and logins.h (throttle.c, devices.c, users.c).
+ * chat.c), logins.h (throttle.c, devices.c, users.c) and presence.h
+ * (presence.c, batch.c, friends.c).
  *
  * Threading: a shard belongs to exactly one worker (shard mod W); everything
  * reached through a `struct shard` is touched only by that worker, except the
@@ -493,46 +494,6 @@ int kchat__room_invite(struct ctx *c, const char *room_id, const char *inviter,
                        const json_t *invitees);
 KCHAT_MUST_CHECK
 int kchat__room_leave(struct ctx *c, const char *room_id, const char *user_id);
-
-/* ---- presence.c: presence and followers ---- */
-
-/* Apply one kchat-presence record (its MAC already checked): online,
- * offline, beat or gone (include/kchat/presence.h). A record that does not
- * decode is counted and ignored. Errors: store errors, KCHAT_ENOMEM.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__presence_apply(struct ctx *c, const rd_kafka_message_t *m);
-
-/* Whether @p sh's presence wants a transaction of its own now: dead
- * gateways, stale pairs, users to settle, the grace after an acquisition
- * (a look through the pairs at most once a second).
- * @locality worker that owns @p sh */
-bool kchat__presence_due(struct shard *sh);
-
-/* In every transaction of a shard: the sweep when due, and the users whose
- * pairs went settled (offline at @p at_ms / now). Errors: store errors.
- * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-int kchat__presence_sweep(struct ctx *c);
-KCHAT_MUST_CHECK
-int kchat__presence_settle_checked(struct ctx *c, int64_t at_ms);
-
-/* The shard's transaction committed: the users settled in it are done.
- * @locality worker that owns @p sh */
-void kchat__presence_committed(struct shard *sh);
-
-/* Free the presence state of @p sh. @locality whoever frees the shard */
-void kchat__presence_release(struct shard *sh);
-
-/* @p follower follows @p user_id (user-add-friend): recorded in the
- * followed user's shard, here or by a `follow` command. Errors: store
- * errors, KCHAT_ENOMEM.
- * @locality worker that owns c->sh (the follower's shard) */
-KCHAT_MUST_CHECK
-int kchat__follow(struct ctx *c, const char *follower, const char *user_id);
-/* The same in the followed user's own shard. @locality its worker */
-KCHAT_MUST_CHECK
-int kchat__follower_add(struct ctx *c, const char *user_id, const char *follower);
 
 /* Wall-clock milliseconds (timestamps, command re-send clocks). */
 int64_t kchat__now_ms(void);

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "actors.h"
+#include "presence.h"
 #include "changelog.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"

@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #include "actors/actors.h"
+#include "actors/presence.h"
 #include "kchat/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

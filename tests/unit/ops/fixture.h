@@ -41,6 +41,7 @@
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "actors/presence.h"
 #include "actors/replicas.h"
 #include "actors/streams.h"
 #include "kchat/config.h"
