@@ -19,6 +19,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 export KCHAT_TEST_TMP=${KCHAT_TEST_TMP:-$(mktemp -d /tmp/kchat-test.XXXXXX)}
 filters=("$@")
+JOBS=${KCHAT_TEST_JOBS:-2}
 read -ra skips <<<"${KCHAT_TEST_SKIP:-}"
 passed=0; failed=0; failed_names=()
 
@@ -32,15 +33,22 @@ selected() {
   return 1
 }
 
-run_one() {
-  local bin=$1 limit=$2 log rc p f
+# run_prog BIN LIMIT ARGS...: runs BIN with a timeout, its output framed by
+# "=== BIN ARGS" and "--- NAME: exit N after S s"; returns its exit status.
+run_prog() {
+  local bin=$1 limit=$2 rc t0=$SECONDS
   shift 2
-  log=$(mktemp)
   echo "=== $bin $*"
-  local t0=$SECONDS
-  timeout --kill-after=10 "$limit" "$bin" "$@" >"$log" 2>&1; rc=$?
-  cat "$log"
+  timeout --kill-after=10 "$limit" "$bin" "$@" 2>&1; rc=$?
   echo "--- $(basename "$bin"): exit $rc after $((SECONDS - t0)) s"
+  [ "$rc" -eq 124 ] && echo "*** $bin timed out after ${limit}s"
+  return "$rc"
+}
+
+# account LOG RC BIN: prints a finished program's LOG and adds its counts.
+account() {
+  local log=$1 rc=$2 bin=$3 p f
+  cat "$log"
   p=$(grep -hoE '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {if (NR) print s}')
   f=$(grep -hoE '^\[  FAILED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {if (NR) print s}')
   if [ -z "$p$f" ]; then   # a program with its own `N passed, N failed` line
@@ -52,11 +60,45 @@ run_one() {
     if [ "$rc" -ne 0 ] && [ -z "$f" ]; then failed=$((failed + 1)); fi
   elif [ "$rc" -eq 0 ]; then passed=$((passed + 1))
   else failed=$((failed + 1)); fi
-  if [ "$rc" -ne 0 ]; then
-    [ "$rc" -eq 124 ] && echo "*** $bin timed out after ${limit}s"
-    failed_names+=("$bin (exit $rc)")
-  fi
+  [ "$rc" -ne 0 ] && failed_names+=("$bin (exit $rc)")
   rm -f "$log"
+}
+
+run_one() {
+  local log rc
+  log=$(mktemp)
+  run_prog "$@" >"$log"; rc=$?
+  account "$log" "$rc" "$1"
+}
+
+# run_pool LIMIT PROG...: runs the PROGs KCHAT_TEST_JOBS at a time (default
+# 2), each printed whole when it ends. The integration and regression
+# programs spend most of their time waiting (session timeouts, presence's
+# seconds, kills and restarts), each with its own broker, ports and
+# directory, so two at once take about the time of one. A program whose
+# source says `kchat-test: serial` (it bounds a time or a rate that a
+# neighbour could stretch) runs alone afterwards.
+run_pool() {
+  local limit=$1 t pid rc log serial=()
+  local -A logs=() bins=()
+  shift
+  for t in "$@"; do
+    if grep -q 'kchat-test: serial' "tests/${t#"$BUILD"/tests/}.c" 2>/dev/null; then
+      serial+=("$t"); continue
+    fi
+    while [ ${#logs[@]} -ge "$JOBS" ]; do
+      wait -n -p pid; rc=$?
+      account "${logs[$pid]}" "$rc" "${bins[$pid]}"; unset "logs[$pid]" "bins[$pid]"
+    done
+    log=$(mktemp)
+    run_prog "$t" "$limit" >"$log" 2>&1 &
+    logs[$!]=$log; bins[$!]=$t
+  done
+  while [ ${#logs[@]} -gt 0 ]; do
+    wait -n -p pid; rc=$?
+    account "${logs[$pid]}" "$rc" "${bins[$pid]}"; unset "logs[$pid]" "bins[$pid]"
+  done
+  for t in "${serial[@]}"; do run_one "$t" "$limit"; done
 }
 
 # KAFKA=1 (make check-kafka): only the integration programs marked
@@ -125,11 +167,12 @@ else
     export KCHAT_CRASH_KILLS=${KCHAT_CRASH_KILLS:-3}
     export KCHAT_OVERLOAD_MSGS=${KCHAT_OVERLOAD_MSGS:-8000} KCHAT_SANITIZED=1
   fi
+  pool=()
   for t in "$BUILD"/tests/integration/*; do
     [ -x "$t" ] && selected "$t" || continue
     [ -f "tests/integration/$(basename "$t").c" ] || continue   # stale: source gone
     grep -q 'kchat-test: kafka-only' "tests/integration/$(basename "$t").c" && continue
-    run_one "$t" 900
+    pool+=("$t")
   done
   # The numbered regression tests, one per bug fixed (tests/regress/README.md);
   # a binary whose source is gone is stale and skipped.
@@ -138,8 +181,9 @@ else
     [ -f "tests/regress/$(basename "$t").c" ] || continue
     # `kchat-test: kafka-only`: meaningful on real Kafka alone (make check-kafka)
     grep -q 'kchat-test: kafka-only' "tests/regress/$(basename "$t").c" && continue
-    run_one "$t" 900
+    pool+=("$t")
   done
+  run_pool 900 "${pool[@]}"
 
   # The chat page in a real browser (Chromium + playwright-core, installed by
   # the script itself). Not in sanitizer builds: it tests the page, not the C.
