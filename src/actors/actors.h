@@ -114,6 +114,20 @@ struct cmd_link {
 
 /* A record appended to a shard's outbox in the open transaction, kept in
  * memory so it can be produced right after the commit. */
+/* The stages a request passes through in a backend, each timed on its own
+ * (kchat_stage_seconds in /metrics; docs/operations.md, "Where a request
+ * waits"). */
+enum kchat__stage {
+    KCHAT__STAGE_READ,     /* record's timestamp -> its worker begins applying it */
+    KCHAT__STAGE_APPLY,    /* a shard batch: begin -> every record applied */
+    KCHAT__STAGE_COMMIT,   /* the batch's LMDB commit (fsync) */
+    KCHAT__STAGE_RELEASE,  /* commit -> an outbound record handed to the producer
+                              (held behind the changelog, when there is one) */
+    KCHAT__STAGE_ACK,      /* producer -> Kafka's acknowledgement of an outbound record
+                              (not commands) */
+    KCHAT__STAGE_COUNT
+};
+
 struct out_rec {
     uint32_t shard;
     uint64_t seq;
@@ -127,6 +141,7 @@ struct out_rec {
     kchat_header hdr[KCHAT_STORE_MAX_HEADERS];
     size_t n_hdr;
     char *hdr_buf;            /* owns the header names and values */
+    int64_t committed_us;     /* kchat__monotonic_us() at its commit; 0: not timed */
 };
 
 
@@ -300,6 +315,7 @@ struct kchat_backend {
                                       summary [2] was logged */
     kchat_hist commit_seconds;  /* shard commit latency */
     kchat_hist batch_records;   /* records per shard transaction */
+    kchat_hist stage[KCHAT__STAGE_COUNT]; /* where a request waits (enum kchat__stage) */
     struct {                    /* one per row of KCHAT_BACKEND_COUNTERS (backend.h) */
 #define KCHAT__STATS_ATOMIC(field, metric, help, stop) atomic_uint_fast64_t field;
         KCHAT_BACKEND_COUNTERS(KCHAT__STATS_ATOMIC)

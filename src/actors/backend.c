@@ -20,6 +20,13 @@
 static const double commit_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
                                        0.2, 0.5, 1, 2};
 static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+static const double stage_bounds[] = {0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                      0.1, 0.2, 0.5, 1, 2, 5};
+static const char *const stage_names[KCHAT__STAGE_COUNT] = {
+    [KCHAT__STAGE_READ] = "read", [KCHAT__STAGE_APPLY] = "apply",
+    [KCHAT__STAGE_COMMIT] = "commit", [KCHAT__STAGE_RELEASE] = "release",
+    [KCHAT__STAGE_ACK] = "ack",
+};
 
 /* ---- helpers of the other files ---- */
 
@@ -81,6 +88,10 @@ static int backend_new(const kchat_config *cfg, kchat_backend **out, char *errst
     be->commit_seconds.n_bounds = sizeof(commit_bounds) / sizeof(commit_bounds[0]);
     be->batch_records.bounds = batch_bounds;
     be->batch_records.n_bounds = sizeof(batch_bounds) / sizeof(batch_bounds[0]);
+    for (int i = 0; i < KCHAT__STAGE_COUNT; i++) {
+        be->stage[i].bounds = stage_bounds;
+        be->stage[i].n_bounds = sizeof(stage_bounds) / sizeof(stage_bounds[0]);
+    }
     be->events_fmt = strcmp(cfg->events_format, "msgpack") ? KCHAT_FMT_JSON : KCHAT_FMT_MSGPACK;
     be->n_workers = cfg->workers > 0 ? (unsigned)cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
     if (crypto_pwhash_str(be->dummy_hash, "not a password", 14, (unsigned long long)cfg->pwhash_ops,
@@ -407,6 +418,16 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                      &be->commit_seconds);
     kchat_hist_write(out, "kchat_batch_records", "Records applied per shard transaction.", NULL,
                      &be->batch_records);
+    for (int i = 0; i < KCHAT__STAGE_COUNT; i++) {
+        char label[32];
+
+        snprintf(label, sizeof(label), "stage=\"%s\"", stage_names[i]);
+        kchat_hist_write(out, "kchat_stage_seconds", i == 0 ?
+                         "Where a request waits, stage by stage: read (the record's timestamp "
+                         "to its worker; wall clocks), apply (a shard batch), commit (its "
+                         "fsync), release (commit to producer, behind the changelog), ack "
+                         "(producer to Kafka's acknowledgement)." : NULL, label, &be->stage[i]);
+    }
 }
 
 void kchat_backend_stop(kchat_backend *be, kchat_backend_stats *final)

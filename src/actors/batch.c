@@ -296,15 +296,35 @@ static void log_commit_recovered(struct shard *sh)
     sh->fail_since_ms = 0;
 }
 
+/* The read stage of each of a batch's records: from its timestamp (the
+ * producer's clock) to now (this machine's), 0 when the clocks disagree.
+ * @locality any worker */
+static void observe_read(kchat_backend *be, rd_kafka_message_t **msgs, const size_t *idx,
+                         size_t n)
+{
+    int64_t now = kchat__now_ms();
+
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_timestamp_type_t type;
+        int64_t ts = rd_kafka_message_timestamp(msgs[idx[i]], &type);
+
+        if (type != RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && ts > 0)
+            kchat_hist_observe(&be->stage[KCHAT__STAGE_READ],
+                               now > ts ? (double)(now - ts) / 1e3 : 0);
+    }
+}
+
 /* Apply the records of one shard in one transaction; retried until it
  * commits (a full map or disk blocks this worker: back-pressure).
  * @locality worker @p w, which owns @p sh */
 static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard *sh,
                               rd_kafka_message_t **msgs, const size_t *idx, size_t n)
 {
+    observe_read(be, msgs, idx, n);
     for (;;) {
         struct seqlist taken = {0};
         struct ctx c = {.be = be, .w = w, .sh = sh, .req = &w->req};
+        int64_t t_begin = kchat__monotonic_us();
         int rc = kchat_txn_begin(sh->store, true, &c.txn);
 
         kchat_txn_on_changes(c.txn, kchat__changelog_collect, w);
@@ -324,9 +344,14 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             rc = store_offsets(c.txn, msgs, idx, n);
         if (rc == KCHAT_OK) {
             int64_t t0 = kchat__monotonic_us();
+            double commit_s;
+
+            kchat_hist_observe(&be->stage[KCHAT__STAGE_APPLY], (double)(t0 - t_begin) / 1e6);
             rc = kchat_txn_commit(c.txn);
             c.txn = NULL;
-            kchat_hist_observe(&be->commit_seconds, (double)(kchat__monotonic_us() - t0) / 1e6);
+            commit_s = (double)(kchat__monotonic_us() - t0) / 1e6;
+            kchat_hist_observe(&be->commit_seconds, commit_s);
+            kchat_hist_observe(&be->stage[KCHAT__STAGE_COMMIT], commit_s);
         }
         if (rc == KCHAT_OK) {
             free(taken.v);

@@ -122,7 +122,10 @@ static uint64_t acked_now(struct shard *sh)
 void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct shard *sh)
 {
     uint64_t gate;
+    int64_t now = kchat__monotonic_us();
 
+    for (size_t i = 0; i < w->n_out; i++)
+        w->out[i].committed_us = now;   /* the release stage begins */
     if (w->n_cl == 0) {   /* no changelog, or nothing changed */
         kchat__worker_flush_out(be, w);
         return;

@@ -124,6 +124,9 @@ void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r)
         .headers = r->hdr, .n_headers = r->n_hdr, .kind = r->kind,
     };
 
+    if (r->committed_us > 0)
+        kchat_hist_observe(&be->stage[KCHAT__STAGE_RELEASE],
+                           (double)(kchat__monotonic_us() - r->committed_us) / 1e6);
     kchat__directory_write_through(be, r->topic, r->value, r->value_len);
     if (r->kind == OUT_COMMAND) {
         int rc = kchat__streams_pending_add(be, &be->shards[r->shard], r->seq, r->target,
@@ -182,6 +185,13 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     atomic_fetch_add(&be->stats.delivered, 1);
     if (kind == OUT_COMMAND)
         return;   /* deleted once the target shard has applied it */
+    {
+        int64_t ts = rd_kafka_message_timestamp(m, NULL), now = kchat__now_ms();
+
+        if (ts > 0)   /* set by producev(): the producer's stage */
+            kchat_hist_observe(&be->stage[KCHAT__STAGE_ACK],
+                               now > ts ? (double)(now - ts) / 1e3 : 0);
+    }
     kchat__outbox_delivered(sh, seq);
 }
 

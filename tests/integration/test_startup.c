@@ -137,6 +137,29 @@ static void test_serve_metrics_http(void **state)
     assert_non_null(strstr(r->body, "kchat_commit_seconds_bucket{le=\"+Inf\"}"));
     assert_non_null(strstr(r->body, "kchat_worker_stall_seconds"));
     kh_resp_free(r);
+    /* a registration passes through every stage of the backend once */
+    {
+        static const char *const stages[] = {"read", "apply", "commit", "release", "ack"};
+        kc_client *c = kc_client_new(kc_proc_bootstrap(p), KC_FROM_END);
+        kc_user u;
+
+        assert_non_null(c);
+        assert_true(kc_user_new(c, &u, "stages"));
+        for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++) {
+            char name[96];
+            double n = -1;
+            int64_t until = kc_now_ms() + 5000;
+
+            snprintf(name, sizeof(name), "kchat_stage_seconds_count{stage=\"%s\"}", stages[i]);
+            /* ack: Kafka's acknowledgement may come after the answer was read */
+            while (kh_metric(base, name, &n) && n < 1 && kc_now_ms() < until)
+                kc_sleep_ms(50);
+            if (n < 1)
+                fprintf(stderr, "%s = %g after a registration and a login\n", name, n);
+            assert_true(n >= 1);
+        }
+        kc_client_free(c);
+    }
     r = kh_do(&b, "GET", "/nope", NULL);
     assert_int_equal(r->status, 404);
     kh_resp_free(r);
