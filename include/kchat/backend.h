@@ -106,10 +106,6 @@ typedef struct kchat_backend kchat_backend;
     X(held_records, "kchat_changelog_held_records_total",                                  \
       "Answers, events and commands held back until Kafka had the changes they report.",   \
       NULL)                                                                                \
-    X(early_records, "kchat_changelog_early_records_total",                                \
-      "Answers of transactions that changed no data (reads, refusals): let out once Kafka " \
-      "had the changes of the transactions before, not their own offsets and outbox.",    \
-      NULL)                                                                                \
     X(handovers_in, "kchat_shards_acquired_total",                                         \
       "Shards this process took over at an assignment (restored as needed first).", NULL)  \
     X(handovers_out, "kchat_shards_released_total",                                        \

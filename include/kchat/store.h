@@ -550,17 +550,6 @@ KCHAT_MUST_CHECK
 int kchat_store_outbox_del(kchat_txn *t, uint64_t seq);
 
 /**
- * @brief Whether a change of @p table / @p key is the store's bookkeeping of
- *   where its input stands and what it has still to produce: a key of
- *   #KCHAT_TBL_OFFSETS or #KCHAT_TBL_OUTBOX, or the outbox's seq counter in
- *   #KCHAT_TBL_META. A copy of the store that lacks such a change reads that
- *   input again and produces that output again (repeats, which receivers
- *   drop), but holds every effect.
- * @locality any thread
- */
-bool kchat_store_change_is_bookkeeping(kchat_table table, const void *key, size_t key_len);
-
-/**
  * @brief Called by kchat_store_outbox_scan() for each record.
  * @param[in] r the record; @p r and every pointer in it are owned by the
  *   store and valid only during the call.

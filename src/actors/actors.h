@@ -230,9 +230,6 @@ struct shard {
     uint64_t cl_trimmed;        /* worker: kept changes up to here trimmed (a hint) */
     uint64_t cl_replayed;       /* start-up: the last change produced again */
     uint64_t cl_produced;       /* worker: the last change handed to the producer */
-    uint64_t cl_reported;       /* worker: the last change of a committed transaction
-                                   that changed data (all kept ones at an acquisition):
-                                   what an answer may report */
     struct out_rec *held;       /* worker: records of committed transactions held back
                                    until Kafka has their changes, in commit order, from
                                    held_head (each owns what it points to) */

@@ -119,21 +119,6 @@ static uint64_t acked_now(struct shard *sh)
     return acked;
 }
 
-/* Whether the transaction whose changes and records @p w holds changed no
- * data: only its input offsets and its outbox, and it sends no command.
- * Its answers report only what the transactions before it committed.
- * @locality worker @p w */
-static bool changed_no_data(const struct worker *w)
-{
-    for (size_t i = 0; i < w->n_out; i++)
-        if (w->out[i].kind == OUT_COMMAND)
-            return false;   /* its stream seq must not be handed out twice */
-    for (size_t i = 0; i < w->n_cl; i++)
-        if (!kchat_store_change_is_bookkeeping(w->cl[i].table, w->cl[i].key, w->cl[i].key_len))
-            return false;
-    return true;
-}
-
 void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct shard *sh)
 {
     uint64_t gate;
@@ -145,19 +130,8 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
         kchat__worker_flush_out(be, w);
         return;
     }
-    /* A transaction that changed no data (a read, a refusal) waits only for
-     * the changes before it: what its answers report. Its own offsets and
-     * outbox records may reach Kafka later or, if this node dies first,
-     * never: the next owner then reads its requests again and answers them
-     * again, which clients drop as repeats (docs/design.md, "Answers that
-     * report no change"). */
-    if (changed_no_data(w)) {
-        gate = sh->cl_reported;
-        atomic_fetch_add(&be->stats.early_records, w->n_out);
-    } else {
-        gate = sh->cl_reported = w->cl[w->n_cl - 1].last;
-    }
-    sh->cl_produced = w->cl[w->n_cl - 1].last;
+    gate = w->cl[w->n_cl - 1].last;
+    sh->cl_produced = gate;
     if (kchat__cl_txn_give(sh, w->cl, w->n_cl) == KCHAT_OK) {
         w->n_cl = 0;   /* the committer owns them now */
     } else {
@@ -366,7 +340,6 @@ int kchat__changelog_replay(kchat_backend *be, struct shard *sh)
     sh->cl_trimmed = first - 1;
     sh->cl_replayed = first - 1;
     sh->cl_produced = first - 1;
-    sh->cl_reported = next - 1;   /* kept or not, every change is in the store */
     if (first < next) {
         fprintf(stderr, "kchat: shard %u: producing %" PRIu64 " kept changes again\n", sh->id,
                 next - first);

@@ -118,7 +118,7 @@ static void shard_forget(kchat_backend *be, struct shard *sh)
     sh->cl_resend = false;
     pthread_mutex_unlock(&sh->lock);
     atomic_store(&sh->cl_wake_at, 0);
-    sh->cl_trimmed = sh->cl_replayed = sh->cl_produced = sh->cl_reported = 0;
+    sh->cl_trimmed = sh->cl_replayed = sh->cl_produced = 0;
 }
 
 /* Make @p sh ready to serve: caught up with the changelog (read with *@p rk,

@@ -103,10 +103,6 @@ int kchat__txn_put(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
 KCHAT_MUST_CHECK
 int kchat__store_internal_next(kchat_txn *t, const char *name, uint64_t *out);
 
-/* Whether META key @p key is that of the store-internal counter @p name.
- * @locality any thread */
-bool kchat__store_internal_is(const void *key, size_t key_len, const char *name);
-
 /*
  * Take @p count values of a store-internal counter at once, the first in
  * *out; with @p count 0 take none and give the next one in *out (also in a

@@ -115,15 +115,6 @@ int kchat_store_counter_next(kchat_txn *t, const char *name, uint64_t *out)
     return counter_take(t, 'c', name, 1, out);
 }
 
-bool kchat__store_internal_is(const void *key, size_t key_len, const char *name)
-{
-    unsigned char k[KCHAT_STORE_KEY_MAX];
-    size_t kl;
-
-    return meta_key('i', name, k, &kl) == KCHAT_OK && kl == key_len &&
-           memcmp(k, key, kl) == 0;
-}
-
 int kchat__store_internal_next(kchat_txn *t, const char *name, uint64_t *out)
 {
     return counter_take(t, 'i', name, 1, out);

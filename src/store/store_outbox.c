@@ -211,12 +211,6 @@ int kchat_store_outbox_append(kchat_txn *t, const kchat_outbox_rec *r, uint64_t 
     return KCHAT_OK;
 }
 
-bool kchat_store_change_is_bookkeeping(kchat_table table, const void *key, size_t key_len)
-{
-    return table == KCHAT_TBL_OFFSETS || table == KCHAT_TBL_OUTBOX ||
-           (table == KCHAT_TBL_META && kchat__store_internal_is(key, key_len, SEQ_COUNTER));
-}
-
 int kchat_store_outbox_del(kchat_txn *t, uint64_t seq)
 {
     unsigned char key[8];

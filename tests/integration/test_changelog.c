@@ -14,9 +14,6 @@
  *   kchat-changelog partition refuses produce requests (a retriable
  *   error, answered late), a request is applied but not answered; once the
  *   refusals end, it is answered, once.
- * - test_reads_do_not_wait_for_their_own_changes: in the same state, a
- *   read (which changes only the shard's offsets and outbox) is answered at
- *   once, and a write sent after it still waits.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -355,61 +352,11 @@ static void test_answers_wait_for_changelog(void **state)
     free(data);
 }
 
-/* A request that changes no data (a read) reports only what the
- * transactions before it committed: it is answered once Kafka has those,
- * without waiting for its own offsets and outbox records to get there. A
- * write behind it still waits for its own changes. */
-static void test_reads_do_not_wait_for_their_own_changes(void **state)
-{
-    char *data = kc_tmppath("early"), rcid[72], wcid[72];
-    kc_user u;
-    json_t *body;
-    const kc_record *r;
-    int64_t sent_ms;
-
-    (void)state;
-    mock_start();
-    changelog_on_broker_3();
-    g_srv = kc_serve_start("early-serve", data, g_brokers, PARTITIONS, NULL);
-    assert_non_null(g_srv);
-    g_client = kc_client_new(g_brokers, KC_FROM_END);
-    user_in(&u, "early", -1);   /* answered: Kafka has its changes */
-
-    for (int i = 0; i < 40; i++)   /* more than 6 s without a changelog write */
-        assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
-                             g_mock, 3, 0 /* Produce */, 1,
-                             RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 150), 0);
-    body = json_pack("{s:s}", "userId", u.id);
-    sent_ms = kc_now_ms();
-    assert_true(kc_send_req(g_client, "user-search-room", u.id, u.session, NULL, body, rcid));
-    json_decref(body);
-    r = kc_wait_cid(g_client, "user-search-room", rcid, 3000);
-    if (r == NULL)
-        kc_proc_log_tail(g_srv, 30, stderr);
-    assert_non_null(r);
-    fprintf(stderr, "test_changelog: a read answered %lld ms after its send while no change "
-            "could reach Kafka\n", (long long)(kc_now_ms() - sent_ms));
-
-    body = json_pack("{s:s, s:s}", "userId", u.id, "userStatus", "busy");
-    assert_true(kc_send_req(g_client, "user-status-change", u.id, u.session, NULL, body, wcid));
-    json_decref(body);
-    r = kc_wait_cid(g_client, "user-status-change", wcid, 2000);
-    if (r != NULL)
-        kc_record_dump(r, "a write answered while its change could not reach Kafka");
-    assert_null(r);
-    assert_non_null(kc_wait_cid(g_client, "user-status-change", wcid, 30000));
-    kc_sleep_ms(500);
-    assert_int_equal(kc_count_cid(g_client, rcid), 1);
-    assert_int_equal(kc_count_cid(g_client, wcid), 1);
-    free(data);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_changelog_rebuilds_shards, teardown),
         cmocka_unit_test_teardown(test_answers_wait_for_changelog, teardown),
-        cmocka_unit_test_teardown(test_reads_do_not_wait_for_their_own_changes, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -364,49 +364,6 @@ static void test_decode_refuses(void **state)
     assert_int_equal(kchat_store_change_decode(buf, sizeof(buf), 5, &ch), KCHAT_EDECODE);
 }
 
-/* Counts the changes that are bookkeeping and those that are not. */
-static int classify(void *arg, const kchat_change *ch)
-{
-    size_t *n = arg;
-
-    n[kchat_store_change_is_bookkeeping(ch->table, ch->key, ch->key_len) ? 0 : 1]++;
-    return 0;
-}
-
-/* Offsets, outbox rows and the outbox's counter are bookkeeping; data and
- * every other counter are not (a read may be answered before its own
- * bookkeeping reaches Kafka: docs/design.md, "Answers that report no
- * change"). */
-static void test_bookkeeping(void **state)
-{
-    struct dirs *d = *state;
-    kchat_store *s = open_store(d->a, true);
-    kchat_outbox_rec rec = {.topic = "t", .partition = 1, .value = "v", .value_len = 1};
-    size_t n[2] = {0, 0};
-    uint64_t seq, c;
-    kchat_txn *t = begin(s, true);
-
-    assert_int_equal(kchat_store_offset_set(t, "kchat-user-search-room", 3, 42), KCHAT_OK);
-    assert_int_equal(kchat_store_outbox_append(t, &rec, &seq), KCHAT_OK);
-    assert_int_equal(kchat_store_outbox_append(t, &rec, &seq), KCHAT_OK);
-    kchat_txn_on_changes(t, classify, n);
-    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
-    assert_int_equal(n[0], 4);   /* the offset, two rows, the counter */
-    assert_int_equal(n[1], 0);
-
-    n[0] = n[1] = 0;
-    t = begin(s, true);
-    assert_int_equal(kchat_store_outbox_del(t, seq), KCHAT_OK);
-    put(t, KCHAT_TBL_USERS, "alice", "1");
-    assert_int_equal(kchat_store_counter_next(t, "room_seq", &c), KCHAT_OK);
-    kchat_txn_on_changes(t, classify, n);
-    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
-    assert_int_equal(n[0], 1);   /* the deleted row */
-    assert_int_equal(n[1], 2);   /* the user, the other counter */
-    assert_false(kchat_store_change_is_bookkeeping(KCHAT_TBL_META, "i:outbox_se", 11));
-    kchat_store_close(s);
-}
-
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -415,7 +372,6 @@ int main(void)
         T(test_trim),
         T(test_off),
         T(test_replay_gives_the_state),
-        T(test_bookkeeping),
         cmocka_unit_test(test_decode_refuses),
     };
 #undef T
