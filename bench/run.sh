@@ -49,6 +49,10 @@
 #                       (default 5000; a fresh Kafka broker warms up its JIT)
 #   --open-seconds S    length of each open-loop run (default 15)
 #   --low-rate R        the low open-loop rate, requests/s (default 200)
+#   --mock-changelog on|off  kchat serve's --changelog on the mock broker
+#                       (default off: as the embedded install runs, `kchat
+#                       dev` or `kchat serve` alone, whose broker's records
+#                       die with it; on Kafka the changelog is on, its default)
 #   --mix SPEC          operation mix (default chat=90,history=5,rooms=5)
 #   --out DIR           results directory (default bench/results/<timestamp>)
 # Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build: where bench/load and
@@ -77,6 +81,7 @@ REQUESTS=30000
 WARMUP=5000
 OPEN_SECONDS=15
 LOW_RATE=200
+MOCK_CHANGELOG=off
 MIX=chat=90,history=5,rooms=5
 OUT=
 serve_args=()
@@ -93,6 +98,7 @@ while [ $# -gt 0 ]; do
     --warmup) need "$@"; WARMUP=$2; shift 2 ;;
     --open-seconds) need "$@"; OPEN_SECONDS=$2; shift 2 ;;
     --low-rate) need "$@"; LOW_RATE=$2; shift 2 ;;
+    --mock-changelog) need "$@"; MOCK_CHANGELOG=$2; shift 2 ;;
     --mix) need "$@"; MIX=$2; shift 2 ;;
     --out) need "$@"; OUT=$2; shift 2 ;;
     --help|-h) usage; exit 0 ;;
@@ -103,6 +109,8 @@ done
 for v in "$PARTITIONS" "$WORKERS" "$INFLIGHT" "$REQUESTS" "$WARMUP" "$OPEN_SECONDS" "$LOW_RATE"; do
     [[ $v =~ ^[0-9]+$ ]] || { echo "run: '$v' is not a number" >&2; exit 2; }
 done
+[[ $MOCK_CHANGELOG == on || $MOCK_CHANGELOG == off ]] ||
+    { echo "run: --mock-changelog is on or off" >&2; exit 2; }
 [ "$WARMUP" -lt "$REQUESTS" ] || { echo "run: --warmup must be below --requests" >&2; exit 2; }
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
@@ -140,7 +148,12 @@ bench_broker() {
     broker_start "$b" "$PARTITIONS" || return 4
 
     # kchat
-    serve_start "$PARTITIONS" "$WORKERS" "$TMP/data-$b" ${serve_args[@]+"${serve_args[@]}"} ||
+    # On the mock, kchat serve runs as an embedded install does: without a
+    # changelog (--mock-changelog), whose records would die with the broker.
+    local cl=()
+    [ "$b" = mock ] && cl=(--changelog "$MOCK_CHANGELOG")
+    serve_start "$PARTITIONS" "$WORKERS" "$TMP/data-$b" ${cl[@]+"${cl[@]}"} \
+        ${serve_args[@]+"${serve_args[@]}"} ||
         return 4
     run_load "$b-kchat-closed" --requests "$REQUESTS" --warmup "$WARMUP" \
         --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
@@ -188,7 +201,9 @@ bench_broker() {
     done
 
     local k=$b-kchat-closed e=$b-echo-closed
-    echo "run: $b closed loop, $INFLIGHT in flight, $REQUESTS requests ($WARMUP warm-up):" \
+    local clnote="changelog on"
+    [ "$b" = mock ] && clnote="changelog $MOCK_CHANGELOG"
+    echo "run: $b closed loop ($clnote), $INFLIGHT in flight, $REQUESTS requests ($WARMUP warm-up):" \
          "kchat $(res $k rps)/s p50 $(res $k p50_ms) p99 $(res $k p99_ms) ms;" \
          "echo $(res $e rps)/s p50 $(res $e p50_ms) p99 $(res $e p99_ms) ms"
     local pr=-

@@ -250,6 +250,29 @@ int kchat_codec_decode(kchat_fmt f, const void *buf, size_t len, json_t **out);
 KCHAT_MUST_CHECK
 int kchat_codec_encode(kchat_fmt f, const json_t *v, char **out, size_t *out_len);
 
+/**
+ * @brief Append a string member to an encoded object: from @p enc, the
+ *   encoding of an object by kchat_codec_encode() in format @p f, make the
+ *   encoding of that object with @p key = @p value added after its last
+ *   member, byte for byte what kchat_codec_encode() gives for it. One
+ *   event is so encoded once for all its recipients, each copy naming its
+ *   own (src/actors/reply.c).
+ *
+ * @param[in] enc, len the object's encoding; only its first and last bytes
+ *            are looked at (it is trusted to come from kchat_codec_encode();
+ *            @p key must not be one of its members already).
+ * @param[out] out on success a malloc()ed buffer of @p *out_len bytes.
+ * @return #KCHAT_OK, #KCHAT_ENOMEM, or #KCHAT_EINVAL (@p enc does not
+ *         begin and end as an object does in @p f, an object of 2^32 - 1
+ *         members already, or @p key or @p value refused as by
+ *         kchat_codec_encode()).
+ * @note The caller owns @p *out and releases it with free().
+ * @locality any thread
+ */
+KCHAT_MUST_CHECK
+int kchat_codec_add_member(kchat_fmt f, const char *enc, size_t len, const char *key,
+                           const char *value, char **out, size_t *out_len);
+
 /** @} */
 /* ------------------------------------------------------------------------ */
 /** @name Text helpers

@@ -393,6 +393,15 @@ int kchat__reply_err_with(struct ctx *c, kchat_wire_err e, json_t *extra, const 
 KCHAT_MUST_CHECK
 int kchat__event(struct ctx *c, const char *user_id, json_t *event);
 
+/* Publish @p event (stolen; without "userId") to every user id of the JSON
+ * array @p users, each copy with its own "userId" last: encoded once, the
+ * bytes of each copy those kchat__event() would give. Errors: KCHAT_ENOMEM,
+ * KCHAT_EINVAL (a user id that is no UTF-8 string), outbox errors; the
+ * copies before the error are appended (the transaction is then aborted).
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__event_to_each(struct ctx *c, json_t *event, const json_t *users);
+
 /* Send an internal command (stolen) to shard @p target, keyed by @p key:
  * the next seq of this shard's stream to @p target (commands.c). Makes room
  * to list it as pending once committed (KCHAT_ENOMEM when there is none).

@@ -46,8 +46,8 @@ int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
 {
     unsigned char mkey[MSG_KEY_LEN(64)];
     char ikey[IDEM_KEY_MAX + 1], ts[25], seqbuf[8];
-    size_t il = 0, i;
-    json_t *room, *msg, *p;
+    size_t il = 0;
+    json_t *room, *msg;
     json_int_t seq;
     const void *v;
     size_t vl;
@@ -95,14 +95,10 @@ int kchat__room_chat(struct ctx *c, const char *room_id, const char *writer_id,
     }
     if (rc == KCHAT_OK)
         rc = chat_reply(c, msg, room_id);
-    json_array_foreach(json_object_get(room, "participants"), i, p) {
-        json_t *ev;
-        if (rc != KCHAT_OK)
-            break;
-        ev = json_deep_copy(msg);
-        json_object_set_new(ev, "type", json_string("chat"));
-        json_object_set_new(ev, "roomId", json_string(room_id));
-        rc = kchat__event(c, json_string_value(p), ev);
+    if (rc == KCHAT_OK) {   /* one chat event, encoded once, to every participant */
+        json_object_set_new(msg, "type", json_string("chat"));
+        json_object_set_new(msg, "roomId", json_string(room_id));
+        rc = kchat__event_to_each(c, json_incref(msg), json_object_get(room, "participants"));
     }
     json_decref(msg);
     json_decref(room);

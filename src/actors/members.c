@@ -87,17 +87,7 @@ int kchat__room_set_read(json_t *room, const char *user_id, json_int_t seq)
 KCHAT_MUST_CHECK
 static int event_to_all(struct ctx *c, const json_t *room, json_t *ev)
 {
-    json_t *p;
-    size_t i;
-    int rc = KCHAT_OK;
-
-    json_array_foreach(json_object_get(room, "participants"), i, p) {
-        if (rc != KCHAT_OK)
-            break;
-        rc = kchat__event(c, json_string_value(p), json_deep_copy(ev));
-    }
-    json_decref(ev);
-    return rc;
+    return kchat__event_to_each(c, ev, json_object_get(room, "participants"));
 }
 
 /* ---- room-read ---- */

@@ -247,6 +247,38 @@ int kchat__event(struct ctx *c, const char *user_id, json_t *event)
     return rc;
 }
 
+int kchat__event_to_each(struct ctx *c, json_t *event, const json_t *users)
+{
+    kchat_fmt f = c->be->events_fmt;
+    const char *ct = kchat_fmt_content_type(f);
+    kchat_header hdr = {KCHAT_HDR_CTYPE, ct, strlen(ct)};
+    const json_t *u;
+    size_t i, len, one_len;
+    char *enc, *one;
+    int rc = kchat_codec_encode(f, event, &enc, &len);
+
+    json_decref(event);
+    if (rc != KCHAT_OK)
+        return rc;
+    json_array_foreach(users, i, u) {
+        const char *id = json_string_value(u);
+
+        if (id == NULL) {
+            rc = KCHAT_EINVAL;
+            break;
+        }
+        if ((rc = kchat_codec_add_member(f, enc, len, "userId", id, &one, &one_len)) != KCHAT_OK)
+            break;
+        rc = kchat__out_append(c, OUT_REPLY, 0, KCHAT_TOPIC_EVENTS, -1, id, strlen(id), one,
+                               one_len, &hdr, 1);
+        free(one);
+        if (rc != KCHAT_OK)
+            break;
+    }
+    free(enc);
+    return rc;
+}
+
 int kchat__command(struct ctx *c, uint32_t target, const char *key, json_t *cmd)
 {
     kchat_header hdr[3];

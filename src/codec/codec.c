@@ -178,6 +178,110 @@ int kchat_codec_decode(kchat_fmt f, const void *buf, size_t len, json_t **out)
     return kchat__codec_decode(f, buf, len, out, &why);
 }
 
+/* The member count of the msgpack map whose encoding begins at @p p, and
+ * its header's length; 0 when @p p does not begin a map. */
+static size_t mp_map_header(const unsigned char *p, size_t len, uint64_t *n)
+{
+    if (len >= 1 && p[0] >= 0x80 && p[0] <= 0x8f) {
+        *n = p[0] & 0x0f;
+        return 1;
+    }
+    if (len >= 3 && p[0] == 0xde) {
+        *n = (uint64_t)p[1] << 8 | p[2];
+        return 3;
+    }
+    if (len >= 5 && p[0] == 0xdf) {
+        *n = (uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 8 | p[4];
+        return 5;
+    }
+    return 0;
+}
+
+/* The smallest msgpack map header for @p n members into @p p (5 bytes). */
+static size_t mp_map_header_put(unsigned char *p, uint64_t n)
+{
+    if (n <= 15) {
+        p[0] = (unsigned char)(0x80 | n);
+        return 1;
+    }
+    if (n <= 0xffff) {
+        p[0] = 0xde;
+        p[1] = (unsigned char)(n >> 8);
+        p[2] = (unsigned char)n;
+        return 3;
+    }
+    p[0] = 0xdf;
+    for (int i = 0; i < 4; i++)
+        p[1 + i] = (unsigned char)(n >> (24 - 8 * i));
+    return 5;
+}
+
+int kchat_codec_add_member(kchat_fmt f, const char *enc, size_t len, const char *key,
+                           const char *value, char **out, size_t *out_len)
+{
+    const unsigned char *e = (const unsigned char *)enc;
+    json_t *one;
+    char *tail = NULL, *buf;
+    size_t tail_len = 0, head, tail_head, size;
+    uint64_t n = 0, one_n;
+    int rc;
+
+    if (!out || !out_len || !enc || !key || !value)
+        return KCHAT_EINVAL;
+    *out = NULL;
+    *out_len = 0;
+    /* {key: value} alone, encoded and checked as any value */
+    if ((one = json_object()) == NULL)
+        return KCHAT_ENOMEM;
+    if (json_object_set_new(one, key, json_string(value)) != 0) {
+        json_decref(one);
+        return KCHAT_EINVAL;   /* not UTF-8 (json_string() refused it) */
+    }
+    rc = kchat_codec_encode(f, one, &tail, &tail_len);
+    json_decref(one);
+    if (rc != KCHAT_OK)
+        return rc;
+    if (f == KCHAT_FMT_JSON) {
+        /* "{...}" + {"key":"value"} -> "{...,"key":"value"}" */
+        if (len < 2 || enc[0] != '{' || enc[len - 1] != '}') {
+            free(tail);
+            return KCHAT_EINVAL;
+        }
+        head = len - 1 + (len > 2);   /* the members so far, and a comma */
+        size = head + tail_len - 1;
+        if ((buf = malloc(size)) == NULL) {
+            free(tail);
+            return KCHAT_ENOMEM;
+        }
+        memcpy(buf, enc, len - 1);
+        if (len > 2)
+            buf[len - 1] = ',';
+        memcpy(buf + head, tail + 1, tail_len - 1);
+    } else {
+        unsigned char hdr[5];
+        size_t new_head;
+
+        if ((head = mp_map_header(e, len, &n)) == 0 || n >= 0xffffffffu ||
+            (tail_head = mp_map_header((const unsigned char *)tail, tail_len, &one_n)) == 0) {
+            free(tail);
+            return KCHAT_EINVAL;
+        }
+        new_head = mp_map_header_put(hdr, n + 1);
+        size = new_head + (len - head) + (tail_len - tail_head);
+        if ((buf = malloc(size)) == NULL) {
+            free(tail);
+            return KCHAT_ENOMEM;
+        }
+        memcpy(buf, hdr, new_head);
+        memcpy(buf + new_head, enc + head, len - head);
+        memcpy(buf + new_head + (len - head), tail + tail_head, tail_len - tail_head);
+    }
+    free(tail);
+    *out = buf;
+    *out_len = size;
+    return KCHAT_OK;
+}
+
 int kchat_codec_encode(kchat_fmt f, const json_t *v, char **out, size_t *out_len)
 {
     if (!out || !out_len)
