@@ -71,6 +71,7 @@ rc=$?
 kill -INT "$PERF_PID" 2>/dev/null
 wait "$PERF_PID" 2>/dev/null
 serve_stop
+broker_stop
 [ $rc -eq 0 ] || exit 1
 
 perf script -i "$OUT/perf.data" 2>/dev/null | bench/flame.py --fold >"$OUT/folded.txt" || exit 4

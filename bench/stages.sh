@@ -71,6 +71,7 @@ run_load measured --rate "$RATE" --requests $((RATE * SECONDS_RUN)) --mix "$MIX"
     --duration-max $((SECONDS_RUN + 60)) || exit 1
 curl -sf "$METRICS" >"$OUT/metrics-after.txt" || { say "no $METRICS"; exit 4; }
 serve_stop
+broker_stop
 
 echo "# bench/stages.sh --broker $BROKER --rate $RATE --seconds $SECONDS_RUN" \
      "--partitions $PARTITIONS --mix $MIX, commit $GIT_COMMIT, $(date -u +%FT%TZ)"
