@@ -186,11 +186,12 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     if (kind == OUT_COMMAND)
         return;   /* deleted once the target shard has applied it */
     {
-        int64_t ts = rd_kafka_message_timestamp(m, NULL), now = kchat__now_ms();
+        /* since producev() (the record's timestamp will not do: a broker
+         * may answer with its log-append time, the mock cluster with 1234) */
+        int64_t us = rd_kafka_message_latency(m);
 
-        if (ts > 0)   /* set by producev(): the producer's stage */
-            kchat_hist_observe(&be->stage[KCHAT__STAGE_ACK],
-                               now > ts ? (double)(now - ts) / 1e3 : 0);
+        if (us >= 0)
+            kchat_hist_observe(&be->stage[KCHAT__STAGE_ACK], (double)us / 1e6);
     }
     kchat__outbox_delivered(sh, seq);
 }
