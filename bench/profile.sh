@@ -4,7 +4,7 @@
 #
 # On a fresh broker (--broker mock: `kchat broker`; kafka: one Apache Kafka
 # node), `kchat serve` (8 partitions, kchat's default workers) takes a
-# warm-up of --warmup requests, then `perf record -e cpu-clock -g` follows
+# warm-up of --warmup requests, then `perf record -e cpu-clock` follows
 # it while the load generator sends --requests more, --inflight at a time
 # (the VM has no hardware counters, hence cpu-clock). Written to the results
 # directory: perf.data, folded.txt (bench/flame.py --fold), flame.svg, and
@@ -13,7 +13,9 @@
 # usage: bench/profile.sh [--broker mock|kafka] [--requests N] [--warmup N]
 #                         [--inflight N] [--mix SPEC] [--out DIR]
 #                         [-- kchat serve options...]
-# Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build), as bench/run.sh.
+# Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build), as bench/run.sh;
+# PERF_CALLGRAPH: perf's --call-graph (default dwarf: the libraries have no
+# frame pointers; fp is lighter and stops at them).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -61,8 +63,9 @@ broker_start "$BROKER" "$PARTITIONS" || exit 4
 serve_start "$PARTITIONS" 0 "$TMP/data" ${serve_args[@]+"${serve_args[@]}"} || exit 4
 run_load warmup --requests "$WARMUP" --inflight "$INFLIGHT" --mix "$MIX" --duration-max 120 ||
     exit 1
-show_cmd "perf record -e cpu-clock -F 499 -g -p $SERVER_PID -o $OUT/perf.data"
-perf record -e cpu-clock -F 499 -g -p "$SERVER_PID" -o "$OUT/perf.data" \
+CALLGRAPH=${PERF_CALLGRAPH:-dwarf}
+show_cmd "perf record -e cpu-clock -F 499 --call-graph $CALLGRAPH -p $SERVER_PID -o $OUT/perf.data"
+perf record -e cpu-clock -F 499 --call-graph "$CALLGRAPH" -p "$SERVER_PID" -o "$OUT/perf.data" \
     >"$OUT/perf-record.log" 2>&1 &
 PERF_PID=$!
 sleep 1
