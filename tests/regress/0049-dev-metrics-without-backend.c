@@ -34,28 +34,16 @@ static int teardown(void **state)
 
 static void test_dev_metrics_hold_the_backend(void **state)
 {
-    char *data = kc_tmppath("m-data"), *urlfile = kc_tmppath("m.url"), *url;
-    const char *args[] = {"dev", "--http", "127.0.0.1:0", "--data", data, "--url-file", urlfile,
-                          "--pwhash-ops", "1", "--pwhash-mem", "8192", NULL};
-    char id[72], pw[48];
+    char *url, id[72];
     double requests = -1, refused = -1, gw = -1;
     kh_browser b;
-    kh_resp *r;
 
     (void)state;
-    g_dev = kc_proc_start("m", args, urlfile, 60);
+    g_dev = kh_dev_start("m", NULL, &url);
     assert_non_null(g_dev);
-    url = kc_read_file(urlfile, NULL);
     assert_non_null(url);
-    url[strcspn(url, "\n")] = '\0';
     kh_browser_init(&b, "m", url);
-    kc_uid(id, sizeof(id), "metrics");
-    kc_new_password(pw, sizeof(pw));
-    r = kh_do(&b, "POST", "/api/users", json_pack("{s:s, s:s, s:s, s:s}", "userId", id,
-                                                  "userPw", pw, "email", "m@example.com",
-                                                  "userName", "m"));
-    assert_int_equal(r->status, 201);
-    kh_resp_free(r);
+    assert_true(kh_register(&b, "metrics", id));
     assert_true(kh_metric(b.base, "kchat_gateway_ready", &gw));
     assert_true(kh_metric(b.base, "kchat_requests_total", &requests));
     assert_true(kh_metric(b.base, "kchat_records_refused_total", &refused));
@@ -65,8 +53,6 @@ static void test_dev_metrics_hold_the_backend(void **state)
     assert_true(refused == 0);
     assert_int_equal(kc_proc_stop(g_dev, SIGTERM, 15, NULL), 0);
     free(url);
-    free(data);
-    free(urlfile);
 }
 
 int main(void)

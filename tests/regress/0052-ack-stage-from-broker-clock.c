@@ -35,29 +35,17 @@ static int teardown(void **state)
 
 static void test_ack_stage_in_seconds(void **state)
 {
-    char *data = kc_tmppath("a-data"), *urlfile = kc_tmppath("a.url"), *url;
-    const char *args[] = {"dev", "--http", "127.0.0.1:0", "--data", data, "--url-file", urlfile,
-                          "--pwhash-ops", "1", "--pwhash-mem", "8192", NULL};
-    char id[72], pw[48];
+    char *url, id[72];
     double n = -1, sum = -1;
     int64_t until;
     kh_browser b;
-    kh_resp *r;
 
     (void)state;
-    g_dev = kc_proc_start("a", args, urlfile, 60);
+    g_dev = kh_dev_start("a", NULL, &url);
     assert_non_null(g_dev);
-    url = kc_read_file(urlfile, NULL);
     assert_non_null(url);
-    url[strcspn(url, "\n")] = '\0';
     kh_browser_init(&b, "a", url);
-    kc_uid(id, sizeof(id), "ack");
-    kc_new_password(pw, sizeof(pw));
-    r = kh_do(&b, "POST", "/api/users", json_pack("{s:s, s:s, s:s, s:s}", "userId", id,
-                                                  "userPw", pw, "email", "a@example.com",
-                                                  "userName", "a"));
-    assert_int_equal(r->status, 201);
-    kh_resp_free(r);
+    assert_true(kh_register(&b, "ack", id));
     /* the acknowledgement may come after the answer was read */
     for (until = kc_now_ms() + 5000; kc_now_ms() < until; kc_sleep_ms(50))
         if (kh_metric(b.base, "kchat_stage_seconds_count{stage=\"ack\"}", &n) && n >= 1)
@@ -69,8 +57,6 @@ static void test_ack_stage_in_seconds(void **state)
     assert_true(sum / n < 10);
     assert_int_equal(kc_proc_stop(g_dev, SIGTERM, 15, NULL), 0);
     free(url);
-    free(data);
-    free(urlfile);
 }
 
 int main(void)

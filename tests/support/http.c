@@ -931,3 +931,49 @@ void kh_sse_close(kh_sse *s)
     pthread_cond_destroy(&s->cv);
     free(s);
 }
+
+struct kc_proc *kh_dev_start(const char *name, const char *const *extra, char **url)
+{
+    char dtag[64], utag[64], *data, *urlfile;
+    const char *args[32] = {"dev", "--http", "127.0.0.1:0", "--data", NULL, "--url-file", NULL,
+                            "--pwhash-ops", "1", "--pwhash-mem", "8192"};
+    size_t n = 11;
+    kc_proc *p;
+
+    snprintf(dtag, sizeof(dtag), "%s-data", name);
+    snprintf(utag, sizeof(utag), "%s.url", name);
+    data = kc_tmppath(dtag);
+    urlfile = kc_tmppath(utag);
+    args[4] = data;
+    args[6] = urlfile;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 31; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    *url = NULL;
+    if ((p = kc_proc_start(name, args, urlfile, 60)) != NULL &&
+        (*url = kc_read_file(urlfile, NULL)) != NULL)
+        (*url)[strcspn(*url, "\n")] = '\0';
+    else if (p != NULL)
+        fprintf(stderr, "%s: no URL in %s\n", name, urlfile);
+    free(data);
+    free(urlfile);
+    return p;
+}
+
+bool kh_register(kh_browser *b, const char *tag, char *id)
+{
+    char pw[48];
+    kh_resp *r;
+    bool ok;
+
+    kc_uid(id, 72, tag);
+    kc_new_password(pw, sizeof(pw));
+    r = kh_do(b, "POST", "/api/users", json_pack("{s:s, s:s, s:s, s:s}", "userId", id,
+                                                 "userPw", pw, "email", "u@example.com",
+                                                 "userName", tag));
+    ok = r->status == 201;
+    if (!ok)
+        kh_resp_dump(r, "POST /api/users");
+    kh_resp_free(r);
+    return ok;
+}

@@ -216,4 +216,22 @@ void kh_sse_close(kh_sse *s);
 /** @brief Whether @p j (any depth) has an object key called @p key. */
 bool kh_json_has_key(const json_t *j, const char *key);
 
+/**
+ * @brief Start `kchat dev` on 127.0.0.1 (a port of its choosing) with a
+ *   fresh data directory under kc_tmpdir() and cheap password hashing, plus
+ *   the arguments @p extra (NULL-terminated, or NULL), and wait (60 s) for
+ *   the URL it serves.
+ * @param[out] url its base URL, e.g. "http://127.0.0.1:PORT" (malloc'd).
+ * @return the process (stop it with kc_proc_stop(), free it with
+ *   kc_proc_free()), or NULL after a diagnostic.
+ */
+struct kc_proc *kh_dev_start(const char *name, const char *const *extra, char **url);
+
+/**
+ * @brief Register a new user (id from @p tag, kc_uid()) with POST
+ *   /api/users through @p b; its id in @p id (size >= 72).
+ * @return true when the answer was 201 (else after kh_resp_dump()).
+ */
+bool kh_register(kh_browser *b, const char *tag, char *id);
+
 #endif /* KCHAT_TESTS_HTTP_H */
