@@ -75,17 +75,13 @@ run_one() {
 # 2), each printed whole when it ends. The integration and regression
 # programs spend most of their time waiting (session timeouts, presence's
 # seconds, kills and restarts), each with its own broker, ports and
-# directory, so two at once take about the time of one. A program whose
-# source says `kchat-test: serial` (it bounds a time or a rate that a
-# neighbour could stretch) runs alone afterwards.
+# directory, so two at once take about the time of one (every program
+# passes so, the timing-bound gateway regressions included).
 run_pool() {
-  local limit=$1 t pid rc log serial=()
+  local limit=$1 t pid rc log
   local -A logs=() bins=()
   shift
   for t in "$@"; do
-    if grep -q 'kchat-test: serial' "tests/${t#"$BUILD"/tests/}.c" 2>/dev/null; then
-      serial+=("$t"); continue
-    fi
     while [ ${#logs[@]} -ge "$JOBS" ]; do
       wait -n -p pid; rc=$?
       account "${logs[$pid]}" "$rc" "${bins[$pid]}"; unset "logs[$pid]" "bins[$pid]"
@@ -98,7 +94,6 @@ run_pool() {
     wait -n -p pid; rc=$?
     account "${logs[$pid]}" "$rc" "${bins[$pid]}"; unset "logs[$pid]" "bins[$pid]"
   done
-  for t in "${serial[@]}"; do run_one "$t" "$limit"; done
 }
 
 # KAFKA=1 (make check-kafka): only the integration programs marked
