@@ -55,10 +55,13 @@
  *   been through `process()`, and no `process()` call is running. After it,
  *   no message of the revoked partitions reaches `process()`.
  *
+ * A fatal error of the handle does not stop the consumer: it gives up its
+ * assignment and joins again with a new handle (kchat_consumer_lost()).
+ *
  * Not handled here: committing offsets (use kchat_consumer_handle() with
- * rd_kafka_commit(); enable.auto.commit is off), partition EOF and error
- * events (not passed to `process()`; each distinct error code is logged to
- * stderr once), and stuck-worker detection (polling the topic queues keeps
+ * rd_kafka_commit() from `revoked()`; enable.auto.commit is off),
+ * partition EOF and error events (not passed to `process()`; each distinct
+ * error code is logged to stderr once), and stuck-worker detection (polling the topic queues keeps
  * the member alive in the group even if a worker never returns: watch
  * worker progress from `process()`/`idle()`).
  */
@@ -216,12 +219,32 @@ void kchat_consumer_stop(kchat_consumer *c);
 /**
  * @brief The consumer's librdkafka handle, for commits, positions and
  *        metadata.
- * @return borrowed; valid until kchat_consumer_stop() begins. Do not poll
- *         it, change its subscription or assignment, pause/resume its
- *         partitions, close or destroy it.
- * @locality any thread (librdkafka's calls are thread-safe)
+ * @return borrowed; valid until kchat_consumer_stop() begins, or until the
+ *         poll thread replaces it after a fatal error (see
+ *         kchat_consumer_lost()): only the consumer's callbacks on the poll
+ *         thread may rely on it, or a caller before the first assignment.
+ *         Do not poll it, change its subscription or assignment,
+ *         pause/resume its partitions, close or destroy it.
+ * @locality the poll thread (the consumer's callbacks); any thread before
+ *           kchat_consumer_ready()
  */
 rd_kafka_t *kchat_consumer_handle(kchat_consumer *c);
+
+/**
+ * @brief Whether the assignment being revoked may already belong to another
+ *        member: librdkafka says it was lost (the session timed out), or
+ *        the handle failed with a fatal error.
+ *
+ * A fatal error (RD_KAFKA_RESP_ERR__FATAL; librdkafka 2.0.2 raises one when
+ * the group fences a static member that rejoined after its session timed
+ * out) does not stop the consumer: the poll thread revokes the assignment
+ * (`revoked()` sees this return true), closes the handle, builds a new one
+ * on the same configuration and subscribes again; kchat_consumer_ready()
+ * is false until the new handle's first assignment, and
+ * kchat_consumer_stats.renewals counts the replacements.
+ * @locality the poll thread, inside `revoked()`
+ */
+bool kchat_consumer_lost(kchat_consumer *c);
 
 /**
  * @brief Whether the first assignment (possibly empty) has been applied and
@@ -247,6 +270,7 @@ typedef struct kchat_consumer_stats {
     uint64_t resumed_events;  /**< times such a partition was resumed */
     size_t ring_fill_max;     /**< highest fill of any ring seen (sampled) */
     unsigned paused_now;      /**< partitions paused right now */
+    uint64_t renewals;        /**< handles replaced after a fatal error */
 } kchat_consumer_stats;
 
 /**

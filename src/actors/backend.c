@@ -394,6 +394,9 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
     kchat__ownership_metrics(be, out);
     kchat_metric_write(out, "kchat_consumed_total", "counter",
                        "Records read from the request topics.", (double)cs.consumed);
+    kchat_metric_write(out, "kchat_consumer_renewals_total", "counter",
+                       "Consumer handles replaced after a fatal error (a static member "
+                       "fenced after its session timed out).", (double)cs.renewals);
     kchat_metric_write(out, "kchat_partition_pauses_total", "counter",
                        "Times a partition was paused because its ring was full.",
                        (double)cs.paused_events);

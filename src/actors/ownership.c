@@ -253,8 +253,7 @@ void kchat__shards_revoked(void *opaque, const rd_kafka_topic_partition_list_t *
      * which loses nothing); be->consumer itself is written by the starting
      * thread without a lock this thread takes. */
     pthread_mutex_lock(&be->wake_lock);
-    lost = be->wake != NULL &&
-           rd_kafka_assignment_lost(kchat_consumer_handle(be->wake)) == 1;
+    lost = be->wake != NULL && kchat_consumer_lost(be->wake);
     pthread_mutex_unlock(&be->wake_lock);
     shards_of(be, parts, want);
     for (int p = 0; p < be->partitions; p++)

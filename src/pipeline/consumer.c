@@ -185,7 +185,10 @@ static void join_threads(kchat_consumer *c)
 {
     if (c->poll_started) {
         atomic_store(&c->stopping, true);
-        rd_kafka_queue_yield(c->cq);
+        pthread_mutex_lock(&c->mu);   /* the poll thread may be renewing the handle */
+        if (c->cq)
+            rd_kafka_queue_yield(c->cq);
+        pthread_mutex_unlock(&c->mu);
         pthread_join(c->poll_thr, NULL);   /* revokes and releases the topic threads */
     } else if (c->topics) {
         release_topic_threads(c);
@@ -204,20 +207,29 @@ static void join_threads(kchat_consumer *c)
 
 /* Drop our queues, leave the group and destroy the handle. The rebalance
  * callback runs here, inside rd_kafka_consumer_close(), with c->closing set.
- * @locality the stopping thread, after join_threads() */
+ * @locality the stopping thread, after join_threads(); or the poll thread
+ *   renewing the handle (kchat__consumer_reopen())
+ * @locks takes c->mu (must not be held) */
 static void close_kafka(kchat_consumer *c)
 {
+    pthread_mutex_lock(&c->mu);
     if (c->cq)
         rd_kafka_queue_destroy(c->cq);
-    for (unsigned t = 0; c->topics && t < c->T; t++)
+    c->cq = NULL;
+    pthread_mutex_unlock(&c->mu);
+    for (unsigned t = 0; c->topics && t < c->T; t++) {
         if (c->topics[t].q)
             rd_kafka_queue_destroy(c->topics[t].q);
+        c->topics[t].q = NULL;
+    }
     if (c->rk) {
         c->closing = true;
         rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
         if (err && err != RD_KAFKA_RESP_ERR__FATAL)
             fprintf(stderr, "kchat consumer: close: %s\n", rd_kafka_err2str(err));
         rd_kafka_destroy(c->rk);
+        c->rk = NULL;
+        c->closing = false;
     }
 }
 
@@ -245,6 +257,8 @@ static void free_pipeline(kchat_consumer *c)
     free(c->topics);
     free(c->workers);
     free(c->lanes);
+    if (c->rk_conf)
+        rd_kafka_conf_destroy(c->rk_conf);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->log_mu);
@@ -292,6 +306,8 @@ static kchat_consumer *consumer_new(const kchat_consumer_conf *cc)
     pthread_mutex_init(&c->log_mu, NULL);
     atomic_init(&c->stopping, false);
     atomic_init(&c->ready, false);
+    atomic_init(&c->lost, false);
+    atomic_init(&c->renewals, 0);
     atomic_init(&c->park_req, 0);
     atomic_init(&c->drain_req, 0);
     atomic_init(&c->consumed, 0);
@@ -390,10 +406,13 @@ static int open_kafka(kchat_consumer *c, const rd_kafka_conf_t *rk_conf,
     }
     /* the handle owns conf now */
     rd_kafka_poll_set_consumer(c->rk);
-    c->cq = rd_kafka_queue_get_consumer(c->rk);
+    rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(c->rk);
+    pthread_mutex_lock(&c->mu);
+    c->cq = cq;
+    pthread_mutex_unlock(&c->mu);
     for (unsigned t = 0; t < c->T; t++) {
         c->topics[t].q = rd_kafka_queue_new(c->rk);
-        if (!c->topics[t].q || !c->cq) {
+        if (!c->topics[t].q || !cq) {
             set_err(errstr, errstr_size, "%s", kchat_strerror(KCHAT_ENOMEM));
             return KCHAT_ENOMEM;
         }
@@ -443,6 +462,19 @@ static int subscribe(kchat_consumer *c, char *errstr, size_t errstr_size)
     return KCHAT_OK;
 }
 
+int kchat__consumer_reopen(kchat_consumer *c, char *errstr, size_t errstr_size)
+{
+    int rc;
+
+    close_kafka(c);
+    if ((rc = open_kafka(c, c->rk_conf, errstr, errstr_size)) != KCHAT_OK ||
+        (rc = subscribe(c, errstr, errstr_size)) != KCHAT_OK) {
+        close_kafka(c);
+        return rc;
+    }
+    return KCHAT_OK;
+}
+
 int kchat_consumer_start(const kchat_consumer_conf *cc, rd_kafka_conf_t *rk_conf,
                          kchat_consumer **out, char *errstr, size_t errstr_size)
 {
@@ -477,7 +509,7 @@ int kchat_consumer_start(const kchat_consumer_conf *cc, rd_kafka_conf_t *rk_conf
     }
     c->poll_started = true;
 
-    rd_kafka_conf_destroy(rk_conf);   /* ownership passed; we used a copy */
+    c->rk_conf = rk_conf;   /* ownership passed; kept to renew the handle */
     *out = c;
     return KCHAT_OK;
 
@@ -506,6 +538,11 @@ rd_kafka_t *kchat_consumer_handle(kchat_consumer *c)
     return c->rk;
 }
 
+bool kchat_consumer_lost(kchat_consumer *c)
+{
+    return atomic_load(&c->lost) || (c->rk && rd_kafka_assignment_lost(c->rk) == 1);
+}
+
 bool kchat_consumer_ready(const kchat_consumer *c)
 {
     return atomic_load(&c->ready);
@@ -518,4 +555,5 @@ void kchat_consumer_get_stats(kchat_consumer *c, kchat_consumer_stats *out)
     out->resumed_events = atomic_load_explicit(&c->resumed_events, memory_order_relaxed);
     out->ring_fill_max = atomic_load_explicit(&c->ring_fill_max, memory_order_relaxed);
     out->paused_now = atomic_load_explicit(&c->paused_now, memory_order_relaxed);
+    out->renewals = atomic_load_explicit(&c->renewals, memory_order_relaxed);
 }

@@ -110,8 +110,10 @@ struct cworker {
 struct kchat_consumer {
     kchat_consumer_conf conf;   /* copy; conf.topics is not used */
     unsigned T, W;
-    rd_kafka_t *rk;
-    rd_kafka_queue_t *cq;       /* consumer queue ref, only to yield the poll thread */
+    rd_kafka_conf_t *rk_conf;   /* the caller's, kept to build a new handle */
+    rd_kafka_t *rk;             /* replaced only by the poll thread (renew) */
+    rd_kafka_queue_t *cq;       /* consumer queue ref, only to yield the poll thread;
+                                   swapped and yielded under mu */
     struct ctopic *topics;      /* [T] */
     struct cworker *workers;    /* [W] */
     unsigned n_workers_init;    /* workers whose mutex/cond exist */
@@ -122,6 +124,7 @@ struct kchat_consumer {
     rd_kafka_topic_partition_list_t *assignment;  /* poll thread */
     atomic_bool stopping;
     atomic_bool ready;
+    atomic_bool lost;           /* the assignment being revoked may be another's */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -131,7 +134,7 @@ struct kchat_consumer {
     atomic_uint_fast64_t park_req;   /* = park_gen, read without the lock */
     atomic_uint_fast64_t drain_req;  /* workers ack once their rings are empty */
 
-    atomic_uint_fast64_t consumed, paused_events, resumed_events;
+    atomic_uint_fast64_t consumed, paused_events, resumed_events, renewals;
     atomic_size_t ring_fill_max;
     atomic_uint paused_now;
 
@@ -166,6 +169,17 @@ void kchat__consumer_log_once(kchat_consumer *c, rd_kafka_resp_err_t err, const 
  * @locality any thread
  * @locks takes c->log_mu (must not be held) */
 void kchat__consumer_log_message_error(kchat_consumer *c, const rd_kafka_message_t *m);
+
+/* Replace the handle after a fatal error: drop the topic and consumer
+ * queues, close and destroy the handle, build a new one on c->rk_conf and
+ * subscribe again. On error c->rk is NULL (the old one is gone either way).
+ * @locality poll thread, with every topic thread parked and the assignment
+ *   revoked (no partition queue left)
+ * @return KCHAT_OK; KCHAT_ECONFIG, KCHAT_ENOMEM (the handle or a queue could
+ *   not be made), KCHAT_EKAFKA (subscribing failed), message in @p errstr
+ * @locks takes c->mu (must not be held) */
+KCHAT_MUST_CHECK
+int kchat__consumer_reopen(kchat_consumer *c, char *errstr, size_t errstr_size);
 
 /* ---- consumer_poll.c ---- */
 

@@ -14,11 +14,15 @@
  * Changes to the partition tables happen only with the topic threads
  * parked (between park_all() and unpark_all()).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kchat/error.h"
 #include "consumer_int.h"
+
+#define RENEW_RETRY_MS 1000   /* between tries at a new handle */
 
 /* Wait until every worker has processed all that is in its rings now and
  * is out of process().
@@ -228,6 +232,49 @@ void kchat__consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
+/* After a fatal error the handle reads nothing more (librdkafka 2.0.2
+ * raises one when the group fences a static member that rejoined after its
+ * session timed out: "Static consumer fenced by other consumer with same
+ * group.instance.id"). Give up the assignment as lost, then build a new
+ * handle that joins the group again: the topic threads stay parked until it
+ * exists. Retries every RENEW_RETRY_MS while stopping is not asked.
+ * @locality poll thread
+ * @return false when stopping was asked before a new handle existed: the
+ *   topic threads have been told to leave and there is nothing to revoke */
+static bool renew(kchat_consumer *c)
+{
+    char reason[512], errstr[512];
+    rd_kafka_resp_err_t err = rd_kafka_fatal_error(c->rk, reason, sizeof(reason));
+
+    fprintf(stderr, "kchat consumer: fatal error %s: %s; giving up the assignment and "
+                    "joining the group again with a new handle\n",
+            rd_kafka_err2name(err), reason);
+    atomic_store(&c->ready, false);
+    park_all(c);
+    atomic_store(&c->lost, true);   /* the group may have given it to another */
+    revoke_parked(c);
+    atomic_store(&c->lost, false);
+    for (;;) {
+        int rc = kchat__consumer_reopen(c, errstr, sizeof(errstr));
+        if (rc == KCHAT_OK)
+            break;
+        fprintf(stderr, "kchat consumer: a new handle failed: %s (%s); retrying\n", errstr,
+                kchat_strerror(rc));
+        for (int ms = 0; ms < RENEW_RETRY_MS; ms += POLL_MS) {
+            if (atomic_load(&c->stopping)) {
+                unpark_all(c, true);
+                return false;
+            }
+            struct timespec ts = {0, POLL_MS * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    atomic_fetch_add(&c->renewals, 1);
+    fprintf(stderr, "kchat consumer: a new consumer handle replaced the failed one\n");
+    unpark_all(c, false);
+    return true;
+}
+
 void *kchat__consumer_poll_main(void *arg)
 {
     kchat_consumer *c = arg;
@@ -235,6 +282,12 @@ void *kchat__consumer_poll_main(void *arg)
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, POLL_MS);
         if (!m)
             continue;
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+            rd_kafka_message_destroy(m);
+            if (!renew(c))
+                return NULL;
+            continue;
+        }
         if (m->err)
             kchat__consumer_log_message_error(c, m);
         else   /* a partition we did not forward: cannot happen */

@@ -261,6 +261,11 @@ void fs_drain_and_verify(void)
 
 void fs_setup(const char *tag)
 {
+    fs_setup_ex(tag, NULL);
+}
+
+void fs_setup_ex(const char *tag, const char *const *extra)
+{
     g.rng = ((uint64_t)kc_wall_ms() << 1) | 1;
     g.m = calloc(MAX_MSGS, sizeof(*g.m));
     assert_non_null(g.m);
@@ -268,7 +273,7 @@ void fs_setup(const char *tag)
              (long long)kc_wall_ms());
     g.data = kc_tmppath(tag);
     kc_rm_rf(g.data);
-    g.srv = kc_serve_start_ex("faults-serve", g.data, g.brokers, PARTITIONS, NULL, 60);
+    g.srv = kc_serve_start_ex("faults-serve", g.data, g.brokers, PARTITIONS, extra, 60);
     assert_non_null(g.srv);
     g.c = kc_client_new(g.brokers, KC_FROM_END);
     assert_non_null(g.c);

@@ -34,6 +34,7 @@
 /** Kafka protocol request types the faults aim at. */
 #define FS_API_PRODUCE 0
 #define FS_API_FETCH   1
+#define FS_API_HEARTBEAT 12
 
 /**
  * @brief Host a librdkafka mock cluster of 3 brokers in this process, with
@@ -55,6 +56,10 @@ void fs_use_brokers(const char *bootstrap);
  * @param[in] tag short `[A-Za-z0-9-]` label for the cids and the data.
  */
 void fs_setup(const char *tag);
+
+/** @brief fs_setup() with @p extra (NULL or NULL-terminated) arguments to
+ *         `kchat serve`. */
+void fs_setup_ex(const char *tag, const char *const *extra);
 
 /** @brief The server fs_setup() started. */
 kc_proc *fs_server(void);
