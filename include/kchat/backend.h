@@ -44,6 +44,9 @@ typedef struct kchat_backend kchat_backend;
       "Internal commands applied.", ", %llu commands")                                     \
     X(duplicates, "kchat_duplicate_commands_total",                                        \
       "Internal commands dropped as already applied.", ", %llu duplicate commands")        \
+    X(local_commands, "kchat_commands_local_total",                                        \
+      "Internal commands applied from the copy a shard of this process handed over in "    \
+      "memory (their Kafka copies count as duplicates).", NULL)                            \
     X(command_gaps, "kchat_command_gaps_total",                                            \
       "Internal commands that came before an earlier one of their stream, left for the "   \
       "source to send again.", NULL)                                                       \

@@ -215,6 +215,8 @@ struct shard {
     int64_t fail_since_ms;      /* first failed commit of the current run, 0: none */
     int64_t fail_logged_ms;     /* last time that run was logged */
     unsigned long fail_count;   /* failed commits in the current run */
+    struct local_inbox *inbox;  /* commands handed in memory by this process's shards
+                                   (local.c); NULL: none taken */
     /* shared with the thread that serves the producer's delivery reports */
     pthread_mutex_t lock;
     struct seqlist delivered;   /* under lock: to delete from the outbox */

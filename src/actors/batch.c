@@ -192,14 +192,10 @@ static int apply_request(struct ctx *c, const rd_kafka_message_t *m, kchat_op op
     return kchat__op_dispatch(c);
 }
 
-/* One record of the batch: an internal command (commands.c) or a request.
+/* Clear what the previous record left in @p c.
  * @locality worker that owns c->sh */
-KCHAT_MUST_CHECK
-static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
+static void ctx_reset(struct ctx *c)
 {
-    const char *topic = rd_kafka_topic_name(m->rkt);
-    kchat_op op;
-
     memset(c->cid, 0, sizeof(c->cid));
     c->cid_len = 0;
     c->session = NULL;
@@ -210,6 +206,17 @@ static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
     c->device_len = 0;
     c->user_id = "";
     c->now_ms = kchat__now_ms();
+}
+
+/* One record of the batch: an internal command (commands.c) or a request.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+static int apply_record(struct ctx *c, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    kchat_op op;
+
+    ctx_reset(c);
     if (!strcmp(topic, KCHAT_TOPIC_INTERNAL)) {
         /* Only a node of this deployment can command a shard. */
         if (c->be->auth != NULL && !kchat_auth_verify(c->be->auth, m, "commands"))
@@ -314,12 +321,16 @@ static void observe_read(kchat_backend *be, rd_kafka_message_t **msgs, const siz
     }
 }
 
-/* Apply the records of one shard in one transaction; retried until it
- * commits (a full map or disk blocks this worker: back-pressure).
+/* Apply the records of one shard, and the commands waiting in its inbox
+ * (local.c), in one transaction; retried until it commits (a full map or
+ * disk blocks this worker: back-pressure).
  * @locality worker @p w, which owns @p sh */
 static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard *sh,
                               rd_kafka_message_t **msgs, const size_t *idx, size_t n)
 {
+    struct local_cmd *local = NULL;
+    size_t n_local = atomic_load(&sh->releasing) ? 0 : kchat__local_take(sh, &local);
+
     observe_read(be, msgs, idx, n);
     for (;;) {
         struct seqlist taken = {0};
@@ -332,6 +343,10 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             rc = kchat__outbox_prune(be, sh, c.txn, &taken);
         if (rc == KCHAT_OK)
             rc = kchat__changelog_trim(sh, c.txn);
+        for (size_t i = 0; rc == KCHAT_OK && i < n_local; i++) {
+            ctx_reset(&c);
+            rc = kchat__command_apply_local(&c, &local[i]);
+        }
         for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
             rc = apply_record(&c, msgs[idx[i]]);
         if (rc == KCHAT_OK) {
@@ -360,6 +375,7 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             kchat__changelog_after_commit(be, w, sh);
             kchat__presence_committed(sh);
             log_commit_recovered(sh);
+            kchat__local_cmds_free(local, n_local);
             return;
         }
         kchat_txn_abort(c.txn);
@@ -369,13 +385,23 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
         kchat__outbox_unprune(sh, &taken);
         atomic_fetch_add(&be->stats.commit_failures, 1);
         log_commit_failure(be, sh, n, rc);
-        if (atomic_load(&be->stopping) && rc != KCHAT_EMAPFULL && rc != KCHAT_ENOSPC)
+        if (atomic_load(&be->stopping) && rc != KCHAT_EMAPFULL && rc != KCHAT_ENOSPC) {
+            kchat__local_cmds_free(local, n_local);   /* their Kafka copies stay */
             return;   /* not stored: read again from the stored offsets next start */
+        }
         kchat__sleep_ms(RETRY_SLEEP_MS);
     }
 }
 
 /* ---- the consumer's callbacks ---- */
+
+/* Whether commands handed in memory wait for @p sh, and it takes them (a
+ * shard being released leaves them to their Kafka copies).
+ * @locality worker that owns @p sh */
+static bool local_due(const struct shard *sh)
+{
+    return kchat__local_waiting(sh) && !atomic_load(&sh->releasing);
+}
 
 /* The consumer's process(): group the batch by shard, one transaction each.
  * @locality worker thread @p worker (the consumer's) */
@@ -410,6 +436,11 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
             continue;   /* never acquired (the backend stops), or fenced: its owner's */
         apply_shard_batch(be, w, &be->shards[p], msgs, idx, k);
     }
+    /* commands handed in memory meanwhile to shards with no record here */
+    for (int s = (int)worker; s < be->partitions; s += (int)be->n_workers)
+        if (local_due(&be->shards[s]) && atomic_load(&be->shards[s].owned) &&
+            !atomic_load(&be->shards[s].fenced))
+            apply_shard_batch(be, w, &be->shards[s], NULL, NULL, 0);
     atomic_store(&w->last_progress_ms, kchat__monotonic_us() / 1000);
 }
 
@@ -436,8 +467,10 @@ static void on_idle(void *opaque, unsigned worker)
             continue;   /* another process's, being acquired or fenced (ownership.c) */
         if (atomic_load(&sh->releasing) && kchat__shard_quiet(be, sh))
             atomic_store(&sh->quiet, true);
-        if (!atomic_load(&be->stopping) && kchat__presence_due(sh)) {
-            /* a transaction of no records: the sweep, dead gateways' users */
+        if (!atomic_load(&be->stopping) &&
+            (kchat__presence_due(sh) || local_due(sh))) {
+            /* a transaction of no records: commands handed in memory, the
+             * sweep, dead gateways' users */
             apply_shard_batch(be, w, sh, NULL, NULL, 0);
             continue;
         }

@@ -255,57 +255,75 @@ bool kchat__streams_refused(struct shard *sh, uint64_t seq)
 
 /* ---- the target's side: applying one ---- */
 
-/* Where a command comes from: its source shard and outbox seq, and its
- * stream seq (@p streamed false: an older kchat's command, without one).
- * When they are missing or bad it dead-letters the command and returns
- * false, with the dead letter's result in @p rc.
+/* Where a command comes from: its source shard and outbox seq, its stream
+ * seq (0 and streamed false: an older kchat's command, without one), the
+ * run that numbered it and where that run numbered on from (0, 0: not
+ * said), and its source's base (0: not said). From a record's headers
+ * (command_origin()) or from a local command (kchat__command_apply_local()). */
+struct origin {
+    uint64_t src, seq, cseq, run, from, base;
+    bool streamed;
+};
+
+/* Read command @p m's origin into @p o. When its source is missing or bad
+ * it dead-letters the command and returns false, with the dead letter's
+ * result in @p rc.
  * @locality worker that owns c->sh */
-static bool command_origin(struct ctx *c, const rd_kafka_message_t *m, uint64_t *src,
-                           uint64_t *seq, uint64_t *cseq, bool *streamed, int *rc)
+static bool command_origin(struct ctx *c, const rd_kafka_message_t *m, struct origin *o,
+                           int *rc)
 {
     const void *v;
     size_t vl;
 
-    if (kchat_header_get(m, KCHAT_HDR_SRC_SHARD, &v, &vl) || kchat__parse_u64(v, vl, src) ||
-        kchat_header_get(m, KCHAT_HDR_SRC_SEQ, &v, &vl) || kchat__parse_u64(v, vl, seq) ||
-        *src >= (uint64_t)c->be->partitions) {
+    *o = (struct origin){0};
+    if (kchat_header_get(m, KCHAT_HDR_SRC_SHARD, &v, &vl) ||
+        kchat__parse_u64(v, vl, &o->src) ||
+        kchat_header_get(m, KCHAT_HDR_SRC_SEQ, &v, &vl) || kchat__parse_u64(v, vl, &o->seq) ||
+        o->src >= (uint64_t)c->be->partitions) {
         *rc = kchat__dead_letter(c, m, "internal command without a valid source");
         return false;
     }
-    *cseq = 0;
-    *streamed = kchat_header_get(m, KCHAT_HDR_CMD_SEQ, &v, &vl) == 0;
-    if (*streamed && (kchat__parse_u64(v, vl, cseq) || *cseq == 0)) {
+    o->streamed = kchat_header_get(m, KCHAT_HDR_CMD_SEQ, &v, &vl) == 0;
+    if (o->streamed && (kchat__parse_u64(v, vl, &o->cseq) || o->cseq == 0)) {
         *rc = kchat__dead_letter(c, m, "internal command with a bad kchat-cmd-seq");
         return false;
     }
+    if (kchat_header_get(m, KCHAT_HDR_CMD_RUN, &v, &vl) || kchat__parse_u64(v, vl, &o->run) ||
+        kchat_header_get(m, KCHAT_HDR_CMD_RUN_FROM, &v, &vl) ||
+        kchat__parse_u64(v, vl, &o->from))
+        o->run = o->from = 0;
+    if (kchat_header_get(m, KCHAT_HDR_CMD_BASE, &v, &vl) || kchat__parse_u64(v, vl, &o->base))
+        o->base = 0;
     return true;
 }
 
-/* Whether command @p cseq of @p src's stream is the next one here, given the
+/* Whether command @p o->cseq of its stream is the next one here, given the
  * last one applied (@p applied). A repeat is dropped; one that came before
  * an earlier one waits for its source to send the stream again; one whose
  * source no longer holds those between (its base is itself) skips them.
+ * @p quiet (a local command): drop what is not next without a word or a
+ * count, since its copy in Kafka will be judged too.
  * @locality worker that owns c->sh */
-static bool command_is_next(struct ctx *c, const rd_kafka_message_t *m, uint64_t src,
-                            uint64_t cseq, uint64_t applied)
+static bool command_is_next(struct ctx *c, const struct origin *o, uint64_t applied,
+                            bool quiet)
 {
-    const void *v;
-    size_t vl;
-    uint64_t base = 0;
+    uint64_t cseq = o->cseq;
 
     if (cseq <= applied) {
-        atomic_fetch_add(&c->be->stats.duplicates, 1);
+        if (!quiet)
+            atomic_fetch_add(&c->be->stats.duplicates, 1);
         return false;
     }
+    if (quiet)
+        return cseq == applied + 1;
     /* The source holds nothing below its base: what we miss below it was
      * applied here once, by data this shard no longer has (restored from
      * an older copy). Waiting would stop the stream for good. */
-    if (cseq > applied + 1 && kchat_header_get(m, KCHAT_HDR_CMD_BASE, &v, &vl) == 0 &&
-        kchat__parse_u64(v, vl, &base) == 0 && base == cseq) {
+    if (cseq > applied + 1 && o->base == cseq) {
         fprintf(stderr, "kchat: shard %u: commands %" PRIu64 "..%" PRIu64 " from shard %" PRIu64
                 " are gone: it saw them applied, but this shard's data has applied only up to "
                 "%" PRIu64 " (restored from an older copy?); their effects are lost here, "
-                "carrying on from %" PRIu64 "\n", c->sh->id, applied + 1, cseq - 1, src,
+                "carrying on from %" PRIu64 "\n", c->sh->id, applied + 1, cseq - 1, o->src,
                 applied, cseq);
         atomic_fetch_add(&c->be->stats.command_skips, cseq - 1 - applied);
         applied = cseq - 1;
@@ -314,54 +332,38 @@ static bool command_is_next(struct ctx *c, const rd_kafka_message_t *m, uint64_t
         if (atomic_fetch_add(&c->be->stats.command_gaps, 1) < 20)
             fprintf(stderr, "kchat: shard %u: command %" PRIu64 " from shard %" PRIu64
                     " came before %" PRIu64 "; not applied until its source sends "
-                    "them again in order\n", c->sh->id, cseq, src, applied + 1);
+                    "them again in order\n", c->sh->id, cseq, o->src, applied + 1);
         return false;
     }
     return true;
 }
 
-/* The run that numbered command @p m and the seq it numbered on from
- * (kchat-cmd-run, kchat-cmd-run-from); 0 and 0 when it says none.
- * @locality any thread */
-static void command_run_of(const rd_kafka_message_t *m, uint64_t *run, uint64_t *from)
-{
-    const void *v;
-    size_t vl;
-
-    *run = *from = 0;
-    if (kchat_header_get(m, KCHAT_HDR_CMD_RUN, &v, &vl) || kchat__parse_u64(v, vl, run) ||
-        kchat_header_get(m, KCHAT_HDR_CMD_RUN_FROM, &v, &vl) ||
-        kchat__parse_u64(v, vl, from))
-        *run = *from = 0;
-}
-
-/* Whether command @p m, the next of @p src's stream after @p applied, comes
- * from a timeline we did not follow: its run numbered on from a seq below
+/* Whether command @p o, the next of its stream after @p applied, comes from
+ * a timeline we did not follow: its run numbered on from a seq below
  * @p applied, whose command came from another run. Every number given
  * before a run began is at most where it numbered on from, so a command
  * we applied above that, of another run, is one its source does not know
  * (restored from an older copy). It is not applied; the ack tells the
- * source, which numbers it again (commands_acks.c). The result lands in
- * @p rc (store errors).
+ * source, which numbers it again (commands_acks.c). @p quiet: not logged
+ * or counted (a local command). The result lands in @p rc (store errors).
  * @locality worker that owns c->sh */
-static bool command_forked(struct ctx *c, const rd_kafka_message_t *m, uint64_t src,
-                           uint64_t applied, int *rc)
+static bool command_forked(struct ctx *c, const struct origin *o, uint64_t applied, bool quiet,
+                           int *rc)
 {
-    uint64_t run, from, last_run = 0;
+    uint64_t last_run = 0;
 
-    command_run_of(m, &run, &from);
     *rc = KCHAT_OK;
-    if (run == 0 || from >= applied)
+    if (o->run == 0 || o->from >= applied)
         return false;
-    if ((*rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, (uint32_t)src,
+    if ((*rc = kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, (uint32_t)o->src,
                                       &last_run)) != KCHAT_OK ||
-        last_run == 0 || last_run == run)
+        last_run == 0 || last_run == o->run)
         return false;
-    if (atomic_fetch_add(&c->be->stats.command_forks, 1) < 20)
+    if (!quiet && atomic_fetch_add(&c->be->stats.command_forks, 1) < 20)
         fprintf(stderr, "kchat: shard %u: command %" PRIu64 " from shard %" PRIu64 " numbers "
                 "on from %" PRIu64 ", but we applied up to %" PRIu64 " from another of its "
                 "runs (it was restored from an older copy?); not applied until it numbers "
-                "its stream again\n", c->sh->id, applied + 1, src, from, applied);
+                "its stream again\n", c->sh->id, applied + 1, o->src, o->from, applied);
     return true;
 }
 
@@ -415,19 +417,17 @@ int kchat__command_dispatch(struct ctx *c, const json_t *cmd)
     return KCHAT_EDECODE;
 }
 
-/* Decode command @p m and run it, its result in @p rc (KCHAT_EDECODE: its
- * fields do not decode). When the record names no operation and user it is
- * dead-lettered and this returns false, with the dead letter's result in
- * @p rc.
+/* Decode the command @p payload (@p len bytes) and run it, its result in
+ * @p rc (KCHAT_EDECODE: its fields do not decode). False when it names no
+ * operation and user.
  * @locality worker that owns c->sh */
-static bool command_run(struct ctx *c, const rd_kafka_message_t *m, int *rc)
+static bool command_run(struct ctx *c, const void *payload, size_t len, int *rc)
 {
-    json_t *cmd = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL);
+    json_t *cmd = json_loadb(payload ? payload : "", len, 0, NULL);
     char userbuf[66];
 
     if (!kchat__command_open(c, cmd, userbuf)) {
         json_decref(cmd);
-        *rc = kchat__dead_letter(c, m, "internal command does not decode");
         return false;
     }
     atomic_fetch_add(&c->be->stats.commands, 1);
@@ -436,12 +436,72 @@ static bool command_run(struct ctx *c, const rd_kafka_message_t *m, int *rc)
     return true;
 }
 
+/* Apply command @p payload from @p o if it is the next of its stream, and
+ * move the stream's applied mark. @p m: its record, to dead-letter it; NULL
+ * for a local command, which is then dropped instead (its Kafka copy will
+ * be dead-lettered) and judged quietly. @p ran: set when it was run.
+ * Errors: store errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+static int command_apply(struct ctx *c, const struct origin *o, const void *payload,
+                         size_t len, const rd_kafka_message_t *m, bool *ran)
+{
+    bool quiet = m == NULL;
+    uint64_t applied = 0;
+    int rc;
+
+    /* Applied, a repeat or early: the source hears where we stand, once
+     * per transaction (a repeat means it lacks our word, e.g. the ack was
+     * lost with the broker's records). */
+    if ((rc = kchat__acks_note(c, (uint32_t)o->src)) != KCHAT_OK)
+        return rc;
+    /* A command with a stream seq is applied only as the next one from its
+     * source: an earlier one may still be on its way again (a refused or
+     * lost produce), and its source produces the whole stream again when
+     * we stop moving. An older kchat's command (no stream seq) is applied
+     * if its outbox seq is above the highest applied from that source. */
+    rc = o->streamed
+             ? kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)o->src, &applied)
+             : kchat_store_applied_get(c->txn, (uint32_t)o->src, &applied);
+    if (rc != KCHAT_OK)
+        return rc;
+    if (!o->streamed && o->seq <= applied) {
+        atomic_fetch_add(&c->be->stats.duplicates, 1);
+        return KCHAT_OK;
+    }
+    if (o->streamed && !command_is_next(c, o, applied, quiet))
+        return KCHAT_OK;
+    if (o->streamed && command_forked(c, o, applied, quiet, &rc))
+        return rc;
+    if (rc != KCHAT_OK)
+        return rc;
+    /* One that names no operation or user is dead-lettered and the
+     * stream's applied mark stays; one whose fields do not decode is
+     * dead-lettered and counts as applied. A local one is left to its
+     * Kafka copy in both cases. */
+    if (!command_run(c, payload, len, &rc))
+        return m ? kchat__dead_letter(c, m, "internal command does not decode") : KCHAT_OK;
+    if (rc == KCHAT_EDECODE && m == NULL)
+        return KCHAT_OK;
+    if (rc == KCHAT_EDECODE)
+        rc = kchat__dead_letter(c, m, "internal command does not decode");
+    *ran = true;
+    if (rc == KCHAT_OK && o->streamed) {
+        rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)o->src, o->cseq);
+        if (rc == KCHAT_OK)
+            rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, (uint32_t)o->src,
+                                        o->run);
+    } else if (rc == KCHAT_OK) {
+        rc = kchat_store_applied_set(c->txn, (uint32_t)o->src, o->seq);
+    }
+    return rc;
+}
+
 int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
 {
-    uint64_t src, seq, cseq, applied = 0;
+    struct origin o;
     const void *v;
     size_t vl;
-    bool streamed;
     int rc;
 
     /* Another data set's (src, seq) are not ours to dedup or apply: its
@@ -454,45 +514,22 @@ int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
     }
     if (kchat_header_get(m, KCHAT_HDR_ACK, &v, &vl) == 0)
         return kchat__acks_take_record(c, m);   /* a target's word on our commands */
-    if (!command_origin(c, m, &src, &seq, &cseq, &streamed, &rc))
+    if (!command_origin(c, m, &o, &rc))
         return rc;
-    /* Applied, a repeat or early: the source hears where we stand, once
-     * per transaction (a repeat means it lacks our word, e.g. the ack was
-     * lost with the broker's records). */
-    if ((rc = kchat__acks_note(c, (uint32_t)src)) != KCHAT_OK)
-        return rc;
-    /* A command with a stream seq is applied only as the next one from its
-     * source: an earlier one may still be on its way again (a refused or
-     * lost produce), and its source produces the whole stream again when
-     * we stop moving. An older kchat's command (no stream seq) is applied
-     * if its outbox seq is above the highest applied from that source. */
-    rc = streamed ? kchat_store_cmdseq_get(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, &applied)
-                  : kchat_store_applied_get(c->txn, (uint32_t)src, &applied);
-    if (rc != KCHAT_OK)
-        return rc;
-    if (!streamed && seq <= applied) {
-        atomic_fetch_add(&c->be->stats.duplicates, 1);
-        return KCHAT_OK;
-    }
-    if (streamed && !command_is_next(c, m, src, cseq, applied))
-        return KCHAT_OK;
-    if (streamed && command_forked(c, m, src, applied, &rc))
-        return rc;
-    if (rc != KCHAT_OK)
-        return rc;
-    if (!command_run(c, m, &rc))
-        return rc;   /* dead-lettered; the stream's applied mark stays */
-    if (rc == KCHAT_EDECODE)
-        rc = kchat__dead_letter(c, m, "internal command does not decode");
-    if (rc == KCHAT_OK && streamed) {
-        uint64_t run, from;
+    bool ran = false;
+    return command_apply(c, &o, m->payload, m->len, m, &ran);
+}
 
-        command_run_of(m, &run, &from);
-        rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED, (uint32_t)src, cseq);
-        if (rc == KCHAT_OK)
-            rc = kchat_store_cmdseq_set(c->txn, KCHAT_CMDSEQ_APPLIED_RUN, (uint32_t)src, run);
-    } else if (rc == KCHAT_OK) {
-        rc = kchat_store_applied_set(c->txn, (uint32_t)src, seq);
-    }
+int kchat__command_apply_local(struct ctx *c, const struct local_cmd *lc)
+{
+    struct origin o = {
+        .src = lc->src, .seq = lc->seq, .cseq = lc->cseq, .run = lc->run,
+        .from = lc->from, .base = lc->base, .streamed = true,
+    };
+    bool ran = false;
+    int rc = command_apply(c, &o, lc->value, lc->len, NULL, &ran);
+
+    if (rc == KCHAT_OK && ran)
+        atomic_fetch_add(&c->be->stats.local_commands, 1);
     return rc;
 }

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "actors.h"
+#include "streams.h"
 #include "presence.h"
 #include "changelog.h"
 #include "kchat/error.h"
@@ -87,6 +88,7 @@ static int shards_open(kchat_backend *be, char *errstr, size_t len)
         sh->id = (uint32_t)p;
         pthread_mutex_init(&sh->lock, NULL);
         pthread_mutex_init(&sh->copy_lock, NULL);
+        sh->inbox = kchat__inbox_new();   /* NULL: commands come through Kafka only */
         if ((rc = shard_open(be, sh, errstr, len)) != KCHAT_OK)
             return rc;
     }
@@ -400,6 +402,8 @@ void kchat__datadir_close(kchat_backend *be)
         kchat_store_close(sh->store);
         pthread_mutex_destroy(&sh->lock);
         pthread_mutex_destroy(&sh->copy_lock);
+        kchat__inbox_free(sh->inbox);
+        sh->inbox = NULL;
         kchat__presence_release(sh);
         free(sh->cmds);
         free(sh->links);

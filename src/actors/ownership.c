@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "streams.h"
 #include "changelog.h"
 #include "replicas.h"
 #include "kchat/error.h"
@@ -189,6 +190,7 @@ static void shard_release(kchat_backend *be, struct shard *sh, bool lost)
         kchat__sleep_ms(2);
     atomic_store(&sh->warm, atomic_load(&sh->quiet) && !lost);
     atomic_store(&sh->owned, false);
+    kchat__local_drop(sh);   /* only its Kafka copies reach a next owner */
     atomic_store(&sh->releasing, false);
     atomic_fetch_add(&be->stats.handovers_out, 1);
 }

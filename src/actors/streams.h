@@ -32,6 +32,23 @@ int kchat__command_dispatch(struct ctx *c, const json_t *cmd);
 KCHAT_MUST_CHECK
 int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m);
 
+/* A command handed in memory by a shard of this process (local.c): its
+ * origin as its Kafka copy's headers say it, and its value. */
+struct local_cmd {
+    uint64_t src, seq, cseq;   /* source shard, outbox seq, stream seq (never 0) */
+    uint64_t run, from, base;  /* kchat-cmd-run, -run-from, -base (0: none) */
+    char *value;               /* owned */
+    size_t len;
+};
+
+/* kchat__command_apply() for the local copy @p lc of a command: applied
+ * only when it is the next of its stream; anything else (a repeat, one
+ * early, one that does not decode) is left to its Kafka copy without a
+ * word. Errors: store errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__command_apply_local(struct ctx *c, const struct local_cmd *lc);
+
 /* The stream seq of outbox command @p r, 0 if it has none (an older kchat's).
  * @locality any thread */
 uint64_t kchat__streams_cseq(const kchat_outbox_rec *r);
@@ -78,6 +95,46 @@ bool kchat__streams_refused(struct shard *sh, uint64_t seq);
  * digits, out of range).
  * @locality any thread */
 int kchat__parse_u64(const void *v, size_t len, uint64_t *out);
+
+/* ---- local.c: commands handed in memory to a shard of this process ---- */
+
+/* A shard's inbox, empty; NULL when out of memory (the shard then takes
+ * every command through Kafka).
+ * @locality any thread */
+struct local_inbox *kchat__inbox_new(void);
+
+/* Free @p in and what waits in it (NULL: nothing).
+ * @locality the thread that stops the backend, no worker running */
+void kchat__inbox_free(struct local_inbox *in);
+
+/* Free @p n local commands at @p v, and @p v.
+ * @locality any thread */
+void kchat__local_cmds_free(struct local_cmd *v, size_t n);
+
+/* Just produced from record @p r (whose outbox form is @p rec): when it is
+ * a numbered command to another shard this process serves, not being
+ * released nor fenced, put a copy in that shard's inbox, taking r->value
+ * (set to NULL), and wake its worker. Anything else, or a full inbox, is
+ * left to Kafka.
+ * @locality worker that owns r->shard
+ * @locks takes the target's inbox lock, then be->wake_lock */
+void kchat__local_hand(kchat_backend *be, struct out_rec *r, const kchat_outbox_rec *rec);
+
+/* Whether commands wait in @p sh's inbox (lock-free, may be stale).
+ * @locality any thread */
+bool kchat__local_waiting(const struct shard *sh);
+
+/* Take every command waiting in @p sh's inbox, in the order handed, into
+ * @p out (the caller frees them with kchat__local_cmds_free()); returns
+ * how many.
+ * @locality worker that owns @p sh, or the thread releasing it
+ * @locks takes the inbox lock */
+size_t kchat__local_take(struct shard *sh, struct local_cmd **out);
+
+/* Drop what waits in @p sh's inbox (it is being released).
+ * @locality the thread releasing @p sh
+ * @locks takes the inbox lock */
+void kchat__local_drop(struct shard *sh);
 
 /* ---- commands_acks.c: acknowledgements of commands, through Kafka ---- */
 

@@ -78,6 +78,12 @@ static const struct opt opts[] = {
      "auto): an answer is then produced only once Kafka has the changes it reports, "
      "so they outlive the node's disk (docs/design.md, \"Changelog\"). auto: on with "
      "--brokers, off on the embedded broker, whose records die with the process."},
+    {"local-commands", OPT_BOOL, O(local_commands), "true", 0, 0,
+     "Hand a command to a shard this process serves in memory too, besides through "
+     "kchat-internal, so that it does not wait for a fetch (docs/design.md, \"Command "
+     "streams\"); the copy in Kafka stays the one of record and the second to arrive is "
+     "dropped as a repeat. --no-local-commands sends every command through Kafka alone, as "
+     "between nodes (the tests of command delivery under broker faults do)."},
     {"standby-replicas", OPT_INT, O(standby_replicas), "0", 0, 8,
      "With a changelog: how many other nodes keep a warm copy of each shard by following "
      "its kchat-changelog partition, so that taking it over applies only the last changes "

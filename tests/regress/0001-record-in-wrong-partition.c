@@ -34,10 +34,7 @@ static kc_client *g_c;
 static int teardown(void **state)
 {
     (void)state;
-    kc_client_free(g_c);
-    g_c = NULL;
-    kc_proc_free(g_srv);
-    g_srv = NULL;
+    kc_release(&g_c, &g_srv);
     return 0;
 }
 

@@ -388,7 +388,10 @@ void fs_internal_produce_errors(const char *tag, rd_kafka_resp_err_t err)
     mock_leaders_except_internal(1);
     for (int p = 0; p < PARTITIONS; p++)
         assert_int_equal(rd_kafka_mock_partition_set_leader(g.mock, "kchat-internal", p, 3), 0);
-    fs_setup(tag);
+    /* commands through Kafka alone, as between nodes: in memory they
+     * would not meet the fault (--local-commands) */
+    static const char *const kafka_only[] = { "--no-local-commands", NULL };
+    fs_setup_ex(tag, kafka_only);
     fs_clock_start();
     /* writers whose sends to a room travel as commands to another shard */
     int cross = 0;

@@ -94,7 +94,9 @@ void fs_drain_and_verify(void);
 /**
  * @brief kchat-internal led by broker 3 alone, the other topics by broker
  *        1; then broker 3 answers its next 3 produce requests with @p err,
- *        so only kchat's cross-shard commands meet it while the stream runs.
+ *        so only kchat's cross-shard commands meet it while the stream runs
+ *        (the server runs with `--no-local-commands`, so that every
+ *        command goes through Kafka alone).
  *        The whole test: mock cluster, setup, fault, recovery, drain and
  *        verification, clean stop of the server.
  */

@@ -1402,6 +1402,14 @@ fail:
     return NULL;
 }
 
+void kc_release(kc_client **c, kc_proc **srv)
+{
+    kc_client_free(*c);
+    *c = NULL;
+    kc_proc_free(*srv);
+    *srv = NULL;
+}
+
 void kc_client_free(kc_client *c)
 {
     if (c == NULL)

@@ -389,6 +389,10 @@ kc_client *kc_client_new_in(const char *bootstrap, kc_start start, const char *d
 /** @brief Stop the consumer thread, destroy the Kafka handles, free every record. */
 void kc_client_free(kc_client *c);
 
+/** @brief A test's teardown of its client and server: kc_client_free(*c)
+ *         and kc_proc_free(*srv), both set to NULL (either may be NULL). */
+void kc_release(kc_client **c, kc_proc **srv);
+
 /**
  * @brief An embedded install on @p data_dir (kc_serve_start() with
  *        KC_EMBEDDED and no extra arguments) and a client reading it from

@@ -1,0 +1,123 @@
+/*
+ * Commands handed in memory between shards of one process (src/actors/
+ * local.c): `kchat serve` on the embedded broker, bob in another shard
+ * than alice's room, bob's chat sends travel as commands to the room's
+ * shard. With local commands (the default) the room's shard applies the
+ * copy handed in memory (kchat_commands_local_total counts each send) and
+ * drops the Kafka copy as a repeat; with --no-local-commands every command
+ * comes through Kafka and none is local. Either way every send is answered
+ * with the next seq and the room's history holds each once.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "support/http.h"
+#include "support/kclient.h"
+
+#define PARTITIONS 4
+#define SENDS 20
+
+static kc_proc *g_srv;
+static kc_client *g_c;
+
+static int teardown(void **state)
+{
+    (void)state;
+    kc_release(&g_c, &g_srv);
+    return 0;
+}
+
+/* The value of metric @p name at @p base once it reaches @p want, within 10 s. */
+static double metric_reaches(const char *base, const char *name, double want)
+{
+    double v = -1;
+
+    for (int64_t until = kc_now_ms() + 10000; kc_now_ms() < until; kc_sleep_ms(50))
+        if (kh_metric(base, name, &v) && v >= want)
+            break;
+    return v;
+}
+
+static void run(const char *tag, bool local)
+{
+    char *data = kc_tmppath(tag), addr[64], base[80], room[72];
+    const char *extra[] = {"--metrics-http", addr, local ? NULL : "--no-local-commands", NULL};
+    kc_user alice, bob;
+    json_t *hist;
+    int tries = 0;
+
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", kc_free_port());
+    snprintf(base, sizeof(base), "http://%s", addr);
+    g_srv = kc_serve_start(tag, data, KC_EMBEDDED, PARTITIONS, extra);
+    assert_non_null(g_srv);
+    g_c = kc_client_new(kc_proc_bootstrap(g_srv), KC_FROM_END);
+    assert_non_null(g_c);
+    assert_true(kc_user_new(g_c, &alice, "local"));
+    do
+        assert_true(kc_user_new(g_c, &bob, "local"));
+    while (++tries < 32 &&
+           kc_partition_for(bob.id, PARTITIONS) == kc_partition_for(alice.id, PARTITIONS));
+    assert_int_not_equal(kc_partition_for(bob.id, PARTITIONS),
+                         kc_partition_for(alice.id, PARTITIONS));
+    {
+        const char *friends[] = {bob.id, NULL};
+        assert_true(kc_add_friends(g_c, &alice, friends));
+        assert_true(kc_create_room(g_c, &alice, friends, "local", room));
+    }
+    for (int i = 0; i < SENDS; i++) {
+        json_t *body = json_pack("{s:s, s:s, s:s}", "writerId", bob.id, "roomId", room,
+                                 "message", "through the room's shard");
+        json_t *a = kc_call(g_c, "user-add-chat", bob.id, bob.session, body);
+
+        assert_non_null(a);
+        assert_true(kc_check_ok(a, bob.id));
+        assert_int_equal(json_integer_value(json_object_get(a, "seq")), i + 1);
+        json_decref(a);
+    }
+    hist = kc_history_all(g_c, &alice, room);
+    assert_non_null(hist);
+    assert_int_equal(json_array_size(hist), SENDS);
+    json_decref(hist);
+    if (local) {
+        /* every send's command applied from memory; its Kafka copy dropped */
+        assert_true(metric_reaches(base, "kchat_commands_local_total", SENDS) >= SENDS);
+        assert_true(metric_reaches(base, "kchat_duplicate_commands_total", SENDS) >= SENDS);
+    } else {
+        double v = -1;
+
+        assert_true(metric_reaches(base, "kchat_commands_total", SENDS) >= SENDS);
+        assert_true(kh_metric(base, "kchat_commands_local_total", &v));
+        assert_true(v == 0);
+    }
+    assert_true(kc_proc_stop_clean(g_srv, 20));
+    free(data);
+}
+
+static void test_local_commands_on(void **state)
+{
+    (void)state;
+    run("local-on", true);
+}
+
+static void test_local_commands_off(void **state)
+{
+    (void)state;
+    run("local-off", false);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_local_commands_on, teardown),
+        cmocka_unit_test_teardown(test_local_commands_off, teardown),
+    };
+    return cmocka_run_group_tests_name("local hand-off", tests, NULL, NULL);
+}
