@@ -452,8 +452,10 @@ static int command_apply(struct ctx *c, const struct origin *o, const void *payl
 
     /* Applied, a repeat or early: the source hears where we stand, once
      * per transaction (a repeat means it lacks our word, e.g. the ack was
-     * lost with the broker's records). */
-    if ((rc = kchat__acks_note(c, (uint32_t)o->src)) != KCHAT_OK)
+     * lost with the broker's records). Not for a local copy: its Kafka
+     * copy always follows and is acknowledged, so a command costs one ack
+     * either way. */
+    if (m != NULL && (rc = kchat__acks_note(c, (uint32_t)o->src)) != KCHAT_OK)
         return rc;
     /* A command with a stream seq is applied only as the next one from its
      * source: an earlier one may still be on its way again (a refused or

@@ -98,12 +98,12 @@ void kchat__local_hand(kchat_backend *be, struct out_rec *r, const kchat_outbox_
     struct local_cmd lc;
     bool put = false;
 
-    if (!be->cfg->local_commands || r->kind != OUT_COMMAND || r->cseq == 0 ||
-        r->target >= (uint32_t)be->partitions || r->target == r->shard ||
-        atomic_load(&be->stopping))
+    if (r->kind != OUT_COMMAND || r->cseq == 0 || r->target >= (uint32_t)be->partitions ||
+        r->target == r->shard)
         return;
     to = &be->shards[r->target];
-    if (!takes_local(to) || atomic_load(&to->inbox->count) >= INBOX_MAX)
+    if (!takes_local(to) || !be->cfg->local_commands || atomic_load(&be->stopping) ||
+        atomic_load(&to->inbox->count) >= INBOX_MAX)
         return;
     lc = (struct local_cmd){
         .src = r->shard, .seq = r->seq, .cseq = r->cseq,

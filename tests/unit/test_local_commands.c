@@ -5,7 +5,7 @@
  * leaves a command; its local copy is applied once; a repeat, one that
  * comes early and one that does not decode are left to the Kafka copy
  * without a count or a dead letter; then the Kafka copy's stream check
- * drops the repeat.
+ * drops the repeat. The local copy is not acknowledged (its Kafka copy is).
  */
 #include "unit/ops/fixture.c"
 
@@ -80,6 +80,8 @@ static void test_local_copy_applied_once(void **state)
     assert_int_equal(fx_count(f, KCHAT_TOPIC_EVENTS), 3);
     assert_int_equal(fx_rows(f, KCHAT_TBL_MESSAGES), 1);
     assert_int_equal(applied_mark(f, c.home, c.away), lc.cseq);
+    /* not acknowledged: its Kafka copy will be */
+    assert_int_equal(fx_count(f, KCHAT_TOPIC_INTERNAL), 0);
     /* a repeat: dropped quietly (not a duplicate: its Kafka copy is one) */
     assert_int_equal(apply_local(f, c.home, &lc), 0);
     assert_int_equal(fx_count(f, KCHAT_TOPIC_EVENTS), 0);
