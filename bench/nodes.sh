@@ -21,19 +21,12 @@
 #                       [-- kchat serve options...]
 # Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build), as bench/run.sh.
 set -u
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
-BENCH_BUILD=${BENCH_BUILD:-build}
-LOAD=$BENCH_BUILD/bench/load
-ECHO=$BENCH_BUILD/bench/echo
-LOG_LINES=${LOG_LINES:-30}
+NAME=nodes
+. "$(dirname "$0")/common.sh"
 NODES=1,2,3 PARTITIONS=8 REQUESTS=30000 WARMUP=5000 INFLIGHT=256
 MIX=chat=90,history=5,rooms=5
 serve_args=()
 
-usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-need() { [ $# -ge 2 ] || { echo "nodes: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
     --nodes) need "$@"; NODES=$2; shift 2 ;;
@@ -47,23 +40,15 @@ while [ $# -gt 0 ]; do
     *) echo "nodes: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
-for v in "$PARTITIONS" "$REQUESTS" "$WARMUP" "$INFLIGHT"; do
-    [[ $v =~ ^[0-9]+$ ]] && [ "$v" -gt 0 ] || { echo "nodes: '$v' is not a positive number" >&2; exit 2; }
-done
+bench_positive "$PARTITIONS" "$REQUESTS" "$WARMUP" "$INFLIGHT"
 [ "$WARMUP" -lt "$REQUESTS" ] || { echo "nodes: --warmup must be below --requests" >&2; exit 2; }
 IFS=, read -ra COUNTS <<<"$NODES"
 for n in "${COUNTS[@]}"; do
     [[ $n =~ ^[1-9]$ ]] && [ "$n" -le "$PARTITIONS" ] ||
         { echo "nodes: node count '$n' must be 1-9 and at most the partitions" >&2; exit 2; }
 done
-for f in "$KCHAT_BIN" "$LOAD"; do
-    [ -x "$f" ] || { echo "nodes: no $f (make bench-progs builds it)" >&2; exit 4; }
-done
-
-OUT=${OUT:-bench/results/nodes-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT" || exit 4
-TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-nodes.XXXXXX") || exit 4
-NAME=nodes
+bench_programs "$KCHAT_BIN" "$LOAD"
+bench_dirs "nodes-$(date -u +%Y%m%dT%H%M%SZ)"
 . "$ROOT/bench/lib.sh"
 . "$ROOT/bench/harness.sh"
 

@@ -17,20 +17,13 @@
 # PERF_CALLGRAPH: perf's --call-graph (default dwarf: the libraries have no
 # frame pointers; fp is lighter and stops at them).
 set -u
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
-BENCH_BUILD=${BENCH_BUILD:-build}
-LOAD=$BENCH_BUILD/bench/load
-ECHO=$BENCH_BUILD/bench/echo
-LOG_LINES=${LOG_LINES:-30}
+NAME=profile
+. "$(dirname "$0")/common.sh"
 BROKER=mock REQUESTS=20000 WARMUP=3000 INFLIGHT=256 PARTITIONS=8
 MIX=chat=90,history=5,rooms=5
 OUT=
 serve_args=()
 
-usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-need() { [ $# -ge 2 ] || { echo "profile: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
     --broker) need "$@"; BROKER=$2; shift 2 ;;
@@ -44,18 +37,11 @@ while [ $# -gt 0 ]; do
     *) echo "profile: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
-for v in "$REQUESTS" "$WARMUP" "$INFLIGHT"; do
-    [[ $v =~ ^[0-9]+$ ]] && [ "$v" -gt 0 ] || { echo "profile: '$v' is not a positive number" >&2; exit 2; }
-done
+bench_positive "$REQUESTS" "$WARMUP" "$INFLIGHT"
 command -v perf >/dev/null || { echo "profile: no perf (Debian: linux-perf)" >&2; exit 4; }
-for f in "$KCHAT_BIN" "$LOAD"; do
-    [ -x "$f" ] || { echo "profile: no $f (make bench-progs builds it)" >&2; exit 4; }
-done
+bench_programs "$KCHAT_BIN" "$LOAD"
 
-OUT=${OUT:-bench/results/profile-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT" || exit 4
-TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-profile.XXXXXX") || exit 4
-NAME=profile
+bench_dirs "profile-$(date -u +%Y%m%dT%H%M%SZ)"
 . "$ROOT/bench/lib.sh"
 . "$ROOT/bench/harness.sh"
 

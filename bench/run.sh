@@ -64,14 +64,9 @@
 # answers); 4 a process did not start or stop cleanly; 2 usage.
 set -u
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+NAME=run
+. "$(dirname "$0")/common.sh"
 INVOCATION="bench/run.sh $*"
-KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
-BENCH_BUILD=${BENCH_BUILD:-build}
-LOAD=$BENCH_BUILD/bench/load
-ECHO=$BENCH_BUILD/bench/echo
-LOG_LINES=${LOG_LINES:-30}
 
 BROKERS=mock,kafka
 PARTITIONS=8
@@ -86,8 +81,6 @@ MIX=chat=90,history=5,rooms=5
 OUT=
 serve_args=()
 
-usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-need() { [ $# -ge 2 ] || { echo "run: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
     --brokers) need "$@"; BROKERS=$2; shift 2 ;;
@@ -106,9 +99,8 @@ while [ $# -gt 0 ]; do
     *) echo "run: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
-for v in "$PARTITIONS" "$WORKERS" "$INFLIGHT" "$REQUESTS" "$WARMUP" "$OPEN_SECONDS" "$LOW_RATE"; do
-    [[ $v =~ ^[0-9]+$ ]] || { echo "run: '$v' is not a number" >&2; exit 2; }
-done
+bench_numbers "$PARTITIONS" "$WORKERS" "$INFLIGHT" "$REQUESTS" "$WARMUP" "$OPEN_SECONDS" \
+    "$LOW_RATE"
 [[ $MOCK_CHANGELOG == on || $MOCK_CHANGELOG == off ]] ||
     { echo "run: --mock-changelog is on or off" >&2; exit 2; }
 [ "$WARMUP" -lt "$REQUESTS" ] || { echo "run: --warmup must be below --requests" >&2; exit 2; }
@@ -116,15 +108,8 @@ done
 if [ "${NO_BUILD:-0}" != 1 ]; then
     make -s all "$LOAD" "$ECHO" || exit 4
 fi
-for f in "$KCHAT_BIN" "$LOAD" "$ECHO"; do
-    [ -x "$f" ] || { echo "run: no $f (make bench builds it)" >&2; exit 4; }
-done
-
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=${OUT:-bench/results/$STAMP}
-mkdir -p "$OUT" || exit 4
-TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-bench.XXXXXX") || exit 4
-NAME=run
+bench_programs "$KCHAT_BIN" "$LOAD" "$ECHO"
+bench_dirs "$(date -u +%Y%m%dT%H%M%SZ)"
 . "$ROOT/bench/lib.sh"
 . "$ROOT/bench/harness.sh"
 

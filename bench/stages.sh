@@ -17,19 +17,12 @@
 # Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build), as bench/run.sh.
 # Output: a table on standard output, logs in the results directory.
 set -u
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
-BENCH_BUILD=${BENCH_BUILD:-build}
-LOAD=$BENCH_BUILD/bench/load
-ECHO=$BENCH_BUILD/bench/echo
-LOG_LINES=${LOG_LINES:-30}
+NAME=stages
+. "$(dirname "$0")/common.sh"
 BROKER=mock RATE=200 SECONDS_RUN=15 WARMUP_SECONDS=5 PARTITIONS=8
 MIX=chat=90,history=5,rooms=5
 serve_args=()
 
-usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-need() { [ $# -ge 2 ] || { echo "stages: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
     --broker) need "$@"; BROKER=$2; shift 2 ;;
@@ -43,17 +36,10 @@ while [ $# -gt 0 ]; do
     *) echo "stages: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
-for v in "$RATE" "$SECONDS_RUN" "$WARMUP_SECONDS" "$PARTITIONS"; do
-    [[ $v =~ ^[0-9]+$ ]] && [ "$v" -gt 0 ] || { echo "stages: '$v' is not a positive number" >&2; exit 2; }
-done
-for f in "$KCHAT_BIN" "$LOAD"; do
-    [ -x "$f" ] || { echo "stages: no $f (make bench-progs builds it)" >&2; exit 4; }
-done
+bench_positive "$RATE" "$SECONDS_RUN" "$WARMUP_SECONDS" "$PARTITIONS"
+bench_programs "$KCHAT_BIN" "$LOAD"
 
-OUT=${OUT:-bench/results/stages-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT" || exit 4
-TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-stages.XXXXXX") || exit 4
-NAME=stages
+bench_dirs "stages-$(date -u +%Y%m%dT%H%M%SZ)"
 . "$ROOT/bench/lib.sh"
 . "$ROOT/bench/harness.sh"
 

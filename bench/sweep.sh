@@ -36,14 +36,9 @@
 # not start or stop cleanly, or plotting failed; 2 usage.
 set -u
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+NAME=sweep
+. "$(dirname "$0")/common.sh"
 INVOCATION="bench/sweep.sh $*"
-KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
-BENCH_BUILD=${BENCH_BUILD:-build}
-LOAD=$BENCH_BUILD/bench/load
-ECHO=$BENCH_BUILD/bench/echo
-LOG_LINES=${LOG_LINES:-30}
 
 BROKERS=mock,kafka
 PARTS=1,2,4,8,16
@@ -56,8 +51,6 @@ OUT=
 PLOT=1
 serve_args=()
 
-usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-need() { [ $# -ge 2 ] || { echo "sweep: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
     --brokers) need "$@"; BROKERS=$2; shift 2 ;;
@@ -77,9 +70,7 @@ done
 IFS=, read -ra BLIST <<<"$BROKERS"
 IFS=, read -ra PLIST <<<"$PARTS"
 IFS=, read -ra WLIST <<<"$WORKERS"
-for v in "${PLIST[@]}" "${WLIST[@]}" "$INFLIGHT" "$REQUESTS"; do
-    [[ $v =~ ^[1-9][0-9]*$ ]] || { echo "sweep: '$v' is not a positive number" >&2; exit 2; }
-done
+bench_positive "${PLIST[@]}" "${WLIST[@]}" "$INFLIGHT" "$REQUESTS"
 [[ $WARMUP =~ ^[0-9]+$ ]] && [ "$WARMUP" -lt "$REQUESTS" ] ||
     { echo "sweep: --warmup wants a number below --requests" >&2; exit 2; }
 mapfile -t WLIST < <(printf '%s\n' "${WLIST[@]}" | sort -n | uniq)
@@ -87,19 +78,13 @@ mapfile -t WLIST < <(printf '%s\n' "${WLIST[@]}" | sort -n | uniq)
 if [ "${NO_BUILD:-0}" != 1 ]; then
     make -s all "$LOAD" "$ECHO" || exit 4
 fi
-for f in "$KCHAT_BIN" "$LOAD" "$ECHO"; do
-    [ -x "$f" ] || { echo "sweep: no $f (make bench-sweep builds it)" >&2; exit 4; }
-done
+bench_programs "$KCHAT_BIN" "$LOAD" "$ECHO"
 if [ $PLOT = 1 ] && ! command -v gnuplot >/dev/null; then
     echo "sweep: gnuplot not found (scripts/install-deps installs gnuplot-nox); or --no-plot" >&2
     exit 4
 fi
 
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=${OUT:-bench/results/sweep-$STAMP}
-mkdir -p "$OUT" || exit 4
-TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-sweep.XXXXXX") || exit 4
-NAME=sweep
+bench_dirs "sweep-$(date -u +%Y%m%dT%H%M%SZ)"
 . "$ROOT/bench/lib.sh"
 . "$ROOT/bench/harness.sh"
 
