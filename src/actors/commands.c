@@ -40,17 +40,21 @@ int kchat__parse_u64(const void *v, size_t len, uint64_t *out)
     return errno || *end ? -1 : 0;
 }
 
+uint64_t kchat__header_u64(const kchat_header *h, size_t n, const char *name)
+{
+    uint64_t v = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(h[i].name, name) && kchat__parse_u64(h[i].value, h[i].len, &v))
+            v = 0;
+    return v;
+}
+
 /* ---- the source's side: pending commands ---- */
 
 uint64_t kchat__streams_cseq(const kchat_outbox_rec *r)
 {
-    uint64_t cseq = 0;
-
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (!strcmp(r->headers[i].name, KCHAT_HDR_CMD_SEQ) &&
-            kchat__parse_u64(r->headers[i].value, r->headers[i].len, &cseq))
-            cseq = 0;
-    return cseq;
+    return kchat__header_u64(r->headers, r->n_headers, KCHAT_HDR_CMD_SEQ);
 }
 
 uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
@@ -525,8 +529,7 @@ int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
 int kchat__command_apply_local(struct ctx *c, const struct local_cmd *lc)
 {
     struct origin o = {
-        .src = lc->src, .seq = lc->seq, .cseq = lc->cseq, .run = lc->run,
-        .from = lc->from, .base = lc->base, .streamed = true,
+        .src = lc->src, .cseq = lc->cseq, .run = lc->run, .from = lc->from, .streamed = true,
     };
     bool ran = false;
     int rc = command_apply(c, &o, lc->value, lc->len, NULL, &ran);

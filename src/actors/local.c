@@ -23,14 +23,11 @@
  * only in the inbox of a shard owned here, and applied only while its
  * worker owns it.
  */
-#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "actors.h"
 #include "streams.h"
-#include "kchat/error.h"
 #include "kchat/kafka.h"
 
 #define INBOX_MAX 4096   /* commands waiting in one inbox; beyond, Kafka carries them */
@@ -69,19 +66,6 @@ void kchat__inbox_free(struct local_inbox *in)
     free(in);
 }
 
-/* The decimal value of header @p name of @p r, 0 when absent or bad.
- * @locality any thread */
-static uint64_t header_u64(const struct out_rec *r, const char *name)
-{
-    uint64_t v = 0;
-
-    for (size_t i = 0; i < r->n_hdr; i++)
-        if (!strcmp(r->hdr[i].name, name) &&
-            kchat__parse_u64(r->hdr[i].value, r->hdr[i].len, &v) != 0)
-            v = 0;
-    return v;
-}
-
 /* Whether @p sh takes commands in memory now: served here, not being given
  * up, not fenced.
  * @locality any thread */
@@ -91,7 +75,7 @@ static bool takes_local(const struct shard *sh)
            !atomic_load(&sh->fenced);
 }
 
-void kchat__local_hand(kchat_backend *be, struct out_rec *r, const kchat_outbox_rec *rec)
+void kchat__local_hand(kchat_backend *be, struct out_rec *r)
 {
     struct shard *to;
     struct local_inbox *in;
@@ -106,9 +90,9 @@ void kchat__local_hand(kchat_backend *be, struct out_rec *r, const kchat_outbox_
         atomic_load(&to->inbox->count) >= INBOX_MAX)
         return;
     lc = (struct local_cmd){
-        .src = r->shard, .seq = r->seq, .cseq = r->cseq,
-        .run = header_u64(r, KCHAT_HDR_CMD_RUN), .from = header_u64(r, KCHAT_HDR_CMD_RUN_FROM),
-        .base = kchat__streams_base(be, &be->shards[r->shard], rec),
+        .src = r->shard, .cseq = r->cseq,
+        .run = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_CMD_RUN),
+        .from = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_CMD_RUN_FROM),
         .value = r->value, .len = r->value_len,
     };
     if (lc.value == NULL)

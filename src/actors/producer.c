@@ -137,7 +137,7 @@ void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r)
                     r->seq, kchat_strerror(rc));
     }
     kchat__produce(be, r->shard, r->seq, &rec);
-    kchat__local_hand(be, r, &rec);
+    kchat__local_hand(be, r);
     kchat__out_rec_release(r);
 }
 

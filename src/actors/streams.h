@@ -32,11 +32,13 @@ int kchat__command_dispatch(struct ctx *c, const json_t *cmd);
 KCHAT_MUST_CHECK
 int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m);
 
-/* A command handed in memory by a shard of this process (local.c): its
- * origin as its Kafka copy's headers say it, and its value. */
+/* A command handed in memory by a shard of this process (local.c): what
+ * its Kafka copy's headers say that a local copy is judged by (it is
+ * applied only as the next of its stream: its outbox seq and base are not
+ * needed), and its value. */
 struct local_cmd {
-    uint64_t src, seq, cseq;   /* source shard, outbox seq, stream seq (never 0) */
-    uint64_t run, from, base;  /* kchat-cmd-run, -run-from, -base (0: none) */
+    uint64_t src, cseq;        /* source shard, stream seq (never 0) */
+    uint64_t run, from;        /* kchat-cmd-run, -run-from (0: none) */
     char *value;               /* owned */
     size_t len;
 };
@@ -90,6 +92,11 @@ int kchat__streams_check(kchat_backend *be, struct shard *sh, kchat_txn *t);
  * @locality worker that owns @p sh */
 bool kchat__streams_refused(struct shard *sh, uint64_t seq);
 
+/* The decimal value of header @p name among the @p n headers at @p h, 0
+ * when it is absent or not a number.
+ * @locality any thread */
+uint64_t kchat__header_u64(const kchat_header *h, size_t n, const char *name);
+
 /* Parse the decimal number of @p len bytes at @p v (a header value) into
  * @p out. Returns 0, or -1 when it is not one (empty, too long, not all
  * digits, out of range).
@@ -111,14 +118,13 @@ void kchat__inbox_free(struct local_inbox *in);
  * @locality any thread */
 void kchat__local_cmds_free(struct local_cmd *v, size_t n);
 
-/* Just produced from record @p r (whose outbox form is @p rec): when it is
- * a numbered command to another shard this process serves, not being
- * released nor fenced, put a copy in that shard's inbox, taking r->value
- * (set to NULL), and wake its worker. Anything else, or a full inbox, is
- * left to Kafka.
+/* Just produced from record @p r: when it is a numbered command to another
+ * shard this process serves, not being released nor fenced, put a copy in
+ * that shard's inbox, taking r->value (set to NULL), and wake its worker.
+ * Anything else, or a full inbox, is left to Kafka.
  * @locality worker that owns r->shard
- * @locks takes the target's inbox lock, then be->wake_lock */
-void kchat__local_hand(kchat_backend *be, struct out_rec *r, const kchat_outbox_rec *rec);
+ * @locks takes the target's inbox lock (released before), then be->wake_lock */
+void kchat__local_hand(kchat_backend *be, struct out_rec *r);
 
 /* Whether commands wait in @p sh's inbox (lock-free, may be stale).
  * @locality any thread */

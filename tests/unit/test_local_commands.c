@@ -52,7 +52,7 @@ static void test_local_copy_applied_once(void **state)
                         c.room));
     assert_int_equal(f->n_held, 1);
     assert_int_equal(f->held[0].target, c.home);
-    lc = (struct local_cmd){.src = c.away, .seq = 1, .cseq = f->held[0].cseq,
+    lc = (struct local_cmd){.src = c.away, .cseq = f->held[0].cseq,
                             .value = f->held[0].value, .len = strlen(f->held[0].value)};
 
     /* early: the stream stands below it */
