@@ -61,9 +61,9 @@
  * Not handled here: committing offsets (use kchat_consumer_handle() with
  * rd_kafka_commit() from `revoked()`; enable.auto.commit is off),
  * partition EOF and error events (not passed to `process()`; each distinct
- * error code is logged to stderr once), and stuck-worker detection (polling the topic queues keeps
- * the member alive in the group even if a worker never returns: watch
- * worker progress from `process()`/`idle()`).
+ * error code is logged to stderr once), and stuck-worker detection
+ * (polling the topic queues keeps the member alive in the group even if a
+ * worker never returns: watch worker progress from `process()`/`idle()`).
  */
 #ifndef KCHAT_CONSUMER_H
 #define KCHAT_CONSUMER_H

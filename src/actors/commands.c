@@ -508,6 +508,7 @@ int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
     struct origin o;
     const void *v;
     size_t vl;
+    bool ran = false;
     int rc;
 
     /* Another data set's (src, seq) are not ours to dedup or apply: its
@@ -522,7 +523,6 @@ int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m)
         return kchat__acks_take_record(c, m);   /* a target's word on our commands */
     if (!command_origin(c, m, &o, &rc))
         return rc;
-    bool ran = false;
     return command_apply(c, &o, m->payload, m->len, m, &ran);
 }
 

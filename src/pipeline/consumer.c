@@ -306,7 +306,6 @@ static kchat_consumer *consumer_new(const kchat_consumer_conf *cc)
     pthread_mutex_init(&c->log_mu, NULL);
     atomic_init(&c->stopping, false);
     atomic_init(&c->ready, false);
-    atomic_init(&c->lost, false);
     atomic_init(&c->renewals, 0);
     atomic_init(&c->park_req, 0);
     atomic_init(&c->drain_req, 0);
@@ -540,7 +539,7 @@ rd_kafka_t *kchat_consumer_handle(kchat_consumer *c)
 
 bool kchat_consumer_lost(kchat_consumer *c)
 {
-    return atomic_load(&c->lost) || (c->rk && rd_kafka_assignment_lost(c->rk) == 1);
+    return c->lost || (c->rk && rd_kafka_assignment_lost(c->rk) == 1);
 }
 
 bool kchat_consumer_ready(const kchat_consumer *c)

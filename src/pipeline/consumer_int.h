@@ -121,10 +121,11 @@ struct kchat_consumer {
     pthread_t poll_thr;
     bool poll_started;
     bool closing;               /* rebalance_cb only clears the assignment */
+    bool lost;                  /* poll thread: the assignment being revoked may be
+                                   another's already (renew) */
     rd_kafka_topic_partition_list_t *assignment;  /* poll thread */
     atomic_bool stopping;
     atomic_bool ready;
-    atomic_bool lost;           /* the assignment being revoked may be another's */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;

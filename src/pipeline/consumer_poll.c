@@ -251,9 +251,9 @@ static bool renew(kchat_consumer *c)
             rd_kafka_err2name(err), reason);
     atomic_store(&c->ready, false);
     park_all(c);
-    atomic_store(&c->lost, true);   /* the group may have given it to another */
+    c->lost = true;   /* the group may have given it to another */
     revoke_parked(c);
-    atomic_store(&c->lost, false);
+    c->lost = false;
     for (;;) {
         int rc = kchat__consumer_reopen(c, errstr, sizeof(errstr));
         if (rc == KCHAT_OK)
