@@ -8,7 +8,8 @@
 #   e.g. bench/run-sse.sh --streams 2000 --users 100 --messages 500 --rate 50
 #        bench/run-sse.sh --streams 5000 -- --sse-buffer-kb 64
 #
-# Environment: KCHAT_BIN (default bin/kchat), SSE_MAX_TOTAL (default 65536),
+# Environment: KCHAT_BIN (default bin/kchat), SSE_NOFILE (descriptor limit to
+# raise to, default 65536), SSE_MAX_TOTAL (default 65536),
 # SSE_MAX_PER_USER (default 65536), BENCH_TMP (parent of the scratch
 # directory, default ${TMPDIR:-/tmp}), KEEP=1 keeps it (data, server log),
 # LOG_LINES (default 30), NO_BUILD=1 skips make.
@@ -40,7 +41,11 @@ fi
 [ -x "$KCHAT_BIN" ] || { echo "run-sse: no $KCHAT_BIN" >&2; exit 4; }
 [ -x "$SSE" ] || { echo "run-sse: no $SSE" >&2; exit 4; }
 
-# Both processes need an fd per stream: raise the soft limit to the hard one.
+# Both processes need an fd per stream: raise the soft limit to the hard
+# one, and the hard one first to SSE_NOFILE (default 65536) where we may
+# (root, or a hard limit already that high).
+want=${SSE_NOFILE:-65536}
+[ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want" ] && ulimit -Hn "$want" 2>/dev/null
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 echo "run-sse: ulimit -n $(ulimit -n)" >&2
 

@@ -44,6 +44,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 
 #define MAX_ERR_PRINT 8
 
@@ -368,8 +369,15 @@ static void on_login(struct evhttp_request *req, void *arg)
         setup_error("login", i, req);
         return;
     }
-    sc = evhttp_find_header(evhttp_request_get_input_headers(req), "Set-Cookie");
-    if (sc == NULL || strncmp(sc, "kchat_session=", 14) != 0) {
+    /* The login may also set the device cookie (kchat_device): take the
+     * session's, whichever Set-Cookie comes first. */
+    sc = NULL;
+    for (struct evkeyval *h = evhttp_request_get_input_headers(req)->tqh_first; h;
+         h = h->next.tqe_next)
+        if (!evutil_ascii_strcasecmp(h->key, "Set-Cookie") &&
+            !strncmp(h->value, "kchat_session=", 14))
+            sc = h->value;
+    if (sc == NULL) {
         setup_error("login (no cookie)", i, req);
         return;
     }
