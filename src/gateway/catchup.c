@@ -57,6 +57,7 @@ static void job_done(kchat_gateway *gw, struct cu_job *j, bool ok)
     if (it != NULL) {
         it->kind = GW_ITEM_CATCHUP_DONE;
         it->stream_id = j->stream_id;
+        memcpy(it->user, j->user, sizeof(it->user));   /* the stream is found by user and id */
         it->ok = ok;
         kchat__gw_push(gw, it);
     }

@@ -259,6 +259,8 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
     if (!loop_setup(gw))
         goto err_stop;
     fit_descriptor_limit(gw);
+    if (kchat__gw_streams_init(gw) != KCHAT_OK)
+        goto err_stop;
     if ((rc = bind_http(gw, errstr, errstr_size)) != KCHAT_OK ||
         (rc = kchat__gw_kafka_open(gw, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop;
@@ -340,6 +342,7 @@ void kchat_gateway_stop(kchat_gateway *gw)
         evhttp_free(gw->http);
     kchat__gw_deadline_release(gw);
     kchat__gw_presence_free(gw);
+    kchat__gw_streams_free(gw);
     if (gw->notify_ev)
         event_free(gw->notify_ev);
     if (gw->stop_ev)

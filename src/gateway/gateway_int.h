@@ -163,6 +163,9 @@ struct kchat_gateway {
     struct gw_stream *streams;
     int n_streams;
     uint64_t next_stream_id;
+    struct gw_stream **stream_tab; /**< the streams again, by a keyed hash of their user */
+    size_t stream_buckets;       /**< a power of two */
+    unsigned char stream_key[16]; /**< the hash's key: user ids cannot be aimed at a bucket */
 
     /* presence (presence.c) [loop] */
     char presence_id[KCHAT_PRESENCE_GW_LEN + 1]; /**< this start's gateway id (hex) */
@@ -338,11 +341,11 @@ typedef struct gw_item {
     int op;                /**< response: the kchat_op */
     bool ok;               /**< catch-up done: read up to the live position */
     char cid[72];
-    char user[72];         /**< event: the record key (recipient) */
+    char user[72];         /**< event: the record key (recipient); catch-up: the stream's user */
     char type[16];         /**< event: the record's `type` */
     int32_t partition;
     int64_t offset;
-    uint64_t stream_id;    /**< catch-up: the stream it was read for */
+    uint64_t stream_id;    /**< catch-up: the stream it was read for (of `user`) */
     char *data;            /**< malloc()ed JSON (NUL-terminated), may be NULL */
     size_t len;
 } gw_item;
@@ -472,6 +475,7 @@ void kchat__gw_pending_cancel_all(kchat_gateway *gw);
 /** An open event stream. [loop] */
 typedef struct gw_stream {
     struct gw_stream *next, *prev;
+    struct gw_stream *unext, *uprev; /**< the same bucket of gw->stream_tab */
     kchat_gateway *gw;
     uint64_t id;
     struct evhttp_request *req;
@@ -484,10 +488,23 @@ typedef struct gw_stream {
     bool reset;                  /**< its Last-Event-ID was past the log's end: it
                                       starts live with an `event: reset` */
     bool present;                /**< counted by kchat__gw_presence_open() */
+    bool chunked;                /**< the reply is in HTTP/1.1 chunked coding */
     gw_item *held, *held_tail;
     size_t held_bytes;
     double last_write;
 } gw_stream;
+
+/**
+ * @brief Make the table of streams by user (sized for gw->sse_max_total).
+ * @return KCHAT_OK or KCHAT_ENOMEM (what was made stays for
+ *         kchat__gw_streams_free()).
+ * @locality the owner, before the loop thread starts
+ */
+KCHAT_MUST_CHECK int kchat__gw_streams_init(kchat_gateway *gw);
+
+/** @brief Free what kchat__gw_streams_init() made (the streams have ended).
+ *  @locality the owner, after the loop thread has ended */
+void kchat__gw_streams_free(kchat_gateway *gw);
 
 /** @brief Whether @p user may open another stream (per user and in
  *         total); if not, @p req is answered 429 TOO_MANY_STREAMS.

@@ -416,21 +416,9 @@ static int group_teardown(void **state)
 
 /* ---- helpers ---- */
 
-typedef struct buser {
-    kh_browser b;
-    kc_user u;
-} buser;
-
-static void buser_new(buser *u, const char *tag)
-{
-    kh_resp *r = kr_signup_login(&u->b, &u->u, tag, g_base);
-    CHECK(r->status == 200, "sign-up and login of %s: %ld", u->u.id, r->status);
-    kh_resp_free(r);
-}
-
 /* An event stream of @p u; *@p before / *@p after the wall clock around its
  * opening. */
-static kh_sse *open_stream(buser *u, int64_t *before, int64_t *after)
+static kh_sse *open_stream(kr_user *u, int64_t *before, int64_t *after)
 {
     int64_t b = kc_wall_ms();
     kh_sse *s = kh_sse_open(&u->b, "/api/events", NULL, 10000);
@@ -491,10 +479,10 @@ static void test_topic_partitions(void **state)
 static void test_online_once(void **state)
 {
     (void)state;
-    buser a;
+    kr_user a;
     int64_t t0, t1;
     size_t from = pc_count(), mark;
-    buser_new(&a, "pra");
+    kr_user_new(&a, "pra", g_base);
 
     kh_sse *s1 = open_stream(&a, &t0, &t1);
     want on = { "online", a.u.id, -1, 0 };
@@ -549,10 +537,10 @@ static void test_online_once(void **state)
 static void test_reopen_within_debounce(void **state)
 {
     (void)state;
-    buser a;
+    kr_user a;
     int64_t c0, o1;
     size_t from = pc_count(), mark;
-    buser_new(&a, "prr");
+    kr_user_new(&a, "prr", g_base);
     want on = { "online", a.u.id, -1, 0 }, off = { "offline", a.u.id, -1, 0 };
 
     kh_sse *s = open_stream(&a, NULL, NULL);
@@ -578,7 +566,7 @@ static void test_beats(void **state)
 {
     (void)state;
     enum { NU = 3 };
-    buser u[NU];
+    kr_user u[NU];
     kh_sse *s[NU];
     bool used[64] = { false };
     size_t from = pc_count();
@@ -587,7 +575,7 @@ static void test_beats(void **state)
     for (int i = 0; i < NU; i++) {
         char tag[16];
         snprintf(tag, sizeof(tag), "prb%d", i);
-        buser_new(&u[i], tag);
+        kr_user_new(&u[i], tag, g_base);
         s[i] = open_stream(&u[i], NULL, &t_open);
         used[kc_partition_for(u[i].u.id, g_parts)] = true;
     }
@@ -649,11 +637,11 @@ static void test_beats(void **state)
 static void test_clean_stop(void **state)
 {
     (void)state;
-    buser a, b;
+    kr_user a, b;
     size_t from = pc_count();
     int64_t bc0, bc1;
-    buser_new(&a, "prsa");
-    buser_new(&b, "prsb");
+    kr_user_new(&a, "prsa", g_base);
+    kr_user_new(&b, "prsb", g_base);
     want on_a = { "online", a.u.id, -1, 0 }, on_b = { "online", b.u.id, -1, 0 };
 
     kh_sse *sa = open_stream(&a, NULL, NULL);

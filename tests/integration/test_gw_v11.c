@@ -52,20 +52,8 @@ static int group_teardown(void **state)
     return clean ? 0 : -1;
 }
 
-typedef struct buser {
-    kh_browser b;
-    kc_user u;
-} buser;
-
-static void buser_new(buser *u, const char *tag)
-{
-    kh_resp *r = kr_signup_login(&u->b, &u->u, tag, g_base);
-    CHECK(r->status == 200, "sign-up and login of %s: %ld", u->u.id, r->status);
-    kh_resp_free(r);
-}
-
 /* An event stream of @p u. */
-static kh_sse *open_stream(buser *u)
+static kh_sse *open_stream(kr_user *u)
 {
     kh_sse *s = kh_sse_open(&u->b, "/api/events", NULL, 10000);
     CHECK(kh_sse_status(s) == 200, "stream of %s: %ld", u->u.id, kh_sse_status(s));
@@ -98,7 +86,7 @@ static bool is_presence_of(const kh_event *e, void *arg)
 }
 
 /* @p u's call; its status must be @p want. */
-static kh_resp *call(buser *u, const char *method, const char *path, json_t *body, long want)
+static kh_resp *call(kr_user *u, const char *method, const char *path, json_t *body, long want)
 {
     kh_resp *r = kh_do(&u->b, method, path, body);
     if (r->status != want)
@@ -112,9 +100,9 @@ static kh_resp *call(buser *u, const char *method, const char *path, json_t *bod
 static void test_followers_see_presence(void **state)
 {
     (void)state;
-    buser a, b;
-    buser_new(&a, "pfa");
-    buser_new(&b, "pfb");
+    kr_user a, b;
+    kr_user_new(&a, "pfa", g_base);
+    kr_user_new(&b, "pfb", g_base);
 
     kh_resp_free(call(&a, "POST", "/api/friends", json_pack("{s:[s]}", "friendId", b.u.id), 200));
     kh_sse *sa = open_stream(&a);
@@ -155,11 +143,11 @@ static void test_followers_see_presence(void **state)
 static void test_rooms_v11_end_to_end(void **state)
 {
     (void)state;
-    buser a, b, c;
+    kr_user a, b, c;
     char path[256];
-    buser_new(&a, "pva");
-    buser_new(&b, "pvb");
-    buser_new(&c, "pvc");
+    kr_user_new(&a, "pva", g_base);
+    kr_user_new(&b, "pvb", g_base);
+    kr_user_new(&c, "pvc", g_base);
 
     kh_resp_free(call(&a, "POST", "/api/friends",
                       json_pack("{s:[s,s]}", "friendId", b.u.id, c.u.id), 200));

@@ -55,20 +55,8 @@ static int group_teardown(void **state)
     return clean ? 0 : -1;
 }
 
-typedef struct buser {
-    kh_browser b;
-    kc_user u;
-} buser;
-
-static void buser_new(buser *u, const char *tag)
-{
-    kh_resp *r = kr_signup_login(&u->b, &u->u, tag, g_base);
-    CHECK(r->status == 200, "sign-up and login of %s: %ld", u->u.id, r->status);
-    kh_resp_free(r);
-}
-
 /* A second session of @p u, in browser @p b. */
-static void login_again(const buser *u, kh_browser *b, const char *name)
+static void login_again(const kr_user *u, kh_browser *b, const char *name)
 {
     kh_browser_init(b, name, g_base);
     kh_resp *r = kh_do(b, "POST", "/api/login",
@@ -128,12 +116,12 @@ static void close_all(kh_sse **s, size_t n)
 static void test_caps(void **state)
 {
     (void)state;
-    buser a, b, c;
+    kr_user a, b, c;
     kh_sse *sa[PER_USER], *sb[PER_USER], *sc[3] = {NULL, NULL, NULL};
 
-    buser_new(&a, "capa");
-    buser_new(&b, "capb");
-    buser_new(&c, "capc");
+    kr_user_new(&a, "capa", g_base);
+    kr_user_new(&b, "capb", g_base);
+    kr_user_new(&c, "capc", g_base);
     for (int i = 0; i < PER_USER; i++)
         sa[i] = open_ok(&a.b);
     open_refused(&a.b, "a fourth stream of one user");
@@ -198,13 +186,13 @@ static void expect_once(kh_sse **want, size_t n, const char *text)
 static void test_delivery_by_recipient(void **state)
 {
     (void)state;
-    buser a, b, c;
+    kr_user a, b, c;
     kh_browser b2;
     char room[72], path[256];
 
-    buser_new(&a, "dla");
-    buser_new(&b, "dlb");
-    buser_new(&c, "dlc");
+    kr_user_new(&a, "dla", g_base);
+    kr_user_new(&b, "dlb", g_base);
+    kr_user_new(&c, "dlc", g_base);
     login_again(&b, &b2, "dlb-second");
 
     kh_resp *r = kh_do(&a.b, "POST", "/api/friends", json_pack("{s:[s]}", "friendId", b.u.id));

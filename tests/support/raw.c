@@ -15,6 +15,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <cmocka.h>
+
+#include "kassert.h"
+
 kc_proc *kr_dev_start(const char *name, const char *const *extra, char *base, size_t size,
                       int *port)
 {
@@ -164,6 +170,16 @@ kh_resp *kr_signup_login(kh_browser *b, kc_user *u, const char *tag, const char 
         return r;
     kh_resp_free(r);
     return kh_do(b, "POST", "/api/login", json_pack("{ss ss}", "userId", u->id, "userPw", u->pw));
+}
+
+void kr_user_new(kr_user *u, const char *tag, const char *base)
+{
+    kh_resp *r = kr_signup_login(&u->b, &u->u, tag, base);
+    long status = r->status;
+
+    kh_resp_free(r);
+    if (status != 200)
+        kc_failf_at(__FILE__, __LINE__, "sign-up and login of %s: %ld", u->u.id, status);
 }
 
 void kr_cookie_line(const kh_browser *b, char *out, size_t size)

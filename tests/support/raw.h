@@ -63,6 +63,16 @@ bool kr_header(const char *resp, const char *name, char *out, size_t size);
  */
 kh_resp *kr_signup_login(kh_browser *b, kc_user *u, const char *tag, const char *base);
 
+/** A browser and the user signed up and logged in through it. */
+typedef struct kr_user {
+    kh_browser b;
+    kc_user u;
+} kr_user;
+
+/** @brief Sign up and log in a new user (id from @p tag) on @p base;
+ *         fails the test (kc_failf_at()) unless the login is 200. */
+void kr_user_new(kr_user *u, const char *tag, const char *base);
+
 /** @brief "kchat_session=VALUE" of @p b's jar into @p out ("" if none). */
 void kr_cookie_line(const kh_browser *b, char *out, size_t size);
 
