@@ -146,6 +146,7 @@ static void setup(void)
     pthread_cond_init(&gw->ready_cond, NULL);
     gw->next_stream_id = 1;
     FUZZ_CHECK(kchat__gw_catchup_init(gw) == KCHAT_OK);
+    FUZZ_CHECK(kchat__gw_streams_init(gw) == KCHAT_OK);
     FUZZ_CHECK((gw->brokers = strdup("")) != NULL);
     FUZZ_CHECK((gw->pending = calloc((size_t)fz.cfg.max_pending, sizeof *gw->pending)) != NULL);
     {
