@@ -5,15 +5,20 @@
 #   make bench        bench/run.sh: kchat against the echo baseline on the
 #                     mock broker and on Apache Kafka (docs/bench.md)
 #   make bench-sweep  bench/sweep.sh: partitions x workers x broker, with plots
-# BENCH_ARGS / SWEEP_ARGS pass options to the scripts (their --help lists them).
+#   make bench-sse    bench/gateway.sh: one gateway's event streams against
+#                     the broker's own round trip (docs/gateway.md)
+# BENCH_ARGS / SWEEP_ARGS / SSE_ARGS pass options to the scripts (their
+# --help lists them).
 
 BENCH_LOAD := $(BUILD)/bench/load
 BENCH_ECHO := $(BUILD)/bench/echo
+BENCH_SSE := $(BUILD)/bench/sse
 BENCH_UTIL := $(BUILD)/bench/util.o
 BENCH_ARGS ?=
 SWEEP_ARGS ?=
+SSE_ARGS ?=
 
-.PHONY: bench bench-sweep bench-progs
+.PHONY: bench bench-sweep bench-sse bench-progs
 bench-progs: $(BENCH_LOAD) $(BENCH_ECHO) $(BIN)
 
 bench: bench-progs
@@ -21,6 +26,9 @@ bench: bench-progs
 
 bench-sweep: bench-progs
 	NO_BUILD=1 KCHAT_BIN=$(BIN) BENCH_BUILD=$(BUILD) bench/sweep.sh $(SWEEP_ARGS)
+
+bench-sse: $(BENCH_SSE) $(BIN)
+	KCHAT_BIN=$(BIN) BENCH_BUILD=$(BUILD) bench/gateway.sh $(SSE_ARGS)
 
 $(BENCH_UTIL): bench/util.c bench/util.h $(FLAGS)
 	@mkdir -p $(dir $@)
@@ -36,7 +44,6 @@ $(BENCH_ECHO): bench/echo.c bench/util.h $(BENCH_UTIL) $(LIB) $(SAN_OBJ) $(FLAGS
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BENCH_UTIL) $(SAN_OBJ) $(LIB) $(ALL_LIBS)
 
 # The event-stream benchmark (bench/run-sse.sh runs it against `kchat dev`).
-BENCH_SSE := $(BUILD)/bench/sse
 
 $(BENCH_SSE): bench/sse.c $(FLAGS)
 	@mkdir -p $(dir $@)

@@ -8,7 +8,8 @@
 #   e.g. bench/run-sse.sh --streams 2000 --users 100 --messages 500 --rate 50
 #        bench/run-sse.sh --streams 5000 -- --sse-buffer-kb 64
 #
-# Environment: KCHAT_BIN (default bin/kchat), SSE_NOFILE (descriptor limit to
+# Environment: KCHAT_BIN (default bin/kchat), SSE_BIN (the benchmark,
+# default build/bench/sse), SSE_NOFILE (descriptor limit to
 # raise to, default 65536), SSE_MAX_TOTAL (default 65536),
 # SSE_MAX_PER_USER (default 65536), BENCH_TMP (parent of the scratch
 # directory, default ${TMPDIR:-/tmp}), KEEP=1 keeps it (data, server log),
@@ -20,7 +21,7 @@ set -u
 cd "$(dirname "$0")/.."
 KCHAT_BIN=${KCHAT_BIN:-bin/kchat}
 LOG_LINES=${LOG_LINES:-30}
-SSE=build/bench/sse
+SSE=${SSE_BIN:-build/bench/sse}
 
 sse_args=()
 dev_args=()
