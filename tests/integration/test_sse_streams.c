@@ -50,9 +50,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    bool clean = g_dev == NULL || kc_proc_stop_clean(g_dev, 20);
-    kc_proc_free(g_dev);
-    return clean ? 0 : -1;
+    return kr_dev_stop(g_dev);
 }
 
 /* A second session of @p u, in browser @p b. */

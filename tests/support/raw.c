@@ -172,6 +172,14 @@ kh_resp *kr_signup_login(kh_browser *b, kc_user *u, const char *tag, const char 
     return kh_do(b, "POST", "/api/login", json_pack("{ss ss}", "userId", u->id, "userPw", u->pw));
 }
 
+int kr_dev_stop(kc_proc *dev)
+{
+    bool clean = dev == NULL || kc_proc_stop_clean(dev, 20);
+
+    kc_proc_free(dev);
+    return clean ? 0 : -1;
+}
+
 void kr_user_new(kr_user *u, const char *tag, const char *base)
 {
     kh_resp *r = kr_signup_login(&u->b, &u->u, tag, base);

@@ -63,6 +63,12 @@ bool kr_header(const char *resp, const char *name, char *out, size_t size);
  */
 kh_resp *kr_signup_login(kh_browser *b, kc_user *u, const char *tag, const char *base);
 
+/** @brief Stop @p dev (from kr_dev_start(); NULL is fine) with
+ *         kc_proc_stop_clean() within 20 s and free it.
+ *  @return 0 when it stopped cleanly, -1 otherwise: a cmocka group
+ *          teardown's result. */
+int kr_dev_stop(kc_proc *dev);
+
 /** A browser and the user signed up and logged in through it. */
 typedef struct kr_user {
     kh_browser b;
