@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "kchat/auth.h"
 #include "kchat/backend.h"
 #include "kchat/config.h"
@@ -148,8 +150,8 @@ static int cmd_serve(int argc, char **argv)
     atomic_store(&serve_backend, be);
     if (cfg.brokers[0] == '\0')
         printf("embedded broker: %s\n", kchat_backend_bootstraps(be));
-    printf("kchat serve: consuming from %s, data in %s\n", kchat_backend_bootstraps(be),
-           cfg.data_dir);
+    printf("kchat serve: consuming from %s, data in %s, librdkafka %s\n",
+           kchat_backend_bootstraps(be), cfg.data_dir, rd_kafka_version_str());
     if (ops)
         printf("kchat serve: metrics on http://%s/metrics\n", cfg.metrics_http);
     fflush(stdout);
