@@ -44,7 +44,6 @@ $(BENCH_ECHO): bench/echo.c bench/util.h $(BENCH_UTIL) $(LIB) $(SAN_OBJ) $(FLAGS
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BENCH_UTIL) $(SAN_OBJ) $(LIB) $(ALL_LIBS)
 
 # The event-stream benchmark (bench/run-sse.sh runs it against `kchat dev`).
-
 $(BENCH_SSE): bench/sse.c $(FLAGS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(ALL_LIBS)

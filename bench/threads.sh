@@ -13,19 +13,22 @@
 #
 # usage: bench/threads.sh [--match PATTERN] [--wait S] [--interval S] [--max S]
 set -u
+NAME=threads
+. "$(dirname "$0")/common.sh"
 MATCH="kchat serve" WAIT=120 INTERVAL=0.5 MAX=3600
 
-usage() { sed -n '2,/^set -u/p' "$0" | sed -e '/^set -u/d' -e 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case $1 in
-    --match) MATCH=${2:?}; shift 2 ;;
-    --wait) WAIT=${2:?}; shift 2 ;;
-    --interval) INTERVAL=${2:?}; shift 2 ;;
-    --max) MAX=${2:?}; shift 2 ;;
+    --match) need "$@"; MATCH=$2; shift 2 ;;
+    --wait) need "$@"; WAIT=$2; shift 2 ;;
+    --interval) need "$@"; INTERVAL=$2; shift 2 ;;
+    --max) need "$@"; MAX=$2; shift 2 ;;
     --help|-h) usage; exit 0 ;;
-    *) echo "threads: unknown option $1 (--help)" >&2; exit 2 ;;
+    *) echo "$NAME: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
+bench_positive "$WAIT" "$MAX"
+[[ $INTERVAL =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "$NAME: '$INTERVAL' is not a number" >&2; exit 2; }
 
 pid=
 deadline=$((SECONDS + WAIT))
@@ -36,7 +39,7 @@ while [ -z "$pid" ] && [ $SECONDS -lt $deadline ]; do
     done
     [ -n "$pid" ] || sleep 0.2
 done
-[ -n "$pid" ] || { echo "threads: no process matching '$MATCH' within $WAIT s" >&2; exit 1; }
+[ -n "$pid" ] || { echo "$NAME: no process matching '$MATCH' within $WAIT s" >&2; exit 1; }
 tick=$(getconf CLK_TCK)
 
 # last[tid] = "name utime+stime" from the latest reading of that thread

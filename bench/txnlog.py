@@ -8,8 +8,9 @@ commit_transaction return that follows it, and each response of the
 transaction coordinator (AddPartitionsToTxn, EndTxn) with the main thread's
 handling of it. Prints one line: the number of transactions, begin to
 commit p50 / p90 / p99 / mean, response to handling p50 / p90 / p99, and
-librdkafka's round-trip times of the transactions' requests (Produce,
-AddPartitionsToTxn, EndTxn). The log's timestamps have 1 ms resolution.
+librdkafka's round-trip times of the Produce, AddPartitionsToTxn and EndTxn
+requests of all of serve's producers (the outbox's producer included). The
+log's timestamps have 1 ms resolution.
 
 usage: bench/txnlog.py SERVE_LOG
 """
