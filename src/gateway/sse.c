@@ -83,8 +83,8 @@ static void stream_free_held(gw_stream *s)
     s->held_bytes = 0;
 }
 
-/* Take @p s off gw->streams and free it; its user may go offline
- * (presence.c). @locality loop thread */
+/* Take @p s off gw->streams and off its user's bucket of gw->stream_tab,
+ * and free it; its user may go offline (presence.c). @locality loop thread */
 static void stream_unlink(kchat_gateway *gw, gw_stream *s)
 {
     if (s->present)
@@ -147,9 +147,8 @@ static gw_stream *stream_by_id(kchat_gateway *gw, const char *user, uint64_t id)
  *
  * The bytes are queued on the connection's bufferevent, which writes them
  * on a later turn of the loop. Sending them at once (one sendmsg() when
- * nothing was queued) was measured and is slower: with 19,488 streams at
- * 200 messages/s the delivery p50 went from 52-76 ms to 611-999 ms
- * (docs/gateway.md).
+ * nothing was queued) was measured and is slower by an order of magnitude
+ * at 19,488 streams (docs/gateway.md, "Tried and dropped").
  * @locality loop thread */
 static bool stream_write(kchat_gateway *gw, gw_stream *s, const void *p, size_t len)
 {
