@@ -20,8 +20,18 @@ BUILD    ?= build
 SANITIZE ?=
 DEVELOPER ?=
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+# librdkafka: the release scripts/librdkafka builds into .deps/ when it is
+# there (Debian 12's 2.0.2 spins its main loop: docs/bench.md), found through
+# its pkg-config file and its directory put in the programs' run path; the
+# system's otherwise. RDKAFKA_DIR= (empty) builds against the system's.
+RDKAFKA_DIR ?= $(wildcard $(CURDIR)/.deps/librdkafka-2.6.1)
+PKG_CONFIG  := $(if $(RDKAFKA_DIR),PKG_CONFIG_PATH=$(RDKAFKA_DIR)/lib/pkgconfig$(if \
+                 $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH)) )pkg-config
+# Their headers are system headers (-isystem): warnings are for kchat's code,
+# and librdkafka 2.6's rdkafka.h has a `const int` return -Wextra names.
+RDKAFKA_LDFLAGS := $(if $(RDKAFKA_DIR),-Wl$(comma)-rpath$(comma)$(RDKAFKA_DIR)/lib)
+PKG_CFLAGS := $(patsubst -I%,-isystem %,$(shell $(PKG_CONFIG) --cflags $(PKGS)))
+PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS))
 
 ifeq ($(SANITIZE),)
   CFLAGS ?= -O2 -g
@@ -92,7 +102,7 @@ WARN = $(eval WARN := $(call cc-warnings,$(CC)))$(WARN)
 # What every compile and link needs; the user's flags come after.
 KCHAT_CPPFLAGS := -D_GNU_SOURCE -Iinclude -Isrc $(PKG_CFLAGS)
 KCHAT_CFLAGS    = -std=c11 -pthread $(SAN_FLAGS) $(WARN)
-KCHAT_LDFLAGS  := -pthread
+KCHAT_LDFLAGS  := -pthread $(RDKAFKA_LDFLAGS)
 KCHAT_LIBS     := $(PKG_LIBS) -pthread -lm
 
 ifneq ($(SANITIZE),)

@@ -30,7 +30,7 @@ FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 .PHONY: fuzz fuzz-build
 
 $(FUZZ_FLAGS): FORCE
-	@$(call write-if-changed,$@,$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) $(PKG_LIBS))
+	@$(call write-if-changed,$@,$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) $(RDKAFKA_LDFLAGS) $(PKG_LIBS))
 
 $(FUZZ_DIR)/src/%.o: src/%.c $(FUZZ_FLAGS)
 	@mkdir -p $(dir $@)
@@ -44,7 +44,7 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/codec_checks.c tests/fuzz/cod
                     $(FUZZ_LIB) $(FUZZ_FLAGS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -DKCHAT_LIBFUZZER -o $@ $< tests/fuzz/codec_checks.c \
-	    $(FUZZ_LIB) $(PKG_LIBS) -pthread -lm
+	    $(RDKAFKA_LDFLAGS) $(FUZZ_LIB) $(PKG_LIBS) -pthread -lm
 
 fuzz-build: $(FUZZ_TARGETS)
 

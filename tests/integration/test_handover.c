@@ -183,6 +183,9 @@ static void refusals_drain(void)
 
     rd_kafka_conf_set(conf, "bootstrap.servers", g.brokers, NULL, 0);
     rd_kafka_conf_set(conf, "retry.backoff.ms", "10", NULL, 0);
+    /* librdkafka 2.4+ backs off exponentially up to this (1 s by default);
+     * older ones do not know it and keep retry.backoff.ms */
+    rd_kafka_conf_set(conf, "retry.backoff.max.ms", "10", NULL, 0);
     rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
     assert_non_null(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)));
     while (refusals_left() > 0 && kc_now_ms() < deadline) {
