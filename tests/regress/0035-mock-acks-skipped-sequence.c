@@ -18,9 +18,16 @@
  * retriable errors 60 ms late (NOT_LEADER_FOR_PARTITION,
  * REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND); afterwards every
  * record whose delivery was reported must be in the topic. The same run
- * with the setting off must lose some: the test still reproduces the
- * defect (when a later librdkafka fixes its mock, that part fails and the
- * setting can go).
+ * with the setting off must lose some on librdkafka 2.0.x: the test still
+ * reproduces the defect there.
+ *
+ * On librdkafka 2.10.1 (what scripts/librdkafka builds) the run without
+ * the setting lost nothing, in 4 runs of 4,164-4,480 records. Its mock
+ * still checks no sequence of a producer without a transactional id, so
+ * the producer must now send the refused records again; whether they then
+ * land out of order was not checked. So the setting stays, the first test
+ * runs on every library, and the second only where it reproduces the
+ * defect (librdkafka before 2.1; 2.1 to 2.9 were not tried).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -181,7 +188,8 @@ static void test_no_acknowledged_record_lost(void **state)
     assert_int_equal(lost_records(true), 0);
 }
 
-/* What the setting avoids: librdkafka 2.0.2's mock loses some every run. */
+/* What the setting avoids: librdkafka 2.0.2's mock loses some every run.
+ * Registered only on librdkafka 2.0.x (see the top). */
 static void test_defect_without_the_setting(void **state)
 {
     (void)state;
@@ -198,6 +206,16 @@ int main(void)
         cmocka_unit_test(test_no_acknowledged_record_lost),
         cmocka_unit_test(test_defect_without_the_setting),
     };
-    return cmocka_run_group_tests_name("0035 mock broker acknowledges a skipped sequence", tests,
-                                       NULL, NULL);
+    const struct CMUnitTest setting_only[] = {
+        cmocka_unit_test(test_no_acknowledged_record_lost),
+    };
+
+    /* the library loaded, not the headers built against */
+    if (rd_kafka_version() < 0x02010000)
+        return cmocka_run_group_tests_name("0035 mock broker acknowledges a skipped sequence",
+                                           tests, NULL, NULL);
+    printf("0035: librdkafka %s: the defect is not reproduced here (see the top); only the "
+           "setting's test runs\n", rd_kafka_version_str());
+    return cmocka_run_group_tests_name("0035 mock broker acknowledges a skipped sequence",
+                                       setting_only, NULL, NULL);
 }
