@@ -20,16 +20,18 @@ BUILD    ?= build
 SANITIZE ?=
 DEVELOPER ?=
 
-# librdkafka: the release scripts/librdkafka builds into .deps/ when it is
-# there (Debian 12's 2.0.2 spins its main loop: docs/bench.md), found through
-# its pkg-config file and its directory put in the programs' run path; the
-# system's otherwise. RDKAFKA_DIR= (empty) builds against the system's.
+# librdkafka: the release scripts/librdkafka builds into .deps/ (its
+# version= must match this directory) when it is there, found through its
+# pkg-config file and its directory put in the programs' run path; the
+# system's otherwise (Debian 12's 2.0.2 spins its main loop, and 2.1-2.8
+# stall resumed partitions: docs/bench.md). RDKAFKA_DIR= (empty) builds
+# against the system's.
 RDKAFKA_DIR ?= $(wildcard $(CURDIR)/.deps/librdkafka-2.10.1)
 PKG_CONFIG  := $(if $(RDKAFKA_DIR),PKG_CONFIG_PATH=$(RDKAFKA_DIR)/lib/pkgconfig$(if \
                  $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH)) )pkg-config
+RDKAFKA_LDFLAGS := $(if $(RDKAFKA_DIR),-Wl$(comma)-rpath$(comma)$(RDKAFKA_DIR)/lib)
 # Their headers are system headers (-isystem): warnings are for kchat's code,
 # and librdkafka 2.10's rdkafka.h has a `const int` return -Wextra names.
-RDKAFKA_LDFLAGS := $(if $(RDKAFKA_DIR),-Wl$(comma)-rpath$(comma)$(RDKAFKA_DIR)/lib)
 PKG_CFLAGS := $(patsubst -I%,-isystem %,$(shell $(PKG_CONFIG) --cflags $(PKGS)))
 PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS))
 
