@@ -24,8 +24,9 @@
  * On librdkafka 2.10.1 (what scripts/librdkafka builds) the run without
  * the setting lost nothing, in 4 runs of 4,164-4,480 records. Its mock
  * still checks no sequence of a producer without a transactional id, so
- * the producer must now send the refused records again; whether they then
- * land out of order was not checked. So the setting stays, the first test
+ * the change is most likely the producer's, sending the refused records
+ * again (not read in its source); whether they then land out of order was
+ * not checked. So the setting stays, the first test
  * runs on every library, and the second only where it reproduces the
  * defect (librdkafka before 2.1; 2.1 to 2.9 were not tried).
  */
