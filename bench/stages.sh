@@ -98,7 +98,8 @@ awk '
         }
     }' "$OUT/metrics-before.txt" "$OUT/metrics-after.txt"
 awk '$1 == "kchat_requests_total" || $1 == "kchat_commands_total" || $1 == "kchat_commits_total" || \
-     $1 == "kchat_outbox_produced_total" || $1 == "kchat_changelog_produced_total" \
+     $1 == "kchat_outbox_produced_total" || $1 == "kchat_changelog_produced_total" || \
+     $1 == "kchat_changelog_transactions_total" \
      { print FILENAME ~ /before/ ? "before" : "after", $1, $2 }' \
     "$OUT/metrics-before.txt" "$OUT/metrics-after.txt" |
     awk '{ v[$2, $1] = $3; k[$2] = 1 }

@@ -465,8 +465,11 @@ static void on_idle(void *opaque, unsigned worker)
 
         if (!atomic_load(&sh->owned) || atomic_load(&sh->fenced))
             continue;   /* another process's, being acquired or fenced (ownership.c) */
-        if (atomic_load(&sh->releasing) && kchat__shard_quiet(be, sh))
-            atomic_store(&sh->quiet, true);
+        if (atomic_load(&sh->releasing)) {
+            kchat__cl_txn_hurry(sh);   /* the release waits for every change */
+            if (kchat__shard_quiet(be, sh))
+                atomic_store(&sh->quiet, true);
+        }
         if (!atomic_load(&be->stopping) &&
             (kchat__presence_due(sh) || local_due(sh))) {
             /* a transaction of no records: commands handed in memory, the

@@ -132,7 +132,9 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
     }
     gate = w->cl[w->n_cl - 1].last;
     sh->cl_produced = gate;
-    if (kchat__cl_txn_give(sh, w->cl, w->n_cl) == KCHAT_OK) {
+    /* with nothing held, nobody waits for these changes: they may go with
+     * the next ones somebody does wait for */
+    if (kchat__cl_txn_give(sh, w->cl, w->n_cl, w->n_out > 0) == KCHAT_OK) {
         w->n_cl = 0;   /* the committer owns them now */
     } else {
         kchat__changelog_discard(w);

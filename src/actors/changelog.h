@@ -99,14 +99,25 @@ void kchat__cl_txn_close(kchat_backend *be, struct shard *sh);
 
 /* Queue @p n changes of a committed transaction, @p r, for @p sh's next
  * changelog transaction, taking what they own (their keys) when it
- * succeeds; see kchat__cl_txn_enqueue(). Errors: as it.
+ * succeeds; see kchat__cl_txn_enqueue(). @p waited: a record is held for
+ * them, so the next transaction begins at once; otherwise they wait up to
+ * 50 ms for changes that are waited for, and go with those. Errors: as
+ * kchat__cl_txn_enqueue().
  * @locality the worker that owns @p sh
  * @locks takes the committer's lock */
 KCHAT_MUST_CHECK
-int kchat__cl_txn_give(struct shard *sh, struct cl_rec *r, size_t n);
+int kchat__cl_txn_give(struct shard *sh, struct cl_rec *r, size_t n, bool waited);
 
-/* Queue a copy of change @p ch for @p sh's next changelog transaction;
- * its commit acknowledges it (kchat__changelog_acked()), which opens the
+/* Write the changes queued for @p sh without waiting for more, as if a
+ * record were held for them: for a shard being released, which waits
+ * until Kafka has every change. Nothing when it has no producer.
+ * @locality the worker that owns @p sh
+ * @locks takes the committer's lock */
+void kchat__cl_txn_hurry(struct shard *sh);
+
+/* Queue a copy of change @p ch for @p sh's next changelog transaction,
+ * which begins at once (kept changes produced again: someone waits for
+ * them); its commit acknowledges it (kchat__changelog_acked()), which opens the
  * gate of the records that report it. Errors: KCHAT_ENOMEM,
  * KCHAT_ESHUTDOWN (@p sh has no producer: not owned).
  * @locality the worker that owns @p sh (at acquisition: the poll thread)

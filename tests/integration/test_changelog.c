@@ -9,13 +9,20 @@
  *   kchat-changelog partition p from the beginning onto an empty store,
  *   then the changes shard p still keeps (committed after Kafka last
  *   confirmed, e.g. at the stop), gives back every table of shard p.
+ * - test_changelog_current_when_idle: the same workload, then 1 s with
+ *   nothing to do and a kill -9: the shards keep no change Kafka lacks, and
+ *   the changelog alone gives every table back. Changes no held record
+ *   waits for (a delivered record's deletion) wait at most 50 ms for
+ *   others to go with (changelog_txn.c): this checks that they do go.
  * (Restoring a lost data directory from it: test_restore.c.)
  * - test_answers_wait_for_changelog: while the broker that leads every
  *   kchat-changelog partition refuses produce requests (a retriable
  *   error, answered late), a request is applied but not answered; once the
  *   refusals end, it is answered, once.
  */
+#include <inttypes.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -231,15 +238,25 @@ static char *dump(kchat_store *s, size_t *rows)
     return d.buf ? d.buf : strdup("");
 }
 
-static void test_changelog_rebuilds_shards(void **state)
+/* kchat_store_changelog_scan() callback: count a kept change. */
+static int count_kept(void *arg, const kchat_change *ch)
 {
-    char *data = kc_tmppath("rebuild"), errstr[64];
+    (void)ch;
+    ++*(size_t *)arg;
+    return 0;
+}
+
+/* The workload, then a stop: clean, or (@p idle_kill) a kill -9 after 1 s
+ * of nothing to do, after which no shard may keep a change Kafka lacks.
+ * Either way the changelog and the kept changes give every table back. */
+static void rebuild_after(bool idle_kill)
+{
+    char *data = kc_tmppath(idle_kill ? "idle" : "rebuild"), errstr[64];
     struct replay rp = {0};
     kc_user u[6];
     char room[65];
     size_t rows_total = 0;
 
-    (void)state;
     mock_start();
     g_srv = kc_serve_start("changelog-serve", data, g_brokers, PARTITIONS, NULL);
     assert_non_null(g_srv);
@@ -251,13 +268,18 @@ static void test_changelog_rebuilds_shards(void **state)
     assert_true(kc_create_room(g_client, &u[0], friends, "changelog room", room));
     for (int i = 0; i < 24; i++)
         assert_true(kc_chat(g_client, &u[i % 4], room, "a message", NULL) == i + 1);
-    assert_true(kc_proc_stop_clean(g_srv, 30));
+    if (idle_kill) {
+        kc_sleep_ms(1000);
+        kc_proc_stop(g_srv, SIGKILL, 10, NULL);
+    } else {
+        assert_true(kc_proc_stop_clean(g_srv, 30));
+    }
     kc_proc_free(g_srv);
     g_srv = NULL;
 
     for (int p = 0; p < PARTITIONS; p++) {
         char *dir;
-        snprintf(errstr, sizeof(errstr), "replay-%d", p);
+        snprintf(errstr, sizeof(errstr), "%s-replay-%d", idle_kill ? "idle" : "rebuild", p);
         dir = kc_tmppath(errstr);
         assert_int_equal(kchat_store_open(dir, NULL, &rp.store[p]), KCHAT_OK);
         free(dir);
@@ -268,10 +290,20 @@ static void test_changelog_rebuilds_shards(void **state)
         char path[4096], *want, *got;
         kchat_store *shard;
         kchat_txn *src, *dst;
-        size_t rows, rows_got;
+        size_t rows, rows_got, kept = 0;
 
         snprintf(path, sizeof(path), "%s/shard-%04d", data, p);
         assert_int_equal(kchat_store_open(path, NULL, &shard), KCHAT_OK);
+        if (idle_kill) {
+            assert_int_equal(kchat_txn_begin(shard, false, &src), KCHAT_OK);
+            assert_int_equal(kchat_store_changelog_scan(src, rp.max_seq[p] + 1, count_kept,
+                                                        &kept), KCHAT_OK);
+            kchat_txn_abort(src);
+            if (kept > 0)
+                fprintf(stderr, "shard %d: %zu changes after %" PRIu64 " not in Kafka after "
+                        "1 s idle\n", p, kept, rp.max_seq[p]);
+            assert_int_equal(kept, 0);
+        }
         /* the changes Kafka may not have: after the last one it confirmed */
         assert_int_equal(kchat_txn_begin(shard, false, &src), KCHAT_OK);
         assert_int_equal(kchat_txn_begin(rp.store[p], true, &dst), KCHAT_OK);
@@ -291,9 +323,21 @@ static void test_changelog_rebuilds_shards(void **state)
         kchat_store_close(shard);
         kchat_store_close(rp.store[p]);
     }
-    fprintf(stderr, "test_changelog: %zu changelog records gave back %zu rows of %d shards\n",
-            rp.records, rows_total, PARTITIONS);
+    fprintf(stderr, "test_changelog: %zu changelog records gave back %zu rows of %d shards%s\n",
+            rp.records, rows_total, PARTITIONS, idle_kill ? " (kill -9 after 1 s idle)" : "");
     free(data);
+}
+
+static void test_changelog_rebuilds_shards(void **state)
+{
+    (void)state;
+    rebuild_after(false);
+}
+
+static void test_changelog_current_when_idle(void **state)
+{
+    (void)state;
+    rebuild_after(true);
 }
 
 /* ---- answers wait for the changelog ---- */
@@ -377,6 +421,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_changelog_rebuilds_shards, teardown),
+        cmocka_unit_test_teardown(test_changelog_current_when_idle, teardown),
         cmocka_unit_test_teardown(test_answers_wait_for_changelog, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
