@@ -119,6 +119,25 @@ static uint64_t acked_now(struct shard *sh)
     return acked;
 }
 
+/* Whether a record of @p w's transaction is one somebody waits for: any
+ * but a command acknowledgement (its source only deletes what it covers,
+ * and asks again after 2 s without one: docs/design.md,
+ * "Acknowledgements").
+ * @locality worker @p w */
+static bool awaited(const struct worker *w)
+{
+    for (size_t i = 0; i < w->n_out; i++) {
+        const struct out_rec *o = &w->out[i];
+        bool ack = false;
+
+        for (size_t h = 0; h < o->n_hdr && !ack; h++)
+            ack = strcmp(o->hdr[h].name, KCHAT_HDR_ACK) == 0;
+        if (!ack)
+            return true;
+    }
+    return false;
+}
+
 void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct shard *sh)
 {
     uint64_t gate;
@@ -132,9 +151,9 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
     }
     gate = w->cl[w->n_cl - 1].last;
     sh->cl_produced = gate;
-    /* with nothing held, nobody waits for these changes: they may go with
-     * the next ones somebody does wait for */
-    if (kchat__cl_txn_give(sh, w->cl, w->n_cl, w->n_out > 0) == KCHAT_OK) {
+    /* with nothing held but acknowledgements, nobody waits for these
+     * changes: they may go with the next ones somebody does wait for */
+    if (kchat__cl_txn_give(sh, w->cl, w->n_cl, awaited(w)) == KCHAT_OK) {
         w->n_cl = 0;   /* the committer owns them now */
     } else {
         kchat__changelog_discard(w);
