@@ -38,6 +38,7 @@
 #include "kchat/topics.h"
 #include "support/kassert.h"
 #include "support/kclient.h"
+#include "support/mockfault.h"
 
 #define PARTITIONS 4
 
@@ -361,14 +362,8 @@ static void changelog_on_broker_3(void)
  * leaves at most 3 behind when the calls stop. */
 static void refusals_keep(void)
 {
-    size_t queued = 0;
-
-    assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(g_mock, 3, 0 /* Produce */, &queued),
-                     0);
-    for (; queued < 3; queued++)
-        assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
-                             g_mock, 3, 0 /* Produce */, 1,
-                             RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 150), 0);
+    kc_mock_refusals_keep(g_mock, 3, KC_API_PRODUCE, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 150,
+                          3, 3);
 }
 
 static void test_answers_wait_for_changelog(void **state)

@@ -55,9 +55,9 @@
 #include "support/http.h"
 #include "support/kassert.h"
 #include "support/kclient.h"
+#include "support/mockfault.h"
 
 #define PARTITIONS 4
-#define API_PRODUCE 0
 #define DRAIN_TOPIC "handover-drain"   /* led by broker 3: takes its leftover refusals */
 #define MAX_SEQ 64
 #define START_S 90      /* a start may wait for a killed member's session to expire */
@@ -153,22 +153,15 @@ static void mock_start(void)
 
 static size_t refusals_left(void)
 {
-    size_t cnt = 0;
-
-    assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(g.mock, 3, API_PRODUCE, &cnt), 0);
-    return cnt;
+    return kc_mock_refusals_left(g.mock, 3, KC_API_PRODUCE);
 }
 
 /* Keep broker 3 refusing produce requests (a retriable error, answered
  * 50 ms late): at least 8 refusals queued. Call it often while it must. */
 static void refusals_keep(void)
 {
-    if (refusals_left() >= 8)
-        return;
-    for (int i = 0; i < 16; i++)
-        assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
-                             g.mock, 3, API_PRODUCE, 1, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-                             50), 0);
+    kc_mock_refusals_keep(g.mock, 3, KC_API_PRODUCE, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 50,
+                          8, 24);
 }
 
 /* End the refusals: produce to DRAIN_TOPIC (broker 3) until the broker has
