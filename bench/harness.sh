@@ -65,8 +65,11 @@ peak_rss_mb() {
 # ---- brokers -------------------------------------------------------------
 
 # broker_start KIND PARTITIONS: a fresh, empty broker; sets BOOT.
+# BENCH_KAFKA_SET: space-separated KEY=VALUE server.properties lines for a
+# Kafka broker (scripts/kafka start --set), for experiments with its settings.
 broker_start() {
-    local kind=$1 parts=$2
+    local kind=$1 parts=$2 set sets=()
+    for set in ${BENCH_KAFKA_SET:-}; do sets+=(--set "$set"); done
     BROKER_KIND=$kind
     case $kind in
     mock)
@@ -86,11 +89,13 @@ broker_start() {
     kafka)
         [ -x "$ROOT/scripts/kafka" ] || { say "no scripts/kafka"; return 1; }
         KAFKA_DIR=$TMP/kafka-p$parts
-        show_cmd "scripts/kafka start --nodes 1 --partitions $parts --dir $KAFKA_DIR"
+        show_cmd "scripts/kafka start --nodes 1 --partitions $parts --dir $KAFKA_DIR" \
+            ${sets[@]+"${sets[@]}"}
         # scripts/kafka bounds its own wait (90 s); timeout is a backstop.
         # In the background and waited for, as run_load explains.
         timeout -k 10 240 "$ROOT/scripts/kafka" start --nodes 1 --partitions "$parts" \
-            --dir "$KAFKA_DIR" >"$TMP/kafka-bootstrap" 2>>"$OUT/broker-kafka.log" &
+            --dir "$KAFKA_DIR" ${sets[@]+"${sets[@]}"} \
+            >"$TMP/kafka-bootstrap" 2>>"$OUT/broker-kafka.log" &
         KAFKA_START_PID=$!
         wait "$KAFKA_START_PID"
         KAFKA_START_PID=
