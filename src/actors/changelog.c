@@ -160,7 +160,9 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
         kchat__changelog_refused(be, sh);   /* the kept changes go out again */
     }
     if (w->n_out > 0 && !hold(be, w, sh, gate)) {
-        /* No memory to hold them: wait here instead (the gate holds). */
+        /* No memory to hold them: wait here instead (the gate holds), for
+         * changes written now even if nobody else waits for them. */
+        kchat__cl_txn_hurry(sh);
         while (acked_now(sh) < gate && !atomic_load(&be->stopping)) {
             kchat__changelog_release(be, sh);
             kchat__sleep_ms(1);

@@ -99,10 +99,11 @@ void kchat__cl_txn_close(kchat_backend *be, struct shard *sh);
 
 /* Queue @p n changes of a committed transaction, @p r, for @p sh's next
  * changelog transaction, taking what they own (their keys) when it
- * succeeds; see kchat__cl_txn_enqueue(). @p waited: a record is held for
- * them, so the next transaction begins at once; otherwise they wait up to
- * 50 ms for changes that are waited for, and go with those. Errors: as
- * kchat__cl_txn_enqueue().
+ * succeeds; see kchat__cl_txn_enqueue(). @p waited: a record somebody
+ * waits for (an answer, event or command; not a command acknowledgement)
+ * is held for them, so the next transaction begins at once; otherwise they
+ * wait up to 50 ms for changes that are waited for, and go with those.
+ * Errors: as kchat__cl_txn_enqueue().
  * @locality the worker that owns @p sh
  * @locks takes the committer's lock */
 KCHAT_MUST_CHECK
