@@ -360,13 +360,31 @@ static int64_t in_flight(struct member *mb)
     return (int64_t)st.consumed - (int64_t)atomic_load(&mb->processed);
 }
 
+/* On a timeout: every partition not applied to its end, where it stopped,
+ * and which member held it, so that a stall says where it was. */
+static void world_dump_short(struct world *w)
+{
+    pthread_mutex_lock(&w->mu);
+    for (int t = 0; t < NT; t++)
+        for (int p = 0; p < NP; p++)
+            if (w->tp[t][p].next < fx.hw[t][p])
+                printf("  topic %d partition %d: applied up to %" PRId64 " of %" PRId64
+                       ", held by member %d\n", t, p, w->tp[t][p].next, (int64_t)fx.hw[t][p],
+                       w->tp[t][p].owner);
+    pthread_mutex_unlock(&w->mu);
+}
+
 /* Wait until @p n messages were processed; track the most in flight. */
 static bool wait_until_processed(struct world *w, struct member *mb, uint64_t n, double t0,
                                  int64_t *max_in_flight)
 {
     while (atomic_load(&w->processed) < n) {
-        if (now_s() - t0 > DEADLINE_S)
+        if (now_s() - t0 > DEADLINE_S) {
+            printf("%.0f s and %" PRIu64 " of %" PRIu64 " processed; short:\n", DEADLINE_S,
+                   (uint64_t)atomic_load(&w->processed), n);
+            world_dump_short(w);
             return false;
+        }
         if (max_in_flight) {
             int64_t f = in_flight(mb);
             if (f > *max_in_flight)
