@@ -44,8 +44,9 @@
  * for only 20 ms later. Beginning the next one this long after a commit
  * avoids that wait (docs/bench.md, "Fencing"). */
 #define TXN_GAP_US 2000
-/* Changes no held record waits for (the tombstones of delivered outbox
- * records, a command's deletion once its target acknowledged it) wait this
+/* Changes no held answer, event or command waits for (the tombstones of
+ * delivered outbox records, a command's deletion once its target
+ * acknowledged it; those behind command acknowledgements only) wait this
  * long at most for changes that some record does wait for, and go with
  * them: about half of a shard's commits at 200 requests/s, each of which
  * was a Kafka transaction of its own that a waited-for change could queue
