@@ -197,12 +197,14 @@ int kchat_consumer_start(const kchat_consumer_conf *cc, rd_kafka_conf_t *rk_conf
 /**
  * @brief Stop reading, finish what was read, leave the group, free.
  *
- * In order: the poll thread stops serving rebalances and revokes the
- * current assignment as a rebalance would (the topic threads stop reading,
- * the workers process every message already read, `revoked()` is called,
- * the partition queues are un-forwarded and released, the assignment is
- * cleared); the topic threads and workers are joined; then the consumer is
- * closed (leaving the group) and destroyed. Messages librdkafka had
+ * In order: the poll thread leaves the group (unsubscribes, and answers
+ * the revocation that raises, and any rebalance still queued, as a
+ * rebalance is answered: the topic threads stop reading, the workers
+ * process every message already read, `revoked()` is called, the partition
+ * queues are un-forwarded and released, the assignment is cleared; an
+ * assignment raised then is answered with none, and calls neither
+ * `prepare()` nor `assigned()`); the topic threads and workers are joined;
+ * then the consumer is closed and destroyed. Messages librdkafka had
  * pre-fetched but not handed over are discarded, so a later owner reads
  * them again from its start offset.
  *

@@ -23,6 +23,7 @@
 #include "consumer_int.h"
 
 #define RENEW_RETRY_MS 1000   /* between tries at a new handle */
+#define LEAVE_POLLS    100    /* events served after unsubscribing, at most */
 
 /* Wait until every worker has processed all that is in its rings now and
  * is out of process().
@@ -214,13 +215,20 @@ void kchat__consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     kchat_consumer *c = opaque;
     if (c->closing) {
-        /* Inside rd_kafka_consumer_close(): everything was revoked already. */
-        rd_kafka_assign(rk, NULL);
+        /* Inside rd_kafka_consumer_close(), which leave_group() should
+         * have left with nothing to ask: everything was revoked already.
+         * A group that finished terminating waits for no answer, and
+         * would drop this one without a reply (leave_group()). */
+        if (!rd_kafka_consumer_closed(rk))
+            rd_kafka_assign(rk, NULL);
         return;
     }
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-        on_assign(c, parts);
+        if (atomic_load(&c->stopping))
+            on_revoke(c);   /* leaving (leave_group()): take nothing on */
+        else
+            on_assign(c, parts);
         break;
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
         on_revoke(c);
@@ -275,6 +283,34 @@ static bool renew(kchat_consumer *c)
     return true;
 }
 
+/* Stopping: leave the group here, answering every rebalance event it
+ * raises through the callback above, as any revocation is answered, so
+ * that rd_kafka_consumer_close() later finds nothing subscribed or
+ * assigned and raises none.
+ *
+ * Left to close, a revocation the group began after this thread stopped
+ * polling was still queued when close unsubscribed; that made the group
+ * stop waiting for its answer and terminate, and the callback inside close
+ * then called rd_kafka_assign() on a group that could have finished
+ * terminating by the time the call was served. librdkafka 2.10.1 drops
+ * such a call without a reply, and the stop never returned (regression
+ * 0054). Here the group is alive while the events are answered.
+ * @locality poll thread */
+static void leave_group(kchat_consumer *c)
+{
+    rd_kafka_resp_err_t err = rd_kafka_unsubscribe(c->rk);
+    if (err)
+        kchat__consumer_log_once(c, err, NULL, -1, "leaving the group failed");
+    /* What unsubscribing queued is queued once the call returns. */
+    for (int i = 0; i < LEAVE_POLLS && c->cq && rd_kafka_queue_length(c->cq) > 0; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
+        if (m && m->err)
+            kchat__consumer_log_message_error(c, m);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+}
+
 void *kchat__consumer_poll_main(void *arg)
 {
     kchat_consumer *c = arg;
@@ -296,6 +332,7 @@ void *kchat__consumer_poll_main(void *arg)
         rd_kafka_message_destroy(m);
     }
     /* Stopping: give up the assignment here, on the thread that owns it. */
+    leave_group(c);
     park_all(c);
     revoke_parked(c);
     unpark_all(c, true);
