@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -322,7 +324,8 @@ static KCHAT_MUST_CHECK int stream_start_at(kchat_gateway *gw, gw_stream *s,
     return kchat__gw_catchup_start(gw, s->id, s->user, s->partition, off + 1, live);
 }
 
-/* The headers of an event stream, and a small kernel send buffer.
+/* The headers of an event stream, a small kernel send buffer, and no
+ * Nagle delay.
  * @locality loop thread */
 static void stream_prepare(struct evhttp_request *req, struct evhttp_connection *evcon)
 {
@@ -345,8 +348,16 @@ static void stream_prepare(struct evhttp_request *req, struct evhttp_connection 
          * after the megabytes an autotuned send buffer would take. */
         struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
         int sndbuf = GW_SSE_SNDBUF;
-        if (bev != NULL && bufferevent_getfd(bev) >= 0)
+        /* Each write is a whole event: with Nagle's algorithm on, an
+         * event that follows another within the reader's delayed ack
+         * (up to 40 ms on Linux) would wait for that ack. Fails harmlessly
+         * on a socket that is not TCP. */
+        int nodelay = 1;
+        if (bev != NULL && bufferevent_getfd(bev) >= 0) {
             setsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+            setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &nodelay,
+                       sizeof(nodelay));
+        }
     }
 }
 
