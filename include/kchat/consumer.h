@@ -197,14 +197,17 @@ int kchat_consumer_start(const kchat_consumer_conf *cc, rd_kafka_conf_t *rk_conf
 /**
  * @brief Stop reading, finish what was read, leave the group, free.
  *
- * In order: the poll thread leaves the group (unsubscribes, and answers
- * the revocation that raises, and any rebalance still queued, as a
- * rebalance is answered: the topic threads stop reading, the workers
- * process every message already read, `revoked()` is called, the partition
- * queues are un-forwarded and released, the assignment is cleared; an
- * assignment raised then is answered with none, and calls neither
- * `prepare()` nor `assigned()`); the topic threads and workers are joined;
- * then the consumer is closed and destroyed. Messages librdkafka had
+ * In order: the poll thread unsubscribes (unless the handle is a static
+ * member, `group.instance.id` set, which stays in its group as closing
+ * would leave it), answers every rebalance event queued as a rebalance is
+ * answered, and revokes what is still assigned (the topic threads stop
+ * reading, the workers process every message already read, `revoked()` is
+ * called, the partition queues are un-forwarded and released, the
+ * assignment is cleared; an assignment raised while stopping is answered
+ * with none, calling neither `prepare()` nor `assigned()`); the topic
+ * threads and workers are joined; then the consumer is closed (a dynamic
+ * member has left the group by then; a static one does not leave it) and
+ * destroyed. Messages librdkafka had
  * pre-fetched but not handed over are discarded, so a later owner reads
  * them again from its start offset.
  *

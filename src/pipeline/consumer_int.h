@@ -121,6 +121,7 @@ struct kchat_consumer {
     pthread_t poll_thr;
     bool poll_started;
     bool closing;               /* rebalance_cb only clears the assignment */
+    bool stop_revoked;          /* poll thread, stopping: likewise */
     bool lost;                  /* poll thread: the assignment being revoked may be
                                    another's already (renew) */
     rd_kafka_topic_partition_list_t *assignment;  /* poll thread */

@@ -23,7 +23,7 @@
 #include "consumer_int.h"
 
 #define RENEW_RETRY_MS 1000   /* between tries at a new handle */
-#define LEAVE_POLLS    100    /* events served after unsubscribing, at most */
+#define LEAVE_POLLS    100    /* queued events answered while stopping, at most */
 
 /* Wait until every worker has processed all that is in its rings now and
  * is out of process().
@@ -214,19 +214,20 @@ void kchat__consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                   rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     kchat_consumer *c = opaque;
-    if (c->closing) {
-        /* Inside rd_kafka_consumer_close(), which leave_group() should
-         * have left with nothing to ask: everything was revoked already.
-         * A group that finished terminating waits for no answer, and
-         * would drop this one without a reply (leave_group()). */
-        if (!rd_kafka_consumer_closed(rk))
+    if (c->closing || c->stop_revoked) {
+        /* Stopping, after the last revocation (stop_drain()), or inside
+         * rd_kafka_consumer_close(): everything was revoked on our side
+         * already; answer librdkafka. Inside close, not once its group
+         * has finished terminating: it waits for no answer then, and would
+         * drop this one without a reply (stop_drain()). */
+        if (!c->closing || !rd_kafka_consumer_closed(rk))
             rd_kafka_assign(rk, NULL);
         return;
     }
     switch (err) {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
         if (atomic_load(&c->stopping))
-            on_revoke(c);   /* leaving (leave_group()): take nothing on */
+            on_revoke(c);   /* stopping (stop_membership()): take nothing on */
         else
             on_assign(c, parts);
         break;
@@ -283,25 +284,24 @@ static bool renew(kchat_consumer *c)
     return true;
 }
 
-/* Stopping: leave the group here, answering every rebalance event it
- * raises through the callback above, as any revocation is answered, so
- * that rd_kafka_consumer_close() later finds nothing subscribed or
- * assigned and raises none.
- *
- * Left to close, a revocation the group began after this thread stopped
- * polling was still queued when close unsubscribed; that made the group
- * stop waiting for its answer and terminate, and the callback inside close
- * then called rd_kafka_assign() on a group that could have finished
- * terminating by the time the call was served. librdkafka 2.10.1 drops
- * such a call without a reply, and the stop never returned (regression
- * 0054). Here the group is alive while the events are answered.
+/* Whether the handle is a static member of its group (group.instance.id
+ * set): librdkafka does not send it a LeaveGroup when it closes, so that
+ * a restarted node gets its partitions back without a rebalance.
  * @locality poll thread */
-static void leave_group(kchat_consumer *c)
+static bool static_member(kchat_consumer *c)
 {
-    rd_kafka_resp_err_t err = rd_kafka_unsubscribe(c->rk);
-    if (err)
-        kchat__consumer_log_once(c, err, NULL, -1, "leaving the group failed");
-    /* What unsubscribing queued is queued once the call returns. */
+    char id[256];
+    size_t len = sizeof(id);
+
+    return rd_kafka_conf_get(rd_kafka_conf(c->rk), "group.instance.id", id, &len) ==
+               RD_KAFKA_CONF_OK && id[0] != '\0';
+}
+
+/* Answer, through the rebalance callback, every rebalance event queued
+ * for this handle now (at most LEAVE_POLLS).
+ * @locality poll thread */
+static void stop_drain(kchat_consumer *c)
+{
     for (int i = 0; i < LEAVE_POLLS && c->cq && rd_kafka_queue_length(c->cq) > 0; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
         if (m && m->err)
@@ -309,6 +309,36 @@ static void leave_group(kchat_consumer *c)
         if (m)
             rd_kafka_message_destroy(m);
     }
+}
+
+/* Stopping, before the topic threads leave: unsubscribe (a member that is
+ * not static; a static one stays in the group, as closing would leave
+ * it), answer what that and any rebalance begun meanwhile queued, revoke
+ * what is still assigned, and answer what queued during that revocation.
+ *
+ * Why: a rebalance event still queued when rd_kafka_consumer_close()
+ * unsubscribes is one the group stops waiting for (its join state goes
+ * back to init) while close still hands it to the rebalance callback.
+ * That callback's rd_kafka_assign() could then be served after the group
+ * had finished terminating, which librdkafka 2.10.1 drops without a
+ * reply: the stop never returned (regression 0054). A member that
+ * unsubscribed here and answered its events leaves close nothing to ask;
+ * a static member leaves close only what a rebalance begun in the moment
+ * between the last drain and close queues, and the callback skips the
+ * call once the group has terminated.
+ * @locality poll thread */
+static void stop_membership(kchat_consumer *c)
+{
+    if (!static_member(c)) {
+        rd_kafka_resp_err_t err = rd_kafka_unsubscribe(c->rk);
+        if (err)
+            kchat__consumer_log_once(c, err, NULL, -1, "leaving the group failed");
+    }
+    stop_drain(c);   /* what unsubscribing queued is queued once it returns */
+    park_all(c);
+    revoke_parked(c);
+    c->stop_revoked = true;
+    stop_drain(c);
 }
 
 void *kchat__consumer_poll_main(void *arg)
@@ -332,9 +362,7 @@ void *kchat__consumer_poll_main(void *arg)
         rd_kafka_message_destroy(m);
     }
     /* Stopping: give up the assignment here, on the thread that owns it. */
-    leave_group(c);
-    park_all(c);
-    revoke_parked(c);
+    stop_membership(c);
     unpark_all(c, true);
     return NULL;
 }

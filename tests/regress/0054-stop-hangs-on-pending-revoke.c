@@ -23,6 +23,16 @@
  * libkchat.a calls, counts the calls made on the stopping thread and
  * passes each on to librdkafka's. Seen failing on the code before the fix
  * (1 call inside close, in each of 3 runs).
+ *
+ * Once with A a dynamic member, which now unsubscribes before close, and
+ * once with A a static one (group.instance.id set, as `kchat serve` with
+ * a changelog is): it must not unsubscribe, since that sends the group a
+ * LeaveGroup that librdkafka leaves out when a static member closes, and
+ * a restarted node would no longer get its shards back without a
+ * rebalance. The third test checks that: a static member's stop leaves
+ * the other member's assignment alone for the 2 s it watches (the session
+ * is 6 s). A first version of the fix that unsubscribed every member
+ * failed it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,6 +46,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,7 +56,6 @@
 #include "kchat/consumer.h"
 #include "kchat/error.h"
 
-#define GROUP "r0054"
 #define DEADLINE_S 20.0
 
 static const char *const topics[] = {"r0054-requests"};
@@ -55,7 +65,7 @@ static rd_kafka_mock_cluster_t *mc;
 
 struct member {
     kchat_consumer *c;
-    atomic_uint assigned_calls;
+    atomic_uint assigned_calls, revoked_calls;
     atomic_bool hold_revoked;    /* the next revoked() waits for release */
     atomic_bool held;            /* revoked() is waiting now */
     atomic_bool release;
@@ -114,6 +124,7 @@ static void cb_revoked(void *opaque, const rd_kafka_topic_partition_list_t *part
 {
     struct member *m = opaque;
     (void)parts;
+    atomic_fetch_add(&m->revoked_calls, 1);
     if (!atomic_exchange(&m->hold_revoked, false))
         return;
     atomic_store(&m->held, true);
@@ -121,13 +132,14 @@ static void cb_revoked(void *opaque, const rd_kafka_topic_partition_list_t *part
         usleep(1000);
 }
 
-static void member_start(struct member *m)
+/* Start @p m in @p group; a static member when @p instance is not NULL. */
+static void member_start(struct member *m, const char *group, const char *instance)
 {
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *kv[][2] = {
         {"bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mc)},
-        {"group.id", GROUP},
+        {"group.id", group},
         {"session.timeout.ms", "6000"},
         {"heartbeat.interval.ms", "100"},
         {"fetch.wait.max.ms", "5"},
@@ -135,6 +147,9 @@ static void member_start(struct member *m)
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
         assert_int_equal(rd_kafka_conf_set(conf, kv[i][0], kv[i][1], err, sizeof(err)),
                          RD_KAFKA_CONF_OK);
+    if (instance)
+        assert_int_equal(rd_kafka_conf_set(conf, "group.instance.id", instance, err,
+                                           sizeof(err)), RD_KAFKA_CONF_OK);
     kchat_consumer_conf cc = {
         .topics = topics,
         .n_topics = 1,
@@ -167,20 +182,26 @@ static void *stop_a(void *arg)
     return NULL;
 }
 
-static void test_stop_with_revocation_pending(void **state)
+/* A (static when @p a_instance is set) and B in @p group; A's stop held
+ * in revoked() while B leaves. */
+static void stop_with_revocation_pending(const char *group, const char *a_instance)
 {
-    (void)state;
     static struct member a, b;
 
-    member_start(&a);
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    atomic_store(&a_stopped, false);
+    atomic_store(&stopper_known, false);
+    atomic_store(&calls_in_close, 0);
+    member_start(&a, group, a_instance);
     assert_true(wait_for(&a.assigned_calls, 1));
-    member_start(&b);
+    member_start(&b, group, NULL);
     assert_true(wait_for(&b.assigned_calls, 1));   /* A was assigned again too */
     assert_true(wait_for(&a.assigned_calls, 2));
 
     /* A's stop: its poll thread stops polling and waits in revoked(),
      * which stop calls (before the fix, after clearing librdkafka's
-     * assignment; after it, while leaving the group). */
+     * assignment; after it, while leaving the group or revoking). */
     atomic_store(&a.hold_revoked, true);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, stop_a, a.c), 0);
@@ -201,12 +222,52 @@ static void test_stop_with_revocation_pending(void **state)
     t0 = now_s();
     while (!atomic_load(&a_stopped) && now_s() - t0 < DEADLINE_S)
         usleep(10000);
-    printf("0054: A's stop %s %.1f s after the release; rd_kafka_assign() calls inside "
-           "close: %d\n", atomic_load(&a_stopped) ? "returned" : "still waits", now_s() - t0,
-           atomic_load(&calls_in_close));
+    printf("0054 %s: A's stop %s %.1f s after the release; rd_kafka_assign() calls inside "
+           "close: %d\n", group, atomic_load(&a_stopped) ? "returned" : "still waits",
+           now_s() - t0, atomic_load(&calls_in_close));
     assert_true(atomic_load(&a_stopped));   /* else the thread is left waiting */
     pthread_join(t, NULL);
+    atomic_store(&stopper_known, false);
     assert_int_equal(atomic_load(&calls_in_close), 0);
+}
+
+static void test_stop_with_revocation_pending(void **state)
+{
+    (void)state;
+    stop_with_revocation_pending("r0054-dynamic", NULL);
+}
+
+static void test_static_stop_with_revocation_pending(void **state)
+{
+    (void)state;
+    stop_with_revocation_pending("r0054-static", "r0054-a");
+}
+
+/* A static member's stop sends no LeaveGroup: the other member sees no
+ * rebalance begin (its assignment is not revoked) before A's 6 s session
+ * ends. */
+static void test_static_stop_keeps_membership(void **state)
+{
+    (void)state;
+    static struct member a, b;
+
+    member_start(&a, "r0054-keep", "r0054-keep-a");
+    assert_true(wait_for(&a.assigned_calls, 1));
+    member_start(&b, "r0054-keep", NULL);
+    assert_true(wait_for(&b.assigned_calls, 1));
+    assert_true(wait_for(&a.assigned_calls, 2));
+    usleep(500000);   /* settled */
+    unsigned before = atomic_load(&b.revoked_calls);
+
+    double t0 = now_s();
+    kchat_consumer_stop(a.c);
+    while (now_s() - t0 < 2.0)
+        usleep(10000);
+    unsigned after = atomic_load(&b.revoked_calls);
+    printf("0054 keep: B revoked %u times before A's stop, %u times 2 s after it\n", before,
+           after);
+    kchat_consumer_stop(b.c);
+    assert_int_equal(after, before);
 }
 
 static int setup_cluster(void **state)
@@ -235,6 +296,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stop_with_revocation_pending),
+        cmocka_unit_test(test_static_stop_with_revocation_pending),
+        cmocka_unit_test(test_static_stop_keeps_membership),
     };
     return cmocka_run_group_tests_name("0054 stop hangs on a pending revocation", tests,
                                        setup_cluster, teardown_cluster);
