@@ -23,7 +23,7 @@
 #include "consumer_int.h"
 
 #define RENEW_RETRY_MS 1000   /* between tries at a new handle */
-#define LEAVE_POLLS    100    /* queued events answered while stopping, at most */
+#define STOP_POLLS     100    /* queued events answered while stopping, at most */
 
 /* Wait until every worker has processed all that is in its rings now and
  * is out of process().
@@ -215,13 +215,14 @@ void kchat__consumer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     kchat_consumer *c = opaque;
     if (c->closing || c->stop_revoked) {
-        /* Stopping, after the last revocation (stop_drain()), or inside
+        /* Stopping, after the last revocation, or inside
          * rd_kafka_consumer_close(): everything was revoked on our side
-         * already; answer librdkafka. Inside close, not once its group
-         * has finished terminating: it waits for no answer then, and would
-         * drop this one without a reply (stop_drain()). */
-        if (!c->closing || !rd_kafka_consumer_closed(rk))
-            rd_kafka_assign(rk, NULL);
+         * already; only answer librdkafka. Not once the group finished
+         * terminating inside close: it waits for no answer then, and
+         * would drop this one without a reply (stop_membership()). */
+        if (c->closing && rd_kafka_consumer_closed(rk))
+            return;
+        rd_kafka_assign(rk, NULL);
         return;
     }
     switch (err) {
@@ -284,6 +285,20 @@ static bool renew(kchat_consumer *c)
     return true;
 }
 
+/* Log and drop what rd_kafka_consumer_poll() returned other than a fatal
+ * error: an error, or a message of a partition not forwarded (cannot
+ * happen: every assigned partition's queue goes to its topic thread).
+ * @locality poll thread */
+static void drop_polled(kchat_consumer *c, rd_kafka_message_t *m)
+{
+    if (m->err)
+        kchat__consumer_log_message_error(c, m);
+    else
+        kchat__consumer_log_once(c, RD_KAFKA_RESP_ERR__STATE, rd_kafka_topic_name(m->rkt),
+                                 m->partition, "message on the consumer queue dropped");
+    rd_kafka_message_destroy(m);
+}
+
 /* Whether the handle is a static member of its group (group.instance.id
  * set): librdkafka does not send it a LeaveGroup when it closes, so that
  * a restarted node gets its partitions back without a rebalance.
@@ -298,16 +313,15 @@ static bool static_member(kchat_consumer *c)
 }
 
 /* Answer, through the rebalance callback, every rebalance event queued
- * for this handle now (at most LEAVE_POLLS).
+ * for this handle now (at most STOP_POLLS). A fatal error is only logged:
+ * the handle is closed next anyway.
  * @locality poll thread */
 static void stop_drain(kchat_consumer *c)
 {
-    for (int i = 0; i < LEAVE_POLLS && c->cq && rd_kafka_queue_length(c->cq) > 0; i++) {
+    for (int i = 0; i < STOP_POLLS && c->cq && rd_kafka_queue_length(c->cq) > 0; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 0);
-        if (m && m->err)
-            kchat__consumer_log_message_error(c, m);
         if (m)
-            rd_kafka_message_destroy(m);
+            drop_polled(c, m);
     }
 }
 
@@ -354,12 +368,7 @@ void *kchat__consumer_poll_main(void *arg)
                 return NULL;
             continue;
         }
-        if (m->err)
-            kchat__consumer_log_message_error(c, m);
-        else   /* a partition we did not forward: cannot happen */
-            kchat__consumer_log_once(c, RD_KAFKA_RESP_ERR__STATE, rd_kafka_topic_name(m->rkt),
-                                     m->partition, "message on the consumer queue dropped");
-        rd_kafka_message_destroy(m);
+        drop_polled(c, m);
     }
     /* Stopping: give up the assignment here, on the thread that owns it. */
     stop_membership(c);
