@@ -349,9 +349,9 @@ static void stream_prepare(struct evhttp_request *req, struct evhttp_connection 
         struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
         int sndbuf = GW_SSE_SNDBUF;
         /* Each write is a whole event: with Nagle's algorithm on, an
-         * event that follows another within the reader's delayed ack
-         * (up to 40 ms on Linux) would wait for that ack. Fails harmlessly
-         * on a socket that is not TCP. */
+         * event that follows another before the reader acknowledged it
+         * would wait for that ack, which a reader may delay (40 ms at
+         * least on Linux). Fails harmlessly on a socket that is not TCP. */
         int nodelay = 1;
         if (bev != NULL && bufferevent_getfd(bev) >= 0) {
             setsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));

@@ -1,6 +1,7 @@
 /*
- * Regression 0054 (fixed by the commit "consumer: leave the group before
- * closing, so that close has no rebalance left to answer"):
+ * Regression 0054 (fixed by the commits "consumer: leave the group before
+ * closing, so that close has no rebalance left to answer" and "consumer: a
+ * static member stays in its group when it stops"):
  * kchat_consumer_stop() could wait for ever. Seen once in 60 runs of
  * test_consumer under ThreadSanitizer (6 at a time), in the rebalance
  * test: member B stopped, so the group began a rebalance, and member A's
@@ -22,7 +23,8 @@
  * close: this program defines rd_kafka_assign(), which the consumer in
  * libkchat.a calls, counts the calls made on the stopping thread and
  * passes each on to librdkafka's. Seen failing on the code before the fix
- * (1 call inside close, in each of 3 runs).
+ * (1 call inside close: the dynamic case in each of 3 runs, the static
+ * case in its 1 run).
  *
  * Once with A a dynamic member, which now unsubscribes before close, and
  * once with A a static one (group.instance.id set, as `kchat serve` with
