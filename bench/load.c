@@ -34,6 +34,11 @@
  * later ones from the moment request N was sent (or scheduled), latencies
  * are theirs only. (A freshly started Kafka broker is slow until its JIT has
  * compiled the hot paths; whoever ran first would pay for it.)
+ * --seconds S: the measured part ends S s after it began: nothing is sent
+ * after that, and the requests in flight are awaited and counted. Runs of
+ * programs that differ tenfold in speed then measure the same length of
+ * time (a fixed count measured echo for 1.5 s and kchat for 15);
+ * --requests is then only a cap (and sizes the latency table).
  * A response is matched to its request by the kchat-cid header. In kchat mode
  * it is also checked: isSuccess true, and for chat the room's seqs must come
  * out 1..n with no gap or repeat, roomId and writerId echoed; for history
@@ -124,6 +129,7 @@ static struct {
     int mix[LOP__N];        /* weights */
     int history_limit;
     long warmup;            /* first requests left out of the figures */
+    double seconds;         /* > 0: the measured part sends for this long */
     bool echo;
     int duration_max_s;
     uint64_t seed;
@@ -1093,6 +1099,8 @@ static int load_phase(void)
     int64_t t_start = util_now_ns();
     int64_t t_last_send = t_start;
     int64_t t_meas = t_start;     /* start of the measured part: request --warmup sent */
+    bool measuring = opt.warmup == 0;
+    bool timed_out = false;       /* --seconds of the measured part have passed */
     g_load_t0_ns = t_start;
     if (opt.samples_file != NULL) {
         g_samples = fopen(opt.samples_file, "w");
@@ -1118,17 +1126,23 @@ static int load_phase(void)
                     g_interrupted ? "interrupted" : "--duration-max reached", sent,
                     opt.requests, in_flight());
         }
+        if (!timed_out && measuring && opt.seconds > 0 &&
+            (double)(util_now_ns() - t_meas) >= opt.seconds * 1e9)
+            timed_out = true;
+        bool sending = !stopped && !timed_out && sent < opt.requests;
         if (!open) {
-            while (!stopped && sent < opt.requests && g_nfree > 0) {
-                if (sent == opt.warmup && sent > 0)
+            while (sending && sent < opt.requests && g_nfree > 0) {
+                if (sent == opt.warmup && sent > 0) {
                     t_meas = util_now_ns();
+                    measuring = true;
+                }
                 send_one(sent, 0);
                 sent++;
                 t_last_send = util_now_ns();
             }
         } else {
             int64_t now = util_now_ns();
-            while (!stopped && sent < opt.requests && next_ns <= now) {
+            while (sending && sent < opt.requests && next_ns <= now) {
                 if (g_nfree == 0) {
                     if (!capped)
                         cap_waits++;
@@ -1136,15 +1150,17 @@ static int load_phase(void)
                     break;
                 }
                 capped = false;
-                if (sent == opt.warmup && sent > 0)
+                if (sent == opt.warmup && sent > 0) {
                     t_meas = next_ns;
+                    measuring = true;
+                }
                 send_one(sent, next_ns);
                 sent++;
                 t_last_send = util_now_ns();
                 next_ns = t_start + (int64_t)((double)sent * ns_per_req);
             }
         }
-        if (in_flight() == 0 && (sent >= opt.requests || stopped))
+        if (in_flight() == 0 && (sent >= opt.requests || stopped || timed_out))
             break;
         if (stopped && util_now_ms() >= drain_deadline) {
             g_missing += in_flight();
@@ -1155,7 +1171,7 @@ static int load_phase(void)
         /* Wait for answers: up to 5 ms, in an open loop no later than the
          * next scheduled send (a sub-millisecond wait is slept out). */
         int wait_ms = 5;
-        if (open && !stopped && sent < opt.requests && !capped) {
+        if (open && sending && sent < opt.requests && !capped) {
             int64_t left = next_ns - util_now_ns();
             if (left <= 0) {
                 wait_ms = 0;
@@ -1295,7 +1311,7 @@ static int load_phase(void)
     }
 
     long unsent = opt.requests - sent;
-    if (unsent > 0)
+    if (unsent > 0 && !timed_out)
         fprintf(stderr, "load: note: stopped early (%s): %ld of %ld requests never sent\n",
                 g_interrupted ? "signal" : "--duration-max", unsent, opt.requests);
     if (g_missing > 0) {
@@ -1320,6 +1336,8 @@ static void usage(FILE *f)
             "  --requests N         requests of the load phase (default 20000)\n"
             "  --warmup N           the first N of them are sent, answered and checked but\n"
             "                       left out of rps and latencies (default 0)\n"
+            "  --seconds S          send no request after S s of the measured part (after\n"
+            "                       the warm-up); --requests then only caps the run\n"
             "  --mix SPEC           operation weights (default chat=90,history=5,rooms=5)\n"
             "  --history-limit N    limit of each room-history request (default 50)\n"
             "  --inflight K         closed loop: requests outstanding (default 256);\n"
@@ -1374,7 +1392,7 @@ int main(int argc, char **argv)
     enum {
         O_BOOT = 1000, O_BOOTF, O_USERS, O_ROOMS, O_REQ, O_WARM, O_INFL, O_RATE, O_MIX, O_HLIM,
         O_ECHO,
-        O_DUR, O_SEED, O_SETUP, O_RTO, O_LINGER, O_VERB, O_SAMPLES, O_JSON, O_PROG, O_NOPROG,
+        O_DUR, O_SECS, O_SEED, O_SETUP, O_RTO, O_LINGER, O_VERB, O_SAMPLES, O_JSON, O_PROG, O_NOPROG,
         O_HELP
     };
     static const struct option lo[] = {
@@ -1390,6 +1408,7 @@ int main(int argc, char **argv)
         {"history-limit", required_argument, NULL, O_HLIM},
         {"echo", no_argument, NULL, O_ECHO},
         {"duration-max", required_argument, NULL, O_DUR},
+        {"seconds", required_argument, NULL, O_SECS},
         {"seed", required_argument, NULL, O_SEED},
         {"setup-timeout", required_argument, NULL, O_SETUP},
         {"request-timeout", required_argument, NULL, O_RTO},
@@ -1427,6 +1446,15 @@ int main(int argc, char **argv)
         case O_MIX: parse_mix(optarg); break;
         case O_HLIM: opt.history_limit = (int)util_parse_long(optarg, "--history-limit", 1, 100); break;
         case O_ECHO: opt.echo = true; break;
+        case O_SECS: {
+            char *end = NULL;
+            errno = 0;
+            opt.seconds = strtod(optarg, &end);
+            if (errno != 0 || end == optarg || *end != '\0' || !(opt.seconds > 0) ||
+                opt.seconds > 86400)
+                util_die("bad --seconds '%s' (want seconds, > 0)", optarg);
+            break;
+        }
         case O_DUR: opt.duration_max_s = (int)util_parse_long(optarg, "--duration-max", 1, 86400); break;
         case O_SEED: {
             char *end = NULL;

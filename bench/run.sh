@@ -7,15 +7,19 @@
 # kafka: one Apache Kafka node from scripts/kafka), started fresh with P topic
 # partitions and the same settings for kchat and for echo:
 #   1. `kchat serve` (fresh data directory) + the load generator, closed loop:
-#      --inflight requests outstanding, --requests requests of the operation
-#      mix, the first --warmup of them left out of the figures; kchat's peak
-#      RSS (VmHWM) is read just before it is stopped;
+#      --inflight requests outstanding, requests of the operation mix, the
+#      first --warmup of them left out of the figures, then --seconds
+#      measured; kchat's peak RSS (VmHWM) is read just before it is stopped.
+#      On Kafka a closed-loop run of --kafka-warmup seconds, left out, goes
+#      first: a fresh broker's JIT makes it slow for about half a minute;
 #   2. kafka only: the same kchat serve, open loop at half of the rate step 1
 #      measured, for --open-seconds;
 #   3. the same kchat serve, open loop at --low-rate requests/s (200) for
 #      --open-seconds: the latency of a lightly loaded server;
 #   4. the echo processor (build/bench/echo) + the load generator with --echo,
-#      closed loop with the same in-flight, request and warm-up counts;
+#      closed loop with the same in-flight count, warm-up and seconds (on
+#      Kafka after its own --kafka-warmup run: echo's first half minute
+#      after kchat's run is slow too);
 #   5. kafka only: echo, open loop at the same rate as step 2;
 #   6. echo, open loop at --low-rate.
 # On Kafka both run on the same broker, kchat first: a fresh kchat data
@@ -44,9 +48,14 @@
 #   --partitions P      topic partitions = kchat shards (default 8)
 #   --workers W         kchat serve --workers (default: kchat's, one per CPU)
 #   --inflight N        closed-loop requests outstanding (default 256)
-#   --requests N        requests of each closed-loop run (default 30000)
-#   --warmup N          of which the first N are left out of the figures
-#                       (default 5000; a fresh Kafka broker warms up its JIT)
+#   --seconds S         measured length of each closed-loop run (default 15;
+#                       a fixed count of requests measured echo for 1.5 s)
+#   --requests N        at most N requests per closed-loop run (default 1000000)
+#   --warmup N          the first N requests of each run are left out of the
+#                       figures (default 5000)
+#   --kafka-warmup S    on Kafka, a closed-loop run of S seconds before kchat's
+#                       measured runs and one before echo's, left out of the
+#                       figures (default 40; 0: none)
 #   --open-seconds S    length of each open-loop run (default 15)
 #   --low-rate R        the low open-loop rate, requests/s (default 200)
 #   --mock-changelog on|off  kchat serve's --changelog on the mock broker
@@ -72,8 +81,10 @@ BROKERS=mock,kafka
 PARTITIONS=8
 WORKERS=0
 INFLIGHT=256
-REQUESTS=30000
+SECONDS_CLOSED=15
+REQUESTS=1000000
 WARMUP=5000
+KAFKA_WARMUP=40
 OPEN_SECONDS=15
 LOW_RATE=200
 MOCK_CHANGELOG=off
@@ -87,7 +98,9 @@ while [ $# -gt 0 ]; do
     --partitions) need "$@"; PARTITIONS=$2; shift 2 ;;
     --workers) need "$@"; WORKERS=$2; shift 2 ;;
     --inflight) need "$@"; INFLIGHT=$2; shift 2 ;;
+    --seconds) need "$@"; SECONDS_CLOSED=$2; shift 2 ;;
     --requests) need "$@"; REQUESTS=$2; shift 2 ;;
+    --kafka-warmup) need "$@"; KAFKA_WARMUP=$2; shift 2 ;;
     --warmup) need "$@"; WARMUP=$2; shift 2 ;;
     --open-seconds) need "$@"; OPEN_SECONDS=$2; shift 2 ;;
     --low-rate) need "$@"; LOW_RATE=$2; shift 2 ;;
@@ -100,7 +113,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 bench_numbers "$PARTITIONS" "$WORKERS" "$INFLIGHT" "$REQUESTS" "$WARMUP" "$OPEN_SECONDS" \
-    "$LOW_RATE"
+    "$LOW_RATE" "$KAFKA_WARMUP"
+bench_positive "$SECONDS_CLOSED"
 [[ $MOCK_CHANGELOG == on || $MOCK_CHANGELOG == off ]] ||
     { echo "run: --mock-changelog is on or off" >&2; exit 2; }
 [ "$WARMUP" -lt "$REQUESTS" ] || { echo "run: --warmup must be below --requests" >&2; exit 2; }
@@ -127,6 +141,17 @@ T0=$(date +%s)
 FAIL=0
 FINAL=()
 
+# warm_broker BROKER TAG [load options]: on Kafka, a closed-loop run of
+# --kafka-warmup seconds whose figures are left out (logged as TAG).
+warm_broker() {
+    local b=$1 tag=$2
+    shift 2
+    [ "$b" = kafka ] && [ "$KAFKA_WARMUP" -gt 0 ] || return 0
+    say "warming the broker up for $KAFKA_WARMUP s ($tag, left out of the figures)"
+    run_load "$tag" "$@" --requests "$REQUESTS" --seconds "$KAFKA_WARMUP" \
+        --inflight "$INFLIGHT" --mix "$MIX" --duration-max $((KAFKA_WARMUP + 120))
+}
+
 # One broker: kchat then echo, closed loop (and open loop on kafka).
 bench_broker() {
     local b=$1 rc rss open=0 rate=0
@@ -140,8 +165,10 @@ bench_broker() {
     serve_start "$PARTITIONS" "$WORKERS" "$TMP/data-$b" ${cl[@]+"${cl[@]}"} \
         ${serve_args[@]+"${serve_args[@]}"} ||
         return 4
+    warm_broker "$b" "$b-kchat-warmup" || return 4
     run_load "$b-kchat-closed" --requests "$REQUESTS" --warmup "$WARMUP" \
-        --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
+        --seconds "$SECONDS_CLOSED" --inflight "$INFLIGHT" --mix "$MIX" \
+        --duration-max $((SECONDS_CLOSED + 120))
     local kc_rc=$? ko_rc=0
     rate=$(( $(res "$b-kchat-closed" rps) / 2 ))
     if [ "$b" = kafka ] && [ "$rate" -gt 0 ]; then
@@ -165,8 +192,10 @@ bench_broker() {
         broker_start "$b" "$PARTITIONS" || return 4
     fi
     echo_start "$PARTITIONS" || return 4
+    warm_broker "$b" "$b-echo-warmup" --echo || return 4
     run_load "$b-echo-closed" --echo --requests "$REQUESTS" --warmup "$WARMUP" \
-        --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
+        --seconds "$SECONDS_CLOSED" --inflight "$INFLIGHT" --mix "$MIX" \
+        --duration-max $((SECONDS_CLOSED + 120))
     local ec_rc=$? eo_rc=0
     if [ $open = 1 ]; then
         run_load "$b-echo-open" --echo --rate "$rate" --requests $((rate * OPEN_SECONDS)) \
@@ -188,7 +217,7 @@ bench_broker() {
     local k=$b-kchat-closed e=$b-echo-closed
     local clnote="changelog on"
     [ "$b" = mock ] && clnote="changelog $MOCK_CHANGELOG"
-    echo "run: $b closed loop ($clnote), $INFLIGHT in flight, $REQUESTS requests ($WARMUP warm-up):" \
+    echo "run: $b closed loop ($clnote), $INFLIGHT in flight, $SECONDS_CLOSED s after $WARMUP warm-up requests:" \
          "kchat $(res $k rps)/s p50 $(res $k p50_ms) p99 $(res $k p99_ms) ms;" \
          "echo $(res $e rps)/s p50 $(res $e p50_ms) p99 $(res $e p99_ms) ms"
     local pr=-
