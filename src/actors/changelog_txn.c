@@ -296,6 +296,14 @@ static void *committer_main(void *arg)
             ts = (struct timespec){.tv_sec = due / 1000000, .tv_nsec = due % 1000000 * 1000};
             pthread_cond_timedwait(&tx->cond, &tx->lock, &ts);
         }
+        if ((since = kchat__monotonic_us() - committed_us) < TXN_GAP_US) {
+            /* the gap after a commit is slept out before the queue is
+             * taken, so that what is queued meanwhile goes in this
+             * transaction rather than wait for the next one */
+            pthread_mutex_unlock(&tx->lock);
+            kchat__sleep_us(TXN_GAP_US - since);
+            pthread_mutex_lock(&tx->lock);
+        }
         if (tx->stop) {
             pthread_mutex_unlock(&tx->lock);
             break;
@@ -319,8 +327,6 @@ static void *committer_main(void *arg)
         }
         pthread_mutex_unlock(&tx->lock);
 
-        if ((since = kchat__monotonic_us() - committed_us) < TXN_GAP_US)
-            kchat__sleep_us(TXN_GAP_US - since);
         t0 = kchat__monotonic_us();
         errstr[0] = '\0';
         res = txn_write(tx, tx->batch, tx->n_batch, errstr, sizeof(errstr));
