@@ -52,12 +52,7 @@ static char g_brokers[512];
  * CreateTopics), as `kchat broker` makes them. */
 static void mock_start(void)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-
-    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
-    assert_non_null(g_host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)));
-    assert_non_null(g_mock = rd_kafka_mock_cluster_new(g_host, 3));
+    g_mock = kc_mock_cluster_new(3, 3, &g_host);
     snprintf(g_brokers, sizeof(g_brokers), "%s", rd_kafka_mock_cluster_bootstraps(g_mock));
     for (size_t i = 0; i < kchat_topic_count(); i++)
         assert_int_equal(rd_kafka_mock_topic_create(g_mock, kchat_topic_name(i), PARTITIONS, 3),
@@ -73,10 +68,7 @@ static int teardown(void **state)
         kc_proc_stop_clean(g_srv, 30);
     kc_proc_free(g_srv);
     g_srv = NULL;
-    if (g_mock != NULL)
-        rd_kafka_mock_cluster_destroy(g_mock);
-    if (g_host != NULL)
-        rd_kafka_destroy(g_host);
+    kc_mock_cluster_free(g_mock, g_host);
     g_mock = NULL;
     g_host = NULL;
     return 0;

@@ -36,6 +36,7 @@
 
 #include "support/kassert.h"
 #include "support/kclient.h"
+#include "support/mockfault.h"
 
 #define PARTITIONS 4   /* the suite's Kafka broker is started with 4 */
 
@@ -57,10 +58,7 @@ static int teardown(void **state)
         kc_proc_free(g_srv[i]);
         g_srv[i] = NULL;
     }
-    if (g_mock != NULL)
-        rd_kafka_mock_cluster_destroy(g_mock);
-    if (g_host != NULL)
-        rd_kafka_destroy(g_host);
+    kc_mock_cluster_free(g_mock, g_host);
     g_mock = NULL;
     g_host = NULL;
     return 0;
@@ -110,12 +108,7 @@ static void deployments_up(void)
     } else {
         /* librdkafka's mock cluster creates no topic on request: make both
          * deployments' here (what `kchat broker` does for the default one) */
-        char errstr[256];
-        rd_kafka_conf_t *conf = rd_kafka_conf_new();
-
-        rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
-        assert_non_null(g_host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)));
-        assert_non_null(g_mock = rd_kafka_mock_cluster_new(g_host, 3));
+        g_mock = kc_mock_cluster_new(3, 3, &g_host);
         snprintf(g_brokers, sizeof(g_brokers), "%s", rd_kafka_mock_cluster_bootstraps(g_mock));
         for (int d = 0; d < 2; d++)
             topics_create(g_name[d]);

@@ -128,14 +128,10 @@ static void mock_ops(struct mock_op *ops, size_t n)
  * by broker 3 and everything else by broker 1; and DRAIN_TOPIC on broker 3. */
 static void mock_start(void)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     struct mock_op topics[MOCK_OPS], leaders[MOCK_OPS];
     size_t nt = 0, nl = 0;
 
-    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
-    assert_non_null(g.host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)));
-    assert_non_null(g.mock = rd_kafka_mock_cluster_new(g.host, 3));
+    g.mock = kc_mock_cluster_new(3, 3, &g.host);
     snprintf(g.brokers, sizeof(g.brokers), "%s", rd_kafka_mock_cluster_bootstraps(g.mock));
     for (size_t i = 0; i <= kchat_topic_count(); i++) {
         const char *name = i < kchat_topic_count() ? kchat_topic_name(i) : DRAIN_TOPIC;
@@ -545,10 +541,7 @@ static int teardown(void **state)
     g.client = NULL;
     node_free(&g.a);
     node_free(&g.b);
-    if (g.mock != NULL)
-        rd_kafka_mock_cluster_destroy(g.mock);
-    if (g.host != NULL)
-        rd_kafka_destroy(g.host);
+    kc_mock_cluster_free(g.mock, g.host);
     g.mock = NULL;
     g.host = NULL;
     memset(g.text, 0, sizeof(g.text));

@@ -24,6 +24,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "support/kclient.h"
+#include "support/mockfault.h"
 
 /* A cluster whose user-add-request has 2 partitions and every other kchat
  * topic 4: kchat serve --brokers must refuse it. */
@@ -35,17 +36,13 @@ static void test_refuses_topics_not_co_partitioned(void **state)
         "user-search-room-request", "user-add-chat-request", "room-history-request",
         "kchat-internal",
     };
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     static const char *const want[] = {"co-partitioned", "user-add-request"};
-    char err[256], cmd[4096], *data = kc_tmppath("nocopart-data"), *out;
-    rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    rd_kafka_mock_cluster_t *mc;
+    char cmd[4096], *data = kc_tmppath("nocopart-data"), *out;
+    rd_kafka_t *host;
+    rd_kafka_mock_cluster_t *mc = kc_mock_cluster_new(1, 3, &host);
     int status = 0;
 
     (void)state;
-    assert_non_null(host);
-    mc = rd_kafka_mock_cluster_new(host, 1);
-    assert_non_null(mc);
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         assert_int_equal(rd_kafka_mock_topic_create(mc, topics[i], i == 0 ? 2 : 4, 1), 0);
     snprintf(cmd, sizeof(cmd), "timeout 60 %s serve --brokers %s --data %s --partitions 4 "
@@ -57,8 +54,7 @@ static void test_refuses_topics_not_co_partitioned(void **state)
         if (out == NULL || strstr(out, want[i]) == NULL)
             fail_msg("expected \"%s\" in:\n%s", want[i], out ? out : "(no output)");
     free(out);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(host);
+    kc_mock_cluster_free(mc, host);
     free(data);
 }
 

@@ -47,6 +47,7 @@
 
 #include "actors/actors.h"
 #include "kchat/config.h"
+#include "support/mockfault.h"
 
 #define RECORDS    12000   /* numbered records, at most */
 #define ROUNDS     5       /* rounds of refused requests */
@@ -79,13 +80,9 @@ static size_t lost_records(bool mock_broker)
     char err[512];
     kchat_config cfg;
     kchat_backend be = {0};
-    rd_kafka_conf_t *hc = rd_kafka_conf_new();
     rd_kafka_t *host;
-    rd_kafka_mock_cluster_t *mc;
+    rd_kafka_mock_cluster_t *mc = kc_mock_cluster_new(3, 0, &host);
 
-    assert_int_equal(rd_kafka_conf_set(hc, "log_level", "0", err, sizeof(err)), 0);
-    assert_non_null(host = rd_kafka_new(RD_KAFKA_PRODUCER, hc, err, sizeof(err)));
-    assert_non_null(mc = rd_kafka_mock_cluster_new(host, 3));
     assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC, PARTS, 3), 0);
     for (size_t i = 0; i < RECORDS; i++)
         atomic_store(&reported[i], false);
@@ -178,8 +175,7 @@ static size_t lost_records(bool mock_broker)
     assert_int_equal(delivered, n);   /* flush() returned: every report came */
     free(seen);
     kchat_config_release(&cfg);
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(host);
+    kc_mock_cluster_free(mc, host);
     return lost;
 }
 

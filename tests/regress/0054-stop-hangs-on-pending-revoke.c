@@ -57,6 +57,7 @@
 
 #include "kchat/consumer.h"
 #include "kchat/error.h"
+#include "support/mockfault.h"
 
 #define DEADLINE_S 20.0
 
@@ -275,22 +276,14 @@ static void test_static_stop_keeps_membership(void **state)
 static int setup_cluster(void **state)
 {
     (void)state;
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "log_level", "4", err, sizeof(err)))
-        return -1;
-    if ((mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err))) == NULL)
-        return -1;
-    if ((mc = rd_kafka_mock_cluster_new(mock_rk, 1)) == NULL)
-        return -1;
+    mc = kc_mock_cluster_new(1, 4, &mock_rk);
     return rd_kafka_mock_topic_create(mc, topics[0], 2, 1) ? -1 : 0;
 }
 
 static int teardown_cluster(void **state)
 {
     (void)state;
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(mock_rk);
+    kc_mock_cluster_free(mc, mock_rk);
     return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "faultstream.h"
+#include "mockfault.h"
 
 #define PARTITIONS  FS_PARTITIONS
 #define N_USERS     4
@@ -312,11 +313,8 @@ int fs_teardown(void **state)
     g.c = NULL;
     kc_proc_free(g.srv);
     g.srv = NULL;
-    if (g.mock != NULL)
-        rd_kafka_mock_cluster_destroy(g.mock);
+    kc_mock_cluster_free(g.mock, g.host);
     g.mock = NULL;
-    if (g.host != NULL)
-        rd_kafka_destroy(g.host);
     g.host = NULL;
     free(g.m);
     g.m = NULL;
@@ -332,13 +330,7 @@ int fs_teardown(void **state)
 
 void fs_mock_start(void)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
-    g.host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    assert_non_null(g.host);
-    g.mock = rd_kafka_mock_cluster_new(g.host, 3);
-    assert_non_null(g.mock);
+    g.mock = kc_mock_cluster_new(3, 3, &g.host);
     snprintf(g.brokers, sizeof(g.brokers), "%s", rd_kafka_mock_cluster_bootstraps(g.mock));
     /* the mock answers no CreateTopics: make kchat's topics as `kchat broker` does */
     static const char *const fixed[] = { "chat-events", "kchat-internal", "kchat-dlq",

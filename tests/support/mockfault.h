@@ -1,6 +1,7 @@
 /*
- * Faults kept up on a librdkafka mock cluster for as long as a test needs
- * them, however soon the client library retries. Include after <cmocka.h>.
+ * librdkafka mock clusters for tests: making one, and faults kept up on it
+ * for as long as a test needs them, however soon the client library
+ * retries. Include after <cmocka.h>.
  *
  * A refusal injected with rd_kafka_mock_broker_push_request_error_rtts() is
  * used up by one request, and how soon a refused request comes again is
@@ -17,6 +18,20 @@
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+/**
+ * @brief A new mock cluster of @p brokers brokers (no topics), hosted by a
+ *        handle made for it alone, returned in @p *host. @p log_level is
+ *        that handle's `log_level`: the mock cluster logs through it, and
+ *        it warns that it has no bootstrap.servers (3 keeps errors only,
+ *        0 keeps nothing). Free both with kc_mock_cluster_free(). Fails the
+ *        running test when librdkafka refuses either. Any thread.
+ */
+rd_kafka_mock_cluster_t *kc_mock_cluster_new(int brokers, int log_level, rd_kafka_t **host);
+
+/** @brief Destroy @p mock, then its @p host; either may be NULL. Any
+ *         thread, once no client uses the cluster. */
+void kc_mock_cluster_free(rd_kafka_mock_cluster_t *mock, rd_kafka_t *host);
 
 /** @brief The ApiKey of Produce requests, for the calls below. */
 #define KC_API_PRODUCE 0

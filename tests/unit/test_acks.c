@@ -26,6 +26,7 @@
 #include "actors/replicas.h"
 #include "actors/streams.h"
 #include "kchat/kafka.h"
+#include "support/mockfault.h"
 #include <librdkafka/rdkafka_mock.h>   /* after rdkafka.h (actors.h) */
 
 #define MAX_MSGS 32
@@ -133,8 +134,6 @@ static void side_free(struct side *s)
 static int setup(void **state)
 {
     const char *tmp = getenv("KCHAT_TEST_TMP");
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char errstr[256];
     fx *f = calloc(1, sizeof(*f));
 
     if (f == NULL)
@@ -142,10 +141,8 @@ static int setup(void **state)
     snprintf(f->dir, sizeof(f->dir), "%s/test_acks.XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (mkdtemp(f->dir) == NULL)
         return -1;
-    if (rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr)) ||
-        (f->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))) == NULL ||
-        (f->mc = rd_kafka_mock_cluster_new(f->mock_rk, 1)) == NULL ||
-        rd_kafka_mock_topic_create(f->mc, KCHAT_TOPIC_INTERNAL, 2, 1) ||
+    f->mc = kc_mock_cluster_new(1, 0, &f->mock_rk);
+    if (rd_kafka_mock_topic_create(f->mc, KCHAT_TOPIC_INTERNAL, 2, 1) ||
         rd_kafka_mock_topic_create(f->mc, KCHAT_TOPIC_EVENTS, 2, 1))
         return -1;
     snprintf(f->bootstraps, sizeof(f->bootstraps), "%s",
@@ -166,8 +163,7 @@ static int teardown(void **state)
     side_free(&f->dst);
     rd_kafka_consumer_close(f->consumer);
     rd_kafka_destroy(f->consumer);
-    rd_kafka_mock_cluster_destroy(f->mc);
-    rd_kafka_destroy(f->mock_rk);
+    kc_mock_cluster_free(f->mc, f->mock_rk);
     rc = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(f);
     return rc;

@@ -27,6 +27,7 @@
 
 #include "kchat/consumer.h"
 #include "kchat/error.h"
+#include "support/mockfault.h"
 
 #define NT 3                 /* topics */
 #define NP 4                 /* partitions per topic */
@@ -84,16 +85,9 @@ static int setup_cluster(void **state)
 {
     (void)state;
     char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* The handle only hosts the cluster: quiet its "no bootstrap.servers". */
-    if (rd_kafka_conf_set(conf, "log_level", "4", err, sizeof(err)))
-        return -1;
-    fx.mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    if (!fx.mock_rk)
-        return -1;
-    fx.mc = rd_kafka_mock_cluster_new(fx.mock_rk, 3);
-    if (!fx.mc)
-        return -1;
+    rd_kafka_conf_t *conf;
+
+    fx.mc = kc_mock_cluster_new(3, 4, &fx.mock_rk);
     snprintf(fx.bootstraps, sizeof(fx.bootstraps), "%s", rd_kafka_mock_cluster_bootstraps(fx.mc));
     for (int t = 0; t < NT; t++)
         if (rd_kafka_mock_topic_create(fx.mc, topic_names[t], NP, 1))
@@ -143,8 +137,7 @@ static int teardown_cluster(void **state)
         for (int p = 0; p < NP; p++)
             for (int i = 0; i < MSGS_PER_TOPIC; i++)
                 free(fx.payload[t][p][i]);
-    rd_kafka_mock_cluster_destroy(fx.mc);
-    rd_kafka_destroy(fx.mock_rk);
+    kc_mock_cluster_free(fx.mc, fx.mock_rk);
     return 0;
 }
 

@@ -16,6 +16,7 @@
 
 #include <librdkafka/rdkafka_mock.h>   /* after rdkafka.h */
 #include "support/kclient.h"
+#include "support/mockfault.h"
 
 #define NP 2          /* partitions of kchat-presence here */
 #define NU 1100       /* users, all of partition 0: 500 + 500 + 100 per beat */
@@ -87,12 +88,10 @@ static int setup(void **state)
 {
     (void)state;
     char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_t *conf;
 
-    rd_kafka_conf_set(conf, "log_level", "4", err, sizeof(err));
-    if ((fx.mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err))) == NULL ||
-        (fx.mc = rd_kafka_mock_cluster_new(fx.mock_rk, 1)) == NULL ||
-        rd_kafka_mock_topic_create(fx.mc, KCHAT_TOPIC_PRESENCE, NP, 1) != 0)
+    fx.mc = kc_mock_cluster_new(1, 4, &fx.mock_rk);
+    if (rd_kafka_mock_topic_create(fx.mc, KCHAT_TOPIC_PRESENCE, NP, 1) != 0)
         return -1;
     fx.cfg.sse_max_total = 16;
     if ((fx.gw = calloc(1, sizeof(*fx.gw))) == NULL ||
@@ -124,8 +123,7 @@ static int teardown(void **state)
     rd_kafka_destroy(fx.gw->producer);
     event_base_free(fx.gw->base);
     free(fx.gw);
-    rd_kafka_mock_cluster_destroy(fx.mc);
-    rd_kafka_destroy(fx.mock_rk);
+    kc_mock_cluster_free(fx.mc, fx.mock_rk);
     return 0;
 }
 
