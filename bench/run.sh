@@ -18,8 +18,9 @@
 #      --open-seconds: the latency of a lightly loaded server;
 #   4. the echo processor (build/bench/echo) + the load generator with --echo,
 #      closed loop with the same in-flight count, warm-up and seconds (on
-#      Kafka after its own --kafka-warmup run: echo's first half minute
-#      after kchat's run is slow too);
+#      Kafka after its own --kafka-warmup run: echo is slow after kchat's
+#      run too, at times for a minute or more, so that 40 s is not always
+#      enough; docs/bench.md, "A warm broker, and runs of equal length");
 #   5. kafka only: echo, open loop at the same rate as step 2;
 #   6. echo, open loop at --low-rate.
 # On Kafka both run on the same broker, kchat first: a fresh kchat data
