@@ -71,6 +71,9 @@ typedef struct kchat_backend kchat_backend;
       "kchat-rooms records of another data set (or untagged), ignored.", NULL)             \
     X(commits, "kchat_commits_total",                                                      \
       "Shard write transactions committed.", ", %llu commits")                             \
+    X(upkeep_commits, "kchat_upkeep_commits_total",                                        \
+      "Shard write transactions of upkeep alone, with no request or command: delivered "  \
+      "outbox records and changes Kafka confirmed deleted.", NULL)                         \
     X(commit_failures, "kchat_commit_failures_total",                                      \
       "Shard commits that failed and were retried.", " (%llu failed)")                     \
     X(produced, "kchat_outbox_produced_total",                                             \

@@ -460,6 +460,7 @@ static void on_idle(void *opaque, unsigned worker)
         struct shard *sh = &be->shards[s];
         struct seqlist taken = {0};
         kchat_txn *t;
+        uint64_t trimmed;
         bool work;
         int rc;
 
@@ -488,6 +489,7 @@ static void on_idle(void *opaque, unsigned worker)
         work |= kchat__streams_due(sh) || kchat__changelog_due(sh);
         if (!work || kchat_txn_begin(sh->store, true, &t) != KCHAT_OK)
             continue;
+        trimmed = sh->cl_trimmed;
         kchat_txn_on_changes(t, kchat__changelog_collect, w);
         rc = kchat__outbox_prune(be, sh, t, &taken);
         if (rc == KCHAT_OK)
@@ -498,6 +500,8 @@ static void on_idle(void *opaque, unsigned worker)
         }
         kchat_txn_abort(t);
         if (rc == KCHAT_OK) {
+            if (taken.n > 0 || sh->cl_trimmed != trimmed)   /* not an empty one */
+                atomic_fetch_add(&be->stats.upkeep_commits, 1);
             free(taken.v);
             kchat__changelog_after_commit(be, w, sh);
         } else {
