@@ -11,7 +11,8 @@
 #      first --warmup of them left out of the figures, then --seconds
 #      measured; kchat's peak RSS (VmHWM) is read just before it is stopped.
 #      On Kafka a closed-loop run of --kafka-warmup seconds, left out, goes
-#      first: a fresh broker's JIT makes it slow for about half a minute;
+#      first: under kchat's load a fresh broker's JIT compiles for about
+#      50 s, taking up to 0.67 of a core (docs/bench.md, "The broker's JIT");
 #   2. kafka only: the same kchat serve, open loop at half of the rate step 1
 #      measured, for --open-seconds;
 #   3. the same kchat serve, open loop at --low-rate requests/s (200) for
@@ -19,8 +20,9 @@
 #   4. the echo processor (build/bench/echo) + the load generator with --echo,
 #      closed loop with the same in-flight count, warm-up and seconds (on
 #      Kafka after its own --kafka-warmup run: echo is slow after kchat's
-#      run too, at times for a minute or more, so that 40 s is not always
-#      enough; docs/bench.md, "A warm broker, and runs of equal length");
+#      run too, at times for a minute or more, so that even 60 s is not
+#      always enough; docs/bench.md, "A warm broker, and runs of equal
+#      length");
 #   5. kafka only: echo, open loop at the same rate as step 2;
 #   6. echo, open loop at --low-rate.
 # On Kafka both run on the same broker, kchat first: a fresh kchat data
@@ -56,7 +58,7 @@
 #                       figures (default 5000)
 #   --kafka-warmup S    on Kafka, a closed-loop run of S seconds before kchat's
 #                       measured runs and one before echo's, left out of the
-#                       figures (default 40; 0: none)
+#                       figures (default 60; 0: none)
 #   --open-seconds S    length of each open-loop run (default 15)
 #   --low-rate R        the low open-loop rate, requests/s (default 200)
 #   --mock-changelog on|off  kchat serve's --changelog on the mock broker
@@ -85,7 +87,7 @@ INFLIGHT=256
 SECONDS_CLOSED=15
 REQUESTS=1000000
 WARMUP=5000
-KAFKA_WARMUP=40
+KAFKA_WARMUP=60
 OPEN_SECONDS=15
 LOW_RATE=200
 MOCK_CHANGELOG=off
