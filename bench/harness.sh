@@ -238,6 +238,21 @@ run_load() {
     return $rc
 }
 
+# warm_kafka TAG SECONDS [load options...]: on a Kafka broker (BROKER_KIND),
+# a closed-loop run of SECONDS whose figures are left out (logged as TAG):
+# under kchat's load a fresh broker's JIT compiles for about 50 s
+# (docs/bench.md, "The broker's JIT"). Nothing on the mock or for 0 s.
+warm_kafka() {
+    local tag=$1 secs=$2
+    shift 2
+    [ "$BROKER_KIND" = kafka ] && [ "$secs" -gt 0 ] || return 0
+    say "warming the broker up for $secs s ($tag, left out of the figures)"
+    # the cap sizes the load generator's latency table: 40,000/s is above
+    # any rate seen here
+    run_load "$tag" "$@" --requests $((secs * 40000)) --seconds "$secs" \
+        --duration-max $((secs + 120))
+}
+
 # res TAG KEY: a value of the `result:` line of run TAG (0 when absent).
 res() {
     local v

@@ -6,9 +6,11 @@
 # (scripts/kafka) with P partitions: N `kchat serve` processes, each with its
 # own data directory and /metrics, started together; once the group has
 # given every shard to one of them (the sum of kchat_shards_owned is P, and
-# every node owns one), the load generator's closed loop (--requests, of
-# which --warmup left out, --inflight at a time). Each node's
-# kchat_requests_total is read before and after the run; a node's
+# every node owns one), a closed loop of --kafka-warmup seconds left out of
+# the figures (a fresh broker's JIT; bench/run.sh), then the load
+# generator's measured closed loop (--seconds after its first --warmup
+# requests, --inflight at a time, --requests a cap). Each node's
+# kchat_requests_total is read before and after the measured run; a node's
 # throughput is its share of those requests times the measured rate.
 # One line per count:
 #   nodes: n=N rps=R per_process=R1,R2,... shards=S1,S2,... p50_ms=X p99_ms=X
@@ -16,14 +18,16 @@
 # splits and what the coordination costs, not how a cluster of machines
 # scales.
 #
-# usage: bench/nodes.sh [--nodes LIST] [--partitions P] [--requests N]
-#                       [--warmup N] [--inflight N] [--mix SPEC]
+# usage: bench/nodes.sh [--nodes LIST] [--partitions P] [--seconds S]
+#                       [--requests N] [--warmup N] [--kafka-warmup S]
+#                       [--inflight N] [--mix SPEC]
 #                       [-- kchat serve options...]
 # Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build), as bench/run.sh.
 set -u
 NAME=nodes
 . "$(dirname "$0")/common.sh"
-NODES=1,2,3 PARTITIONS=8 REQUESTS=30000 WARMUP=5000 INFLIGHT=256
+NODES=1,2,3 PARTITIONS=8 SECONDS_RUN=15 REQUESTS=1000000 WARMUP=5000 KAFKA_WARMUP=60
+INFLIGHT=256
 MIX=chat=90,history=5,rooms=5
 serve_args=()
 
@@ -31,7 +35,9 @@ while [ $# -gt 0 ]; do
     case $1 in
     --nodes) need "$@"; NODES=$2; shift 2 ;;
     --partitions) need "$@"; PARTITIONS=$2; shift 2 ;;
+    --seconds) need "$@"; SECONDS_RUN=$2; shift 2 ;;
     --requests) need "$@"; REQUESTS=$2; shift 2 ;;
+    --kafka-warmup) need "$@"; KAFKA_WARMUP=$2; shift 2 ;;
     --warmup) need "$@"; WARMUP=$2; shift 2 ;;
     --inflight) need "$@"; INFLIGHT=$2; shift 2 ;;
     --mix) need "$@"; MIX=$2; shift 2 ;;
@@ -40,7 +46,8 @@ while [ $# -gt 0 ]; do
     *) echo "nodes: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
 done
-bench_positive "$PARTITIONS" "$REQUESTS" "$WARMUP" "$INFLIGHT"
+bench_positive "$PARTITIONS" "$REQUESTS" "$WARMUP" "$INFLIGHT" "$SECONDS_RUN"
+bench_numbers "$KAFKA_WARMUP"
 [ "$WARMUP" -lt "$REQUESTS" ] || { echo "nodes: --warmup must be below --requests" >&2; exit 2; }
 IFS=, read -ra COUNTS <<<"$NODES"
 for n in "${COUNTS[@]}"; do
@@ -89,8 +96,9 @@ wait_spread() {
     return 1
 }
 
-echo "# bench/nodes.sh --nodes $NODES --partitions $PARTITIONS --requests $REQUESTS" \
-     "--warmup $WARMUP --inflight $INFLIGHT --mix $MIX, commit $GIT_COMMIT, $(date -u +%FT%TZ)"
+echo "# bench/nodes.sh --nodes $NODES --partitions $PARTITIONS --seconds $SECONDS_RUN" \
+     "--requests $REQUESTS --warmup $WARMUP --kafka-warmup $KAFKA_WARMUP --inflight $INFLIGHT" \
+     "--mix $MIX, commit $GIT_COMMIT, $(date -u +%FT%TZ)"
 FAIL=0
 for n in "${COUNTS[@]}"; do
     broker_start kafka "$PARTITIONS" || exit 4
@@ -113,12 +121,19 @@ for n in "${COUNTS[@]}"; do
         broker_stop
         continue
     fi
+    if ! warm_kafka "n$n-warmup" "$KAFKA_WARMUP" --inflight "$INFLIGHT" --mix "$MIX"; then
+        FAIL=1
+        nodes_stop
+        broker_stop
+        continue
+    fi
     before=()
     for p in "${PORTS[@]}"; do before+=("$(metric "$p" kchat_requests_total)"); done
-    # requests are counted around the whole run (the warm-up is the load
-    # generator's own): their split between the nodes is what is used
-    run_load "n$n" --requests "$REQUESTS" --warmup "$WARMUP" --inflight "$INFLIGHT" \
-        --mix "$MIX" --duration-max 300 || FAIL=1
+    # requests are counted around the whole measured run (its first
+    # --warmup requests are the load generator's own): their split between
+    # the nodes is what is used
+    run_load "n$n" --requests "$REQUESTS" --warmup "$WARMUP" --seconds "$SECONDS_RUN" \
+        --inflight "$INFLIGHT" --mix "$MIX" --duration-max $((SECONDS_RUN + 300)) || FAIL=1
     per=() shards=()
     total=0
     for k in "${!PORTS[@]}"; do

@@ -17,22 +17,19 @@
 #      measured, for --open-seconds;
 #   3. the same kchat serve, open loop at --low-rate requests/s (200) for
 #      --open-seconds: the latency of a lightly loaded server;
-#   4. the echo processor (build/bench/echo) + the load generator with --echo,
-#      closed loop with the same in-flight count, warm-up and seconds (on
-#      Kafka after its own --kafka-warmup run: echo is slow after kchat's
-#      run too, at times for a minute or more, so that even 60 s is not
-#      always enough; docs/bench.md, "A warm broker, and runs of equal
-#      length");
+#   4. on a fresh broker of the same kind: the echo processor
+#      (build/bench/echo) + the load generator with --echo, closed loop with
+#      the same in-flight count, warm-up and seconds (on Kafka after its own
+#      --kafka-warmup run);
 #   5. kafka only: echo, open loop at the same rate as step 2;
 #   6. echo, open loop at --low-rate.
-# On Kafka both run on the same broker, kchat first: a fresh kchat data
-# directory reads its input topics from their beginning (offsets of record
-# live in LMDB), so it would first answer every request of an earlier echo
-# run, while the echo processor starts at the end of the topics. The mock
-# broker is started afresh (same command, same settings) for echo, because
-# its fetch cost grows with the records it holds (librdkafka 2.0.2's mock
-# finds a fetch offset by a linear scan of the partition's message sets), so
-# whichever ran second on a shared mock broker would be slowed by the first.
+# Each broker is started afresh (same command, same settings) for echo, so
+# that neither runs on what the other left: the mock's fetch cost grows with
+# the records it holds (librdkafka 2.0.2's mock finds a fetch offset by a
+# linear scan of the partition's message sets), and on a Kafka broker that
+# kchat had just used echo ran at 6,250-18,089/s in seven runs, against
+# 12,211-14,093/s in three on fresh brokers warmed the same way
+# (docs/bench.md, "The broker's JIT").
 # The mock broker is measured closed-loop only: its in-memory log drops the
 # oldest records past about 5 MB per partition, which an open loop that falls
 # behind could hit.
@@ -144,17 +141,6 @@ T0=$(date +%s)
 FAIL=0
 FINAL=()
 
-# warm_broker BROKER TAG [load options]: on Kafka, a closed-loop run of
-# --kafka-warmup seconds whose figures are left out (logged as TAG).
-warm_broker() {
-    local b=$1 tag=$2
-    shift 2
-    [ "$b" = kafka ] && [ "$KAFKA_WARMUP" -gt 0 ] || return 0
-    say "warming the broker up for $KAFKA_WARMUP s ($tag, left out of the figures)"
-    run_load "$tag" "$@" --requests "$REQUESTS" --seconds "$KAFKA_WARMUP" \
-        --inflight "$INFLIGHT" --mix "$MIX" --duration-max $((KAFKA_WARMUP + 120))
-}
-
 # One broker: kchat then echo, closed loop (and open loop on kafka).
 bench_broker() {
     local b=$1 rc rss open=0 rate=0
@@ -168,7 +154,7 @@ bench_broker() {
     serve_start "$PARTITIONS" "$WORKERS" "$TMP/data-$b" ${cl[@]+"${cl[@]}"} \
         ${serve_args[@]+"${serve_args[@]}"} ||
         return 4
-    warm_broker "$b" "$b-kchat-warmup" || return 4
+    warm_kafka "$b-kchat-warmup" "$KAFKA_WARMUP" --inflight "$INFLIGHT" --mix "$MIX" || return 4
     run_load "$b-kchat-closed" --requests "$REQUESTS" --warmup "$WARMUP" \
         --seconds "$SECONDS_CLOSED" --inflight "$INFLIGHT" --mix "$MIX" \
         --duration-max $((SECONDS_CLOSED + 120))
@@ -189,13 +175,12 @@ bench_broker() {
     [ $open = 1 ] && row_add "$b-kchat-open" "$b" kchat "$PARTITIONS" "$REAL_WORKERS" "$rss" $ko_rc
     row_add "$b-kchat-low" "$b" kchat "$PARTITIONS" "$REAL_WORKERS" "$rss" $kl_rc
 
-    # echo: on the same Kafka broker; on a fresh mock broker (see above)
-    if [ "$b" = mock ]; then
-        broker_stop
-        broker_start "$b" "$PARTITIONS" || return 4
-    fi
+    # echo: on a fresh broker (see above)
+    broker_stop
+    broker_start "$b" "$PARTITIONS" || return 4
     echo_start "$PARTITIONS" || return 4
-    warm_broker "$b" "$b-echo-warmup" --echo || return 4
+    warm_kafka "$b-echo-warmup" "$KAFKA_WARMUP" --echo --inflight "$INFLIGHT" --mix "$MIX" ||
+        return 4
     run_load "$b-echo-closed" --echo --requests "$REQUESTS" --warmup "$WARMUP" \
         --seconds "$SECONDS_CLOSED" --inflight "$INFLIGHT" --mix "$MIX" \
         --duration-max $((SECONDS_CLOSED + 120))

@@ -8,8 +8,10 @@
 #   - once: the echo processor + the load generator with --echo.
 # Kafka: one fresh broker with P partitions per P, for all of its runs, and
 # one kchat data directory: the next W restarts kchat on it, so kchat resumes
-# from the offsets it stored and reads only the new requests; echo comes last
-# (it starts at the end of the topics). Mock: a fresh broker (and a fresh
+# from the offsets it stored and reads only the new requests; echo comes last,
+# on a fresh broker of its own (bench/run.sh says why). On Kafka the first
+# kchat run of a cell and the echo run each follow a closed loop of
+# --kafka-warmup seconds left out of the figures (a fresh broker's JIT). Mock: a fresh broker (and a fresh
 # data directory) for every run, because the mock's fetch cost grows with the
 # records it holds (bench/run.sh explains).
 # W > P is skipped: shard p belongs to worker p mod W, so W - P of the
@@ -24,9 +26,13 @@
 #   --partitions LIST   default 1,2,4,8,16
 #   --workers LIST      default 1,2,4
 #   --inflight N        requests outstanding (default 256)
-#   --requests N        requests of each run (default 20000)
-#   --warmup N          of which the first N are left out of the figures
-#                       (default 5000)
+#   --seconds S         measured length of each run (default 15)
+#   --requests N        at most N requests per run (default 1000000)
+#   --warmup N          the first N requests of each run are left out of the
+#                       figures (default 5000)
+#   --kafka-warmup S    seconds of closed loop left out before each Kafka
+#                       cell's first kchat run and before its echo run
+#                       (default 60; 0: none)
 #   --mix SPEC          operation mix (default chat=90,history=5,rooms=5)
 #   --out DIR           results directory (default bench/results/sweep-<timestamp>)
 #   --no-plot           skip the plots
@@ -44,8 +50,10 @@ BROKERS=mock,kafka
 PARTS=1,2,4,8,16
 WORKERS=1,2,4
 INFLIGHT=256
-REQUESTS=20000
+SECONDS_RUN=15
+REQUESTS=1000000
 WARMUP=5000
+KAFKA_WARMUP=60
 MIX=chat=90,history=5,rooms=5
 OUT=
 PLOT=1
@@ -57,7 +65,9 @@ while [ $# -gt 0 ]; do
     --partitions) need "$@"; PARTS=$2; shift 2 ;;
     --workers) need "$@"; WORKERS=$2; shift 2 ;;
     --inflight) need "$@"; INFLIGHT=$2; shift 2 ;;
+    --seconds) need "$@"; SECONDS_RUN=$2; shift 2 ;;
     --requests) need "$@"; REQUESTS=$2; shift 2 ;;
+    --kafka-warmup) need "$@"; KAFKA_WARMUP=$2; shift 2 ;;
     --warmup) need "$@"; WARMUP=$2; shift 2 ;;
     --mix) need "$@"; MIX=$2; shift 2 ;;
     --out) need "$@"; OUT=$2; shift 2 ;;
@@ -70,7 +80,8 @@ done
 IFS=, read -ra BLIST <<<"$BROKERS"
 IFS=, read -ra PLIST <<<"$PARTS"
 IFS=, read -ra WLIST <<<"$WORKERS"
-bench_positive "${PLIST[@]}" "${WLIST[@]}" "$INFLIGHT" "$REQUESTS"
+bench_positive "${PLIST[@]}" "${WLIST[@]}" "$INFLIGHT" "$REQUESTS" "$SECONDS_RUN"
+bench_numbers "$KAFKA_WARMUP"
 [[ $WARMUP =~ ^[0-9]+$ ]] && [ "$WARMUP" -lt "$REQUESTS" ] ||
     { echo "sweep: --warmup wants a number below --requests" >&2; exit 2; }
 mapfile -t WLIST < <(printf '%s\n' "${WLIST[@]}" | sort -n | uniq)
@@ -102,7 +113,7 @@ note_rc() { [ "$1" -ne 0 ] && [ $FAIL = 0 ] && FAIL=1; return 0; }
 # One (broker, partitions) cell: every W, then echo. Returns 4 when a
 # process would not start.
 sweep_cell() {
-    local b=$1 p=$2 w rc tag data=$TMP/data-$b-p$p
+    local b=$1 p=$2 w rc tag data=$TMP/data-$b-p$p warm=$KAFKA_WARMUP
     [ "$b" = mock ] || broker_start "$b" "$p" || return 4
     for w in "${WLIST[@]}"; do
         [ "$w" -le "$p" ] || continue
@@ -113,22 +124,23 @@ sweep_cell() {
         fi
         serve_start "$p" "$w" "$data" ${serve_args[@]+"${serve_args[@]}"} || return 4
         tag=$b-p$p-w$w-kchat
-        run_load "$tag" --requests "$REQUESTS" --warmup "$WARMUP" \
-            --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
+        warm_kafka "$tag-warmup" "$warm" --inflight "$INFLIGHT" --mix "$MIX" || return 4
+        warm=0   # the next W finds the broker warm
+        run_load "$tag" --requests "$REQUESTS" --warmup "$WARMUP" --seconds "$SECONDS_RUN" \
+            --inflight "$INFLIGHT" --mix "$MIX" --duration-max $((SECONDS_RUN + 150))
         rc=$?
         note_rc $rc
         serve_stop || FAIL=4
         row_add "$tag" "$b" kchat "$p" "$w" "$PEAK_RSS_MB" $rc
         echo "sweep: $b P=$p W=$w kchat: $(res "$tag" rps)/s p99 $(res "$tag" p99_ms) ms"
     done
-    if [ "$b" = mock ]; then
-        broker_stop
-        broker_start "$b" "$p" || return 4
-    fi
+    broker_stop   # echo on a fresh broker, as in bench/run.sh
+    broker_start "$b" "$p" || return 4
     echo_start "$p" || return 4
     tag=$b-p$p-echo
-    run_load "$tag" --echo --requests "$REQUESTS" --warmup "$WARMUP" \
-        --inflight "$INFLIGHT" --mix "$MIX" --duration-max 150
+    warm_kafka "$tag-warmup" "$KAFKA_WARMUP" --echo --inflight "$INFLIGHT" --mix "$MIX" || return 4
+    run_load "$tag" --echo --requests "$REQUESTS" --warmup "$WARMUP" --seconds "$SECONDS_RUN" \
+        --inflight "$INFLIGHT" --mix "$MIX" --duration-max $((SECONDS_RUN + 150))
     rc=$?
     note_rc $rc
     echo_stop || FAIL=4
