@@ -6,7 +6,9 @@
  * copy handed in memory (kchat_commands_local_total counts each send) and
  * drops the Kafka copy as a repeat; with --no-local-commands every command
  * comes through Kafka and none is local. Either way every send is answered
- * with the next seq and the room's history holds each once.
+ * with the next seq and the room's history holds each once. Once the
+ * answers are delivered and nothing else commits, an upkeep transaction of
+ * its own deletes them from the outbox (kchat_upkeep_commits_total).
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -89,6 +91,7 @@ static void run(const char *tag, bool local)
         assert_true(kh_metric(base, "kchat_commands_local_total", &v));
         assert_true(v == 0);
     }
+    assert_true(metric_reaches(base, "kchat_upkeep_commits_total", 1) >= 1);
     assert_true(kc_proc_stop_clean(g_srv, 20));
     free(data);
 }
