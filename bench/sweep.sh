@@ -11,9 +11,10 @@
 # from the offsets it stored and reads only the new requests; echo comes last,
 # on a fresh broker of its own (bench/run.sh says why). On Kafka the first
 # kchat run of a cell and the echo run each follow a closed loop of
-# --kafka-warmup seconds left out of the figures (a fresh broker's JIT). Mock: a fresh broker (and a fresh
-# data directory) for every run, because the mock's fetch cost grows with the
-# records it holds (bench/run.sh explains).
+# --kafka-warmup seconds left out of the figures (a fresh broker's JIT).
+# Mock: a fresh broker (and a fresh data directory) for every run, because
+# the mock's fetch cost grows with the records it holds (bench/run.sh
+# explains).
 # W > P is skipped: shard p belongs to worker p mod W, so W - P of the
 # workers would own no shard and the run would repeat the W = P one.
 #
