@@ -180,14 +180,14 @@ int kr_dev_stop(kc_proc *dev)
     return clean ? 0 : -1;
 }
 
-void kr_user_new(kr_user *u, const char *tag, const char *base)
+void kr_user_new_at(kr_user *u, const char *tag, const char *base, const char *file, int line)
 {
     kh_resp *r = kr_signup_login(&u->b, &u->u, tag, base);
     long status = r->status;
 
     kh_resp_free(r);
     if (status != 200)
-        kc_failf_at(__FILE__, __LINE__, "sign-up and login of %s: %ld", u->u.id, status);
+        kc_failf_at(file, line, "sign-up and login of %s: %ld", u->u.id, status);
 }
 
 void kr_cookie_line(const kh_browser *b, char *out, size_t size)

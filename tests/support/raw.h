@@ -76,8 +76,10 @@ typedef struct kr_user {
 } kr_user;
 
 /** @brief Sign up and log in a new user (id from @p tag) on @p base;
- *         fails the test (kc_failf_at()) unless the login is 200. */
-void kr_user_new(kr_user *u, const char *tag, const char *base);
+ *         fails the test unless the login is 200, naming @p file and
+ *         @p line (the caller's, through kr_user_new()). Test thread. */
+void kr_user_new_at(kr_user *u, const char *tag, const char *base, const char *file, int line);
+#define kr_user_new(u, tag, base) kr_user_new_at((u), (tag), (base), __FILE__, __LINE__)
 
 /** @brief "kchat_session=VALUE" of @p b's jar into @p out ("" if none). */
 void kr_cookie_line(const kh_browser *b, char *out, size_t size);
