@@ -273,6 +273,36 @@ KCHAT_MUST_CHECK
 int kchat_codec_add_member(kchat_fmt f, const char *enc, size_t len, const char *key,
                            const char *value, char **out, size_t *out_len);
 
+/**
+ * @brief Append a member given as JSON text to an encoded object: from
+ *   @p enc, the encoding of an object by kchat_codec_encode() in format
+ *   @p f, make the encoding of that object with @p key = the value of
+ *   @p json added after its last member. A room-history answer so carries
+ *   its stored messages without decoding them (src/actors/chat.c).
+ *
+ * In JSON the text is put in as it is: it is trusted to be one compact JSON
+ * value as kchat writes them (kchat_codec_encode(), or jansson's
+ * `JSON_COMPACT` dump), and is not checked beyond being non-empty. In
+ * msgpack it is decoded (kchat_codec_decode()) and encoded, so a text that
+ * does not decode is refused there.
+ *
+ * @param[in] enc, len the object's encoding; only its first and last bytes
+ *            are looked at, as by kchat_codec_add_member().
+ * @param[in] key the new member's name (not one of the object's already).
+ * @param[in] json, json_len the new member's value as JSON text.
+ * @param[out] out on success a malloc()ed buffer of @p *out_len bytes.
+ * @return #KCHAT_OK, #KCHAT_ENOMEM, #KCHAT_EINVAL (@p enc does not begin
+ *         and end as an object does in @p f, an empty @p json, a @p key
+ *         refused as by kchat_codec_encode(), or an unknown @p f), or in
+ *         msgpack #KCHAT_EDECODE (@p json does not decode).
+ * @note The caller owns @p *out and releases it with free().
+ * @locality any thread
+ */
+KCHAT_MUST_CHECK
+int kchat_codec_add_json_member(kchat_fmt f, const char *enc, size_t len, const char *key,
+                                const char *json, size_t json_len, char **out,
+                                size_t *out_len);
+
 /** @} */
 /* ------------------------------------------------------------------------ */
 /** @name Text helpers

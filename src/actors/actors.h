@@ -377,6 +377,17 @@ void kchat__out_rec_release(struct out_rec *r);
 KCHAT_MUST_CHECK
 int kchat__reply_ok(struct ctx *c, json_t *body);
 
+/* Answer the request of @p c with success: @p body (stolen, may be NULL)
+ * with the common fields, and last the member @p key whose value is the
+ * JSON text @p json (@p json_len bytes, not NUL-terminated; put in as it is
+ * in a JSON answer, decoded for a msgpack one: kchat_codec_add_json_member()).
+ * Errors: KCHAT_ENOMEM, KCHAT_EINVAL, KCHAT_EDECODE (msgpack: @p json does
+ * not decode), store errors.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+int kchat__reply_ok_with_json(struct ctx *c, json_t *body, const char *key, const char *json,
+                              size_t json_len);
+
 /* Answer with an error code and an English sentence (printf format).
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK

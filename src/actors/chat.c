@@ -135,21 +135,91 @@ int kchat__cmd_chat(struct ctx *c, const json_t *cmd)
                             cmid);
 }
 
+/* The messages a history scan found, newest first: their stored JSON texts
+ * one after another in @p text, where message i begins at at[i]. */
 struct history_scan {
-    json_t *messages;
+    char *text;
+    size_t len, cap;
+    size_t *at;
+    size_t n, cap_at;
     int limit;
+    int rc;             /* KCHAT_ENOMEM when a copy failed */
 };
 
+/* Whether @p v (@p vl bytes) looks like a stored message: a JSON object's
+ * text, UTF-8 without NUL. Only the ends are looked at, not the inside:
+ * the store holds what kchat__room_store() wrote, and a history answer
+ * carries it as it is (kchat__reply_ok_with_json()); this keeps a
+ * truncated or overwritten record out of it, as decoding it did. */
+static bool message_text_ok(const char *v, size_t vl)
+{
+    return vl >= 2 && v[0] == '{' && v[vl - 1] == '}' && memchr(v, '\0', vl) == NULL &&
+           kchat_utf8_valid(v, vl);
+}
+
+/* kchat_txn_scan_range() callback: copy one message's text (LMDB's copy is
+ * good only until the transaction writes).
+ * @locality worker that owns the shard scanned */
 static int history_one(void *arg, const void *k, size_t kl, const void *v, size_t vl)
 {
     struct history_scan *hs = arg;
-    json_t *m = json_loadb(v, vl, 0, NULL);
 
     (void)k;
     (void)kl;
-    if (m != NULL)
-        json_array_insert_new(hs->messages, 0, m);   /* scanning newest first */
-    return (int)json_array_size(hs->messages) >= hs->limit ? 1 : 0;
+    if (!message_text_ok(v, vl))
+        return 0;   /* skipped, as a message that does not decode always was */
+    if (hs->n == hs->cap_at) {
+        size_t cap = hs->cap_at ? 2 * hs->cap_at : 64;
+        size_t *nv = realloc(hs->at, cap * sizeof(*nv));
+        if (nv == NULL)
+            goto err_nomem;
+        hs->at = nv;
+        hs->cap_at = cap;
+    }
+    if (vl > hs->cap - hs->len) {
+        size_t cap = hs->cap ? hs->cap : 4096;
+        char *nt;
+
+        while (vl > cap - hs->len)
+            cap *= 2;
+        if ((nt = realloc(hs->text, cap)) == NULL)
+            goto err_nomem;
+        hs->text = nt;
+        hs->cap = cap;
+    }
+    memcpy(hs->text + hs->len, v, vl);
+    hs->at[hs->n++] = hs->len;
+    hs->len += vl;
+    return (int)hs->n >= hs->limit ? 1 : 0;
+
+err_nomem:
+    hs->rc = KCHAT_ENOMEM;
+    return 1;
+}
+
+/* The messages of @p hs as one JSON array, oldest first, in @p *out
+ * (malloc()ed, @p *out_len bytes). KCHAT_ENOMEM. */
+KCHAT_MUST_CHECK
+static int history_array(const struct history_scan *hs, char **out, size_t *out_len)
+{
+    size_t size = hs->len + hs->n + 2, pos = 0;   /* the texts, commas, brackets */
+    char *buf = malloc(size);
+
+    if (buf == NULL)
+        return KCHAT_ENOMEM;
+    buf[pos++] = '[';
+    for (size_t i = hs->n; i-- > 0;) {   /* scanned newest first */
+        size_t end = i + 1 < hs->n ? hs->at[i + 1] : hs->len;
+
+        if (i + 1 < hs->n)
+            buf[pos++] = ',';
+        memcpy(buf + pos, hs->text + hs->at[i], end - hs->at[i]);
+        pos += end - hs->at[i];
+    }
+    buf[pos++] = ']';
+    *out = buf;
+    *out_len = pos;
+    return KCHAT_OK;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -182,35 +252,42 @@ static json_t *room_reads(const json_t *room)
 int kchat__room_history(struct ctx *c, const char *room_id, const char *user_id,
                         int64_t before_seq, int limit)
 {
-    struct history_scan hs = {json_array(), limit};
+    struct history_scan hs = {.limit = limit, .rc = KCHAT_OK};
     json_t *reads;
     unsigned char prefix[ROOM_KEY_MAX], bound[MSG_KEY_LEN(64)];
-    size_t pl = strlen(room_id) + 1, bl = 0;
+    size_t pl = strlen(room_id) + 1, bl = 0, len = 0;
     json_t *room;
+    char *messages = NULL;
     int rc;
 
-    if ((room = kchat__room_for_member(c, room_id, user_id, &rc)) == NULL) {
-        json_decref(hs.messages);
+    if ((room = kchat__room_for_member(c, room_id, user_id, &rc)) == NULL)
         return rc;
-    }
     memcpy(prefix, room_id, pl);
     if (before_seq > 0)
         bl = msg_key(bound, room_id, (uint64_t)before_seq);
     rc = kchat_txn_scan_range(c->txn, KCHAT_TBL_MESSAGES, prefix, pl, bl ? bound : NULL, bl,
                               true, history_one, &hs);
+    if (rc >= 0 && hs.rc != KCHAT_OK)
+        rc = hs.rc;
+    if (rc >= 0)
+        rc = history_array(&hs, &messages, &len);
+    free(hs.text);
+    free(hs.at);
     if (rc < 0) {
         json_decref(room);
-        json_decref(hs.messages);
         return rc;
     }
     reads = room_reads(room);
     json_decref(room);
     if (reads == NULL) {
-        json_decref(hs.messages);
+        free(messages);
         return KCHAT_ENOMEM;
     }
-    return kchat__reply_ok(c, json_pack("{s:s, s:o, s:o}", "roomId", room_id, "messages",
-                                        hs.messages, "reads", reads));
+    /* the messages last, as stored: none is decoded to be encoded again */
+    rc = kchat__reply_ok_with_json(c, json_pack("{s:s, s:o}", "roomId", room_id, "reads", reads),
+                                   "messages", messages, len);
+    free(messages);
+    return rc;
 }
 
 int kchat__op_history(struct ctx *c)

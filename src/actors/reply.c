@@ -125,20 +125,18 @@ int kchat__out_append(struct ctx *c, uint8_t kind, uint32_t target, const char *
     return KCHAT_OK;
 }
 
-/* Encode @p body in the answer's format and append it as the response.
+/* Append @p buf (@p len bytes of the answer's encoding; consumed, wiped
+ * when sealed) as the response.
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
-static int reply_send(struct ctx *c, json_t *body)
+static int reply_send_encoded(struct ctx *c, char *buf, size_t len)
 {
     const char *ct = kchat_fmt_content_type(c->fmt);
     const char *topic = kchat_op_response_topic(c->op);
     kchat_header hdrs[3];
-    size_t n = 0, len;
-    char *buf;
+    size_t n = 0;
     int rc;
 
-    if ((rc = kchat_codec_encode(c->fmt, body, &buf, &len)) != KCHAT_OK)
-        return rc;
     if (c->cid_len)
         hdrs[n++] = (kchat_header){KCHAT_HDR_CID, c->cid, c->cid_len};
     hdrs[n++] = (kchat_header){KCHAT_HDR_CTYPE, ct, strlen(ct)};
@@ -164,19 +162,61 @@ static int reply_send(struct ctx *c, json_t *body)
     return rc;
 }
 
+/* Encode @p body in the answer's format and append it as the response.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+static int reply_send(struct ctx *c, json_t *body)
+{
+    size_t len;
+    char *buf;
+    int rc;
+
+    if ((rc = kchat_codec_encode(c->fmt, body, &buf, &len)) != KCHAT_OK)
+        return rc;
+    return reply_send_encoded(c, buf, len);
+}
+
+/* Add the members of every success to @p body.
+ * @locality worker that owns c->sh */
+static void set_ok(struct ctx *c, json_t *body)
+{
+    json_object_set_new(body, "userId", json_string(c->user_id));
+    json_object_set_new(body, "isSuccess", json_true());
+    json_object_set_new(body, "errorCode", json_string(""));
+    json_object_set_new(body, "errorMessage", json_string(""));
+}
+
 int kchat__reply_ok(struct ctx *c, json_t *body)
 {
     int rc;
 
     if (body == NULL && (body = json_object()) == NULL)
         return KCHAT_ENOMEM;
-    json_object_set_new(body, "userId", json_string(c->user_id));
-    json_object_set_new(body, "isSuccess", json_true());
-    json_object_set_new(body, "errorCode", json_string(""));
-    json_object_set_new(body, "errorMessage", json_string(""));
+    set_ok(c, body);
     rc = reply_send(c, body);
     json_decref(body);
     return rc;
+}
+
+int kchat__reply_ok_with_json(struct ctx *c, json_t *body, const char *key, const char *json,
+                              size_t json_len)
+{
+    char *enc, *buf;
+    size_t len, buf_len;
+    int rc;
+
+    if (body == NULL && (body = json_object()) == NULL)
+        return KCHAT_ENOMEM;
+    set_ok(c, body);
+    rc = kchat_codec_encode(c->fmt, body, &enc, &len);
+    json_decref(body);
+    if (rc != KCHAT_OK)
+        return rc;
+    rc = kchat_codec_add_json_member(c->fmt, enc, len, key, json, json_len, &buf, &buf_len);
+    free(enc);
+    if (rc != KCHAT_OK)
+        return rc;
+    return reply_send_encoded(c, buf, buf_len);
 }
 
 /* @locality worker that owns c->sh */

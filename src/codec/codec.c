@@ -216,43 +216,30 @@ static size_t mp_map_header_put(unsigned char *p, uint64_t n)
     return 5;
 }
 
-int kchat_codec_add_member(kchat_fmt f, const char *enc, size_t len, const char *key,
-                           const char *value, char **out, size_t *out_len)
+/* From @p enc (an object's encoding) and @p tail (a one-member object's),
+ * the encoding of the first object with the member of the second added
+ * after its last one, in @p *out (malloc()ed). Only the first and last
+ * bytes of the JSON ones and the map headers of the msgpack ones are
+ * looked at. KCHAT_EINVAL when either is not an object's encoding in @p f,
+ * or @p enc already has 2^32 - 1 members; KCHAT_ENOMEM. */
+KCHAT_MUST_CHECK
+static int merge_member(kchat_fmt f, const char *enc, size_t len, const char *tail,
+                        size_t tail_len, char **out, size_t *out_len)
 {
     const unsigned char *e = (const unsigned char *)enc;
-    json_t *one;
-    char *tail = NULL, *buf;
-    size_t tail_len = 0, head, tail_head, size;
+    size_t head, tail_head, size;
     uint64_t n = 0, one_n;
-    int rc;
+    char *buf;
 
-    if (!out || !out_len || !enc || !key || !value)
-        return KCHAT_EINVAL;
-    *out = NULL;
-    *out_len = 0;
-    /* {key: value} alone, encoded and checked as any value */
-    if ((one = json_object()) == NULL)
-        return KCHAT_ENOMEM;
-    if (json_object_set_new(one, key, json_string(value)) != 0) {
-        json_decref(one);
-        return KCHAT_EINVAL;   /* not UTF-8 (json_string() refused it) */
-    }
-    rc = kchat_codec_encode(f, one, &tail, &tail_len);
-    json_decref(one);
-    if (rc != KCHAT_OK)
-        return rc;
     if (f == KCHAT_FMT_JSON) {
-        /* "{...}" + {"key":"value"} -> "{...,"key":"value"}" */
-        if (len < 2 || enc[0] != '{' || enc[len - 1] != '}') {
-            free(tail);
+        /* "{...}" + {"key":value} -> "{...,"key":value}" */
+        if (len < 2 || enc[0] != '{' || enc[len - 1] != '}' || tail_len < 2 ||
+            tail[0] != '{' || tail[tail_len - 1] != '}')
             return KCHAT_EINVAL;
-        }
         head = len - 1 + (len > 2);   /* the members so far, and a comma */
         size = head + tail_len - 1;
-        if ((buf = malloc(size)) == NULL) {
-            free(tail);
+        if ((buf = malloc(size)) == NULL)
             return KCHAT_ENOMEM;
-        }
         memcpy(buf, enc, len - 1);
         if (len > 2)
             buf[len - 1] = ',';
@@ -262,24 +249,109 @@ int kchat_codec_add_member(kchat_fmt f, const char *enc, size_t len, const char 
         size_t new_head;
 
         if ((head = mp_map_header(e, len, &n)) == 0 || n >= 0xffffffffu ||
-            (tail_head = mp_map_header((const unsigned char *)tail, tail_len, &one_n)) == 0) {
-            free(tail);
+            (tail_head = mp_map_header((const unsigned char *)tail, tail_len, &one_n)) == 0)
             return KCHAT_EINVAL;
-        }
         new_head = mp_map_header_put(hdr, n + 1);
         size = new_head + (len - head) + (tail_len - tail_head);
-        if ((buf = malloc(size)) == NULL) {
-            free(tail);
+        if ((buf = malloc(size)) == NULL)
             return KCHAT_ENOMEM;
-        }
         memcpy(buf, hdr, new_head);
         memcpy(buf + new_head, enc + head, len - head);
         memcpy(buf + new_head + (len - head), tail + tail_head, tail_len - tail_head);
     }
-    free(tail);
     *out = buf;
     *out_len = size;
     return KCHAT_OK;
+}
+
+/* In @p *tail, the encoding in @p f of the object {@p key: @p v}.
+ * Errors as kchat_codec_encode()'s. */
+KCHAT_MUST_CHECK
+static int encode_one_member(kchat_fmt f, const char *key, json_t *v, char **tail,
+                             size_t *tail_len)
+{
+    json_t *one;
+    int rc;
+
+    if ((one = json_object()) == NULL) {
+        json_decref(v);
+        return KCHAT_ENOMEM;
+    }
+    if (v == NULL || json_object_set_new(one, key, v) != 0) {
+        json_decref(one);
+        return KCHAT_EINVAL;   /* a key or value jansson refused (not UTF-8) */
+    }
+    rc = kchat_codec_encode(f, one, tail, tail_len);
+    json_decref(one);
+    return rc;
+}
+
+int kchat_codec_add_member(kchat_fmt f, const char *enc, size_t len, const char *key,
+                           const char *value, char **out, size_t *out_len)
+{
+    char *tail = NULL;
+    size_t tail_len = 0;
+    int rc;
+
+    if (!out || !out_len || !enc || !key || !value)
+        return KCHAT_EINVAL;
+    *out = NULL;
+    *out_len = 0;
+    /* {key: value} alone, encoded and checked as any value */
+    if ((rc = encode_one_member(f, key, json_string(value), &tail, &tail_len)) != KCHAT_OK)
+        return rc;
+    rc = merge_member(f, enc, len, tail, tail_len, out, out_len);
+    free(tail);
+    return rc;
+}
+
+int kchat_codec_add_json_member(kchat_fmt f, const char *enc, size_t len, const char *key,
+                                const char *json, size_t json_len, char **out,
+                                size_t *out_len)
+{
+    char *tail = NULL;
+    size_t tail_len = 0;
+    json_t *v;
+    int rc;
+
+    if (!out || !out_len || !enc || !key || (!json && json_len > 0))
+        return KCHAT_EINVAL;
+    *out = NULL;
+    *out_len = 0;
+    if (f == KCHAT_FMT_JSON) {
+        /* {"key":null} encoded and checked as any value, then the text put
+         * in place of its null */
+        char *one;
+        size_t kl;
+
+        if ((rc = encode_one_member(f, key, json_null(), &tail, &tail_len)) != KCHAT_OK)
+            return rc;
+        kl = tail_len - 5;   /* up to and with the colon: {"key": */
+        if (json_len == 0 || tail_len < 7 || memcmp(tail + kl, "null}", 5) != 0) {
+            free(tail);
+            return KCHAT_EINVAL;
+        }
+        if ((one = malloc(kl + json_len + 1)) == NULL) {
+            free(tail);
+            return KCHAT_ENOMEM;
+        }
+        memcpy(one, tail, kl);
+        memcpy(one + kl, json, json_len);
+        one[kl + json_len] = '}';
+        free(tail);
+        rc = merge_member(f, enc, len, one, kl + json_len + 1, out, out_len);
+        free(one);
+        return rc;
+    }
+    if (f != KCHAT_FMT_MSGPACK)
+        return KCHAT_EINVAL;
+    if ((rc = kchat_codec_decode(KCHAT_FMT_JSON, json, json_len, &v)) != KCHAT_OK)
+        return rc;
+    if ((rc = encode_one_member(f, key, v, &tail, &tail_len)) != KCHAT_OK)
+        return rc;
+    rc = merge_member(f, enc, len, tail, tail_len, out, out_len);
+    free(tail);
+    return rc;
 }
 
 int kchat_codec_encode(kchat_fmt f, const json_t *v, char **out, size_t *out_len)

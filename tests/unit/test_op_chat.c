@@ -343,6 +343,19 @@ static void test_chat_text_and_msgpack_events(void **state)
     json_decref(a);
 }
 
+/* In @p key, the store key of message @p seq of room @p room (the room id,
+ * a NUL, the seq big-endian); its length. */
+static size_t message_key(const char *room, uint64_t seq, unsigned char key[80])
+{
+    size_t rl = strlen(room);
+
+    assert_true(rl + 9 <= 80);
+    memcpy(key, room, rl);
+    key[rl] = '\0';
+    kchat_store_be64(seq, key + rl + 1);
+    return rl + 9;
+}
+
 /* A repeat whose first message is gone from the store (damaged data) is
  * INTERNAL rather than a made-up answer. */
 static void test_chat_repeat_of_lost_message(void **state)
@@ -350,17 +363,14 @@ static void test_chat_repeat_of_lost_message(void **state)
     struct fx *f = *state;
     struct fx_cast c;
     unsigned char key[80];
-    size_t rl;
+    size_t kl;
     kchat_txn *t;
 
     fx_cast_make(f, &c, true);
     json_decref(chat(f, c.carol, c.sc, c.room, "once", "k"));
-    rl = strlen(c.room);
-    memcpy(key, c.room, rl);
-    key[rl] = '\0';
-    kchat_store_be64(1, key + rl + 1);
+    kl = message_key(c.room, 1, key);
     assert_int_equal(kchat_txn_begin(f->be.shards[c.home].store, true, &t), KCHAT_OK);
-    assert_int_equal(kchat_txn_del(t, KCHAT_TBL_MESSAGES, key, rl + 9), KCHAT_OK);
+    assert_int_equal(kchat_txn_del(t, KCHAT_TBL_MESSAGES, key, kl), KCHAT_OK);
     assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
     json_decref(fx_err(f, "INTERNAL", KCHAT_OP_ADD_CHAT, c.carol, c.sc,
                        "{\"writerId\":\"%s\",\"roomId\":\"%s\",\"message\":\"once\","
@@ -512,6 +522,46 @@ static void test_history(void **state)
     }
 }
 
+/* A stored message that is not an object's JSON text (damaged data: cut
+ * short, overwritten) is left out of a history answer, in either format,
+ * and the answer stays whole; the limit counts the messages returned. The
+ * answer carries the others as stored (kchat__reply_ok_with_json()). */
+static void test_history_skips_damaged(void **state)
+{
+    static const char *const damaged[] = {"{\"seq\":2,\"mess", "", "x", "{\"a\":\"\xff\"}"};
+    struct fx *f = *state;
+    struct fx_cast c;
+    unsigned char key[80];
+    size_t kl;
+    kchat_txn *t;
+
+    fx_cast_make(f, &c, true);
+    fill(f, &c, 3);
+    kl = message_key(c.room, 2, key);
+    for (size_t i = 0; i < sizeof(damaged) / sizeof(damaged[0]); i++) {
+        assert_int_equal(kchat_txn_begin(f->be.shards[c.home].store, true, &t), KCHAT_OK);
+        assert_int_equal(kchat_txn_put(t, KCHAT_TBL_MESSAGES, key, kl, damaged[i],
+                                       strlen(damaged[i])),
+                         KCHAT_OK);
+        assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+        for (int fmt = 0; fmt < 2; fmt++) {
+            json_t *m;
+
+            f->fmt = fmt ? KCHAT_FMT_MSGPACK : KCHAT_FMT_JSON;
+            m = history(f, "alice", c.sa, c.room, "");
+            assert_int_equal(json_array_size(m), 2);
+            assert_int_equal(fx_int(json_array_get(m, 0), "seq"), 1);
+            assert_int_equal(fx_int(json_array_get(m, 1), "seq"), 3);
+            json_decref(m);
+            m = history(f, "alice", c.sa, c.room, ",\"limit\":2");
+            assert_int_equal(json_array_size(m), 2);
+            json_decref(m);
+            assert_seqs(history(f, "alice", c.sa, c.room, ",\"limit\":1"), 3, 3);
+        }
+        f->fmt = KCHAT_FMT_JSON;
+    }
+}
+
 /* Paging back from the newest with beforeSeq = the oldest seq seen visits
  * every message once. */
 static void test_history_paging(void **state)
@@ -595,6 +645,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chat_commands_malformed, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_history, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_history_paging, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_history_skips_damaged, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_history_errors, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
