@@ -4,14 +4,17 @@
 #
 # On a fresh broker (--broker mock: `kchat broker`; kafka: one Apache Kafka
 # node), `kchat serve` (8 partitions, kchat's default workers) takes a
-# warm-up of --warmup requests, then `perf record -e cpu-clock` follows
+# warm-up of --warmup requests (on Kafka, first --kafka-warmup seconds of
+# closed loop too, as bench/run.sh: a fresh broker's JIT compiles for about
+# 50 s; docs/bench.md, "The broker's JIT"), then `perf record -e cpu-clock` follows
 # it while the load generator sends --requests more, --inflight at a time
 # (the VM has no hardware counters, hence cpu-clock). Written to the results
 # directory: perf.data, folded.txt (bench/flame.py --fold), flame.svg, and
 # dso.txt (the share of samples per module), which is also printed.
 #
 # usage: bench/profile.sh [--broker mock|kafka] [--requests N] [--warmup N]
-#                         [--inflight N] [--mix SPEC] [--out DIR]
+#                         [--kafka-warmup S] [--inflight N] [--mix SPEC]
+#                         [--out DIR]
 #                         [-- kchat serve options...]
 # Environment: KCHAT_BIN (bin/kchat), BENCH_BUILD (build), as bench/run.sh;
 # PERF_CALLGRAPH: perf's --call-graph (default dwarf: the libraries have no
@@ -19,7 +22,7 @@
 set -u
 NAME=profile
 . "$(dirname "$0")/common.sh"
-BROKER=mock REQUESTS=20000 WARMUP=3000 INFLIGHT=256 PARTITIONS=8
+BROKER=mock REQUESTS=20000 WARMUP=3000 INFLIGHT=256 PARTITIONS=8 KAFKA_WARMUP=60
 MIX=chat=90,history=5,rooms=5
 OUT=
 serve_args=()
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
     --broker) need "$@"; BROKER=$2; shift 2 ;;
     --requests) need "$@"; REQUESTS=$2; shift 2 ;;
     --warmup) need "$@"; WARMUP=$2; shift 2 ;;
+    --kafka-warmup) need "$@"; KAFKA_WARMUP=$2; shift 2 ;;
     --inflight) need "$@"; INFLIGHT=$2; shift 2 ;;
     --mix) need "$@"; MIX=$2; shift 2 ;;
     --out) need "$@"; OUT=$2; shift 2 ;;
@@ -38,6 +42,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 bench_positive "$REQUESTS" "$WARMUP" "$INFLIGHT"
+bench_numbers "$KAFKA_WARMUP"
 command -v perf >/dev/null || { echo "profile: no perf (Debian: linux-perf)" >&2; exit 4; }
 bench_programs "$KCHAT_BIN" "$LOAD"
 
@@ -47,6 +52,7 @@ bench_dirs "profile-$(date -u +%Y%m%dT%H%M%SZ)"
 
 broker_start "$BROKER" "$PARTITIONS" || exit 4
 serve_start "$PARTITIONS" 0 "$TMP/data" ${serve_args[@]+"${serve_args[@]}"} || exit 4
+warm_kafka kafka-warmup "$KAFKA_WARMUP" --inflight "$INFLIGHT" --mix "$MIX" || exit 1
 run_load warmup --requests "$WARMUP" --inflight "$INFLIGHT" --mix "$MIX" --duration-max 120 ||
     exit 1
 CALLGRAPH=${PERF_CALLGRAPH:-dwarf}
