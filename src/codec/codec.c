@@ -286,10 +286,72 @@ static int encode_one_member(kchat_fmt f, const char *key, json_t *v, char **tai
     return rc;
 }
 
+/* Whether @p s (@p len bytes) is written as it is inside a JSON string:
+ * printable ASCII but the quote and the backslash. */
+static bool plain_text(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+/* The msgpack str header of a string of @p len < 256 bytes into @p p, the
+ * smallest (fixstr, else str 8), as msgpack-c writes it; its length. */
+static size_t mp_short_str_header_put(unsigned char *p, size_t len)
+{
+    if (len < 32) {
+        p[0] = (unsigned char)(0xa0 | len);
+        return 1;
+    }
+    p[0] = 0xd9;
+    p[1] = (unsigned char)len;
+    return 2;
+}
+
+/* In @p tail (@p cap bytes), the encoding in @p f of {@p key: @p value}
+ * written directly, byte for byte what kchat_codec_encode() gives, when
+ * both strings need no escape (plain_text()) and it fits; its length, or 0
+ * when it does not apply. An event's copies for each recipient are made so
+ * without jansson (src/actors/reply.c). */
+static size_t plain_member(kchat_fmt f, const char *key, const char *value, char *tail,
+                           size_t cap)
+{
+    size_t kl = strlen(key), vl = strlen(value), n = 0;
+    unsigned char *t = (unsigned char *)tail;
+
+    if (kl > 255 || vl > 255 || cap < kl + vl + 16 || !plain_text(key, kl) ||
+        !plain_text(value, vl))
+        return 0;
+    if (f == KCHAT_FMT_JSON) {
+        t[n++] = '{';
+        t[n++] = '"';
+        memcpy(t + n, key, kl);
+        n += kl;
+        memcpy(t + n, "\":\"", 3);
+        n += 3;
+        memcpy(t + n, value, vl);
+        n += vl;
+        t[n++] = '"';
+        t[n++] = '}';
+        return n;
+    }
+    t[n++] = 0x81;   /* a map of one member */
+    n += mp_short_str_header_put(t + n, kl);
+    memcpy(t + n, key, kl);
+    n += kl;
+    n += mp_short_str_header_put(t + n, vl);
+    memcpy(t + n, value, vl);
+    return n + vl;
+}
+
 int kchat_codec_add_member(kchat_fmt f, const char *enc, size_t len, const char *key,
                            const char *value, char **out, size_t *out_len)
 {
-    char *tail = NULL;
+    char plain[544], *tail = NULL;
     size_t tail_len = 0;
     int rc;
 
@@ -297,6 +359,10 @@ int kchat_codec_add_member(kchat_fmt f, const char *enc, size_t len, const char 
         return KCHAT_EINVAL;
     *out = NULL;
     *out_len = 0;
+    if (f != KCHAT_FMT_JSON && f != KCHAT_FMT_MSGPACK)
+        return KCHAT_EINVAL;
+    if ((tail_len = plain_member(f, key, value, plain, sizeof(plain))) > 0)
+        return merge_member(f, enc, len, plain, tail_len, out, out_len);
     /* {key: value} alone, encoded and checked as any value */
     if ((rc = encode_one_member(f, key, json_string(value), &tail, &tail_len)) != KCHAT_OK)
         return rc;
