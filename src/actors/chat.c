@@ -148,7 +148,7 @@ struct history_scan {
 
 /* Whether @p v (@p vl bytes) looks like a stored message: a JSON object's
  * text, UTF-8 without NUL. Only the ends are looked at, not the inside:
- * the store holds what kchat__room_store() wrote, and a history answer
+ * the store holds what kchat__room_chat() wrote, and a history answer
  * carries it as it is (kchat__reply_ok_with_json()); this keeps a
  * truncated or overwritten record out of it, as decoding it did. */
 static bool message_text_ok(const char *v, size_t vl)
