@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "actors.h"
+#include "ops.h"
 #include "presence.h"
 #include "changelog.h"
 #include "streams.h"

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "ops.h"
 #include "rooms.h"
 #include "replicas.h"
 #include "kchat/error.h"

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "ops.h"
 #include "presence.h"
 #include "streams.h"
 #include "kchat/error.h"

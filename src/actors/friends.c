@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "ops.h"
 #include "presence.h"
 #include "replicas.h"
 #include "kchat/error.h"

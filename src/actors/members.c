@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "actors.h"
+#include "ops.h"
 #include "rooms.h"
 #include "replicas.h"
 #include "kchat/error.h"

@@ -41,6 +41,7 @@
 #include <jansson.h>
 
 #include "actors/actors.h"
+#include "actors/ops.h"
 #include "actors/presence.h"
 #include "actors/replicas.h"
 #include "actors/streams.h"
