@@ -387,27 +387,37 @@ int kchat_codec_add_json_member(kchat_fmt f, const char *enc, size_t len, const 
     if (f == KCHAT_FMT_JSON) {
         /* {"key":null} encoded and checked as any value, then the text put
          * in place of its null */
-        char *one;
-        size_t kl;
+        /* the member's name as the encoder writes it, then the text
+         * written once, straight into the answer: a history answer's
+         * messages are not copied through a one-member object first */
+        size_t kl, head, size;
+        char *buf;
 
+        if (len < 2 || enc[0] != '{' || enc[len - 1] != '}' || json_len == 0)
+            return KCHAT_EINVAL;
         if ((rc = encode_one_member(f, key, json_null(), &tail, &tail_len)) != KCHAT_OK)
             return rc;
         kl = tail_len - 5;   /* up to and with the colon: {"key": */
-        if (json_len == 0 || tail_len < 7 || memcmp(tail + kl, "null}", 5) != 0) {
+        if (tail_len < 7 || memcmp(tail + kl, "null}", 5) != 0) {
             free(tail);
             return KCHAT_EINVAL;
         }
-        if ((one = malloc(kl + json_len + 1)) == NULL) {
+        head = len - 1 + (len > 2);   /* the members so far, and a comma */
+        size = head + (kl - 1) + json_len + 1;
+        if ((buf = malloc(size)) == NULL) {
             free(tail);
             return KCHAT_ENOMEM;
         }
-        memcpy(one, tail, kl);
-        memcpy(one + kl, json, json_len);
-        one[kl + json_len] = '}';
+        memcpy(buf, enc, len - 1);
+        if (len > 2)
+            buf[len - 1] = ',';
+        memcpy(buf + head, tail + 1, kl - 1);
+        memcpy(buf + head + kl - 1, json, json_len);
+        buf[size - 1] = '}';
         free(tail);
-        rc = merge_member(f, enc, len, one, kl + json_len + 1, out, out_len);
-        free(one);
-        return rc;
+        *out = buf;
+        *out_len = size;
+        return KCHAT_OK;
     }
     if (f != KCHAT_FMT_MSGPACK)
         return KCHAT_EINVAL;
