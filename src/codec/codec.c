@@ -385,11 +385,9 @@ int kchat_codec_add_json_member(kchat_fmt f, const char *enc, size_t len, const 
     *out = NULL;
     *out_len = 0;
     if (f == KCHAT_FMT_JSON) {
-        /* {"key":null} encoded and checked as any value, then the text put
-         * in place of its null */
-        /* the member's name as the encoder writes it, then the text
-         * written once, straight into the answer: a history answer's
-         * messages are not copied through a one-member object first */
+        /* {"key":null} encoded and checked as any value; its name, then
+         * the text in place of its null, written straight after the
+         * object's members: a history answer's messages are copied once */
         size_t kl, head, size;
         char *buf;
 
