@@ -221,6 +221,7 @@ struct shard {
     /* shared with the thread that serves the producer's delivery reports */
     pthread_mutex_t lock;
     struct seqlist delivered;   /* under lock: to delete from the outbox */
+    int64_t delivered_us;       /* under lock: when `delivered` last became non-empty */
     struct seqlist resend;      /* under lock: delivery failed: produce again */
     bool resend_all;            /* under lock: a failed delivery could not be put on
                                    `resend`: produce the whole outbox again */
@@ -293,6 +294,8 @@ struct kchat_backend {
                                    thread wakes workers through (changelog.c) */
     kchat_consumer *wake;       /* under wake_lock: be->consumer while it runs, else NULL */
     bool changelog;             /* shards keep a changelog in kchat-changelog */
+    int64_t outbox_prune_us;    /* confirmed records wait this long to be deleted
+                                   together (kchat__outbox_prune_due()); 0: at once */
     rd_kafka_t *dir_consumer;
     pthread_t dir_thread;
     bool dir_running;
@@ -572,6 +575,15 @@ void kchat__outbox_refused(struct shard *sh, uint64_t seq);
 KCHAT_MUST_CHECK
 int kchat__outbox_prune(kchat_backend *be, struct shard *sh, kchat_txn *t,
                         struct seqlist *taken);
+
+/* Whether @p sh's confirmed records are due for deletion: the first of
+ * them was confirmed be->outbox_prune_us ago, or there are many, or the
+ * shard is being released or the process stops. Deleting them later than
+ * at once lets a page's records (src/store/store_outbox.c) go together,
+ * one change of the changelog rather than a gone mask for every part.
+ * @locality worker that owns @p sh
+ * @locks takes sh->lock */
+bool kchat__outbox_prune_due(kchat_backend *be, struct shard *sh);
 
 /* Give back the confirmed seqs kchat__outbox_prune() took (its transaction
  * did not commit) and free @p taken. Those that cannot be listed again (no

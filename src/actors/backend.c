@@ -17,6 +17,11 @@
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 
+/* How long confirmed outbox records wait to be deleted together: a tick
+ * of the workers' upkeep, longer than the records of one transaction take
+ * to be confirmed one after another (docs/bench.md, "Outbox pages"). */
+#define OUTBOX_PRUNE_US 20000
+
 static const double commit_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
                                        0.2, 0.5, 1, 2};
 static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
@@ -84,6 +89,7 @@ static int backend_new(const kchat_config *cfg, kchat_backend **out, char *errst
     pthread_rwlock_init(&be->producer_lock, &rwa);
     pthread_rwlockattr_destroy(&rwa);
     be->cfg = cfg;
+    be->outbox_prune_us = OUTBOX_PRUNE_US;
     be->commit_seconds.bounds = commit_bounds;
     be->commit_seconds.n_bounds = sizeof(commit_bounds) / sizeof(commit_bounds[0]);
     be->batch_records.bounds = batch_bounds;

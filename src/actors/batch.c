@@ -484,9 +484,7 @@ static void on_idle(void *opaque, unsigned worker)
             kchat__changelog_release(be, sh);
             kchat__outbox_resend(be, sh);
         }
-        pthread_mutex_lock(&sh->lock);
-        work = sh->delivered.n > 0;
-        pthread_mutex_unlock(&sh->lock);
+        work = kchat__outbox_prune_due(be, sh);
         work |= kchat__streams_due(sh) || kchat__changelog_due(sh);
         if (!work || kchat_txn_begin(sh->store, true, &t) != KCHAT_OK)
             continue;

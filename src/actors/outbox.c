@@ -18,6 +18,9 @@
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 
+/* Confirmed records are deleted at once when this many wait. */
+#define OUTBOX_PRUNE_MAX 4096
+
 atomic_int kchat__test_alloc_failures;
 
 bool kchat__test_alloc_fails(void)
@@ -51,6 +54,8 @@ void kchat__outbox_delivered(struct shard *sh, uint64_t seq)
     int rc;
 
     pthread_mutex_lock(&sh->lock);
+    if (sh->delivered.n == 0)
+        sh->delivered_us = kchat__monotonic_us();
     rc = seqlist_push(&sh->delivered, seq);
     pthread_mutex_unlock(&sh->lock);
     if (rc != KCHAT_OK)
@@ -73,15 +78,31 @@ void kchat__outbox_refused(struct shard *sh, uint64_t seq)
 
 /* ---- in the worker ---- */
 
+bool kchat__outbox_prune_due(kchat_backend *be, struct shard *sh)
+{
+    bool due;
+
+    pthread_mutex_lock(&sh->lock);
+    due = sh->delivered.n > 0 &&
+          (sh->delivered.n >= OUTBOX_PRUNE_MAX ||
+           kchat__monotonic_us() - sh->delivered_us >= be->outbox_prune_us ||
+           atomic_load(&sh->releasing) || atomic_load(&be->stopping));
+    pthread_mutex_unlock(&sh->lock);
+    return due;
+}
+
 int kchat__outbox_prune(kchat_backend *be, struct shard *sh, kchat_txn *t,
                         struct seqlist *taken)
 {
     int rc;
 
-    pthread_mutex_lock(&sh->lock);
-    *taken = sh->delivered;
-    sh->delivered = (struct seqlist){0};
-    pthread_mutex_unlock(&sh->lock);
+    *taken = (struct seqlist){0};
+    if (kchat__outbox_prune_due(be, sh)) {
+        pthread_mutex_lock(&sh->lock);
+        *taken = sh->delivered;
+        sh->delivered = (struct seqlist){0};
+        pthread_mutex_unlock(&sh->lock);
+    }
     for (size_t i = 0; i < taken->n; i++) {
         rc = kchat_store_outbox_del(t, taken->v[i]);
         if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
@@ -95,6 +116,7 @@ void kchat__outbox_unprune(struct shard *sh, struct seqlist *taken)
     size_t lost = 0;
 
     pthread_mutex_lock(&sh->lock);
+    sh->delivered_us = 0;   /* due at once */
     if (sh->delivered.n == 0) {   /* none came meanwhile: give the list back as it is */
         free(sh->delivered.v);
         sh->delivered = *taken;

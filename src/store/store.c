@@ -160,7 +160,8 @@ int kchat__txn_check(kchat_txn *t, kchat_table tb, bool write)
         return t->err;
     if ((unsigned)tb >= KCHAT_TBL__COUNT || (write && !t->write))
         return KCHAT_EINVAL;
-    return KCHAT_OK;
+    /* the outbox page being built is written before the table is used */
+    return tb == KCHAT_TBL_OUTBOX ? kchat__outbox_flush(t) : KCHAT_OK;
 }
 
 MDB_dbi kchat__txn_dbi(const kchat_txn *t, kchat_table tb)
@@ -416,6 +417,7 @@ static void txn_end(kchat_txn *t)
         grow_locked(s);
     pthread_mutex_unlock(&s->lock);
     kchat__txn_touch_free(t);
+    kchat__outbox_free(t);
     free(t);
 }
 
@@ -428,7 +430,8 @@ int kchat_txn_commit(kchat_txn *t)
     if (t->err || !t->write) {
         rc = t->err;
         mdb_txn_abort(t->mdb);
-    } else if ((rc = kchat__txn_changes_commit(t)) != KCHAT_OK) {
+    } else if ((rc = kchat__outbox_flush(t)) != KCHAT_OK ||
+               (rc = kchat__txn_changes_commit(t)) != KCHAT_OK) {
         mdb_txn_abort(t->mdb);
     } else {
         int m = mdb_txn_commit(t->mdb);   /* frees t->mdb, even on failure */
@@ -527,13 +530,20 @@ int kchat_txn_put_new(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
 
 int kchat_txn_del(kchat_txn *t, kchat_table tb, const void *k, size_t kl)
 {
-    MDB_val key = { .mv_size = kl, .mv_data = (void *)k };
     int rc = kchat__txn_check(t, tb, true);
 
     if (rc)
         return rc;
     if ((rc = check_key(k, kl)))
         return rc;
+    return kchat__txn_del(t, tb, k, kl);
+}
+
+int kchat__txn_del(kchat_txn *t, kchat_table tb, const void *k, size_t kl)
+{
+    MDB_val key = { .mv_size = kl, .mv_data = (void *)k };
+    int rc;
+
     if ((rc = kchat__txn_touch(t, tb, k, kl)) != KCHAT_OK)
         return rc;
     t->gen++;

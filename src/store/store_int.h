@@ -35,6 +35,10 @@ struct kchat_txn {
     size_t keys_len, keys_cap;
     kchat_change_fn on_change;    /* kchat_txn_on_changes() */
     void *on_change_arg;
+    /* the outbox page being built (store_outbox.c): records appended since
+     * the last write of the outbox table, put as one page at the next other
+     * use of the table or at commit; NULL until the first append */
+    struct kchat__outbox_page *ob;
 };
 
 /*
@@ -58,6 +62,18 @@ int kchat__txn_changes_commit(kchat_txn *t);
 
 /* Free what the capture of `t` holds. */
 void kchat__txn_touch_free(kchat_txn *t);
+
+/*
+ * Put the outbox page `t` is building, if any (store_outbox.c): called
+ * before any other use of the outbox table and at commit. Errors: as
+ * kchat_txn_put(); `t` is then failed.
+ * @locality the thread holding `t`
+ */
+KCHAT_MUST_CHECK
+int kchat__outbox_flush(kchat_txn *t);
+
+/* Free the outbox page buffer of `t` (at its end). */
+void kchat__outbox_free(kchat_txn *t);
 
 /* Map an LMDB (or errno) code to a KCHAT_E* code. */
 KCHAT_MUST_CHECK
@@ -94,6 +110,15 @@ MDB_dbi kchat__txn_dbi(const kchat_txn *t, kchat_table tb);
 KCHAT_MUST_CHECK
 int kchat__txn_put(kchat_txn *t, kchat_table tb, const void *k, size_t kl,
                    const void *v, size_t vl, unsigned flags, void **reserved);
+
+/*
+ * mdb_del() of key `k` of table `tb` in a checked write transaction, noted
+ * for the changelog: kchat_txn_del() without its checks. KCHAT_ENOTFOUND
+ * when there is no such key (`t` stays usable).
+ * @locality the thread that began `t` (a write transaction)
+ */
+KCHAT_MUST_CHECK
+int kchat__txn_del(kchat_txn *t, kchat_table tb, const void *k, size_t kl);
 
 /*
  * Advance one of the store's own counters (kept in META apart from the
