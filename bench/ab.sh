@@ -13,7 +13,10 @@
 # gets a fresh broker and data directory (the mock's fetch cost grows with
 # what it holds); on Kafka one broker, warmed for --kafka-warmup seconds
 # first, serves every run, and the runs share one data directory (one
-# deployment, as a restarted node). Last, echo in closed loop on a fresh
+# deployment, as a restarted node): both binaries must read each other's
+# data, which an older binary cannot across a change of the stored format
+# (from 3bdc54d, outbox pages: it cannot take over a shard whose outbox
+# holds a page, "data does not decode"). Last, echo in closed loop on a fresh
 # broker of the same kind, warmed up as kchat was (on Kafka, its own
 # --kafka-warmup too): the baseline of the same sitting.
 #
