@@ -490,6 +490,13 @@ int kchat_store_counter_next(kchat_txn *t, const char *name, uint64_t *out);
  * Records to produce once their transaction has committed. Each gets a
  * sequence number; the producer deletes a record when its delivery is
  * confirmed, and on restart sends again whatever is still there.
+ *
+ * Stored in pages: the records of one kind a transaction appends in a row
+ * are one key of #KCHAT_TBL_OUTBOX (so one change of the changelog), and a
+ * page's deleted records are marked beside it until the last one goes.
+ * A transaction writes its page and its marks at its commit, or before any
+ * other use of the table through kchat_txn_get(), kchat_txn_scan() and the
+ * like, which see the raw pages (src/store/store_outbox.c).
  */
 /**@{*/
 
@@ -543,7 +550,8 @@ int kchat_store_outbox_append(kchat_txn *t, const kchat_outbox_rec *r, uint64_t 
  * @brief Delete the record @p seq from the outbox.
  * @param[in] t a write transaction.
  * @return #KCHAT_OK; #KCHAT_ENOTFOUND if there is no such record (the
- *   transaction stays usable); #KCHAT_EINVAL; #KCHAT_EMAPFULL.
+ *   transaction stays usable); #KCHAT_EINVAL; #KCHAT_EDECODE when its page
+ *   or the page's marks are damaged; #KCHAT_ENOMEM; #KCHAT_EMAPFULL.
  * @locality the thread holding @p t (see @ref store_threads)
  */
 KCHAT_MUST_CHECK
@@ -563,17 +571,18 @@ typedef int (*kchat_outbox_fn)(void *arg, uint64_t seq, const kchat_outbox_rec *
 /**
  * @brief Visit the outbox records with seq >= @p from_seq, ascending.
  * @param[in] t the transaction (read or write).
- * @return as kchat_txn_scan(), and #KCHAT_EDECODE when a record is damaged
- *   (the scan stops there).
+ * @return as kchat_txn_scan(), #KCHAT_EDECODE when a record, a page or its
+ *   marks are damaged (the scan stops there), and #KCHAT_ENOMEM (in a
+ *   write transaction a page is copied before its records are visited).
  * @locality the thread holding @p t (see @ref store_threads)
  */
 KCHAT_MUST_CHECK
 int kchat_store_outbox_scan(kchat_txn *t, uint64_t from_seq, kchat_outbox_fn fn, void *arg);
 
 /**
- * @brief The number of records in the outbox.
+ * @brief The number of records in the outbox (a scan of them all).
  * @param[out] n the count on success.
- * @return #KCHAT_OK; #KCHAT_EINVAL.
+ * @return #KCHAT_OK; #KCHAT_EINVAL; as kchat_store_outbox_scan().
  * @locality the thread holding @p t (see @ref store_threads)
  */
 KCHAT_MUST_CHECK
