@@ -33,7 +33,8 @@
 #                                [--mock-changelog on|off]
 #                                [-- kchat serve options, both sides...]
 # Environment: A and B (kchat binaries; required), ARGS_A and ARGS_B (serve
-# options of one side only), BENCH_BUILD as bench/run.sh. Results and logs
+# options of one side only; on Kafka the warm-up runs A with ARGS_A),
+# BENCH_BUILD as bench/run.sh. Results and logs
 # in bench/results/ab-<UTC time>/.
 set -u
 NAME=ab
@@ -118,7 +119,8 @@ one_run() {
 if [ "$BROKER" = kafka ]; then
     broker_start kafka "$PARTITIONS" || exit 4
     KCHAT_BIN=$A
-    serve_start "$PARTITIONS" 0 "$DATA" ${serve_args[@]+"${serve_args[@]}"} || exit 4
+    # shellcheck disable=SC2086 # ARGS_A is a word list
+    serve_start "$PARTITIONS" 0 "$DATA" ${serve_args[@]+"${serve_args[@]}"} ${ARGS_A:-} || exit 4
     warm_kafka kafka-warmup "$KAFKA_WARMUP" "${load_opts[@]}" || exit 1
     serve_stop
 fi
