@@ -35,10 +35,10 @@ struct kchat_txn {
     size_t keys_len, keys_cap;
     kchat_change_fn on_change;    /* kchat_txn_on_changes() */
     void *on_change_arg;
-    /* the outbox page being built (store_outbox.c): records appended since
-     * the last write of the outbox table, put as one page at the next other
-     * use of the table or at commit; NULL until the first append */
-    struct kchat__outbox_page *ob;
+    /* the outbox work not yet in the table (store_outbox.c): the page being
+     * built and the gone masks changed, written at the next other use of the
+     * table or at commit; NULL until the first append or delete */
+    struct kchat__outbox_txn *ob;
 };
 
 /*

@@ -55,13 +55,12 @@
 struct mask_entry {
     uint64_t first;       /* the page's first seq */
     size_t n;             /* its records */
-    uint64_t gone, was;   /* its mask now, and in the table */
-    bool had;             /* the table has a mask for it */
+    uint64_t gone, was;   /* its mask now, and in the table (0: none there) */
 };
 
 /* The outbox work of a transaction not yet in the table (kchat_txn::ob):
  * the page being built, and the masks of pages it deleted records of. */
-struct kchat__outbox_page {
+struct kchat__outbox_txn {
     uint64_t first;       /* the seq of its first record */
     size_t n;             /* records in it; 0: none being built */
     uint8_t kind;         /* of its records */
@@ -231,6 +230,12 @@ static int decode(const unsigned char *v, size_t vl, kchat_outbox_rec *r,
 /* ------------------------------------------------------------------------ */
 /* Pages */
 
+/* The mask of a page of @p n records (1..PAGE_MAX) whose records are all gone. */
+static uint64_t all_of(size_t n)
+{
+    return n == PAGE_MAX ? UINT64_MAX : ((uint64_t)1 << n) - 1;
+}
+
 static void key_of(uint64_t first, unsigned char key[9])
 {
     kchat_store_be64(first, key);
@@ -241,7 +246,7 @@ static void key_of(uint64_t first, unsigned char key[9])
 KCHAT_MUST_CHECK
 static int page_put(kchat_txn *t)
 {
-    struct kchat__outbox_page *pg = t->ob;
+    struct kchat__outbox_txn *pg = t->ob;
     unsigned char key[8];
     const unsigned char *v;
     size_t vl;
@@ -274,7 +279,7 @@ static int page_put(kchat_txn *t)
 KCHAT_MUST_CHECK
 static int masks_put(kchat_txn *t)
 {
-    struct kchat__outbox_page *ob = t->ob;
+    struct kchat__outbox_txn *ob = t->ob;
     int rc = KCHAT_OK;
 
     for (size_t i = 0; ob != NULL && rc == KCHAT_OK && i < ob->n_masks; i++) {
@@ -282,9 +287,9 @@ static int masks_put(kchat_txn *t)
         unsigned char key[9], val[8];
 
         key_of(e->first, key);
-        if (e->gone == ((uint64_t)1 << (e->n - 1) << 1) - 1) {   /* all of them */
+        if (e->gone == all_of(e->n)) {
             rc = kchat__txn_del(t, KCHAT_TBL_OUTBOX, key, 8);
-            if (rc == KCHAT_OK && e->had)
+            if (rc == KCHAT_OK && e->was != 0)
                 rc = kchat__txn_del(t, KCHAT_TBL_OUTBOX, key, 9);
         } else if (e->gone != e->was) {
             kchat_store_be64(e->gone, val);
@@ -315,7 +320,7 @@ static int outbox_check(kchat_txn *t, bool write)
 }
 
 /* The transaction's outbox state, made on first use. */
-static struct kchat__outbox_page *outbox_of(kchat_txn *t)
+static struct kchat__outbox_txn *outbox_of(kchat_txn *t)
 {
     if (t->ob == NULL)
         t->ob = calloc(1, sizeof(*t->ob));
@@ -343,7 +348,7 @@ void kchat__outbox_free(kchat_txn *t)
 
 /* Make room for @p more bytes in @p pg. */
 KCHAT_MUST_CHECK
-static int page_reserve(struct kchat__outbox_page *pg, size_t more)
+static int page_reserve(struct kchat__outbox_txn *pg, size_t more)
 {
     size_t cap = pg->cap ? pg->cap : 4096;
     unsigned char *nb;
@@ -363,8 +368,8 @@ static int page_reserve(struct kchat__outbox_page *pg, size_t more)
 typedef struct page_view {
     uint64_t first;
     size_t n;
-    uint64_t gone;                   /* the mask; 0 when it has none */
-    bool has_mask;
+    uint64_t gone;                   /* the mask; 0 when it has none (a mask
+                                        in the table is never 0) */
     const unsigned char *v;          /* the page's value */
     size_t vl;
 } page_view;
@@ -442,7 +447,6 @@ static int page_read(kchat_txn *t, MDB_cursor *c, const MDB_val *k, const MDB_va
     pv->v = v->mv_data;
     pv->vl = v->mv_size;
     pv->gone = 0;
-    pv->has_mask = false;
     if ((rc = page_count(pv->v, pv->vl, &pv->n)) != KCHAT_OK)
         return rc;
     key_of(pv->first, mkey);
@@ -455,9 +459,7 @@ static int page_read(kchat_txn *t, MDB_cursor *c, const MDB_val *k, const MDB_va
     if (mv.mv_size != 8 || pv->n == 1)
         return KCHAT_EDECODE;   /* a page of one is deleted whole, never marked */
     pv->gone = kchat_store_rd_be64(mv.mv_data);
-    pv->has_mask = true;
-    if (pv->gone >> (pv->n - 1) >> 1 != 0 || pv->gone == 0 ||
-        pv->gone == ((uint64_t)1 << (pv->n - 1) << 1) - 1)
+    if ((pv->gone & ~all_of(pv->n)) != 0 || pv->gone == 0 || pv->gone == all_of(pv->n))
         return KCHAT_EDECODE;   /* marks a record it has not, none, or all */
     return KCHAT_OK;
 }
@@ -511,14 +513,15 @@ static int page_find(kchat_txn *t, MDB_cursor *c, uint64_t seq, bool next, page_
 
 int kchat_store_outbox_append(kchat_txn *t, const kchat_outbox_rec *r, uint64_t *seq)
 {
-    struct kchat__outbox_page *pg;
+    struct kchat__outbox_txn *pg;
     size_t size;
     uint64_t n;
     int rc;
 
-    /* a page being built was checked when it began; the check would put it */
-    if ((rc = t != NULL && t->ob != NULL && t->ob->n > 0 ? t->err : outbox_check(t, true)))
-        return rc;
+    if (!t || !t->write)
+        return KCHAT_EINVAL;
+    if (t->err)   /* no outbox_check(): it would put the page this one extends */
+        return t->err;
     if ((rc = encoded_size(r, &size)))
         return rc;
     if ((rc = kchat__store_internal_next(t, SEQ_COUNTER, &n)))
@@ -554,7 +557,7 @@ int kchat_store_outbox_del(kchat_txn *t, uint64_t seq)
     if (rc)
         return rc;
     if ((e = mask_find(t, seq)) == NULL) {
-        struct kchat__outbox_page *ob = outbox_of(t);
+        struct kchat__outbox_txn *ob = outbox_of(t);
         page_view pv;
         MDB_cursor *c;
 
@@ -577,7 +580,7 @@ int kchat_store_outbox_del(kchat_txn *t, uint64_t seq)
         }
         e = &ob->masks[ob->n_masks++];
         *e = (struct mask_entry){.first = pv.first, .n = pv.n, .gone = pv.gone,
-                                 .was = pv.gone, .had = pv.has_mask};
+                                 .was = pv.gone};
     }
     bit = (uint64_t)1 << (seq - e->first);
     if (e->gone & bit)
