@@ -85,6 +85,17 @@ static uint64_t append(kchat_txn *t, int i)
     return append_kind(t, i, KIND);
 }
 
+/* Records 0 .. n-1 (seqs 1 .. n in a fresh store), committed as one page. */
+static void append_committed(kchat_store *s, int n)
+{
+    kchat_txn *t = NULL;
+
+    assert_int_equal(kchat_txn_begin(s, true, &t), KCHAT_OK);
+    for (int i = 0; i < n; i++)
+        append(t, i);
+    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+}
+
 /* What a scan saw: seqs, and whether each record was the one appended. */
 typedef struct seen {
     uint64_t seq[512];
@@ -202,12 +213,9 @@ static void test_gone_records(void **state)
     fx *f = *state;
     changes ch = {0};
     seen s = {.base = 1};
-    kchat_txn *t = begin(f->s, true);
+    kchat_txn *t;
 
-    for (int i = 0; i < 10; i++)
-        append(t, i);
-    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
-
+    append_committed(f->s, 10);
     t = begin(f->s, true);
     kchat_txn_on_changes(t, on_change, &ch);
     assert_int_equal(kchat_store_outbox_del(t, 3), KCHAT_OK);
@@ -248,12 +256,9 @@ static void test_whole_page_gone_at_once(void **state)
 {
     fx *f = *state;
     changes ch = {0};
-    kchat_txn *t = begin(f->s, true);
+    kchat_txn *t;
 
-    for (int i = 0; i < 10; i++)
-        append(t, i);
-    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
-
+    append_committed(f->s, 10);
     t = begin(f->s, true);
     kchat_txn_on_changes(t, on_change, &ch);
     for (uint64_t seq = 10; seq >= 1; seq--)
@@ -435,11 +440,9 @@ static void test_changes_carry_the_masks(void **state)
     char dir[80];
     kchat_store *b;
     seen s = {.base = 1};
-    kchat_txn *t = begin(f->s, true), *tb;
+    kchat_txn *t, *tb;
 
-    for (int i = 0; i < 20; i++)
-        append(t, i);
-    assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+    append_committed(f->s, 20);
     t = begin(f->s, true);
     for (uint64_t seq = 2; seq <= 20; seq += 3)
         assert_int_equal(kchat_store_outbox_del(t, seq), KCHAT_OK);
