@@ -565,7 +565,8 @@ void kchat__outbox_delivered(struct shard *sh, uint64_t seq);
  * @locks takes sh->lock */
 void kchat__outbox_refused(struct shard *sh, uint64_t seq);
 
-/* In @p sh's write transaction @p t: delete what Kafka confirmed, then the
+/* In @p sh's write transaction @p t: delete what Kafka confirmed, when that
+ * is due (kchat__outbox_prune_due(); otherwise nothing is taken), then the
  * commands their targets applied, and produce again the command streams a
  * target is stuck on. The confirmed seqs taken are returned in @p taken:
  * free taken->v after the commit, or give them back with
