@@ -143,6 +143,11 @@ typedef enum kchat_table {
     KCHAT_TBL__COUNT      /**< number of tables, not a table */
 } kchat_table;
 
+/** @brief The name of table @p t: its LMDB database's name ("users",
+ *  "outbox", ...), also the table label of kchat_changelog_changes_total.
+ *  A static string; NULL when @p t is not a table. Any thread. */
+const char *kchat_store_table_name(kchat_table t);
+
 /** @brief Options of kchat_store_open(). All-zero is the default. */
 typedef struct kchat_store_opts {
     /** Initial map size in bytes (see @ref store_mapfull); 0 means

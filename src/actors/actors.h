@@ -322,6 +322,9 @@ struct kchat_backend {
     kchat_hist commit_seconds;  /* shard commit latency */
     kchat_hist batch_records;   /* records per shard transaction */
     kchat_hist stage[KCHAT__STAGE_COUNT]; /* where a request waits (enum kchat__stage) */
+    /* changes handed to a changelog producer, by table and [0] put, [1] deletion
+     * (kchat_changelog_changes_total; counted where changes_produced is) */
+    atomic_uint_fast64_t cl_changes[KCHAT_TBL__COUNT][2];
     struct {                    /* one per row of KCHAT_BACKEND_COUNTERS (backend.h) */
 #define KCHAT__STATS_ATOMIC(field, metric, help, stop) atomic_uint_fast64_t field;
         KCHAT_BACKEND_COUNTERS(KCHAT__STATS_ATOMIC)

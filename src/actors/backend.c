@@ -427,6 +427,15 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                      &be->commit_seconds);
     kchat_hist_write(out, "kchat_batch_records", "Records applied per shard transaction.", NULL,
                      &be->batch_records);
+    fprintf(out, "# HELP kchat_changelog_changes_total Changes handed to a changelog producer "
+            "(again after a refusal too), by table and by op: put or delete.\n"
+            "# TYPE kchat_changelog_changes_total counter\n");
+    for (int t = 0; t < KCHAT_TBL__COUNT; t++)
+        for (int del = 0; del < 2; del++)
+            fprintf(out, "kchat_changelog_changes_total{table=\"%s\",op=\"%s\"} %llu\n",
+                    kchat_store_table_name((kchat_table)t), del ? "delete" : "put",
+                    (unsigned long long)atomic_load_explicit(&be->cl_changes[t][del],
+                                                             memory_order_relaxed));
     for (int i = 0; i < KCHAT__STAGE_COUNT; i++) {
         char label[32];
 

@@ -221,6 +221,9 @@ static enum txn_result txn_write(struct cl_txn *tx, const struct cl_rec *r, size
         char seq[24], last[24];
         rd_kafka_resp_err_t perr;
 
+        if (ch.table < KCHAT_TBL__COUNT)
+            atomic_fetch_add_explicit(&be->cl_changes[ch.table][ch.deleted], 1,
+                                      memory_order_relaxed);
         snprintf(seq, sizeof(seq), "%" PRIu64, ch.seq);
         snprintf(last, sizeof(last), "%" PRIu64, ch.last);
         for (;;) {

@@ -63,6 +63,11 @@ _Static_assert(sizeof table_names / sizeof table_names[0] == KCHAT_TBL__COUNT,
 
 #define MAX_READERS 126
 
+const char *kchat_store_table_name(kchat_table t)
+{
+    return (unsigned)t < KCHAT_TBL__COUNT ? table_names[t] : NULL;
+}
+
 /* Stores open in this process: LMDB must not open one environment twice. */
 static pthread_mutex_t g_open_lock = PTHREAD_MUTEX_INITIALIZER;
 static kchat_store *g_open_head;
