@@ -10,11 +10,14 @@
  * directory was lost, or is a copy older than the changelog), the shard
  * reads its partition from the beginning and applies, in log order, every
  * change after its own, whole transactions at a time: a transaction is
- * applied once its last change (kchat-cl-last) has been read, and one cut
- * off at the end of the log, or followed by another before it ended (its
- * node died and the next writer numbered on), is dropped. Compaction keeps
- * the last record of each key, and a refused change is produced again with
- * every later one, so the log's order gives the final state. The restored
+ * applied once its last change (kchat-cl-last) has been read, or once a
+ * change numbered after its last one comes (compaction removed its last
+ * changes: later records of the same keys, applied after it, replace
+ * them). One cut off at the end of the log, or followed by one numbered
+ * inside it (its node died and the next writer numbered on from the same
+ * point), is dropped. Compaction keeps the last record of each key, and a
+ * refused change is produced again with every later one, so the log's
+ * order gives the final state. The restored
  * tables carry the stored input offsets and the data set id: the shard
  * serves on from where its last owner stopped, and an empty data directory
  * joins the deployment instead of starting a new one.
@@ -46,9 +49,10 @@
 #define RESTORE_TIMEOUT_MS 30000  /* Kafka's answer to one step (watermarks, a fetch) */
 #define RESTORE_COMMIT_CHANGES 20000  /* changes per LMDB commit while restoring */
 
-/* A transaction's changes, read but not applied until its last one came. */
+/* A transaction's changes, read but not applied until it ended. */
 struct pending_txn {
     uint64_t last;               /* its kchat-cl-last; 0: none open */
+    int64_t at;                  /* the offset of its first record read */
     rd_kafka_message_t **msgs;
     size_t n, cap;
 };
@@ -203,8 +207,19 @@ static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_m
         rd_kafka_message_destroy(m);
         return rc;
     }
-    if (pt->last != 0 && pt->last != last)
-        pending_drop(rs, pt);   /* its writer stopped before the end of it */
+    if (pt->last != 0 && pt->last != last) {
+        if (seq > pt->last) {
+            /* It ended, but compaction removed its last changes: each had a
+             * later record of its key, which comes after this one. */
+            int rc = pending_apply(rs, pt);
+            if (rc != KCHAT_OK) {
+                rd_kafka_message_destroy(m);
+                return rc;
+            }
+        } else {
+            pending_drop(rs, pt);   /* its writer stopped before the end of it */
+        }
+    }
     if (pt->n == pt->cap) {
         size_t cap = pt->cap ? 2 * pt->cap : 64;
         rd_kafka_message_t **nv = realloc(pt->msgs, cap * sizeof(*nv));
@@ -215,6 +230,8 @@ static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_m
         pt->msgs = nv;
         pt->cap = cap;
     }
+    if (pt->n == 0)
+        pt->at = m->offset;
     pt->msgs[pt->n++] = m;
     pt->last = last;
     return seq == last ? pending_apply(rs, pt) : KCHAT_OK;
@@ -348,7 +365,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     struct pending_txn pt = {0};
     rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
     rd_kafka_resp_err_t err;
-    int64_t idle_since = kchat__monotonic_us() / 1000, open_at = -1, next = end;
+    int64_t idle_since = kchat__monotonic_us() / 1000, next = end;
     int rc = KCHAT_OK;
 
     if (rs->sh->follow_from >= end)   /* the partition is shorter than we knew it */
@@ -388,8 +405,6 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
             continue;
         }
         offset = m->offset;
-        if (pt.n == 0)
-            open_at = offset;   /* where a transaction left open would begin */
         rc = restore_record(rs, &pt, m);
         next = offset + 1;
         atomic_store_explicit(&rs->sh->restore_lag, end - next > 0 ? end - next : 0,
@@ -402,7 +417,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     /* The next catch-up reads on from here: the first record of a
      * transaction cut off at the end (it may end later), else the end. */
     if (rc == KCHAT_OK)
-        rs->sh->follow_from = pt.n > 0 && open_at >= 0 ? open_at : next;
+        rs->sh->follow_from = pt.n > 0 ? pt.at : next;
     pending_drop(rs, &pt);   /* a transaction cut off at the end */
     free(pt.msgs);
     if (rs->t != NULL) {
