@@ -122,6 +122,10 @@ typedef struct kchat_backend kchat_backend;
     X(diverged, "kchat_shards_diverged_total",                                             \
       "Local shard copies set aside at an assignment: changes Kafka never had, while "     \
       "another owner wrote on.", NULL)                                                     \
+    X(stale_copies, "kchat_shards_stale_copies_total",                                     \
+      "Local shard copies set aside at an assignment because they were older than "        \
+      "--changelog-copy-max-age: deletions made since may be gone from kchat-changelog.",  \
+      NULL)                                                                                \
     X(fenced, "kchat_shards_fenced_total",                                                 \
       "Shards this process stopped serving because a newer owner fenced its changelog "    \
       "producer (it had been paused or cut off).", NULL)                                   \

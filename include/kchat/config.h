@@ -36,6 +36,8 @@ typedef struct kchat_config {
     char *events_format;    /**< "json" or "msgpack" for chat-events */
     char *changelog;        /**< "on", "off" or "auto" (on unless on the embedded broker) */
     int standby_replicas;   /**< warm copies kept of each shard by other nodes */
+    long changelog_copy_max_age; /**< seconds a shard's copy may lag kchat-changelog and
+                                      still catch up by its later changes alone */
     bool local_commands;    /**< commands to shards of this process also in memory */
     int partitions;         /**< partitions of every co-partitioned topic */
     int replication;        /**< 0 = min(3, brokers) */

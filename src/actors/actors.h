@@ -203,6 +203,8 @@ struct shard {
                                    shard: an acquisition, a standby's catch-up */
     int64_t follow_from;        /* under copy_lock: the changelog offset the next
                                    catch-up reads from (0: the beginning) */
+    int64_t followed_ms;        /* under copy_lock: when the catch-up that set
+                                   follow_from began (wall clock, ms) */
     atomic_bool standby;        /* this process keeps the copy warm for its owner */
     atomic_int_fast64_t restore_lag; /* records of its changelog partition a catch-up
                                    running now has still to read (0: none runs) */
@@ -660,14 +662,15 @@ void kchat__datadir_close(kchat_backend *be);
 KCHAT_MUST_CHECK
 int kchat__datadir_shard_settle(kchat_backend *be, struct shard *sh, char *errstr, size_t len);
 
-/* Set @p sh's copy aside (it diverged, or is another data set's): its
- * environment is closed, its directory renamed `shard-NNNN.aside-TIME`
- * (kept for the operator, logged) and an empty one opened in its place.
+/* Set @p sh's copy aside (it diverged, is another data set's, or is too
+ * old to catch up: @p why says which, in the log): its environment is
+ * closed, its directory renamed `shard-NNNN.aside-TIME` (kept for the
+ * operator, logged) and an empty one opened in its place.
  * Errors: KCHAT_EIO, store errors (errstr says which).
  * @locality the thread acquiring @p sh, no worker touching it */
 KCHAT_MUST_CHECK
-int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, char *errstr,
-                                   size_t len);
+int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, const char *why,
+                                   char *errstr, size_t len);
 
 /* Whether @p m was written by this data set (its kchat-dataset header);
  * untagged records count as ours only if @p untagged_ok. Logs the first

@@ -179,4 +179,42 @@ KCHAT_MUST_CHECK
 int kchat__deployment_dataset(kchat_backend *be, const char *local, char out[33], char *errstr,
                               size_t len);
 
+/* ---- restore.c: what becomes of a transaction read in part ---- */
+
+/* A restore reads a shard's changes in log order and applies them a whole
+ * transaction at a time (restore.c). What the next change read, numbered
+ * @p seq in a transaction whose last change is @p last, says of the
+ * transaction read so far, whose last change is @p pending_last (0: none). */
+enum kchat__cl_fate {
+    KCHAT__CL_SAME,    /* the change is one of it (or none pends): read on */
+    KCHAT__CL_ENDED,   /* it ended, though its last change was not read:
+                          compaction removed it (a later record of the same
+                          key comes after this change): apply it */
+    KCHAT__CL_CUT,     /* another writer numbered on from inside it: its own
+                          writer stopped before its end: drop it */
+};
+
+/* See enum kchat__cl_fate.
+ * @locality any thread */
+static inline enum kchat__cl_fate kchat__cl_fate(uint64_t pending_last, uint64_t seq,
+                                                 uint64_t last)
+{
+    if (pending_last == 0 || last == pending_last)
+        return KCHAT__CL_SAME;
+    return seq > pending_last ? KCHAT__CL_ENDED : KCHAT__CL_CUT;
+}
+
+/* The fate of a transaction still pending at the end of the log. Kafka
+ * shows a read_committed reader (@p committed_only) no record of an open or
+ * aborted transaction, so one read in part there ended: compaction removed
+ * its last changes, tombstones once delete.retention.ms passed. The mock
+ * cluster shows every record (it has no last stable offset and lists no
+ * aborted transactions), so there it may be a transaction being written
+ * or one that was aborted: dropped, read again from its start next time.
+ * @locality any thread */
+static inline enum kchat__cl_fate kchat__cl_fate_at_end(bool committed_only)
+{
+    return committed_only ? KCHAT__CL_ENDED : KCHAT__CL_CUT;
+}
+
 #endif /* KCHAT_ACTORS_CHANGELOG_H */

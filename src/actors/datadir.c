@@ -299,8 +299,8 @@ int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len)
     return dataset_open(be, errstr, len);
 }
 
-int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, char *errstr,
-                                   size_t len)
+int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, const char *why,
+                                   char *errstr, size_t len)
 {
     char path[4096], aside[4200];
 
@@ -314,8 +314,8 @@ int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, char *er
         int rc = shard_open(be, sh, errstr + strlen(errstr), len - strlen(errstr));
         return rc != KCHAT_OK ? rc : KCHAT_EIO;
     }
-    fprintf(stderr, "kchat: shard %u: its copy diverged from %s (or is another data set's): "
-            "moved to %s, restoring the shard whole\n", sh->id, KCHAT_TOPIC_CHANGELOG, aside);
+    fprintf(stderr, "kchat: shard %u: its copy %s: moved to %s, restoring the shard whole\n",
+            sh->id, why, aside);
     return shard_open(be, sh, errstr, len);
 }
 

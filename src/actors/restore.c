@@ -60,6 +60,11 @@ struct pending_txn {
 struct restore {
     kchat_backend *be;
     struct shard *sh;
+    int64_t copy_ms;             /* the newest record timestamp of a change the copy
+                                    has (ms; -1: none read) */
+    int64_t stale_before_ms;     /* a copy whose changes are all older is stale */
+    bool age_checked;            /* the copy's age was judged (at its first later change) */
+    bool stale;                  /* too old to catch up by later changes alone */
     rd_kafka_t *rk;
     char dataset[33];            /* the changelog's data set (its last record's) */
     rd_kafka_message_t *tail;    /* the partition's last record (partition_tail()) */
@@ -202,23 +207,40 @@ static int restore_record(struct restore *rs, struct pending_txn *pt, rd_kafka_m
     }
     if (seq <= rs->local) {   /* the copy has it: as this record says? */
         int rc = KCHAT_OK;
+        int64_t ts = rd_kafka_message_timestamp(m, NULL);
+        if (ts > rs->copy_ms)
+            rs->copy_ms = ts;
         if (rs->check_from != 0 && seq >= rs->check_from)
             rc = kept_matches(rs, m, &rs->diverged);
         rd_kafka_message_destroy(m);
         return rc;
     }
-    if (pt->last != 0 && pt->last != last) {
-        if (seq > pt->last) {
-            /* It ended, but compaction removed its last changes: each had a
-             * later record of its key, which comes after this one. */
-            int rc = pending_apply(rs, pt);
-            if (rc != KCHAT_OK) {
-                rd_kafka_message_destroy(m);
-                return rc;
-            }
-        } else {
-            pending_drop(rs, pt);   /* its writer stopped before the end of it */
+    if (!rs->age_checked) {
+        /* The first change after the copy's: would reading on from here miss
+         * a deletion? Compaction drops tombstones delete.retention.ms after
+         * it reached them, and every change after the copy's last is younger
+         * than the newest change of the copy's that Kafka still has. */
+        rs->age_checked = true;
+        if (rs->local > 0 && rs->copy_ms < rs->stale_before_ms) {
+            rs->stale = true;
+            rd_kafka_message_destroy(m);
+            return KCHAT_OK;
         }
+    }
+    switch (kchat__cl_fate(pt->last, seq, last)) {
+    case KCHAT__CL_SAME:
+        break;
+    case KCHAT__CL_ENDED: {
+        int rc = pending_apply(rs, pt);
+        if (rc != KCHAT_OK) {
+            rd_kafka_message_destroy(m);
+            return rc;
+        }
+        break;
+    }
+    case KCHAT__CL_CUT:
+        pending_drop(rs, pt);
+        break;
     }
     if (pt->n == pt->cap) {
         size_t cap = pt->cap ? 2 * pt->cap : 64;
@@ -365,7 +387,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     struct pending_txn pt = {0};
     rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(1);
     rd_kafka_resp_err_t err;
-    int64_t idle_since = kchat__monotonic_us() / 1000, next = end;
+    int64_t idle_since = kchat__monotonic_us() / 1000, next = end, began_ms = kchat__now_ms();
     int rc = KCHAT_OK;
 
     if (rs->sh->follow_from >= end)   /* the partition is shorter than we knew it */
@@ -376,7 +398,7 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     rd_kafka_topic_partition_list_destroy(tp);
     if (err)
         rc = KCHAT_EKAFKA;
-    while (rc == KCHAT_OK && !rs->diverged) {
+    while (rc == KCHAT_OK && !rs->diverged && !rs->stale) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rs->rk, 100);
         int64_t offset;
 
@@ -416,12 +438,17 @@ static int partition_restore(struct restore *rs, int32_t p, int64_t end, char *e
     atomic_store_explicit(&rs->sh->restore_lag, 0, memory_order_relaxed);
     /* The next catch-up reads on from here: the first record of a
      * transaction cut off at the end (it may end later), else the end. */
-    if (rc == KCHAT_OK)
+    if (rc == KCHAT_OK && pt.n > 0 && !rs->diverged && !rs->stale &&
+        kchat__cl_fate_at_end(!rs->be->mock_broker) == KCHAT__CL_ENDED)
+        rc = pending_apply(rs, &pt);
+    if (rc == KCHAT_OK && !rs->stale) {
         rs->sh->follow_from = pt.n > 0 ? pt.at : next;
+        rs->sh->followed_ms = began_ms;
+    }
     pending_drop(rs, &pt);   /* a transaction cut off at the end */
     free(pt.msgs);
     if (rs->t != NULL) {
-        if (rc == KCHAT_OK && !rs->diverged &&
+        if (rc == KCHAT_OK && !rs->diverged && !rs->stale &&
             (rc = kchat_store_changelog_restored(rs->t, rs->applied_to)) ==
                                   KCHAT_OK)
             rc = kchat_txn_commit(rs->t);
@@ -557,7 +584,11 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
     if (bad) {
         *restored = true;
         sh->follow_from = 0;
-        if ((rc = kchat__datadir_shard_set_aside(rs->be, sh, errstr, len)) != KCHAT_OK)
+        if ((rc = kchat__datadir_shard_set_aside(rs->be, sh, pos.dataset[0] != '\0' &&
+                                                 strcmp(pos.dataset, rs->dataset) != 0
+                                                     ? "is another data set's"
+                                                     : "diverged from the changelog",
+                                                 errstr, len)) != KCHAT_OK)
             return rc;
         atomic_fetch_add(&rs->be->stats.diverged, 1);
         memset(&pos, 0, sizeof(pos));
@@ -568,16 +599,25 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
     rs->applied_to = pos.last;
     rs->check_from = pos.first_kept;
     rs->diverged = false;
+    rs->copy_ms = sh->follow_from > 0 ? sh->followed_ms : -1;
+    rs->stale_before_ms = kchat__now_ms() - rs->be->cfg->changelog_copy_max_age * 1000;
+    rs->age_checked = rs->stale = false;
     *restored = true;
     if ((rc = partition_restore(rs, p, end, errstr, len)) != KCHAT_OK)
         return rc;
-    if (rs->diverged) {   /* another writer numbered among our unconfirmed changes */
+    if (rs->diverged || rs->stale) {
+        /* another writer numbered among our unconfirmed changes, or the
+         * copy is older than the deletions Kafka is sure to keep */
         sh->follow_from = 0;
-        if ((rc = kchat__datadir_shard_set_aside(rs->be, sh, errstr, len)) != KCHAT_OK)
+        if ((rc = kchat__datadir_shard_set_aside(
+                 rs->be, sh, rs->stale ? "is older than --changelog-copy-max-age (deletions "
+                                         "since may be gone from the changelog)"
+                                       : "diverged from the changelog",
+                 errstr, len)) != KCHAT_OK)
             return rc;
-        atomic_fetch_add(&rs->be->stats.diverged, 1);
+        atomic_fetch_add(rs->stale ? &rs->be->stats.stale_copies : &rs->be->stats.diverged, 1);
         rs->local = rs->applied_to = rs->check_from = 0;
-        rs->diverged = false;
+        rs->diverged = rs->stale = false;
         rs->changes = rs->records = rs->dropped = 0;
         if ((rc = partition_restore(rs, p, end, errstr, len)) != KCHAT_OK)
             return rc;

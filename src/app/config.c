@@ -84,6 +84,14 @@ static const struct opt opts[] = {
      "streams\"); the copy in Kafka stays the one of record and the second to arrive is "
      "dropped as a repeat. --no-local-commands sends every command through Kafka alone, as "
      "between nodes (the tests of command delivery under broker faults do)."},
+    {"changelog-copy-max-age", OPT_LONG, O(changelog_copy_max_age), "43200", 1, 1L << 40,
+     "Seconds a shard's local copy may be behind kchat-changelog and still catch up by "
+     "reading only the changes after its own; an older copy is set aside and the shard "
+     "restored whole. Kafka removes a deletion (tombstone) from the compacted topic "
+     "delete.retention.ms after compacting it (kchat creates the topic with 1 day), so "
+     "an older copy could miss deletions and keep rows that are gone (a logged-out "
+     "session, a left room). Keep it well under the topic's delete.retention.ms: the age "
+     "is told by the record timestamps the writing nodes' clocks gave."},
     {"standby-replicas", OPT_INT, O(standby_replicas), "0", 0, 8,
      "With a changelog: how many other nodes keep a warm copy of each shard by following "
      "its kchat-changelog partition, so that taking it over applies only the last changes "

@@ -156,6 +156,10 @@ static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int 
         if (!strcmp(name, KCHAT_TOPIC_DIRECTORY) || !strcmp(name, KCHAT_TOPIC_ROOMS) ||
             !strcmp(name, KCHAT_TOPIC_CHANGELOG) || !strcmp(name, KCHAT_TOPIC_META))
             rd_kafka_NewTopic_set_config(nt[n], "cleanup.policy", "compact");
+        /* Deletions stay this long after compaction reached them: a shard
+         * copy older than --changelog-copy-max-age is restored whole. */
+        if (!strcmp(name, KCHAT_TOPIC_CHANGELOG))
+            rd_kafka_NewTopic_set_config(nt[n], "delete.retention.ms", "86400000");
         if (!strcmp(name, kchat_op_request_topic(KCHAT_OP_LOGIN)) ||
             !strcmp(name, kchat_op_request_topic(KCHAT_OP_USER_ADD)))
             rd_kafka_NewTopic_set_config(nt[n], "retention.ms", retention);

@@ -1,6 +1,7 @@
 # tests/regress/regress.mk: the numbered regression tests, one per bug fixed
 # (tests/regress/README.md), included by the Makefile. Uses its CC, ALL_CFLAGS,
-# ALL_LDFLAGS, ALL_LIBS, BUILD, LIB, SUP_OBJ, SAN_OBJ, CURL_LIBS and BIN.
+# ALL_LDFLAGS, ALL_LIBS, BUILD, LIB, SUP_OBJ, SUP_LIB_OBJ, SAN_OBJ, CURL_LIBS
+# and BIN.
 #
 #   make regress      builds build/tests/regress/NNNN-name (and bin/kchat)
 #   tests/run.sh NNNN runs one; make check runs them all
@@ -14,9 +15,9 @@ REGRESS_BIN := $(REGRESS_SRC:tests/regress/%.c=$(BUILD)/tests/regress/%)
 .PHONY: regress
 regress: $(REGRESS_BIN) $(BIN)
 
-$(BUILD)/tests/regress/%: tests/regress/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ) $(FLAGS)
+$(BUILD)/tests/regress/%: tests/regress/%.c $(LIB) $(SUP_OBJ) $(SUP_LIB_OBJ) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SUP_LIB_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
 
 # make check and make check-kafka run them (tests/run.sh).
 check test check-kafka: $(REGRESS_BIN)
