@@ -33,10 +33,8 @@
 #include <string.h>
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include "kchat/kafka.h"
-#include "kchat/topics.h"
 #include "support/compacted.h"
 #include "support/kassert.h"
 #include "support/kclient.h"
@@ -45,46 +43,25 @@
 #define PARTITIONS 4
 
 /* what the test started, so that a failed assertion still cleans up */
-static kc_proc *g_srv;
-static kc_client *g_client;
-static rd_kafka_t *g_host[2];
-static rd_kafka_mock_cluster_t *g_mock[2];
+static kc_two_clusters g;
 
 static int teardown(void **state)
 {
     (void)state;
-    kc_client_free(g_client);
-    g_client = NULL;
-    kc_proc_free(g_srv);
-    g_srv = NULL;
-    for (int i = 0; i < 2; i++) {
-        kc_mock_cluster_free(g_mock[i], g_host[i]);
-        g_mock[i] = NULL;
-        g_host[i] = NULL;
-    }
+    kc_two_clusters_free(&g);
     return 0;
 }
 
-/* Mock cluster @p i with kchat's topics, as `kchat broker` makes them. */
+/* Mock cluster @p i with kchat's topics; its bootstrap list. */
 static const char *mock_start(int i)
 {
-    g_mock[i] = kc_mock_cluster_new(1, 3, &g_host[i]);
-    for (size_t t = 0; t < kchat_topic_count(); t++)
-        assert_int_equal(rd_kafka_mock_topic_create(g_mock[i], kchat_topic_name(t),
-                                                    PARTITIONS, 1), 0);
-    return rd_kafka_mock_cluster_bootstraps(g_mock[i]);
+    return kc_compacted_cluster(PARTITIONS, &g.mock[i], &g.host[i]);
 }
 
 /* A user of shard @p shard, registered and logged in. */
 static void user_in(kc_user *u, int shard)
 {
-    for (int tries = 0; tries < 500; tries++) {
-        kc_user_init(u, "compacted");
-        if (kchat_partition_for_key(u->id, strlen(u->id), PARTITIONS) == shard)
-            break;
-    }
-    assert_true(kc_user_register(g_client, u));
-    assert_true(kc_user_login(g_client, u));
+    assert_true(kc_user_in_shard(g.client, u, "compacted", shard, PARTITIONS));
 }
 
 static void test_restore_from_compacted_changelog(void **state)
@@ -99,21 +76,21 @@ static void test_restore_from_compacted_changelog(void **state)
     (void)state;
     /* the source: a workload, a clean stop */
     brokers = mock_start(0);
-    g_srv = kc_serve_start("source-serve", data, brokers, PARTITIONS, NULL);
-    assert_non_null(g_srv);
-    g_client = kc_client_new(brokers, KC_FROM_END);
+    g.srv = kc_serve_start("source-serve", data, brokers, PARTITIONS, NULL);
+    assert_non_null(g.srv);
+    g.client = kc_client_new(brokers, KC_FROM_END);
     for (int i = 0; i < PARTITIONS + 2; i++)
         user_in(&u[i], i % PARTITIONS);
     const char *friends[] = {u[1].id, u[2].id, u[3].id, NULL};
-    assert_true(kc_add_friends(g_client, &u[0], friends));
-    assert_true(kc_create_room(g_client, &u[0], friends, "compacted room", room));
+    assert_true(kc_add_friends(g.client, &u[0], friends));
+    assert_true(kc_create_room(g.client, &u[0], friends, "compacted room", room));
     for (int i = 0; i < 20; i++)
-        assert_true(kc_chat(g_client, &u[i % 4], room, "kept", NULL) == i + 1);
-    assert_true(kc_proc_stop_clean(g_srv, 30));
-    kc_proc_free(g_srv);
-    g_srv = NULL;
-    kc_client_free(g_client);
-    g_client = NULL;
+        assert_true(kc_chat(g.client, &u[i % 4], room, "kept", NULL) == i + 1);
+    assert_true(kc_proc_stop_clean(g.srv, 30));
+    kc_proc_free(g.srv);
+    g.srv = NULL;
+    kc_client_free(g.client);
+    g.client = NULL;
 
     /* the compacted copy */
     kc_compacted *c = kc_compacted_read(brokers, PARTITIONS);
@@ -125,35 +102,21 @@ static void test_restore_from_compacted_changelog(void **state)
     assert_true(k.torn > 0);
 
     /* restored from it */
-    g_srv = kc_serve_start_ex("restored-serve", restored, brokers, PARTITIONS, NULL, 90);
-    assert_non_null(g_srv);
+    g.srv = kc_serve_start_ex("restored-serve", restored, brokers, PARTITIONS, NULL, 90);
+    assert_non_null(g.srv);
     snprintf(said, sizeof(said), "restored from %s", KCHAT_TOPIC_CHANGELOG);
     deadline = kc_now_ms() + 60000;
-    while (kc_file_count(kc_proc_log(g_srv), said) < PARTITIONS && kc_now_ms() < deadline)
+    while (kc_file_count(kc_proc_log(g.srv), said) < PARTITIONS && kc_now_ms() < deadline)
         kc_sleep_ms(100);
-    assert_int_equal(kc_file_count(kc_proc_log(g_srv), said), PARTITIONS);
+    assert_int_equal(kc_file_count(kc_proc_log(g.srv), said), PARTITIONS);
     /* no transaction taken for one its writer never finished */
-    assert_int_equal(kc_file_count(kc_proc_log(g_srv), ", 0 of unfinished transactions dropped"),
+    assert_int_equal(kc_file_count(kc_proc_log(g.srv), ", 0 of unfinished transactions dropped"),
                      PARTITIONS);
-    assert_true(kc_proc_stop_clean(g_srv, 30));
-    kc_proc_free(g_srv);
-    g_srv = NULL;
+    assert_true(kc_proc_stop_clean(g.srv, 30));
+    kc_proc_free(g.srv);
+    g.srv = NULL;
 
-    for (int p = 0; p < PARTITIONS; p++) {
-        size_t rows, rows_got;
-        char *want = kc_shard_dump(data, p, &rows), *got = kc_shard_dump(restored, p, &rows_got);
-
-        if (strcmp(want, got) != 0) {
-            fprintf(stderr, "shard %d: %zu rows, restored from the compacted changelog: %zu\n",
-                    p, rows, rows_got);
-            kc_dump_missing("  lost:", want, got);
-            kc_dump_missing("  extra:", got, want);
-        }
-        assert_string_equal(want, got);
-        rows_total += rows;
-        free(want);
-        free(got);
-    }
+    rows_total = kc_shards_compare(data, restored, PARTITIONS, "  extra:");
     fprintf(stderr, "0055: %d shards restored whole (%zu rows)\n", PARTITIONS, rows_total);
     free(data);
     free(restored);

@@ -32,10 +32,8 @@
 #include <string.h>
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include "kchat/kafka.h"
-#include "kchat/topics.h"
 #include "support/compacted.h"
 #include "support/kassert.h"
 #include "support/kclient.h"
@@ -45,63 +43,42 @@
 #define PARTITIONS 4
 
 /* what the test started, so that a failed assertion still cleans up */
-static kc_proc *g_srv;
-static kc_client *g_client;
-static rd_kafka_t *g_host[2];
-static rd_kafka_mock_cluster_t *g_mock[2];
+static kc_two_clusters g;
 
 static int teardown(void **state)
 {
     (void)state;
-    kc_client_free(g_client);
-    g_client = NULL;
-    kc_proc_free(g_srv);
-    g_srv = NULL;
-    for (int i = 0; i < 2; i++) {
-        kc_mock_cluster_free(g_mock[i], g_host[i]);
-        g_mock[i] = NULL;
-        g_host[i] = NULL;
-    }
+    kc_two_clusters_free(&g);
     return 0;
 }
 
-/* Mock cluster @p i with kchat's topics, as `kchat broker` makes them. */
+/* Mock cluster @p i with kchat's topics; its bootstrap list. */
 static const char *mock_start(int i)
 {
-    g_mock[i] = kc_mock_cluster_new(1, 3, &g_host[i]);
-    for (size_t t = 0; t < kchat_topic_count(); t++)
-        assert_int_equal(rd_kafka_mock_topic_create(g_mock[i], kchat_topic_name(t),
-                                                    PARTITIONS, 1), 0);
-    return rd_kafka_mock_cluster_bootstraps(g_mock[i]);
+    return kc_compacted_cluster(PARTITIONS, &g.mock[i], &g.host[i]);
 }
 
 /* A user of shard @p shard, registered and logged in. */
 static void user_in(kc_user *u, int shard)
 {
-    for (int tries = 0; tries < 500; tries++) {
-        kc_user_init(u, "stale");
-        if (kchat_partition_for_key(u->id, strlen(u->id), PARTITIONS) == shard)
-            break;
-    }
-    assert_true(kc_user_register(g_client, u));
-    assert_true(kc_user_login(g_client, u));
+    assert_true(kc_user_in_shard(g.client, u, "stale", shard, PARTITIONS));
 }
 
 /* `kchat serve` on @p data and @p brokers, waiting for its start. */
 static void serve(const char *name, const char *data, const char *brokers,
                   const char *const *extra)
 {
-    g_srv = kc_serve_start_ex(name, data, brokers, PARTITIONS, extra, 90);
-    assert_non_null(g_srv);
+    g.srv = kc_serve_start_ex(name, data, brokers, PARTITIONS, extra, 90);
+    assert_non_null(g.srv);
 }
 
 static void stop(void)
 {
-    assert_true(kc_proc_stop_clean(g_srv, 30));
-    kc_proc_free(g_srv);
-    g_srv = NULL;
-    kc_client_free(g_client);
-    g_client = NULL;
+    assert_true(kc_proc_stop_clean(g.srv, 30));
+    kc_proc_free(g.srv);
+    g.srv = NULL;
+    kc_client_free(g.client);
+    g.client = NULL;
 }
 
 static void test_stale_copy_restored_whole(void **state)
@@ -118,26 +95,26 @@ static void test_stale_copy_restored_whole(void **state)
     /* the first run: what the old copy holds */
     brokers = mock_start(0);
     serve("first-serve", data, brokers, NULL);
-    g_client = kc_client_new(brokers, KC_FROM_END);
+    g.client = kc_client_new(brokers, KC_FROM_END);
     for (int i = 0; i < PARTITIONS; i++)
         user_in(&u[i], i);
     const char *friends[] = {u[1].id, u[2].id, u[3].id, NULL};
-    assert_true(kc_add_friends(g_client, &u[0], friends));
-    assert_true(kc_create_room(g_client, &u[0], friends, "stale room", room));
+    assert_true(kc_add_friends(g.client, &u[0], friends));
+    assert_true(kc_create_room(g.client, &u[0], friends, "stale room", room));
     for (int i = 0; i < 8; i++)
-        assert_true(kc_chat(g_client, &u[i % 4], room, "before", NULL) == i + 1);
+        assert_true(kc_chat(g.client, &u[i % 4], room, "before", NULL) == i + 1);
     stop();
     snprintf(cmd, sizeof(cmd), "cp -a '%s' '%s'", data, old);
     assert_int_equal(system(cmd), 0);
 
     /* the second run deletes: a logout, a leave */
     serve("second-serve", data, brokers, NULL);
-    g_client = kc_client_new(brokers, KC_FROM_END);
-    KC_EXPECT_OK(kc_call(g_client, "logout", u[0].id, u[0].session,
+    g.client = kc_client_new(brokers, KC_FROM_END);
+    KC_EXPECT_OK(kc_call(g.client, "logout", u[0].id, u[0].session,
                          json_pack("{ss}", "userId", u[0].id)), u[0].id);
-    KC_EXPECT_OK(krm_leave(g_client, &u[1], room), u[1].id);
+    KC_EXPECT_OK(krm_leave(g.client, &u[1], room), u[1].id);
     for (int i = 0; i < 4; i++)
-        assert_true(kc_chat(g_client, &u[2 + i % 2], room, "after", NULL) == 9 + i);
+        assert_true(kc_chat(g.client, &u[2 + i % 2], room, "after", NULL) == 9 + i);
     stop();
 
     /* the changelog once its tombstones expired */
@@ -152,31 +129,17 @@ static void test_stale_copy_restored_whole(void **state)
     kc_sleep_ms(2000);
     serve("old-copy-serve", old, brokers, extra);
     deadline = kc_now_ms() + 60000;
-    while (kc_file_count(kc_proc_log(g_srv), "restored from") < PARTITIONS &&
+    while (kc_file_count(kc_proc_log(g.srv), "restored from") < PARTITIONS &&
            kc_now_ms() < deadline)
         kc_sleep_ms(100);
-    aside = kc_file_count(kc_proc_log(g_srv), "is older than --changelog-copy-max-age");
+    aside = kc_file_count(kc_proc_log(g.srv), "is older than --changelog-copy-max-age");
     fprintf(stderr, "0056: %zu shards set aside as older than the bound\n", aside);
     assert_true(aside > 0);
-    assert_true(kc_proc_stop_clean(g_srv, 30));
-    kc_proc_free(g_srv);
-    g_srv = NULL;
+    assert_true(kc_proc_stop_clean(g.srv, 30));
+    kc_proc_free(g.srv);
+    g.srv = NULL;
 
-    for (int p = 0; p < PARTITIONS; p++) {
-        size_t rows, rows_got;
-        char *want = kc_shard_dump(data, p, &rows), *got = kc_shard_dump(old, p, &rows_got);
-
-        if (strcmp(want, got) != 0) {
-            fprintf(stderr, "shard %d: %zu rows, the old copy caught up: %zu\n", p, rows,
-                    rows_got);
-            kc_dump_missing("  lost:", want, got);
-            kc_dump_missing("  kept though deleted:", got, want);
-        }
-        assert_string_equal(want, got);
-        rows_total += rows;
-        free(want);
-        free(got);
-    }
+    rows_total = kc_shards_compare(data, old, PARTITIONS, "  kept though deleted:");
     fprintf(stderr, "0056: %d shards as the changelog has them (%zu rows)\n", PARTITIONS,
             rows_total);
     free(data);

@@ -14,8 +14,10 @@
 
 #include "compacted.h"
 #include "kclient.h"
+#include "mockfault.h"
 #include "kchat/kafka.h"
 #include "kchat/store.h"
+#include "kchat/topics.h"
 
 /* The compacted topics, in the order kc_compacted keeps them. */
 static const kchat_topic_id topic_ids[] = {KCHAT_T_CHANGELOG, KCHAT_T_META, KCHAT_T_DIRECTORY,
@@ -75,6 +77,25 @@ static void keep(struct part_log *l, const rd_kafka_message_t *m)
     }
     if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR)
         r->hdrs = rd_kafka_headers_copy(h);
+}
+
+const char *kc_compacted_cluster(int partitions, rd_kafka_mock_cluster_t **mock,
+                                 rd_kafka_t **host)
+{
+    *mock = kc_mock_cluster_new(1, 3, host);
+    for (size_t t = 0; t < kchat_topic_count(); t++)
+        assert_int_equal(rd_kafka_mock_topic_create(*mock, kchat_topic_name(t), partitions, 1),
+                         0);
+    return rd_kafka_mock_cluster_bootstraps(*mock);
+}
+
+void kc_two_clusters_free(kc_two_clusters *t)
+{
+    kc_client_free(t->client);
+    kc_proc_free(t->srv);
+    for (int i = 0; i < 2; i++)
+        kc_mock_cluster_free(t->mock[i], t->host[i]);
+    *t = (kc_two_clusters){0};
 }
 
 kc_compacted *kc_compacted_read(const char *brokers, int partitions)
@@ -261,7 +282,7 @@ static int dump_one(void *arg, const void *k, size_t kl, const void *v, size_t v
     return 0;
 }
 
-char *kc_shard_dump(const char *data_dir, int shard, size_t *rows)
+static char *shard_dump(const char *data_dir, int shard, size_t *rows)
 {
     char path[4096];
     struct dump d = {0};
@@ -290,7 +311,8 @@ static size_t line_len(const char *p)
     return end ? (size_t)(end - p + 1) : strlen(p);
 }
 
-void kc_dump_missing(const char *tag, const char *a, const char *b)
+/* Print each line of @p a that @p b lacks, after @p tag. */
+static void dump_missing(const char *tag, const char *a, const char *b)
 {
     for (const char *line = a; *line != '\0';) {
         size_t len = line_len(line);
@@ -303,6 +325,27 @@ void kc_dump_missing(const char *tag, const char *a, const char *b)
                     len > 200 ? "...\n" : "");
         line += len;
     }
+}
+
+size_t kc_shards_compare(const char *want, const char *got, int partitions, const char *extra)
+{
+    size_t total = 0;
+
+    for (int p = 0; p < partitions; p++) {
+        size_t rows, rows_got;
+        char *a = shard_dump(want, p, &rows), *b = shard_dump(got, p, &rows_got);
+
+        if (strcmp(a, b) != 0) {
+            fprintf(stderr, "shard %d: %zu rows, %zu in %s\n", p, rows, rows_got, got);
+            dump_missing("  lost:", a, b);
+            dump_missing(extra, b, a);
+        }
+        assert_string_equal(a, b);
+        total += rows;
+        free(a);
+        free(b);
+    }
+    return total;
 }
 
 size_t kc_file_count(const char *path, const char *needle)

@@ -16,6 +16,30 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "kclient.h"
+
+/** @brief A mock cluster of one broker with kchat's topics, @p partitions
+ *         each (as `kchat broker` makes them), on a handle of its own: free
+ *         both with kc_mock_cluster_free() (mockfault.h).
+ *  @return its bootstrap list (the cluster's). */
+const char *kc_compacted_cluster(int partitions, rd_kafka_mock_cluster_t **mock,
+                                 rd_kafka_t **host);
+
+/** What a test of a restore from a copy of a cluster starts: the node it
+ *  runs, its client, and the source and copy mock clusters (any NULL). */
+typedef struct kc_two_clusters {
+    kc_proc *srv;
+    kc_client *client;
+    rd_kafka_t *host[2];
+    rd_kafka_mock_cluster_t *mock[2];
+} kc_two_clusters;
+
+/** @brief Kill and free what @p t holds, and clear it (a test's teardown,
+ *         so that a failed assertion still cleans up). */
+void kc_two_clusters_free(kc_two_clusters *t);
 
 /** Every record of kchat's compacted topics (kchat-changelog, kchat-meta,
  *  kchat-directory, kchat-rooms) as read from one cluster. Opaque. */
@@ -42,17 +66,16 @@ typedef struct kc_compacted_counts {
 kc_compacted_counts kc_compacted_copy(kc_compacted *c, const char *brokers,
                                       bool tombstones_expired);
 
-/** @brief Every (table, key, value) of shard @p shard of data directory
- *         @p data_dir, a line each, in hex, but for what a node writes of
- *         its own when it serves after a restore: its input offsets (moved
- *         to what the cluster it serves has), the cluster id, the outbox
- *         counter (it publishes at start) and the changelog's table and
- *         counter. @p rows gets the line count. Free the result. */
-char *kc_shard_dump(const char *data_dir, int shard, size_t *rows);
-
-/** @brief Print to stderr each line of @p a that @p b lacks, after @p tag
- *         (a line cut at 200 characters). */
-void kc_dump_missing(const char *tag, const char *a, const char *b);
+/** @brief Fail the running test unless shards 0 to @p partitions - 1 of
+ *         data directory @p got hold the same (table, key, value) rows as
+ *         those of @p want, but for what a node writes of its own when it
+ *         serves after a restore: its input offsets (moved to what the
+ *         cluster it serves has), the cluster id, the outbox counter (it
+ *         publishes at start) and the changelog's table and counter. On a
+ *         difference it prints, per shard, the rows @p got lacks and those
+ *         it has beyond @p want (@p extra names them), in hex.
+ *  @return the rows of @p want. */
+size_t kc_shards_compare(const char *want, const char *got, int partitions, const char *extra);
 
 /** @brief How many times @p needle occurs in file @p path (0 when the file
  *         cannot be read). */

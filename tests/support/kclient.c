@@ -1942,6 +1942,16 @@ bool kc_user_login(kc_client *c, kc_user *u)
     return true;
 }
 
+bool kc_user_in_shard(kc_client *c, kc_user *u, const char *tag, int shard, int partitions)
+{
+    for (int tries = 0; tries < 500; tries++) {
+        kc_user_init(u, tag);
+        if (kc_partition_for(u->id, partitions) == shard)
+            return kc_user_register(c, u) && kc_user_login(c, u);
+    }
+    return false;
+}
+
 bool kc_user_new(kc_client *c, kc_user *u, const char *tag)
 {
     kc_user_init(u, tag);

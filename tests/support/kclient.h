@@ -570,6 +570,14 @@ bool kc_user_register(kc_client *c, const kc_user *u);
 /** @brief Log @p u in; stores the session in u->session. */
 bool kc_user_login(kc_client *c, kc_user *u);
 
+/**
+ * @brief A new user (kc_user_init() with @p tag) whose id falls in
+ *        partition @p shard of @p partitions, registered and logged in.
+ * @return false when no id of 500 tries fell there, or registering or the
+ *         login failed.
+ */
+bool kc_user_in_shard(kc_client *c, kc_user *u, const char *tag, int shard, int partitions);
+
 /** @brief kc_user_init() + kc_user_register() + kc_user_login(). */
 bool kc_user_new(kc_client *c, kc_user *u, const char *tag);
 
