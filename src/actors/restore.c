@@ -13,12 +13,15 @@
  * applied once its last change (kchat-cl-last) has been read, or once a
  * change numbered after its last one comes (compaction removed its last
  * changes: later records of the same keys, applied after it, replace
- * them). One cut off at the end of the log, or followed by one numbered
- * inside it (its node died and the next writer numbered on from the same
- * point), is dropped. Compaction keeps the last record of each key, and a
- * refused change is produced again with every later one, so the log's
- * order gives the final state. The restored
- * tables carry the stored input offsets and the data set id: the shard
+ * them). One followed by a change numbered inside it (its node died and
+ * the next writer numbered on from the same point) is dropped, and so is
+ * one cut off at the end of the log on the mock cluster, which shows what
+ * no transaction committed (kchat__cl_fate_at_end()). A copy older than
+ * --changelog-copy-max-age is set aside and the shard restored whole: the
+ * deletions made since may be gone. Compaction keeps the last record of
+ * each key, and a refused change is produced again with every later one,
+ * so the log's order gives the final state. The restored tables carry the
+ * stored input offsets and the data set id: the shard
  * serves on from where its last owner stopped, and an empty data directory
  * joins the deployment instead of starting a new one.
  *
