@@ -17,11 +17,11 @@
  * 2 s, `kchat serve --changelog-copy-max-age 1` on the old copy there: every
  * shard behind the changelog must be set aside and restored whole
  * (kchat_shards_stale_copies_total counts them, the log says why), and every
- * shard must then hold exactly the tables of the second run's data
- * directory (input offsets and a node's own counters aside): no session of
- * alice's, bob out of the room. Seen failing without the age check: the
- * same steps with --changelog-copy-max-age 1000000 kept alice's session and
- * bob's membership (rows the comparison names).
+ * shard must then hold exactly the rows of the second run's data directory
+ * (kc_shards_compare(): but for what a node changes of its own as it
+ * serves on): no session of alice's, bob out of the room. Seen failing
+ * without the age check: the same steps with --changelog-copy-max-age
+ * 1000000 kept alice's session row in shard 0 (the first shard compared).
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -70,8 +70,11 @@ kc_compacted_counts kc_compacted_copy(kc_compacted *c, const char *brokers,
  *         data directory @p got hold the same (table, key, value) rows as
  *         those of @p want, but for what a node writes of its own when it
  *         serves after a restore: its input offsets (moved to what the
- *         cluster it serves has), the cluster id, the outbox counter (it
- *         publishes at start) and the changelog's table and counter. On a
+ *         cluster it serves has), the cluster id, the outbox and its
+ *         counter (it produces the outbox again, and publishes at start),
+ *         the command streams' counters (a command the first run left
+ *         unacknowledged is acknowledged then) and the changelog's table
+ *         and counter. On a
  *         difference it prints, per shard, the rows @p got lacks and those
  *         it has beyond @p want (@p extra names them), in hex.
  *  @return the rows of @p want. */
