@@ -552,10 +552,39 @@ static int diverged(struct restore *rs, struct shard *sh, const struct position 
     return rc;
 }
 
+/* Why a copy is set aside and restored whole. */
+enum aside { ASIDE_NONE, ASIDE_DATASET, ASIDE_DIVERGED, ASIDE_STALE };
+
+static const char *const aside_why[] = {
+    [ASIDE_DATASET] = "is another data set's",
+    [ASIDE_DIVERGED] = "diverged from the changelog",
+    [ASIDE_STALE] = "is older than --changelog-copy-max-age (deletions since may be gone "
+                    "from the changelog)",
+};
+
+/* Set @p sh's copy aside for @p why (logged, and counted as diverged or
+ * stale): the next catch-up reads its partition from the beginning, into
+ * an empty copy. Errors as kchat__datadir_shard_set_aside().
+ * @locality the thread acquiring the shard, which no worker touches */
+KCHAT_MUST_CHECK
+static int copy_aside(struct restore *rs, struct shard *sh, enum aside why, char *errstr,
+                      size_t len)
+{
+    int rc;
+
+    sh->follow_from = 0;
+    if ((rc = kchat__datadir_shard_set_aside(rs->be, sh, aside_why[why], errstr, len)) !=
+        KCHAT_OK)
+        return rc;
+    atomic_fetch_add(why == ASIDE_STALE ? &rs->be->stats.stale_copies : &rs->be->stats.diverged,
+                     1);
+    return KCHAT_OK;
+}
+
 /* Bring @p sh up to its changelog partition: nothing when it is current
  * (or ahead, with changes of its own to produce); the changes after its
  * own when it is behind; the whole partition, after setting the copy
- * aside, when it diverged or belongs to another data set.
+ * aside, when it diverged, belongs to another data set or is too old.
  * @locality the thread acquiring the shard, which no worker touches */
 KCHAT_MUST_CHECK
 static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, char *errstr,
@@ -565,6 +594,7 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
     uint64_t tail_seq;
     int64_t end, t0 = kchat__monotonic_us();
     int32_t p = (int32_t)sh->id;
+    enum aside aside = ASIDE_NONE;   /* set aside before reading: why */
     bool bad = false;
     int rc;
 
@@ -579,21 +609,17 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
     if (end == 0 || rs->dataset[0] == '\0')
         return KCHAT_OK;   /* nothing in Kafka (a new deployment, or an older kchat's) */
     if (pos.dataset[0] != '\0' && strcmp(pos.dataset, rs->dataset) != 0) {
-        bad = true;   /* another deployment's copy (the start refuses most of these) */
+        aside = ASIDE_DATASET;   /* another deployment's copy (the start refuses most) */
     } else if ((rc = diverged(rs, sh, &pos, tail_seq, &bad)) != KCHAT_OK) {
         snprintf(errstr, len, "shard %d: %s", p, kchat_strerror(rc));
         return rc;
+    } else if (bad) {
+        aside = ASIDE_DIVERGED;
     }
-    if (bad) {
+    if (aside != ASIDE_NONE) {
         *restored = true;
-        sh->follow_from = 0;
-        if ((rc = kchat__datadir_shard_set_aside(rs->be, sh, pos.dataset[0] != '\0' &&
-                                                 strcmp(pos.dataset, rs->dataset) != 0
-                                                     ? "is another data set's"
-                                                     : "diverged from the changelog",
-                                                 errstr, len)) != KCHAT_OK)
+        if ((rc = copy_aside(rs, sh, aside, errstr, len)) != KCHAT_OK)
             return rc;
-        atomic_fetch_add(&rs->be->stats.diverged, 1);
         memset(&pos, 0, sizeof(pos));
     } else if (tail_seq <= pos.last) {
         return KCHAT_OK;   /* up to date (or ahead: its kept changes go out next) */
@@ -611,14 +637,9 @@ static int shard_catch_up(struct restore *rs, struct shard *sh, bool *restored, 
     if (rs->diverged || rs->stale) {
         /* another writer numbered among our unconfirmed changes, or the
          * copy is older than the deletions Kafka is sure to keep */
-        sh->follow_from = 0;
-        if ((rc = kchat__datadir_shard_set_aside(
-                 rs->be, sh, rs->stale ? "is older than --changelog-copy-max-age (deletions "
-                                         "since may be gone from the changelog)"
-                                       : "diverged from the changelog",
-                 errstr, len)) != KCHAT_OK)
+        if ((rc = copy_aside(rs, sh, rs->stale ? ASIDE_STALE : ASIDE_DIVERGED, errstr, len)) !=
+            KCHAT_OK)
             return rc;
-        atomic_fetch_add(rs->stale ? &rs->be->stats.stale_copies : &rs->be->stats.diverged, 1);
         rs->local = rs->applied_to = rs->check_from = 0;
         rs->diverged = rs->stale = false;
         rs->changes = rs->records = rs->dropped = 0;
