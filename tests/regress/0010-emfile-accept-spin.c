@@ -55,19 +55,6 @@ static double cpu_seconds(pid_t pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-static size_t count_lines_with(const char *path, const char *needle)
-{
-    size_t len = 0, n = 0;
-    char *text = kc_read_file(path, &len), *p = text;
-
-    while (p && (p = strstr(p, needle)) != NULL) {
-        n++;
-        p += strlen(needle);
-    }
-    free(text);
-    return n;
-}
-
 static void test_out_of_descriptors_pauses_accepts(void **state)
 {
     char *wrapper = kc_tmppath("kchat-nofile.sh"), *data = kc_tmppath("nofile-data");
@@ -125,10 +112,10 @@ static void test_out_of_descriptors_pauses_accepts(void **state)
      * the log; a paused one logs about once a second */
     kc_sleep_ms(500);
     cpu0 = cpu_seconds(kc_proc_pid(p));
-    lines0 = count_lines_with(kc_proc_log(p), "pausing accepts");
+    lines0 = kc_file_count(kc_proc_log(p), "pausing accepts");
     kc_sleep_ms(3000);
     cpu1 = cpu_seconds(kc_proc_pid(p));
-    lines1 = count_lines_with(kc_proc_log(p), "pausing accepts");
+    lines1 = kc_file_count(kc_proc_log(p), "pausing accepts");
     assert_true(cpu0 >= 0 && cpu1 >= 0);
     /* a spinning accept loop adds a whole core: about 3 CPU s in 3 s */
     if ((cpu1 - cpu0) - (base1 - base0) > 1.5)
@@ -137,7 +124,7 @@ static void test_out_of_descriptors_pauses_accepts(void **state)
     assert_true(lines1 >= 1);
     if (lines1 - lines0 > 6)
         fail_msg("%zu 'pausing accepts' lines in 3 s", lines1 - lines0);
-    assert_int_equal(count_lines_with(kc_proc_log(p), "Error from accept"), 0);
+    assert_int_equal(kc_file_count(kc_proc_log(p), "Error from accept"), 0);
 
     for (int i = 0; i < opened; i++)
         close(fds[i]);

@@ -42,16 +42,7 @@ static int teardown(void **state)
  * (librdkafka's debug=fetch line "Fetch topic T [P] at offset N"). */
 static size_t fetches(void)
 {
-    static const char what[] = "Fetch topic user-add-request [0] at offset";
-    char *text = kc_read_file(kc_proc_log(g_srv), NULL), *p = text;
-    size_t n = 0;
-
-    while (p != NULL && (p = strstr(p, what)) != NULL) {
-        n++;
-        p += sizeof(what) - 1;
-    }
-    free(text);
-    return n;
+    return kc_file_count(kc_proc_log(g_srv), "Fetch topic user-add-request [0] at offset");
 }
 
 static void test_idle_fetch_rate(void **state)

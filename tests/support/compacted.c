@@ -348,14 +348,3 @@ size_t kc_shards_compare(const char *want, const char *got, int partitions, cons
     }
     return total;
 }
-
-size_t kc_file_count(const char *path, const char *needle)
-{
-    size_t len, n = 0;
-    char *text = kc_read_file(path, &len);
-
-    for (const char *p = text; p != NULL && (p = strstr(p, needle)) != NULL; p++)
-        n++;
-    free(text);
-    return n;
-}

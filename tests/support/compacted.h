@@ -80,8 +80,4 @@ kc_compacted_counts kc_compacted_copy(kc_compacted *c, const char *brokers,
  *  @return the rows of @p want. */
 size_t kc_shards_compare(const char *want, const char *got, int partitions, const char *extra);
 
-/** @brief How many times @p needle occurs in file @p path (0 when the file
- *         cannot be read). */
-size_t kc_file_count(const char *path, const char *needle);
-
 #endif

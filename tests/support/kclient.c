@@ -266,6 +266,17 @@ bool kc_file_contains(const char *path, const void *needle, size_t len)
     return found;
 }
 
+size_t kc_file_count(const char *path, const char *needle)
+{
+    size_t n = 0;
+    char *text = kc_read_file(path, NULL);
+
+    for (const char *p = text; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    free(text);
+    return n;
+}
+
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;

@@ -276,6 +276,10 @@ char *kc_read_file(const char *path, size_t *len);
 /** @brief Whether file @p path contains the bytes @p needle. */
 bool kc_file_contains(const char *path, const void *needle, size_t len);
 
+/** @brief How many times the string @p needle occurs in file @p path, not
+ *         overlapping (0 when the file cannot be read). */
+size_t kc_file_count(const char *path, const char *needle);
+
 /** @brief Remove a directory tree (like `rm -rf`). Missing is fine. */
 void kc_rm_rf(const char *path);
 
