@@ -144,7 +144,8 @@ INT_SRC  := $(wildcard tests/integration/*.c)
 INT_BIN  := $(INT_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
 # Test support: the black-box integration programs link no libkchat.a, so
 # what needs it (compacted.c: shard stores as text) is linked by the
-# programs that do, the numbered regressions (tests/regress/regress.mk).
+# programs that do: the white-box integration programs (INT_WHITEBOX) and
+# the numbered regressions (tests/regress/regress.mk).
 SUP_LIB_SRC := tests/support/compacted.c
 SUP_SRC  := $(filter-out $(SUP_LIB_SRC),$(wildcard tests/support/*.c))
 SUP_OBJ  := $(SUP_SRC:%.c=$(BUILD)/%.o)
@@ -189,9 +190,9 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ) $(FLAG
 INT_WHITEBOX := $(BUILD)/tests/integration/test_changelog \
                 $(BUILD)/tests/integration/test_handover \
                 $(BUILD)/tests/integration/test_gw_presence
-$(INT_WHITEBOX): $(BUILD)/tests/integration/%: tests/integration/%.c $(LIB) $(SUP_OBJ) $(SAN_OBJ) $(FLAGS)
+$(INT_WHITEBOX): $(BUILD)/tests/integration/%: tests/integration/%.c $(LIB) $(SUP_OBJ) $(SUP_LIB_OBJ) $(SAN_OBJ) $(FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Itests $(ALL_LDFLAGS) -o $@ $< $(SUP_OBJ) $(SUP_LIB_OBJ) $(SAN_OBJ) $(LIB) $(ALL_LIBS) $(CURL_LIBS) -lcmocka
 
 # Fuzz harnesses define LLVMFuzzerTestOneInput; with gcc they are linked to a
 # replay driver that runs the committed corpus plus bounded random inputs.

@@ -36,6 +36,7 @@
 #include "kchat/kafka.h"
 #include "kchat/store.h"
 #include "kchat/topics.h"
+#include "support/compacted.h"
 #include "support/kassert.h"
 #include "support/kclient.h"
 #include "support/mockfault.h"
@@ -184,53 +185,6 @@ static int apply_kept(void *arg, const kchat_change *ch)
     return kchat_store_change_apply(arg, ch);
 }
 
-/* Every (table, key, value) of a store as text, but the changelog's own
- * table and counter. */
-struct dump {
-    char *buf;
-    size_t len, cap;
-    int table;
-};
-
-static int dump_one(void *arg, const void *k, size_t kl, const void *v, size_t vl)
-{
-    struct dump *d = arg;
-    size_t need = 32 + 2 * (kl + vl);
-
-    if (d->table == KCHAT_TBL_META && kl == 11 && !memcmp(k, "i:changelog", 11))
-        return 0;
-    if (d->len + need > d->cap) {
-        d->cap = 2 * (d->len + need);
-        assert_non_null(d->buf = realloc(d->buf, d->cap));
-    }
-    d->len += (size_t)sprintf(d->buf + d->len, "%d:", d->table);
-    for (size_t i = 0; i < kl; i++)
-        d->len += (size_t)sprintf(d->buf + d->len, "%02x", ((const unsigned char *)k)[i]);
-    d->buf[d->len++] = '=';
-    for (size_t i = 0; i < vl; i++)
-        d->len += (size_t)sprintf(d->buf + d->len, "%02x", ((const unsigned char *)v)[i]);
-    d->buf[d->len++] = '\n';
-    d->buf[d->len] = '\0';
-    return 0;
-}
-
-static char *dump(kchat_store *s, size_t *rows)
-{
-    struct dump d = {0};
-    kchat_txn *t;
-
-    assert_int_equal(kchat_txn_begin(s, false, &t), KCHAT_OK);
-    for (d.table = 0; d.table < KCHAT_TBL__COUNT; d.table++)
-        if (d.table != KCHAT_TBL_CHANGELOG)
-            assert_int_equal(kchat_txn_scan(t, (kchat_table)d.table, NULL, 0, false,
-                                            dump_one, &d), KCHAT_OK);
-    kchat_txn_abort(t);
-    *rows = 0;
-    for (size_t i = 0; i < d.len; i++)
-        *rows += d.buf[i] == '\n';
-    return d.buf ? d.buf : strdup("");
-}
-
 /* kchat_store_changelog_scan() callback: count a kept change. */
 static int count_kept(void *arg, const kchat_change *ch)
 {
@@ -304,8 +258,8 @@ static void rebuild_after(bool idle_kill)
                          KCHAT_OK);
         assert_int_equal(kchat_txn_commit(dst), KCHAT_OK);
         kchat_txn_abort(src);
-        want = dump(shard, &rows);
-        got = dump(rp.store[p], &rows_got);
+        want = kc_store_dump(shard, false, &rows);
+        got = kc_store_dump(rp.store[p], false, &rows_got);
         if (strcmp(want, got) != 0)
             fprintf(stderr, "shard %d: %zu rows, rebuilt from the changelog: %zu\n", p, rows,
                     rows_got);

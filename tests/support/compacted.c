@@ -256,15 +256,16 @@ struct dump {
     char *buf;
     size_t len, cap;
     int table;
+    bool as_served;   /* leave out what a node changes as it serves on */
 };
 
 static int dump_one(void *arg, const void *k, size_t kl, const void *v, size_t vl)
 {
     static const char *const own[] = {"i:changelog", "i:outbox_seq", "s:cluster_id"};
     struct dump *d = arg;
-    size_t need = 32 + 2 * (kl + vl);
+    size_t need = 32 + 2 * (kl + vl), n_own = d->as_served ? sizeof(own) / sizeof(own[0]) : 1;
 
-    for (size_t i = 0; d->table == KCHAT_TBL_META && i < sizeof(own) / sizeof(own[0]); i++)
+    for (size_t i = 0; d->table == KCHAT_TBL_META && i < n_own; i++)
         if (kl == strlen(own[i]) && memcmp(k, own[i], kl) == 0)
             return 0;
     if (d->len + need > d->cap) {
@@ -282,27 +283,38 @@ static int dump_one(void *arg, const void *k, size_t kl, const void *v, size_t v
     return 0;
 }
 
-static char *shard_dump(const char *data_dir, int shard, size_t *rows)
+char *kc_store_dump(kchat_store *s, bool as_served, size_t *rows)
 {
-    char path[4096];
-    struct dump d = {0};
-    kchat_store *s;
+    struct dump d = {.as_served = as_served};
     kchat_txn *t;
 
-    snprintf(path, sizeof(path), "%s/shard-%04d", data_dir, shard);
-    assert_int_equal(kchat_store_open(path, NULL, &s), KCHAT_OK);
     assert_int_equal(kchat_txn_begin(s, false, &t), KCHAT_OK);
-    for (d.table = 0; d.table < KCHAT_TBL__COUNT; d.table++)
-        if (d.table != KCHAT_TBL_CHANGELOG && d.table != KCHAT_TBL_OFFSETS &&
-            d.table != KCHAT_TBL_OUTBOX && d.table != KCHAT_TBL_APPLIED)
-            assert_int_equal(kchat_txn_scan(t, (kchat_table)d.table, NULL, 0, false, dump_one,
-                                            &d), KCHAT_OK);
+    for (d.table = 0; d.table < KCHAT_TBL__COUNT; d.table++) {
+        if (d.table == KCHAT_TBL_CHANGELOG ||
+            (as_served && (d.table == KCHAT_TBL_OFFSETS || d.table == KCHAT_TBL_OUTBOX ||
+                           d.table == KCHAT_TBL_APPLIED)))
+            continue;
+        assert_int_equal(kchat_txn_scan(t, (kchat_table)d.table, NULL, 0, false, dump_one, &d),
+                         KCHAT_OK);
+    }
     kchat_txn_abort(t);
-    kchat_store_close(s);
     *rows = 0;
     for (size_t i = 0; i < d.len; i++)
         *rows += d.buf[i] == '\n';
     return d.buf ? d.buf : strdup("");
+}
+
+/* kc_store_dump(.., true, ..) of shard @p shard of data directory @p data_dir. */
+static char *shard_dump(const char *data_dir, int shard, size_t *rows)
+{
+    char path[4096], *text;
+    kchat_store *s;
+
+    snprintf(path, sizeof(path), "%s/shard-%04d", data_dir, shard);
+    assert_int_equal(kchat_store_open(path, NULL, &s), KCHAT_OK);
+    text = kc_store_dump(s, true, rows);
+    kchat_store_close(s);
+    return text;
 }
 
 /* The length of the line at @p p, its newline included. */

@@ -19,6 +19,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "kchat/store.h"
 #include "kclient.h"
 
 /** @brief A mock cluster of one broker with kchat's topics, @p partitions
@@ -65,6 +66,13 @@ typedef struct kc_compacted_counts {
  *         @p tombstones_expired no tombstone either. Frees @p c. */
 kc_compacted_counts kc_compacted_copy(kc_compacted *c, const char *brokers,
                                       bool tombstones_expired);
+
+/** @brief Every (table, key, value) of store @p s, a line each, in hex, but
+ *         the changelog's table and counter; with @p as_served also what a
+ *         node changes of its own as it serves on after a restore (see
+ *         kc_shards_compare()). @p rows gets the line count. Free the
+ *         result. */
+char *kc_store_dump(kchat_store *s, bool as_served, size_t *rows);
 
 /** @brief Fail the running test unless shards 0 to @p partitions - 1 of
  *         data directory @p got hold the same (table, key, value) rows as
