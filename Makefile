@@ -188,6 +188,7 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ) $(FLAG
 # of their own; test_gw_presence checks kchat-presence's MACs with
 # kchat_auth_verify().
 INT_WHITEBOX := $(BUILD)/tests/integration/test_changelog \
+                $(BUILD)/tests/integration/test_coalesce \
                 $(BUILD)/tests/integration/test_handover \
                 $(BUILD)/tests/integration/test_gw_presence
 $(INT_WHITEBOX): $(BUILD)/tests/integration/%: tests/integration/%.c $(LIB) $(SUP_OBJ) $(SUP_LIB_OBJ) $(SAN_OBJ) $(FLAGS)

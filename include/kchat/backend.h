@@ -97,6 +97,10 @@ typedef struct kchat_backend kchat_backend;
     X(changes_produced, "kchat_changelog_produced_total",                                  \
       "Changes handed to the producer for kchat-changelog (again after a refusal too).",   \
       NULL)                                                                                \
+    X(changes_coalesced, "kchat_changelog_coalesced_total",                                \
+      "Changes not written to kchat-changelog because a later change of the same "         \
+      "Kafka transaction writes the same key (compaction would keep only that one).",     \
+      NULL)                                                                                \
     X(changes_acked, "kchat_changelog_acked_total",                                        \
       "Changes Kafka confirmed in kchat-changelog, in order.", NULL)                       \
     X(changelog_resends, "kchat_changelog_resends_total",                                  \

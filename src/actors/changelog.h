@@ -126,6 +126,19 @@ void kchat__cl_txn_hurry(struct shard *sh);
 KCHAT_MUST_CHECK
 int kchat__cl_txn_enqueue(struct shard *sh, const kchat_change *ch);
 
+/* Mark in @p superseded (n bytes, 1: superseded) each of the @p n changes
+ * @p r (one Kafka transaction's, in seq order) whose table and key a later
+ * one of them writes again: only the last value of a key needs to reach
+ * Kafka in a transaction that a read_committed reader sees whole
+ * (docs/design.md, "Changelog", which says why a restore stays whole).
+ * @p slots / @p cap: a scratch hash table the caller keeps between calls
+ * (NULL / 0 at first; the caller frees *slots). Returns how many are
+ * superseded; 0 and none marked when the scratch cannot grow (nothing is
+ * lost: every change is written).
+ * @locality any thread (the shard's committer thread) */
+size_t kchat__cl_coalesce(const struct cl_rec *r, size_t n, unsigned char *superseded,
+                          uint32_t **slots, size_t *cap);
+
 /* ---- restore.c: shards restored from kchat-changelog ---- */
 
 /* Bring shard @p sh up to its kchat-changelog partition before this process

@@ -72,6 +72,13 @@ struct cl_txn {
                                      (not copied) until it commits, aborts or is
                                      destroyed */
     size_t n_batch, cap_batch;
+    unsigned char *superseded;    /* the committer's: 1 for each change of batch a
+                                     later one of batch writes again (not written) */
+    size_t cap_superseded;
+    uint32_t *slots;              /* the committer's: kchat__cl_coalesce()'s scratch */
+    size_t cap_slots;
+    bool coalesce;                /* readers see only committed transactions whole:
+                                     superseded changes may be left out */
 };
 
 static void recs_free(struct cl_rec *r, size_t n)
@@ -198,19 +205,80 @@ static rd_kafka_headers_t *change_headers(kchat_backend *be, const kchat_change 
     return hdrs;
 }
 
-/* Write @p n changes in one transaction and commit it; errstr says why
- * when it was not committed.
+/* FNV-1a of a change's table and key. */
+static uint32_t change_hash(const struct cl_rec *r)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)r->table;
+
+    h *= 16777619u;
+    for (size_t i = 0; i < r->key_len; i++) {
+        h ^= r->key[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+size_t kchat__cl_coalesce(const struct cl_rec *r, size_t n, unsigned char *superseded,
+                          uint32_t **slots, size_t *cap)
+{
+    size_t want = 16, mask, count = 0;
+
+    memset(superseded, 0, n);
+    if (n < 2 || n > UINT32_MAX / 2)
+        return 0;
+    while (want < 2 * n)
+        want *= 2;
+    if (want > *cap) {
+        uint32_t *nv = realloc(*slots, want * sizeof(*nv));
+        if (nv == NULL)
+            return 0;
+        *slots = nv;
+        *cap = want;
+    }
+    /* An open-addressing set of the keys seen, read from the last change
+     * back: a change whose key is in it already is superseded. Slots hold
+     * 1 + an index into r, 0 when free. */
+    memset(*slots, 0, want * sizeof(**slots));
+    mask = want - 1;
+    for (size_t i = n; i-- > 0;) {
+        size_t at = change_hash(&r[i]) & mask;
+
+        for (;;) {
+            uint32_t s = (*slots)[at];
+            if (s == 0) {
+                (*slots)[at] = (uint32_t)i + 1;
+                break;
+            }
+            const struct cl_rec *o = &r[s - 1];
+            if (o->table == r[i].table && o->key_len == r[i].key_len &&
+                memcmp(o->key, r[i].key, r[i].key_len) == 0) {
+                superseded[i] = 1;
+                count++;
+                break;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+    return count;
+}
+
+/* Write the @p n changes @p r in one transaction and commit it, leaving
+ * out those marked in @p superseded (NULL: none); errstr says why when it
+ * was not committed.
  * @locality the shard's committer thread */
 static enum txn_result txn_write(struct cl_txn *tx, const struct cl_rec *r, size_t n,
-                                 char *errstr, size_t len)
+                                 const unsigned char *superseded, char *errstr, size_t len)
 {
     kchat_backend *be = tx->be;
     rd_kafka_error_t *err;
     int64_t deadline;
+    size_t written = 0;
 
     if ((err = rd_kafka_begin_transaction(tx->rk)) != NULL)
         return txn_undo(tx, err, errstr, len);   /* e.g. an abort that timed out: again */
     for (size_t i = 0; i < n; i++) {
+        if (superseded != NULL && superseded[i])
+            continue;   /* a later change of this transaction writes its key */
         kchat_change ch = {
             .seq = r[i].seq, .last = r[i].last, .table = r[i].table, .key = r[i].key,
             .key_len = r[i].key_len, .value = r[i].value, .value_len = r[i].value_len,
@@ -259,13 +327,35 @@ static enum txn_result txn_write(struct cl_txn *tx, const struct cl_rec *r, size
                 snprintf(errstr, len, "%s", rd_kafka_err2str(perr));
             return res;
         }
+        written++;
     }
-    atomic_fetch_add(&be->stats.changes_produced, n);
+    atomic_fetch_add(&be->stats.changes_produced, written);
+    atomic_fetch_add(&be->stats.changes_coalesced, n - written);
     deadline = kchat__monotonic_us() / 1000 + 3 * TXN_COMMIT_TIMEOUT_MS;
     while ((err = rd_kafka_commit_transaction(tx->rk, TXN_COMMIT_TIMEOUT_MS)) != NULL &&
            rd_kafka_error_is_retriable(err) && kchat__monotonic_us() / 1000 < deadline)
         rd_kafka_error_destroy(err);   /* the same commit may be asked for again */
     return err == NULL ? TXN_COMMITTED : txn_undo(tx, err, errstr, len);
+}
+
+/* Which changes of tx's batch a later one of it writes again (NULL: write
+ * them all: the readers may see part of a transaction, or no memory).
+ * @locality the shard's committer thread */
+static const unsigned char *coalesced(struct cl_txn *tx)
+{
+    if (!tx->coalesce || tx->n_batch < 2)
+        return NULL;
+    if (tx->n_batch > tx->cap_superseded) {
+        unsigned char *nv = realloc(tx->superseded, tx->cap_batch);
+        if (nv == NULL)
+            return NULL;
+        tx->superseded = nv;
+        tx->cap_superseded = tx->cap_batch;
+    }
+    if (kchat__cl_coalesce(tx->batch, tx->n_batch, tx->superseded, &tx->slots,
+                           &tx->cap_slots) == 0)
+        return NULL;
+    return tx->superseded;
 }
 
 /* The committer thread's main: every round, write what queued since the
@@ -332,7 +422,7 @@ static void *committer_main(void *arg)
 
         t0 = kchat__monotonic_us();
         errstr[0] = '\0';
-        res = txn_write(tx, tx->batch, tx->n_batch, errstr, sizeof(errstr));
+        res = txn_write(tx, tx->batch, tx->n_batch, coalesced(tx), errstr, sizeof(errstr));
         if (res == TXN_COMMITTED) {
             atomic_fetch_add(&be->stats.cl_txns, 1);
             atomic_fetch_add(&be->stats.cl_txn_us, (uint64_t)(kchat__monotonic_us() - t0));
@@ -410,6 +500,11 @@ int kchat__cl_txn_open(kchat_backend *be, struct shard *sh, char *errstr, size_t
         return KCHAT_ENOMEM;
     tx->be = be;
     tx->sh = sh;
+    /* Kafka shows read_committed readers a transaction whole or not at all;
+     * the mock cluster shows its records as they come (changelog.h,
+     * kchat__cl_fate_at_end()), so a reader there could apply a part of a
+     * round without the later change that replaced a left-out one. */
+    tx->coalesce = !be->mock_broker;
     if ((conf = txn_conf(be, sh, errstr, len)) == NULL) {
         rc = KCHAT_ECONFIG;
         goto out_free;
@@ -479,6 +574,8 @@ void kchat__cl_txn_close(kchat_backend *be, struct shard *sh)
     free(tx->batch);
     recs_free(tx->q, tx->n_q);
     free(tx->q);
+    free(tx->superseded);
+    free(tx->slots);
     pthread_cond_destroy(&tx->cond);
     pthread_mutex_destroy(&tx->lock);
     free(tx);
