@@ -43,7 +43,9 @@
  * until then (CONCURRENT_TRANSACTIONS), which librdkafka 2.0.2 asks again
  * for only 20 ms later. Beginning the next one this long after a commit
  * avoids that wait (docs/bench.md, "Fencing"). */
+#ifndef TXN_GAP_US   /* a build may set it (-DTXN_GAP_US=N), to measure another */
 #define TXN_GAP_US 2000
+#endif
 /* Changes no held answer, event or command waits for (the tombstones of
  * delivered outbox records, a command's deletion once its target
  * acknowledged it; those behind command acknowledgements only) wait this
