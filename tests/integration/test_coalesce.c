@@ -45,12 +45,9 @@ static kc_client *g_client;
 static int teardown(void **state)
 {
     (void)state;
-    kc_client_free(g_client);
-    g_client = NULL;
     if (g_srv != NULL)
         kc_proc_stop_clean(g_srv, 30);
-    kc_proc_free(g_srv);
-    g_srv = NULL;
+    kc_release(&g_client, &g_srv);
     kc_proc_free(g_broker);
     g_broker = NULL;
     return 0;
