@@ -130,7 +130,7 @@ int kchat__cl_txn_enqueue(struct shard *sh, const kchat_change *ch);
  * @p r (one Kafka transaction's, in seq order) whose table and key a later
  * one of them writes again: only the last value of a key needs to reach
  * Kafka in a transaction that a read_committed reader sees whole
- * (docs/design.md, "Changelog", which says why a restore stays whole).
+ * (docs/design.md, "Each key once per round": why a restore stays whole).
  * @p slots / @p cap: a scratch hash table the caller keeps between calls
  * (NULL / 0 at first; the caller frees *slots). Returns how many are
  * superseded; 0 and none marked when the scratch cannot grow (nothing is
