@@ -3,7 +3,9 @@
 # change make faster, and what does a request cost each in CPU.
 #
 # Runs alternate, A then B, --runs times, so that a drift of the machine
-# falls on both. Each run: `kchat serve` of that binary (8 partitions,
+# falls on both. On Kafka the side run first in each pair won every pair
+# in two sittings of three (up to a tenth; docs/bench.md, "Each key once
+# per round"): compare in both orders there. Each run: `kchat serve` of that binary (8 partitions,
 # kchat's default workers) and the load generator in closed loop, the first
 # --warmup requests left out, then --requests measured; the CPU that kchat
 # serve and the broker used while the measured part ran (utime + stime of
