@@ -105,13 +105,12 @@ static void burst(const kc_user *u, int users, const char *room, int64_t *seq)
 static void test_restore_of_coalesced_changelog(void **state)
 {
     char *data = kc_tmppath("coalesce-source"), *restored = kc_tmppath("coalesce-restored");
-    char metrics[96], said[96], rooms[2][65];
+    char metrics[96], rooms[2][65];
     const char *brokers;
     kc_user u[USERS];
     int64_t seq[2] = {0, 0};
     double produced = -1, coalesced = -1;
     size_t rows;
-    int64_t deadline;
 
     (void)state;
     g_broker = kc_broker_start("coalesce-broker", PARTITIONS);
@@ -146,13 +145,7 @@ static void test_restore_of_coalesced_changelog(void **state)
     /* an empty data directory restored from what the first run wrote */
     g_srv = serve("coalesce-restored", restored, brokers, metrics, sizeof(metrics));
     assert_non_null(g_srv);
-    snprintf(said, sizeof(said), "restored from %s", KCHAT_TOPIC_CHANGELOG);
-    deadline = kc_now_ms() + 60000;
-    while (kc_file_count(kc_proc_log(g_srv), said) < PARTITIONS && kc_now_ms() < deadline)
-        kc_sleep_ms(100);
-    assert_int_equal(kc_file_count(kc_proc_log(g_srv), said), PARTITIONS);
-    assert_int_equal(kc_file_count(kc_proc_log(g_srv), ", 0 of unfinished transactions dropped"),
-                     PARTITIONS);
+    kc_wait_restored_whole(g_srv, PARTITIONS);
     assert_true(kc_proc_stop_clean(g_srv, 30));
     kc_proc_free(g_srv);
     g_srv = NULL;

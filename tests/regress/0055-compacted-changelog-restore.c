@@ -37,7 +37,6 @@
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
 
-#include "kchat/kafka.h"
 #include "support/compacted.h"
 #include "support/kassert.h"
 #include "support/kclient.h"
@@ -69,12 +68,11 @@ static void user_in(kc_user *u, int shard)
 
 static void test_restore_from_compacted_changelog(void **state)
 {
-    char *data = kc_tmppath("source"), *restored = kc_tmppath("restored"), room[65], said[96];
+    char *data = kc_tmppath("source"), *restored = kc_tmppath("restored"), room[65];
     const char *brokers;
     kc_user u[PARTITIONS + 2];
     kc_compacted_counts k;
     size_t rows_total = 0;
-    int64_t deadline;
 
     (void)state;
     /* the source: a workload, a clean stop */
@@ -107,14 +105,7 @@ static void test_restore_from_compacted_changelog(void **state)
     /* restored from it */
     g.srv = kc_serve_start_ex("restored-serve", restored, brokers, PARTITIONS, NULL, 90);
     assert_non_null(g.srv);
-    snprintf(said, sizeof(said), "restored from %s", KCHAT_TOPIC_CHANGELOG);
-    deadline = kc_now_ms() + 60000;
-    while (kc_file_count(kc_proc_log(g.srv), said) < PARTITIONS && kc_now_ms() < deadline)
-        kc_sleep_ms(100);
-    assert_int_equal(kc_file_count(kc_proc_log(g.srv), said), PARTITIONS);
-    /* no transaction taken for one its writer never finished */
-    assert_int_equal(kc_file_count(kc_proc_log(g.srv), ", 0 of unfinished transactions dropped"),
-                     PARTITIONS);
+    kc_wait_restored_whole(g.srv, PARTITIONS);
     assert_true(kc_proc_stop_clean(g.srv, 30));
     kc_proc_free(g.srv);
     g.srv = NULL;

@@ -360,3 +360,17 @@ size_t kc_shards_compare(const char *want, const char *got, int partitions, cons
     }
     return total;
 }
+
+void kc_wait_restored_whole(const kc_proc *srv, int partitions)
+{
+    char said[96];
+    int64_t deadline = kc_now_ms() + 60000;
+
+    snprintf(said, sizeof(said), "restored from %s", KCHAT_TOPIC_CHANGELOG);
+    while (kc_file_count(kc_proc_log(srv), said) < (size_t)partitions && kc_now_ms() < deadline)
+        kc_sleep_ms(100);
+    assert_int_equal(kc_file_count(kc_proc_log(srv), said), partitions);
+    /* no transaction taken for one its writer never finished */
+    assert_int_equal(kc_file_count(kc_proc_log(srv), ", 0 of unfinished transactions dropped"),
+                     partitions);
+}

@@ -88,4 +88,9 @@ char *kc_store_dump(kchat_store *s, bool as_served, size_t *rows);
  *  @return the rows of @p want. */
 size_t kc_shards_compare(const char *want, const char *got, int partitions, const char *extra);
 
+/** @brief Wait up to 60 s until `kchat serve` @p srv has logged the restore
+ *         of @p partitions shards from kchat-changelog, and fail the running
+ *         test unless it did, each dropping no unfinished transaction. */
+void kc_wait_restored_whole(const kc_proc *srv, int partitions);
+
 #endif
