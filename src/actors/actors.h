@@ -229,7 +229,11 @@ struct shard {
                                    `resend`: produce the whole outbox again */
     /* the changelog (changelog.c) */
     uint64_t cl_acked;          /* under lock: every change up to this one is in Kafka */
-    bool cl_resend;             /* under lock: one was refused: produce the kept ones again */
+    uint64_t cl_resend_from;    /* under lock: change the committer refused (0: none):
+                                   no newer one is queued until a replay has queued
+                                   every kept change from it on, in order */
+    int64_t cl_refused_logged_us; /* worker: when a refused replay was last logged */
+    unsigned long cl_refusals;  /* worker: refused replays not logged since */
     atomic_uint_fast64_t cl_wake_at; /* the gate of the first held record (0: none):
                                    the delivery-report thread wakes the worker when
                                    cl_acked reaches it */

@@ -11,12 +11,15 @@
  * and holds the transaction's answers, events and commands back until
  * Kafka committed every change up to the transaction's last: an answer
  * never reports a change that only one node's disk holds. Commits come in
- * seq order, so "committed up to n" (cl_acked) moves one change at a time;
- * a change that could not be queued stops it there, and the worker
- * produces every kept change after it again, in order. Kept changes Kafka
- * has are trimmed in the shard's next transaction. At an acquisition the
- * kept changes are produced again, and the outbox replay waits until Kafka
- * has them.
+ * seq order, so "committed up to n" (cl_acked) moves one change at a time.
+ * A change that could not be queued (no memory) stops it there: from then
+ * on the worker queues no newer change until a replay has queued every
+ * kept change from the refused one on, in order (cl_resend_from), so the
+ * committer always holds the changes in seq order and no change twice; a
+ * replay that is refused in turn stops there and goes on from that change
+ * later. Kept changes Kafka has are trimmed in the shard's next
+ * transaction. At an acquisition the kept changes are produced again, and
+ * the outbox replay waits until Kafka has them.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -31,6 +34,7 @@
 
 #define WAIT_LOG_MS 10000   /* start-up: say who waits for Kafka this often */
 #define WAIT_MAX_MS 60000   /* ... and give up after this */
+#define REFUSED_LOG_US 10000000   /* a replay refused again: say so this often */
 
 /* ---- the worker's side ---- */
 
@@ -119,6 +123,18 @@ static uint64_t acked_now(struct shard *sh)
     return acked;
 }
 
+/* The first change of @p sh a replay must queue before any newer one; 0
+ * when none is due. */
+static uint64_t resend_from(struct shard *sh)
+{
+    uint64_t from;
+
+    pthread_mutex_lock(&sh->lock);
+    from = sh->cl_resend_from;
+    pthread_mutex_unlock(&sh->lock);
+    return from;
+}
+
 /* Whether a record of @p w's transaction is one somebody waits for: any
  * but a command acknowledgement (its source only deletes what it covers,
  * and asks again after 2 s without one: docs/design.md,
@@ -151,13 +167,18 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
     }
     gate = w->cl[w->n_cl - 1].last;
     sh->cl_produced = gate;
-    /* with nothing held but acknowledgements, nobody waits for these
-     * changes: they may go with the next ones somebody does wait for */
-    if (kchat__cl_txn_give(sh, w->cl, w->n_cl, awaited(w)) == KCHAT_OK) {
+    /* With nothing held but acknowledgements, nobody waits for these
+     * changes: they may go with the next ones somebody does wait for.
+     * While a replay is due, they wait for it (they are kept: it produces
+     * them after the older ones). */
+    if (resend_from(sh) == 0 &&
+        kchat__cl_txn_give(sh, w->cl, w->n_cl, awaited(w)) == KCHAT_OK) {
         w->n_cl = 0;   /* the committer owns them now */
     } else {
+        uint64_t first = w->cl[0].seq;
+
         kchat__changelog_discard(w);
-        kchat__changelog_refused(be, sh);   /* the kept changes go out again */
+        kchat__changelog_refused(be, sh, first);   /* produced again from there */
     }
     if (w->n_out > 0 && !hold(be, w, sh, gate)) {
         /* No memory to hold them: wait here instead (the gate holds), for
@@ -175,16 +196,38 @@ void kchat__changelog_after_commit(kchat_backend *be, struct worker *w, struct s
     kchat__changelog_release(be, sh);
 }
 
-/* kchat_store_changelog_scan() callback: produce a kept change again. */
+static void wake(kchat_backend *be, struct shard *sh);
+
+/* A replay of kept changes (produce_kept_from()). */
+struct replay {
+    struct shard *sh;
+    uint64_t refused;   /* the change the committer refused (the replay
+                           stopped there); 0: none */
+};
+
+/* kchat_store_changelog_scan() callback: produce a kept change again; stop
+ * at the first the committer refuses, so that none after it is queued
+ * before it. */
 static int produce_kept(void *arg, const kchat_change *ch)
 {
-    struct shard *sh = ((void **)arg)[1];
+    struct replay *rp = arg;
+    struct shard *sh = rp->sh;
     int rc = kchat__cl_txn_enqueue(sh, ch);
 
-    if (rc != KCHAT_OK) {   /* the kept changes are produced again at the next release */
-        fprintf(stderr, "kchat: shard %u: cannot queue change %" PRIu64 " for %s: %s; "
-                "produced again\n", sh->id, ch->seq, KCHAT_TOPIC_CHANGELOG, kchat_strerror(rc));
-        kchat__changelog_refused(((void **)arg)[0], sh);
+    if (rc != KCHAT_OK) {
+        int64_t now = kchat__monotonic_us();
+
+        sh->cl_refusals++;
+        if (now - sh->cl_refused_logged_us >= REFUSED_LOG_US) {
+            fprintf(stderr, "kchat: shard %u: cannot queue change %" PRIu64 " for %s: %s; "
+                    "produced again from there (%lu refused in the last %d s)\n", sh->id, ch->seq,
+                    KCHAT_TOPIC_CHANGELOG, kchat_strerror(rc), sh->cl_refusals,
+                    REFUSED_LOG_US / 1000000);
+            sh->cl_refused_logged_us = now;
+            sh->cl_refusals = 0;
+        }
+        rp->refused = ch->seq;
+        return 1;
     }
     sh->cl_replayed = ch->seq;
     if (ch->seq > sh->cl_produced)
@@ -192,51 +235,56 @@ static int produce_kept(void *arg, const kchat_change *ch)
     return 0;
 }
 
-/* Produce every kept change from @p from on, in order. Errors: store errors.
+/* Produce every kept change from @p from on, in order, until the committer
+ * refuses one: then the shard's replay goes on from that one later
+ * (cl_resend_from), and until then no newer change is queued. When the
+ * kept changes cannot be read, the replay starts at @p from again later.
+ * Errors: store errors.
  * @locality worker that owns @p sh (at start: the starting thread) */
 KCHAT_MUST_CHECK
 static int produce_kept_from(kchat_backend *be, struct shard *sh, uint64_t from)
 {
-    void *arg[2] = {be, sh};
+    struct replay rp = {.sh = sh};
     kchat_txn *t;
     int rc;
 
-    if ((rc = kchat_txn_begin(sh->store, false, &t)) != KCHAT_OK)
-        return rc;
-    rc = kchat_store_changelog_scan(t, from, produce_kept, arg);
-    kchat_txn_abort(t);
+    if ((rc = kchat_txn_begin(sh->store, false, &t)) == KCHAT_OK) {
+        rc = kchat_store_changelog_scan(t, from, produce_kept, &rp);
+        kchat_txn_abort(t);
+    }
+    pthread_mutex_lock(&sh->lock);
+    if (rc != KCHAT_OK)
+        sh->cl_resend_from = from;
+    else if (rp.refused != 0)
+        sh->cl_resend_from = rp.refused;
+    else
+        sh->cl_resend_from = 0;   /* all queued, in order */
+    pthread_mutex_unlock(&sh->lock);
+    if (rc == KCHAT_OK && rp.refused != 0)
+        wake(be, sh);   /* not left for the next request to try again */
     return rc;
 }
 
-/* Produce every kept change after @p acked again, in order; when they
- * cannot be read, try again at the next release.
+/* Produce every kept change from @p from on again, in order; what cannot
+ * be read or queued is tried again at the next release.
  * @locality worker that owns @p sh (at start: the starting thread) */
-static void resend_kept(kchat_backend *be, struct shard *sh, uint64_t acked)
+static void resend_kept(kchat_backend *be, struct shard *sh, uint64_t from)
 {
     int rc;
 
     atomic_fetch_add(&be->stats.changelog_resends, 1);
-    if ((rc = produce_kept_from(be, sh, acked + 1)) != KCHAT_OK) {
+    if ((rc = produce_kept_from(be, sh, from)) != KCHAT_OK)
         fprintf(stderr, "kchat: shard %u: cannot read its kept changes (%s); trying again\n",
                 sh->id, kchat_strerror(rc));
-        pthread_mutex_lock(&sh->lock);
-        sh->cl_resend = true;
-        pthread_mutex_unlock(&sh->lock);
-    }
 }
 
 void kchat__changelog_release(kchat_backend *be, struct shard *sh)
 {
-    bool resend;
-    uint64_t acked;
+    uint64_t from = resend_from(sh), acked;
 
-    pthread_mutex_lock(&sh->lock);
-    resend = sh->cl_resend;
-    sh->cl_resend = false;
-    acked = sh->cl_acked;
-    pthread_mutex_unlock(&sh->lock);
-    if (resend)
-        resend_kept(be, sh, acked);
+    if (from != 0)
+        resend_kept(be, sh, from);
+    acked = acked_now(sh);
     for (;;) {
         size_t end = sh->held_head;
 
@@ -263,7 +311,7 @@ bool kchat__changelog_due(struct shard *sh)
     bool due;
 
     pthread_mutex_lock(&sh->lock);
-    due = sh->cl_resend || sh->cl_acked > sh->cl_trimmed;
+    due = sh->cl_resend_from != 0 || sh->cl_acked > sh->cl_trimmed;
     pthread_mutex_unlock(&sh->lock);
     return due || sh->held_head < sh->n_held;
 }
@@ -322,10 +370,11 @@ void kchat__changelog_acked(kchat_backend *be, struct shard *sh, uint64_t seq)
         wake(be, sh);
 }
 
-void kchat__changelog_refused(kchat_backend *be, struct shard *sh)
+void kchat__changelog_refused(kchat_backend *be, struct shard *sh, uint64_t seq)
 {
     pthread_mutex_lock(&sh->lock);
-    sh->cl_resend = true;
+    if (sh->cl_resend_from == 0 || seq < sh->cl_resend_from)
+        sh->cl_resend_from = seq;
     pthread_mutex_unlock(&sh->lock);
     wake(be, sh);
 }
@@ -366,14 +415,16 @@ int kchat__changelog_replay(kchat_backend *be, struct shard *sh)
     if (first < next) {
         fprintf(stderr, "kchat: shard %u: producing %" PRIu64 " kept changes again\n", sh->id,
                 next - first);
-        resend_kept(be, sh, first - 1);
+        resend_kept(be, sh, first);
     }
     return KCHAT_OK;
 }
 
 int kchat__changelog_produce_rest(kchat_backend *be, struct shard *sh)
 {
-    return be->changelog ? produce_kept_from(be, sh, sh->cl_produced + 1) : KCHAT_OK;
+    if (!be->changelog || resend_from(sh) != 0)
+        return KCHAT_OK;   /* a replay due covers them (they are kept), after the older */
+    return produce_kept_from(be, sh, sh->cl_produced + 1);
 }
 
 int kchat__changelog_wait_shard(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
@@ -386,7 +437,7 @@ int kchat__changelog_wait_shard(kchat_backend *be, struct shard *sh, char *errst
         int64_t now = kchat__monotonic_us() / 1000;
 
         kchat__changelog_release(be, sh);   /* produces again what was refused */
-        if (acked_now(sh) >= sh->cl_replayed)
+        if (resend_from(sh) == 0 && acked_now(sh) >= sh->cl_replayed)
             return KCHAT_OK;
         if (now - start >= WAIT_MAX_MS) {
             snprintf(errstr, len, "Kafka did not confirm the kept changes of shard %u within "

@@ -53,10 +53,12 @@ int kchat__changelog_trim(struct shard *sh, kchat_txn *t);
  * @locks takes sh->lock, then be->wake_lock */
 void kchat__changelog_acked(kchat_backend *be, struct shard *sh, uint64_t seq);
 
-/* A change of @p sh was refused: its worker produces the kept ones again.
+/* Change @p seq of @p sh could not be queued for its committer (nor was
+ * any later one): its worker queues no newer change until it has produced
+ * every kept change from @p seq on again, in order (kchat__changelog_release()).
  * @locality any thread
  * @locks takes sh->lock, then be->wake_lock */
-void kchat__changelog_refused(kchat_backend *be, struct shard *sh);
+void kchat__changelog_refused(kchat_backend *be, struct shard *sh, uint64_t seq);
 
 /* Acquiring @p sh: produce the changes it kept (committed, not known in
  * Kafka) and set its marks. Errors: store errors.

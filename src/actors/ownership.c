@@ -116,7 +116,7 @@ static void shard_forget(kchat_backend *be, struct shard *sh)
     sh->resend.n = 0;
     sh->resend_all = false;
     sh->cl_acked = 0;
-    sh->cl_resend = false;
+    sh->cl_resend_from = 0;
     pthread_mutex_unlock(&sh->lock);
     atomic_store(&sh->cl_wake_at, 0);
     sh->cl_trimmed = sh->cl_replayed = sh->cl_produced = 0;
@@ -293,7 +293,8 @@ bool kchat__shard_quiet(kchat_backend *be, struct shard *sh)
     pthread_mutex_lock(&sh->lock);
     /* ...and the kept changes trimmed: a copy that keeps none is plainly a
      * prefix of the changelog when it is acquired again */
-    quiet = sh->delivered.n == 0 && sh->resend.n == 0 && !sh->resend_all && !sh->cl_resend &&
+    quiet = sh->delivered.n == 0 && sh->resend.n == 0 && !sh->resend_all &&
+            sh->cl_resend_from == 0 &&
             sh->cl_acked >= sh->cl_produced && sh->cl_trimmed >= sh->cl_acked;
     pthread_mutex_unlock(&sh->lock);
     return quiet && sh->held_head == sh->n_held && producer_queued(be) == 0;
