@@ -1,5 +1,5 @@
 /*
- * Regression 0058 (fixed by this commit): after its worker could not hand a
+ * Regression 0058 (fixed by 26e8808): after its worker could not hand a
  * shard's changes to the changelog committer twice (memory ran out), the
  * shard's kchat-changelog partition could end with an older value of a key
  * than the shard held, and a restore (or compaction) kept that older value.
