@@ -9,8 +9,8 @@
  * among them. When queueing one of those failed too, the replay skipped it
  * and went on: an older change of a key then came after the newer one
  * queued first, and once the first copies were confirmed nothing produced
- * the newer one again (docs/reliability.md, "Kept changes produced again
- * after a refusal").
+ * the newer one again (docs/reliability.md, "Fixed: kept changes produced
+ * again after a refusal").
  *
  * The test drives src/actors/changelog.c as a worker does: write
  * transactions on a shard store that keeps a changelog, each followed by
