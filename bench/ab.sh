@@ -2,10 +2,12 @@
 # bench/ab.sh - two kchat binaries against each other: which one does a
 # change make faster, and what does a request cost each in CPU.
 #
-# Runs alternate, A then B, --runs times, so that a drift of the machine
-# falls on both. On Kafka the side run first in each pair won every pair
-# in two sittings of three (up to a tenth; docs/bench.md, "Each key once
-# per round"): compare in both orders there. Each run: `kchat serve` of that binary (8 partitions,
+# Runs alternate in pairs, --runs pairs, so that a drift of the machine
+# falls on both, and the pairs alternate their order (A B, B A, A B, ...):
+# on Kafka the side run first in a pair won every pair in two sittings of
+# three when A always went first (up to a tenth; docs/bench.md, "Each key
+# once per round"), so an even --runs gives each side the first place
+# equally often. Each run: `kchat serve` of that binary (8 partitions,
 # kchat's default workers) and the load generator in closed loop, the first
 # --warmup requests left out, then --requests measured; the CPU that kchat
 # serve and the broker used while the measured part ran (utime + stime of
@@ -41,7 +43,7 @@
 set -u
 NAME=ab
 . "$(dirname "$0")/common.sh"
-BROKER=mock RUNS=3 REQUESTS=60000 WARMUP=20000 INFLIGHT=256 PARTITIONS=8 KAFKA_WARMUP=60
+BROKER=mock RUNS=4 REQUESTS=60000 WARMUP=20000 INFLIGHT=256 PARTITIONS=8 KAFKA_WARMUP=60
 MOCK_CHANGELOG=off
 MIX=chat=90,history=5,rooms=5
 serve_args=()
@@ -127,7 +129,9 @@ if [ "$BROKER" = kafka ]; then
     serve_stop
 fi
 for n in $(seq 1 "$RUNS"); do
-    for side in A B; do
+    order=(A B)
+    [ $((n % 2)) -eq 0 ] && order=(B A)
+    for side in "${order[@]}"; do
         one_run "$side" "$n" || exit $?
     done
 done

@@ -104,7 +104,8 @@ typedef struct kchat_backend kchat_backend;
     X(changes_acked, "kchat_changelog_acked_total",                                        \
       "Changes Kafka confirmed in kchat-changelog, in order.", NULL)                       \
     X(changelog_resends, "kchat_changelog_resends_total",                                  \
-      "Times a shard produced its kept changes again after one was refused.", NULL)        \
+      "Times a shard produced its kept changes again: acquired with some, or after its "   \
+      "changelog committer refused one.", NULL)                                            \
     X(restored_changes, "kchat_changelog_restored_total",                                  \
       "Changes applied from kchat-changelog to shards being caught up (acquired or "       \
       "followed as a standby).", NULL)                                                     \
