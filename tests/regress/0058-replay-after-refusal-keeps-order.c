@@ -21,8 +21,9 @@
  * for the partition, which it confirms in order, a random number of
  * changes at a time. Once the refusals stop and everything is confirmed,
  * the log read in order (last value of each key, as compaction and a
- * restore keep it) must give the shard's table exactly, and every change
- * must have been confirmed. Seeded; the seed is printed. Against the code
+ * restore keep it) must give the shard's table exactly, hold each change
+ * once and in seq order, and every change must have been confirmed. A
+ * second test does the same for a shard being acquired. Seeded; the seed is printed. Against the code
  * before the fix it failed within 18 to 1,635 runs for each of ten seeds
  * ("key k7: the log's last value is v37.0, the shard has v38.0").
  */
@@ -45,6 +46,7 @@
 #define STEPS 40        /* write transactions per round */
 #define ROUNDS 4000     /* seeds per run */
 #define SETTLE 1000     /* releases at most, once the refusals stop */
+#define ACQ_ROUNDS 100  /* seeds of the acquisition's test */
 
 /* ---- the committer stand-in: the partition as a log of changes ---- */
 
@@ -62,6 +64,9 @@ static struct {
     unsigned refuse_pct;
     uint64_t rng;
     size_t refusals;
+    kchat_backend *confirm_at_once;   /* non-NULL: Kafka confirms each change as it
+                                         is queued (the committer's thread in serve) */
+    struct shard *sh;
 } kafka;
 
 static uint64_t next_rand(void)
@@ -102,6 +107,10 @@ static void log_change(uint64_t seq, const void *key, size_t kl, const void *val
     if (!deleted) {
         assert_true(vl < sizeof(l->value));
         memcpy(l->value, value, vl);
+    }
+    if (kafka.confirm_at_once != NULL) {
+        kafka.confirmed = kafka.n;
+        kchat__changelog_acked(kafka.confirm_at_once, kafka.sh, seq);
     }
 }
 
@@ -267,23 +276,55 @@ static void check_log_gives_table(struct fixture *f, uint64_t seed)
     }
 }
 
-static void test_replay_after_refusal_keeps_key_order(void **state)
+/* The committer must have been given each change once, in seq order
+ * (docs/design.md, "A change that cannot be queued"). */
+static void check_log_in_order(uint64_t seed)
+{
+    for (size_t i = 1; i < kafka.n; i++)
+        if (kafka.v[i].seq <= kafka.v[i - 1].seq)
+            fail_msg("seed %llu: change %llu was queued after change %llu",
+                     (unsigned long long)seed, (unsigned long long)kafka.v[i].seq,
+                     (unsigned long long)kafka.v[i - 1].seq);
+}
+
+/* Every change the shard committed must have been confirmed. */
+static void check_all_confirmed(struct fixture *f, uint64_t seed)
+{
+    uint64_t next = 0;
+    kchat_txn *t;
+
+    assert_int_equal(kchat_txn_begin(f->sh.store, false, &t), KCHAT_OK);
+    assert_int_equal(kchat_store_changelog_next(t, &next), KCHAT_OK);
+    kchat_txn_abort(t);
+    if (f->sh.cl_acked != next - 1)
+        fail_msg("seed %llu: Kafka confirmed changes up to %llu of %llu",
+                 (unsigned long long)seed, (unsigned long long)f->sh.cl_acked,
+                 (unsigned long long)(next - 1));
+}
+
+/* The first seed of a run: the time, or KCHAT_TEST_SEED. */
+static uint64_t base_seed(void)
 {
     uint64_t base = (uint64_t)time(NULL);
     const char *env = getenv("KCHAT_TEST_SEED");
 
     if (env != NULL && *env)
         base = strtoull(env, NULL, 10);
-    size_t refusals = 0;
-
     printf("seed %llu (KCHAT_TEST_SEED=%llu repeats this run)\n", (unsigned long long)base,
            (unsigned long long)base);
     fflush(stdout);
+    return base;
+}
+
+static void test_replay_after_refusal_keeps_key_order(void **state)
+{
+    uint64_t base = base_seed();
+    size_t refusals = 0;
+
     for (unsigned round = 0; round < ROUNDS; round++) {
         struct fixture *f;
-        uint64_t seed = base + round, next = 0;
+        uint64_t seed = base + round;
         unsigned settled = 0;
-        kchat_txn *t;
 
         if (round > 0) {   /* a fresh shard and log for each seed */
             assert_int_equal(teardown(state), 0);
@@ -308,17 +349,81 @@ static void test_replay_after_refusal_keeps_key_order(void **state)
         }
         assert_true(settled <= SETTLE);
         refusals += kafka.refusals;
-        assert_int_equal(kchat_txn_begin(f->sh.store, false, &t), KCHAT_OK);
-        assert_int_equal(kchat_store_changelog_next(t, &next), KCHAT_OK);
-        kchat_txn_abort(t);
-        if (f->sh.cl_acked != next - 1)
-            fail_msg("seed %llu: Kafka confirmed changes up to %llu of %llu",
-                     (unsigned long long)seed, (unsigned long long)f->sh.cl_acked,
-                     (unsigned long long)(next - 1));
+        check_all_confirmed(f, seed);
+        check_log_in_order(seed);
         check_log_gives_table(f, seed);
     }
     printf("%u rounds, %zu hand-overs refused\n", ROUNDS, refusals);
     assert_true(refusals > ROUNDS);   /* the refusals were there to meet */
+}
+
+/* A node acquiring a shard whose copy kept changes Kafka never confirmed
+ * (its last owner, this node before a restart, died first): the kept
+ * changes are produced again (kchat__changelog_replay()), the
+ * acquisition's own transaction after them (kchat__changelog_produce_rest()),
+ * and the acquisition waits until Kafka has them all
+ * (kchat__changelog_wait_shard()), while the committer refuses some. */
+static void test_acquisition_replay_refused(void **state)
+{
+    uint64_t base = base_seed();
+    size_t refusals = 0;
+
+    for (unsigned round = 0; round < ACQ_ROUNDS; round++) {
+        struct fixture *f;
+        uint64_t seed = base + round;
+        char errstr[256];
+        unsigned step = 0;
+
+        if (round > 0) {
+            assert_int_equal(teardown(state), 0);
+            assert_int_equal(setup(state), 0);
+        }
+        f = *state;
+        kafka.rng = seed * 0x9e3779b97f4a7c15ull + 1;
+        /* the last owner: some changes confirmed and trimmed, then some
+         * committed that Kafka never had */
+        for (unsigned n = pick(10); n-- > 0; step++) {
+            transaction(f, step);
+            confirm(&f->be, &f->sh, kafka.n);
+        }
+        trim(f);
+        for (unsigned n = 1 + pick(20); n-- > 0; step++) {
+            kchat_txn *t;
+            char key[3] = {'k', (char)('0' + pick(KEYS)), '\0'}, value[16];
+
+            snprintf(value, sizeof(value), "v%u.0", step);
+            assert_int_equal(kchat_txn_begin(f->sh.store, true, &t), KCHAT_OK);
+            assert_int_equal(kchat_txn_put(t, KCHAT_TBL_USERS, key, 2, value, strlen(value)),
+                             KCHAT_OK);
+            assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+        }
+        /* the acquisition (ownership.c clears the marks first) */
+        pthread_mutex_lock(&f->sh.lock);
+        f->sh.cl_acked = 0;
+        f->sh.cl_resend_from = 0;
+        pthread_mutex_unlock(&f->sh.lock);
+        f->sh.cl_trimmed = f->sh.cl_replayed = f->sh.cl_produced = 0;
+        kafka.confirm_at_once = &f->be;
+        kafka.sh = &f->sh;
+        kafka.refuse_pct = 30;
+        assert_int_equal(kchat__changelog_replay(&f->be, &f->sh), KCHAT_OK);
+        {   /* its outbox replay, whose changes no worker collects */
+            kchat_txn *t;
+
+            assert_int_equal(kchat_txn_begin(f->sh.store, true, &t), KCHAT_OK);
+            assert_int_equal(kchat_txn_put(t, KCHAT_TBL_USERS, "k0", 2, "replay", 6), KCHAT_OK);
+            assert_int_equal(kchat_txn_commit(t), KCHAT_OK);
+        }
+        assert_int_equal(kchat__changelog_produce_rest(&f->be, &f->sh), KCHAT_OK);
+        if (kchat__changelog_wait_shard(&f->be, &f->sh, errstr, sizeof(errstr)) != KCHAT_OK)
+            fail_msg("seed %llu: %s", (unsigned long long)seed, errstr);
+        refusals += kafka.refusals;
+        check_all_confirmed(f, seed);
+        check_log_in_order(seed);
+        check_log_gives_table(f, seed);
+    }
+    printf("%u rounds, %zu changes refused\n", ACQ_ROUNDS, refusals);
+    assert_true(refusals > ACQ_ROUNDS);
 }
 
 int main(void)
@@ -326,6 +431,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_replay_after_refusal_keeps_key_order, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_acquisition_replay_refused, setup, teardown),
     };
 
     return cmocka_run_group_tests_name("0058 replay after refusal keeps key order", tests, NULL,
