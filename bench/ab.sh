@@ -73,12 +73,6 @@ bench_dirs "ab-$(date -u +%Y%m%dT%H%M%SZ)"
 . "$ROOT/bench/lib.sh"
 . "$ROOT/bench/harness.sh"
 
-# cpu_ticks PID: utime + stime of PID, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# broker_pid: the process of the running broker.
-broker_pid() {
-    if [ "$BROKER_KIND" = mock ]; then echo "$BROKER_PID"; else cat "$KAFKA_DIR"/node*/pid | head -n1; fi
-}
 # median V...: the middle value (the mean of the two middle ones).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
     print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

@@ -57,6 +57,10 @@ stop_pid() {
     wait "$pid" 2>/dev/null
 }
 
+# cpu_ticks PID: utime + stime of PID, in clock ticks (getconf CLK_TCK a
+# second); 0 when it is gone.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 # Peak resident set (VmHWM) of PID in MiB, rounded up; empty if unknown.
 peak_rss_mb() {
     awk '/^VmHWM:/ { print int(($2 + 1023) / 1024) }' "/proc/$1/status" 2>/dev/null
@@ -130,6 +134,11 @@ broker_stop() {
     fi
     BROKER_KIND=
     BOOT=
+}
+
+# broker_pid: the process of the running broker (Kafka: its first node's).
+broker_pid() {
+    if [ "$BROKER_KIND" = mock ]; then echo "$BROKER_PID"; else cat "$KAFKA_DIR"/node*/pid | head -n1; fi
 }
 
 # ---- kchat serve ---------------------------------------------------------

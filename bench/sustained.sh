@@ -46,11 +46,6 @@ bench_dirs "sustained-$(date -u +%Y%m%dT%H%M%SZ)"
 . "$ROOT/bench/lib.sh"
 . "$ROOT/bench/harness.sh"
 
-# cpu_ticks PID: utime + stime of PID, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-broker_pid() {
-    if [ "$BROKER_KIND" = mock ]; then echo "$BROKER_PID"; else cat "$KAFKA_DIR"/node*/pid | head -n1; fi
-}
 HZ=$(getconf CLK_TCK)
 
 broker_start "$BROKER" "$PARTITIONS" || exit 4

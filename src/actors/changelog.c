@@ -113,26 +113,28 @@ static bool hold(kchat_backend *be, struct worker *w, struct shard *sh, uint64_t
     return true;
 }
 
-static uint64_t acked_now(struct shard *sh)
+/* Mark @p mark of @p sh (one of its fields under sh->lock), read. */
+static uint64_t mark_now(struct shard *sh, const uint64_t *mark)
 {
-    uint64_t acked;
+    uint64_t v;
 
     pthread_mutex_lock(&sh->lock);
-    acked = sh->cl_acked;
+    v = *mark;
     pthread_mutex_unlock(&sh->lock);
-    return acked;
+    return v;
+}
+
+/* Every change of @p sh up to this one is in Kafka. */
+static uint64_t acked_now(struct shard *sh)
+{
+    return mark_now(sh, &sh->cl_acked);
 }
 
 /* The first change of @p sh a replay must queue before any newer one; 0
  * when none is due. */
 static uint64_t resend_from(struct shard *sh)
 {
-    uint64_t from;
-
-    pthread_mutex_lock(&sh->lock);
-    from = sh->cl_resend_from;
-    pthread_mutex_unlock(&sh->lock);
-    return from;
+    return mark_now(sh, &sh->cl_resend_from);
 }
 
 /* Whether a record of @p w's transaction is one somebody waits for: any

@@ -316,22 +316,28 @@ static uint64_t base_seed(void)
     return base;
 }
 
+/* Round @p round of a run: a fresh shard and log (the first round's come
+ * from setup()), the random numbers of @p seed. */
+static struct fixture *round_start(void **state, unsigned round, uint64_t seed)
+{
+    if (round > 0) {
+        assert_int_equal(teardown(state), 0);
+        assert_int_equal(setup(state), 0);
+    }
+    kafka.rng = seed * 0x9e3779b97f4a7c15ull + 1;
+    return *state;
+}
+
 static void test_replay_after_refusal_keeps_key_order(void **state)
 {
     uint64_t base = base_seed();
     size_t refusals = 0;
 
     for (unsigned round = 0; round < ROUNDS; round++) {
-        struct fixture *f;
         uint64_t seed = base + round;
+        struct fixture *f = round_start(state, round, seed);
         unsigned settled = 0;
 
-        if (round > 0) {   /* a fresh shard and log for each seed */
-            assert_int_equal(teardown(state), 0);
-            assert_int_equal(setup(state), 0);
-        }
-        f = *state;
-        kafka.rng = seed * 0x9e3779b97f4a7c15ull + 1;
         kafka.refuse_pct = 15;
         for (unsigned step = 0; step < STEPS; step++) {
             transaction(f, step);
@@ -369,17 +375,11 @@ static void test_acquisition_replay_refused(void **state)
     size_t refusals = 0;
 
     for (unsigned round = 0; round < ACQ_ROUNDS; round++) {
-        struct fixture *f;
         uint64_t seed = base + round;
+        struct fixture *f = round_start(state, round, seed);
         char errstr[256];
         unsigned step = 0;
 
-        if (round > 0) {
-            assert_int_equal(teardown(state), 0);
-            assert_int_equal(setup(state), 0);
-        }
-        f = *state;
-        kafka.rng = seed * 0x9e3779b97f4a7c15ull + 1;
         /* the last owner: some changes confirmed and trimmed, then some
          * committed that Kafka never had */
         for (unsigned n = pick(10); n-- > 0; step++) {
