@@ -14,8 +14,9 @@
 # /proc/PID/stat) is divided by the requests sent. On the mock kchat serve
 # runs with --changelog off unless --mock-changelog on, as bench/run.sh and
 # the embedded install run it; on Kafka with its changelog. On the mock each run
-# gets a fresh broker and data directory (the mock's fetch cost grows with
-# what it holds); on Kafka one broker, warmed for --kafka-warmup seconds
+# gets a fresh broker and data directory (the mock's fetch cost grew with
+# what it held, and does with a librdkafka not built by scripts/librdkafka);
+# on Kafka one broker, warmed for --kafka-warmup seconds
 # first, serves every run, and the runs share one data directory (one
 # deployment, as a restarted node): both binaries must read each other's
 # data, which an older binary cannot across a change of the stored format

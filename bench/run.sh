@@ -24,9 +24,10 @@
 #   5. kafka only: echo, open loop at the same rate as step 2;
 #   6. echo, open loop at --low-rate.
 # Each broker is started afresh (same command, same settings) for echo, so
-# that neither runs on what the other left: the mock's fetch cost grows with
-# the records it holds (librdkafka 2.0.2's mock finds a fetch offset by a
-# linear scan of the partition's message sets), and on a Kafka broker that
+# that neither runs on what the other left: the mock's fetch cost grew with
+# the records it held (librdkafka's mock finds a fetch offset by a linear
+# scan of the partition's message sets; scripts/librdkafka's build scans
+# from the nearer end since 6e116a8), and on a Kafka broker that
 # kchat had just used echo ran at 6,250-18,089/s in seven runs, against
 # 12,211-14,093/s in three on fresh brokers warmed the same way
 # (docs/bench.md, "The broker's JIT").

@@ -13,7 +13,7 @@
 # kchat run of a cell and the echo run each follow a closed loop of
 # --kafka-warmup seconds left out of the figures (a fresh broker's JIT).
 # Mock: a fresh broker (and a fresh data directory) for every run, because
-# the mock's fetch cost grows with the records it holds (bench/run.sh
+# the mock's fetch cost grew with the records it held (bench/run.sh
 # explains).
 # W > P is skipped: shard p belongs to worker p mod W, so W - P of the
 # workers would own no shard and the run would repeat the W = P one.
