@@ -222,9 +222,9 @@ static int produce_kept(void *arg, const kchat_change *ch)
         sh->cl_refusals++;
         if (now - sh->cl_refused_logged_us >= REFUSED_LOG_US) {
             fprintf(stderr, "kchat: shard %u: cannot queue change %" PRIu64 " for %s: %s; "
-                    "produced again from there (%lu refused in the last %d s)\n", sh->id, ch->seq,
-                    KCHAT_TOPIC_CHANGELOG, kchat_strerror(rc), sh->cl_refusals,
-                    REFUSED_LOG_US / 1000000);
+                    "produced again from there (refused since the last such message: %lu)\n",
+                    sh->id, ch->seq, KCHAT_TOPIC_CHANGELOG, kchat_strerror(rc),
+                    sh->cl_refusals);
             sh->cl_refused_logged_us = now;
             sh->cl_refusals = 0;
         }
