@@ -2,12 +2,16 @@
  * runs the embedded broker alone, `kchat config-doc` prints
  * docs/configuration.md. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -216,6 +220,232 @@ static int gateway_announce(kchat_gateway *gw, const kchat_config *cfg, const ch
     return 0;
 }
 
+/* ---- `kchat gateway --gateway-processes N` ---- */
+
+/* Seconds the processes get to stop after SIGTERM before SIGKILL. */
+#define PROCS_STOP_S 30
+
+/* Describe wait() status @p st in @p buf. */
+static const char *exit_str(int st, char *buf, size_t size)
+{
+    if (WIFEXITED(st))
+        snprintf(buf, size, "exited with status %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, size, "was killed by signal %d", WTERMSIG(st));
+    else
+        snprintf(buf, size, "ended (wait status %d)", st);
+    return buf;
+}
+
+/* One process of a gateway that runs as several: a whole gateway accepting
+ * on listening socket @p fd, which writes one byte to @p ready_fd once it is
+ * ready and stops cleanly at SIGTERM or SIGINT (also sent when the parent
+ * dies).
+ * @return its exit status: 0 after a clean stop, 1 when it could not start.
+ * @locality the child, right after fork() (no other thread yet) */
+static int gateway_child(const kchat_config *cfg, int index, int fd, int ready_fd,
+                         const sigset_t *set)
+{
+    kchat_gateway *gw = NULL;
+    char errstr[512] = "";
+    int sig = 0;
+
+    if (kchat_gateway_start_on(cfg, cfg->brokers, fd, &gw, errstr, sizeof(errstr)) != KCHAT_OK) {
+        fprintf(stderr, "kchat gateway [%d]: %s\n", index, errstr);
+        return 1;
+    }
+    for (;;) {
+        struct timespec ts = {0, 200 * 1000000L};
+        if (kchat_gateway_wait_ready(gw, 0) == KCHAT_OK)
+            break;
+        if (sigtimedwait(set, NULL, &ts) > 0)
+            goto out_stop;
+    }
+    if (write(ready_fd, "r", 1) != 1)
+        fprintf(stderr, "kchat gateway [%d]: cannot tell the parent: %s\n", index,
+                strerror(errno));
+    close(ready_fd);
+    ready_fd = -1;
+    sigwait(set, &sig);
+out_stop:
+    fprintf(stderr, "kchat gateway [%d]: stopping\n", index);
+    if (ready_fd >= 0)
+        close(ready_fd);
+    kchat_gateway_stop(gw);
+    return 0;
+}
+
+/* Collect every process of @p pids that ended (WNOHANG), log how, and clear
+ * its slot. @return how many ended other than with status 0. */
+static int procs_reap(pid_t *pids, int n)
+{
+    char how[64];
+    int st, bad = 0;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+        for (int i = 0; i < n; i++)
+            if (pids[i] == pid) {
+                pids[i] = 0;
+                if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                    fprintf(stderr, "kchat gateway: process %d (pid %ld) %s\n", i, (long)pid,
+                            exit_str(st, how, sizeof(how)));
+                    bad++;
+                }
+            }
+    return bad;
+}
+
+static int procs_live(const pid_t *pids, int n)
+{
+    int live = 0;
+
+    for (int i = 0; i < n; i++)
+        live += pids[i] != 0;
+    return live;
+}
+
+/* SIGTERM to every process still running, and wait for them: at most
+ * PROCS_STOP_S seconds, then SIGKILL. @return how many ended other than
+ * with status 0. */
+static int procs_stop(pid_t *pids, int n)
+{
+    int bad = 0;
+
+    for (int i = 0; i < n; i++)
+        if (pids[i] != 0)
+            kill(pids[i], SIGTERM);
+    for (int t = 0; t < PROCS_STOP_S * 20 && procs_live(pids, n) > 0; t++) {
+        bad += procs_reap(pids, n);
+        if (procs_live(pids, n) > 0)
+            usleep(50 * 1000);
+    }
+    for (int i = 0; i < n; i++)
+        if (pids[i] != 0) {
+            fprintf(stderr, "kchat gateway: process %d (pid %ld) did not stop within %d s: "
+                            "SIGKILL\n", i, (long)pids[i], PROCS_STOP_S);
+            kill(pids[i], SIGKILL);
+            waitpid(pids[i], NULL, 0);
+            pids[i] = 0;
+            bad++;
+        }
+    return bad;
+}
+
+/* Wait until each of the @p n processes wrote its ready byte to @p rfd.
+ * @return 0 when all are ready; 1 when one ended first; 2 when a stop signal
+ * came first. @locality the parent */
+static int procs_wait_ready(pid_t *pids, int n, int rfd, const sigset_t *set)
+{
+    struct timespec now = {0, 0};
+    int ready = 0, sig;
+    char buf[64];
+
+    while (ready < n) {
+        struct pollfd pfd = {.fd = rfd, .events = POLLIN};
+        if (poll(&pfd, 1, 200) > 0) {
+            ssize_t got = read(rfd, buf, sizeof(buf));
+            if (got > 0)
+                ready += (int)got;
+        }
+        while ((sig = sigtimedwait(set, NULL, &now)) > 0) {
+            if (sig != SIGCHLD)
+                return 2;
+            if (procs_reap(pids, n) > 0 || procs_live(pids, n) < n)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* `kchat gateway` as cfg->gateway_processes processes on one address: the
+ * listening sockets are made here (kchat_gateway_listen()), one child per
+ * socket runs a whole gateway (gateway_child()), and this process only
+ * watches: it announces the URL once every child is ready, passes SIGTERM
+ * and SIGINT on, and stops them all when one of them ends.
+ * @return the exit status: 0 after a clean stop, 1 when a process failed.
+ * @locality the main thread, before any other thread exists (it forks) */
+static int gateway_processes(kchat_config *cfg, const sigset_t *stop_set)
+{
+    int n = cfg->gateway_processes, fds[64], pipefd[2], started = 0, sig = 0, rc = 1, i;
+    pid_t pids[64] = {0}, parent = getpid();
+    char url[320], errstr[512] = "";
+    sigset_t set = *stop_set;
+
+    sigaddset(&set, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (kchat_gateway_listen(cfg->http, n, fds, url, sizeof(url), errstr, sizeof(errstr)) !=
+        KCHAT_OK) {
+        fprintf(stderr, "kchat gateway: %s\n", errstr);
+        return 1;
+    }
+    if (pipe2(pipefd, O_CLOEXEC) != 0) {
+        fprintf(stderr, "kchat gateway: pipe: %s\n", strerror(errno));
+        goto out_close;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    for (i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            fprintf(stderr, "kchat gateway: fork: %s\n", strerror(errno));
+            break;
+        }
+        if (pid == 0) {
+            close(pipefd[0]);
+            for (int j = 0; j < n; j++)
+                if (j != i)
+                    close(fds[j]);
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != parent)
+                _exit(1);
+            exit(gateway_child(cfg, i, fds[i], pipefd[1], stop_set));
+        }
+        pids[i] = pid;
+        started++;
+    }
+    close(pipefd[1]);
+    for (int j = 0; j < n; j++)
+        close(fds[j]);
+    n = started;
+    if (started < cfg->gateway_processes)
+        goto out_stop;
+    fprintf(stderr, "kchat gateway: %d processes listening on %s, waiting for Kafka at %s\n", n,
+            url, cfg->brokers);
+    switch (procs_wait_ready(pids, n, pipefd[0], &set)) {
+    case 1:
+        goto out_stop;
+    case 2:
+        rc = 0;
+        goto out_stop;
+    }
+    printf("gateway: open %s (%d processes)\n", url, n);
+    fflush(stdout);
+    if (cfg->url_file[0] && write_bootstrap_file(cfg->url_file, url) != KCHAT_OK)
+        fprintf(stderr, "kchat gateway: cannot write %s: %s\n", cfg->url_file, strerror(errno));
+    for (;;) {
+        sigwait(&set, &sig);
+        if (sig != SIGCHLD) {
+            rc = 0;
+            break;
+        }
+        if (procs_reap(pids, n) > 0 || procs_live(pids, n) < n) {
+            fprintf(stderr, "kchat gateway: a process ended; stopping the others\n");
+            break;
+        }
+    }
+out_stop:
+    fprintf(stderr, "kchat gateway: stopping\n");
+    if (procs_stop(pids, n) > 0)
+        rc = 1;
+    close(pipefd[0]);
+    return rc;
+out_close:
+    for (int j = 0; j < n; j++)
+        close(fds[j]);
+    return 1;
+}
+
 static int cmd_gateway(int argc, char **argv)
 {
     kchat_config cfg;
@@ -232,6 +462,10 @@ static int cmd_gateway(int argc, char **argv)
         goto out_release;
     }
     signals_block(&set);
+    if (cfg.gateway_processes > 1) {
+        rc = gateway_processes(&cfg, &set);
+        goto out_release;
+    }
     if (kchat_gateway_start(&cfg, cfg.brokers, &gw, errstr, sizeof(errstr)) != KCHAT_OK) {
         fprintf(stderr, "kchat gateway: %s\n", errstr);
         rc = 1;
@@ -320,6 +554,12 @@ static int cmd_dev(int argc, char **argv)
 
     if ((rc = parse_config(&cfg, argc, argv, "dev")) >= 0 || (rc = dev_secret(&cfg)) > 0)
         goto out_release;
+    if (cfg.gateway_processes != 1) {
+        fprintf(stderr, "kchat dev: --gateway-processes: `kchat dev` is one process; run "
+                        "`kchat gateway --gateway-processes N` beside `kchat serve`\n");
+        rc = 2;
+        goto out_release;
+    }
     signals_block(&set);
     if (kchat_backend_start(&cfg, &be, errstr, sizeof(errstr)) != KCHAT_OK) {
         fprintf(stderr, "kchat dev: %s\n", errstr);

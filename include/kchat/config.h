@@ -78,6 +78,7 @@ typedef struct kchat_config {
     int sse_max_total;      /**< most open event streams in all */
     int catchup_max;        /**< most catch-up readers (Kafka consumers) at once */
     int sse_buffer_kb;      /**< output buffer of one event stream; overflow closes it */
+    int gateway_processes;  /**< `kchat gateway`: processes sharing the --http address */
     char *x[KCHAT_CONFIG_MAX_X]; /**< `-X key=value` passthrough, in order */
     int n_x;
 } kchat_config;

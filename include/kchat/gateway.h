@@ -73,6 +73,46 @@ KCHAT_MUST_CHECK int kchat_gateway_start(const kchat_config *cfg, const char *br
                         kchat_gateway **out, char *errstr, size_t errstr_size);
 
 /**
+ * @brief Start a gateway as kchat_gateway_start() does, but accept
+ *        connections on @p listen_fd, a listening socket the caller made
+ *        (kchat_gateway_listen()), instead of binding `cfg->http`.
+ *
+ * This is how `kchat gateway --gateway-processes N` runs one gateway per
+ * process on one address: each process gets one of the N sockets.
+ *
+ * @param[in] listen_fd a listening, non-blocking socket, or -1 to bind
+ *            `cfg->http` (then the same as kchat_gateway_start()). The
+ *            gateway owns it from the call on: it is closed by
+ *            kchat_gateway_stop(), or before an error is returned.
+ * @return as kchat_gateway_start().
+ * @locality as kchat_gateway_start().
+ */
+KCHAT_MUST_CHECK int kchat_gateway_start_on(const kchat_config *cfg, const char *brokers,
+                                            int listen_fd, kchat_gateway **out, char *errstr,
+                                            size_t errstr_size);
+
+/**
+ * @brief Open @p n listening sockets on one HTTP address, all with
+ *        SO_REUSEPORT, so that @p n processes can each accept on one of
+ *        them and the kernel spreads new connections over them.
+ *
+ * With port 0 the first socket gets a free port and the others take the
+ * same one. The sockets are non-blocking and close-on-exec.
+ *
+ * @param[in] http "host:port" as `--http` takes it.
+ * @param[in] n how many sockets, >= 1.
+ * @param[out] fds @p n descriptors; the caller owns them.
+ * @param[out] url "http://HOST:PORT/" of the address bound (the wildcard
+ *             shown as 127.0.0.1).
+ * @param[out] errstr one sentence on error; nothing stays open then.
+ * @return KCHAT_OK; KCHAT_EINVAL (n < 1), KCHAT_ECONFIG (not host:port),
+ *         KCHAT_EIO (cannot resolve, bind or listen).
+ * @locality any thread.
+ */
+KCHAT_MUST_CHECK int kchat_gateway_listen(const char *http, int n, int *fds, char *url,
+                                          size_t url_size, char *errstr, size_t errstr_size);
+
+/**
  * @brief Wait until the gateway is ready (topics exist, partitions
  *        assigned, end offsets known).
  * @param[in] timeout_ms most milliseconds to wait; < 0 waits forever.

@@ -181,6 +181,14 @@ static const struct opt opts[] = {
     {"sse-buffer-kb", OPT_INT, O(sse_buffer_kb), "256", 1, 1 << 20,
      "Gateway: output buffer of one event stream, in KiB; a stream whose client "
      "falls further behind is closed (the browser resumes with Last-Event-ID)."},
+    {"gateway-processes", OPT_INT, O(gateway_processes), "1", 1, 64,
+     "`kchat gateway`: processes serving the --http address together (SO_REUSEPORT: the "
+     "kernel spreads new connections over them). Each is a whole gateway with its own "
+     "Kafka clients, streams and limits (max-pending, sse-max-total and sse-max-per-user "
+     "count per process; /metrics answers for the process that took the connection). "
+     "More than one spreads the fan-out of events over cores and lets the event streams "
+     "of one address exceed one process's descriptor limit. One process dying stops "
+     "the others and the gateway exits 1. `kchat dev` is one process: only 1 there."},
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

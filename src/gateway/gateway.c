@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,60 +137,169 @@ static void fit_descriptor_limit(kchat_gateway *gw)
     }
 }
 
-/* Listen on cfg->http and set gw->url to the address actually bound.
- * @return KCHAT_OK; KCHAT_ECONFIG (not host:port), KCHAT_EIO.
- * @locality the owner, before the loop thread starts */
-static KCHAT_MUST_CHECK int bind_http(kchat_gateway *gw, char *errstr, size_t len)
+/* Split @p http ("host:port", "[v6]:port", ":port") into @p host (the
+ * wildcard for an empty host) and @p port.
+ * @return KCHAT_OK; KCHAT_ECONFIG (not host:port).
+ * @locality any thread */
+static KCHAT_MUST_CHECK int parse_http(const char *http, char host[256], uint16_t *port,
+                                       char *errstr, size_t len)
 {
-    char host[256];
-    const char *colon = strrchr(gw->cfg->http, ':');
-    long port;
+    const char *colon = strrchr(http, ':');
+    size_t hl;
+    long p;
     char *end;
-    struct evhttp_bound_socket *bs;
+
+    if (colon == NULL || (size_t)(colon - http) >= 256)
+        goto err_form;
+    hl = (size_t)(colon - http);
+    memcpy(host, http, hl);
+    host[hl] = '\0';
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || p < 0 || p > 65535)
+        goto err_form;
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    if (host[0] == '\0')
+        snprintf(host, 256, "0.0.0.0");
+    *port = (uint16_t)p;
+    return KCHAT_OK;
+err_form:
+    snprintf(errstr, len, "http must be host:port, got \"%s\"", http);
+    return KCHAT_ECONFIG;
+}
+
+/* Write "http://HOST:PORT/" of listening socket @p fd to @p url (the
+ * wildcard shown as 127.0.0.1).
+ * @return KCHAT_OK; KCHAT_EIO (getsockname failed).
+ * @locality any thread */
+static KCHAT_MUST_CHECK int url_of(int fd, char *url, size_t size, char *errstr, size_t len)
+{
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     char shown[INET6_ADDRSTRLEN];
 
-    if (colon == NULL || (size_t)(colon - gw->cfg->http) >= sizeof(host)) {
-        snprintf(errstr, len, "http must be host:port, got \"%s\"", gw->cfg->http);
-        return KCHAT_ECONFIG;
-    }
-    memcpy(host, gw->cfg->http, (size_t)(colon - gw->cfg->http));
-    host[colon - gw->cfg->http] = '\0';
-    port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || end == colon + 1 || port < 0 || port > 65535) {
-        snprintf(errstr, len, "http must be host:port, got \"%s\"", gw->cfg->http);
-        return KCHAT_ECONFIG;
-    }
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = '\0';
-    }
-    if ((bs = evhttp_bind_socket_with_handle(gw->http, host[0] ? host : "0.0.0.0",
-                                             (ev_uint16_t)port)) == NULL) {
-        snprintf(errstr, len, "cannot listen on %s: %s", gw->cfg->http, strerror(errno));
-        return KCHAT_EIO;
-    }
-    /* Out of descriptors, accept() fails at once and libevent would retry
-     * (and log) in a tight loop: pause accepting for a moment instead. */
-    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bs), accept_error);
-    if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl) != 0) {
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
         snprintf(errstr, len, "getsockname: %s", strerror(errno));
         return KCHAT_EIO;
     }
     if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &s6->sin6_addr, shown, sizeof(shown));
-        snprintf(gw->url, sizeof(gw->url), "http://[%s]:%u/", shown, ntohs(s6->sin6_port));
+        snprintf(url, size, "http://[%s]:%u/", shown, ntohs(s6->sin6_port));
     } else {
         struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
         if (s4->sin_addr.s_addr == htonl(INADDR_ANY))
             snprintf(shown, sizeof(shown), "127.0.0.1");
         else
             inet_ntop(AF_INET, &s4->sin_addr, shown, sizeof(shown));
-        snprintf(gw->url, sizeof(gw->url), "http://%s:%u/", shown, ntohs(s4->sin_port));
+        snprintf(url, size, "http://%s:%u/", shown, ntohs(s4->sin_port));
     }
     return KCHAT_OK;
+}
+
+/* One listening socket on @p host : @p port with SO_REUSEPORT, non-blocking
+ * and close-on-exec, in *@p fd.
+ * @return KCHAT_OK; KCHAT_EIO (cannot resolve, bind or listen).
+ * @locality any thread */
+static KCHAT_MUST_CHECK int listen_reuseport(const char *host, uint16_t port, int *fd,
+                                             char *errstr, size_t len)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai;
+    char service[8];
+    int one = 1, s, gai;
+
+    snprintf(service, sizeof(service), "%u", port);
+    if ((gai = getaddrinfo(host, service, &hints, &ai)) != 0) {
+        snprintf(errstr, len, "cannot resolve %s: %s", host, gai_strerror(gai));
+        return KCHAT_EIO;
+    }
+    s = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (s < 0)
+        goto err_free;
+    if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(s, ai->ai_addr, ai->ai_addrlen) != 0 || listen(s, SOMAXCONN) != 0)
+        goto err_close;
+    freeaddrinfo(ai);
+    *fd = s;
+    return KCHAT_OK;
+err_close:
+    snprintf(errstr, len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
+    close(s);
+    freeaddrinfo(ai);
+    return KCHAT_EIO;
+err_free:
+    snprintf(errstr, len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
+    freeaddrinfo(ai);
+    return KCHAT_EIO;
+}
+
+int kchat_gateway_listen(const char *http, int n, int *fds, char *url, size_t url_size,
+                         char *errstr, size_t errstr_size)
+{
+    char host[256];
+    uint16_t port;
+    int rc, i;
+
+    if (n < 1) {
+        snprintf(errstr, errstr_size, "at least one listening socket");
+        return KCHAT_EINVAL;
+    }
+    if ((rc = parse_http(http, host, &port, errstr, errstr_size)) != KCHAT_OK)
+        return rc;
+    for (i = 0; i < n; i++) {
+        if ((rc = listen_reuseport(host, port, &fds[i], errstr, errstr_size)) != KCHAT_OK)
+            goto err_close;
+        if (i == 0 && (rc = url_of(fds[0], url, url_size, errstr, errstr_size)) != KCHAT_OK) {
+            i++;
+            goto err_close;
+        }
+        if (port == 0) {   /* the rest take the port the first one got */
+            const char *colon = strrchr(url, ':');
+            port = (uint16_t)atoi(colon + 1);
+        }
+    }
+    return KCHAT_OK;
+err_close:
+    while (i-- > 0)
+        close(fds[i]);
+    return rc;
+}
+
+/* Listen on cfg->http, or on gw->listen_fd when the caller made it, and set
+ * gw->url to the address actually bound.
+ * @return KCHAT_OK; KCHAT_ECONFIG (not host:port), KCHAT_EIO.
+ * @locality the owner, before the loop thread starts */
+static KCHAT_MUST_CHECK int bind_http(kchat_gateway *gw, int listen_fd, char *errstr, size_t len)
+{
+    struct evhttp_bound_socket *bs;
+    char host[256];
+    uint16_t port;
+    int rc;
+
+    if (listen_fd >= 0) {
+        bs = evhttp_accept_socket_with_handle(gw->http, listen_fd);
+        if (bs == NULL) {
+            snprintf(errstr, len, "cannot accept on the socket given: %s", strerror(errno));
+            close(listen_fd);
+            return KCHAT_EIO;
+        }
+    } else {
+        if ((rc = parse_http(gw->cfg->http, host, &port, errstr, len)) != KCHAT_OK)
+            return rc;
+        if ((bs = evhttp_bind_socket_with_handle(gw->http, host, port)) == NULL) {
+            snprintf(errstr, len, "cannot listen on %s: %s", gw->cfg->http, strerror(errno));
+            return KCHAT_EIO;
+        }
+    }
+    /* Out of descriptors, accept() fails at once and libevent would retry
+     * (and log) in a tight loop: pause accepting for a moment instead. */
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bs), accept_error);
+    return url_of(evhttp_bound_socket_get_fd(bs), gw->url, sizeof(gw->url), errstr, len);
 }
 
 /* ---- life cycle ---- */
@@ -223,18 +333,25 @@ static bool loop_setup(kchat_gateway *gw)
 int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
                         kchat_gateway **out, char *errstr, size_t errstr_size)
 {
+    return kchat_gateway_start_on(cfg, brokers, -1, out, errstr, errstr_size);
+}
+
+int kchat_gateway_start_on(const kchat_config *cfg, const char *brokers, int listen_fd,
+                           kchat_gateway **out, char *errstr, size_t errstr_size)
+{
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     kchat_gateway *gw;
-    int rc = KCHAT_ENOMEM;
+    int rc = KCHAT_ENOMEM, fd;
 
     *out = NULL;
     pthread_once(&once, use_pthreads);
     if (sodium_init() < 0) {
         snprintf(errstr, errstr_size, "libsodium failed to initialise");
-        return KCHAT_ECRYPTO;
+        rc = KCHAT_ECRYPTO;
+        goto err_close_fd;
     }
     if ((gw = calloc(1, sizeof(*gw))) == NULL)
-        return KCHAT_ENOMEM;
+        goto err_close_fd;
     gw->cfg = cfg;
     pthread_mutex_init(&gw->lock, NULL);
     pthread_mutex_init(&gw->cu_lock, NULL);
@@ -261,7 +378,9 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
     fit_descriptor_limit(gw);
     if (kchat__gw_streams_init(gw) != KCHAT_OK)
         goto err_stop;
-    if ((rc = bind_http(gw, errstr, errstr_size)) != KCHAT_OK ||
+    fd = listen_fd;   /* bind_http() takes it, also when it fails */
+    listen_fd = -1;
+    if ((rc = bind_http(gw, fd, errstr, errstr_size)) != KCHAT_OK ||
         (rc = kchat__gw_kafka_open(gw, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop;
 
@@ -278,6 +397,9 @@ int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
     return KCHAT_OK;
 err_stop:
     kchat_gateway_stop(gw);
+err_close_fd:
+    if (listen_fd >= 0)
+        close(listen_fd);
     return rc;
 }
 

@@ -401,15 +401,9 @@ static int group_teardown(void **state)
 {
     (void)state;
     pc_stop();
-    if (g_gw != NULL)
-        kc_proc_stop(g_gw, SIGTERM, 10, NULL);
-    kc_proc_free(g_gw);
-    if (g_srv != NULL)
-        kc_proc_stop(g_srv, SIGTERM, 10, NULL);
-    kc_proc_free(g_srv);
-    if (g_broker != NULL)
-        kc_proc_stop(g_broker, SIGTERM, 10, NULL);
-    kc_proc_free(g_broker);
+    kc_proc_end(g_gw, 10);
+    kc_proc_end(g_srv, 10);
+    kc_proc_end(g_broker, 10);
     free(g_data);
     return 0;
 }

@@ -142,43 +142,19 @@ static void test_caps(void **state)
     wait_streams(0);
 }
 
-typedef struct want_chat {
-    const char *text;
-} want_chat;
-
-static bool is_chat(const kh_event *e, void *arg)
-{
-    const want_chat *w = arg;
-    const char *m = e->json ? kc_str(e->json, "message") : NULL;
-    return !strcmp(e->event, "chat") && m != NULL && !strcmp(m, w->text);
-}
-
-/* How many chat events of @p s carry @p text. */
-static int chats(kh_sse *s, const char *text)
-{
-    want_chat w = {text};
-    int n = 0;
-
-    for (size_t i = 0; i < kh_sse_count(s); i++)
-        n += is_chat(kh_sse_get(s, i), &w);
-    return n;
-}
-
 /* Each stream of @p want gets the message once. */
 static void expect_once(kh_sse **want, size_t n, const char *text)
 {
-    want_chat w = {text};
-
     for (size_t i = 0; i < n; i++) {
-        const kh_event *e = kh_sse_wait(want[i], 0, is_chat, &w, WAIT_MS);
+        const kh_event *e = kh_sse_wait(want[i], 0, kh_is_chat, (void *)text, WAIT_MS);
         if (e == NULL)
             kh_sse_dump(want[i], "no chat event");
         CHECK(e != NULL, "stream %zu got no chat event \"%s\"", i, text);
     }
     usleep(300 * 1000);   /* a repeat would come right behind */
     for (size_t i = 0; i < n; i++)
-        CHECK(chats(want[i], text) == 1, "stream %zu got \"%s\" %d times", i, text,
-              chats(want[i], text));
+        CHECK(kh_sse_chats(want[i], text) == 1, "stream %zu got \"%s\" %d times", i, text,
+              kh_sse_chats(want[i], text));
 }
 
 static void test_delivery_by_recipient(void **state)
@@ -193,13 +169,8 @@ static void test_delivery_by_recipient(void **state)
     kr_user_new(&c, "dlc", g_base);
     login_again(&b, &b2, "dlb-second");
 
-    kh_resp *r = kh_do(&a.b, "POST", "/api/friends", json_pack("{s:[s]}", "friendId", b.u.id));
-    CHECK(r->status == 200, "add friend: %ld", r->status);
-    kh_resp_free(r);
-    r = kh_do(&a.b, "POST", "/api/rooms", json_pack("{s:[s]}", "friendId", b.u.id));
-    CHECK(r->status == 201 && kc_str(r->json, "roomId"), "create room: %ld", r->status);
-    snprintf(room, sizeof(room), "%s", kc_str(r->json, "roomId"));
-    kh_resp_free(r);
+    kr_room_of_two(&a, &b, room, sizeof(room));
+    kh_resp *r;
     snprintf(path, sizeof(path), "/api/rooms/%s/messages", room);
 
     kh_sse *members[] = {open_ok(&a.b), open_ok(&a.b), open_ok(&b.b), open_ok(&b2)};
@@ -211,7 +182,7 @@ static void test_delivery_by_recipient(void **state)
     kh_resp_free(r);
     expect_once(members, 4, "to both, every stream");
     for (size_t i = 0; i < 2; i++)
-        CHECK(chats(others[i], "to both, every stream") == 0,
+        CHECK(kh_sse_chats(others[i], "to both, every stream") == 0,
               "a stream of %s, in no room, got the message", c.u.id);
 
     /* b's first session logs out: its stream ends, the second's stays */
@@ -228,7 +199,7 @@ static void test_delivery_by_recipient(void **state)
     kh_resp_free(r);
     kh_sse *still[] = {members[0], members[1], members[3]};
     expect_once(still, 3, "after the logout");
-    CHECK(chats(members[2], "after the logout") == 0, "an ended stream got a message");
+    CHECK(kh_sse_chats(members[2], "after the logout") == 0, "an ended stream got a message");
 
     close_all(members, 4);
     close_all(others, 2);

@@ -57,8 +57,8 @@ static double cpu_seconds(pid_t pid)
 
 static void test_out_of_descriptors_pauses_accepts(void **state)
 {
-    char *wrapper = kc_tmppath("kchat-nofile.sh"), *data = kc_tmppath("nofile-data");
-    char *urlfile = kc_tmppath("nofile.url"), *url, real[4096];
+    char *wrapper = kc_nofile_wrapper(NOFILE), *data = kc_tmppath("nofile-data");
+    char *urlfile = kc_tmppath("nofile.url"), *url;
     const char *args[] = {"dev", "--http", "127.0.0.1:0", "--data", data, "--url-file", urlfile,
                           "--pwhash-ops", "1", "--pwhash-mem", "8192", NULL};
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -68,17 +68,9 @@ static void test_out_of_descriptors_pauses_accepts(void **state)
     kh_browser b;
     kh_resp *r;
     kc_proc *p;
-    FILE *f;
 
     (void)state;
     /* run kchat under a low descriptor limit through a wrapper script */
-    if (realpath(kc_bin(), real) == NULL)
-        fail_msg("no kchat binary at %s", kc_bin());
-    f = fopen(wrapper, "w");
-    assert_non_null(f);
-    fprintf(f, "#!/bin/sh\nexec prlimit --nofile=%d:%d %s \"$@\"\n", NOFILE, NOFILE, real);
-    fclose(f);
-    chmod(wrapper, 0755);
     setenv("KCHAT_BIN", wrapper, 1);
     p = kc_proc_start("nofile", args, urlfile, 60);
     assert_non_null(p);

@@ -719,6 +719,21 @@ static void *sse_main(void *arg)
     return NULL;
 }
 
+bool kh_is_chat(const kh_event *e, void *text)
+{
+    const char *m = e->json ? kc_str(e->json, "message") : NULL;
+    return !strcmp(e->event, "chat") && m != NULL && !strcmp(m, text);
+}
+
+int kh_sse_chats(kh_sse *s, const char *text)
+{
+    int n = 0;
+
+    for (size_t i = 0; i < kh_sse_count(s); i++)
+        n += kh_is_chat(kh_sse_get(s, i), (void *)text);
+    return n;
+}
+
 kh_sse *kh_sse_open(const kh_browser *b, const char *path, const char *last_event_id,
                     int timeout_ms)
 {

@@ -197,6 +197,13 @@ typedef bool (*kh_event_fn)(const kh_event *e, void *arg);
 const kh_event *kh_sse_wait(kh_sse *s, size_t from, kh_event_fn fn, void *arg,
                             int timeout_ms);
 
+/** @brief kh_event_fn: a `chat` event whose `message` is @p text (a
+ *         const char *). */
+bool kh_is_chat(const kh_event *e, void *text);
+
+/** @brief How many `chat` events of @p s so far carry message @p text. */
+int kh_sse_chats(kh_sse *s, const char *text);
+
 /** @brief Comment lines (starting with ':') seen so far. */
 size_t kh_sse_comments(kh_sse *s);
 

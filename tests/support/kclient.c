@@ -80,6 +80,25 @@ char *kc_tmppath(const char *name)
     return p;
 }
 
+char *kc_nofile_wrapper(int nofile)
+{
+    char name[64], real[4096];
+    char *path;
+    FILE *f;
+
+    snprintf(name, sizeof(name), "kchat-nofile-%d.sh", nofile);
+    path = kc_tmppath(name);
+    if (realpath(kc_bin(), real) == NULL || (f = fopen(path, "w")) == NULL) {
+        fprintf(stderr, "kc_nofile_wrapper: no kchat binary at %s, or cannot write %s\n",
+                kc_bin(), path);
+        abort();
+    }
+    fprintf(f, "#!/bin/sh\nexec prlimit --nofile=%d:%d %s \"$@\"\n", nofile, nofile, real);
+    if (fclose(f) != 0 || chmod(path, 0755) != 0)
+        abort();
+    return path;
+}
+
 const char *kc_secret_file(void)
 {
     static char *path;
@@ -792,6 +811,14 @@ int kc_proc_stop(kc_proc *p, int sig, int timeout_s, int *status)
     if (status != NULL)
         *status = p->status;
     return rc;
+}
+
+void kc_proc_end(kc_proc *p, int timeout_s)
+{
+    if (p == NULL)
+        return;
+    kc_proc_stop(p, SIGTERM, timeout_s, NULL);
+    kc_proc_free(p);
 }
 
 bool kc_proc_stop_clean(kc_proc *p, int timeout_s)

@@ -108,6 +108,11 @@ char *kc_tmppath(const char *name);
  *  Static string; aborts when it cannot be written. Any thread. */
 const char *kc_secret_file(void);
 
+/** @brief A script in the test's directory that runs kc_bin() under a
+ *         descriptor limit of @p nofile (soft and hard, through prlimit):
+ *         set KCHAT_BIN to it around a start. malloc'd path; aborts on error. */
+char *kc_nofile_wrapper(int nofile);
+
 /** @brief The kchat binary: `$KCHAT_BIN` or `bin/kchat`. Static string. */
 const char *kc_bin(void);
 
@@ -254,6 +259,10 @@ int kc_proc_stop(kc_proc *p, int sig, int timeout_s, int *status);
  *        its log and returns false. Same thread rules as kc_proc_stop().
  */
 bool kc_proc_stop_clean(kc_proc *p, int timeout_s);
+
+/** @brief kc_proc_stop() with SIGTERM and @p timeout_s, then kc_proc_free();
+ *         nothing for NULL. For teardowns that do not judge the stop. */
+void kc_proc_end(kc_proc *p, int timeout_s);
 
 /** @brief Kill (SIGKILL) if still running, reap, unregister, free. NULL is fine. */
 void kc_proc_free(kc_proc *p);

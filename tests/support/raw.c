@@ -190,6 +190,25 @@ void kr_user_new_at(kr_user *u, const char *tag, const char *base, const char *f
         kc_failf_at(file, line, "sign-up and login of %s: %ld", u->u.id, status);
 }
 
+void kr_room_of_two_at(kr_user *a, const kr_user *b, char *room, size_t size,
+                       const char *file, int line)
+{
+    kh_browser *ab = &a->b;
+    kh_resp *r = kh_do(ab, "POST", "/api/friends", json_pack("{s:[s]}", "friendId", b->u.id));
+    long status = r->status;
+
+    kh_resp_free(r);
+    if (status != 200)
+        kc_failf_at(file, line, "%s adds friend %s: %ld", a->u.id, b->u.id, status);
+    r = kh_do(ab, "POST", "/api/rooms", json_pack("{s:[s]}", "friendId", b->u.id));
+    status = r->status;
+    if (status == 201 && kc_str(r->json, "roomId") != NULL)
+        snprintf(room, size, "%s", kc_str(r->json, "roomId"));
+    kh_resp_free(r);
+    if (status != 201)
+        kc_failf_at(file, line, "%s creates a room with %s: %ld", a->u.id, b->u.id, status);
+}
+
 void kr_cookie_line(const kh_browser *b, char *out, size_t size)
 {
     const char *v = kh_cookie_get(b, "kchat_session");

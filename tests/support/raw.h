@@ -81,6 +81,15 @@ typedef struct kr_user {
 void kr_user_new_at(kr_user *u, const char *tag, const char *base, const char *file, int line);
 #define kr_user_new(u, tag, base) kr_user_new_at((u), (tag), (base), __FILE__, __LINE__)
 
+/** @brief Through the HTTP API: @p a adds @p b as a friend and creates a
+ *         room with @p b; its id into @p room. Fails the test unless both
+ *         answer as they should, naming the caller's @p file and @p line
+ *         (through kr_room_of_two()). Test thread. */
+void kr_room_of_two_at(kr_user *a, const kr_user *b, char *room, size_t size,
+                       const char *file, int line);
+#define kr_room_of_two(a, b, room, size) \
+    kr_room_of_two_at((a), (b), (room), (size), __FILE__, __LINE__)
+
 /** @brief "kchat_session=VALUE" of @p b's jar into @p out ("" if none). */
 void kr_cookie_line(const kh_browser *b, char *out, size_t size);
 
