@@ -4,6 +4,10 @@
 # build/bench/sse against its gateway with --pid, stop the server with
 # SIGTERM and show the end of its log.
 #
+# With GATEWAY_PROCESSES=N it starts `kchat broker`, `kchat serve` and
+# `kchat gateway --gateway-processes N` instead (the same embedded broker,
+# three commands; N may be 1), and --pid names the gateway's processes.
+#
 # usage: bench/run-sse.sh [sse options...] [-- kchat dev options...]
 #   e.g. bench/run-sse.sh --streams 2000 --users 100 --messages 500 --rate 50
 #        bench/run-sse.sh --streams 5000 -- --sse-buffer-kb 64
@@ -13,7 +17,8 @@
 # raise to, default 65536), SSE_MAX_TOTAL (default 65536),
 # SSE_MAX_PER_USER (default 65536), BENCH_TMP (parent of the scratch
 # directory, default ${TMPDIR:-/tmp}), KEEP=1 keeps it (data, server log),
-# LOG_LINES (default 30), NO_BUILD=1 skips make.
+# LOG_LINES (default 30), NO_BUILD=1 skips make, GATEWAY_PROCESSES (above;
+# the "kchat dev options" then go to the gateway).
 # Exit status: the benchmark's (0 ok, 1 opens failed or events missing,
 # 2 setup), or 4 when the server did not start, died, or did not stop cleanly.
 set -u
@@ -58,39 +63,73 @@ LOG=$TMP/dev.log
 NAME=run-sse
 . "$(dirname "$0")/lib.sh"
 
-dev_cmd=("$KCHAT_BIN" dev --http 127.0.0.1:0 --url-file "$URLF" --bootstrap-file "$BOOT"
-         --data "$DATA" --pwhash-ops 1 --pwhash-mem 8192
-         --sse-max-total "${SSE_MAX_TOTAL:-65536}" --sse-max-per-user "${SSE_MAX_PER_USER:-65536}"
-         ${dev_args[@]+"${dev_args[@]}"})
+SSE_LIMITS=(--sse-max-total "${SSE_MAX_TOTAL:-65536}" --sse-max-per-user "${SSE_MAX_PER_USER:-65536}")
+GWP=${GATEWAY_PROCESSES:-0}
+BROKER_PID= SERVE_PID=
+cleanup_more() {
+    local p
+    for p in $SERVE_PID $BROKER_PID; do
+        kill -TERM "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+}
+
+# wait_file FILE PID WHAT: wait (<= 60 s) until FILE is written, while PID
+# lives; 1 (and the log shown) when it does not come.
+wait_file() {
+    for _ in $(seq 1 600); do
+        [ -s "$1" ] && [ -n "$(head -n1 "$1")" ] && return 0
+        if ! kill -0 "$2" 2>/dev/null; then
+            echo "run-sse: $3 exited before writing $1" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "run-sse: $3 wrote no $1 within 60 s" >&2
+    return 1
+}
+
+if [ "$GWP" -ge 1 ] 2>/dev/null; then
+    "$KCHAT_BIN" keygen "$TMP/secret" >/dev/null || exit 4
+    "$KCHAT_BIN" broker --bootstrap-file "$TMP/broker-boot" >"$TMP/broker.log" 2>&1 &
+    BROKER_PID=$!
+    wait_file "$TMP/broker-boot" "$BROKER_PID" "kchat broker" || exit 4
+    BROKERS=$(head -n1 "$TMP/broker-boot")
+    "$KCHAT_BIN" serve --brokers "$BROKERS" --data "$DATA" --pwhash-ops 1 --pwhash-mem 8192 \
+        --secret-file "$TMP/secret" --bootstrap-file "$BOOT" >"$TMP/serve.log" 2>&1 &
+    SERVE_PID=$!
+    if ! wait_file "$BOOT" "$SERVE_PID" "kchat serve"; then
+        tail -n "$LOG_LINES" "$TMP/serve.log" >&2
+        exit 4
+    fi
+    dev_cmd=("$KCHAT_BIN" gateway --brokers "$BROKERS" --http 127.0.0.1:0 --url-file "$URLF"
+             --secret-file "$TMP/secret" --gateway-processes "$GWP" "${SSE_LIMITS[@]}"
+             ${dev_args[@]+"${dev_args[@]}"})
+else
+    dev_cmd=("$KCHAT_BIN" dev --http 127.0.0.1:0 --url-file "$URLF" --bootstrap-file "$BOOT"
+             --data "$DATA" --pwhash-ops 1 --pwhash-mem 8192 "${SSE_LIMITS[@]}"
+             ${dev_args[@]+"${dev_args[@]}"})
+fi
 echo "run-sse: ${dev_cmd[*]}" >&2
 "${dev_cmd[@]}" >"$LOG" 2>&1 &
 SERVER_PID=$!
-
-# wait (<= 60 s) for the URL file
-for _ in $(seq 1 600); do
-    [ -s "$URLF" ] && [ -n "$(head -n1 "$URLF")" ] && break
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        wait "$SERVER_PID"
-        echo "run-sse: server exited (status $?) before writing $URLF" >&2
-        SERVER_PID=
-        show_log
-        exit 4
-    fi
-    sleep 0.1
-done
-if ! [ -s "$URLF" ]; then
-    echo "run-sse: no URL file after 60 s" >&2
+if ! wait_file "$URLF" "$SERVER_PID" "the server"; then
     stop_server 10
     show_log
     exit 4
 fi
 URL=$(head -n1 "$URLF")
-echo "run-sse: server pid $SERVER_PID, url $URL" >&2
+# the gateway's processes: the server, or with several the children too
+PIDS=$SERVER_PID
+if [ "$GWP" -gt 1 ] 2>/dev/null; then
+    for c in $(pgrep -P "$SERVER_PID"); do PIDS+=",$c"; done
+fi
+echo "run-sse: server pid(s) $PIDS, url $URL" >&2
 
 # The benchmark bounds itself (--duration-max, default 300 s); `timeout` is a
 # backstop in case it hangs anyway.
-echo "run-sse: $SSE --url $URL --pid $SERVER_PID ${sse_args[*]:-}" >&2
-timeout -k 5 900 "$SSE" --url "$URL" --pid "$SERVER_PID" ${sse_args[@]+"${sse_args[@]}"}
+echo "run-sse: $SSE --url $URL --pid $PIDS ${sse_args[*]:-}" >&2
+timeout -k 5 900 "$SSE" --url "$URL" --pid "$PIDS" ${sse_args[@]+"${sse_args[@]}"}
 SSE_RC=$?
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     wait "$SERVER_PID"
