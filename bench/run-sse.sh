@@ -6,7 +6,8 @@
 #
 # With GATEWAY_PROCESSES=N it starts `kchat broker`, `kchat serve` and
 # `kchat gateway --gateway-processes N` instead (the same embedded broker,
-# three commands; N may be 1), and --pid names the gateway's processes.
+# three commands; N may be 1; serve with --changelog off, as `kchat dev`
+# runs on its embedded broker), and --pid names the gateway's processes.
 #
 # usage: bench/run-sse.sh [sse options...] [-- kchat dev options...]
 #   e.g. bench/run-sse.sh --streams 2000 --users 100 --messages 500 --rate 50
@@ -96,7 +97,7 @@ if [ "$GWP" -ge 1 ] 2>/dev/null; then
     wait_file "$TMP/broker-boot" "$BROKER_PID" "kchat broker" || exit 4
     BROKERS=$(head -n1 "$TMP/broker-boot")
     "$KCHAT_BIN" serve --brokers "$BROKERS" --data "$DATA" --pwhash-ops 1 --pwhash-mem 8192 \
-        --secret-file "$TMP/secret" --bootstrap-file "$BOOT" >"$TMP/serve.log" 2>&1 &
+        --changelog off --secret-file "$TMP/secret" --bootstrap-file "$BOOT" >"$TMP/serve.log" 2>&1 &
     SERVE_PID=$!
     if ! wait_file "$BOOT" "$SERVE_PID" "kchat serve"; then
         tail -n "$LOG_LINES" "$TMP/serve.log" >&2
