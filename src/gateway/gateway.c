@@ -199,12 +199,17 @@ static KCHAT_MUST_CHECK int url_of(int fd, char *url, size_t size, char *errstr,
     return KCHAT_OK;
 }
 
-/* One listening socket on @p host : @p port with SO_REUSEPORT, non-blocking
- * and close-on-exec, in *@p fd.
+/* One listening socket on @p host : @p port, non-blocking and
+ * close-on-exec, with SO_REUSEPORT when @p shared (one per process of a
+ * gateway that runs as several), in *@p fd. Its backlog is SOMAXCONN, not
+ * the 128 evhttp_bind_socket() asks for: a burst of connections (streams
+ * reopening after a restart) overflowed that while the loop was busy, and
+ * every connection dropped so waited a second for its SYN to be sent again
+ * (regression 0059).
  * @return KCHAT_OK; KCHAT_EIO (cannot resolve, bind or listen).
  * @locality any thread */
-static KCHAT_MUST_CHECK int listen_reuseport(const char *host, uint16_t port, int *fd,
-                                             char *errstr, size_t len)
+static KCHAT_MUST_CHECK int listen_socket(const char *host, uint16_t port, bool shared, int *fd,
+                                          char *errstr, size_t len)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -221,7 +226,7 @@ static KCHAT_MUST_CHECK int listen_reuseport(const char *host, uint16_t port, in
     if (s < 0)
         goto err_free;
     if (setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        (shared && setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
         bind(s, ai->ai_addr, ai->ai_addrlen) != 0 || listen(s, SOMAXCONN) != 0)
         goto err_close;
     freeaddrinfo(ai);
@@ -252,7 +257,7 @@ int kchat_gateway_listen(const char *http, int n, int *fds, char *url, size_t ur
     if ((rc = parse_http(http, host, &port, errstr, errstr_size)) != KCHAT_OK)
         return rc;
     for (i = 0; i < n; i++) {
-        if ((rc = listen_reuseport(host, port, &fds[i], errstr, errstr_size)) != KCHAT_OK)
+        if ((rc = listen_socket(host, port, true, &fds[i], errstr, errstr_size)) != KCHAT_OK)
             goto err_close;
         if (i == 0 && (rc = url_of(fds[0], url, url_size, errstr, errstr_size)) != KCHAT_OK) {
             i++;
@@ -270,8 +275,8 @@ err_close:
     return rc;
 }
 
-/* Listen on cfg->http, or on gw->listen_fd when the caller made it, and set
- * gw->url to the address actually bound.
+/* Listen on cfg->http, or on @p listen_fd when the caller made it (taken
+ * over: closed on failure), and set gw->url to the address actually bound.
  * @return KCHAT_OK; KCHAT_ECONFIG (not host:port), KCHAT_EIO.
  * @locality the owner, before the loop thread starts */
 static KCHAT_MUST_CHECK int bind_http(kchat_gateway *gw, int listen_fd, char *errstr, size_t len)
@@ -281,20 +286,15 @@ static KCHAT_MUST_CHECK int bind_http(kchat_gateway *gw, int listen_fd, char *er
     uint16_t port;
     int rc;
 
-    if (listen_fd >= 0) {
-        bs = evhttp_accept_socket_with_handle(gw->http, listen_fd);
-        if (bs == NULL) {
-            snprintf(errstr, len, "cannot accept on the socket given: %s", strerror(errno));
-            close(listen_fd);
-            return KCHAT_EIO;
-        }
-    } else {
-        if ((rc = parse_http(gw->cfg->http, host, &port, errstr, len)) != KCHAT_OK)
+    if (listen_fd < 0) {
+        if ((rc = parse_http(gw->cfg->http, host, &port, errstr, len)) != KCHAT_OK ||
+            (rc = listen_socket(host, port, false, &listen_fd, errstr, len)) != KCHAT_OK)
             return rc;
-        if ((bs = evhttp_bind_socket_with_handle(gw->http, host, port)) == NULL) {
-            snprintf(errstr, len, "cannot listen on %s: %s", gw->cfg->http, strerror(errno));
-            return KCHAT_EIO;
-        }
+    }
+    if ((bs = evhttp_accept_socket_with_handle(gw->http, listen_fd)) == NULL) {
+        snprintf(errstr, len, "cannot accept on %s: %s", gw->cfg->http, strerror(errno));
+        close(listen_fd);
+        return KCHAT_EIO;
     }
     /* Out of descriptors, accept() fails at once and libevent would retry
      * (and log) in a tight loop: pause accepting for a moment instead. */
