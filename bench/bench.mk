@@ -13,6 +13,7 @@
 BENCH_LOAD := $(BUILD)/bench/load
 BENCH_ECHO := $(BUILD)/bench/echo
 BENCH_SSE := $(BUILD)/bench/sse
+BENCH_SSE_SRC := $(wildcard bench/sse*.c)
 BENCH_UTIL := $(BUILD)/bench/util.o
 BENCH_ARGS ?=
 SWEEP_ARGS ?=
@@ -43,7 +44,8 @@ $(BENCH_ECHO): bench/echo.c bench/util.h $(BENCH_UTIL) $(LIB) $(SAN_OBJ) $(FLAGS
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BENCH_UTIL) $(SAN_OBJ) $(LIB) $(ALL_LIBS)
 
-# The event-stream benchmark (bench/run-sse.sh runs it against `kchat dev`).
-$(BENCH_SSE): bench/sse.c $(FLAGS)
+# The event-stream benchmark (bench/run-sse.sh runs it against `kchat dev`):
+# bench/sse.c and its bench/sse_*.c, which share bench/sse.h.
+$(BENCH_SSE): $(BENCH_SSE_SRC) bench/sse.h $(FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(ALL_LIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(BENCH_SSE_SRC) $(ALL_LIBS)
