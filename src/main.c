@@ -220,6 +220,19 @@ static int gateway_announce(kchat_gateway *gw, const kchat_config *cfg, const ch
     return 0;
 }
 
+/* Wait until @p gw is ready, or until a signal of @p set arrives.
+ * @return true when ready, false when a signal came first. */
+static bool gateway_wait_ready_or_signal(kchat_gateway *gw, const sigset_t *set)
+{
+    for (;;) {
+        struct timespec ts = {0, 200 * 1000000L};
+        if (kchat_gateway_wait_ready(gw, 0) == KCHAT_OK)
+            return true;
+        if (sigtimedwait(set, NULL, &ts) > 0)
+            return false;
+    }
+}
+
 /* ---- `kchat gateway --gateway-processes N` ---- */
 
 /* Seconds the processes get to stop after SIGTERM before SIGKILL. */
@@ -254,13 +267,8 @@ static int gateway_child(const kchat_config *cfg, int index, int fd, int ready_f
         fprintf(stderr, "kchat gateway [%d]: %s\n", index, errstr);
         return 1;
     }
-    for (;;) {
-        struct timespec ts = {0, 200 * 1000000L};
-        if (kchat_gateway_wait_ready(gw, 0) == KCHAT_OK)
-            break;
-        if (sigtimedwait(set, NULL, &ts) > 0)
-            goto out_stop;
-    }
+    if (!gateway_wait_ready_or_signal(gw, set))
+        goto out_stop;
     if (write(ready_fd, "r", 1) != 1)
         fprintf(stderr, "kchat gateway [%d]: cannot tell the parent: %s\n", index,
                 strerror(errno));
@@ -332,10 +340,12 @@ static int procs_stop(pid_t *pids, int n)
     return bad;
 }
 
-/* Wait until each of the @p n processes wrote its ready byte to @p rfd.
- * @return 0 when all are ready; 1 when one ended first; 2 when a stop signal
- * came first. @locality the parent */
-static int procs_wait_ready(pid_t *pids, int n, int rfd, const sigset_t *set)
+/* What procs_wait_ready() saw. */
+enum procs_start { PROCS_READY, PROCS_ONE_ENDED, PROCS_STOP_SIGNAL };
+
+/* Wait until each of the @p n processes wrote its ready byte to @p rfd, one
+ * of them ended, or a stop signal came. @locality the parent */
+static enum procs_start procs_wait_ready(pid_t *pids, int n, int rfd, const sigset_t *set)
 {
     struct timespec now = {0, 0};
     int ready = 0, sig;
@@ -350,12 +360,12 @@ static int procs_wait_ready(pid_t *pids, int n, int rfd, const sigset_t *set)
         }
         while ((sig = sigtimedwait(set, NULL, &now)) > 0) {
             if (sig != SIGCHLD)
-                return 2;
+                return PROCS_STOP_SIGNAL;
             if (procs_reap(pids, n) > 0 || procs_live(pids, n) < n)
-                return 1;
+                return PROCS_ONE_ENDED;
         }
     }
-    return 0;
+    return PROCS_READY;
 }
 
 /* `kchat gateway` as cfg->gateway_processes processes on one address: the
@@ -413,9 +423,11 @@ static int gateway_processes(kchat_config *cfg, const sigset_t *stop_set)
     fprintf(stderr, "kchat gateway: %d processes listening on %s, waiting for Kafka at %s\n", n,
             url, cfg->brokers);
     switch (procs_wait_ready(pids, n, pipefd[0], &set)) {
-    case 1:
+    case PROCS_READY:
+        break;
+    case PROCS_ONE_ENDED:
         goto out_stop;
-    case 2:
+    case PROCS_STOP_SIGNAL:
         rc = 0;
         goto out_stop;
     }
@@ -473,15 +485,9 @@ static int cmd_gateway(int argc, char **argv)
     }
     fprintf(stderr, "kchat gateway: listening on %s, waiting for Kafka at %s\n",
             kchat_gateway_url(gw), cfg.brokers);
-    for (;;) {
-        struct timespec ts = {0, 200 * 1000000L};
-        if (kchat_gateway_wait_ready(gw, 0) == KCHAT_OK) {
-            gateway_announce(gw, &cfg, "gateway");
-            break;
-        }
-        if (sigtimedwait(&set, NULL, &ts) > 0)
-            goto out_stop;
-    }
+    if (!gateway_wait_ready_or_signal(gw, &set))
+        goto out_stop;
+    gateway_announce(gw, &cfg, "gateway");
     sigwait(&set, &sig);
 out_stop:
     fprintf(stderr, "kchat gateway: stopping\n");

@@ -233,14 +233,26 @@ static KCHAT_MUST_CHECK int listen_socket(const char *host, uint16_t port, bool 
     *fd = s;
     return KCHAT_OK;
 err_close:
-    snprintf(errstr, len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
+    gai = errno;
     close(s);
-    freeaddrinfo(ai);
-    return KCHAT_EIO;
+    errno = gai;
 err_free:
     snprintf(errstr, len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
     freeaddrinfo(ai);
     return KCHAT_EIO;
+}
+
+/* The port listening socket @p fd is bound to; 0 when unknown.
+ * @locality any thread */
+static uint16_t bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return 0;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
 int kchat_gateway_listen(const char *http, int n, int *fds, char *url, size_t url_size,
@@ -256,18 +268,19 @@ int kchat_gateway_listen(const char *http, int n, int *fds, char *url, size_t ur
     }
     if ((rc = parse_http(http, host, &port, errstr, errstr_size)) != KCHAT_OK)
         return rc;
-    for (i = 0; i < n; i++) {
+    if ((rc = listen_socket(host, port, true, &fds[0], errstr, errstr_size)) != KCHAT_OK)
+        return rc;
+    i = 1;
+    if ((rc = url_of(fds[0], url, url_size, errstr, errstr_size)) != KCHAT_OK)
+        goto err_close;
+    if (port == 0 && (port = bound_port(fds[0])) == 0) {   /* the others take its port */
+        snprintf(errstr, errstr_size, "getsockname: %s", strerror(errno));
+        rc = KCHAT_EIO;
+        goto err_close;
+    }
+    for (; i < n; i++)
         if ((rc = listen_socket(host, port, true, &fds[i], errstr, errstr_size)) != KCHAT_OK)
             goto err_close;
-        if (i == 0 && (rc = url_of(fds[0], url, url_size, errstr, errstr_size)) != KCHAT_OK) {
-            i++;
-            goto err_close;
-        }
-        if (port == 0) {   /* the rest take the port the first one got */
-            const char *colon = strrchr(url, ':');
-            port = (uint16_t)atoi(colon + 1);
-        }
-    }
     return KCHAT_OK;
 err_close:
     while (i-- > 0)
