@@ -263,7 +263,8 @@ static int gateway_child(const kchat_config *cfg, int index, int fd, int ready_f
     char errstr[512] = "";
     int sig = 0;
 
-    if (kchat_gateway_start_on(cfg, cfg->brokers, fd, &gw, errstr, sizeof(errstr)) != KCHAT_OK) {
+    if (kchat_gateway_start_on(cfg, cfg->brokers, fd, index, &gw, errstr, sizeof(errstr)) !=
+        KCHAT_OK) {
         fprintf(stderr, "kchat gateway [%d]: %s\n", index, errstr);
         return 1;
     }

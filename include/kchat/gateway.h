@@ -84,12 +84,16 @@ KCHAT_MUST_CHECK int kchat_gateway_start(const kchat_config *cfg, const char *br
  *            `cfg->http` (then the same as kchat_gateway_start()). The
  *            gateway owns it from the call on: it is closed by
  *            kchat_gateway_stop(), or before an error is returned.
+ * @param[in] process which of the `cfg->gateway_processes` processes this
+ *            is, from 0; GET /metrics reports it
+ *            (`kchat_gateway_process_index`), since a scrape of the shared
+ *            address reaches whichever process the kernel picks.
  * @return as kchat_gateway_start().
  * @locality as kchat_gateway_start().
  */
 KCHAT_MUST_CHECK int kchat_gateway_start_on(const kchat_config *cfg, const char *brokers,
-                                            int listen_fd, kchat_gateway **out, char *errstr,
-                                            size_t errstr_size);
+                                            int listen_fd, int process, kchat_gateway **out,
+                                            char *errstr, size_t errstr_size);
 
 /**
  * @brief Open @p n listening sockets on one HTTP address, all with

@@ -346,11 +346,11 @@ static bool loop_setup(kchat_gateway *gw)
 int kchat_gateway_start(const kchat_config *cfg, const char *brokers,
                         kchat_gateway **out, char *errstr, size_t errstr_size)
 {
-    return kchat_gateway_start_on(cfg, brokers, -1, out, errstr, errstr_size);
+    return kchat_gateway_start_on(cfg, brokers, -1, 0, out, errstr, errstr_size);
 }
 
 int kchat_gateway_start_on(const kchat_config *cfg, const char *brokers, int listen_fd,
-                           kchat_gateway **out, char *errstr, size_t errstr_size)
+                           int process, kchat_gateway **out, char *errstr, size_t errstr_size)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     kchat_gateway *gw;
@@ -366,6 +366,7 @@ int kchat_gateway_start_on(const kchat_config *cfg, const char *brokers, int lis
     if ((gw = calloc(1, sizeof(*gw))) == NULL)
         goto err_close_fd;
     gw->cfg = cfg;
+    gw->process = process;
     pthread_mutex_init(&gw->lock, NULL);
     pthread_mutex_init(&gw->cu_lock, NULL);
     pthread_cond_init(&gw->ready_cond, NULL);

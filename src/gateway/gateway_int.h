@@ -118,6 +118,7 @@ struct kchat_gateway {
     /* set by kchat_gateway_start(), read-only afterwards */
     const kchat_config *cfg;
     int sse_max_total;           /**< cfg->sse_max_total, lowered to fit RLIMIT_NOFILE */
+    int process;                 /**< which of cfg->gateway_processes this is, from 0 */
     char *brokers;
     char url[160];
     kchat_auth *auth;            /**< --secret-file's keys, or NULL: nothing signed or sealed */

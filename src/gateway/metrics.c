@@ -179,6 +179,11 @@ void kchat__gw_metrics(kchat_gateway *gw, struct evhttp_request *req, double sta
         return;
     write_requests(gw, b);
     write_latency(gw, b);
+    metric_head(b, "kchat_gateway_processes", "Processes serving this gateway's address "
+                "(--gateway-processes); each answers /metrics for itself alone.", "gauge");
+    evbuffer_add_printf(b, "kchat_gateway_processes %d\n", gw->cfg->gateway_processes);
+    metric_head(b, "kchat_gateway_process_index", "Which of them answered, from 0.", "gauge");
+    evbuffer_add_printf(b, "kchat_gateway_process_index %d\n", gw->process);
     metric_head(b, "kchat_gateway_sse_streams", "Open event streams.", "gauge");
     evbuffer_add_printf(b, "kchat_gateway_sse_streams %d\n", gw->n_streams);
     metric_head(b, "kchat_gateway_pending_replies", "Calls waiting for the backend.", "gauge");

@@ -3,6 +3,8 @@
  * address served by N processes (SO_REUSEPORT), beside `kchat broker` and
  * `kchat serve`:
  *
+ *  - /metrics says which process answered (kchat_gateway_process_index),
+ *    and 200 scrapes reach both;
  *  - more event streams than one process may hold: the gateway runs under a
  *    descriptor limit of NOFILE, which leaves each process NOFILE - 512
  *    streams (fit_descriptor_limit()), and STREAMS streams of one user all
@@ -166,6 +168,18 @@ static void test_streams_beyond_one_process(void **state)
           "each process should say it holds at most %d streams", PER_PROCESS);
     for (int i = 0; i < 2; i++)
         before[i] = fds_of(kids[i]);
+
+    /* a scrape reaches either process, which says which it is */
+    bool seen[2] = {false, false};
+    for (int i = 0; i < 200 && !(seen[0] && seen[1]); i++) {
+        double n = -1, index = -1;
+        CHECK(kh_metric(base, "kchat_gateway_processes", &n) && n == 2,
+              "kchat_gateway_processes is %.0f, want 2", n);
+        CHECK(kh_metric(base, "kchat_gateway_process_index", &index) && (index == 0 || index == 1),
+              "kchat_gateway_process_index is %.0f", index);
+        seen[(int)index] = true;
+    }
+    CHECK(seen[0] && seen[1], "200 scrapes reached only process %d", seen[0] ? 0 : 1);
 
     kr_user_new(&a, "gwpa", base);
     kr_user_new(&b, "gwpb", base);
