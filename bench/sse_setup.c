@@ -122,6 +122,19 @@ static bool setup_phase(const char *name, int64_t t0)
 /* setup                                                                   */
 /* ---------------------------------------------------------------------- */
 
+/* The JSON array of room @p rm's members but its creator, then "}", into
+ * @p out (@p size bytes): the end of a body naming them as friendId. */
+static void friend_ids(const room *rm, char *out, size_t size)
+{
+    size_t n = (size_t)snprintf(out, size, "[");
+
+    for (int k = 1; k < rm->nmembers && n < size; k++)
+        n += (size_t)snprintf(out + n, size - n, "%s\"%s\"", k > 1 ? "," : "",
+                              g_users[rm->members[k]].id);
+    if (n < size)
+        snprintf(out + n, size - n, "]}");
+}
+
 static void on_register(struct evhttp_request *req, void *arg)
 {
     int i = (int)(intptr_t)arg;
@@ -234,11 +247,8 @@ bool do_setup(void)
     t0 = now_ns();
     for (int r = 0; r < opt.rooms; r++) {
         room *rm = &g_rooms[r];
-        size_t n = (size_t)snprintf(body, sizeof(body), "{\"friendId\":[");
-        for (int k = 1; k < rm->nmembers; k++)
-            n += (size_t)snprintf(body + n, sizeof(body) - n, "%s\"%s\"", k > 1 ? "," : "",
-                                  g_users[rm->members[k]].id);
-        snprintf(body + n, sizeof(body) - n, "]}");
+        size_t n = (size_t)snprintf(body, sizeof(body), "{\"friendId\":");
+        friend_ids(rm, body + n, sizeof(body) - n);
         if (!http_call(pool_conn(), EVHTTP_REQ_POST, "/api/friends",
                        g_users[rm->members[0]].cookie, body, on_friends, (void *)(intptr_t)r))
             return false;
@@ -250,11 +260,8 @@ bool do_setup(void)
     t0 = now_ns();
     for (int r = 0; r < opt.rooms; r++) {
         room *rm = &g_rooms[r];
-        size_t n = (size_t)snprintf(body, sizeof(body), "{\"roomName\":\"sse-%d\",\"friendId\":[", r);
-        for (int k = 1; k < rm->nmembers; k++)
-            n += (size_t)snprintf(body + n, sizeof(body) - n, "%s\"%s\"", k > 1 ? "," : "",
-                                  g_users[rm->members[k]].id);
-        snprintf(body + n, sizeof(body) - n, "]}");
+        size_t n = (size_t)snprintf(body, sizeof(body), "{\"roomName\":\"sse-%d\",\"friendId\":", r);
+        friend_ids(rm, body + n, sizeof(body) - n);
         if (!http_call(pool_conn(), EVHTTP_REQ_POST, "/api/rooms", g_users[rm->members[0]].cookie,
                        body, on_room, (void *)(intptr_t)r))
             return false;
