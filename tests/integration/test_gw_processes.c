@@ -147,6 +147,19 @@ static bool all_gone(const pid_t *pids, int n)
     return false;
 }
 
+/* Send @p sig to gateway @p gw (0: none) and wait @p timeout_s for it to
+ * end with exit status @p want, and its @p n processes @p kids with it. */
+static void expect_end(kc_proc *gw, int sig, int timeout_s, int want, const pid_t *kids, int n)
+{
+    int status = 0;
+
+    CHECK(kc_proc_stop(gw, sig, timeout_s, &status) == 0,
+          "the gateway did not end within %d s of signal %d", timeout_s, sig);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == want, "the gateway %s, want exit status %d",
+          kc_status_str(status), want);
+    CHECK(all_gone(kids, n), "a gateway process outlived the gateway");
+}
+
 /* ---- tests ---- */
 
 static void test_streams_beyond_one_process(void **state)
@@ -158,7 +171,6 @@ static void test_streams_beyond_one_process(void **state)
     kr_user a, b;
     kc_proc *gw;
     const char *text = "to every stream of every process";
-    int status = 0;
 
     (void)state;
     gw = gateway_start("gw-processes-2", 2, base, sizeof(base));
@@ -216,10 +228,7 @@ static void test_streams_beyond_one_process(void **state)
     for (int i = 0; i < STREAMS; i++)
         kh_sse_close(s[i]);
 
-    CHECK(kc_proc_stop(gw, SIGTERM, 40, &status) == 0, "the gateway did not stop within 40 s");
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the gateway %s after SIGTERM, want 0",
-          kc_status_str(status));
-    CHECK(all_gone(kids, 2), "a gateway process outlived the gateway");
+    expect_end(gw, SIGTERM, 40, 0, kids, 2);
     CHECK(kc_file_count(kc_proc_log(gw), ": stopping") == 3,
           "the parent and both processes should log their stop");
     kc_proc_free(gw);
@@ -230,19 +239,13 @@ static void test_one_dying_stops_the_rest(void **state)
     char base[256];
     pid_t kids[4];
     kc_proc *gw;
-    int status = 0;
 
     (void)state;
     gw = gateway_start("gw-processes-3", 3, base, sizeof(base));
     CHECK(children_of(kc_proc_pid(gw), kids, 4) == 3, "the gateway runs %d processes, want 3",
           children_of(kc_proc_pid(gw), kids, 4));
     CHECK(kill(kids[1], SIGKILL) == 0, "kill process 1");
-    /* signal 0: only wait for it to end by itself */
-    CHECK(kc_proc_stop(gw, 0, WAIT_MS / 1000, &status) == 0,
-          "the gateway still runs %d s after one process died", WAIT_MS / 1000);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "the gateway %s, want exit status 1",
-          kc_status_str(status));
-    CHECK(all_gone(kids, 3), "a gateway process outlived the gateway");
+    expect_end(gw, 0, WAIT_MS / 1000, 1, kids, 3);   /* signal 0: it must end by itself */
     CHECK(kc_file_count(kc_proc_log(gw), "was killed by signal 9") == 1,
           "the gateway should say which process died and how");
     kc_proc_free(gw);
