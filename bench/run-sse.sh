@@ -59,62 +59,41 @@ echo "run-sse: ulimit -n $(ulimit -n)" >&2
 TMP=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/kchat-sse.XXXXXX") || exit 4
 DATA=$TMP/data
 URLF=$TMP/url
-BOOT=$TMP/bootstrap
+BOOTF=$TMP/bootstrap
 LOG=$TMP/dev.log
 NAME=run-sse
 . "$(dirname "$0")/lib.sh"
 
 SSE_LIMITS=(--sse-max-total "${SSE_MAX_TOTAL:-65536}" --sse-max-per-user "${SSE_MAX_PER_USER:-65536}")
 GWP=${GATEWAY_PROCESSES:-0}
-BROKER_PID= SERVE_PID=
+# The broker and serve of GATEWAY_PROCESSES come from bench/harness.sh (its
+# broker_start and serve_start, logs and commands.txt in the scratch
+# directory); the gateway or `kchat dev` is this script's SERVER_PID and LOG.
+ROOT=$PWD OUT=$TMP
+. "$(dirname "$0")/harness.sh"
+SERVE_PID=
 cleanup_more() {
-    local p
-    for p in $SERVE_PID $BROKER_PID; do
-        kill -TERM "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-}
-
-# wait_file FILE PID WHAT: wait (<= 60 s) until FILE is written, while PID
-# lives; 1 (and the log shown) when it does not come.
-wait_file() {
-    for _ in $(seq 1 600); do
-        [ -s "$1" ] && [ -n "$(head -n1 "$1")" ] && return 0
-        if ! kill -0 "$2" 2>/dev/null; then
-            echo "run-sse: $3 exited before writing $1" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "run-sse: $3 wrote no $1 within 60 s" >&2
-    return 1
+    [ -n "$SERVE_PID" ] && stop_pid "$SERVE_PID" 20
+    broker_stop
 }
 
 if [ "$GWP" -ge 1 ] 2>/dev/null; then
-    "$KCHAT_BIN" keygen "$TMP/secret" >/dev/null || exit 4
-    "$KCHAT_BIN" broker --bootstrap-file "$TMP/broker-boot" >"$TMP/broker.log" 2>&1 &
-    BROKER_PID=$!
-    wait_file "$TMP/broker-boot" "$BROKER_PID" "kchat broker" || exit 4
-    BROKERS=$(head -n1 "$TMP/broker-boot")
-    "$KCHAT_BIN" serve --brokers "$BROKERS" --data "$DATA" --pwhash-ops 1 --pwhash-mem 8192 \
-        --changelog off --secret-file "$TMP/secret" --bootstrap-file "$BOOT" >"$TMP/serve.log" 2>&1 &
-    SERVE_PID=$!
-    if ! wait_file "$BOOT" "$SERVE_PID" "kchat serve"; then
-        tail -n "$LOG_LINES" "$TMP/serve.log" >&2
-        exit 4
-    fi
-    dev_cmd=("$KCHAT_BIN" gateway --brokers "$BROKERS" --http 127.0.0.1:0 --url-file "$URLF"
+    broker_start mock 8 || exit 4
+    serve_start 8 0 "$DATA" --changelog off || exit 4
+    SERVE_PID=$SERVER_PID SERVER_PID= LOG=$TMP/dev.log
+    dev_cmd=("$KCHAT_BIN" gateway --brokers "$BOOT" --http 127.0.0.1:0 --url-file "$URLF"
              --secret-file "$TMP/secret" --gateway-processes "$GWP" "${SSE_LIMITS[@]}"
              ${dev_args[@]+"${dev_args[@]}"})
 else
-    dev_cmd=("$KCHAT_BIN" dev --http 127.0.0.1:0 --url-file "$URLF" --bootstrap-file "$BOOT"
+    dev_cmd=("$KCHAT_BIN" dev --http 127.0.0.1:0 --url-file "$URLF" --bootstrap-file "$BOOTF"
              --data "$DATA" --pwhash-ops 1 --pwhash-mem 8192 "${SSE_LIMITS[@]}"
              ${dev_args[@]+"${dev_args[@]}"})
 fi
 echo "run-sse: ${dev_cmd[*]}" >&2
 "${dev_cmd[@]}" >"$LOG" 2>&1 &
 SERVER_PID=$!
-if ! wait_file "$URLF" "$SERVER_PID" "the server"; then
+if ! wait_file "$URLF" 60 "$SERVER_PID"; then
+    echo "run-sse: the server wrote no $URLF (exited, or not within 60 s)" >&2
     stop_server 10
     show_log
     exit 4
