@@ -46,7 +46,13 @@ typedef struct kchat_backend kchat_backend;
       "Internal commands dropped as already applied.", ", %llu duplicate commands")        \
     X(local_commands, "kchat_commands_local_total",                                        \
       "Internal commands applied from the copy a shard of this process handed over in "    \
-      "memory (their Kafka copies count as duplicates).", NULL)                            \
+      "memory (a Kafka copy, if one was produced too, counts as a duplicate).", NULL)      \
+    X(memory_only_commands, "kchat_commands_memory_only_total",                            \
+      "Internal commands handed to a shard of this process in memory alone, not produced " \
+      "to kchat-internal (nothing of their stream was in Kafka unapplied).", NULL)         \
+    X(local_acks, "kchat_command_acks_local_total",                                        \
+      "Acknowledgements of internal commands handed to their source shard in this "        \
+      "process in memory instead of produced to kchat-internal.", NULL)                    \
     X(command_gaps, "kchat_command_gaps_total",                                            \
       "Internal commands that came before an earlier one of their stream, left for the "   \
       "source to send again.", NULL)                                                       \

@@ -101,6 +101,9 @@ struct cmd_link {
     size_t n_pending;          /* commands to it not yet known applied */
     uint64_t low;              /* the lowest stream seq among them; 0: none */
     uint64_t applied;          /* its watermark for us, as it last acknowledged */
+    uint64_t kafka_high;       /* the highest stream seq produced to it through Kafka in
+                                  this run (0: none); a command travels in memory alone
+                                  only once applied covers it (local.c) */
     uint64_t legacy_applied;   /* its outbox-seq watermark for us (older commands), as
                                   acknowledged in this run (not stored) */
     int64_t since_ms;          /* when that watermark last moved (or the first

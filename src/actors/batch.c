@@ -322,7 +322,22 @@ static void observe_read(kchat_backend *be, rd_kafka_message_t **msgs, const siz
     }
 }
 
-/* Apply the records of one shard, and the commands waiting in its inbox
+/* Take the ack @p a a shard of this process handed in memory, as one read
+ * from Kafka (kchat__acks_take_record()); one from no other shard cannot
+ * come from this process and is ignored. Errors: store errors, KCHAT_ENOMEM.
+ * @locality worker that owns c->sh */
+KCHAT_MUST_CHECK
+static int local_ack_take(struct ctx *c, const struct local_cmd *a)
+{
+    int rc;
+
+    if (a->src > UINT32_MAX)
+        return KCHAT_OK;
+    rc = kchat__acks_take(c, (uint32_t)a->src, a->cseq, a->legacy, a->run);
+    return rc == KCHAT_EINVAL ? KCHAT_OK : rc;
+}
+
+/* Apply the records of one shard, and the items waiting in its inbox
  * (local.c), in one transaction; retried until it commits (a full map or
  * disk blocks this worker: back-pressure).
  * @locality worker @p w, which owns @p sh */
@@ -346,7 +361,8 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
             rc = kchat__changelog_trim(sh, c.txn);
         for (size_t i = 0; rc == KCHAT_OK && i < n_local; i++) {
             ctx_reset(&c);
-            rc = kchat__command_apply_local(&c, &local[i]);
+            rc = local[i].ack ? local_ack_take(&c, &local[i])
+                              : kchat__command_apply_local(&c, &local[i]);
         }
         for (size_t i = 0; rc == KCHAT_OK && i < n; i++)
             rc = apply_record(&c, msgs[idx[i]]);
@@ -387,7 +403,8 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
         atomic_fetch_add(&be->stats.commit_failures, 1);
         log_commit_failure(be, sh, n, rc);
         if (atomic_load(&be->stopping) && rc != KCHAT_EMAPFULL && rc != KCHAT_ENOSPC) {
-            kchat__local_cmds_free(local, n_local);   /* their Kafka copies stay */
+            /* their sources hold them: produced again at the next start */
+            kchat__local_cmds_free(local, n_local);
             return;   /* not stored: read again from the stored offsets next start */
         }
         kchat__sleep_ms(RETRY_SLEEP_MS);
@@ -396,8 +413,9 @@ static void apply_shard_batch(kchat_backend *be, struct worker *w, struct shard 
 
 /* ---- the consumer's callbacks ---- */
 
-/* Whether commands handed in memory wait for @p sh, and it takes them (a
- * shard being released leaves them to their Kafka copies).
+/* Whether items handed in memory wait for @p sh, and it takes them (a
+ * shard being released leaves them: their sources send the commands again
+ * through Kafka, and acknowledgements come again).
  * @locality worker that owns @p sh */
 static bool local_due(const struct shard *sh)
 {

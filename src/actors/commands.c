@@ -69,6 +69,20 @@ uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
     return low > 0 && low < cseq ? low : cseq;
 }
 
+void kchat__streams_produced(const kchat_backend *be, struct shard *sh,
+                             const kchat_outbox_rec *r)
+{
+    uint64_t cseq;
+
+    /* The links exist for every pending command (kchat__streams_pending_add()
+     * comes first), and only a pending command is produced. */
+    if (r->kind != OUT_COMMAND || sh->links == NULL || r->partition < 0 ||
+        r->partition >= be->partitions || (cseq = kchat__streams_cseq(r)) == 0)
+        return;
+    if (cseq > sh->links[r->partition].kafka_high)
+        sh->links[r->partition].kafka_high = cseq;
+}
+
 int kchat__streams_reserve(kchat_backend *be, struct shard *sh, size_t n)
 {
     size_t cap = sh->cap_cmds ? sh->cap_cmds : 64;
@@ -443,8 +457,9 @@ static bool command_run(struct ctx *c, const void *payload, size_t len, int *rc)
 
 /* Apply command @p payload from @p o if it is the next of its stream, and
  * move the stream's applied mark. @p m: its record, to dead-letter it; NULL
- * for a local command, which is then dropped instead (its Kafka copy will
- * be dead-lettered) and judged quietly. @p ran: set when it was run.
+ * for a local command, which is then dropped instead and judged quietly
+ * (a Kafka copy, produced then or when its source sends the stream again,
+ * will be dead-lettered). @p ran: set when it was run.
  * Errors: store errors.
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
@@ -457,10 +472,9 @@ static int command_apply(struct ctx *c, const struct origin *o, const void *payl
 
     /* Applied, a repeat or early: the source hears where we stand, once
      * per transaction (a repeat means it lacks our word, e.g. the ack was
-     * lost with the broker's records). Not for a local copy: its Kafka
-     * copy always follows and is acknowledged, so a command costs one ack
-     * either way. */
-    if (m != NULL && (rc = kchat__acks_note(c, (uint32_t)o->src)) != KCHAT_OK)
+     * lost with the broker's records). A local copy too: it may have no
+     * Kafka copy (local.c), and its source's ack goes in memory as well. */
+    if ((rc = kchat__acks_note(c, (uint32_t)o->src)) != KCHAT_OK)
         return rc;
     /* A command with a stream seq is applied only as the next one from its
      * source: an earlier one may still be on its way again (a refused or
@@ -484,8 +498,8 @@ static int command_apply(struct ctx *c, const struct origin *o, const void *payl
         return rc;
     /* One that names no operation or user is dead-lettered and the
      * stream's applied mark stays; one whose fields do not decode is
-     * dead-lettered and counts as applied. A local one is left to its
-     * Kafka copy in both cases. */
+     * dead-lettered and counts as applied. A local one is left to a
+     * Kafka copy in both cases (its source sends the stream again). */
     if (!command_run(c, payload, len, &rc))
         return m ? kchat__dead_letter(c, m, "internal command does not decode") : KCHAT_OK;
     if (rc == KCHAT_EDECODE && m == NULL)

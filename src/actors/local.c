@@ -1,36 +1,45 @@
 /*
- * Commands handed in memory to a shard of this process (docs/design.md,
- * "Command streams").
+ * Commands and their acknowledgements handed in memory between shards of
+ * this process (docs/design.md, "In memory, within one process").
  *
  * A command to another shard travels through kchat-internal: produced by
  * its source once committed (and, with a changelog, once Kafka has the
- * changes of its transaction), read by the target's consumer. When the
- * target shard is served by this same process, that trip costs a fetch
- * (most of a chat send's wait on the embedded broker). So when the source
- * produces the command it also puts a copy in the target's inbox and wakes
- * the target's worker, which applies it in its next transaction.
+ * changes of its transaction), read by the target's consumer, which ends
+ * its transaction with an ack record on kchat-internal back to the source.
+ * When both shards are served by this same process, each trip costs a
+ * fetch and a record through Kafka. So at that same point the source puts
+ * the command in the target's inbox and wakes the target's worker, which
+ * applies it in its next transaction; the target's ack, at its own release
+ * point, goes the same way into the source's inbox.
  *
- * The copy in Kafka stays the command of record: it is what a restart, a
- * new owner or a lost copy relies on. Both copies carry the same stream
- * seq, so whichever comes second is dropped as a repeat
- * (kchat_duplicate_commands_total counts the Kafka copies dropped so). A
- * local copy is only ever a shortcut: one that is not the next of its
- * stream, or that does not decode, is dropped without a word and left to
- * its Kafka copy; a full inbox takes no more; a shard released drops its
- * inbox.
+ * The source's outbox stays the command of record: a command leaves it
+ * only once an ack covers it, and a stream whose target stops moving is
+ * produced again through Kafka (commands.c), which is what a lost inbox, a
+ * restart or a new owner rely on. A command handed in memory is not also
+ * produced when nothing of its stream is in Kafka unapplied (every command
+ * the source produced to that target, it has seen acknowledged): then the
+ * target finds it next in its stream, behind the ones handed before it.
+ * Otherwise it is produced and the copy in memory is only a shortcut;
+ * whichever copy comes second is dropped as a repeat. A local copy that is
+ * not the next of its stream, or that does not decode, is dropped without
+ * a word; a full inbox takes no more; a shard released drops its inbox:
+ * in each case the source's re-send through Kafka makes it good. An ack,
+ * an absolute mark, is taken like one read from Kafka; one lost is made
+ * good by the next.
  *
- * Nothing here reads a shard this process does not serve: the copy is put
+ * Nothing here reads a shard this process does not serve: a copy is put
  * only in the inbox of a shard owned here, and applied only while its
  * worker owns it.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "actors.h"
 #include "streams.h"
 #include "kchat/kafka.h"
 
-#define INBOX_MAX 4096   /* commands waiting in one inbox; beyond, Kafka carries them */
+#define INBOX_MAX 4096   /* items waiting in one inbox; beyond, Kafka carries them */
 
 struct local_inbox {
     pthread_mutex_t lock;
@@ -66,7 +75,7 @@ void kchat__inbox_free(struct local_inbox *in)
     free(in);
 }
 
-/* Whether @p sh takes commands in memory now: served here, not being given
+/* Whether @p sh takes items in memory now: served here, not being given
  * up, not fenced.
  * @locality any thread */
 static bool takes_local(const struct shard *sh)
@@ -75,29 +84,25 @@ static bool takes_local(const struct shard *sh)
            !atomic_load(&sh->fenced);
 }
 
-void kchat__local_hand(kchat_backend *be, struct out_rec *r)
+/* Whether shard @p to of @p be takes an item from a shard of this process
+ * now (and the backend hands items in memory at all).
+ * @locality any thread */
+static bool hand_to(kchat_backend *be, uint32_t to)
 {
-    struct shard *to;
-    struct local_inbox *in;
-    struct local_cmd lc;
+    return to < (uint32_t)be->partitions && takes_local(&be->shards[to]) &&
+           be->cfg->local_commands && !atomic_load(&be->stopping) &&
+           atomic_load(&be->shards[to].inbox->count) < INBOX_MAX;
+}
+
+/* Put @p item in shard @p to's inbox and wake its worker; false when out
+ * of memory (nothing was put).
+ * @locality any worker
+ * @locks takes the target's inbox lock (released before), then be->wake_lock */
+static bool inbox_put(kchat_backend *be, uint32_t to, const struct local_cmd *item)
+{
+    struct local_inbox *in = be->shards[to].inbox;
     bool put = false;
 
-    if (r->kind != OUT_COMMAND || r->cseq == 0 || r->target >= (uint32_t)be->partitions ||
-        r->target == r->shard)
-        return;
-    to = &be->shards[r->target];
-    if (!takes_local(to) || !be->cfg->local_commands || atomic_load(&be->stopping) ||
-        atomic_load(&to->inbox->count) >= INBOX_MAX)
-        return;
-    lc = (struct local_cmd){
-        .src = r->shard, .cseq = r->cseq,
-        .run = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_CMD_RUN),
-        .from = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_CMD_RUN_FROM),
-        .value = r->value, .len = r->value_len,
-    };
-    if (lc.value == NULL)
-        return;
-    in = to->inbox;
     pthread_mutex_lock(&in->lock);
     if (in->n == in->cap) {
         size_t cap = in->cap ? in->cap * 2 : 16;
@@ -109,19 +114,80 @@ void kchat__local_hand(kchat_backend *be, struct out_rec *r)
         }
     }
     if (in->n < in->cap) {
-        in->v[in->n++] = lc;
+        in->v[in->n++] = *item;
         atomic_store(&in->count, in->n);
         put = true;
     }
     pthread_mutex_unlock(&in->lock);
     if (!put)
-        return;   /* out of memory: Kafka carries it */
-    r->value = NULL;   /* the inbox owns it now */
-    r->value_len = 0;
+        return false;
     pthread_mutex_lock(&be->wake_lock);
     if (be->wake != NULL)
-        kchat_consumer_wake(be->wake, r->target % be->n_workers);
+        kchat_consumer_wake(be->wake, to % be->n_workers);
     pthread_mutex_unlock(&be->wake_lock);
+    return true;
+}
+
+/* Whether @p r is a numbered command to another shard of @p be.
+ * @locality any thread */
+static bool is_command(const kchat_backend *be, const struct out_rec *r)
+{
+    return r->kind == OUT_COMMAND && r->cseq != 0 && r->target < (uint32_t)be->partitions &&
+           r->target != r->shard;
+}
+
+bool kchat__local_alone(const kchat_backend *be, const struct out_rec *r)
+{
+    const struct shard *sh = &be->shards[r->shard];
+    const struct cmd_link *l;
+
+    if (!is_command(be, r) || sh->links == NULL)
+        return false;
+    l = &sh->links[r->target];
+    return l->kafka_high <= l->applied;
+}
+
+bool kchat__local_hand(kchat_backend *be, struct out_rec *r)
+{
+    struct local_cmd lc;
+
+    if (!is_command(be, r) || r->value == NULL || !hand_to(be, r->target))
+        return false;
+    lc = (struct local_cmd){
+        .src = r->shard, .cseq = r->cseq,
+        .run = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_CMD_RUN),
+        .from = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_CMD_RUN_FROM),
+        .value = r->value, .len = r->value_len,
+    };
+    if (!inbox_put(be, r->target, &lc))
+        return false;   /* out of memory: Kafka carries it */
+    r->value = NULL;   /* the inbox owns it now */
+    r->value_len = 0;
+    return true;
+}
+
+bool kchat__local_hand_ack(kchat_backend *be, const struct out_rec *r)
+{
+    struct local_cmd ack;
+    uint32_t to;
+    bool is_ack = false;
+
+    for (size_t i = 0; i < r->n_hdr && !is_ack; i++)
+        is_ack = !strcmp(r->hdr[i].name, KCHAT_HDR_ACK);
+    if (!is_ack || r->kind != OUT_REPLY || r->partition < 0 ||
+        strcmp(r->topic, KCHAT_TOPIC_INTERNAL) ||
+        kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_ACK) != r->shard)
+        return false;
+    to = (uint32_t)r->partition;
+    if (to == r->shard || !hand_to(be, to))
+        return false;
+    ack = (struct local_cmd){
+        .ack = true, .src = r->shard,
+        .cseq = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_ACK_SEQ),
+        .run = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_ACK_RUN),
+        .legacy = kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_ACK_LEGACY),
+    };
+    return inbox_put(be, to, &ack);
 }
 
 bool kchat__local_waiting(const struct shard *sh)

@@ -190,7 +190,7 @@ static void shard_release(kchat_backend *be, struct shard *sh, bool lost)
         kchat__sleep_ms(2);
     atomic_store(&sh->warm, atomic_load(&sh->quiet) && !lost);
     atomic_store(&sh->owned, false);
-    kchat__local_drop(sh);   /* only its Kafka copies reach a next owner */
+    kchat__local_drop(sh);   /* their sources send them again through Kafka */
     atomic_store(&sh->releasing, false);
     atomic_fetch_add(&be->stats.handovers_out, 1);
 }

@@ -82,6 +82,8 @@ void kchat__produce(kchat_backend *be, uint32_t shard, uint64_t seq, const kchat
     rd_kafka_headers_t *hdrs = produce_headers(be, shard, seq, r);
     rd_kafka_resp_err_t err;
 
+    kchat__streams_produced(be, &be->shards[shard], r);
+
     /* producev takes the headers only when it succeeds; on failure they are
      * still ours, so a retry reuses them. */
     pthread_rwlock_rdlock(&be->producer_lock);
@@ -135,9 +137,21 @@ void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r)
             fprintf(stderr, "kchat: shard %u: command %" PRIu64 " not listed as pending "
                     "(%s); it stays in the outbox until the next start\n", r->shard,
                     r->seq, kchat_strerror(rc));
+        /* In memory alone when nothing of its stream waits in Kafka (local.c);
+         * else through Kafka, and in memory as a shortcut. */
+        if (rc == KCHAT_OK && kchat__local_alone(be, r) && kchat__local_hand(be, r)) {
+            atomic_fetch_add(&be->stats.memory_only_commands, 1);
+        } else {
+            kchat__produce(be, r->shard, r->seq, &rec);
+            kchat__local_hand(be, r);
+        }
+    } else if (kchat__local_hand_ack(be, r)) {
+        /* The ack went in memory: as good as Kafka having it. */
+        atomic_fetch_add(&be->stats.local_acks, 1);
+        kchat__outbox_delivered(&be->shards[r->shard], r->seq);
+    } else {
+        kchat__produce(be, r->shard, r->seq, &rec);
     }
-    kchat__produce(be, r->shard, r->seq, &rec);
-    kchat__local_hand(be, r);
     kchat__out_rec_release(r);
 }
 

@@ -32,21 +32,27 @@ int kchat__command_dispatch(struct ctx *c, const json_t *cmd);
 KCHAT_MUST_CHECK
 int kchat__command_apply(struct ctx *c, const rd_kafka_message_t *m);
 
-/* A command handed in memory by a shard of this process (local.c): what
- * its Kafka copy's headers say that a local copy is judged by (it is
- * applied only as the next of its stream: its outbox seq and base are not
- * needed), and its value. */
+/* An item handed in memory by a shard of this process (local.c): a command
+ * (what its Kafka copy's headers say that a local copy is judged by: it is
+ * applied only as the next of its stream, so its outbox seq and base are
+ * not needed, and its value) or an acknowledgement of this shard's
+ * commands (what an ack record's headers say). */
 struct local_cmd {
-    uint64_t src, cseq;        /* source shard, stream seq (never 0) */
-    uint64_t run, from;        /* kchat-cmd-run, -run-from (0: none) */
-    char *value;               /* owned */
+    bool ack;                  /* an ack: src applied our commands up to cseq, of run
+                                  run, and outbox seq legacy */
+    uint64_t src, cseq;        /* source shard (for an ack: the target that sent it),
+                                  stream seq (a command's never 0) */
+    uint64_t run, from;        /* kchat-cmd-run, -run-from (0: none); an ack's run */
+    uint64_t legacy;           /* an ack's kchat-ack-legacy */
+    char *value;               /* a command's, owned; NULL for an ack */
     size_t len;
 };
 
 /* kchat__command_apply() for the local copy @p lc of a command: applied
  * only when it is the next of its stream; anything else (a repeat, one
- * early, one that does not decode) is left to its Kafka copy without a
- * word. Errors: store errors.
+ * early, one that does not decode) is dropped without a word, left to a
+ * Kafka copy (produced with it, or when its source, unacknowledged, sends
+ * its stream again). Errors: store errors.
  * @locality worker that owns c->sh */
 KCHAT_MUST_CHECK
 int kchat__command_apply_local(struct ctx *c, const struct local_cmd *lc);
@@ -59,6 +65,13 @@ uint64_t kchat__streams_cseq(const kchat_outbox_rec *r);
  * still holds (it holds every one it has not seen applied), 0 if unknown.
  * @locality worker that owns @p sh */
 uint64_t kchat__streams_base(const kchat_backend *be, const struct shard *sh,
+                             const kchat_outbox_rec *r);
+
+/* Outbox record @p r of @p sh is being produced to Kafka: when it is a
+ * numbered command, note its stream seq as produced (cmd_link.kafka_high).
+ * @locality worker that owns @p sh, or the thread in kchat_backend_start()
+ *           before the workers run */
+void kchat__streams_produced(const kchat_backend *be, struct shard *sh,
                              const kchat_outbox_rec *r);
 
 /* Make room to list @p n more pending commands of @p sh, so that listing
@@ -118,19 +131,36 @@ void kchat__inbox_free(struct local_inbox *in);
  * @locality any thread */
 void kchat__local_cmds_free(struct local_cmd *v, size_t n);
 
-/* Just produced from record @p r: when it is a numbered command to another
- * shard this process serves, not being released nor fenced, put a copy in
- * that shard's inbox, taking r->value (set to NULL), and wake its worker.
- * Anything else, or a full inbox, is left to Kafka.
+/* Whether command record @p r may travel in memory alone, without a copy
+ * in Kafka: a numbered command to another shard, and every command its
+ * source produced to that target this run is acknowledged (so the target
+ * finds the one handed next in its stream). Then kchat__local_hand() alone
+ * carries it when it can.
+ * @locality worker that owns r->shard */
+bool kchat__local_alone(const kchat_backend *be, const struct out_rec *r);
+
+/* Command record @p r, released (committed, and past its changelog gate):
+ * when it is a numbered command to another shard this process serves, not
+ * being released nor fenced, put a copy in that shard's inbox, taking
+ * r->value (set to NULL), wake its worker and return true. Anything else,
+ * a full inbox or no memory: false, nothing taken (Kafka carries it).
  * @locality worker that owns r->shard
  * @locks takes the target's inbox lock (released before), then be->wake_lock */
-void kchat__local_hand(kchat_backend *be, struct out_rec *r);
+bool kchat__local_hand(kchat_backend *be, struct out_rec *r);
 
-/* Whether commands wait in @p sh's inbox (lock-free, may be stale).
+/* Outbox record @p r, released: when it is an ack record (kchat__acks_flush())
+ * to a shard this process serves and that takes items now, put the ack in
+ * that shard's inbox, wake its worker and return true; the caller then
+ * treats @p r as delivered instead of producing it. Else false.
+ * @locality worker that owns r->shard
+ * @locks takes the target's inbox lock (released before), then be->wake_lock */
+bool kchat__local_hand_ack(kchat_backend *be, const struct out_rec *r);
+
+/* Whether items wait in @p sh's inbox (lock-free, may be stale).
  * @locality any thread */
 bool kchat__local_waiting(const struct shard *sh);
 
-/* Take every command waiting in @p sh's inbox, in the order handed, into
+/* Take every item waiting in @p sh's inbox, in the order handed, into
  * @p out (the caller frees them with kchat__local_cmds_free()); returns
  * how many.
  * @locality worker that owns @p sh, or the thread releasing it

@@ -3,9 +3,11 @@
  * local.c): `kchat serve` on the embedded broker, bob in another shard
  * than alice's room, bob's chat sends travel as commands to the room's
  * shard. With local commands (the default) the room's shard applies the
- * copy handed in memory (kchat_commands_local_total counts each send) and
- * drops the Kafka copy as a repeat; with --no-local-commands every command
- * comes through Kafka and none is local. Either way every send is answered
+ * command handed in memory (kchat_commands_local_total counts each send),
+ * none is produced to Kafka (kchat_commands_memory_only_total) and none
+ * comes twice, and the acknowledgements come back in memory, so that none
+ * is sent again; with --no-local-commands every command comes through
+ * Kafka and none is local. Either way every send is answered
  * with the next seq and the room's history holds each once. Once the
  * answers are delivered and nothing else commits, an upkeep transaction of
  * its own deletes them from the outbox (kchat_upkeep_commits_total).
@@ -81,9 +83,19 @@ static void run(const char *tag, bool local)
     assert_int_equal(json_array_size(hist), SENDS);
     json_decref(hist);
     if (local) {
-        /* every send's command applied from memory; its Kafka copy dropped */
+        double dup = -1, resends = -1;
+
+        /* every send's command applied from memory, none produced to Kafka,
+         * and acknowledged in memory: after the 2 s a source waits for an
+         * ack, nothing was sent again */
         assert_true(metric_reaches(base, "kchat_commands_local_total", SENDS) >= SENDS);
-        assert_true(metric_reaches(base, "kchat_duplicate_commands_total", SENDS) >= SENDS);
+        assert_true(metric_reaches(base, "kchat_commands_memory_only_total", SENDS) >= SENDS);
+        assert_true(metric_reaches(base, "kchat_command_acks_local_total", 1) >= 1);
+        kc_sleep_ms(2500);
+        assert_true(kh_metric(base, "kchat_duplicate_commands_total", &dup));
+        assert_true(dup == 0);
+        assert_true(kh_metric(base, "kchat_command_resends_total", &resends));
+        assert_true(resends == 0);
     } else {
         double v = -1;
 
