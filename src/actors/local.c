@@ -40,12 +40,19 @@
 #include "kchat/kafka.h"
 
 #define INBOX_MAX 4096   /* items waiting in one inbox; beyond, Kafka carries them */
+/* Acks wait this long for a transaction of their shard's that runs anyway
+ * (a request's, a command's) before they get one of their own: nothing
+ * waits for them but the deletion of commands, and a transaction of their
+ * own is one more fsync'd commit. */
+#define ACK_WAIT_US 50000
 
 struct local_inbox {
     pthread_mutex_t lock;
     struct local_cmd *v;      /* under lock: in the order handed */
     size_t n, cap;
     atomic_size_t count;      /* = n, read without the lock */
+    atomic_size_t commands;   /* how many of them are commands, read without the lock */
+    _Atomic int64_t first_us; /* when the oldest item waiting was put (0: none) */
 };
 
 struct local_inbox *kchat__inbox_new(void)
@@ -56,6 +63,8 @@ struct local_inbox *kchat__inbox_new(void)
         return NULL;
     pthread_mutex_init(&in->lock, NULL);
     atomic_init(&in->count, 0);
+    atomic_init(&in->commands, 0);
+    atomic_init(&in->first_us, 0);
     return in;
 }
 
@@ -94,8 +103,8 @@ static bool hand_to(kchat_backend *be, uint32_t to)
            atomic_load(&be->shards[to].inbox->count) < INBOX_MAX;
 }
 
-/* Put @p item in shard @p to's inbox and wake its worker; false when out
- * of memory (nothing was put).
+/* Put @p item in shard @p to's inbox and, for a command, wake its worker;
+ * false when out of memory (nothing was put).
  * @locality any worker
  * @locks takes the target's inbox lock (released before), then be->wake_lock */
 static bool inbox_put(kchat_backend *be, uint32_t to, const struct local_cmd *item)
@@ -115,12 +124,18 @@ static bool inbox_put(kchat_backend *be, uint32_t to, const struct local_cmd *it
     }
     if (in->n < in->cap) {
         in->v[in->n++] = *item;
+        if (in->n == 1)
+            atomic_store(&in->first_us, kchat__monotonic_us());
         atomic_store(&in->count, in->n);
+        if (!item->ack)
+            atomic_fetch_add(&in->commands, 1);
         put = true;
     }
     pthread_mutex_unlock(&in->lock);
     if (!put)
         return false;
+    if (item->ack)
+        return true;   /* taken with the next transaction, or after ACK_WAIT_US */
     pthread_mutex_lock(&be->wake_lock);
     if (be->wake != NULL)
         kchat_consumer_wake(be->wake, to % be->n_workers);
@@ -192,7 +207,11 @@ bool kchat__local_hand_ack(kchat_backend *be, const struct out_rec *r)
 
 bool kchat__local_waiting(const struct shard *sh)
 {
-    return sh->inbox != NULL && atomic_load(&sh->inbox->count) > 0;
+    const struct local_inbox *in = sh->inbox;
+
+    return in != NULL && atomic_load(&in->count) > 0 &&
+           (atomic_load(&in->commands) > 0 ||
+            kchat__monotonic_us() - atomic_load(&in->first_us) >= ACK_WAIT_US);
 }
 
 size_t kchat__local_take(struct shard *sh, struct local_cmd **out)
@@ -209,6 +228,8 @@ size_t kchat__local_take(struct shard *sh, struct local_cmd **out)
     in->v = NULL;
     in->n = in->cap = 0;
     atomic_store(&in->count, 0);
+    atomic_store(&in->commands, 0);
+    atomic_store(&in->first_us, 0);
     pthread_mutex_unlock(&in->lock);
     return n;
 }
