@@ -92,6 +92,7 @@ int fx_teardown(void **state)
     for (size_t i = 0; i < f->w.n_out; i++)
         kchat__out_rec_release(&f->w.out[i]);
     free(f->w.out);
+    kchat__acks_free(&f->w);   /* a command applied noted its source for an ack */
     for (uint32_t p = 0; p < FX_PARTITIONS; p++) {
         kchat_store_close(f->be.shards[p].store);
         pthread_mutex_destroy(&f->be.shards[p].lock);
