@@ -79,11 +79,13 @@ static const struct opt opts[] = {
      "so they outlive the node's disk (docs/design.md, \"Changelog\"). auto: on with "
      "--brokers, off on the embedded broker, whose records die with the process."},
     {"local-commands", OPT_BOOL, O(local_commands), "true", 0, 0,
-     "Hand a command to a shard this process serves in memory too, besides through "
-     "kchat-internal, so that it does not wait for a fetch (docs/design.md, \"Command "
-     "streams\"); the copy in Kafka stays the one of record and the second to arrive is "
-     "dropped as a repeat. --no-local-commands sends every command through Kafka alone, as "
-     "between nodes (the tests of command delivery under broker faults do)."},
+     "Hand a command to a shard this process serves, and that shard's acknowledgement "
+     "back, in memory instead of through kchat-internal, so that neither waits for a "
+     "fetch (docs/design.md, \"In memory, within one process\"); the source's outbox "
+     "stays the copy of record, and while something of the stream waits in Kafka the "
+     "command goes through Kafka too. --no-local-commands sends every command and ack "
+     "through Kafka, as between nodes (the tests of command delivery under broker faults "
+     "do)."},
     {"changelog-copy-max-age", OPT_LONG, O(changelog_copy_max_age), "43200", 1, 1L << 40,
      "Seconds a shard's local copy may be behind kchat-changelog and still catch up by "
      "reading only the changes after its own; an older copy is set aside and the shard "
