@@ -29,15 +29,23 @@ static uint64_t apply_local(struct fx *f, uint32_t target, const struct local_cm
     return atomic_load(&f->be.stats.local_commands) - before;
 }
 
-static uint64_t applied_mark(struct fx *f, uint32_t target, uint32_t source)
+/* Stream counter @p kind of shard @p shard for shard @p other, as stored. */
+static uint64_t stream_mark(struct fx *f, uint32_t shard, kchat_cmdseq_end kind,
+                            uint32_t other)
 {
     kchat_txn *t;
     uint64_t v = 0;
 
-    assert_int_equal(kchat_txn_begin(f->be.shards[target].store, false, &t), KCHAT_OK);
-    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_APPLIED, source, &v), KCHAT_OK);
+    assert_int_equal(kchat_txn_begin(f->be.shards[shard].store, false, &t), KCHAT_OK);
+    assert_int_equal(kchat_store_cmdseq_get(t, kind, other, &v), KCHAT_OK);
     kchat_txn_abort(t);
     return v;
+}
+
+/* @p target's last stream seq applied from @p source. */
+static uint64_t applied_mark(struct fx *f, uint32_t target, uint32_t source)
+{
+    return stream_mark(f, target, KCHAT_CMDSEQ_APPLIED, source);
 }
 
 /* The kchat-ack-seq of the one ack record from @p target to @p source
@@ -114,15 +122,10 @@ static void test_local_copy_applied_once(void **state)
     assert_int_equal(fx_rows(f, KCHAT_TBL_MESSAGES), 1);
 }
 
+/* @p source's highest ack from @p target. */
 static uint64_t acked_mark(struct fx *f, uint32_t source, uint32_t target)
 {
-    kchat_txn *t;
-    uint64_t v = 0;
-
-    assert_int_equal(kchat_txn_begin(f->be.shards[source].store, false, &t), KCHAT_OK);
-    assert_int_equal(kchat_store_cmdseq_get(t, KCHAT_CMDSEQ_ACKED, target, &v), KCHAT_OK);
-    kchat_txn_abort(t);
-    return v;
+    return stream_mark(f, source, KCHAT_CMDSEQ_ACKED, target);
 }
 
 /* The target's ack goes in memory to a source shard this process serves
