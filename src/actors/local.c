@@ -187,11 +187,12 @@ bool kchat__local_hand_ack(kchat_backend *be, const struct out_rec *r)
     uint32_t to;
     bool is_ack = false;
 
+    /* every record released passes here: the cheap tests first */
+    if (r->kind != OUT_REPLY || r->partition < 0 || strcmp(r->topic, KCHAT_TOPIC_INTERNAL))
+        return false;
     for (size_t i = 0; i < r->n_hdr && !is_ack; i++)
         is_ack = !strcmp(r->hdr[i].name, KCHAT_HDR_ACK);
-    if (!is_ack || r->kind != OUT_REPLY || r->partition < 0 ||
-        strcmp(r->topic, KCHAT_TOPIC_INTERNAL) ||
-        kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_ACK) != r->shard)
+    if (!is_ack || kchat__header_u64(r->hdr, r->n_hdr, KCHAT_HDR_ACK) != r->shard)
         return false;
     to = (uint32_t)r->partition;
     if (to == r->shard || !hand_to(be, to))
