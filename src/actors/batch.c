@@ -329,11 +329,9 @@ static void observe_read(kchat_backend *be, rd_kafka_message_t **msgs, const siz
 KCHAT_MUST_CHECK
 static int local_ack_take(struct ctx *c, const struct local_cmd *a)
 {
-    int rc;
+    /* a->src is a shard id (local.c) */
+    int rc = kchat__acks_take(c, (uint32_t)a->src, a->cseq, a->legacy, a->run);
 
-    if (a->src > UINT32_MAX)
-        return KCHAT_OK;
-    rc = kchat__acks_take(c, (uint32_t)a->src, a->cseq, a->legacy, a->run);
     return rc == KCHAT_EINVAL ? KCHAT_OK : rc;
 }
 

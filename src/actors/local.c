@@ -209,10 +209,14 @@ bool kchat__local_hand_ack(kchat_backend *be, const struct out_rec *r)
 bool kchat__local_waiting(const struct shard *sh)
 {
     const struct local_inbox *in = sh->inbox;
+    int64_t first;
 
-    return in != NULL && atomic_load(&in->count) > 0 &&
-           (atomic_load(&in->commands) > 0 ||
-            kchat__monotonic_us() - atomic_load(&in->first_us) >= ACK_WAIT_US);
+    if (in == NULL || atomic_load(&in->count) == 0)
+        return false;
+    if (atomic_load(&in->commands) > 0)
+        return true;
+    first = atomic_load(&in->first_us);   /* 0: just taken meanwhile */
+    return first != 0 && kchat__monotonic_us() - first >= ACK_WAIT_US;
 }
 
 size_t kchat__local_take(struct shard *sh, struct local_cmd **out)

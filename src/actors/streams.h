@@ -150,11 +150,12 @@ bool kchat__local_hand(kchat_backend *be, struct out_rec *r);
 
 /* Outbox record @p r, released: when it is an ack record (kchat__acks_flush())
  * to a shard this process serves and that takes items now, put the ack in
- * that shard's inbox (not waking its worker: the ack waits up to 50 ms
- * for a transaction of that shard, kchat__local_waiting()) and return true; the caller then
- * treats @p r as delivered instead of producing it. Else false.
+ * that shard's inbox (not waking its worker: the ack waits up to 50 ms for
+ * a transaction of that shard, kchat__local_waiting()) and return true;
+ * the caller then treats @p r as delivered instead of producing it. Else
+ * false.
  * @locality worker that owns r->shard
- * @locks takes the target's inbox lock (released before), then be->wake_lock */
+ * @locks takes the target's inbox lock */
 bool kchat__local_hand_ack(kchat_backend *be, const struct out_rec *r);
 
 /* Whether items wait in @p sh's inbox that want a transaction now: a
