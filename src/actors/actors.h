@@ -308,6 +308,13 @@ struct kchat_backend {
     rd_kafka_t *dir_consumer;
     pthread_t dir_thread;
     bool dir_running;
+    int64_t *dir_end;           /* [2 * partitions]: where kchat-directory's, then
+                                   kchat-rooms' partitions ended at the directory
+                                   thread's start (0: empty, -1: unknown) */
+    atomic_bool dir_caught_up;  /* the replica holds what kchat-directory and kchat-rooms
+                                   held when the directory thread began (directory.c) */
+    atomic_bool dir_failed;     /* the directory thread could not run */
+    atomic_uint_fast64_t dir_records;   /* records the directory thread has read */
     kchat_fmt events_fmt;
     kchat_auth *auth;           /* --secret-file's keys, or NULL: no MACs, no seals */
     char dummy_hash[128];       /* verified against for unknown users (even timing) */

@@ -297,7 +297,9 @@ int kchat_backend_start(const kchat_config *cfg, kchat_backend **out,
         (rc = shards_start(be, errstr, errstr_size)) != KCHAT_OK ||
         (rc = kchat__directory_start(be, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop_producer;
-    if ((rc = kchat__consumer_start(be, be->mock_broker, errstr, errstr_size)) != KCHAT_OK)
+    /* Nothing is answered from a replica that has not read what Kafka has. */
+    if ((rc = kchat__directory_wait(be, errstr, errstr_size)) != KCHAT_OK ||
+        (rc = kchat__consumer_start(be, be->mock_broker, errstr, errstr_size)) != KCHAT_OK)
         goto err_stop_directory;
     if ((rc = consumer_wait_ready(be, errstr, errstr_size)) != KCHAT_OK ||
         (rc = kchat__standby_start(be, errstr, errstr_size)) != KCHAT_OK)

@@ -7,6 +7,7 @@
  * the newest version wins. The same thread reads kchat-rooms into the
  * room summaries of the same replica (summaries.c).
  */
+#include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,90 +71,242 @@ json_t *kchat__directory_get(kchat_backend *be, const char *user_id)
     return v;
 }
 
-int kchat__directory_apply(kchat_backend *be, const json_t *entry)
+/* Store profile @p entry in the replica's write transaction @p t unless
+ * the replica holds the same or a later version of it; @p *wrote is set
+ * when it was stored. KCHAT_EINVAL: no valid userId; store errors.
+ * @locality the thread holding @p t */
+KCHAT_MUST_CHECK
+static int directory_apply_in(kchat_txn *t, const json_t *entry, bool *wrote)
 {
     const char *id = json_string_value(json_object_get(entry, "userId"));
     json_int_t ver = json_integer_value(json_object_get(entry, "ver"));
-    kchat_txn *t;
     json_t *old;
     int rc;
 
     if (id == NULL || !kchat_valid_id(id, strlen(id)))
         return KCHAT_EINVAL;
-    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
-        return rc;
     old = kchat__get_json(t, KCHAT_TBL_DIRECTORY, id, strlen(id));
     if (old && json_integer_value(json_object_get(old, "ver")) >= ver) {
         json_decref(old);
-        kchat_txn_abort(t);
         return KCHAT_OK;
     }
     json_decref(old);
-    rc = kchat__put_json(t, KCHAT_TBL_DIRECTORY, id, strlen(id), entry);
-    if (rc != KCHAT_OK) {
-        kchat_txn_abort(t);
-        return rc;
+    if ((rc = kchat__put_json(t, KCHAT_TBL_DIRECTORY, id, strlen(id), entry)) == KCHAT_OK)
+        *wrote = true;
+    return rc;
+}
+
+int kchat__replica_apply(kchat_backend *be, kchat__replica_apply_fn one, json_t *const *items,
+                         size_t n)
+{
+    int rc = KCHAT_EMAPFULL;
+
+    for (int tries = 0; rc == KCHAT_EMAPFULL && tries < KCHAT__REPLICA_MAPFULL_TRIES; tries++) {
+        bool wrote = false, valid = false;
+        kchat_txn *t;
+
+        if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+            return rc;
+        for (size_t i = 0; i < n && (rc == KCHAT_OK || rc == KCHAT_EINVAL); i++)
+            if (items[i] != NULL && (rc = one(t, items[i], &wrote)) == KCHAT_OK)
+                valid = true;
+        if (rc == KCHAT_EINVAL && valid)
+            rc = KCHAT_OK;   /* the last one skipped, others taken */
+        if ((rc == KCHAT_OK || rc == KCHAT_EINVAL) && wrote) {
+            int crc = kchat_txn_commit(t);
+            rc = crc != KCHAT_OK ? crc : rc;
+        } else {
+            kchat_txn_abort(t);
+        }
     }
-    return kchat_txn_commit(t);
+    return rc;
+}
+
+int kchat__directory_apply(kchat_backend *be, const json_t *entry)
+{
+    json_t *one = (json_t *)entry;
+
+    return kchat__replica_apply(be, directory_apply_in, &one, 1);
 }
 
 /* ---- the replica's reader ---- */
 
-/* Most records the directory thread takes at once: the room summaries
- * among them go to the replica in one transaction. */
+/* Most records the directory thread takes at once: the profiles and the
+ * room summaries among them go to the replica in one transaction each. */
 #define DIR_BATCH 256
 
-/* One record of kchat-rooms or kchat-directory, if it is of this data set:
- * a user's profile into the replica, a room summary (parsed; NULL when it
- * does not parse) onto @p sums for the batch's transaction. Room summaries
- * are always tagged (every kchat that writes kchat-rooms tags them), so an
- * untagged one is never ours.
+/* How often a start waiting for the replica says so, and how long it waits. */
+#define CATCH_UP_LOG_MS 10000
+#define CATCH_UP_MAX_MS 600000
+
+/* What the directory thread took from one poll round, for the replica. */
+struct dir_batch {
+    json_t *users[DIR_BATCH];   /* profiles (NULL: did not parse) */
+    json_t *sums[DIR_BATCH];    /* room summaries (NULL: did not parse) */
+    size_t n_users, n_sums;
+};
+
+/* Which of the 2 * partitions the directory thread reads @p m is from:
+ * kchat-directory's partitions first, then kchat-rooms'; -1 for neither.
  * @locality the directory thread */
-static void directory_record(kchat_backend *be, const rd_kafka_message_t *m, json_t **sums,
-                             size_t *n)
+static int dir_index(const kchat_backend *be, const rd_kafka_message_t *m)
+{
+    bool rooms = !strcmp(rd_kafka_topic_name(m->rkt), KCHAT_TOPIC_ROOMS);
+
+    if (m->partition < 0 || m->partition >= be->partitions)
+        return -1;
+    return (rooms ? be->partitions : 0) + m->partition;
+}
+
+/* One record of kchat-rooms or kchat-directory, if it is of this data set,
+ * parsed onto @p b for the round's transactions (NULL when it does not
+ * parse). Room summaries are always tagged (every kchat that writes
+ * kchat-rooms tags them), so an untagged one is never ours.
+ * @locality the directory thread */
+static void directory_record(kchat_backend *be, const rd_kafka_message_t *m, struct dir_batch *b)
 {
     const void *value = m->payload ? m->payload : "";
-    json_t *e;
 
     if (!strcmp(rd_kafka_topic_name(m->rkt), KCHAT_TOPIC_ROOMS)) {
         if (!kchat__dataset_ours(be, m, false, 2))
             atomic_fetch_add(&be->stats.foreign_rooms, 1);
         else
-            sums[(*n)++] = json_loadb(value, m->len, 0, NULL);
+            b->sums[b->n_sums++] = json_loadb(value, m->len, 0, NULL);
     } else if (!kchat__dataset_ours(be, m, be->dataset_legacy, 1)) {
         atomic_fetch_add(&be->stats.foreign_directory, 1);
-    } else if ((e = json_loadb(value, m->len, 0, NULL)) != NULL) {
-        int rc = kchat__directory_apply(be, e);
-
-        /* EINVAL: not a user's profile (no valid userId), skipped */
-        if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
-            fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
-        json_decref(e);
+    } else {
+        b->users[b->n_users++] = json_loadb(value, m->len, 0, NULL);
     }
 }
 
+/* The profiles of a round into the replica (records that are no user's
+ * profile are skipped), then freed.
+ * @locality the directory thread */
+static void users_take(kchat_backend *be, json_t **users, size_t n)
+{
+    int rc = n > 0 ? kchat__replica_apply(be, directory_apply_in, users, n) : KCHAT_OK;
+
+    /* EINVAL: none was a user's profile (no valid userId), skipped */
+    if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
+        fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
+    for (size_t i = 0; i < n; i++)
+        json_decref(users[i]);
+}
+
 /* The directory thread's main: apply every kchat-directory and kchat-rooms
- * record of this data set to the replica until the backend stops.
+ * record of this data set to the replica until the backend stops. Once
+ * every partition has been read to its end (its first end-of-partition
+ * event) and what was read is applied, be->dir_caught_up is set.
  * @locality the directory thread */
 static void *directory_main(void *arg)
 {
     kchat_backend *be = arg;
-    json_t *sums[DIR_BATCH];
+    size_t parts = 2 * (size_t)be->partitions, ended = 0;
+    bool *at_end = calloc(parts, sizeof(*at_end));
+    struct dir_batch *b = calloc(1, sizeof(*b));
 
+    if (at_end == NULL || b == NULL) {
+        fprintf(stderr, "kchat: directory replica: out of memory; not reading %s and %s\n",
+                KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS);
+        atomic_store(&be->dir_failed, true);
+        goto out_free;
+    }
+    for (size_t i = 0; i < parts; i++)
+        if (be->dir_end[i] == 0) {   /* empty at the start */
+            at_end[i] = true;
+            ended++;
+        }
+    if (ended == parts)
+        atomic_store(&be->dir_caught_up, true);
     while (!atomic_load(&be->stopping)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(be->dir_consumer, 100);
-        size_t n = 0;
+        size_t newly_ended = 0;
 
         /* that one, then what has arrived meanwhile, up to DIR_BATCH */
         for (size_t taken = 1; m != NULL; taken++) {
-            if (!m->err && (be->auth == NULL || kchat_auth_verify(be->auth, m, "directory")))
-                directory_record(be, m, sums, &n);
+            int i = dir_index(be, m);
+
+            /* at the end: its first end-of-partition event (which also
+             * covers a last record that compaction removed), or the record
+             * before the end it had at the start */
+            if (i >= 0 && !at_end[i] &&
+                (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF ||
+                 (!m->err && be->dir_end[i] > 0 && m->offset + 1 >= be->dir_end[i]))) {
+                at_end[i] = true;
+                newly_ended++;
+            }
+            if (!m->err && (be->auth == NULL || kchat_auth_verify(be->auth, m, "directory"))) {
+                directory_record(be, m, b);
+                atomic_fetch_add(&be->dir_records, 1);
+            }
             rd_kafka_message_destroy(m);
             m = taken < DIR_BATCH ? rd_kafka_consumer_poll(be->dir_consumer, 0) : NULL;
         }
-        kchat__room_summaries_take(be, sums, n);
+        users_take(be, b->users, b->n_users);
+        kchat__room_summaries_take(be, b->sums, b->n_sums);
+        b->n_users = b->n_sums = 0;
+        /* what was read up to each end is in the replica now */
+        if (newly_ended > 0 && (ended += newly_ended) == parts)
+            atomic_store(&be->dir_caught_up, true);
     }
+out_free:
+    free(b);
+    free(at_end);
     return NULL;
+}
+
+/* The end offset of each partition the directory thread reads, in
+ * be->dir_end (dir_index()'s order): 0 for one that is empty, -1 for one
+ * whose end could not be asked (its end-of-partition event tells then).
+ * @locality the thread in kchat_backend_start() */
+KCHAT_MUST_CHECK
+static int ends_query(kchat_backend *be)
+{
+    size_t parts = 2 * (size_t)be->partitions;
+
+    if ((be->dir_end = calloc(parts, sizeof(*be->dir_end))) == NULL)
+        return KCHAT_ENOMEM;
+    for (size_t i = 0; i < parts; i++) {
+        const char *topic = i < (size_t)be->partitions ? KCHAT_TOPIC_DIRECTORY : KCHAT_TOPIC_ROOMS;
+        int32_t p = (int32_t)(i % (size_t)be->partitions);
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t err =
+            rd_kafka_query_watermark_offsets(be->dir_consumer, topic, p, &lo, &hi, 10000);
+
+        be->dir_end[i] = err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1 : hi > lo ? hi : 0;
+    }
+    return KCHAT_OK;
+}
+
+int kchat__directory_wait(kchat_backend *be, char *errstr, size_t len)
+{
+    int64_t start = kchat__monotonic_us() / 1000, now = start, logged = start;
+
+    while (!atomic_load(&be->dir_caught_up)) {
+        if (atomic_load(&be->dir_failed)) {
+            snprintf(errstr, len, "the directory replica cannot read %s and %s",
+                     KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS);
+            return KCHAT_ENOMEM;
+        }
+        if (now - start >= CATCH_UP_MAX_MS) {
+            snprintf(errstr, len, "the directory replica did not read %s and %s to their end "
+                     "within %d s (%" PRIu64 " records read)", KCHAT_TOPIC_DIRECTORY,
+                     KCHAT_TOPIC_ROOMS, CATCH_UP_MAX_MS / 1000, atomic_load(&be->dir_records));
+            return KCHAT_ETIMEDOUT;
+        }
+        if (now - logged >= CATCH_UP_LOG_MS) {
+            fprintf(stderr, "kchat serve: waiting for the directory replica to read %s and %s "
+                    "(%" PRIu64 " records so far)\n", KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS,
+                    atomic_load(&be->dir_records));
+            logged = now;
+        }
+        kchat__sleep_ms(10);
+        now = kchat__monotonic_us() / 1000;
+    }
+    fprintf(stderr, "kchat: directory replica: read %s and %s to their end: %" PRIu64
+            " records in %.2f s\n", KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS,
+            atomic_load(&be->dir_records), (double)(now - start) / 1000.0);
+    return KCHAT_OK;
 }
 
 int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
@@ -168,7 +321,8 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
     snprintf(gid, sizeof(gid), "kchat-directory-%ld-%u", (long)getpid(), randombytes_random());
     rd_kafka_conf_set(conf, "group.id", gid, NULL, 0);
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
-    rd_kafka_conf_set(conf, "enable.partition.eof", "false", NULL, 0);
+    /* the first end of each partition tells kchat__directory_wait() */
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", NULL, 0);
     if ((be->dir_consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, len)) == NULL) {
         rd_kafka_conf_destroy(conf);
         return KCHAT_EKAFKA;
@@ -189,6 +343,11 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
         kchat__directory_stop(be);
         return KCHAT_EKAFKA;
     }
+    if (ends_query(be) != KCHAT_OK) {
+        snprintf(errstr, len, "out of memory");
+        kchat__directory_stop(be);
+        return KCHAT_ENOMEM;
+    }
     if (pthread_create(&be->dir_thread, NULL, directory_main, be) != 0) {
         snprintf(errstr, len, "cannot start the directory thread");
         kchat__directory_stop(be);
@@ -208,4 +367,6 @@ void kchat__directory_stop(kchat_backend *be)
         rd_kafka_destroy(be->dir_consumer);
     }
     be->dir_consumer = NULL;
+    free(be->dir_end);
+    be->dir_end = NULL;
 }

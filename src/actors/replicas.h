@@ -10,6 +10,27 @@
 
 #include "actors.h"
 
+/* A write to the replica that found its map full is tried again this
+ * often (each failure doubles the map: "A full map" in store.h). */
+#define KCHAT__REPLICA_MAPFULL_TRIES 8
+
+/* Store one item (a profile, a room summary) in the replica's write
+ * transaction @p t if it is newer than what the replica holds, setting
+ * @p *wrote when it stored it. KCHAT_EINVAL: not such an item (skipped);
+ * store errors.
+ * @locality the thread holding @p t */
+typedef int (*kchat__replica_apply_fn)(kchat_txn *t, const json_t *item, bool *wrote);
+
+/* Apply @p items[0..n) (NULL entries skipped) with @p one in one write
+ * transaction of the replica, committed only when one was stored; a full
+ * map is tried again (KCHAT__REPLICA_MAPFULL_TRIES). Errors: KCHAT_EINVAL
+ * when no item was valid (the others are applied all the same), store
+ * errors (nothing applied).
+ * @locality any thread (LMDB serialises the replica's writers) */
+KCHAT_MUST_CHECK
+int kchat__replica_apply(kchat_backend *be, kchat__replica_apply_fn one, json_t *const *items,
+                         size_t n);
+
 /* ---- directory.c: the user directory and this backend's replica of it ---- */
 
 /* Publish the profile of a user to kchat-directory, through the outbox; the
@@ -46,6 +67,17 @@ int kchat__directory_apply(kchat_backend *be, const json_t *entry);
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
+
+/* Wait until the replica holds every record kchat-directory and
+ * kchat-rooms held when the directory thread began (each partition read to
+ * its end once, and what was read applied), so that a node with a new
+ * replica does not answer from an incomplete one (regression 0060). Says
+ * every 10 s that it waits. Errors: KCHAT_ETIMEDOUT after 10 minutes,
+ * KCHAT_ENOMEM when the directory thread could not run (errstr says so).
+ * @locality the thread in kchat_backend_start(), after
+ *           kchat__directory_start() */
+KCHAT_MUST_CHECK
+int kchat__directory_wait(kchat_backend *be, char *errstr, size_t len);
 
 /* Join the directory thread (be->stopping must be set) and close its
  * consumer; what kchat__directory_start() did not start is skipped.

@@ -26,10 +26,6 @@
 #define META_FILLED "room_summaries"
 #define META_SHARD_PUBLISHED "room_summaries_published"   /* a shard's own mark */
 
-/* A write that found the map full is tried again this often (each failure
- * doubles the map: "A full map" in store.h). */
-#define MAPFULL_TRIES 8
-
 /* The summary of stored room @p room (a new reference) and its compact
  * JSON in @p *text (malloc'd). KCHAT_EINVAL: the room has no roomId, name
  * or participants; KCHAT_ENOMEM. */
@@ -229,24 +225,7 @@ static int summaries_apply(kchat_backend *be, json_t *const *sums, size_t n)
 
     if (rc != KCHAT_OK || !newer)
         return rc;
-    rc = KCHAT_EMAPFULL;
-    for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++) {
-        bool wrote = false;
-        kchat_txn *t;
-
-        if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
-            return rc;
-        for (size_t i = 0; i < n && (rc == KCHAT_OK || rc == KCHAT_EINVAL); i++)
-            if (sums[i] != NULL)
-                rc = summary_apply_in(t, sums[i], &wrote);
-        if ((rc == KCHAT_OK || rc == KCHAT_EINVAL) && wrote) {
-            int crc = kchat_txn_commit(t);
-            rc = crc != KCHAT_OK ? crc : rc;
-        } else {
-            kchat_txn_abort(t);
-        }
-    }
-    return rc;
+    return kchat__replica_apply(be, summary_apply_in, sums, n);
 }
 
 int kchat__room_summary_apply(kchat_backend *be, const json_t *sum)
@@ -421,7 +400,7 @@ int kchat__room_summaries_upgrade(kchat_backend *be, char *errstr, size_t len)
         size_t n = 0;
 
         rc = KCHAT_EMAPFULL;
-        for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++)
+        for (int tries = 0; rc == KCHAT_EMAPFULL && tries < KCHAT__REPLICA_MAPFULL_TRIES; tries++)
             rc = upgrade_shard(be, &be->shards[p], false, &n);
         if (rc != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: publishing its room summaries: %s", p,
@@ -452,7 +431,7 @@ int kchat__room_summaries_upgrade_shard(kchat_backend *be, struct shard *sh, cha
     size_t n = 0;
     int rc = KCHAT_EMAPFULL;
 
-    for (int tries = 0; rc == KCHAT_EMAPFULL && tries < MAPFULL_TRIES; tries++)
+    for (int tries = 0; rc == KCHAT_EMAPFULL && tries < KCHAT__REPLICA_MAPFULL_TRIES; tries++)
         rc = upgrade_shard(be, sh, true, &n);
     if (rc != KCHAT_OK) {
         snprintf(errstr, len, "shard %u: publishing its room summaries: %s", sh->id,
