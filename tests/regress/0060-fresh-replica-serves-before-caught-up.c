@@ -1,6 +1,6 @@
 /*
  * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
- * Regression 0060: a node whose directory replica was new (an empty --data
+ * Regression 0060 (fixed by 3114c9b): a node whose directory replica was new (an empty --data
  * restored from kchat-changelog, as docs/operations.md tells an operator to
  * bring back a lost data directory) served requests before its replica had
  * read kchat-directory: each shard was restored before it served, but the
