@@ -8,8 +8,10 @@
 # --seconds. /metrics is read before and after the measured run; for each
 # stage of kchat_stage_seconds the difference gives how many passed it, the
 # mean and the median and 99th percentile (interpolated inside the
-# histogram's bucket, so as coarse as its bounds). The load generator's own
-# result line (what a client saw, end to end) comes last.
+# histogram's bucket, so as coarse as its bounds). Then each worker's busy
+# share of the measured run (kchat_worker_busy_seconds_total: near 1, a
+# request's read stage is mostly waiting for its worker). The load
+# generator's own result line (what a client saw, end to end) comes last.
 #
 # usage: bench/stages.sh [--broker mock|kafka] [--rate R] [--seconds S]
 #                        [--warmup-seconds S] [--partitions P] [--mix SPEC]
@@ -53,9 +55,11 @@ serve_start "$PARTITIONS" 0 "$TMP/data" --metrics-http "127.0.0.1:$PORT" \
 run_load warmup --rate "$RATE" --requests $((RATE * WARMUP_SECONDS)) --mix "$MIX" \
     --duration-max $((WARMUP_SECONDS + 60)) || exit 1
 curl -sf "$METRICS" >"$OUT/metrics-before.txt" || { say "no $METRICS"; exit 4; }
+MEASURED_START_MS=$(date +%s%3N)
 run_load measured --rate "$RATE" --requests $((RATE * SECONDS_RUN)) --mix "$MIX" \
     --duration-max $((SECONDS_RUN + 60)) || exit 1
 curl -sf "$METRICS" >"$OUT/metrics-after.txt" || { say "no $METRICS"; exit 4; }
+MEASURED_END_MS=$(date +%s%3N)
 serve_stop
 broker_stop
 
@@ -104,5 +108,16 @@ awk '$1 == "kchat_requests_total" || $1 == "kchat_commands_total" || $1 == "kcha
     "$OUT/metrics-before.txt" "$OUT/metrics-after.txt" |
     awk '{ v[$2, $1] = $3; k[$2] = 1 }
          END { for (m in k) printf "%s %d\n", m, v[m, "after"] - v[m, "before"] }' | sort
+# each worker's busy share of the measured run's wall time
+# (kchat_worker_busy_seconds_total, read at its start and end)
+awk -v wall="$((MEASURED_END_MS - MEASURED_START_MS))" '
+    /^kchat_worker_busy_seconds_total/ {
+        w = $1; sub(/.*worker="/, "", w); sub(/".*/, "", w)
+        if (FILENAME ~ /before/) b[w] = $2; else { a[w] = $2; order[++n] = w }
+    }
+    END {
+        for (i = 1; i <= n && wall > 0; i++)
+            printf "busy worker=%s share=%.2f\n", order[i], (a[order[i]] - b[order[i]]) * 1000 / wall
+    }' "$OUT/metrics-before.txt" "$OUT/metrics-after.txt"
 grep '^result: ' "$OUT/measured.log" | tail -n1
 echo "stages: logs and metrics in $OUT"

@@ -261,6 +261,7 @@ struct worker {
     size_t n_out, cap_out;
     atomic_int_fast64_t last_progress_ms; /* last time this worker finished a batch or tick */
     atomic_uint_fast64_t idle_passes; /* idle() calls finished (ownership.c waits on it) */
+    atomic_uint_fast64_t busy_us; /* time spent in process() and idle() calls */
     kchat_request req;          /* big: kept here rather than on the stack */
     size_t *idx;                /* [max_batch]: one shard's records of a batch */
     bool *done;                 /* [max_batch]: records already grouped */

@@ -421,6 +421,14 @@ void kchat_backend_metrics(kchat_backend *be, FILE *out)
                        "Longest time any worker went without finishing a batch or a tick; "
                        "above a few seconds a worker is stuck.",
                        (double)workers_stalled_ms(be) / 1000);
+    fprintf(out, "# HELP kchat_worker_busy_seconds_total Time each worker spent applying, "
+            "committing and producing (its process() and idle() calls, fsync waits included); "
+            "its rise per second of wall time is the share of the time it was busy.\n"
+            "# TYPE kchat_worker_busy_seconds_total counter\n");
+    for (unsigned i = 0; be->workers != NULL && i < be->n_workers; i++)
+        fprintf(out, "kchat_worker_busy_seconds_total{worker=\"%u\"} %.6f\n", i,
+                (double)atomic_load_explicit(&be->workers[i].busy_us, memory_order_relaxed) /
+                    1e6);
     kchat_metric_write(out, "kchat_records_refused_total", "counter",
                        "Records dropped because their kchat-mac is missing or wrong, and sealed "
                        "requests or sessions that did not open (--secret-file).",

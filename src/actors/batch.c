@@ -420,6 +420,17 @@ static bool local_due(const struct shard *sh)
     return kchat__local_waiting(sh) && !atomic_load(&sh->releasing);
 }
 
+/* A process() or idle() call of @p w that began at @p t0 (monotonic µs)
+ * ends: its progress mark and its busy time.
+ * @locality worker @p w */
+static void worker_busy(struct worker *w, int64_t t0)
+{
+    int64_t now = kchat__monotonic_us();
+
+    atomic_store(&w->last_progress_ms, now / 1000);
+    atomic_fetch_add_explicit(&w->busy_us, (uint64_t)(now - t0), memory_order_relaxed);
+}
+
 /* The consumer's process(): group the batch by shard, one transaction each.
  * @locality worker thread @p worker (the consumer's) */
 static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs, size_t n)
@@ -428,6 +439,7 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
     struct worker *w = &be->workers[worker];
     size_t *idx = w->idx;
     bool *done = w->done;
+    int64_t t0 = kchat__monotonic_us();
 
     memset(done, 0, n * sizeof(*done));
     for (int s = (int)worker; s < be->partitions; s += (int)be->n_workers)
@@ -458,7 +470,7 @@ static void on_process(void *opaque, unsigned worker, rd_kafka_message_t **msgs,
         if (local_due(&be->shards[s]) && atomic_load(&be->shards[s].owned) &&
             !atomic_load(&be->shards[s].fenced))
             apply_shard_batch(be, w, &be->shards[s], NULL, NULL, 0);
-    atomic_store(&w->last_progress_ms, kchat__monotonic_us() / 1000);
+    worker_busy(w, t0);
 }
 
 /* The consumer's idle(): upkeep of one worker's shards: records whose
@@ -471,8 +483,9 @@ static void on_idle(void *opaque, unsigned worker)
 {
     kchat_backend *be = opaque;
     struct worker *w = &be->workers[worker];
+    int64_t t0 = kchat__monotonic_us();
 
-    atomic_store(&w->last_progress_ms, kchat__monotonic_us() / 1000);
+    atomic_store(&w->last_progress_ms, t0 / 1000);
     for (int s = (int)worker; s < be->partitions; s += (int)be->n_workers) {
         struct shard *sh = &be->shards[s];
         struct seqlist taken = {0};
@@ -524,6 +537,7 @@ static void on_idle(void *opaque, unsigned worker)
             kchat__changelog_discard(w);
         }
     }
+    worker_busy(w, t0);
     atomic_fetch_add(&w->idle_passes, 1);
 }
 

@@ -158,6 +158,23 @@ static void test_serve_metrics_http(void **state)
                 fprintf(stderr, "%s = %g after a registration and a login\n", name, n);
             assert_true(n >= 1);
         }
+        /* and the workers were busy for a while (their sum: which worker
+         * owns the user's shard does not matter here) */
+        {
+            double busy = 0, one;
+            char name[96];
+
+            for (int w = 0; w < 64; w++) {
+                snprintf(name, sizeof(name), "kchat_worker_busy_seconds_total{worker=\"%d\"}", w);
+                if (!kh_metric(base, name, &one) || one < 0)   /* no such worker */
+                    break;
+                busy += one;
+            }
+            if (busy <= 0)
+                fprintf(stderr, "kchat_worker_busy_seconds_total: %g after a registration\n",
+                        busy);
+            assert_true(busy > 0);
+        }
         kc_client_free(c);
     }
     r = kh_do(&b, "GET", "/nope", NULL);
