@@ -147,14 +147,16 @@ struct dir_batch {
 };
 
 /* Which of the 2 * partitions the directory thread reads @p m is from:
- * kchat-directory's partitions first, then kchat-rooms'; -1 for neither.
+ * kchat-directory's partitions first, then kchat-rooms'; -1 for neither
+ * (an error event that names no partition has no topic).
  * @locality the directory thread */
 static int dir_index(const kchat_backend *be, const rd_kafka_message_t *m)
 {
-    bool rooms = !strcmp(rd_kafka_topic_name(m->rkt), KCHAT_TOPIC_ROOMS);
+    bool rooms;
 
-    if (m->partition < 0 || m->partition >= be->partitions)
-        return -1;
+    if (m->rkt == NULL || m->partition < 0 || m->partition >= be->partitions)
+        return -1;   /* an error event of no partition */
+    rooms = !strcmp(rd_kafka_topic_name(m->rkt), KCHAT_TOPIC_ROOMS);
     return (rooms ? be->partitions : 0) + m->partition;
 }
 
