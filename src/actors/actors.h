@@ -309,9 +309,6 @@ struct kchat_backend {
     rd_kafka_t *dir_consumer;
     pthread_t dir_thread;
     bool dir_running;
-    int64_t *dir_end;           /* [2 * partitions]: where kchat-directory's, then
-                                   kchat-rooms' partitions ended at the directory
-                                   thread's start (0: empty, -1: unknown) */
     atomic_bool dir_caught_up;  /* the replica holds what kchat-directory and kchat-rooms
                                    held when the directory thread began (directory.c) */
     atomic_bool dir_failed;     /* the directory thread could not run */

@@ -160,16 +160,17 @@ static int dir_index(const kchat_backend *be, const rd_kafka_message_t *m)
     return (rooms ? be->partitions : 0) + m->partition;
 }
 
-/* One record of kchat-rooms or kchat-directory, if it is of this data set,
- * parsed onto @p b for the round's transactions (NULL when it does not
- * parse). Room summaries are always tagged (every kchat that writes
- * kchat-rooms tags them), so an untagged one is never ours.
+/* One record of kchat-rooms (@p rooms) or kchat-directory, if it is of
+ * this data set, parsed onto @p b for the round's transactions (NULL when
+ * it does not parse). Room summaries are always tagged (every kchat that
+ * writes kchat-rooms tags them), so an untagged one is never ours.
  * @locality the directory thread */
-static void directory_record(kchat_backend *be, const rd_kafka_message_t *m, struct dir_batch *b)
+static void directory_record(kchat_backend *be, const rd_kafka_message_t *m, bool rooms,
+                             struct dir_batch *b)
 {
     const void *value = m->payload ? m->payload : "";
 
-    if (!strcmp(rd_kafka_topic_name(m->rkt), KCHAT_TOPIC_ROOMS)) {
+    if (rooms) {
         if (!kchat__dataset_ours(be, m, false, 2))
             atomic_fetch_add(&be->stats.foreign_rooms, 1);
         else
@@ -195,26 +196,45 @@ static void users_take(kchat_backend *be, json_t **users, size_t n)
         json_decref(users[i]);
 }
 
+/* The end offset of each partition the directory thread reads, in
+ * @p end (dir_index()'s order): 0 for one that is empty, -1 for one whose
+ * end could not be asked (its end-of-partition event tells then).
+ * @locality the directory thread */
+static void ends_query(kchat_backend *be, int64_t *end)
+{
+    for (size_t i = 0; i < 2 * (size_t)be->partitions; i++) {
+        const char *topic = i < (size_t)be->partitions ? KCHAT_TOPIC_DIRECTORY : KCHAT_TOPIC_ROOMS;
+        int32_t p = (int32_t)(i % (size_t)be->partitions);
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t err =
+            rd_kafka_query_watermark_offsets(be->dir_consumer, topic, p, &lo, &hi, 10000);
+
+        end[i] = err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1 : hi > lo ? hi : 0;
+    }
+}
+
 /* The directory thread's main: apply every kchat-directory and kchat-rooms
  * record of this data set to the replica until the backend stops. Once
- * every partition has been read to its end (its first end-of-partition
- * event) and what was read is applied, be->dir_caught_up is set.
+ * every partition has been read to the end it had when the thread began
+ * (ends_query()) and what was read is applied, be->dir_caught_up is set.
  * @locality the directory thread */
 static void *directory_main(void *arg)
 {
     kchat_backend *be = arg;
     size_t parts = 2 * (size_t)be->partitions, ended = 0;
+    int64_t *end = calloc(parts, sizeof(*end));
     bool *at_end = calloc(parts, sizeof(*at_end));
     struct dir_batch *b = calloc(1, sizeof(*b));
 
-    if (at_end == NULL || b == NULL) {
+    if (end == NULL || at_end == NULL || b == NULL) {
         fprintf(stderr, "kchat: directory replica: out of memory; not reading %s and %s\n",
                 KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS);
         atomic_store(&be->dir_failed, true);
         goto out_free;
     }
+    ends_query(be, end);
     for (size_t i = 0; i < parts; i++)
-        if (be->dir_end[i] == 0) {   /* empty at the start */
+        if (end[i] == 0) {   /* empty at the start */
             at_end[i] = true;
             ended++;
         }
@@ -233,12 +253,14 @@ static void *directory_main(void *arg)
              * before the end it had at the start */
             if (i >= 0 && !at_end[i] &&
                 (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF ||
-                 (!m->err && be->dir_end[i] > 0 && m->offset + 1 >= be->dir_end[i]))) {
+                 (!m->err && end[i] > 0 && m->offset + 1 >= end[i]))) {
                 at_end[i] = true;
                 newly_ended++;
             }
-            if (!m->err && (be->auth == NULL || kchat_auth_verify(be->auth, m, "directory"))) {
-                directory_record(be, m, b);
+            /* i < 0 cannot be a record: only partitions 0..P-1 are assigned */
+            if (!m->err && i >= 0 &&
+                (be->auth == NULL || kchat_auth_verify(be->auth, m, "directory"))) {
+                directory_record(be, m, i >= be->partitions, b);
                 atomic_fetch_add(&be->dir_records, 1);
             }
             rd_kafka_message_destroy(m);
@@ -254,30 +276,8 @@ static void *directory_main(void *arg)
 out_free:
     free(b);
     free(at_end);
+    free(end);
     return NULL;
-}
-
-/* The end offset of each partition the directory thread reads, in
- * be->dir_end (dir_index()'s order): 0 for one that is empty, -1 for one
- * whose end could not be asked (its end-of-partition event tells then).
- * @locality the thread in kchat_backend_start() */
-KCHAT_MUST_CHECK
-static int ends_query(kchat_backend *be)
-{
-    size_t parts = 2 * (size_t)be->partitions;
-
-    if ((be->dir_end = calloc(parts, sizeof(*be->dir_end))) == NULL)
-        return KCHAT_ENOMEM;
-    for (size_t i = 0; i < parts; i++) {
-        const char *topic = i < (size_t)be->partitions ? KCHAT_TOPIC_DIRECTORY : KCHAT_TOPIC_ROOMS;
-        int32_t p = (int32_t)(i % (size_t)be->partitions);
-        int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(be->dir_consumer, topic, p, &lo, &hi, 10000);
-
-        be->dir_end[i] = err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1 : hi > lo ? hi : 0;
-    }
-    return KCHAT_OK;
 }
 
 int kchat__directory_wait(kchat_backend *be, char *errstr, size_t len)
@@ -345,11 +345,6 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
         kchat__directory_stop(be);
         return KCHAT_EKAFKA;
     }
-    if (ends_query(be) != KCHAT_OK) {
-        snprintf(errstr, len, "out of memory");
-        kchat__directory_stop(be);
-        return KCHAT_ENOMEM;
-    }
     if (pthread_create(&be->dir_thread, NULL, directory_main, be) != 0) {
         snprintf(errstr, len, "cannot start the directory thread");
         kchat__directory_stop(be);
@@ -369,6 +364,4 @@ void kchat__directory_stop(kchat_backend *be)
         rd_kafka_destroy(be->dir_consumer);
     }
     be->dir_consumer = NULL;
-    free(be->dir_end);
-    be->dir_end = NULL;
 }
