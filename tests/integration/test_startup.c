@@ -119,8 +119,8 @@ static void test_serve_metrics_http(void **state)
     kc_proc *p = NULL;
 
     (void)state;
-    /* a port nobody is likely to hold; a collision only fails the start */
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", 20000 + (int)(getpid() % 20000));
+    /* a free port (20000 + pid % 20000 was taken once: "cannot listen") */
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", kc_free_port());
     snprintf(base, sizeof(base), "http://%s", addr);
     p = kc_serve_start("metrics", data, KC_EMBEDDED, 2, extra);
     assert_non_null(p);
