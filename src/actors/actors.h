@@ -311,7 +311,8 @@ struct kchat_backend {
     bool dir_running;
     atomic_bool dir_caught_up;  /* the replica holds what kchat-directory and kchat-rooms
                                    held when the directory thread began (directory.c) */
-    atomic_bool dir_failed;     /* the directory thread could not run */
+    atomic_int dir_failed;      /* why the directory thread could not run (a
+                                   kchat error), 0 while it runs */
     atomic_uint_fast64_t dir_records;   /* records the directory thread has read */
     kchat_fmt events_fmt;
     kchat_auth *auth;           /* --secret-file's keys, or NULL: no MACs, no seals */

@@ -125,7 +125,11 @@ int kchat__replica_apply(kchat_backend *be, kchat__replica_apply_fn one, json_t 
 int kchat__directory_apply(kchat_backend *be, const json_t *entry)
 {
     json_t *one = (json_t *)entry;
+    const char *id = json_string_value(json_object_get(entry, "userId"));
 
+    /* no profile: refused before the replica's writer lock is taken */
+    if (id == NULL || !kchat_valid_id(id, strlen(id)))
+        return KCHAT_EINVAL;
     return kchat__replica_apply(be, directory_apply_in, &one, 1);
 }
 
@@ -139,12 +143,43 @@ int kchat__directory_apply(kchat_backend *be, const json_t *entry)
 #define CATCH_UP_LOG_MS 10000
 #define CATCH_UP_MAX_MS 600000
 
+/* How often the directory thread stores how far the replica has read
+ * (and once more at stop): a restart reads again at most that much. */
+#define POSITIONS_SAVE_MS 1000
+
+/* The replica's meta: the cluster whose offsets its offsets table holds. */
+#define META_CLUSTER "replica_cluster_id"
+
 /* What the directory thread took from one poll round, for the replica. */
 struct dir_batch {
     json_t *users[DIR_BATCH];   /* profiles (NULL: did not parse) */
     json_t *sums[DIR_BATCH];    /* room summaries (NULL: did not parse) */
     size_t n_users, n_sums;
 };
+
+/* The directory thread's own state, per partition it reads in dir_index()'s
+ * order (kchat-directory's partitions, then kchat-rooms').
+ * @locality the directory thread */
+struct dir_reader {
+    size_t parts;
+    int64_t *lo, *end;      /* each partition's offsets at the start; end -1: not known */
+    int64_t *next;          /* the next offset to apply: what the replica holds all
+                               before; RD_KAFKA_OFFSET_BEGINNING: nothing yet */
+    int64_t *saved;         /* next as the replica last stored it */
+    bool *at_end;           /* read to its end at the start once */
+    size_t ended;           /* how many are */
+    bool keep_positions;    /* false once a round could not be applied: the
+                               next start reads again from what was stored */
+    int64_t saved_ms;       /* when the positions were last stored */
+    struct dir_batch b;
+};
+
+/* The topic and partition of index @p i (dir_index()'s order). */
+static const char *part_topic(const kchat_backend *be, size_t i, int32_t *p)
+{
+    *p = (int32_t)(i % (size_t)be->partitions);
+    return i < (size_t)be->partitions ? KCHAT_TOPIC_DIRECTORY : KCHAT_TOPIC_ROOMS;
+}
 
 /* Which of the 2 * partitions the directory thread reads @p m is from:
  * kchat-directory's partitions first, then kchat-rooms'; -1 for neither
@@ -183,100 +218,283 @@ static void directory_record(kchat_backend *be, const rd_kafka_message_t *m, boo
 }
 
 /* The profiles of a round into the replica (records that are no user's
- * profile are skipped), then freed.
+ * profile are skipped), then freed. KCHAT_OK, or the store error it logged.
  * @locality the directory thread */
-static void users_take(kchat_backend *be, json_t **users, size_t n)
+KCHAT_MUST_CHECK
+static int users_take(kchat_backend *be, json_t **users, size_t n)
 {
     int rc = n > 0 ? kchat__replica_apply(be, directory_apply_in, users, n) : KCHAT_OK;
 
-    /* EINVAL: none was a user's profile (no valid userId), skipped */
-    if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
+    if (rc == KCHAT_EINVAL)
+        rc = KCHAT_OK;   /* none was a user's profile (no valid userId), skipped */
+    if (rc != KCHAT_OK)
         fprintf(stderr, "kchat: directory replica: %s\n", kchat_strerror(rc));
     for (size_t i = 0; i < n; i++)
         json_decref(users[i]);
+    return rc;
 }
 
-/* The end offset of each partition the directory thread reads, in
- * @p end (dir_index()'s order): 0 for one that is empty, -1 for one whose
- * end could not be asked (its end-of-partition event tells then).
+/* How far the replica had read each partition, from its offsets table, in
+ * r->next (RD_KAFKA_OFFSET_BEGINNING where it holds none). Offsets belong
+ * to one cluster: when the replica last read another one, or the embedded
+ * broker (a new, empty cluster at every start), they are forgotten and
+ * this cluster's id kept instead. Errors: store errors.
  * @locality the directory thread */
-static void ends_query(kchat_backend *be, int64_t *end)
+KCHAT_MUST_CHECK
+static int positions_load(kchat_backend *be, struct dir_reader *r)
 {
-    for (size_t i = 0; i < 2 * (size_t)be->partitions; i++) {
-        const char *topic = i < (size_t)be->partitions ? KCHAT_TOPIC_DIRECTORY : KCHAT_TOPIC_ROOMS;
-        int32_t p = (int32_t)(i % (size_t)be->partitions);
+    char old[sizeof(be->cluster_id)];
+    kchat_txn *t;
+    int rc;
+
+    for (size_t i = 0; i < r->parts; i++)
+        r->next[i] = r->saved[i] = RD_KAFKA_OFFSET_BEGINNING;
+    if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+        return rc;
+    rc = kchat_store_meta_get(t, META_CLUSTER, old, sizeof(old));
+    if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
+        goto out_abort;
+    if (be->embedded != NULL || rc == KCHAT_ENOTFOUND || strcmp(old, be->cluster_id) != 0) {
+        if ((rc = kchat_store_offsets_clear(t)) != KCHAT_OK ||
+            (rc = kchat_store_meta_set(t, META_CLUSTER, be->cluster_id)) != KCHAT_OK)
+            goto out_abort;
+        return kchat_txn_commit(t);
+    }
+    for (size_t i = 0; i < r->parts; i++) {
+        int32_t p;
+        const char *topic = part_topic(be, i, &p);
+        int64_t next;
+
+        rc = kchat_store_offset_get(t, topic, p, &next);
+        if (rc == KCHAT_OK && next >= 0)
+            r->next[i] = r->saved[i] = next;
+        else if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
+            goto out_abort;
+    }
+    rc = KCHAT_OK;
+out_abort:
+    kchat_txn_abort(t);
+    return rc;
+}
+
+/* Store r->next where it moved since the last time, in one transaction of
+ * the replica; called only once what it covers has been applied. A full
+ * map is tried again (KCHAT__REPLICA_MAPFULL_TRIES). Errors: store errors
+ * (nothing stored; the next call tries again).
+ * @locality the directory thread */
+KCHAT_MUST_CHECK
+static int positions_save(kchat_backend *be, struct dir_reader *r)
+{
+    int rc = KCHAT_EMAPFULL;
+
+    for (int tries = 0; rc == KCHAT_EMAPFULL && tries < KCHAT__REPLICA_MAPFULL_TRIES; tries++) {
+        bool moved = false;
+        kchat_txn *t;
+
+        if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
+            return rc;
+        for (size_t i = 0; i < r->parts && rc == KCHAT_OK; i++) {
+            int32_t p;
+            const char *topic = part_topic(be, i, &p);
+
+            if (r->next[i] >= 0 && r->next[i] != r->saved[i]) {
+                rc = kchat_store_offset_set(t, topic, p, r->next[i]);
+                moved = true;
+            }
+        }
+        if (rc == KCHAT_OK && moved)
+            rc = kchat_txn_commit(t);
+        else
+            kchat_txn_abort(t);
+    }
+    if (rc == KCHAT_OK)
+        memcpy(r->saved, r->next, r->parts * sizeof(*r->saved));
+    return rc;
+}
+
+/* Each partition's offsets at the start in r->lo and r->end (end -1: could
+ * not be asked; its end-of-partition event tells then).
+ * @locality the directory thread */
+static void ends_query(kchat_backend *be, struct dir_reader *r)
+{
+    for (size_t i = 0; i < r->parts; i++) {
+        int32_t p;
+        const char *topic = part_topic(be, i, &p);
         int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t err =
             rd_kafka_query_watermark_offsets(be->dir_consumer, topic, p, &lo, &hi, 10000);
 
-        end[i] = err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1 : hi > lo ? hi : 0;
+        r->lo[i] = err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1 : lo;
+        r->end[i] = err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1 : hi;
     }
 }
 
+/* Where each partition is read from, and which are at their end already:
+ * the stored positions (positions_load()), but from the beginning where
+ * one lies beyond the partition's end (the topic was made anew); a
+ * partition empty at the start, or read up to its end before, is at its
+ * end. Then the consumer is assigned those offsets. Errors: store errors,
+ * KCHAT_EKAFKA (the assignment; said on stderr).
+ * @locality the directory thread */
+KCHAT_MUST_CHECK
+static int reader_begin(kchat_backend *be, struct dir_reader *r)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t err;
+    int rc;
+
+    if ((rc = positions_load(be, r)) != KCHAT_OK) {
+        fprintf(stderr, "kchat: directory replica: its stored offsets: %s\n",
+                kchat_strerror(rc));
+        return rc;
+    }
+    ends_query(be, r);
+    list = rd_kafka_topic_partition_list_new((int)r->parts);
+    for (size_t i = 0; i < r->parts; i++) {
+        int32_t p;
+        const char *topic = part_topic(be, i, &p);
+
+        if (r->end[i] >= 0 && r->next[i] > r->end[i]) {
+            fprintf(stderr, "kchat: directory replica: %s [%d] ends at %" PRId64 " but was "
+                    "read up to %" PRId64 " before: reading it from its beginning\n",
+                    topic, (int)p, r->end[i], r->next[i]);
+            r->next[i] = RD_KAFKA_OFFSET_BEGINNING;
+        }
+        r->at_end[i] = r->end[i] >= 0 && (r->end[i] <= r->lo[i] || r->next[i] >= r->end[i]);
+        r->ended += r->at_end[i];
+        rd_kafka_topic_partition_list_add(list, topic, p)->offset = r->next[i];
+    }
+    err = rd_kafka_assign(be->dir_consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "kchat: directory replica: cannot assign %s and %s: %s\n",
+                KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS, rd_kafka_err2str(err));
+        return KCHAT_EKAFKA;
+    }
+    if (r->ended == r->parts)
+        atomic_store(&be->dir_caught_up, true);
+    return KCHAT_OK;
+}
+
+/* One poll round: a record or event, then what has arrived meanwhile, up
+ * to DIR_BATCH, applied to the replica; the positions and ends move with
+ * what was applied.
+ * @locality the directory thread */
+static void reader_round(kchat_backend *be, struct dir_reader *r)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(be->dir_consumer, 100);
+    struct dir_batch *b = &r->b;
+    size_t newly_ended = 0;
+    int urc, src;
+
+    for (size_t taken = 1; m != NULL; taken++) {
+        int i = dir_index(be, m);
+
+        /* at the end: its first end-of-partition event (which also covers
+         * a last record that compaction removed), or the record before the
+         * end it had at the start */
+        if (i >= 0 && !r->at_end[i] &&
+            (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF ||
+             (!m->err && r->end[i] > 0 && m->offset + 1 >= r->end[i]))) {
+            r->at_end[i] = true;
+            newly_ended++;
+        }
+        /* i < 0 cannot be a record: only partitions 0..P-1 are assigned */
+        if (!m->err && i >= 0) {
+            if (be->auth == NULL || kchat_auth_verify(be->auth, m, "directory"))
+                directory_record(be, m, i >= be->partitions, b);
+            atomic_fetch_add(&be->dir_records, 1);
+            r->next[i] = m->offset + 1;
+        } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && i >= 0 &&
+                   m->offset > r->next[i]) {
+            r->next[i] = m->offset;   /* past records compaction removed */
+        }
+        rd_kafka_message_destroy(m);
+        m = taken < DIR_BATCH ? rd_kafka_consumer_poll(be->dir_consumer, 0) : NULL;
+    }
+    urc = users_take(be, b->users, b->n_users);
+    src = kchat__room_summaries_take(be, b->sums, b->n_sums);
+    b->n_users = b->n_sums = 0;
+    if ((urc != KCHAT_OK || src != KCHAT_OK) && r->keep_positions) {
+        fprintf(stderr, "kchat: directory replica: not storing how far it has read until "
+                "the next start, which reads again from there\n");
+        r->keep_positions = false;
+    }
+    /* what was read up to each end is in the replica now */
+    if (newly_ended > 0 && (r->ended += newly_ended) == r->parts)
+        atomic_store(&be->dir_caught_up, true);
+}
+
+static void reader_free(struct dir_reader *r)
+{
+    if (r == NULL)
+        return;
+    free(r->lo);
+    free(r->end);
+    free(r->next);
+    free(r->saved);
+    free(r->at_end);
+    free(r);
+}
+
+static struct dir_reader *reader_new(const kchat_backend *be)
+{
+    struct dir_reader *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return NULL;
+    r->parts = 2 * (size_t)be->partitions;
+    r->keep_positions = true;
+    r->lo = calloc(r->parts, sizeof(*r->lo));
+    r->end = calloc(r->parts, sizeof(*r->end));
+    r->next = calloc(r->parts, sizeof(*r->next));
+    r->saved = calloc(r->parts, sizeof(*r->saved));
+    r->at_end = calloc(r->parts, sizeof(*r->at_end));
+    if (!r->lo || !r->end || !r->next || !r->saved || !r->at_end) {
+        reader_free(r);
+        return NULL;
+    }
+    return r;
+}
+
 /* The directory thread's main: apply every kchat-directory and kchat-rooms
- * record of this data set to the replica until the backend stops. Once
+ * record of this data set to the replica, from where it had read before,
+ * until the backend stops, storing how far every POSITIONS_SAVE_MS. Once
  * every partition has been read to the end it had when the thread began
- * (ends_query()) and what was read is applied, be->dir_caught_up is set.
+ * and what was read is applied, be->dir_caught_up is set; if it cannot
+ * begin, be->dir_failed says why.
  * @locality the directory thread */
 static void *directory_main(void *arg)
 {
     kchat_backend *be = arg;
-    size_t parts = 2 * (size_t)be->partitions, ended = 0;
-    int64_t *end = calloc(parts, sizeof(*end));
-    bool *at_end = calloc(parts, sizeof(*at_end));
-    struct dir_batch *b = calloc(1, sizeof(*b));
+    struct dir_reader *r = reader_new(be);
+    int rc = r == NULL ? KCHAT_ENOMEM : reader_begin(be, r);
 
-    if (end == NULL || at_end == NULL || b == NULL) {
-        fprintf(stderr, "kchat: directory replica: out of memory; not reading %s and %s\n",
-                KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS);
-        atomic_store(&be->dir_failed, true);
+    if (rc != KCHAT_OK) {
+        if (rc == KCHAT_ENOMEM)
+            fprintf(stderr, "kchat: directory replica: out of memory; not reading %s and %s\n",
+                    KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS);
+        atomic_store(&be->dir_failed, rc);
         goto out_free;
     }
-    ends_query(be, end);
-    for (size_t i = 0; i < parts; i++)
-        if (end[i] == 0) {   /* empty at the start */
-            at_end[i] = true;
-            ended++;
-        }
-    if (ended == parts)
-        atomic_store(&be->dir_caught_up, true);
+    r->saved_ms = kchat__monotonic_us() / 1000;
     while (!atomic_load(&be->stopping)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(be->dir_consumer, 100);
-        size_t newly_ended = 0;
+        int64_t now;
 
-        /* that one, then what has arrived meanwhile, up to DIR_BATCH */
-        for (size_t taken = 1; m != NULL; taken++) {
-            int i = dir_index(be, m);
-
-            /* at the end: its first end-of-partition event (which also
-             * covers a last record that compaction removed), or the record
-             * before the end it had at the start */
-            if (i >= 0 && !at_end[i] &&
-                (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF ||
-                 (!m->err && end[i] > 0 && m->offset + 1 >= end[i]))) {
-                at_end[i] = true;
-                newly_ended++;
-            }
-            /* i < 0 cannot be a record: only partitions 0..P-1 are assigned */
-            if (!m->err && i >= 0 &&
-                (be->auth == NULL || kchat_auth_verify(be->auth, m, "directory"))) {
-                directory_record(be, m, i >= be->partitions, b);
-                atomic_fetch_add(&be->dir_records, 1);
-            }
-            rd_kafka_message_destroy(m);
-            m = taken < DIR_BATCH ? rd_kafka_consumer_poll(be->dir_consumer, 0) : NULL;
+        reader_round(be, r);
+        now = kchat__monotonic_us() / 1000;
+        if (r->keep_positions && now - r->saved_ms >= POSITIONS_SAVE_MS) {
+            if ((rc = positions_save(be, r)) != KCHAT_OK)
+                fprintf(stderr, "kchat: directory replica: storing its offsets: %s\n",
+                        kchat_strerror(rc));
+            r->saved_ms = now;
         }
-        users_take(be, b->users, b->n_users);
-        kchat__room_summaries_take(be, b->sums, b->n_sums);
-        b->n_users = b->n_sums = 0;
-        /* what was read up to each end is in the replica now */
-        if (newly_ended > 0 && (ended += newly_ended) == parts)
-            atomic_store(&be->dir_caught_up, true);
     }
+    if (r->keep_positions && (rc = positions_save(be, r)) != KCHAT_OK)
+        fprintf(stderr, "kchat: directory replica: storing its offsets: %s\n",
+                kchat_strerror(rc));
 out_free:
-    free(b);
-    free(at_end);
-    free(end);
+    reader_free(r);
     return NULL;
 }
 
@@ -285,10 +503,12 @@ int kchat__directory_wait(kchat_backend *be, char *errstr, size_t len)
     int64_t start = kchat__monotonic_us() / 1000, now = start, logged = start;
 
     while (!atomic_load(&be->dir_caught_up)) {
-        if (atomic_load(&be->dir_failed)) {
-            snprintf(errstr, len, "the directory replica cannot read %s and %s",
-                     KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS);
-            return KCHAT_ENOMEM;
+        int failed = atomic_load(&be->dir_failed);
+
+        if (failed != KCHAT_OK) {
+            snprintf(errstr, len, "the directory replica cannot read %s and %s: %s",
+                     KCHAT_TOPIC_DIRECTORY, KCHAT_TOPIC_ROOMS, kchat_strerror(failed));
+            return failed;
         }
         if (now - start >= CATCH_UP_MAX_MS) {
             snprintf(errstr, len, "the directory replica did not read %s and %s to their end "
@@ -314,8 +534,6 @@ int kchat__directory_wait(kchat_backend *be, char *errstr, size_t len)
 int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
 {
     rd_kafka_conf_t *conf = kchat__kafka_conf(be, errstr, len);
-    rd_kafka_topic_partition_list_t *parts;
-    rd_kafka_resp_err_t err;
     char gid[64];
 
     if (conf == NULL)
@@ -323,6 +541,8 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
     snprintf(gid, sizeof(gid), "kchat-directory-%ld-%u", (long)getpid(), randombytes_random());
     rd_kafka_conf_set(conf, "group.id", gid, NULL, 0);
     rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    /* a stored offset no longer in the partition: everything that is */
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", NULL, 0);
     /* the first end of each partition tells kchat__directory_wait() */
     rd_kafka_conf_set(conf, "enable.partition.eof", "true", NULL, 0);
     if ((be->dir_consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, len)) == NULL) {
@@ -330,21 +550,7 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len)
         return KCHAT_EKAFKA;
     }
     rd_kafka_poll_set_consumer(be->dir_consumer);
-    parts = rd_kafka_topic_partition_list_new(2 * be->partitions);
-    for (int p = 0; p < be->partitions; p++) {
-        rd_kafka_topic_partition_list_add(parts, KCHAT_TOPIC_DIRECTORY, p)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_topic_partition_list_add(parts, KCHAT_TOPIC_ROOMS, p)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-    }
-    err = rd_kafka_assign(be->dir_consumer, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(errstr, len, "cannot assign %s and %s: %s", KCHAT_TOPIC_DIRECTORY,
-                 KCHAT_TOPIC_ROOMS, rd_kafka_err2str(err));
-        kchat__directory_stop(be);
-        return KCHAT_EKAFKA;
-    }
+    /* the thread assigns the partitions, at the offsets the replica stored */
     if (pthread_create(&be->dir_thread, NULL, directory_main, be) != 0) {
         snprintf(errstr, len, "cannot start the directory thread");
         kchat__directory_stop(be);

@@ -61,9 +61,12 @@ json_t *kchat__directory_get(kchat_backend *be, const char *user_id);
 KCHAT_MUST_CHECK
 int kchat__directory_apply(kchat_backend *be, const json_t *entry);
 
-/* Start the thread that reads kchat-directory and kchat-rooms from their
- * beginning into the replica. On error nothing is left running (errstr
- * says why).
+/* Start the thread that reads kchat-directory and kchat-rooms into the
+ * replica: from where the replica had read them before (offsets it stores
+ * every second and at stop, for this cluster only), else from their
+ * beginning. On error nothing is left running (errstr says why); what the
+ * thread cannot do once running (its stored offsets, the assignment) it
+ * says on stderr and in be->dir_failed (kchat__directory_wait()).
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
@@ -72,8 +75,9 @@ int kchat__directory_start(kchat_backend *be, char *errstr, size_t len);
  * kchat-rooms held when the directory thread began (each partition read to
  * its end once, and what was read applied), so that a node with a new
  * replica does not answer from an incomplete one (regression 0060). Says
- * every 10 s that it waits. Errors: KCHAT_ETIMEDOUT after 10 minutes,
- * KCHAT_ENOMEM when the directory thread could not run (errstr says so).
+ * every 10 s that it waits. Errors: KCHAT_ETIMEDOUT after 10 minutes;
+ * when the directory thread could not run, its reason (KCHAT_ENOMEM,
+ * KCHAT_EKAFKA, store errors; errstr says so).
  * @locality the thread in kchat_backend_start(), after
  *           kchat__directory_start() */
 KCHAT_MUST_CHECK
@@ -108,10 +112,11 @@ int kchat__room_summary_apply(kchat_backend *be, const json_t *sum);
 
 /* Apply the summaries @p sums[0..n) (stolen; NULL entries, records that
  * did not parse, are skipped) as kchat__room_summary_apply() does, in one
- * transaction of the replica, committed only if one was newer; a failure is
- * logged, one that is not a summary skipped.
+ * transaction of the replica, committed only if one was newer; one that is
+ * not a summary is skipped. Returns KCHAT_OK, or the store error it logged
+ * (then none of them was applied).
  * @locality any thread, as kchat__room_summary_apply() */
-void kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n);
+int kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n);
 
 /* Records of a committed transaction about to be produced (right after
  * the commit, or once Kafka has its changes: changelog.c): every room

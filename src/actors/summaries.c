@@ -235,21 +235,24 @@ int kchat__room_summary_apply(kchat_backend *be, const json_t *sum)
     return summaries_apply(be, &one, 1);
 }
 
-/* Log a failure of the replica that is not a record's fault.
+/* Log a failure of the replica that is not a record's fault: @p rc, or
+ * KCHAT_OK when it was none.
  * @locality any thread */
-static void replica_failed(int rc)
+static int replica_failed(int rc)
 {
-    /* EINVAL: not a room's summary (no valid roomId or lastSeq), skipped */
-    if (rc != KCHAT_OK && rc != KCHAT_EINVAL)
-        fprintf(stderr, "kchat: room summaries replica: %s\n", kchat_strerror(rc));
+    if (rc == KCHAT_OK || rc == KCHAT_EINVAL)
+        return KCHAT_OK;   /* EINVAL: no room's summary (no valid roomId or lastSeq), skipped */
+    fprintf(stderr, "kchat: room summaries replica: %s\n", kchat_strerror(rc));
+    return rc;
 }
 
-void kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n)
+int kchat__room_summaries_take(kchat_backend *be, json_t **sums, size_t n)
 {
-    if (n > 0)
-        replica_failed(summaries_apply(be, sums, n));
+    int rc = n > 0 ? replica_failed(summaries_apply(be, sums, n)) : KCHAT_OK;
+
     for (size_t i = 0; i < n; i++)
         json_decref(sums[i]);
+    return rc;
 }
 
 void kchat__room_summaries_write_through(kchat_backend *be, const struct out_rec *recs,
@@ -272,13 +275,13 @@ void kchat__room_summaries_write_through(kchat_backend *be, const struct out_rec
                 sums = more;
                 cap = n_recs;
             } else {
-                kchat__room_summaries_take(be, sums, n);
+                (void)kchat__room_summaries_take(be, sums, n);   /* logged */
                 n = 0;
             }
         }
         sums[n++] = json_loadb(r->value, r->value_len, 0, NULL);
     }
-    kchat__room_summaries_take(be, sums, n);
+    (void)kchat__room_summaries_take(be, sums, n);   /* logged */
     if (sums != some)
         free(sums);
 }

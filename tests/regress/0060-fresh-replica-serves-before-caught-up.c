@@ -59,28 +59,6 @@ static int test_teardown(void **state)
     return 0;
 }
 
-/* B's status STATUS_CHANGES times, sent without waiting for each answer;
- * then the last answer, which comes after every other (one key, one
- * partition, applied in order). */
-static void change_status_many(kc_client *c, const kc_user *b)
-{
-    char cid[72], status[32];
-
-    for (int i = 1; i <= STATUS_CHANGES; i++) {
-        if (i == STATUS_CHANGES)
-            snprintf(status, sizeof(status), "final");
-        else
-            snprintf(status, sizeof(status), "status %d", i);
-        json_t *body = json_pack("{ss ss}", "userId", b->id, "userStatus", status);
-        bool sent = kc_send_req(c, "user-status-change", b->id, b->session, NULL, body, cid);
-        json_decref(body);
-        assert_true(sent);
-    }
-    const kc_record *r = kc_wait_cid(c, "user-status-change", cid, 180000);
-    assert_non_null(r);
-    assert_true(kc_check_ok(r->body, b->id));
-}
-
 static void test_fresh_replica_caught_up_before_serving(void **state)
 {
     (void)state;
@@ -102,7 +80,7 @@ static void test_fresh_replica_caught_up_before_serving(void **state)
     assert_true(kc_user_in_shard(c, &b, "rb", 1, PARTITIONS));
     const char *fa[] = { b.id, NULL };
     assert_true(kc_add_friends(c, &a, fa));
-    change_status_many(c, &b);
+    assert_true(kc_change_status_many(c, &b, STATUS_CHANGES, "final"));
     assert_true(kc_proc_stop_clean(srv, 60));
     kc_proc_free(srv);
     g_srv = NULL;

@@ -2013,6 +2013,25 @@ bool kc_add_friends(kc_client *c, const kc_user *u, const char *const *friends)
     return ok;
 }
 
+bool kc_change_status_many(kc_client *c, const kc_user *u, int n, const char *last)
+{
+    char cid[72], status[32];
+
+    for (int i = 1; i <= n; i++) {
+        if (i == n)
+            snprintf(status, sizeof(status), "%s", last);
+        else
+            snprintf(status, sizeof(status), "status %d", i);
+        json_t *body = json_pack("{ss ss}", "userId", u->id, "userStatus", status);
+        bool sent = kc_send_req(c, "user-status-change", u->id, u->session, NULL, body, cid);
+        json_decref(body);
+        if (!sent)
+            return false;
+    }
+    const kc_record *r = kc_wait_cid(c, "user-status-change", cid, 180000);
+    return r != NULL && kc_check_ok(r->body, u->id);
+}
+
 bool kc_create_room(kc_client *c, const kc_user *u, const char *const *friends,
                     const char *name, char *room_id)
 {

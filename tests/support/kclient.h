@@ -604,6 +604,16 @@ char *kc_login(kc_client *c, const char *user, const char *pw);
 bool kc_add_friends(kc_client *c, const kc_user *u, const char *const *friends);
 
 /**
+ * @brief @p u's status changed @p n times ("status 1", ... "status n-1", then
+ *        @p last), sent without waiting for each answer; then the last answer
+ *        is awaited (up to 180 s), which comes after every other (one key,
+ *        one partition, applied in order). Each change is one more record
+ *        of @p u's profile in kchat-directory.
+ * @return whether every send was accepted and the last answer succeeded.
+ */
+bool kc_change_status_many(kc_client *c, const kc_user *u, int n, const char *last);
+
+/**
  * @brief @p u creates a room with the NULL-terminated @p friends.
  * @param[in] name roomName, or NULL to leave it out.
  * @param[out] room_id the new roomId (size >= 65).

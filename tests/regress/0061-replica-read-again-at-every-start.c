@@ -1,0 +1,168 @@
+/*
+ * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
+ * Regression 0061: every start of `kchat serve` read kchat-directory and
+ * kchat-rooms from their beginning into a replica that already held them,
+ * and since 0060's fix the node serves only once that read is done, so a
+ * restart took longer the more users the deployment had (20,002 records
+ * took 1.3 s; a million would take about a minute).
+ *
+ * One broker (`kchat broker`, or the real Kafka of `make check-kafka`)
+ * outlives three servers, all with the changelog on:
+ *  1. `kchat serve --data D1`: users A and B, A follows B, then B changes
+ *     its status STATUS_CHANGES times. Then SIGTERM.
+ *  2. Past the group's session, `kchat serve --data D2` (a new directory,
+ *     restored from kchat-changelog) serves alone: B's status becomes
+ *     "while-away", a record D1's replica has not read. Then SIGTERM.
+ *  3. Past the session again, `kchat serve --data D1` once more. It must say
+ *     it read far fewer records than step 1 wrote (it takes up where its
+ *     replica left off), and A's user-search-friend (which reads the
+ *     replica) must show B "while-away": what was written while it was
+ *     down is read all the same.
+ * Before the fix step 3 read every record again (at least STATUS_CHANGES).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "support/kassert.h"
+#include "support/kclient.h"
+
+#define PARTITIONS      4
+#define STATUS_CHANGES  10000   /* records of B's profile in kchat-directory */
+#define SESSION_GONE_MS 8000    /* more than serve's session.timeout.ms */
+/* What a restart may read at most: the records written while it was down
+ * (a few here; on a shared real cluster other tests' too), far below what
+ * reading from the beginning takes. */
+#define REREAD_MAX      (STATUS_CHANGES / 2)
+
+static const char *const changelog_on[] = {"--changelog", "on", NULL};
+static const char caught_up[] = "read kchat-directory and kchat-rooms to their end: ";
+
+/* what the test started, so that a failed assertion still cleans up */
+static kc_client *g_client;
+static kc_proc *g_srv, *g_broker;
+
+static int test_teardown(void **state)
+{
+    (void)state;
+    kc_client_free(g_client);
+    g_client = NULL;
+    kc_proc_free(g_srv);
+    g_srv = NULL;
+    kc_proc_free(g_broker);
+    g_broker = NULL;
+    return 0;
+}
+
+/* How many records the server's log says its replica read before it
+ * served (the last such line), or -1 when it says none. */
+static long records_read_at_start(const kc_proc *p)
+{
+    size_t len;
+    char *log = kc_read_file(kc_proc_log(p), &len);
+    const char *at = log, *last = NULL;
+    long n = -1;
+
+    assert_non_null(log);
+    while ((at = strstr(at, caught_up)) != NULL)
+        last = at++;
+    if (last != NULL)
+        n = strtol(last + sizeof(caught_up) - 1, NULL, 10);
+    free(log);
+    return n;
+}
+
+/* A's friends must be B alone, with status @p want. */
+static void expect_friend_status(kc_client *c, const kc_user *a, const kc_user *b,
+                                 const char *want)
+{
+    json_t *r = kc_call(c, "user-search-friend", a->id, a->session,
+                        json_pack("{ss}", "userId", a->id));
+    assert_true(kc_check_ok(r, a->id));
+    json_t *friends = json_object_get(r, "friend");
+    json_t *first = json_array_get(friends, 0);
+    const char *status = json_string_value(json_object_get(first, "userStatus"));
+    if (json_array_size(friends) != 1 || status == NULL || strcmp(status, want) != 0) {
+        char *text = json_dumps(friends, JSON_COMPACT);
+        fprintf(stderr, "%s's friends: %s (want %s with status %s)\n", a->id,
+                text ? text : "?", b->id, want);
+        free(text);
+    }
+    assert_int_equal(json_array_size(friends), 1);
+    assert_non_null(status);
+    assert_string_equal(status, want);
+    json_decref(r);
+}
+
+static void stop_server(kc_proc **srv)
+{
+    assert_true(kc_proc_stop_clean(*srv, 60));
+    kc_proc_free(*srv);
+    *srv = g_srv = NULL;
+    /* its consumer was a static member of the group, which keeps its
+     * place for the session timeout (6 s): past it, the next server is
+     * given every partition at once */
+    kc_sleep_ms(SESSION_GONE_MS);
+}
+
+static void test_restart_reads_only_what_is_new(void **state)
+{
+    (void)state;
+    kc_proc *broker = g_broker = kc_broker_start("reread-broker", PARTITIONS);
+    assert_non_null(broker);
+    char brokers[1024];
+    snprintf(brokers, sizeof(brokers), "%s", kc_proc_bootstrap(broker));
+    char *d1 = kc_tmppath("data-d1"), *d2 = kc_tmppath("data-d2");
+    kc_rm_rf(d1);
+    kc_rm_rf(d2);
+
+    /* ---- 1. D1 publishes many versions of B's profile ---- */
+    kc_proc *srv = g_srv = kc_serve_start("serve-d1", d1, brokers, PARTITIONS, changelog_on);
+    assert_non_null(srv);
+    kc_client *c = g_client = kc_client_new(brokers, KC_FROM_END);
+    assert_non_null(c);
+    kc_user a, b;
+    assert_true(kc_user_in_shard(c, &a, "ra", 0, PARTITIONS));
+    assert_true(kc_user_in_shard(c, &b, "rb", 1, PARTITIONS));
+    const char *fa[] = { b.id, NULL };
+    assert_true(kc_add_friends(c, &a, fa));
+    assert_true(kc_change_status_many(c, &b, STATUS_CHANGES, "before"));
+    stop_server(&srv);
+
+    /* ---- 2. another node writes while D1 is down ---- */
+    srv = g_srv = kc_serve_start_ex("serve-d2", d2, brokers, PARTITIONS, changelog_on, 120);
+    assert_non_null(srv);
+    json_t *away = json_pack("{ss ss}", "userId", b.id, "userStatus", "while-away");
+    json_t *r = kc_call(c, "user-status-change", b.id, b.session, away);
+    assert_true(kc_check_ok(r, b.id));
+    json_decref(r);
+    stop_server(&srv);
+
+    /* ---- 3. D1 again: only what is new is read ---- */
+    srv = g_srv = kc_serve_start_ex("serve-d1-again", d1, brokers, PARTITIONS, changelog_on,
+                                    120);
+    assert_non_null(srv);
+    long reread = records_read_at_start(srv);
+    fprintf(stderr, "the restart read %ld records before serving (at most %d wanted)\n",
+            reread, REREAD_MAX);
+    assert_true(reread >= 0);
+    assert_true(reread < REREAD_MAX);
+    expect_friend_status(c, &a, &b, "while-away");
+
+    assert_true(kc_proc_stop_clean(srv, 60));
+    free(d1);
+    free(d2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_restart_reads_only_what_is_new, test_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
