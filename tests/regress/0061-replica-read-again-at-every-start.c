@@ -1,6 +1,6 @@
 /*
  * kchat-test: kafka (also run on real Apache Kafka by `make check-kafka`)
- * Regression 0061: every start of `kchat serve` read kchat-directory and
+ * Regression 0061 (fixed by 9fd6ab8): every start of `kchat serve` read kchat-directory and
  * kchat-rooms from their beginning into a replica that already held them,
  * and since 0060's fix the node serves only once that read is done, so a
  * restart took longer the more users the deployment had (20,002 records
