@@ -166,7 +166,7 @@ static void test_trim(void **state)
     kchat_txn *t;
 
     for (int i = 0; i < 3; i++) {
-        char k[8];
+        char k[16];
         snprintf(k, sizeof(k), "u%d", i);
         t = begin(s, true);
         put(t, KCHAT_TBL_USERS, k, "x");
