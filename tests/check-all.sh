@@ -140,15 +140,17 @@ step asan+ubsan make -s -j2 SANITIZE=address,undefined check \
 step tsan make -s -j2 SANITIZE=thread check \
   SKIP_TESTS="fuzz_ test_crash_rooms test_presence integration/test_gw_presence test_rooms_v11 test_badinput test_msgpack test_restart test_restore integration/test_room_summaries test_changelog test_acks test_security test_startup test_storage 0001- 0002- 0008- 0009- 0010- 0011- 0012- 0013- 0014- 0021- 0023- 0025- 0029- 0035-"
 
-# Real Kafka, a fresh single-node broker per program (4-6 s each, ~45 s in
-# all), and a 3-broker cluster (10 s) for test_multinode (kafka-nodes=3,
-# about 2.5 minutes: several kchat serve through kill -9, SIGTERM and
-# rolling restarts), and a single-node cluster with ACLs for test_acl
-# (kafka-secure: its 12 kafka-acls runs make the start ~14 s, the program ~3 s):
-# one shared broker is not worth it, as kchat's topic names are fixed,
-# so each program's fresh data directory would serve every earlier program's
-# requests again, test_security makes topics of 1, 2 and 4 partitions, and
-# test_faults stops and restarts the broker.
+# Real Kafka: a fresh cluster per program, one broker (7-10 s to start
+# alone), three for test_multinode and test_paused (kafka-nodes=3, about 4
+# and 3 minutes: several kchat serve through kill -9, SIGSTOP, SIGTERM and
+# rolling restarts), ACLs for test_acl (kafka-secure: its kafka-acls runs
+# add ~20 s to the start). One shared broker is not worth it, as kchat's
+# topic names are fixed, so each program's fresh data directory would
+# serve every earlier program's requests again, test_security makes topics
+# of 1, 2 and 4 partitions, and test_faults stops and restarts the broker.
+# Two programs run at a time, each on its own cluster (tests/run.sh,
+# run_kafka_pool): 820 s against 1,313 s one at a time (2026-12-07), though
+# each broker start and program takes up to 2-3 times as long beside another.
 step kafka make -s -j2 check-kafka
 
 # Every libFuzzer harness for FUZZ_SECONDS each (10 here, to keep CI's time

@@ -104,33 +104,94 @@ run_pool() {
 # marked `kchat-test: kafka-secure` gets a cluster with ACLs (`start
 # --secure`: SASL only, the users' settings in $KCHAT_TEST_KAFKA_DIR/clients),
 # every other one a plaintext listener plus a SASL_SSL one (`--sasl-ssl`).
+
+# kafka_nodes SRC: how many brokers the program of SRC needs
+kafka_nodes() {
+  local n
+  n=$(grep -om1 'kchat-test: kafka-nodes=[0-9]*' "$1" | cut -d= -f2)
+  echo "${n:-1}"
+}
+
+# run_on_kafka BIN SRC: starts the program's cluster, runs it, removes the
+# cluster; prints all of it and returns the program's exit status (125:
+# no cluster). Runs in the background in a slot of run_kafka_pool, whose
+# KCHAT_KAFKA_PORTS keeps its ports apart from the other slot's.
 run_on_kafka() {
-  local t=$1 src=$2 dir boot nodes mode=--sasl-ssl
-  nodes=$(grep -om1 'kchat-test: kafka-nodes=[0-9]*' "$src" | cut -d= -f2)
-  nodes=${nodes:-1}
+  local t=$1 src=$2 dir boot nodes mode=--sasl-ssl rc
+  nodes=$(kafka_nodes "$src")
   grep -q 'kchat-test: kafka-secure' "$src" && mode=--secure
   dir=$(mktemp -d "$KCHAT_TEST_TMP/kafka.XXXXXX")
   echo "=== [kafka] starting $nodes broker(s) ($mode) for $(basename "$t")"
   # --sasl-ssl: also a SASL_SSL listener, for test_security's SASL/TLS test
   if ! boot=$(timeout 300 scripts/kafka start --nodes "$nodes" --partitions 4 "$mode" \
                 --dir "$dir"); then
-    echo "*** scripts/kafka start failed"
-    failed=$((failed + 1)); failed_names+=("$t (no Kafka broker)")
+    echo "*** scripts/kafka start failed for $(basename "$t") (no Kafka broker)"
     scripts/kafka stop --dir "$dir" --clean >/dev/null 2>&1
-    return
+    return 125
   fi
   KCHAT_TEST_BROKERS=$boot KCHAT_TEST_KAFKA_DIR=$dir KCHAT_CRASH_KILLS=${KCHAT_CRASH_KILLS:-5} \
-    run_one "$t" 900
-  timeout 120 scripts/kafka stop --dir "$dir" --clean || echo "*** scripts/kafka stop failed"
+    run_prog "$t" 900; rc=$?
+  timeout 120 scripts/kafka stop --dir "$dir" --clean 2>&1 || echo "*** scripts/kafka stop failed"
+  return "$rc"
 }
 
-if [ "${KAFKA:-0}" = 1 ]; then
-  for t in "$BUILD"/tests/integration/* "$BUILD"/tests/regress/*; do
-    [ -x "$t" ] && selected "$t" || continue
-    src="tests/${t#"$BUILD"/tests/}.c"
-    grep -q 'kchat-test: kafka' "$src" 2>/dev/null || continue
-    run_on_kafka "$t" "$src"
+# run_kafka_pool PROG...: runs the PROGs on real Kafka KCHAT_TEST_JOBS at a
+# time (default 2), each printed whole when it ends, in the order given but
+# never two multi-broker programs at once (3 JVMs each and several kchat
+# serve on 2 cores: test_multinode and test_paused are the two longest, and
+# their handover timings are what they check). Each slot picks its
+# brokers' ports from its own part of the range below the ephemeral ports.
+run_kafka_pool() {
+  local -a queue=("$@") free=() range=()
+  local -A logs=() bins=() slots=() multis=()
+  local multi_running=0 i pick t src pid rc log eph lo=20000 width s
+  read -r eph _ </proc/sys/net/ipv4/ip_local_port_range
+  width=$(((eph - lo) / JOBS))
+  for ((s = 0; s < JOBS; s++)); do
+    free+=("$s"); range[s]="$((lo + s * width))-$((lo + (s + 1) * width - 1))"
   done
+  while [ ${#queue[@]} -gt 0 ] || [ ${#logs[@]} -gt 0 ]; do
+    while [ ${#free[@]} -gt 0 ]; do   # start what may start now
+      pick=-1
+      for i in "${!queue[@]}"; do
+        [ "$multi_running" -eq 1 ] && is_multi "${queue[i]}" && continue
+        pick=$i; break
+      done
+      [ "$pick" -ge 0 ] || break
+      t=${queue[pick]}; queue=("${queue[@]:0:pick}" "${queue[@]:pick+1}")
+      s=${free[0]}; free=("${free[@]:1}")
+      log=$(mktemp)
+      KCHAT_KAFKA_PORTS=${range[s]} run_on_kafka "$t" "$(src_of "$t")" >"$log" 2>&1 &
+      pid=$!; logs[$pid]=$log; bins[$pid]=$t; slots[$pid]=$s; multis[$pid]=0
+      if is_multi "$t"; then multi_running=1; multis[$pid]=1; fi
+    done
+    wait -n -p pid; rc=$?
+    account "${logs[$pid]}" "$rc" "${bins[$pid]}"
+    free+=("${slots[$pid]}"); [ "${multis[$pid]}" -eq 1 ] && multi_running=0
+    unset "logs[$pid]" "bins[$pid]" "slots[$pid]" "multis[$pid]"
+  done
+}
+
+# src_of BIN: the source of a test program; is_multi BIN: true when it
+# needs several brokers
+src_of() { echo "tests/${1#"$BUILD"/tests/}.c"; }
+is_multi() { [ "$(kafka_nodes "$(src_of "$1")")" -gt 1 ]; }
+
+if [ "${KAFKA:-0}" = 1 ]; then
+  # the jars once, before clusters start side by side
+  if timeout 900 scripts/kafka fetch; then
+    multi=(); single=()
+    for t in "$BUILD"/tests/integration/* "$BUILD"/tests/regress/*; do
+      [ -x "$t" ] && selected "$t" || continue
+      grep -q 'kchat-test: kafka' "$(src_of "$t")" 2>/dev/null || continue
+      if is_multi "$t"; then multi+=("$t"); else single+=("$t"); fi
+    done
+    # the multi-broker programs first: they are the longest, and run one
+    # after the other while the other slot goes through the rest
+    run_kafka_pool "${multi[@]}" "${single[@]}"
+  else
+    failed=$((failed + 1)); failed_names+=("scripts/kafka fetch")
+  fi
 else
   # docs/configuration.md is generated from the option table: it must match.
   if selected config-doc; then
