@@ -654,13 +654,23 @@ bool kchat__test_alloc_fails(void);
 KCHAT_MUST_CHECK
 int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len);
 
+/* Offsets belong to one cluster. In write transaction @p t of a store with
+ * an offsets table: when the meta key @p key does not name the cluster
+ * kchat runs on (it names another, or none, or kchat runs on the embedded
+ * broker, a new cluster at every start), clear every offset and set @p key
+ * to it; *@p cleared says whether. Nothing is committed (the caller's).
+ * Errors: store errors (the transaction is then the caller's to abort).
+ * @locality any thread that holds @p t */
+KCHAT_MUST_CHECK
+int kchat__offsets_settle_cluster(const kchat_backend *be, kchat_txn *t, const char *key,
+                                  bool *cleared);
+
 /* Stored offsets belong to one cluster: every shard forgets them when the
  * cluster changed (or is the embedded broker, new at every start).
  * Errors: store errors (errstr names the shard).
  * @locality the thread in kchat_backend_start(), before the consumer runs */
 KCHAT_MUST_CHECK
-int kchat__datadir_check_cluster(kchat_backend *be, const char *cluster_id, char *errstr,
-                                 size_t len);
+int kchat__datadir_check_cluster(kchat_backend *be, char *errstr, size_t len);
 
 /* Close what kchat__datadir_open() opened and free the shards.
  * @locality the thread in kchat_backend_start() or kchat_backend_stop(),

@@ -216,7 +216,7 @@ static int shards_start(kchat_backend *be, char *errstr, size_t len)
 
     if ((rc = kchat__datadir_open(be, errstr, len)) != KCHAT_OK ||
         (rc = kchat__workers_new(be)) != KCHAT_OK ||
-        (rc = kchat__datadir_check_cluster(be, be->cluster_id, errstr, len)) != KCHAT_OK ||
+        (rc = kchat__datadir_check_cluster(be, errstr, len)) != KCHAT_OK ||
         (rc = kchat__room_summaries_upgrade(be, errstr, len)) != KCHAT_OK)
         return rc;
     return shards_replay(be, errstr, len);

@@ -320,7 +320,7 @@ int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, const ch
 }
 
 KCHAT_MUST_CHECK
-static int shard_check_cluster(kchat_backend *be, struct shard *sh, const char *cluster_id);
+static int shard_check_cluster(kchat_backend *be, struct shard *sh);
 
 int kchat__datadir_shard_settle(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
 {
@@ -343,7 +343,7 @@ int kchat__datadir_shard_settle(kchat_backend *be, struct shard *sh, char *errst
     kchat_txn_abort(t);
     if (rc != KCHAT_OK)
         goto err_say;
-    if ((rc = shard_check_cluster(be, sh, be->cluster_id)) != KCHAT_OK)
+    if ((rc = shard_check_cluster(be, sh)) != KCHAT_OK)
         goto err_say;
     return KCHAT_OK;
 err_say:
@@ -354,41 +354,51 @@ err_say:
 
 /* ---- the cluster ---- */
 
-/* Offsets belong to one cluster: forget them when the cluster changed (the
- * embedded broker is a new, empty cluster at every start).
- * @locality the thread in kchat_backend_start() */
-KCHAT_MUST_CHECK
-static int shard_check_cluster(kchat_backend *be, struct shard *sh, const char *cluster_id)
+int kchat__offsets_settle_cluster(const kchat_backend *be, kchat_txn *t, const char *key,
+                                  bool *cleared)
 {
-    char old[256];
+    char old[sizeof(be->cluster_id)];
+    int rc = kchat_store_meta_get(t, key, old, sizeof(old));
+
+    *cleared = false;
+    if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND && rc != KCHAT_ETOOBIG)
+        return rc;   /* too long for an id of ours: another cluster's */
+    if (be->embedded == NULL && rc == KCHAT_OK && strcmp(old, be->cluster_id) == 0)
+        return KCHAT_OK;
+    if ((rc = kchat_store_offsets_clear(t)) != KCHAT_OK ||
+        (rc = kchat_store_meta_set(t, key, be->cluster_id)) != KCHAT_OK)
+        return rc;
+    *cleared = true;
+    return KCHAT_OK;
+}
+
+/* A shard's offsets against the cluster (kchat__offsets_settle_cluster()).
+ * @locality the thread in kchat_backend_start(), or the one acquiring @p sh */
+KCHAT_MUST_CHECK
+static int shard_check_cluster(kchat_backend *be, struct shard *sh)
+{
     kchat_txn *t;
+    bool cleared;
     int rc;
 
     if ((rc = kchat_txn_begin(sh->store, true, &t)) != KCHAT_OK)
         return rc;
-    rc = kchat_store_meta_get(t, "cluster_id", old, sizeof(old));
-    if (be->embedded != NULL || rc != KCHAT_OK || strcmp(old, cluster_id) != 0) {
-        if ((rc = kchat_store_offsets_clear(t)) == KCHAT_OK)
-            rc = kchat_store_meta_set(t, "cluster_id", cluster_id);
-        if (rc != KCHAT_OK) {
-            kchat_txn_abort(t);
-            return rc;
-        }
-        return kchat_txn_commit(t);
+    if ((rc = kchat__offsets_settle_cluster(be, t, "cluster_id", &cleared)) != KCHAT_OK ||
+        !cleared) {
+        kchat_txn_abort(t);
+        return rc;
     }
-    kchat_txn_abort(t);
-    return KCHAT_OK;
+    return kchat_txn_commit(t);
 }
 
-int kchat__datadir_check_cluster(kchat_backend *be, const char *cluster_id, char *errstr,
-                                 size_t len)
+int kchat__datadir_check_cluster(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
     if (be->changelog)
         return KCHAT_OK;   /* each shard when acquired (kchat__datadir_shard_settle()) */
     for (int p = 0; p < be->partitions; p++)
-        if ((rc = shard_check_cluster(be, &be->shards[p], cluster_id)) != KCHAT_OK) {
+        if ((rc = shard_check_cluster(be, &be->shards[p])) != KCHAT_OK) {
             snprintf(errstr, len, "shard %d: %s", p, kchat_strerror(rc));
             return rc;
         }

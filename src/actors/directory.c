@@ -71,6 +71,14 @@ json_t *kchat__directory_get(kchat_backend *be, const char *user_id)
     return v;
 }
 
+/* The user id of profile @p entry, or NULL when it has no valid one. */
+static const char *profile_id(const json_t *entry)
+{
+    const char *id = json_string_value(json_object_get(entry, "userId"));
+
+    return id != NULL && kchat_valid_id(id, strlen(id)) ? id : NULL;
+}
+
 /* Store profile @p entry in the replica's write transaction @p t unless
  * the replica holds the same or a later version of it; @p *wrote is set
  * when it was stored. KCHAT_EINVAL: no valid userId; store errors.
@@ -78,12 +86,12 @@ json_t *kchat__directory_get(kchat_backend *be, const char *user_id)
 KCHAT_MUST_CHECK
 static int directory_apply_in(kchat_txn *t, const json_t *entry, bool *wrote)
 {
-    const char *id = json_string_value(json_object_get(entry, "userId"));
+    const char *id = profile_id(entry);
     json_int_t ver = json_integer_value(json_object_get(entry, "ver"));
     json_t *old;
     int rc;
 
-    if (id == NULL || !kchat_valid_id(id, strlen(id)))
+    if (id == NULL)
         return KCHAT_EINVAL;
     old = kchat__get_json(t, KCHAT_TBL_DIRECTORY, id, strlen(id));
     if (old && json_integer_value(json_object_get(old, "ver")) >= ver) {
@@ -125,11 +133,9 @@ int kchat__replica_apply(kchat_backend *be, kchat__replica_apply_fn one, json_t 
 int kchat__directory_apply(kchat_backend *be, const json_t *entry)
 {
     json_t *one = (json_t *)entry;
-    const char *id = json_string_value(json_object_get(entry, "userId"));
 
-    /* no profile: refused before the replica's writer lock is taken */
-    if (id == NULL || !kchat_valid_id(id, strlen(id)))
-        return KCHAT_EINVAL;
+    if (profile_id(entry) == NULL)
+        return KCHAT_EINVAL;   /* no profile: refused before the writer lock is taken */
     return kchat__replica_apply(be, directory_apply_in, &one, 1);
 }
 
@@ -243,23 +249,18 @@ static int users_take(kchat_backend *be, json_t **users, size_t n)
 KCHAT_MUST_CHECK
 static int positions_load(kchat_backend *be, struct dir_reader *r)
 {
-    char old[sizeof(be->cluster_id)];
     kchat_txn *t;
+    bool cleared;
     int rc;
 
     for (size_t i = 0; i < r->parts; i++)
         r->next[i] = r->saved[i] = RD_KAFKA_OFFSET_BEGINNING;
     if ((rc = kchat_txn_begin(be->directory, true, &t)) != KCHAT_OK)
         return rc;
-    rc = kchat_store_meta_get(t, META_CLUSTER, old, sizeof(old));
-    if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND)
+    if ((rc = kchat__offsets_settle_cluster(be, t, META_CLUSTER, &cleared)) != KCHAT_OK)
         goto out_abort;
-    if (be->embedded != NULL || rc == KCHAT_ENOTFOUND || strcmp(old, be->cluster_id) != 0) {
-        if ((rc = kchat_store_offsets_clear(t)) != KCHAT_OK ||
-            (rc = kchat_store_meta_set(t, META_CLUSTER, be->cluster_id)) != KCHAT_OK)
-            goto out_abort;
+    if (cleared)
         return kchat_txn_commit(t);
-    }
     for (size_t i = 0; i < r->parts; i++) {
         int32_t p;
         const char *topic = part_topic(be, i, &p);
