@@ -9,7 +9,6 @@
  * One store in a fresh directory under $KCHAT_TEST_TMP (or /tmp), holding
  * two offsets; a backend of nothing but its cluster id and embedded flag.
  */
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +19,7 @@
 #include <cmocka.h>
 
 #include "actors/actors.h"
+#include "support/kclient.h"
 
 #define KEY "cluster_id"
 
@@ -28,12 +28,6 @@ typedef struct fx {
     kchat_backend *be;
     kchat_store *store;
 } fx;
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st; (void)flag; (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -65,13 +59,12 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fx *f = *state;
-    int rc;
 
     kchat_store_close(f->store);
     free(f->be);
-    rc = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    kc_rm_rf(f->dir);
     free(f);
-    return rc;
+    return 0;
 }
 
 /* Settle @p key in a transaction of its own, committed; returns `cleared`. */
