@@ -144,7 +144,7 @@ run_on_kafka() {
 run_kafka_pool() {
   local -a queue=("$@") free=() range=()
   local -A logs=() bins=() slots=() multis=()
-  local multi_running=0 i pick t src pid rc log eph lo=20000 width s
+  local multi_running=0 i pick t pid rc log eph lo=20000 width s
   read -r eph _ </proc/sys/net/ipv4/ip_local_port_range
   width=$(((eph - lo) / JOBS))
   for ((s = 0; s < JOBS; s++)); do
