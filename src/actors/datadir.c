@@ -361,8 +361,10 @@ int kchat__offsets_settle_cluster(const kchat_backend *be, kchat_txn *t, const c
     int rc = kchat_store_meta_get(t, key, old, sizeof(old));
 
     *cleared = false;
+    /* ENOTFOUND: no cluster named; ETOOBIG: too long for an id of ours,
+     * so another cluster's. Both clear below. */
     if (rc != KCHAT_OK && rc != KCHAT_ENOTFOUND && rc != KCHAT_ETOOBIG)
-        return rc;   /* too long for an id of ours: another cluster's */
+        return rc;
     if (be->embedded == NULL && rc == KCHAT_OK && strcmp(old, be->cluster_id) == 0)
         return KCHAT_OK;
     if ((rc = kchat_store_offsets_clear(t)) != KCHAT_OK ||
