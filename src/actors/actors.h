@@ -614,13 +614,17 @@ void kchat__outbox_unprune(struct shard *sh, struct seqlist *taken);
 /* Produce again what Kafka refused since the last call, or the whole
  * outbox when one could not be listed (after the poller has replaced a
  * failed producer); a refused command's stream is marked to be produced
- * again at its next check.
+ * again at its next check. A room summary or profile whose state the
+ * shard holds at a later version is not produced again but deleted as
+ * delivered: the later one is published after it, and the compacted topic
+ * must end with it.
  * @locality worker that owns @p sh
  * @locks takes sh->lock */
 void kchat__outbox_resend(kchat_backend *be, struct shard *sh);
 
 /* Produce outbox record @p seq of @p sh again, read in @p t; nothing when
- * it is gone. Errors: store errors.
+ * it is gone, and only its deletion when it is a superseded room summary
+ * or profile (as kchat__outbox_resend()). Errors: store errors.
  * @locality worker that owns @p sh */
 KCHAT_MUST_CHECK
 int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *t,
@@ -628,7 +632,8 @@ int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *
 
 /* Start-up: produce again everything the last run committed but may not
  * have sent; list its unapplied commands as pending and delete the applied
- * ones. Errors: store errors, KCHAT_ENOMEM.
+ * ones and the room summaries and profiles a later version superseded (as
+ * kchat__outbox_resend()). Errors: store errors, KCHAT_ENOMEM.
  * @locality the thread in kchat_backend_start(), before the consumer runs */
 KCHAT_MUST_CHECK
 int kchat__outbox_replay(kchat_backend *be, struct shard *sh);

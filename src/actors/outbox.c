@@ -133,11 +133,60 @@ void kchat__outbox_unprune(struct shard *sh, struct seqlist *taken)
     *taken = (struct seqlist){0};
 }
 
+/* Whether @p r publishes a state (a room summary to kchat-rooms, a profile
+ * to kchat-directory) that the shard's store, read in @p t, holds at a
+ * later version. Every change of a room or a profile bumps its `ver` and
+ * publishes it in the same transaction, so the later version's record was
+ * appended after @p r: it is still in the outbox or Kafka has it. Produced
+ * again now, @p r would land after it, and compaction keeps a key's last
+ * record: a replica filled from the topic later would hold the older state
+ * until the next change (regression test 0062). A record without `ver`
+ * (an older kchat's) is superseded only by a stored state with one, or,
+ * for a room, by a later lastSeq (kchat__room_newer()).
+ * @locality the thread reading @p t: the worker that owns its shard, or the
+ *           one replaying the outbox when the shard is started or acquired */
+static bool state_superseded(kchat_txn *t, const kchat_outbox_rec *r)
+{
+    bool rooms = !strcmp(r->topic, KCHAT_TOPIC_ROOMS);
+    json_t *rec, *stored;
+    bool later;
+
+    if (r->kind != OUT_REPLY || r->key == NULL || r->key_len == 0 ||
+        (!rooms && strcmp(r->topic, KCHAT_TOPIC_DIRECTORY) != 0))
+        return false;
+    stored = kchat__get_json(t, rooms ? KCHAT_TBL_ROOMS : KCHAT_TBL_USERS, r->key, r->key_len);
+    if (stored == NULL)   /* absent, unreadable or no memory: produced as it is */
+        return false;
+    rec = json_loadb(r->value ? r->value : "", r->value_len, 0, NULL);
+    if (rec == NULL)
+        later = false;
+    else if (rooms)
+        later = kchat__room_newer(stored, rec);
+    else
+        later = json_integer_value(json_object_get(stored, "ver")) >
+                json_integer_value(json_object_get(rec, "ver"));
+    json_decref(rec);
+    json_decref(stored);
+    return later;
+}
+
 struct resend_arg {
     kchat_backend *be;
     struct shard *sh;
+    kchat_txn *t;
     uint64_t want;
 };
+
+/* Produce @p r (outbox record @p seq) again, or, when a later version of
+ * its state has superseded it, only have it deleted as if Kafka had it.
+ * @locality worker that owns ra->sh */
+static void resend_rec(struct resend_arg *ra, uint64_t seq, const kchat_outbox_rec *r)
+{
+    if (state_superseded(ra->t, r))
+        kchat__outbox_delivered(ra->sh, seq);
+    else
+        kchat__produce(ra->be, ra->sh->id, seq, r);
+}
 
 /* @locality worker that owns ra->sh */
 static int resend_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
@@ -145,7 +194,7 @@ static int resend_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
     struct resend_arg *ra = arg;
 
     if (seq == ra->want)
-        kchat__produce(ra->be, ra->sh->id, seq, r);
+        resend_rec(ra, seq, r);
     return 1;
 }
 
@@ -157,13 +206,13 @@ static int resend_every(void *arg, uint64_t seq, const kchat_outbox_rec *r)
     struct resend_arg *ra = arg;
 
     if (r->kind != OUT_COMMAND || !kchat__streams_refused(ra->sh, seq))
-        kchat__produce(ra->be, ra->sh->id, seq, r);
+        resend_rec(ra, seq, r);
     return 0;
 }
 
 int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *t, uint64_t seq)
 {
-    struct resend_arg ra = {be, sh, seq};
+    struct resend_arg ra = {be, sh, t, seq};
 
     return kchat_store_outbox_scan(t, seq, resend_one, &ra);
 }
@@ -174,7 +223,7 @@ int kchat__outbox_produce_again(kchat_backend *be, struct shard *sh, kchat_txn *
 KCHAT_MUST_CHECK
 static int resend_all(kchat_backend *be, struct shard *sh, kchat_txn *t)
 {
-    struct resend_arg ra = {be, sh, 0};
+    struct resend_arg ra = {be, sh, t, 0};
 
     fprintf(stderr, "kchat: shard %u: producing the whole outbox again\n", sh->id);
     return kchat_store_outbox_scan(t, 0, resend_every, &ra);
@@ -234,7 +283,8 @@ struct replay_arg {
     kchat_backend *be;
     struct shard *sh;
     kchat_txn *t;              /* the shard's read transaction */
-    struct seqlist applied;    /* commands their targets already applied */
+    struct seqlist applied;    /* to delete, not produced: commands their targets
+                                  already applied, states a later version superseded */
     size_t produced;
 };
 
@@ -260,6 +310,8 @@ static int replay_one(void *arg, uint64_t seq, const kchat_outbox_rec *r)
         if ((rc = kchat__streams_pending_add(ra->be, ra->sh, seq, target, cseq)) != KCHAT_OK)
             return rc;
     }
+    if (state_superseded(ra->t, r))
+        return seqlist_push(&ra->applied, seq);
     /* The replica takes this shard's directory records and room summaries
      * before the answers that depend on them leave, as after a commit. */
     kchat__directory_write_through(ra->be, r->topic, r->value, r->value_len);
