@@ -1,6 +1,5 @@
 /*
- * Regression 0062 (fixed by the commit "a superseded room summary or
- * profile is not produced again"): a room summary Kafka refused for good
+ * Regression 0062 (fixed by 4058f1b): a room summary Kafka refused for good
  * was produced again after the room's later summaries had been delivered,
  * so it landed last in kchat-rooms, the compacted topic kept it, and a
  * replica filled from the topic afterwards (a new node, a lost data
