@@ -157,6 +157,11 @@ typedef struct kchat_store_opts {
     /** Skip fsync at commit (`MDB_NOSYNC`): a crash may lose or corrupt
      *  recent commits. For tests only. */
     bool no_sync;
+    /** One fsync per commit instead of two (`MDB_NOMETASYNC`): a machine
+     *  crash may undo the last commit, never more, and never corrupts the
+     *  store. For a store whose every commit Kafka also holds before
+     *  anyone is told of it (a shard with a changelog on Kafka). */
+    bool meta_no_sync;
     /** Keep a changelog (@ref store_changelog): every committed write
      *  transaction also records the final value of each key it touched. */
     bool changelog;

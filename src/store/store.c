@@ -244,7 +244,8 @@ KCHAT_MUST_CHECK
 static int open_env(kchat_store *s, const kchat_store_opts *opts)
 {
     size_t map_size = opts && opts->map_size ? opts->map_size : KCHAT_STORE_MAP_DEFAULT;
-    unsigned flags = MDB_NOTLS | (opts && opts->no_sync ? MDB_NOSYNC : 0);
+    unsigned flags = MDB_NOTLS | (opts && opts->no_sync ? MDB_NOSYNC : 0) |
+                     (opts && opts->meta_no_sync ? MDB_NOMETASYNC : 0);
     MDB_txn *txn;
     MDB_envinfo info;
     int rc, dead;
