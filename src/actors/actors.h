@@ -569,10 +569,13 @@ void kchat__out_rec_flush(kchat_backend *be, struct out_rec *r);
 
 /* ---- outbox.c: the outbox after the commit ---- */
 
-/* Kafka confirmed outbox record @p seq of @p sh: delete it at the worker's
- * next transaction. When it cannot be listed (no memory) it stays in the
- * outbox, produced again at the next start (receivers drop the repeat).
- * @locality the thread serving the producer's delivery reports
+/* Kafka confirmed outbox record @p seq of @p sh, or a later record made
+ * it superfluous (a superseded room summary or profile, outbox.c): delete
+ * it at the worker's next transaction. When it cannot be listed (no
+ * memory) it stays in the outbox, produced again at the next start
+ * (receivers drop the repeat).
+ * @locality the thread serving the producer's delivery reports, or the
+ *           worker that owns @p sh
  * @locks takes sh->lock */
 void kchat__outbox_delivered(struct shard *sh, uint64_t seq);
 
