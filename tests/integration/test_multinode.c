@@ -193,18 +193,24 @@ static void test_two_nodes_every_operation(void **state)
     nd_case("ops");
     struct nd_world *w = nd_world_begin("ops", 2);
     nd_users_add(w);
+    nd_phase("users");
     accounts_errors_and_logout(w);
+    nd_phase("account errors");
     nd_statuses_set(w);
     nd_friends_add(w);
+    nd_phase("statuses and friends");
     nd_rooms_add(w);
     nd_rooms_wait_visible(w);
+    nd_phase("rooms");
     kc_user_init(&outsider, "out");
     assert_true(kc_user_register(w->c, &outsider));
     assert_true(kc_user_login(w->c, &outsider));
     friend_and_room_errors(w, &outsider);
     chat_errors(w, &outsider);
+    nd_phase("errors");
     chat_rounds(w);
     history_page(w);
+    nd_phase("chat rounds");
     nd_check_world(w, "two nodes, every operation");
 }
 

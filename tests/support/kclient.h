@@ -198,7 +198,8 @@ const char *kc_test_brokers(void);
 /**
  * @brief Start `kchat serve --data DATA --partitions N --bootstrap-file F
  *        --pwhash-ops 1 --pwhash-mem 8192 [--brokers B]` (F is
- *        `kc_tmpdir()/<name>.bootstrap`) and wait up to 30 s for F.
+ *        `kc_tmpdir()/<name>.bootstrap`) and wait up to 30 s for F
+ *        (KC_KAFKA_START_S on the suite's real Kafka).
  * @param[in] brokers the bootstrap list; NULL for the suite's broker
  *            (kc_test_brokers() when set, else an embedded one);
  *            KC_EMBEDDED for an embedded broker in every case.
@@ -207,9 +208,17 @@ const char *kc_test_brokers(void);
 kc_proc *kc_serve_start(const char *name, const char *data_dir, const char *brokers,
                         int partitions, const char *const *extra);
 
+/** The least kc_serve_start_ex() waits for a `kchat serve` on the suite's
+ *  real Kafka (kc_test_brokers()): a fresh cluster's first start makes its
+ *  internal topics first. */
+#define KC_KAFKA_START_S 120
+
 /**
  * @brief kc_serve_start() waiting up to @p timeout_s for the bootstrap file, for
- *        a restart that may first have to wait for its consumer group.
+ *        a restart that may first have to wait for its consumer group; at
+ *        least KC_KAFKA_START_S when kc_test_brokers() is set and @p brokers
+ *        is not KC_EMBEDDED (a mock cluster's address waits as long: a bound,
+ *        not a check).
  */
 kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *brokers,
                            int partitions, const char *const *extra, int timeout_s);

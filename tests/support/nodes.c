@@ -644,6 +644,12 @@ const char *nd_case_name(void)
     return g_case;
 }
 
+void nd_phase(const char *what)
+{
+    fprintf(stderr, "%s: %s done at %.1f s\n", g_case, what,
+            (double)(kc_now_ms() - g_case_t0) / 1000.0);
+}
+
 int nd_teardown(void **state)
 {
     (void)state;

@@ -116,6 +116,10 @@ void nd_case(const char *name);
 /** @brief The name given to nd_case() ("" before). */
 const char *nd_case_name(void);
 
+/** @brief Print "CASE: WHAT done at S s" (seconds since the case's setup), so
+ *  that a slow case's log shows where its time went. Main thread. */
+void nd_phase(const char *what);
+
 /* ------------------------------------------------------------------------ */
 /** @name Nodes: index 0, 1, 2 are nodes a, b, c                             */
 /* ------------------------------------------------------------------------ */
