@@ -91,7 +91,16 @@ clang_step() {
 # ASan+UBSan and under TSan on the same mock cluster, not here.
 # test_crash_rooms: 2 phases here (each ends in a kill; 4 on Kafka with two
 # nodes; `make soak`: 40).
-step plain env KCHAT_CRASH_KILLS="${KCHAT_CRASH_KILLS:-6}" \
+# The plain and ASan+UBSan steps run three programs at a time
+# (KCHAT_TEST_JOBS=3, tests/run.sh), the programs mostly waiting on timers:
+# on 2026-12-07 the plain step's programs took 445 s so (its binaries
+# already built), where CI's whole plain step had taken 714 s an hour
+# before with two (its build about 65 s of it), and ASan+UBSan's took 400 s,
+# its build included, against 637; all passed, and `vmstat 10` showed the
+# two cores still idle 50-85 % of most intervals. TSan and Kafka keep two:
+# TSan's programs use several times the CPU (not tried with three), and
+# the Kafka step kept both cores busy.
+step plain env KCHAT_TEST_JOBS="${KCHAT_TEST_JOBS:-3}" KCHAT_CRASH_KILLS="${KCHAT_CRASH_KILLS:-6}" \
   KCHAT_CRASH_ROOMS_PHASES="${KCHAT_CRASH_ROOMS_PHASES:-2}" \
   make -s -j2 check SKIP_TESTS="test_restart test_security test_changelog test_restore test_acks test_handover"
 
@@ -115,7 +124,7 @@ step clang clang_step
 # and test_gw_presence and end to end in test_gw_v11) and
 # test_rooms_v11_scale (the same operations as test_rooms_v11, which runs
 # here, at 260 users).
-step asan+ubsan make -s -j2 SANITIZE=address,undefined check \
+step asan+ubsan env KCHAT_TEST_JOBS="${KCHAT_TEST_JOBS:-3}" make -s -j2 SANITIZE=address,undefined check \
   SKIP_TESTS="test_crash test_faults test_overload integration/test_room_summaries test_presence integration/test_gw_presence test_rooms_v11_scale 0010- 0012- 0014- 0019- 0022- 0024- 0035-"
 
 # TSan (v1.1: the room operations and presence run on the shard's worker,
@@ -165,7 +174,9 @@ step tsan make -s -j2 SANITIZE=thread check \
 # each broker start and program takes up to 2-3 times as long beside another.
 # Then 1,150-1,205 s on slow sittings, where the brokers' JIT compiling kept
 # both cores busy: run.sh now starts them with C1 only (test_multinode alone
-# 281 s against 342).
+# 281 s against 342; the whole step 1,014 s at bfb7b13, where most programs
+# took less than at d2907e4 and test_multinode, beside the other slot,
+# more: 447 s against 347).
 step kafka make -s -j2 check-kafka
 
 # Every libFuzzer harness for FUZZ_SECONDS each (10 here, to keep CI's time

@@ -71,21 +71,23 @@ run_one() {
   account "$log" "$rc" "$1"
 }
 
-# run_pool LIMIT PROG...: runs the PROGs KCHAT_TEST_JOBS at a time (default
-# 2), each printed whole when it ends. The integration and regression
-# programs spend most of their time waiting (session timeouts, presence's
-# seconds, kills and restarts), each with its own broker, ports and
-# directory, so two at once take about the time of one (every program
-# passes so, the timing-bound gateway regressions included).
+# run_pool PROG...: runs the PROGs KCHAT_TEST_JOBS at a time (default 2),
+# each printed whole when it ends, a unit test with a limit of 120 s, any
+# other of 900 s. The integration and regression programs spend most of
+# their time waiting (session timeouts, presence's seconds, kills and
+# restarts), each with its own broker, ports and directory, so two at once
+# take about the time of one (every program passes so, the timing-bound
+# gateway regressions included); the unit tests, short, come last and fill
+# the slot the longest program leaves.
 run_pool() {
-  local limit=$1 t pid rc log
+  local t pid rc log limit
   local -A logs=() bins=()
-  shift
   for t in "$@"; do
     while [ ${#logs[@]} -ge "$JOBS" ]; do
       wait -n -p pid; rc=$?
       account "${logs[$pid]}" "$rc" "${bins[$pid]}"; unset "logs[$pid]" "bins[$pid]"
     done
+    limit=900; [[ $t == */tests/unit/* ]] && limit=120
     log=$(mktemp)
     run_prog "$t" "$limit" >"$log" 2>&1 &
     logs[$!]=$log; bins[$!]=$t
@@ -209,10 +211,6 @@ else
     else failed=$((failed + 1)); failed_names+=("docs/configuration.md is stale: run make docs"); fi
   fi
 
-  for t in "$BUILD"/tests/unit/*; do
-    [ -x "$t" ] && selected "$t" || continue
-    run_one "$t" 120
-  done
   # Each fuzz harness replays its corpus and its regression inputs (crashes
   # found before: tests/fuzz/regress/NAME-NNN); a binary whose source is
   # gone is stale and skipped.
@@ -248,7 +246,11 @@ else
     grep -q 'kchat-test: kafka-only' "tests/regress/$(basename "$t").c" && continue
     pool+=("$t")
   done
-  run_pool 900 "${pool[@]}"
+  for t in "$BUILD"/tests/unit/*; do
+    [ -x "$t" ] && selected "$t" || continue
+    pool+=("$t")
+  done
+  run_pool "${pool[@]}"
 
   # The chat page in a real browser (Chromium + playwright-core, installed by
   # the script itself). Not in sanitizer builds: it tests the page, not the C.
