@@ -20,13 +20,23 @@
 #include "kchat/error.h"
 #include "kchat/kafka.h"
 
-/* The data directory remembers its shard count; refuse to mix.
+/* The data directory remembers its shard count; refuse to mix. It opens
+ * the directory replica, which on a real Kafka commits with one fsync, not
+ * two (`meta_no_sync`): it is a copy of kchat-directory and kchat-rooms,
+ * which Kafka keeps, and its read positions are stored in the same
+ * environment after the records they pass were applied. LMDB then keeps
+ * its commits up to the one before the last, so a machine crash leaves
+ * positions no further than what the replica holds, and it reads the rest
+ * again (a room summary or profile a worker wrote through is in Kafka once
+ * its transaction or produce succeeded, or produced again from its shard's
+ * outbox). On the embedded broker the replica is the only copy: both
+ * fsyncs stay.
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 static int data_dir_check(kchat_backend *be, char *errstr, size_t len)
 {
     char path[4096], buf[32];
-    kchat_store_opts o = {.map_size = 64u << 20};
+    kchat_store_opts o = {.map_size = 64u << 20, .meta_no_sync = !be->mock_broker};
     kchat_txn *t;
     int rc;
 
