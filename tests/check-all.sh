@@ -27,7 +27,12 @@
 # clang 57, ASan+UBSan 523, TSan 508, Kafka 1,313, fuzz 99); the Kafka step
 # then ran two programs at a time too (each on its own cluster: topic
 # names are fixed), and a fresh clone took 45 min (plain 616, clang 58,
-# ASan+UBSan 469, TSan 495, Kafka 763, fuzz 93).
+# ASan+UBSan 469, TSan 495, Kafka 763, fuzz 93). On slow sittings it took
+# 52-55 min again (c1ee478: plain 711, clang 82, ASan+UBSan 578, TSan 543,
+# Kafka 1,150); with three programs at a time in the plain and ASan+UBSan
+# steps, TSan's regressions trimmed and the brokers on C1 (below), 27cc9c1
+# took 43.7 min in a sitting as slow: plain 562 s, clang 72, ASan+UBSan
+# 430, TSan 378, Kafka 998, fuzz 102.
 set -u
 cd "$(dirname "$0")/.."
 total_p=0; total_f=0; bad=(); durations=()
