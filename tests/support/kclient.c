@@ -710,11 +710,11 @@ kc_proc *kc_serve_start_ex(const char *name, const char *data_dir, const char *b
         args[n++] = extra[i];
     args[n] = NULL;
     /* On the suite's real Kafka the first start of a cluster also makes its
-     * internal topics (50 partitions of __transaction_state, found by the
-     * shards' transactional producers only once their coordinator has
-     * loaded): 25 s on an idle machine, over 30 s beside another cluster on
-     * a slow one (regression 0065). A bound on a wait, never a timing
-     * check: a start that succeeds returns as soon as it has. */
+     * internal topics (__transaction_state, which the shards' transactional
+     * producers use only once their coordinator has loaded): 18-25 s on an
+     * idle machine, over 30 s beside another cluster on a slow one
+     * (regression 0065). A bound on a wait, never a timing check: a start
+     * that succeeds returns as soon as it has. */
     if (kc_test_brokers() != NULL && brokers != NULL && brokers[0] != '\0' &&
         timeout_s < KC_KAFKA_START_S)
         timeout_s = KC_KAFKA_START_S;
