@@ -186,8 +186,10 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ) $(FLAG
 # (the changelog must give back every shard's tables; a killed node's copy
 # keeps changes Kafka never had) and make kchat's topics on a mock cluster
 # of their own; test_gw_presence checks kchat-presence's MACs with
-# kchat_auth_verify().
+# kchat_auth_verify(); test_replica_positions moves the directory
+# replica's stored read positions.
 INT_WHITEBOX := $(BUILD)/tests/integration/test_changelog \
+                $(BUILD)/tests/integration/test_replica_positions \
                 $(BUILD)/tests/integration/test_coalesce \
                 $(BUILD)/tests/integration/test_handover \
                 $(BUILD)/tests/integration/test_gw_presence

@@ -33,6 +33,7 @@
 
 #include "support/kassert.h"
 #include "support/kclient.h"
+#include "support/replica.h"
 
 #define PARTITIONS      4
 /* Records of B's profile in kchat-directory. Few enough that the embedded
@@ -48,7 +49,6 @@
 #define REREAD_MAX      (STATUS_CHANGES / 2)
 
 static const char *const changelog_on[] = {"--changelog", "on", NULL};
-static const char caught_up[] = "read kchat-directory and kchat-rooms to their end: ";
 static const char mock_dropped[] = "the embedded broker has dropped the first";
 
 /* what the test started, so that a failed assertion still cleans up */
@@ -65,46 +65,6 @@ static int test_teardown(void **state)
     kc_proc_free(g_broker);
     g_broker = NULL;
     return 0;
-}
-
-/* How many records the server's log says its replica read before it
- * served (the last such line), or -1 when it says none. */
-static long records_read_at_start(const kc_proc *p)
-{
-    size_t len;
-    char *log = kc_read_file(kc_proc_log(p), &len);
-    const char *at = log, *last = NULL;
-    long n = -1;
-
-    assert_non_null(log);
-    while ((at = strstr(at, caught_up)) != NULL)
-        last = at++;
-    if (last != NULL)
-        n = strtol(last + sizeof(caught_up) - 1, NULL, 10);
-    free(log);
-    return n;
-}
-
-/* A's friends must be B alone, with status @p want. */
-static void expect_friend_status(kc_client *c, const kc_user *a, const kc_user *b,
-                                 const char *want)
-{
-    json_t *r = kc_call(c, "user-search-friend", a->id, a->session,
-                        json_pack("{ss}", "userId", a->id));
-    assert_true(kc_check_ok(r, a->id));
-    json_t *friends = json_object_get(r, "friend");
-    json_t *first = json_array_get(friends, 0);
-    const char *status = json_string_value(json_object_get(first, "userStatus"));
-    if (json_array_size(friends) != 1 || status == NULL || strcmp(status, want) != 0) {
-        char *text = json_dumps(friends, JSON_COMPACT);
-        fprintf(stderr, "%s's friends: %s (want %s with status %s)\n", a->id,
-                text ? text : "?", b->id, want);
-        free(text);
-    }
-    assert_int_equal(json_array_size(friends), 1);
-    assert_non_null(status);
-    assert_string_equal(status, want);
-    json_decref(r);
 }
 
 /* The server's restores had the whole changelog (the embedded broker
@@ -168,12 +128,12 @@ static void test_restart_reads_only_what_is_new(void **state)
     srv = g_srv = kc_serve_start_ex("serve-d1-again", d1, brokers, PARTITIONS, changelog_on,
                                     120);
     assert_non_null(srv);
-    long reread = records_read_at_start(srv);
+    long reread = kc_replica_read_at_start(srv);
     fprintf(stderr, "the restart read %ld records before serving (at most %d wanted)\n",
             reread, REREAD_MAX);
     assert_true(reread >= 0);
     assert_true(reread < REREAD_MAX);
-    expect_friend_status(c, &a, &b, "while-away");
+    kc_expect_friend_status(c, &a, &b, "while-away");
     expect_whole_changelog(srv);
 
     assert_true(kc_proc_stop_clean(srv, 60));
