@@ -142,8 +142,9 @@ step asan+ubsan env KCHAT_TEST_JOBS="${KCHAT_TEST_JOBS:-3}" make -s -j2 SANITIZE
 # operation (test_ops), the gateway's threads (test_http), pause/resume under
 # overload. Not here: the fuzz replays (one thread), test_badinput and
 # test_msgpack (codecs: ASan's; their threads are test_ops's), test_restart,
-# test_restore and the integration test_room_summaries (restarts and
-# recovery: ASan's; their threads are test_restart's), test_changelog and
+# test_restore, the integration test_room_summaries and
+# test_replica_positions (restarts and recovery: ASan's; their threads are
+# test_restart's), test_changelog and
 # test_acks (ASan's: the changelog's gate and the acknowledgements run on
 # the threads of test_faults, 0022 and 0024 here, whose server keeps a
 # changelog on the mock cluster and sends commands across shards),
@@ -164,7 +165,7 @@ step asan+ubsan env KCHAT_TEST_JOBS="${KCHAT_TEST_JOBS:-3}" make -s -j2 SANITIZE
 # workers run their upkeep).
 step tsan make -s -j2 SANITIZE=thread check \
   TESTS="tests/unit/ tests/integration/ 0019- 0022- 0024- 0040- 0043- 0051- 0053- 0054-" \
-  SKIP_TESTS="test_crash_rooms test_presence integration/test_gw_presence test_rooms_v11 test_badinput test_msgpack test_restart test_restore integration/test_room_summaries test_changelog test_acks test_security test_startup test_storage"
+  SKIP_TESTS="test_crash_rooms test_presence integration/test_gw_presence test_rooms_v11 test_badinput test_msgpack test_restart test_restore integration/test_room_summaries test_replica_positions test_changelog test_acks test_security test_startup test_storage"
 
 # Real Kafka: a fresh cluster per program, one broker (7-10 s to start
 # alone), three for test_multinode and test_paused (kafka-nodes=3, about 4
