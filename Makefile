@@ -143,10 +143,11 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 INT_SRC  := $(wildcard tests/integration/*.c)
 INT_BIN  := $(INT_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
 # Test support: the black-box integration programs link no libkchat.a, so
-# what needs it (compacted.c: shard stores as text) is linked by the
+# what needs it (compacted.c: shard stores as text; offsets.c: stored
+# offsets) is linked by the
 # programs that do: the white-box integration programs (INT_WHITEBOX) and
 # the numbered regressions (tests/regress/regress.mk).
-SUP_LIB_SRC := tests/support/compacted.c
+SUP_LIB_SRC := tests/support/compacted.c tests/support/offsets.c
 SUP_SRC  := $(filter-out $(SUP_LIB_SRC),$(wildcard tests/support/*.c))
 SUP_OBJ  := $(SUP_SRC:%.c=$(BUILD)/%.o)
 SUP_LIB_OBJ := $(SUP_LIB_SRC:%.c=$(BUILD)/%.o)

@@ -582,7 +582,14 @@ int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len
         topics[i] = kchat_op_request_topic((kchat_op)i);
     topics[KCHAT_OP__COUNT] = KCHAT_TOPIC_INTERNAL;
     topics[KCHAT_OP__COUNT + 1] = KCHAT_TOPIC_PRESENCE;
+    /* A shard's stored offset that its partition no longer has (records the
+     * broker dropped while the node was down, or a topic made anew and
+     * shorter) is read from the partition's first record: librdkafka's
+     * default, its end, skipped every request still there (regression
+     * 0067). What lies before that first record is gone either way; what
+     * follows it was never applied here. */
     if (rd_kafka_conf_set(conf, "group.id", kchat_config_group(be->cfg), errstr, len) ||
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, len) ||
         rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errstr, len) ||
         rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", errstr, len)) {
         rd_kafka_conf_destroy(conf);

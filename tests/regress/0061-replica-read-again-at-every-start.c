@@ -52,18 +52,12 @@ static const char *const changelog_on[] = {"--changelog", "on", NULL};
 static const char mock_dropped[] = "the embedded broker has dropped the first";
 
 /* what the test started, so that a failed assertion still cleans up */
-static kc_client *g_client;
-static kc_proc *g_srv, *g_broker;
+static kc_friends g_f;
 
 static int test_teardown(void **state)
 {
     (void)state;
-    kc_client_free(g_client);
-    g_client = NULL;
-    kc_proc_free(g_srv);
-    g_srv = NULL;
-    kc_proc_free(g_broker);
-    g_broker = NULL;
+    kc_friends_down(&g_f);
     return 0;
 }
 
@@ -79,64 +73,46 @@ static void expect_whole_changelog(const kc_proc *p)
     assert_int_equal(n, 0);
 }
 
-static void stop_server(kc_proc **srv)
-{
-    assert_true(kc_proc_stop_clean(*srv, 60));
-    kc_proc_free(*srv);
-    *srv = g_srv = NULL;
-    /* its consumer was a static member of the group, which keeps its
-     * place for the session timeout (6 s): past it, the next server is
-     * given every partition at once */
-    kc_sleep_ms(SESSION_GONE_MS);
-}
-
 static void test_restart_reads_only_what_is_new(void **state)
 {
     (void)state;
-    kc_proc *broker = g_broker = kc_broker_start("reread-broker", PARTITIONS);
-    assert_non_null(broker);
-    char brokers[1024];
-    snprintf(brokers, sizeof(brokers), "%s", kc_proc_bootstrap(broker));
+    kc_friends *f = &g_f;
     char *d1 = kc_tmppath("data-d1"), *d2 = kc_tmppath("data-d2");
     kc_rm_rf(d1);
     kc_rm_rf(d2);
 
     /* ---- 1. D1 publishes many versions of B's profile ---- */
-    kc_proc *srv = g_srv = kc_serve_start("serve-d1", d1, brokers, PARTITIONS, changelog_on);
-    assert_non_null(srv);
-    kc_client *c = g_client = kc_client_new(brokers, KC_FROM_END);
-    assert_non_null(c);
-    kc_user a, b;
-    assert_true(kc_user_in_shard(c, &a, "ra", 0, PARTITIONS));
-    assert_true(kc_user_in_shard(c, &b, "rb", 1, PARTITIONS));
-    const char *fa[] = { b.id, NULL };
-    assert_true(kc_add_friends(c, &a, fa));
-    assert_true(kc_change_status_many(c, &b, STATUS_CHANGES, "before"));
-    stop_server(&srv);
+    kc_friends_up(f, "serve-d1", PARTITIONS, false, d1, changelog_on, "r");
+    kc_client *c = f->c;
+    assert_true(kc_change_status_many(c, &f->b, STATUS_CHANGES, "before"));
+    /* its consumer was a static member of the group, which keeps its place
+     * for the session timeout (6 s): past it, the next server is given
+     * every partition at once */
+    kc_friends_stop_server(f, SESSION_GONE_MS);
 
     /* ---- 2. another node writes while D1 is down ---- */
-    srv = g_srv = kc_serve_start_ex("serve-d2", d2, brokers, PARTITIONS, changelog_on, 120);
-    assert_non_null(srv);
-    json_t *away = json_pack("{ss ss}", "userId", b.id, "userStatus", "while-away");
-    json_t *r = kc_call(c, "user-status-change", b.id, b.session, away);
-    assert_true(kc_check_ok(r, b.id));
+    f->srv = kc_serve_start_ex("serve-d2", d2, f->brokers, PARTITIONS, changelog_on, 120);
+    assert_non_null(f->srv);
+    json_t *away = json_pack("{ss ss}", "userId", f->b.id, "userStatus", "while-away");
+    json_t *r = kc_call(c, "user-status-change", f->b.id, f->b.session, away);
+    assert_true(kc_check_ok(r, f->b.id));
     json_decref(r);
-    expect_whole_changelog(srv);
-    stop_server(&srv);
+    expect_whole_changelog(f->srv);
+    kc_friends_stop_server(f, SESSION_GONE_MS);
 
     /* ---- 3. D1 again: only what is new is read ---- */
-    srv = g_srv = kc_serve_start_ex("serve-d1-again", d1, brokers, PARTITIONS, changelog_on,
-                                    120);
-    assert_non_null(srv);
-    long reread = kc_replica_read_at_start(srv);
+    f->srv = kc_serve_start_ex("serve-d1-again", d1, f->brokers, PARTITIONS, changelog_on,
+                               120);
+    assert_non_null(f->srv);
+    long reread = kc_replica_read_at_start(f->srv);
     fprintf(stderr, "the restart read %ld records before serving (at most %d wanted)\n",
             reread, REREAD_MAX);
     assert_true(reread >= 0);
     assert_true(reread < REREAD_MAX);
-    kc_expect_friend_status(c, &a, &b, "while-away");
-    expect_whole_changelog(srv);
+    kc_expect_friend_status(c, &f->a, &f->b, "while-away");
+    expect_whole_changelog(f->srv);
 
-    assert_true(kc_proc_stop_clean(srv, 60));
+    assert_true(kc_proc_stop_clean(f->srv, 60));
     free(d1);
     free(d2);
 }

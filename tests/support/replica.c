@@ -48,3 +48,45 @@ void kc_expect_friend_status(kc_client *c, const kc_user *a, const kc_user *b,
     assert_string_equal(status, want);
     json_decref(r);
 }
+
+void kc_friends_up(kc_friends *f, const char *name, int partitions, bool mock,
+                   const char *data_dir, const char *const *extra, const char *prefix)
+{
+    char broker[64], a[32], b[32];
+
+    memset(f, 0, sizeof(*f));
+    snprintf(broker, sizeof(broker), "%s-broker", name);
+    f->broker = mock ? kc_mock_broker_start(broker, partitions)
+                     : kc_broker_start(broker, partitions);
+    assert_non_null(f->broker);
+    snprintf(f->brokers, sizeof(f->brokers), "%s", kc_proc_bootstrap(f->broker));
+    f->srv = kc_serve_start(name, data_dir, f->brokers, partitions, extra);
+    assert_non_null(f->srv);
+    f->c = kc_client_new(f->brokers, KC_FROM_END);
+    assert_non_null(f->c);
+    snprintf(a, sizeof(a), "%sa", prefix);
+    snprintf(b, sizeof(b), "%sb", prefix);
+    assert_true(kc_user_in_shard(f->c, &f->a, a, 0, partitions));
+    assert_true(kc_user_in_shard(f->c, &f->b, b, 1, partitions));
+    const char *follow[] = { f->b.id, NULL };
+    assert_true(kc_add_friends(f->c, &f->a, follow));
+}
+
+void kc_friends_stop_server(kc_friends *f, int wait_ms)
+{
+    assert_true(kc_proc_stop_clean(f->srv, 60));
+    kc_proc_free(f->srv);
+    f->srv = NULL;
+    if (wait_ms > 0)
+        kc_sleep_ms(wait_ms);
+}
+
+void kc_friends_down(kc_friends *f)
+{
+    kc_client_free(f->c);
+    f->c = NULL;
+    kc_proc_free(f->srv);
+    f->srv = NULL;
+    kc_proc_free(f->broker);
+    f->broker = NULL;
+}
