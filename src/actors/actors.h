@@ -502,7 +502,10 @@ void kchat__workers_free(kchat_backend *be);
 
 /* Start the request consumer, whose worker threads run the batch loop;
  * @p mock: the cluster is librdkafka's mock cluster (for the default fetch
- * wait). On error nothing is left running (errstr says why).
+ * wait). Each partition starts at its shard's stored offset, or at its
+ * first record when it has none or no longer has that offset (over any
+ * `-X auto.offset.reset`). On error nothing is left running (errstr says
+ * why).
  * @locality the thread in kchat_backend_start() */
 KCHAT_MUST_CHECK
 int kchat__consumer_start(kchat_backend *be, bool mock, char *errstr, size_t len);

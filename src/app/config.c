@@ -515,7 +515,12 @@ void kchat_config_markdown(FILE *out)
                  "of a config file (`name = value`, read with `--config FILE`). Flags "
                  "override the file. `-X key=value` (or `X = key=value` / "
                  "`kafka.key = value` in the file) passes any librdkafka property "
-                 "through, e.g. `-X security.protocol=SASL_SSL`.\n\n"
+                 "through, e.g. `-X security.protocol=SASL_SSL`, except those kchat's "
+                 "guarantees rest on, which it sets over `-X`: among them the producers' "
+                 "`enable.idempotence` and transactional settings, and the request "
+                 "consumer's offsets (`enable.auto.commit=false`, and "
+                 "`auto.offset.reset=earliest`, so that a stored offset the partition "
+                 "no longer has is read from its first record).\n\n"
                  "| option | type | default | range | description |\n"
                  "| --- | --- | --- | --- | --- |\n");
     for (size_t i = 0; i < N_OPTS; i++) {
