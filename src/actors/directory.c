@@ -153,6 +153,10 @@ int kchat__directory_apply(kchat_backend *be, const json_t *entry)
  * (and once more at stop): a restart reads again at most that much. */
 #define POSITIONS_SAVE_MS 1000
 
+/* Kafka's answer to the question of every partition's first offset or end,
+ * at the start. */
+#define ENDS_TIMEOUT_MS 10000
+
 /* The replica's meta: the cluster whose offsets its offsets table holds. */
 #define META_CLUSTER "replica_cluster_id"
 
@@ -187,18 +191,26 @@ static const char *part_topic(const kchat_backend *be, size_t i, int32_t *p)
     return i < (size_t)be->partitions ? KCHAT_TOPIC_DIRECTORY : KCHAT_TOPIC_ROOMS;
 }
 
+/* The index of (@p topic, @p partition) in dir_index()'s order
+ * (kchat-directory's partitions, then kchat-rooms'), or -1 for neither. */
+static int part_index(const kchat_backend *be, const char *topic, int32_t partition)
+{
+    if (partition < 0 || partition >= be->partitions)
+        return -1;
+    if (!strcmp(topic, KCHAT_TOPIC_DIRECTORY))
+        return partition;
+    return strcmp(topic, KCHAT_TOPIC_ROOMS) ? -1 : be->partitions + partition;
+}
+
 /* Which of the 2 * partitions the directory thread reads @p m is from:
  * kchat-directory's partitions first, then kchat-rooms'; -1 for neither
  * (an error event that names no partition has no topic).
  * @locality the directory thread */
 static int dir_index(const kchat_backend *be, const rd_kafka_message_t *m)
 {
-    bool rooms;
-
-    if (m->rkt == NULL || m->partition < 0 || m->partition >= be->partitions)
+    if (m->rkt == NULL)
         return -1;   /* an error event of no partition */
-    rooms = !strcmp(rd_kafka_topic_name(m->rkt), KCHAT_TOPIC_ROOMS);
-    return (rooms ? be->partitions : 0) + m->partition;
+    return part_index(be, rd_kafka_topic_name(m->rkt), m->partition);
 }
 
 /* One record of kchat-rooms (@p rooms) or kchat-directory, if it is of
@@ -313,21 +325,59 @@ static int positions_save(kchat_backend *be, struct dir_reader *r)
     return rc;
 }
 
-/* Each partition's offsets at the start in r->lo and r->end (end -1: could
- * not be asked; its end-of-partition event tells then).
+/* Every partition's first offset (@p spec RD_KAFKA_OFFSET_SPEC_EARLIEST) or
+ * end (..._LATEST) into @p out, in one ListOffsets call for all of them;
+ * -1 where Kafka gave none within ENDS_TIMEOUT_MS.
+ * @locality the directory thread */
+static void offsets_list(kchat_backend *be, size_t parts, rd_kafka_OffsetSpec_t spec,
+                         int64_t *out)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)parts);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(be->dir_consumer);
+    rd_kafka_AdminOptions_t *opt =
+        rd_kafka_AdminOptions_new(be->dir_consumer, RD_KAFKA_ADMIN_OP_LISTOFFSETS);
+    rd_kafka_event_t *ev = NULL;
+    const rd_kafka_ListOffsets_result_t *res;
+    const rd_kafka_ListOffsetsResultInfo_t **infos;
+    size_t n = 0;
+
+    for (size_t i = 0; i < parts; i++) {
+        int32_t p;
+        const char *topic = part_topic(be, i, &p);
+
+        out[i] = -1;
+        rd_kafka_topic_partition_list_add(list, topic, p)->offset = spec;
+    }
+    if (opt != NULL)
+        rd_kafka_AdminOptions_set_request_timeout(opt, ENDS_TIMEOUT_MS, NULL, 0);
+    rd_kafka_ListOffsets(be->dir_consumer, list, opt, q);
+    ev = rd_kafka_queue_poll(q, ENDS_TIMEOUT_MS + 1000);
+    res = ev != NULL ? rd_kafka_event_ListOffsets_result(ev) : NULL;
+    infos = res != NULL ? rd_kafka_ListOffsets_result_infos(res, &n) : NULL;
+    for (size_t k = 0; k < n; k++) {
+        const rd_kafka_topic_partition_t *tp =
+            rd_kafka_ListOffsetsResultInfo_topic_partition(infos[k]);
+        int i = part_index(be, tp->topic, tp->partition);
+
+        if (i >= 0 && tp->err == RD_KAFKA_RESP_ERR_NO_ERROR && tp->offset >= 0)
+            out[i] = tp->offset;
+    }
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    if (opt != NULL)
+        rd_kafka_AdminOptions_destroy(opt);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Each partition's offsets at the start in r->lo and r->end (-1: could not
+ * be asked; for an end, its end-of-partition event tells then): two
+ * requests for all partitions, not two per partition.
  * @locality the directory thread */
 static void ends_query(kchat_backend *be, struct dir_reader *r)
 {
-    for (size_t i = 0; i < r->parts; i++) {
-        int32_t p;
-        const char *topic = part_topic(be, i, &p);
-        int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t err =
-            rd_kafka_query_watermark_offsets(be->dir_consumer, topic, p, &lo, &hi, 10000);
-
-        r->lo[i] = err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1 : lo;
-        r->end[i] = err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1 : hi;
-    }
+    offsets_list(be, r->parts, RD_KAFKA_OFFSET_SPEC_EARLIEST, r->lo);
+    offsets_list(be, r->parts, RD_KAFKA_OFFSET_SPEC_LATEST, r->end);
 }
 
 /* Where each partition is read from, and which are at their end already:
