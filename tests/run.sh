@@ -76,10 +76,11 @@ run_one() {
 # other of 900 s. The integration and regression programs spend most of
 # their time waiting (session timeouts, presence's seconds, kills and
 # restarts), each with its own broker, ports and directory, so several at
-# once share the two cores well (tests/check-all.sh runs three in its plain
-# and ASan+UBSan steps, and says what that measured; every program passes
-# so, the timing-bound gateway regressions included); the unit tests,
-# short, come last and fill the slot the longest program leaves.
+# once share the two cores well (tests/check-all.sh runs three in its
+# plain, ASan+UBSan and TSan steps, and says what that measured; every
+# program passes so, the timing-bound gateway regressions included); the
+# unit tests, short, come last and fill the slot the longest program
+# leaves.
 run_pool() {
   local t pid rc log limit
   local -A logs=() bins=()
