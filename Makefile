@@ -188,8 +188,10 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(SUP_OBJ) $(SAN_OBJ) $(FLAG
 # keeps changes Kafka never had) and make kchat's topics on a mock cluster
 # of their own; test_gw_presence checks kchat-presence's MACs with
 # kchat_auth_verify(); test_replica_positions moves the directory
-# replica's stored read positions.
+# replica's stored read positions; test_restore deletes rows of a stopped
+# node's shards (a copy a machine restart tore).
 INT_WHITEBOX := $(BUILD)/tests/integration/test_changelog \
+                $(BUILD)/tests/integration/test_restore \
                 $(BUILD)/tests/integration/test_replica_positions \
                 $(BUILD)/tests/integration/test_coalesce \
                 $(BUILD)/tests/integration/test_handover \

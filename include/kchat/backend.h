@@ -137,6 +137,9 @@ typedef struct kchat_backend kchat_backend;
       "Local shard copies set aside at an assignment because they were older than "        \
       "--changelog-copy-max-age: deletions made since may be gone from kchat-changelog.",  \
       NULL)                                                                                \
+    X(unsynced_copies, "kchat_shards_unsynced_copies_total",                               \
+      "Local shard copies set aside at the start because they were written without fsync " \
+      "before the machine restarted: their last commits may be lost or torn.", NULL)       \
     X(fenced, "kchat_shards_fenced_total",                                                 \
       "Shards this process stopped serving because a newer owner fenced its changelog "    \
       "producer (it had been paused or cut off).", NULL)                                   \

@@ -35,6 +35,7 @@ typedef struct kchat_config {
     char *secret_file;      /**< "" = none (dev: DATA/secret); else the deployment secret */
     char *events_format;    /**< "json" or "msgpack" for chat-events */
     char *changelog;        /**< "on", "off" or "auto" (on unless on the embedded broker) */
+    char *shard_sync;       /**< "auto", "kafka" or "always" (datadir.c) */
     int standby_replicas;   /**< warm copies kept of each shard by other nodes */
     long changelog_copy_max_age; /**< seconds a shard's copy may lag kchat-changelog and
                                       still catch up by its later changes alone */

@@ -33,7 +33,8 @@
     X(ECRYPTO,  -13,  "cryptographic operation failed")                 \
     X(ETIMEDOUT,-14,  "timed out")                                      \
     X(ESHUTDOWN,-15,  "shutting down")                                  \
-    X(ENOSPC,   -16,  "no space left on device")
+    X(ENOSPC,   -16,  "no space left on device")                        \
+    X(EUNSYNCED,-17,  "store written without fsync before the machine restarted")
 
 /**
  * Mark a function whose `int` result is a kchat error code: the caller must

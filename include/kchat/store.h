@@ -162,6 +162,18 @@ typedef struct kchat_store_opts {
      *  store. For a store whose every commit Kafka also holds before
      *  anyone is told of it (a shard with a changelog on Kafka). */
     bool meta_no_sync;
+    /** Commit without any fsync (`MDB_NOSYNC`), and say so in a mark, a
+     *  file `unsynced` in @p dir naming this boot (Linux's boot id),
+     *  written and synced before the first commit and removed by
+     *  kchat_store_close() once the environment is synced. A process that
+     *  dies loses nothing (the kernel has every write); a machine that
+     *  restarts may have lost or torn any commit since the last sync, so
+     *  the next boot's kchat_store_open() refuses the store
+     *  (#KCHAT_EUNSYNCED) until it is moved aside. For a store whose every
+     *  commit Kafka holds before anyone is told of it, and which can be
+     *  restored whole from Kafka (a shard with a changelog on Kafka).
+     *  Where the system gives no boot id it acts as `meta_no_sync`. */
+    bool unsynced;
     /** Keep a changelog (@ref store_changelog): every committed write
      *  transaction also records the final value of each key it touched. */
     bool changelog;
@@ -190,6 +202,12 @@ typedef struct kchat_store_opts {
  *   #KCHAT_ENOSPC if the disk is full;
  *   #KCHAT_EMAPFULL if kchat_store_opts::map_size is too small even to
  *   create the tables (a few pages);
+ *   #KCHAT_EUNSYNCED if @p dir holds the mark of a store opened
+ *   kchat_store_opts::unsynced in another boot (whatever @p opts says):
+ *   its last commits may be lost or torn (kchat_store_unsynced_lost());
+ *   the files are not touched. A mark of this boot (its process died) is
+ *   kept by an unsynced open; any other open syncs the environment and
+ *   removes it;
  *   #KCHAT_ENOMEM; #KCHAT_ESTORE for any other LMDB failure.
  * @note Release the store with kchat_store_close().
  * @locality any thread; the store is then usable from any thread (see
@@ -203,10 +221,29 @@ int kchat_store_open(const char *dir, const kchat_store_opts *opts, kchat_store 
  * @param[in] s the store, or NULL (then nothing happens).
  * @note Every transaction of @p s must have ended and no other thread may
  *   be using @p s; closing with a transaction open is a bug and aborts the
- *   process. Committed data is durable already; close does not sync.
+ *   process. Committed data is durable already; close does not sync,
+ *   unless the store was opened kchat_store_opts::unsynced: then it syncs
+ *   the environment and, when that succeeded, removes the unsynced mark
+ *   (a failed sync is logged to stderr and leaves the mark).
  * @locality any thread, once no other thread uses @p s
  */
 void kchat_store_close(kchat_store *s);
+
+/**
+ * @brief Whether the store in @p dir was opened kchat_store_opts::unsynced
+ * in a boot of this machine other than the current one and not closed
+ * since: its last commits may be lost or torn, so kchat_store_open()
+ * refuses it. A mark that names no boot, or a system that gives no boot
+ * id while a mark is there, counts as lost too (which boot wrote it
+ * cannot be told). No mark, or this boot's: not lost.
+ * @param[in] dir   the store's directory (need not exist).
+ * @param[out] lost the answer; false on error.
+ * @return #KCHAT_OK; #KCHAT_EINVAL for a NULL argument; #KCHAT_EIO when
+ *   the mark is there but cannot be read.
+ * @locality any thread
+ */
+KCHAT_MUST_CHECK
+int kchat_store_unsynced_lost(const char *dir, bool *lost);
 
 /**
  * @brief The directory of a store, as given to kchat_store_open().

@@ -61,6 +61,20 @@ int kchat_topics_ensure(rd_kafka_t *rk, int partitions, int replication,
                         long login_retention_ms, int *actual_partitions,
                         char *errstr, size_t errstr_size);
 
+/**
+ * @brief The fewest replicas any partition of @p topic has on the cluster
+ *        @p rk talks to (its replication factor, unless partitions were
+ *        moved), from a metadata request.
+ * @param[out] replicas the count; untouched on error.
+ * @return KCHAT_OK; KCHAT_EKAFKA when the metadata cannot be read or the
+ *         topic does not exist (@p errstr says which).
+ * @note Blocks for up to 10 s.
+ * @locality any thread
+ */
+KCHAT_MUST_CHECK
+int kchat_topic_replicas(rd_kafka_t *rk, const char *topic, int *replicas, char *errstr,
+                         size_t errstr_size);
+
 /** @brief Number of topics kchat_topic_name() names. @locality any thread */
 size_t kchat_topic_count(void);
 

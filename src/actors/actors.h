@@ -304,6 +304,7 @@ struct kchat_backend {
                                    thread wakes workers through (changelog.c) */
     kchat_consumer *wake;       /* under wake_lock: be->consumer while it runs, else NULL */
     bool changelog;             /* shards keep a changelog in kchat-changelog */
+    bool shard_unsynced;        /* shards commit without fsync (datadir.c, --shard-sync) */
     int64_t outbox_prune_us;    /* confirmed records wait this long to be deleted
                                    together (kchat__outbox_prune_due()); 0: at once */
     rd_kafka_t *dir_consumer;

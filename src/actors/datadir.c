@@ -19,6 +19,7 @@
 #include "changelog.h"
 #include "kchat/error.h"
 #include "kchat/kafka.h"
+#include "kchat/topics.h"
 
 /* The data directory remembers its shard count; refuse to mix. It opens
  * the directory replica, which on a real Kafka commits with one fsync, not
@@ -68,27 +69,103 @@ static void shard_path(const kchat_backend *be, const struct shard *sh, char *pa
     snprintf(path, len, "%s/shard-%04u", be->cfg->data_dir, sh->id);
 }
 
+/* Move the copy in @p path aside, to `PATH.aside-TIME`, and say @p why.
+ * KCHAT_EIO, said in @p errstr, when it cannot be renamed.
+ * @locality a thread that has no store open in @p path */
+KCHAT_MUST_CHECK
+static int copy_rename(const struct shard *sh, const char *path, const char *why,
+                       char *errstr, size_t len)
+{
+    char aside[4200];
+
+    snprintf(aside, sizeof(aside), "%s.aside-%lld", path, (long long)time(NULL));
+    if (rename(path, aside) != 0) {
+        snprintf(errstr, len, "shard %u: cannot set %s aside: %s", sh->id, path,
+                 strerror(errno));
+        return KCHAT_EIO;
+    }
+    fprintf(stderr, "kchat: shard %u: its copy %s: moved to %s, restoring the shard whole\n",
+            sh->id, why, aside);
+    return KCHAT_OK;
+}
+
 /* Open @p sh's environment. With a changelog on Kafka a shard commits
- * with one fsync, not two (`meta_no_sync`): every answer, event and command
- * waits for Kafka to have the transaction's changes, so a machine crash
- * that undoes the copy's last commit leaves a copy older than the
- * changelog, which the shard's next acquisition catches up from it
- * (restore.c), as it does a copy restored from a backup. The embedded
- * broker's records die with the process: there both fsyncs stay.
+ * without fsync (`unsynced`): every answer, event and command waits for
+ * Kafka to have the transaction's changes, and the changelog holds every
+ * change, so the copy only saves reading them back. A process that dies
+ * loses nothing (the kernel has the writes). A machine that restarts may
+ * have lost or torn the copy's recent commits: the store's unsynced mark
+ * tells (kchat_store_open() refuses it), and the copy is set aside here
+ * and the shard restored whole from kchat-changelog at its acquisition
+ * (restore.c), as after a lost disk. Without a changelog such a copy is
+ * the only one: the start is refused, saying why. Whether shards commit
+ * so is shards_sync_choose()'s (--shard-sync).
  * @locality the thread in kchat_backend_start(), or the one acquiring @p sh */
 KCHAT_MUST_CHECK
 static int shard_open(kchat_backend *be, struct shard *sh, char *errstr, size_t len)
 {
     kchat_store_opts o = {.map_size = (size_t)be->cfg->map_size_mb << 20,
                           .changelog = be->changelog,
-                          .meta_no_sync = be->changelog && !be->mock_broker};
+                          .unsynced = be->shard_unsynced,
+                          .meta_no_sync = be->changelog && !be->mock_broker &&
+                                          strcmp(be->cfg->shard_sync, "always") != 0};
     char path[4096];
     int rc;
 
     shard_path(be, sh, path, sizeof(path));
-    if ((rc = kchat_store_open(path, &o, &sh->store)) != KCHAT_OK)
+    rc = kchat_store_open(path, &o, &sh->store);
+    if (rc == KCHAT_EUNSYNCED && be->changelog) {
+        if ((rc = copy_rename(sh, path, "was written without fsync before the machine "
+                              "restarted (its last commits may be lost or torn)",
+                              errstr, len)) != KCHAT_OK)
+            return rc;
+        atomic_fetch_add(&be->stats.unsynced_copies, 1);
+        rc = kchat_store_open(path, &o, &sh->store);
+    }
+    if (rc == KCHAT_EUNSYNCED)
+        snprintf(errstr, len, "shard %s was written without fsync (with a changelog on Kafka) "
+                 "before the machine restarted: its last commits may be lost or torn. Start "
+                 "with the changelog on against the cluster that holds its kchat-changelog to "
+                 "have it restored from there, or move the directory aside", path);
+    else if (rc != KCHAT_OK)
         snprintf(errstr, len, "cannot open shard %s: %s", path, kchat_strerror(rc));
     return rc;
+}
+
+/* How shards sync their commits (--shard-sync; docs/design.md, "No fsync
+ * with a changelog on Kafka"): both of LMDB's fsyncs without a changelog,
+ * on the embedded broker (its records die with the process) and with
+ * `always`; none with `kafka`; with `auto`, none when kchat-changelog is
+ * replicated on two brokers or more (an acknowledged change outlives any
+ * one machine), else one (`meta_no_sync`: a machine crash can undo the
+ * last commit, which Kafka held). Sets be->shard_unsynced; logs the choice.
+ * @locality the thread in kchat_backend_start(), before the shards open */
+static void shards_sync_choose(kchat_backend *be)
+{
+    const char *how = be->cfg->shard_sync;
+    char errstr[256];
+    int replicas = 0, rc;
+
+    be->shard_unsynced = false;
+    if (!be->changelog || be->mock_broker || strcmp(how, "always") == 0)
+        return;
+    if (strcmp(how, "kafka") == 0) {
+        be->shard_unsynced = true;
+        fprintf(stderr, "kchat: shards commit without fsync (--shard-sync kafka)\n");
+        return;
+    }
+    pthread_rwlock_rdlock(&be->producer_lock);
+    rc = kchat_topic_replicas(be->producer, KCHAT_TOPIC_CHANGELOG, &replicas, errstr,
+                              sizeof(errstr));
+    pthread_rwlock_unlock(&be->producer_lock);
+    if (rc != KCHAT_OK) {
+        fprintf(stderr, "kchat: %s: shards commit with one fsync\n", errstr);
+        return;
+    }
+    be->shard_unsynced = replicas >= 2;
+    fprintf(stderr, "kchat: %s has %d replica%s: shards commit with %s (--shard-sync auto)\n",
+            KCHAT_TOPIC_CHANGELOG, replicas, replicas == 1 ? "" : "s",
+            be->shard_unsynced ? "no fsync" : "one fsync");
 }
 
 /* @locality the thread in kchat_backend_start() */
@@ -97,6 +174,7 @@ static int shards_open(kchat_backend *be, char *errstr, size_t len)
 {
     int rc;
 
+    shards_sync_choose(be);
     be->shards = calloc((size_t)be->partitions, sizeof(*be->shards));
     if (be->shards == NULL)
         return KCHAT_ENOMEM;
@@ -319,20 +397,15 @@ int kchat__datadir_open(kchat_backend *be, char *errstr, size_t len)
 int kchat__datadir_shard_set_aside(kchat_backend *be, struct shard *sh, const char *why,
                                    char *errstr, size_t len)
 {
-    char path[4096], aside[4200];
+    char path[4096];
 
     shard_path(be, sh, path, sizeof(path));
-    snprintf(aside, sizeof(aside), "%s.aside-%lld", path, (long long)time(NULL));
     kchat_store_close(sh->store);
     sh->store = NULL;
-    if (rename(path, aside) != 0) {
-        snprintf(errstr, len, "shard %u: cannot set %s aside: %s", sh->id, path,
-                 strerror(errno));
+    if (copy_rename(sh, path, why, errstr, len) != KCHAT_OK) {
         int rc = shard_open(be, sh, errstr + strlen(errstr), len - strlen(errstr));
         return rc != KCHAT_OK ? rc : KCHAT_EIO;
     }
-    fprintf(stderr, "kchat: shard %u: its copy %s: moved to %s, restoring the shard whole\n",
-            sh->id, why, aside);
     return shard_open(be, sh, errstr, len);
 }
 

@@ -78,6 +78,18 @@ static const struct opt opts[] = {
      "auto): an answer is then produced only once Kafka has the changes it reports, "
      "so they outlive the node's disk (docs/design.md, \"Changelog\"). auto: on with "
      "--brokers, off on the embedded broker, whose records die with the process."},
+    {"shard-sync", OPT_STR, O(shard_sync), "auto", 0, 0,
+     "How a shard's LMDB commit reaches the disk, with a changelog on a real Kafka (auto, "
+     "kafka, always); without a changelog, and on the embedded broker, a commit always "
+     "takes LMDB's two fsyncs. kafka: no fsync at all, since Kafka holds every change "
+     "before anything reports it, and a copy a machine restart caught unsynced is set "
+     "aside at the next start and the shard restored whole from kchat-changelog "
+     "(docs/design.md, \"No fsync with a changelog on Kafka\"). auto: kafka when "
+     "kchat-changelog has two replicas or more (an acknowledged change outlives any one "
+     "machine), else one fsync per commit (LMDB's meta page waits for the next commit: "
+     "a machine crash can undo the last commit, which Kafka held). always: both fsyncs, "
+     "so that an answered change never rests on the brokers alone (Kafka does not fsync "
+     "by default)."},
     {"local-commands", OPT_BOOL, O(local_commands), "true", 0, 0,
      "Hand a command to a shard this process serves, and that shard's acknowledgement "
      "back, in memory instead of through kchat-internal, so that neither waits for a "
@@ -275,6 +287,12 @@ static int config_validate(const kchat_config *c, char *errstr, size_t errstr_si
         strcmp(c->changelog, "off")) {
         snprintf(errstr, errstr_size, "changelog must be on, off or auto, got \"%s\"",
                  c->changelog);
+        return KCHAT_ECONFIG;
+    }
+    if (strcmp(c->shard_sync, "auto") && strcmp(c->shard_sync, "kafka") &&
+        strcmp(c->shard_sync, "always")) {
+        snprintf(errstr, errstr_size, "shard-sync must be auto, kafka or always, got \"%s\"",
+                 c->shard_sync);
         return KCHAT_ECONFIG;
     }
     if (c->data_dir[0] == '\0') {

@@ -128,6 +128,42 @@ static int topics_describe(rd_kafka_t *rk, int *counts, int *broker_cnt,
     return KCHAT_OK;
 }
 
+int kchat_topic_replicas(rd_kafka_t *rk, const char *topic, int *replicas, char *errstr,
+                         size_t errstr_size)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t err;
+    int fewest = -1;
+
+    if (rkt == NULL) {
+        snprintf(errstr, errstr_size, "topic %s: %s", topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return KCHAT_EKAFKA;
+    }
+    err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+    rd_kafka_topic_destroy(rkt);
+    if (err) {
+        snprintf(errstr, errstr_size, "cannot read the metadata of %s: %s", topic,
+                 rd_kafka_err2str(err));
+        return KCHAT_EKAFKA;
+    }
+    for (int t = 0; t < md->topic_cnt; t++) {
+        if (strcmp(md->topics[t].topic, topic) != 0 || md->topics[t].err)
+            continue;
+        for (int p = 0; p < md->topics[t].partition_cnt; p++)
+            if (fewest < 0 || md->topics[t].partitions[p].replica_cnt < fewest)
+                fewest = md->topics[t].partitions[p].replica_cnt;
+    }
+    rd_kafka_metadata_destroy(md);
+    if (fewest < 0) {
+        snprintf(errstr, errstr_size, "topic %s has no partitions on the cluster", topic);
+        return KCHAT_EKAFKA;
+    }
+    *replicas = fewest;
+    return KCHAT_OK;
+}
+
 KCHAT_MUST_CHECK
 static int topics_create(rd_kafka_t *rk, const int *counts, int partitions, int replication,
                          long login_retention_ms, char *errstr, size_t errstr_size)

@@ -46,6 +46,7 @@ struct kchat_store {
     bool broken;                /* growing failed and left no map */
     size_t map_size;            /* current map size */
     bool changelog;             /* kchat_store_opts::changelog */
+    bool unsynced;              /* committing without fsync, marked (store_sync.c) */
 };
 
 /* Names of the LMDB named databases, in kchat_table order. */
@@ -250,6 +251,17 @@ static int open_env(kchat_store *s, const kchat_store_opts *opts)
     MDB_envinfo info;
     int rc, dead;
 
+    if (opts && opts->unsynced) {
+        if (kchat__store_boot_known()) {
+            /* the mark lasts before the first commit that needs it */
+            if ((rc = kchat__store_mark_unsynced(s->path)) != KCHAT_OK)
+                return rc;
+            s->unsynced = true;
+            flags |= MDB_NOSYNC;
+        } else {
+            flags |= MDB_NOMETASYNC;   /* no boot id to tell a lost boot by */
+        }
+    }
     rc = mdb_env_create(&s->env);
     if (rc)
         return kchat__store_err(rc);
@@ -288,6 +300,7 @@ int kchat_store_open(const char *dir, const kchat_store_opts *opts, kchat_store 
 {
     kchat_store *s;
     struct stat st;
+    bool lost;
     int rc;
 
     if (!dir || !*dir || !out)
@@ -297,6 +310,10 @@ int kchat_store_open(const char *dir, const kchat_store_opts *opts, kchat_store 
         return rc;
     if (stat(dir, &st) != 0)
         return KCHAT_EIO;
+    if ((rc = kchat_store_unsynced_lost(dir, &lost)) != KCHAT_OK)
+        return rc;
+    if (lost)
+        return KCHAT_EUNSYNCED;
 
     s = calloc(1, sizeof *s);
     if (!s)
@@ -318,6 +335,16 @@ int kchat_store_open(const char *dir, const kchat_store_opts *opts, kchat_store 
     rc = open_env(s, opts);
     if (rc)
         goto err_close_env;
+    if (!s->unsynced && kchat__store_marked(dir)) {
+        /* A process of this boot left it unsynced (it was killed): make
+         * that durable now, since this one will not say so any more. */
+        if ((rc = mdb_env_sync(s->env, 1)) != 0) {
+            rc = kchat__store_err(rc);
+            goto err_close_env;
+        }
+        if ((rc = kchat__store_mark_synced(dir)) != KCHAT_OK)
+            goto err_close_env;
+    }
     s->changelog = opts && opts->changelog;
     *out = s;
     return KCHAT_OK;
@@ -345,6 +372,13 @@ void kchat_store_close(kchat_store *s)
         abort();
     }
     pthread_mutex_unlock(&s->lock);
+    if (s->unsynced) {
+        int rc = mdb_env_sync(s->env, 1);
+
+        if (rc != 0 || kchat__store_mark_synced(s->path) != KCHAT_OK)
+            fprintf(stderr, "kchat_store_close(%s): %s: the unsynced mark stays\n", s->path,
+                    rc != 0 ? mdb_strerror(rc) : "cannot remove the mark");
+    }
     mdb_env_close(s->env);
     unregister_open(s);
     pthread_mutex_destroy(&s->lock);

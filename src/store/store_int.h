@@ -137,6 +137,23 @@ int kchat__store_internal_next(kchat_txn *t, const char *name, uint64_t *out);
 KCHAT_MUST_CHECK
 int kchat__store_internal_take(kchat_txn *t, const char *name, uint64_t count, uint64_t *out);
 
+/*
+ * The unsynced mark (store_sync.c): whether this system gives a boot id
+ * (without one a store is never opened unsynced); whether @p dir has a
+ * mark; write the mark naming
+ * this boot into @p dir, synced, before an unsynced environment's first
+ * commit (KCHAT_ENOTFOUND: no boot id; KCHAT_EIO, KCHAT_ENOSPC); remove it
+ * after the environment was synced (KCHAT_EIO).
+ * @locality any thread; the mark's functions the one opening or closing
+ *           the store in @p dir
+ */
+bool kchat__store_boot_known(void);
+bool kchat__store_marked(const char *dir);
+KCHAT_MUST_CHECK
+int kchat__store_mark_unsynced(const char *dir);
+KCHAT_MUST_CHECK
+int kchat__store_mark_synced(const char *dir);
+
 /* Big-endian 32-bit helpers, for keys. */
 void kchat__store_be32(uint32_t v, unsigned char out[4]);
 uint32_t kchat__store_rd_be32(const unsigned char in[4]);

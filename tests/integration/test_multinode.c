@@ -31,7 +31,9 @@
  *
  * test_two_nodes_every_operation: nodes A and B; every operation of the
  *    contract across shards (register, login, logout, status, friends,
- *    rooms, chat, history, room lists) and their errors, then the checks.
+ *    rooms, chat, history, room lists) and their errors, then the checks;
+ *    and that both nodes' shards commit without fsync (three replicas of
+ *    kchat-changelog: `--shard-sync auto`), as in every test here.
  * test_kill9_handover: A and B, 200 sends over 20 s, B killed with SIGKILL
  *    after 80: A must take B's shards (session timeout 6 s). Prints
  *    `handover: kill -9 to first answer from new owner: X ms` (per shard,
@@ -212,6 +214,12 @@ static void test_two_nodes_every_operation(void **state)
     history_page(w);
     nd_phase("chat rounds");
     nd_check_world(w, "two nodes, every operation");
+    /* --shard-sync auto on three brokers: kchat-changelog has three
+     * replicas, so shards commit without fsync (docs/design.md, "No fsync
+     * with a changelog on Kafka") through everything above */
+    for (int k = 0; k < 2; k++)
+        assert_true(kc_file_contains(kc_proc_log(nd_node(k)), "kchat-changelog has 3 replicas: "
+                                     "shards commit with no fsync", 59));
 }
 
 /* ------------------------------------------------------------------------ */

@@ -970,16 +970,16 @@ static void test_outbox(void **state)
     kchat_store_close(s);
 }
 
-/* The child "crashes" (exits without closing) after committing; with
- * @p meta_no_sync its commit's meta page was written but not flushed. */
-static int crash_child(const char *dir, bool meta_no_sync)
+/* The child "crashes" (exits without closing) after committing with
+ * options @p o: with `meta_no_sync` its commit's meta page was written but
+ * not flushed, with `unsynced` nothing was. */
+static int crash_child(const char *dir, const kchat_store_opts *o)
 {
-    kchat_store_opts o = { .no_sync = false, .meta_no_sync = meta_no_sync };
     kchat_store *s;
     kchat_txn *t;
     uint64_t seq;
 
-    if (kchat_store_open(dir, &o, &s) || kchat_txn_begin(s, true, &t))
+    if (kchat_store_open(dir, o, &s) || kchat_txn_begin(s, true, &t))
         return 1;
     for (int i = 0; i < 3; i++)
         if (kchat_store_outbox_append(t, &RECS[i], &seq) || seq != (uint64_t)i + 1)
@@ -993,9 +993,10 @@ static int crash_child(const char *dir, bool meta_no_sync)
 }
 
 /* A process that dies after its commit (kill -9, not a machine crash)
- * loses none of it, with both fsyncs or one (@p meta_no_sync): the
+ * loses none of it, with both fsyncs, one (`meta_no_sync`) or none
+ * (`unsynced`, whose mark then names this boot and is no obstacle): the
  * kernel has the writes. */
-static void replay_after_crash(fx *f, bool meta_no_sync)
+static void replay_after_crash(fx *f, const kchat_store_opts *o)
 {
     ob_list l = { .n = 0 };
     kchat_store *s;
@@ -1008,7 +1009,7 @@ static void replay_after_crash(fx *f, bool meta_no_sync)
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        _exit(crash_child(f->dir, meta_no_sync));
+        _exit(crash_child(f->dir, o));
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
@@ -1051,12 +1052,17 @@ static void replay_after_crash(fx *f, bool meta_no_sync)
 
 static void test_outbox_replay_after_crash(void **state)
 {
-    replay_after_crash(*state, false);
+    replay_after_crash(*state, &(kchat_store_opts){0});
 }
 
 static void test_outbox_replay_after_crash_meta_no_sync(void **state)
 {
-    replay_after_crash(*state, true);
+    replay_after_crash(*state, &(kchat_store_opts){.meta_no_sync = true});
+}
+
+static void test_outbox_replay_after_crash_unsynced(void **state)
+{
+    replay_after_crash(*state, &(kchat_store_opts){.unsynced = true});
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1618,6 +1624,7 @@ int main(void)
         T(test_outbox),
         T(test_outbox_replay_after_crash),
         T(test_outbox_replay_after_crash_meta_no_sync),
+        T(test_outbox_replay_after_crash_unsynced),
         T(test_offsets),
         T(test_meta_and_counters),
         T(test_applied),
