@@ -253,7 +253,7 @@ static int open_env(kchat_store *s, const kchat_store_opts *opts)
 
     if (opts && opts->unsynced) {
         if (kchat__store_boot_known()) {
-            /* the mark lasts before the first commit that needs it */
+            /* the mark is on disk before the first commit it covers */
             if ((rc = kchat__store_mark_unsynced(s->path)) != KCHAT_OK)
                 return rc;
             s->unsynced = true;
