@@ -23,22 +23,30 @@
 #define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 #define BOOT_ID_MAX 64
 
-/* This boot's id (Linux: a random UUID made at each boot) into @p out.
- * KCHAT_ENOTFOUND when the system gives none. */
-KCHAT_MUST_CHECK
-static int boot_id(char out[BOOT_ID_MAX])
+/* The first line of the file @p path, trailing blanks cut, into @p out
+ * (BOOT_ID_MAX bytes); its length, or -1 when the file cannot be opened
+ * (errno says why). */
+static long first_line(const char *path, char out[BOOT_ID_MAX])
 {
-    FILE *f = fopen(BOOT_ID_PATH, "r");
+    FILE *f = fopen(path, "r");
     size_t n;
 
     if (f == NULL)
-        return KCHAT_ENOTFOUND;
+        return -1;
     n = fread(out, 1, BOOT_ID_MAX - 1, f);
     fclose(f);
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
         n--;
     out[n] = '\0';
-    return n > 0 ? KCHAT_OK : KCHAT_ENOTFOUND;
+    return (long)n;
+}
+
+/* This boot's id (Linux: a random UUID made at each boot) into @p out.
+ * KCHAT_ENOTFOUND when the system gives none. */
+KCHAT_MUST_CHECK
+static int boot_id(char out[BOOT_ID_MAX])
+{
+    return first_line(BOOT_ID_PATH, out) > 0 ? KCHAT_OK : KCHAT_ENOTFOUND;
 }
 
 /* fsync() the directory @p dir, so that a file made or removed in it
@@ -80,20 +88,14 @@ bool kchat__store_marked(const char *dir)
 int kchat_store_unsynced_lost(const char *dir, bool *lost)
 {
     char path[4096], mark[BOOT_ID_MAX], now[BOOT_ID_MAX];
-    FILE *f;
-    size_t n;
+    long n;
 
     if (dir == NULL || lost == NULL)
         return KCHAT_EINVAL;
     *lost = false;
     mark_path(dir, path, sizeof(path));
-    if ((f = fopen(path, "r")) == NULL)
+    if ((n = first_line(path, mark)) < 0)
         return errno == ENOENT ? KCHAT_OK : KCHAT_EIO;
-    n = fread(mark, 1, sizeof(mark) - 1, f);
-    fclose(f);
-    while (n > 0 && (mark[n - 1] == '\n' || mark[n - 1] == ' '))
-        n--;
-    mark[n] = '\0';
     /* A mark that names no boot (not one kchat__store_mark_unsynced()
      * renamed into place), or a system that now gives no boot id: which
      * boot wrote it cannot be told, so it is taken as lost. */
